@@ -1,0 +1,106 @@
+"""Canonical JSON: the one encoder for every signed document, and a strict parser.
+
+The encoding is the OLPC canonical JSON that TUF signs (securesystemslib ``encode_canonical``,
+python-tuf ``CanonicalJSONSerializer``): keys sorted by code point, no insignificant
+whitespace, only strings, integers, booleans, null, lists and objects; strings escape only
+``"`` and ``\\``; non-ASCII is written as raw UTF-8. Floats are not representable.
+
+The strict parser rejects duplicate keys, floats, NaN/Infinity and non-UTF-8 input, so a
+document cannot mean two things to two parsers. It does no I/O.
+"""
+
+import json
+from typing import Any, Dict, List, Tuple
+
+from .errors import FormatError
+
+# Signed documents are small; anything larger is an attack or a mistake.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+
+def _encode_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _encode(obj: Any, out: List[str]) -> None:
+    if obj is True:
+        out.append("true")
+    elif obj is False:
+        out.append("false")
+    elif obj is None:
+        out.append("null")
+    elif isinstance(obj, int):
+        out.append(str(obj))
+    elif isinstance(obj, str):
+        out.append(_encode_string(obj))
+    elif isinstance(obj, (list, tuple)):
+        out.append("[")
+        for i, item in enumerate(obj):
+            if i:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    elif isinstance(obj, dict):
+        out.append("{")
+        for i, key in enumerate(sorted(obj)):
+            if not isinstance(key, str):
+                raise TypeError("canonical JSON keys must be strings, got %r" % (key,))
+            if i:
+                out.append(",")
+            out.append(_encode_string(key))
+            out.append(":")
+            _encode(obj[key], out)
+        out.append("}")
+    else:
+        raise TypeError("canonical JSON cannot encode %s" % type(obj).__name__)
+
+
+def encode(obj: Any) -> bytes:
+    """Return the canonical UTF-8 bytes of ``obj``."""
+    out: List[str] = []
+    _encode(obj, out)
+    return "".join(out).encode("utf-8")
+
+
+def _no_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    result: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise FormatError("duplicate JSON key %r" % key)
+        result[key] = value
+    return result
+
+
+def _no_float(text: str) -> Any:
+    raise FormatError("floating-point number %s is not allowed in signed JSON" % text)
+
+
+def _no_constant(text: str) -> Any:
+    raise FormatError("JSON constant %s is not allowed" % text)
+
+
+def loads_strict(data: bytes, *, what: str = "document") -> Any:
+    """Parse JSON bytes, rejecting duplicate keys, floats and oversized input."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise FormatError("%s is %d bytes, over the %d byte limit" % (what, len(data),
+                                                                      MAX_DOCUMENT_BYTES))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError("%s is not valid UTF-8: %s" % (what, e)) from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_no_float,
+                          parse_constant=_no_constant)
+    except FormatError as e:
+        raise FormatError("%s: %s" % (what, e.message)) from None
+    except ValueError as e:
+        raise FormatError("%s is not valid JSON: %s" % (what, e)) from None
+
+
+def loads_canonical(data: bytes, *, what: str = "document") -> Any:
+    """Parse bytes that must already be canonical: re-encoding must give the same bytes."""
+    obj = loads_strict(data, what=what)
+    if encode(obj) != data:
+        raise FormatError("%s is not in canonical JSON form" % what,
+                          hint="signed documents must be written by the canonical encoder")
+    return obj

@@ -1,0 +1,129 @@
+"""The one content-addressed, atomic file writer, and streaming hash helpers.
+
+``write_verified`` is the only way this project puts verified bytes on disk, in the builder's
+cache and on the device alike: write to a temp file in the destination folder, hash while
+writing, stop at the declared size, check size and sha256, fsync, rename, fsync the folder. On
+any mismatch the final path is never touched and the temp file is removed.
+
+Nothing is trusted by its size or its name: ``verify_file`` re-hashes an existing file.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Tuple
+
+from .errors import DigestMismatch, EnvironmentProblem
+
+CHUNK = 1024 * 1024
+
+
+def iter_file(f: BinaryIO, *, limit: Optional[int] = None, chunk: int = CHUNK) -> Iterator[bytes]:
+    """Yield chunks of ``f`` until EOF or until ``limit`` bytes were read."""
+    remaining = limit
+    while remaining is None or remaining > 0:
+        n = chunk if remaining is None else min(chunk, remaining)
+        data = f.read(n)
+        if not data:
+            return
+        if remaining is not None:
+            remaining -= len(data)
+        yield data
+
+
+def hash_file(path: "os.PathLike[str] | str") -> Tuple[str, int]:
+    """Return ``(sha256 hex, size)`` of a file, streaming."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for data in iter_file(f):
+            h.update(data)
+            size += len(data)
+    return h.hexdigest(), size
+
+
+def verify_file(path: "os.PathLike[str] | str", sha256: str, size: int) -> bool:
+    """True when the file exists with exactly this size and sha256."""
+    try:
+        if os.stat(path).st_size != size:
+            return False
+        return hash_file(path)[0] == sha256
+    except FileNotFoundError:
+        return False
+
+
+def fsync_dir(path: "os.PathLike[str] | str") -> None:
+    """fsync a directory so a rename inside it survives a power cut."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_verified(
+    dest: "os.PathLike[str] | str",
+    chunks: Iterable[bytes],
+    *,
+    sha256: Optional[str] = None,
+    size: Optional[int] = None,
+    what: Optional[str] = None,
+    mode: int = 0o644,
+    tmp_prefix: str = ".tmp-",
+    on_bytes: Optional[Callable[[int], None]] = None,
+) -> Tuple[str, int]:
+    """Write ``chunks`` atomically to ``dest``, verifying sha256 and size when given.
+
+    Returns ``(sha256 hex, size)`` of what was written. Data beyond ``size`` is a mismatch
+    (reading stops there: an endless stream cannot fill the disk). The temp file is a dotfile
+    in the destination folder, so watchers such as K3s's image importer ignore it.
+    """
+    dest = Path(dest)
+    label = what or dest.name
+    tmp = dest.parent / ("%s%s.%d" % (tmp_prefix, dest.name, os.getpid()))
+    h = hashlib.sha256()
+    written = 0
+    try:
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for data in chunks:
+                if size is not None and written + len(data) > size:
+                    raise DigestMismatch(
+                        "%s: more data than the declared %d bytes" % (label, size),
+                        hint="the source is corrupt or not what was pinned")
+                out.write(data)
+                h.update(data)
+                written += len(data)
+                if on_bytes is not None:
+                    on_bytes(len(data))
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest()
+        if size is not None and written != size:
+            raise DigestMismatch(
+                "%s: expected %d bytes, got %d" % (label, size, written),
+                hint="the transfer was truncated or the source changed; fetch it again")
+        if sha256 is not None and digest != sha256:
+            raise DigestMismatch(
+                "%s: expected sha256 %s, got %s" % (label, sha256, digest),
+                hint="the source does not hold the pinned content; do not use it")
+        os.chmod(str(tmp), mode)
+        os.replace(str(tmp), str(dest))
+        fsync_dir(dest.parent)
+        return digest, written
+    except OSError as e:
+        _unlink_quiet(tmp)
+        if e.errno == 28:  # ENOSPC
+            raise EnvironmentProblem("no space left writing %s in %s" % (label, dest.parent),
+                                     hint="free space on that filesystem and retry") from None
+        raise
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(str(path))
+    except FileNotFoundError:
+        pass
