@@ -1,0 +1,439 @@
+"""The bundle format, defined once: manifest model, member rules, deterministic writer,
+strict streaming reader.
+
+A bundle is an uncompressed POSIX (pax) tar. Members, in this order:
+
+1. ``manifest.json``: canonical JSON (see ``canonjson``) describing the bundle and listing every
+   payload member with path, size, sha256 and mode.
+2. ``signatures.json``: canonical JSON ``{"signatures": [{"keyid", "sig"}]}`` over the exact
+   bytes of ``manifest.json`` (empty list when unsigned).
+3. ``roots/<N>.root.json`` for N = 1..newest: the TUF root chain, ascending (may be absent for
+   unsigned bundles).
+4. The payload members, in exactly the manifest's order.
+
+Nothing else may appear. The reader checks every header against the manifest (regular file,
+exact path, size, mode, no setuid/setgid) and never derives a destination from a tar name:
+callers place files by the manifest entry. This module does no policy and no signature
+checking: see ``trust`` and ``verify``.
+"""
+
+import io
+import re
+import tarfile
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from . import canonjson
+from .errors import DigestMismatch, FormatError, UnsafeMember
+
+FORMAT = "k3s-airgap-bundle/v1"
+MANIFEST_NAME = "manifest.json"
+SIGNATURES_NAME = "signatures.json"
+ROOTS_DIR = "roots"
+MAX_HEADER_MEMBER = 4 * 1024 * 1024  # manifest, signatures and each root: small documents
+
+ARCHES = ("amd64", "arm64", "arm")
+ROLES = ("server", "agent")
+
+# kind -> required path prefix inside the bundle
+KIND_PREFIX = {
+    "k3s-binary": "k3s/",
+    "install-script": "k3s/",
+    "images": "images/",
+    "chart": "charts/",
+    "manifest": "manifests/",
+}
+K3S_BINARY_PATH = "k3s/k3s"
+INSTALL_SCRIPT_PATH = "k3s/install.sh"
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# one or two path components of safe characters; no dot-files, no "..", no empty components
+_PATH_RE = re.compile(r"^(k3s|images|charts|manifests)/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
+_ROOT_RE = re.compile(r"^roots/([1-9][0-9]{0,8})\.root\.json$")
+_ALLOWED_MODES = (0o644, 0o755)
+IMAGE_ARCHIVE_SUFFIXES = (".tar", ".tar.zst", ".tzst", ".tar.gz", ".tgz")
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str
+    size: int
+    sha256: str
+    mode: int
+    kind: str
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256,
+                "mode": self.mode, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    ref: str            # fully qualified name as the spec wrote it (normalised)
+    digest: str         # platform manifest digest for this arch
+    index_digest: str   # digest the tag resolved to (index or manifest); "" if not an index
+    archive: str        # bundle path of the archive holding it
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"ref": self.ref, "digest": self.digest, "index_digest": self.index_digest,
+                "archive": self.archive}
+
+
+@dataclass(frozen=True)
+class ChartEntry:
+    name: str
+    version: str
+    path: str           # charts/<name>-<version>.tgz
+    namespace: str
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"name": self.name, "version": self.version, "path": self.path,
+                "namespace": self.namespace}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    arch: str
+    k3s_version: str
+    roles: Tuple[str, ...]
+    lock_digest: str
+    created: int
+    members: Tuple[Member, ...]
+    images: Tuple[ImageEntry, ...] = ()
+    charts: Tuple[ChartEntry, ...] = ()
+    allow_k3s_minor_skip: bool = False
+    allow_k3s_downgrade: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "arch": self.arch,
+            "k3s": {"version": self.k3s_version},
+            "roles": list(self.roles),
+            "lock_digest": self.lock_digest,
+            "created": self.created,
+            "upgrade": {"allow_k3s_minor_skip": self.allow_k3s_minor_skip,
+                        "allow_k3s_downgrade": self.allow_k3s_downgrade},
+            "images": [i.to_json() for i in self.images],
+            "charts": [c.to_json() for c in self.charts],
+            "members": [m.to_json() for m in self.members],
+        }
+
+    def to_bytes(self) -> bytes:
+        return canonjson.encode(self.to_json())
+
+    def member(self, path: str) -> Member:
+        for m in self.members:
+            if m.path == path:
+                return m
+        raise KeyError(path)
+
+    @property
+    def payload_size(self) -> int:
+        return sum(m.size for m in self.members)
+
+
+def _req(d: Dict[str, Any], key: str, typ: Any, where: str) -> Any:
+    if key not in d:
+        raise FormatError("bundle manifest: %s is missing %r" % (where, key))
+    value = d[key]
+    if typ is int and isinstance(value, bool) or not isinstance(value, typ):
+        raise FormatError("bundle manifest: %s.%s has the wrong type (%s)"
+                          % (where, key, type(value).__name__))
+    return value
+
+
+def check_member_path(path: str, kind: str) -> None:
+    """Reject any path that could escape, hide or collide; pure."""
+    if not _PATH_RE.match(path) or ".." in path:
+        raise UnsafeMember("bundle member path %r is not allowed" % path,
+                           hint="paths are <k3s|images|charts|manifests>/<safe name>")
+    prefix = KIND_PREFIX.get(kind)
+    if prefix is None:
+        raise FormatError("bundle member %r has unknown kind %r" % (path, kind))
+    if not path.startswith(prefix):
+        raise UnsafeMember("bundle member %r of kind %s must live under %s"
+                           % (path, kind, prefix))
+
+
+def validate_manifest(manifest: Manifest) -> Manifest:
+    """Check internal consistency; raises FormatError/UnsafeMember. Returns the manifest."""
+    if manifest.arch not in ARCHES:
+        raise FormatError("bundle manifest: unknown arch %r (known: %s)"
+                          % (manifest.arch, ", ".join(ARCHES)))
+    for role in manifest.roles:
+        if role not in ROLES:
+            raise FormatError("bundle manifest: unknown role %r" % role)
+    seen = set()
+    folded = set()
+    for m in manifest.members:
+        check_member_path(m.path, m.kind)
+        if m.path in seen:
+            raise UnsafeMember("bundle manifest lists %r twice" % m.path)
+        # case-insensitive filesystems (a FAT USB stick) would merge these
+        if m.path.lower() in folded:
+            raise UnsafeMember("bundle member %r collides with another after case folding"
+                               % m.path)
+        seen.add(m.path)
+        folded.add(m.path.lower())
+        if not _SHA_RE.match(m.sha256):
+            raise FormatError("bundle member %r: sha256 must be 64 lowercase hex" % m.path)
+        if m.size < 0:
+            raise FormatError("bundle member %r: negative size" % m.path)
+        if m.mode not in _ALLOWED_MODES:
+            raise UnsafeMember("bundle member %r: mode %o not allowed (0644 or 0755 only)"
+                               % (m.path, m.mode))
+    kinds = [m.kind for m in manifest.members]
+    if kinds.count("k3s-binary") != 1 or kinds.count("install-script") != 1:
+        raise FormatError("bundle manifest must list exactly one k3s binary and one install.sh")
+    for img in manifest.images:
+        if img.archive not in seen:
+            raise FormatError("bundle manifest: image %s points at missing archive %r"
+                              % (img.ref, img.archive))
+    for chart in manifest.charts:
+        if chart.path not in seen:
+            raise FormatError("bundle manifest: chart %s points at missing member %r"
+                              % (chart.name, chart.path))
+    return manifest
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse and validate canonical manifest bytes."""
+    doc = canonjson.loads_canonical(data, what="bundle manifest")
+    if not isinstance(doc, dict):
+        raise FormatError("bundle manifest is not a JSON object")
+    fmt = _req(doc, "format", str, "manifest")
+    if fmt != FORMAT:
+        raise FormatError("bundle format %r is not supported (this installer reads %s)"
+                          % (fmt, FORMAT), hint="use the installer shipped with the bundle")
+    k3s = _req(doc, "k3s", dict, "manifest")
+    upgrade = _req(doc, "upgrade", dict, "manifest")
+    members = tuple(
+        Member(path=_req(m, "path", str, "member"), size=_req(m, "size", int, "member"),
+               sha256=_req(m, "sha256", str, "member"), mode=_req(m, "mode", int, "member"),
+               kind=_req(m, "kind", str, "member"))
+        for m in _req(doc, "members", list, "manifest"))
+    images = tuple(
+        ImageEntry(ref=_req(i, "ref", str, "image"), digest=_req(i, "digest", str, "image"),
+                   index_digest=_req(i, "index_digest", str, "image"),
+                   archive=_req(i, "archive", str, "image"))
+        for i in _req(doc, "images", list, "manifest"))
+    charts = tuple(
+        ChartEntry(name=_req(c, "name", str, "chart"), version=_req(c, "version", str, "chart"),
+                   path=_req(c, "path", str, "chart"),
+                   namespace=_req(c, "namespace", str, "chart"))
+        for c in _req(doc, "charts", list, "manifest"))
+    manifest = Manifest(
+        name=_req(doc, "name", str, "manifest"),
+        version=_req(doc, "version", str, "manifest"),
+        arch=_req(doc, "arch", str, "manifest"),
+        k3s_version=_req(k3s, "version", str, "manifest.k3s"),
+        roles=tuple(_req(doc, "roles", list, "manifest")),
+        lock_digest=_req(doc, "lock_digest", str, "manifest"),
+        created=_req(doc, "created", int, "manifest"),
+        members=members, images=images, charts=charts,
+        allow_k3s_minor_skip=_req(upgrade, "allow_k3s_minor_skip", bool, "manifest.upgrade"),
+        allow_k3s_downgrade=_req(upgrade, "allow_k3s_downgrade", bool, "manifest.upgrade"),
+    )
+    return validate_manifest(manifest)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _tarinfo(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = mode
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def write_bundle(
+    out: BinaryIO,
+    *,
+    manifest: Manifest,
+    signatures: bytes,
+    roots: Sequence[bytes],
+    open_member: Callable[[Member], IO[bytes]],
+) -> None:
+    """Write a bundle deterministically to ``out``.
+
+    ``open_member`` returns a readable binary file for a payload member; its bytes are copied
+    as they are (the caller verified them; the reader verifies again). Same inputs give the
+    same bytes: fixed mtime (``manifest.created``), uid/gid 0, no user names, manifest order.
+    """
+    mtime = manifest.created
+    manifest_bytes = manifest.to_bytes()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_tarinfo(MANIFEST_NAME, len(manifest_bytes), 0o644, mtime),
+                    io.BytesIO(manifest_bytes))
+        tar.addfile(_tarinfo(SIGNATURES_NAME, len(signatures), 0o644, mtime),
+                    io.BytesIO(signatures))
+        for n, root in enumerate(roots, start=1):
+            tar.addfile(_tarinfo("%s/%d.root.json" % (ROOTS_DIR, n), len(root), 0o644, mtime),
+                        io.BytesIO(root))
+        for m in manifest.members:
+            with open_member(m) as f:
+                tar.addfile(_tarinfo(m.path, m.size, m.mode, mtime), f)
+
+
+def unsigned_signatures() -> bytes:
+    return canonjson.encode({"signatures": []})
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Header:
+    """The envelope of a bundle: everything before the payload."""
+
+    manifest_bytes: bytes
+    manifest: Manifest
+    signatures: bytes
+    roots: Tuple[bytes, ...]
+
+
+def _check_tarinfo(info: tarfile.TarInfo) -> None:
+    if not info.isreg():
+        raise UnsafeMember("bundle member %r is not a regular file (type %r)"
+                           % (info.name, info.type),
+                           hint="links, devices and FIFOs are never accepted")
+    if info.mode & 0o7000:
+        raise UnsafeMember("bundle member %r has setuid/setgid/sticky bits (mode %o)"
+                           % (info.name, info.mode))
+
+
+def _read_small(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    _check_tarinfo(info)
+    if info.size > MAX_HEADER_MEMBER:
+        raise FormatError("bundle member %r is %d bytes, over the %d limit for metadata"
+                          % (info.name, info.size, MAX_HEADER_MEMBER))
+    f = tar.extractfile(info)
+    assert f is not None
+    data = f.read(info.size + 1)
+    if len(data) != info.size:
+        raise FormatError("bundle member %r is truncated" % info.name)
+    return data
+
+
+class BundleReader:
+    """Stream a bundle once, front to back, from a file object (a USB stick, a pipe).
+
+    ``header()`` returns the envelope; ``payload()`` then yields ``(member, fileobj)`` for each
+    payload member, in manifest order, after checking its tar header against the manifest.
+    Each fileobj yields exactly ``member.size`` bytes. Anything extra, missing, reordered or
+    unsafe raises before the caller sees its bytes.
+    """
+
+    def __init__(self, fileobj: BinaryIO, *, what: str = "bundle") -> None:
+        self._what = what
+        try:
+            self._tar = tarfile.open(fileobj=fileobj, mode="r|")
+        except tarfile.TarError as e:
+            raise FormatError("%s is not a tar archive: %s" % (what, e),
+                              hint="the file is damaged or not a bundle") from None
+        self._header: Optional[Header] = None
+        self._pending: Optional[tarfile.TarInfo] = None
+
+    def _next(self) -> Optional[tarfile.TarInfo]:
+        if self._pending is not None:
+            info, self._pending = self._pending, None
+            return info
+        try:
+            return self._tar.next()
+        except tarfile.TarError as e:
+            raise FormatError("%s is damaged or truncated: %s" % (self._what, e),
+                              hint="copy the bundle again from its source") from None
+
+    def header(self) -> Header:
+        if self._header is not None:
+            return self._header
+        info = self._next()
+        if info is None or info.name != MANIFEST_NAME:
+            raise FormatError("%s: first member must be %s, found %r"
+                              % (self._what, MANIFEST_NAME, info.name if info else None))
+        manifest_bytes = _read_small(self._tar, info)
+        manifest = parse_manifest(manifest_bytes)
+        info = self._next()
+        if info is None or info.name != SIGNATURES_NAME:
+            raise FormatError("%s: second member must be %s, found %r"
+                              % (self._what, SIGNATURES_NAME, info.name if info else None))
+        signatures = _read_small(self._tar, info)
+        roots: List[bytes] = []
+        while True:
+            info = self._next()
+            if info is None:
+                break
+            match = _ROOT_RE.match(info.name)
+            if not match:
+                self._pending = info
+                break
+            if int(match.group(1)) != len(roots) + 1:
+                raise FormatError("%s: root chain member %r out of order (expected %d)"
+                                  % (self._what, info.name, len(roots) + 1))
+            roots.append(_read_small(self._tar, info))
+        self._header = Header(manifest_bytes, manifest, signatures, tuple(roots))
+        return self._header
+
+    def payload(self) -> Iterator[Tuple[Member, "_Limited"]]:
+        header = self.header()
+        for expected in header.manifest.members:
+            info = self._next()
+            if info is None:
+                raise FormatError("%s: member %r listed in the manifest is missing"
+                                  % (self._what, expected.path),
+                                  hint="the bundle is truncated; copy it again")
+            if info.name != expected.path:
+                raise UnsafeMember("%s: found member %r where the manifest lists %r"
+                                   % (self._what, info.name, expected.path),
+                                   hint="members must appear exactly as the signed manifest "
+                                        "lists them")
+            _check_tarinfo(info)
+            if info.size != expected.size:
+                raise DigestMismatch("%s: member %r is %d bytes in the tar, the manifest says %d"
+                                     % (self._what, info.name, info.size, expected.size))
+            if (info.mode & 0o777) != expected.mode:
+                raise UnsafeMember("%s: member %r has mode %o, the manifest says %o"
+                                   % (self._what, info.name, info.mode & 0o777, expected.mode))
+            f = self._tar.extractfile(info)
+            assert f is not None
+            yield expected, _Limited(f, expected.size, expected.path, self._what)
+        extra = self._next()
+        if extra is not None:
+            raise UnsafeMember("%s: member %r is not listed in the manifest"
+                               % (self._what, extra.name))
+
+
+class _Limited:
+    """Read exactly ``size`` bytes from a tar member; a short read is a truncation."""
+
+    def __init__(self, f: IO[bytes], size: int, path: str, what: str) -> None:
+        self._f = f
+        self._left = size
+        self._path = path
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        if n < 0 or n > self._left:
+            n = self._left
+        try:
+            data = self._f.read(n)
+        except (tarfile.TarError, OSError) as e:
+            raise FormatError("%s: reading %r failed: %s" % (self._what, self._path, e),
+                              hint="the medium is damaged or the bundle truncated") from None
+        if not data:
+            raise FormatError("%s: member %r is truncated" % (self._what, self._path),
+                              hint="the bundle is incomplete; copy it again")
+        self._left -= len(data)
+        return data
