@@ -122,6 +122,40 @@ def write_verified(
         raise
 
 
+def adopt_verified(
+    tmp: "os.PathLike[str] | str",
+    dest: "os.PathLike[str] | str",
+    *,
+    sha256: str,
+    size: int,
+    what: Optional[str] = None,
+    mode: int = 0o644,
+) -> None:
+    """Move an already written temp file (same folder as ``dest``) into place, verified.
+
+    The resumable-download twin of ``write_verified``: the bytes arrived over several
+    attempts, so they are hashed once here, then fsynced and renamed; on mismatch the temp
+    file is removed and ``dest`` is never touched.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    label = what or dest.name
+    digest, written = hash_file(tmp)
+    if written != size or digest != sha256:
+        _unlink_quiet(tmp)
+        raise DigestMismatch(
+            "%s: expected %d bytes with sha256 %s, got %d bytes with sha256 %s"
+            % (label, size, sha256, written, digest),
+            hint="the source does not hold the pinned content; it was not kept")
+    fd = os.open(str(tmp), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(str(tmp), mode)
+    os.replace(str(tmp), str(dest))
+    fsync_dir(dest.parent)
+
+
 def _unlink_quiet(path: Path) -> None:
     try:
         os.unlink(str(path))

@@ -1,0 +1,164 @@
+"""The builder's content-addressed cache and the resumable downloader that fills it.
+
+Layout: ``<root>/blobs/sha256/<hex>`` (verified content only) and ``<root>/partial/<hex>``
+(bytes of an unfinished download, kept so the next attempt or run resumes with HTTP Range).
+A blob is looked up by digest AND size and re-hashed before use: a cached file whose bytes no
+longer match is deleted and fetched again, never used. All writes go through
+``installer.fsio`` (temp file in the same folder, hash, check, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import requests
+import urllib3
+
+from installer.errors import DigestMismatch
+from installer.fsio import adopt_verified, verify_file, write_verified
+
+from .errors import LocalError, TransferError, UpstreamError
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "k3s-airgap-bundler"
+
+
+def hex_of(digest: str) -> str:
+    hexpart = digest.split(":", 1)[1] if ":" in digest else digest
+    if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        raise UpstreamError(f"unsupported digest {digest!r} (sha256 only)")
+    return hexpart
+
+
+class ContentStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.partial = root / "partial"
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            self.partial.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LocalError(f"cannot create the cache folder {root}: {e.strerror}",
+                             hint="pass --cache DIR with a writable folder") from None
+
+    def path(self, digest: str) -> Path:
+        return self.blobs / hex_of(digest)
+
+    def lookup(self, digest: str, size: int) -> Path | None:
+        """The verified cached file, or None (a damaged file is removed)."""
+        p = self.path(digest)
+        if not p.exists():
+            return None
+        if verify_file(p, hex_of(digest), size):
+            return p
+        p.unlink(missing_ok=True)
+        return None
+
+    def put(self, digest: str, size: int, chunks: Iterable[bytes], *, what: str) -> Path:
+        p = self.path(digest)
+        write_verified(p, chunks, sha256=hex_of(digest), size=size, what=what)
+        return p
+
+
+# What a broken stream looks like from requests/urllib3: retry (resuming) on these.
+_STREAM_ERRORS = (requests.ConnectionError, requests.Timeout,
+                  requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
+                  ConnectionError, TimeoutError)
+
+Opener = Callable[[int], requests.Response]
+
+
+class Downloader:
+    """Fetch blobs into a ContentStore, resuming interrupted transfers with Range."""
+
+    def __init__(self, store: ContentStore, *, attempts: int = 5, backoff: float = 0.25,
+                 on_bytes: Callable[[int], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self.attempts = attempts
+        self.backoff = backoff
+        self.on_bytes = on_bytes
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self.downloads = 0      # blobs actually transferred (cache misses)
+        self.cache_hits = 0
+
+    def _count(self, attr: str) -> None:
+        with self._lock:
+            setattr(self, attr, getattr(self, attr) + 1)
+
+    def fetch(self, digest: str, size: int, opener: Opener, *, what: str) -> Path:
+        """Return the verified cached path of ``digest``, downloading it if needed.
+
+        ``opener(start)`` returns a streaming response from byte ``start`` (206) or from 0
+        (200, when the server ignores Range).
+        """
+        hit = self.store.lookup(digest, size)
+        if hit is not None:
+            self._count("cache_hits")
+            return hit
+        self._count("downloads")
+        partial = self.store.partial / hex_of(digest)
+        last = ""
+        for attempt in range(self.attempts):
+            if attempt:
+                self._sleep(min(8.0, self.backoff * 2 ** (attempt - 1)))
+            have = partial.stat().st_size if partial.exists() else 0
+            if have > size:
+                partial.unlink()
+                have = 0
+            try:
+                if have < size:
+                    self._stream_into(partial, have, size, opener, what)
+                if partial.stat().st_size < size:
+                    last = f"connection closed after {partial.stat().st_size} of {size} bytes"
+                    continue
+                adopt_verified(partial, self.store.path(digest), sha256=hex_of(digest),
+                               size=size, what=what)
+                return self.store.path(digest)
+            except DigestMismatch as e:
+                last = e.message  # partial was removed: the next attempt starts over
+                continue
+            except _STREAM_ERRORS as e:
+                last = str(e)[:300]
+                continue
+            except OSError as e:
+                if e.errno == 28:
+                    raise LocalError(f"no space left in the cache {self.store.root} while "
+                                     f"fetching {what}", hint="free space or pass --cache "
+                                     "DIR on a larger filesystem") from None
+                raise
+        if "sha256" in last:
+            raise UpstreamError(f"{what}: content never matched its digest {digest} after "
+                                f"{self.attempts} attempts: {last}",
+                                hint="the source or a proxy corrupts data; nothing was cached")
+        raise TransferError(f"{what}: download failed after {self.attempts} attempts: {last}",
+                            hint="the link is failing; re-run to resume where it stopped")
+
+    def _stream_into(self, partial: Path, have: int, size: int, opener: Opener,
+                     what: str) -> None:
+        resp = opener(have)
+        with resp:
+            if have and resp.status_code != 206:
+                have = 0  # server ignored Range: start over
+            mode = "ab" if have else "wb"
+            with open(partial, mode) as out:
+                for chunk in resp.iter_content(1024 * 1024):
+                    have += len(chunk)
+                    if have > size:  # endless or oversized body: never let it fill the disk
+                        out.close()
+                        partial.unlink(missing_ok=True)
+                        raise DigestMismatch(f"{what}: more than the expected {size} bytes "
+                                             "(sha256 cannot match)")
+                    out.write(chunk)
+                    if self.on_bytes is not None:
+                        self.on_bytes(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())

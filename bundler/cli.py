@@ -1,0 +1,174 @@
+"""`bundle`: the builder's command line. Thin: parse flags, call the library, print.
+
+Errors from the library are mapped to exit codes here and only here (see errors.EXIT_CODES
+and docs/exit-codes.md). Progress bars are created here and passed down as callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .errors import EXIT_CODES, BundleError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Ctx:
+    """Options shared by every command."""
+
+    def __init__(self, spec: Path, lock: Path, quiet: bool) -> None:
+        self.spec = spec
+        self.lock = lock
+        self.quiet = quiet or not sys.stderr.isatty()
+
+    def progress(self, total: int, desc: str, unit: str = "it", **kw: Any) -> Any:
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr,
+                    leave=False, dynamic_ncols=True, **kw)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings=CONTEXT, epilog="Exit codes: " + "; ".join(
+    f"{k} {v.split(':')[0]}" for k, v in EXIT_CODES.items()))
+@click.option("--spec", type=click.Path(path_type=Path), default=Path("bundles.toml"),
+              show_default=True, help="The bundle spec.")
+@click.option("--lock", "lock_path", type=click.Path(path_type=Path), default=None,
+              help="The lock file (default: bundles.lock beside the spec).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (also when not a terminal).")
+@click.version_option(package_name="k3s-airgap-bundler")
+@click.pass_context
+def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> None:
+    """Build signed, reproducible K3s airgap bundles.
+
+    \b
+    Typical flow on a connected host:
+      bundle lock                      # pin every artifact of bundles.toml by digest
+      bundle build --arch arm64        # dist/<name>-<version>-arm64.tar (+ installer)
+      bundle inspect dist/*.tar        # what a bundle holds, without extracting
+    Then carry dist/ to the disconnected host and run `python3 airgap-install.pyz install .`
+    """
+    ctx.obj = Ctx(spec, lock_path or spec.parent / "bundles.lock", quiet)
+
+
+@cli.command("lock", context_settings=CONTEXT)
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 8 and list each drift if the lock is out of date "
+                   "(spec changed, tag moved upstream, artifact gone).")
+@click.option("--update", "update", multiple=True, metavar="REF",
+              help="Re-resolve only this entry (image reference, chart name, or 'k3s'); "
+                   "repeatable. '*' re-resolves everything.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Content cache folder (default: $XDG_CACHE_HOME/k3s-airgap-bundler).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=16, show_default=True,
+              help="Concurrent lookups.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, jobs: int,
+             as_json: bool) -> None:
+    """Resolve bundles.toml into bundles.lock (every artifact pinned by digest, per arch).
+
+    Entries whose spec is unchanged keep their pins; use --update to move one.
+    """
+    from .cache import default_cache_dir
+    from .lockfile import Lock, drift, read_lock
+    from .resolve import resolve
+    from .sources import Sources
+    from .spec import load_spec
+
+    spec = load_spec(c.spec)
+    previous: Lock | None = read_lock(c.lock) if c.lock.exists() else None
+    total = sum(1 + len(b.images) + len(b.charts) for b in spec.bundles.values())
+    with Sources(spec, cache or default_cache_dir()) as src, \
+            c.progress(total, "resolving") as bar:
+        new = resolve(spec, src, previous=None if check else previous,
+                      update=update, workers=jobs, on_done=lambda _: bar.update(1),
+                      epoch=previous.source_date_epoch if previous else None)
+    if check:
+        if previous is None:
+            raise _drift([f"{c.lock} does not exist"])
+        changes = drift(previous, new)
+        if changes:
+            if as_json:
+                click.echo(json.dumps({"drift": changes}, indent=2))
+            raise _drift(changes)
+        _out(as_json, {"drift": []}, f"{c.lock} is up to date")
+        return
+    text = new.dumps()
+    changed = previous is None or previous.dumps() != text
+    if changed:
+        from installer.fsio import write_verified
+        write_verified(c.lock, [text.encode()], what=str(c.lock))
+    summary = {name: {"images": len(b.images), "charts": len(b.charts), "arch": list(b.arch),
+                      "k3s": b.k3s.version} for name, b in new.bundles.items()}
+    _out(as_json, {"lock": str(c.lock), "changed": changed, "bundles": summary},
+         "\n".join([f"{'wrote' if changed else 'unchanged'} {c.lock}"] + [
+             f"  {n}: K3s {s['k3s']}, {s['images']} images, {s['charts']} charts, "
+             f"arch {', '.join(s['arch'])}" for n, s in summary.items()]))
+
+
+def _drift(changes: list[str]) -> BundleError:
+    from .errors import DriftError
+    return DriftError("the lock is out of date:\n" + "\n".join(f"  - {x}" for x in changes),
+                      hint="run `bundle lock --update REF` (or `--update '*'`) and commit it")
+
+
+def _out(as_json: bool, data: Any, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules."""
+    import importlib
+    for module, attr in (("bundler.cli_build", "commands"), ("bundler.cli_keys", "keys"),
+                         ("bundler.cli_discover", "commands")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        obj = getattr(mod, attr)
+        for cmd in (obj if isinstance(obj, (list, tuple)) else [obj]):
+            cli.add_command(cmd)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    try:
+        cli.main(args=argv, prog_name="bundle", standalone_mode=False)
+    except BundleError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
+        sys.exit(130)
+    except Exception as e:  # an InstallerError raised from shared code is still ours
+        from installer.errors import InstallerError
+        if isinstance(e, InstallerError):
+            click.echo(f"error: {e}", err=True)
+            sys.exit({3: 3, 5: 5, 6: 6}.get(e.exit_code, 1))
+        raise
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,296 @@
+"""Resolve a spec into a lock: every artifact pinned by digest, per architecture.
+
+Work items (one per K3s arch, image, chart) run concurrently on a bounded pool sharing one
+transport. Items whose spec did not change keep their previous pin unless named in
+``update`` (Cargo's rule: `bundle lock` never moves a pin it does not have to).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urljoin
+
+import yaml
+
+from installer.fsio import hash_file
+
+from . import k3s as k3sfacts
+from . import platforms
+from .errors import BundleError, NotFoundError, SpecError, UpstreamError
+from .lockfile import BundleLock, ChartLock, FileLock, ImageLock, K3sLock, Lock, PlatformLock
+from .oci import INDEX_TYPES, MANIFEST_TYPES
+from .refs import ImageRef, parse_image_ref
+from .sources import Sources
+from .spec import BundleSpec, ChartSpec, Spec
+
+HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+T = TypeVar("T")
+
+
+def resolve_image(src: Sources, ref: ImageRef, arches: Iterable[str]) -> ImageLock:
+    what = f"image {ref}"
+    top = src.manifest(ref.registry, ref.repository, ref.reference, what=what)
+    doc = top.json()
+    media_type = top.media_type or str(doc.get("mediaType", ""))
+    result: dict[str, PlatformLock] = {}
+    if media_type in INDEX_TYPES or "manifests" in doc:
+        for arch in arches:
+            desc = platforms.select(doc, arch, what=what)
+            result[arch] = _platform_lock(src, ref, desc["digest"], desc["size"], arch, what)
+    elif media_type in MANIFEST_TYPES or "config" in doc:
+        for arch in arches:
+            result[arch] = _platform_lock(src, ref, top.digest, len(top.data), arch, what,
+                                          single=True)
+    else:
+        raise UpstreamError(f"{what}: unsupported manifest media type {media_type!r}")
+    return ImageLock(ref=str(ref), digest=top.digest, media_type=media_type, platforms=result)
+
+
+def _platform_lock(src: Sources, ref: ImageRef, digest: str, size: int, arch: str, what: str,
+                   *, single: bool = False) -> PlatformLock:
+    m = src.manifest(ref.registry, ref.repository, digest, what=f"{what} ({arch})", size=size)
+    if len(m.data) != size:
+        raise UpstreamError(f"{what}: {arch} manifest is {len(m.data)} bytes, index says {size}")
+    doc = m.json()
+    config = doc.get("config")
+    if not isinstance(config, dict) or "digest" not in config or "size" not in config:
+        raise UpstreamError(f"{what}: {arch} manifest {digest} has no config descriptor")
+    path = src.fetch_blob(ref.registry, ref.repository, config["digest"], config["size"],
+                          what=f"{what} config ({arch})")
+    cfg = _json(path.read_bytes(), what=f"{what} config")
+    try:
+        platforms.check_config(cfg, arch, what=what)
+    except UpstreamError as e:
+        if single:
+            found = platforms.Platform(str(cfg.get("os", "")), str(cfg.get("architecture", "")),
+                                       str(cfg.get("variant", "") or ""))
+            raise UpstreamError(
+                f"{what}: no {platforms.ARCH_PLATFORMS[arch]} image (architecture {arch}); "
+                f"it is a single-platform image for {found}",
+                hint=f"remove {arch} from the bundle's arch list, or use a multi-arch image"
+            ) from None
+        raise e
+    media_type = m.media_type or str(doc.get("mediaType", ""))
+    return PlatformLock(digest=digest, size=size, media_type=media_type,
+                        config=config["digest"])
+
+
+def _json(data: bytes, *, what: str) -> dict[str, Any]:
+    import json
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise UpstreamError(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise UpstreamError(f"{what} is not a JSON object")
+    return doc
+
+
+def resolve_k3s(src: Sources, spec: Spec, version: str, arches: Iterable[str],
+                with_airgap_images: bool) -> K3sLock:
+    _, sha, size = src.download_unpinned(spec.install_script, what="K3s install.sh")
+    install = FileLock(spec.install_script, sha, size)
+    binaries: dict[str, FileLock] = {}
+    images: dict[str, FileLock] = {}
+    for arch in arches:
+        sums_name = k3sfacts.checksums_name(arch)
+        sums_url = k3sfacts.release_url(spec.releases, version, sums_name)
+        source = f"K3s {version} {sums_name}"
+        sums = k3sfacts.parse_checksums(src.get_text(sums_url, what=source), source=source)
+        assets = [k3sfacts.binary_name(arch)]
+        if with_airgap_images:
+            assets.append(k3sfacts.airgap_images_name(arch))
+        for asset in assets:
+            sha = k3sfacts.checksum_for(sums, asset, source=source)
+            url = k3sfacts.release_url(spec.releases, version, asset)
+            what = f"K3s {version} {asset}"
+            size = src.head_size(url, what=what)
+            if size is None:
+                _, got, size = src.download_unpinned(url, what=what)
+                if got != sha:
+                    raise UpstreamError(f"{what}: sha256 {got} does not match {sums_name} "
+                                        f"({sha})", hint="the release asset is corrupt or was "
+                                        "replaced; nothing was locked")
+            else:
+                try:
+                    # Fetching now checks the asset against the checksum file and warms the
+                    # cache for `bundle build`.
+                    src.fetch_url(url, sha, size, what=what)
+                except UpstreamError as e:
+                    raise UpstreamError(f"{what} does not match its line in {sums_name}: "
+                                        f"{e.message}", hint="the release asset is corrupt or "
+                                        "was replaced; nothing was locked") from None
+            entry = FileLock(url, sha, size)
+            (binaries if asset == assets[0] else images)[arch] = entry
+    return K3sLock(version=version, install_script=install, binaries=binaries,
+                   airgap_images=images)
+
+
+def resolve_chart(src: Sources, spec: Spec, chart: ChartSpec) -> ChartLock:
+    what = f"chart {chart.name} {chart.version}"
+    if chart.is_oci:
+        rest = chart.repo[len("oci://"):]
+        host, _, path = rest.partition("/")
+        repo = f"{path}/{chart.name}" if path else chart.name
+        m = src.manifest(host, repo, chart.version, what=what)
+        layers = [ly for ly in m.json().get("layers", [])
+                  if isinstance(ly, dict) and ly.get("mediaType") == HELM_CHART_LAYER]
+        if len(layers) != 1:
+            raise UpstreamError(f"{what}: OCI artifact {host}/{repo}:{chart.version} has no "
+                                "Helm chart layer", hint="is it a Helm chart pushed with "
+                                "`helm push`?")
+        layer = layers[0]
+        src.fetch_blob(host, repo, layer["digest"], layer["size"], what=what)
+        url = f"oci://{host}/{repo}@{m.digest}"
+        sha, size = layer["digest"].split(":", 1)[1], int(layer["size"])
+    else:
+        index_url = f"{chart.repo}/index.yaml"
+        text = src.get_text(index_url, what=f"chart repository {chart.repo}")
+        try:
+            index = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UpstreamError(f"{index_url} is not valid YAML: {e}") from None
+        entries = (index or {}).get("entries", {}).get(chart.name) or []
+        match = [e for e in entries if str(e.get("version")) == chart.version]
+        if not match:
+            have = ", ".join(sorted(str(e.get("version")) for e in entries)[-10:]) or "none"
+            raise NotFoundError(f"{what}: not in {index_url} (versions: {have})",
+                                hint="fix the version in bundles.toml")
+        urls = match[0].get("urls") or []
+        if not urls:
+            raise UpstreamError(f"{what}: index entry has no download URL")
+        url = urljoin(chart.repo + "/", urls[0])
+        _, sha, size = src.download_unpinned(url, what=what)
+        declared = match[0].get("digest")
+        if declared and declared != sha:
+            raise UpstreamError(f"{what}: archive sha256 {sha} does not match the index "
+                                f"digest {declared}", hint="the repository is inconsistent")
+    values = tuple(_local_file(spec, p) for p in chart.values)
+    return ChartLock(name=chart.name, version=chart.version, repo=chart.repo, url=url,
+                     sha256=sha, size=size, namespace=chart.namespace,
+                     release=chart.release or chart.name, values=values)
+
+
+def _local_file(spec: Spec, path: Path) -> FileLock:
+    sha, size = hash_file(path)
+    return FileLock(url=path.relative_to(spec.base_dir).as_posix(), sha256=sha, size=size)
+
+
+def local_files(spec: Spec, bundle: BundleSpec) -> tuple[FileLock, ...]:
+    files = spec.manifest_files(bundle)
+    names: dict[str, Path] = {}
+    for f in files:
+        if f.name in names:
+            raise SpecError(f"{spec.path}: bundles.{bundle.name}.manifests: {f} and "
+                            f"{names[f.name]} have the same file name",
+                            hint="K3s reads one flat manifests folder; rename one of them")
+        names[f.name] = f
+    return tuple(_local_file(spec, f) for f in files)
+
+
+def _matches(update: set[str], *keys: str) -> bool:
+    return "*" in update or any(k in update for k in keys)
+
+
+def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
+            update: Iterable[str] = (), workers: int = 16, epoch: int | None = None,
+            on_done: Callable[[str], None] | None = None) -> Lock:
+    """Resolve every bundle of ``spec`` into a Lock.
+
+    With ``previous``, unchanged entries keep their pins except those named in ``update``
+    (an image reference, a chart name, ``k3s``, or ``*`` for everything).
+    """
+    upd = set(update)
+    for u in list(upd):
+        if ":" in u or "/" in u:
+            try:
+                upd.add(str(parse_image_ref(u)))
+            except BundleError:
+                pass
+    prev = previous.bundles if previous else {}
+    jobs: list[tuple[str, str, Callable[[], Any]]] = []
+
+    for b in spec.bundles.values():
+        old = prev.get(b.name)
+        k3s_keep = (old is not None and old.k3s.version == b.k3s
+                    and set(old.k3s.binaries) == set(b.arch)
+                    and bool(old.k3s.airgap_images) == b.k3s_airgap_images
+                    and old.k3s.install_script.url == spec.install_script
+                    and not _matches(upd, "k3s", b.k3s))
+        if k3s_keep:
+            assert old is not None
+            jobs.append((b.name, "k3s", lambda old=old: old.k3s))
+        else:
+            jobs.append((b.name, "k3s", lambda b=b: resolve_k3s(
+                src, spec, b.k3s, b.arch, b.k3s_airgap_images)))
+        for ref in b.images:
+            kept = None
+            if old is not None and not _matches(upd, str(ref)):
+                for il in old.images:
+                    if il.ref == str(ref) and set(il.platforms) == set(b.arch):
+                        kept = il
+            if kept is not None:
+                jobs.append((b.name, f"image {ref}", lambda kept=kept: kept))
+            else:
+                jobs.append((b.name, f"image {ref}",
+                             lambda ref=ref, b=b: resolve_image(src, ref, b.arch)))
+        for chart in b.charts:
+            keep_chart = None
+            if old is not None and not _matches(upd, chart.name):
+                for cl in old.charts:
+                    if (cl.name, cl.version, cl.repo) == (chart.name, chart.version, chart.repo):
+                        keep_chart = cl
+            if keep_chart is not None:
+                values = tuple(_local_file(spec, p) for p in chart.values)
+                jobs.append((b.name, f"chart {chart.name}", lambda k=keep_chart, v=values:
+                             ChartLock(k.name, k.version, k.repo, k.url, k.sha256, k.size,
+                                       chart.namespace, chart.release or chart.name, v)))
+            else:
+                jobs.append((b.name, f"chart {chart.name}",
+                             lambda chart=chart: resolve_chart(src, spec, chart)))
+
+    results = _run(jobs, workers=workers, on_done=on_done)
+    bundles: dict[str, BundleLock] = {}
+    for b in spec.bundles.values():
+        mine = [(label, r) for (name, label, _), r in zip(jobs, results) if name == b.name]
+        k3s = next(r for label, r in mine if label == "k3s")
+        bundles[b.name] = BundleLock(
+            name=b.name, version=b.version, arch=b.arch, roles=b.roles, k3s=k3s,
+            images=tuple(r for label, r in mine if label.startswith("image ")),
+            charts=tuple(r for label, r in mine if label.startswith("chart ")),
+            manifests=local_files(spec, b),
+            allow_k3s_minor_skip=b.allow_k3s_minor_skip,
+            allow_k3s_downgrade=b.allow_k3s_downgrade)
+    if epoch is None:
+        epoch = previous.source_date_epoch if previous else int(time.time())
+    return Lock(spec_digest=spec.digest, source_date_epoch=epoch, bundles=bundles)
+
+
+def _run(jobs: list[tuple[str, str, Callable[[], T]]], *, workers: int,
+         on_done: Callable[[str], None] | None) -> list[T]:
+    """Run jobs on a bounded pool; the first failure (in job order) is raised, with every
+    failure's message gathered so the user fixes them all at once."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(fn) for _, _, fn in jobs]
+        results: list[Any] = []
+        errors: list[BundleError] = []
+        for (bundle, label, _), fut in zip(jobs, futures):
+            try:
+                results.append(fut.result())
+            except BundleError as e:
+                errors.append(e)
+                results.append(None)
+            if on_done is not None:
+                on_done(f"{bundle}: {label}")
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        first = errors[0]
+        more = "\n".join(f"  - {e.message}" for e in errors[1:])
+        raise type(first)(f"{first.message}\n  and {len(errors) - 1} more:\n{more}",
+                          hint=first.hint)
+    return results

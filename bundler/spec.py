@@ -1,0 +1,273 @@
+"""`bundles.toml`: parse and validate the user's spec into frozen dataclasses (pure but for
+reading the one file and globbing manifest paths).
+
+Every error names the file and the key. Credentials appear only as environment-variable names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from installer import canonjson
+from installer.bundlefmt import ARCHES, ROLES
+
+from .errors import SpecError
+from .refs import ImageRef, parse_image_ref
+
+DEFAULT_RELEASES = "https://github.com/k3s-io/k3s/releases/download"
+DEFAULT_INSTALL_SCRIPT = "https://get.k3s.io"
+# Where a registry host is served from when the spec names no endpoint.
+DEFAULT_ENDPOINTS = {"docker.io": "https://registry-1.docker.io"}
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    host: str
+    endpoint: str
+    username_env: str | None = None
+    password_env: str | None = None
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    name: str
+    repo: str                 # https://... chart repository, or oci://host/path
+    version: str
+    namespace: str = "default"
+    values: tuple[Path, ...] = ()
+    release: str = ""         # HelmChart object name; defaults to the chart name
+
+    @property
+    def is_oci(self) -> bool:
+        return self.repo.startswith("oci://")
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    name: str
+    version: str
+    arch: tuple[str, ...]
+    k3s: str
+    images: tuple[ImageRef, ...]
+    manifests: tuple[str, ...]           # glob patterns relative to the spec folder
+    charts: tuple[ChartSpec, ...] = ()
+    k3s_airgap_images: bool = True       # ship K3s's own airgap images tarball
+    roles: tuple[str, ...] = ROLES
+    allow_k3s_minor_skip: bool = False
+    allow_k3s_downgrade: bool = False
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    releases: str
+    install_script: str
+    registries: dict[str, RegistryConfig]
+    bundles: dict[str, BundleSpec]
+    digest: str = field(default="")
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def registry(self, host: str) -> RegistryConfig:
+        """The config for a registry host (endpoint defaults to https://<host>)."""
+        if host in self.registries:
+            return self.registries[host]
+        return RegistryConfig(host=host, endpoint=DEFAULT_ENDPOINTS.get(host, f"https://{host}"))
+
+    def bundle(self, name: str) -> BundleSpec:
+        if name not in self.bundles:
+            raise SpecError(f"{self.path}: no bundle named {name!r}",
+                            hint=f"bundles in this spec: {', '.join(sorted(self.bundles))}")
+        return self.bundles[name]
+
+    def manifest_files(self, bundle: BundleSpec) -> list[Path]:
+        """The manifest files of a bundle, sorted, each matched by the spec's globs."""
+        files: set[Path] = set()
+        for pattern in bundle.manifests:
+            matched = [p for p in self.base_dir.glob(pattern) if p.is_file()]
+            if not matched:
+                raise SpecError(f"{self.path}: bundles.{bundle.name}.manifests: pattern "
+                                f"{pattern!r} matches no file under {self.base_dir}")
+            files.update(matched)
+        return sorted(files)
+
+
+_TOP_KEYS = {"k3s", "registries", "bundles"}
+_BUNDLE_KEYS = {"version", "arch", "k3s", "images", "manifests", "charts", "k3s_airgap_images",
+                "roles", "allow_k3s_minor_skip", "allow_k3s_downgrade"}
+_CHART_KEYS = {"name", "repo", "version", "namespace", "values", "release"}
+_REGISTRY_KEYS = {"endpoint", "username_env", "password_env", "ca_file"}
+
+
+class _Ctx:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, msg: str, hint: str | None = None) -> SpecError:
+        return SpecError(f"{self.path}: {key}: {msg}", hint=hint)
+
+    def get(self, table: dict[str, Any], key: str, where: str, typ: type, *,
+            default: Any = ..., allowed: set[str] | None = None) -> Any:
+        if key not in table:
+            if default is ...:
+                raise self.fail(f"{where}.{key}" if where else key, "is required")
+            return default
+        value = table[key]
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise self.fail(f"{where}.{key}" if where else key,
+                            f"must be a {typ.__name__}, got {type(value).__name__}")
+        return value
+
+    def check_keys(self, table: dict[str, Any], allowed: set[str], where: str) -> None:
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise self.fail(where or "(top level)", f"unknown key(s) {', '.join(unknown)}",
+                            hint=f"allowed: {', '.join(sorted(allowed))}")
+
+    def str_list(self, table: dict[str, Any], key: str, where: str,
+                 default: Any = ...) -> list[str]:
+        value = self.get(table, key, where, list, default=default)
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.fail(f"{where}.{key}[{i}]", "must be a string")
+        return list(value)
+
+
+def load_spec(path: Path) -> Spec:
+    """Read and validate a spec file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"spec file {path} not found",
+                        hint="run in the folder holding bundles.toml, or pass --spec") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: not valid TOML: {e}") from None
+    return parse_spec(doc, path)
+
+
+def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
+    c = _Ctx(path)
+    c.check_keys(doc, _TOP_KEYS, "")
+    k3s = c.get(doc, "k3s", "", dict, default={})
+    c.check_keys(k3s, {"releases", "install_script"}, "k3s")
+    releases = c.get(k3s, "releases", "k3s", str, default=DEFAULT_RELEASES).rstrip("/")
+    install_script = c.get(k3s, "install_script", "k3s", str, default=DEFAULT_INSTALL_SCRIPT)
+
+    registries: dict[str, RegistryConfig] = {}
+    for host, table in c.get(doc, "registries", "", dict, default={}).items():
+        where = f"registries.{host!r}"
+        if not isinstance(table, dict):
+            raise c.fail(where, "must be a table")
+        c.check_keys(table, _REGISTRY_KEYS, where)
+        endpoint = c.get(table, "endpoint", where, str, default=f"https://{host}").rstrip("/")
+        if not endpoint.startswith(("http://", "https://")):
+            raise c.fail(f"{where}.endpoint", f"{endpoint!r} must start with http:// or https://")
+        ca = c.get(table, "ca_file", where, str, default=None)
+        ca_path = (path.parent / ca) if ca else None
+        if ca_path is not None and not ca_path.is_file():
+            raise c.fail(f"{where}.ca_file", f"{ca_path} does not exist")
+        for key in ("username_env", "password_env"):
+            if key in table and not str(table[key]).replace("_", "").isalnum():
+                raise c.fail(f"{where}.{key}", "must name an environment variable",
+                             hint="credentials are never written into the spec")
+        registries[host] = RegistryConfig(
+            host=host, endpoint=endpoint,
+            username_env=c.get(table, "username_env", where, str, default=None),
+            password_env=c.get(table, "password_env", where, str, default=None),
+            ca_file=ca_path)
+
+    bundles_table = c.get(doc, "bundles", "", dict)
+    if not bundles_table:
+        raise c.fail("bundles", "defines no bundle", hint="add a [bundles.<name>] table")
+    bundles = {name: _parse_bundle(c, name, table) for name, table in bundles_table.items()}
+    spec = Spec(path=path, releases=releases, install_script=install_script,
+                registries=registries, bundles=bundles)
+    return Spec(path=path, releases=releases, install_script=install_script,
+                registries=registries, bundles=bundles, digest=spec_digest(doc))
+
+
+def spec_digest(doc: dict[str, Any]) -> str:
+    """Digest of the spec's meaning (comments and layout do not count)."""
+    return "sha256:" + hashlib.sha256(canonjson.encode(_plain(doc))).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    # canonical JSON has no floats or dates; the spec has none that matter, render as text
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
+    where = f"bundles.{name}"
+    if not isinstance(table, dict):
+        raise c.fail(where, "must be a table")
+    if not name.replace("-", "").isalnum() or not name[:1].isalnum() or name != name.lower():
+        raise c.fail(where, f"bundle name {name!r} must be lowercase letters, digits and '-'")
+    c.check_keys(table, _BUNDLE_KEYS, where)
+    version = c.get(table, "version", where, str)
+    if not version or not all(part.isdigit() for part in version.split("-")[0].split(".")):
+        raise c.fail(f"{where}.version", f"{version!r} is not a version like 1.2.3",
+                     hint="devices compare versions numerically to refuse downgrades")
+    arches = c.str_list(table, "arch", where)
+    for a in arches:
+        if a not in ARCHES:
+            raise c.fail(f"{where}.arch", f"unknown architecture {a!r}",
+                         hint=f"use one of {', '.join(ARCHES)} (arm means linux/arm/v7)")
+    if not arches or len(set(arches)) != len(arches):
+        raise c.fail(f"{where}.arch", "must list at least one architecture, each once")
+    k3s = c.get(table, "k3s", where, str)
+    if not k3s.startswith("v") or "+k3s" not in k3s:
+        raise c.fail(f"{where}.k3s", f"{k3s!r} is not a K3s release like v1.34.3+k3s1")
+    images = []
+    for i, text in enumerate(c.str_list(table, "images", where, default=[])):
+        try:
+            images.append(parse_image_ref(text))
+        except SpecError as e:
+            raise c.fail(f"{where}.images[{i}]", e.message) from None
+    if len({str(i) for i in images}) != len(images):
+        raise c.fail(f"{where}.images", "lists an image twice")
+    charts = []
+    for i, ct in enumerate(c.get(table, "charts", where, list, default=[])):
+        cw = f"{where}.charts[{i}]"
+        if not isinstance(ct, dict):
+            raise c.fail(cw, "must be a table")
+        c.check_keys(ct, _CHART_KEYS, cw)
+        repo = c.get(ct, "repo", cw, str)
+        if not repo.startswith(("http://", "https://", "oci://")):
+            raise c.fail(f"{cw}.repo", f"{repo!r} must be an http(s):// or oci:// URL")
+        values = tuple(c.path.parent / v for v in c.str_list(ct, "values", cw, default=[]))
+        for v in values:
+            if not v.is_file():
+                raise c.fail(f"{cw}.values", f"values file {v} does not exist")
+        chart_name = c.get(ct, "name", cw, str)
+        charts.append(ChartSpec(name=chart_name, repo=repo.rstrip("/"),
+                                version=c.get(ct, "version", cw, str),
+                                namespace=c.get(ct, "namespace", cw, str, default="default"),
+                                values=values,
+                                release=c.get(ct, "release", cw, str, default=chart_name)))
+    roles = tuple(c.str_list(table, "roles", where, default=list(ROLES)))
+    for r in roles:
+        if r not in ROLES:
+            raise c.fail(f"{where}.roles", f"unknown role {r!r} (server, agent)")
+    return BundleSpec(
+        name=name, version=version, arch=tuple(arches), k3s=k3s, images=tuple(images),
+        manifests=tuple(c.str_list(table, "manifests", where, default=[])),
+        charts=tuple(charts),
+        k3s_airgap_images=c.get(table, "k3s_airgap_images", where, bool, default=True),
+        roles=roles,
+        allow_k3s_minor_skip=c.get(table, "allow_k3s_minor_skip", where, bool, default=False),
+        allow_k3s_downgrade=c.get(table, "allow_k3s_downgrade", where, bool, default=False))
