@@ -156,6 +156,40 @@ def adopt_verified(
     fsync_dir(dest.parent)
 
 
+class atomic_output(object):
+    """Context manager: a temp file beside ``dest`` that becomes ``dest`` only on success.
+
+    For outputs produced by a writer that pushes bytes (tar, zip) rather than a verified
+    stream: fsync, rename, fsync the folder on success; remove the temp file on any error.
+    """
+
+    def __init__(self, dest: "os.PathLike[str] | str", *, mode: int = 0o644) -> None:
+        self.dest = Path(dest)
+        self.mode = mode
+        self.tmp = self.dest.parent / (".tmp-%s.%d" % (self.dest.name, os.getpid()))
+        self._f: Optional[BinaryIO] = None
+
+    def __enter__(self) -> BinaryIO:
+        fd = os.open(str(self.tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._f = os.fdopen(fd, "wb")
+        return self._f
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self._f is not None
+        try:
+            if exc_type is None:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            self._f.close()
+            if exc_type is None:
+                os.chmod(str(self.tmp), self.mode)
+                os.replace(str(self.tmp), str(self.dest))
+                fsync_dir(self.dest.parent)
+        finally:
+            if exc_type is not None or self.tmp.exists():
+                _unlink_quiet(self.tmp)
+
+
 def _unlink_quiet(path: Path) -> None:
     try:
         os.unlink(str(path))

@@ -1,0 +1,253 @@
+"""`bundle build`: turn one locked bundle + arch into a reproducible bundle file.
+
+Order: check the lock against the spec -> fetch every locked digest into the cache (verified,
+resumable, concurrent) -> assemble the images archive (cached by content) -> write the bundle
+to a temp file beside the target -> rename. Tags are never resolved here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from installer.bundlefmt import (
+    INSTALL_SCRIPT_PATH,
+    K3S_BINARY_PATH,
+    ChartEntry,
+    ImageEntry,
+    Manifest,
+    Member,
+    unsigned_signatures,
+    write_bundle,
+)
+from installer.fsio import atomic_output, hash_file
+
+from . import helmchart
+from .errors import LocalError, SpecError, UpstreamError
+from .imagearchive import ArchiveImage, Blob, image_names, layout_key, write_archive
+from .lockfile import BundleLock, Lock
+from .refs import parse_image_ref
+from .sources import Sources
+from .spec import Spec
+
+FREE_SPACE_MARGIN = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    manifest: Manifest
+    downloads: int
+    cache_hits: int
+
+
+def bundle_filename(name: str, version: str, arch: str) -> str:
+    return f"{name}-{version}-{arch}.tar"
+
+
+def check_lock(spec: Spec, lock: Lock, bundle: str, arch: str) -> BundleLock:
+    """The locked bundle, after refusing a stale lock or an arch it does not hold."""
+    if lock.spec_digest != spec.digest:
+        raise SpecError(f"the lock was made from another spec ({lock.spec_digest[:19]}... vs "
+                        f"{spec.digest[:19]}... for {spec.path})",
+                        hint="run `bundle lock` to update bundles.lock, then build again")
+    if bundle not in lock.bundles:
+        raise SpecError(f"bundle {bundle!r} is not in the lock",
+                        hint=f"locked bundles: {', '.join(sorted(lock.bundles))}")
+    bl = lock.bundles[bundle]
+    if arch not in bl.arch:
+        raise SpecError(f"bundle {bundle} is locked for {', '.join(bl.arch)}, not {arch}",
+                        hint=f"add {arch!r} to bundles.{bundle}.arch and run `bundle lock`")
+    for f in bl.manifests + tuple(v for c in bl.charts for v in c.values):
+        path = spec.base_dir / f.url
+        if not path.is_file() or hash_file(path)[0] != f.sha256:
+            raise SpecError(f"{path} changed since the lock was written",
+                            hint="run `bundle lock` to pin the new content")
+    return bl
+
+
+def _oci_host_repo(url: str) -> tuple[str, str]:
+    rest = url[len("oci://"):].split("@", 1)[0]
+    host, _, repo = rest.partition("/")
+    return host, repo
+
+
+def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int) -> dict[str, Any]:
+    """Fetch every artifact of one bundle+arch; returns paths and image blob lists."""
+    k3s = bl.k3s
+    jobs: dict[str, Callable[[], Any]] = {
+        "k3s": lambda: src.fetch_url(k3s.binaries[arch].url, k3s.binaries[arch].sha256,
+                                     k3s.binaries[arch].size, what=f"K3s {k3s.version} binary "
+                                     f"({arch})"),
+        "install": lambda: src.fetch_url(k3s.install_script.url, k3s.install_script.sha256,
+                                         k3s.install_script.size, what="K3s install.sh"),
+    }
+    if arch in k3s.airgap_images:
+        f = k3s.airgap_images[arch]
+        jobs["airgap"] = lambda: src.fetch_url(f.url, f.sha256, f.size,
+                                               what=f"K3s {k3s.version} airgap images ({arch})")
+    for c in bl.charts:
+        if c.url.startswith("oci://"):
+            host, repo = _oci_host_repo(c.url)
+            jobs[f"chart:{c.name}"] = lambda c=c, h=host, r=repo: src.fetch_blob(
+                h, r, "sha256:" + c.sha256, c.size, what=f"chart {c.name} {c.version}")
+        else:
+            jobs[f"chart:{c.name}"] = lambda c=c: src.fetch_url(
+                c.url, c.sha256, c.size, what=f"chart {c.name} {c.version}")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {k: pool.submit(fn) for k, fn in jobs.items()}
+        image_futures = {img.ref: pool.submit(_fetch_image, src, img.ref,
+                                              img.platforms[arch], arch, pool)
+                         for img in bl.images}
+        paths = {k: f.result() for k, f in futures.items()}
+        paths["images"] = {ref: f.result() for ref, f in image_futures.items()}
+    return paths
+
+
+def _fetch_image(src: Sources, ref: str, plat: Any, arch: str,
+                 pool: ThreadPoolExecutor) -> tuple[Blob, str, list[Blob]]:
+    r = parse_image_ref(ref)
+    what = f"image {ref} ({arch})"
+    m = src.manifest(r.registry, r.repository, plat.digest, what=what, size=plat.size)
+    doc = m.json()
+    config = doc.get("config") or {}
+    if config.get("digest") != plat.config:
+        raise UpstreamError(f"{what}: manifest {plat.digest} names config "
+                            f"{config.get('digest')}, the lock says {plat.config}")
+    descs = [config, *doc.get("layers", [])]
+    for d in descs:
+        if not isinstance(d.get("digest"), str) or not isinstance(d.get("size"), int):
+            raise UpstreamError(f"{what}: manifest {plat.digest} has a malformed descriptor")
+    # Blobs of one image are fetched in parallel too; the pool is shared and bounded.
+    futs = [pool.submit(src.fetch_blob, r.registry, r.repository, d["digest"], d["size"],
+                        what=f"{what} blob {d['digest'][:19]}") for d in descs]
+    blobs = [Blob(d["digest"], d["size"], f.result()) for d, f in zip(descs, futs)]
+    manifest_blob = Blob(plat.digest, plat.size, src.store.path(plat.digest))
+    return manifest_blob, plat.media_type, blobs
+
+
+def _images_archive(src: Sources, bl: BundleLock, arch: str, fetched: dict[str, Blob],
+                    mtime: int, on_bytes: Callable[[int], None] | None) -> tuple[Path, str, int]:
+    images = []
+    for img in sorted(bl.images, key=lambda i: i.ref):
+        manifest_blob, media_type, blobs = fetched[img.ref]
+        images.append(ArchiveImage(names=image_names(img.ref, img.digest),
+                                   manifest=manifest_blob, media_type=media_type,
+                                   blobs=tuple(blobs)))
+    key = layout_key(images)
+    ref_file = src.store.root / "archives" / key
+    if ref_file.exists():
+        sha, _, size = ref_file.read_text().partition(" ")
+        cached = src.store.lookup(sha, int(size or -1)) if size.isdigit() else None
+        if cached is not None:
+            return cached, sha, int(size)
+    tmp_dir = src.store.root / "archives"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    out = tmp_dir / f"{key}.tar.zst"
+    sha, size = write_archive(out, images, mtime=mtime, on_bytes=on_bytes)
+    final = src.store.path(sha)
+    out.replace(final)
+    with atomic_output(ref_file) as f:
+        f.write(f"{sha} {size}".encode())
+    return final, sha, size
+
+
+def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_dir: Path,
+          sign: Callable[[bytes], tuple[bytes, list[bytes]]] | None = None, workers: int = 8,
+          on_bytes: Callable[[int], None] | None = None) -> BuildResult:
+    """Build ``dist/<name>-<version>-<arch>.tar``. ``sign(manifest_bytes)`` returns the
+    signatures document and the root chain; unsigned bundles carry an empty signature list."""
+    bl = check_lock(spec, lock, bundle, arch)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LocalError(f"cannot create output folder {out_dir}: {e.strerror}") from None
+    paths = fetch_all(src, bl, arch, workers=workers)
+    mtime = lock.source_date_epoch
+
+    files: dict[str, tuple[Path, str, int, int, str]] = {}  # path -> (file, sha, size, mode, kind)
+
+    def add(member_path: str, file: Path, kind: str, mode: int = 0o644,
+            sha_size: tuple[str, int] | None = None) -> None:
+        if member_path in files:
+            raise SpecError(f"two artifacts of bundle {bundle} would both be {member_path}",
+                            hint="rename one of the manifests")
+        sha, size = sha_size or hash_file(file)
+        files[member_path] = (file, sha, size, mode, kind)
+
+    k3s = bl.k3s
+    add(K3S_BINARY_PATH, paths["k3s"], "k3s-binary", 0o755,
+        (k3s.binaries[arch].sha256, k3s.binaries[arch].size))
+    add(INSTALL_SCRIPT_PATH, paths["install"], "install-script", 0o755,
+        (k3s.install_script.sha256, k3s.install_script.size))
+    if "airgap" in paths:
+        f = k3s.airgap_images[arch]
+        add(f"images/k3s-airgap-images-{arch}.tar.zst", paths["airgap"], "images", 0o644,
+            (f.sha256, f.size))
+    images: list[ImageEntry] = []
+    if bl.images:
+        archive_path = f"images/{bundle}-images-{arch}.tar.zst"
+        ap, sha, size = _images_archive(src, bl, arch, paths["images"], mtime, on_bytes)
+        add(archive_path, ap, "images", 0o644, (sha, size))
+        images = [ImageEntry(ref=i.ref, digest=i.platforms[arch].digest,
+                             index_digest=i.digest if i.digest != i.platforms[arch].digest
+                             else "", archive=archive_path)
+                  for i in sorted(bl.images, key=lambda i: i.ref)]
+    charts: list[ChartEntry] = []
+    generated: list[tuple[str, bytes]] = []
+    for c in sorted(bl.charts, key=lambda c: c.name):
+        member = f"charts/{c.name}-{c.version}.tgz"
+        add(member, paths[f"chart:{c.name}"], "chart", 0o644, (c.sha256, c.size))
+        charts.append(ChartEntry(name=c.name, version=c.version, path=member,
+                                 namespace=c.namespace))
+        values = [spec.base_dir / v.url for v in c.values]
+        generated.append((f"manifests/{helmchart.file_name(c.release)}",
+                          helmchart.render(c, member.split("/", 1)[1], values)))
+    for mf in bl.manifests:
+        add(f"manifests/{Path(mf.url).name}", spec.base_dir / mf.url, "manifest", 0o644,
+            (mf.sha256, mf.size))
+    for member_path, data in generated:
+        digest = hashlib.sha256(data).hexdigest()
+        p = src.store.lookup(digest, len(data)) or src.store.put(digest, len(data), [data],
+                                                                 what=member_path)
+        add(member_path, p, "manifest", 0o644, (digest, len(data)))
+
+    members = tuple(Member(path=p, size=v[2], sha256=v[1], mode=v[3], kind=v[4])
+                    for p, v in sorted(files.items()))
+    manifest = Manifest(
+        name=bundle, version=bl.version, arch=arch, k3s_version=k3s.version, roles=bl.roles,
+        lock_digest=bl.digest(), created=mtime, members=members, images=tuple(images),
+        charts=tuple(charts), allow_k3s_minor_skip=bl.allow_k3s_minor_skip,
+        allow_k3s_downgrade=bl.allow_k3s_downgrade)
+    manifest_bytes = manifest.to_bytes()
+    signatures, roots = sign(manifest_bytes) if sign else (unsigned_signatures(), [])
+
+    dest = out_dir / bundle_filename(bundle, bl.version, arch)
+    needed = manifest.payload_size + len(manifest_bytes) + FREE_SPACE_MARGIN
+    free = shutil.disk_usage(out_dir).free
+    if free < needed:
+        raise LocalError(f"not enough free space in {out_dir}: the bundle needs "
+                         f"{_mib(needed)} (with margin), {_mib(free)} is free",
+                         hint="free space or pass --out DIR on a larger filesystem")
+    try:
+        with atomic_output(dest) as out:
+            write_bundle(out, manifest=manifest, signatures=signatures, roots=roots,
+                         open_member=lambda m: open(files[m.path][0], "rb"))
+    except OSError as e:
+        if e.errno == 28:
+            raise LocalError(f"no space left writing {dest}", hint="free space or pass --out "
+                             "DIR on a larger filesystem") from None
+        if e.errno in (13, 30):
+            raise LocalError(f"cannot write {dest}: {e.strerror}",
+                             hint="pass --out DIR with a writable folder") from None
+        raise
+    return BuildResult(dest, manifest, src.downloader.downloads, src.downloader.cache_hits)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
