@@ -1,0 +1,210 @@
+"""Put a release's files into the live tree, each by one atomic rename, with an undo log.
+
+``prepare`` records, for every live path a change will touch, how to put it back: it was
+absent, it belongs to the old release (restore from ``releases/<old>/``), or it is a file we
+never placed (kept as a hard link or copy in ``txn/<tx>/backup/``). ``apply`` then places the new
+release (hard link from ``releases/<new>/`` when on the same filesystem, else a verified copy)
+under a dotfile temp name and renames it into place, so K3s never sees a partial archive.
+``undo`` replays the records. All three are idempotent: a run killed inside any of them is
+finished or undone by the next run (see ``txn``).
+"""
+
+import errno
+import os
+import shutil
+import stat
+from typing import Any, Callable, Dict, List, Optional
+
+from .errors import EnvironmentProblem
+from .fsio import fsync_dir, hash_file, iter_file, write_verified
+from .layout import LIVE_TMP_PREFIX, MANAGED_DIRS, Layout, Target
+from .state import Release
+
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP)
+# Placement order: image archives first, the binary last, then what the old release no
+# longer has. Each group ends at a named fail point.
+_GROUPS = (("images", "var/lib/rancher/k3s/agent/images/"),
+           ("charts", "var/lib/rancher/k3s/server/static/charts/"),
+           ("manifests", "var/lib/rancher/k3s/server/manifests/"),
+           ("binary", "usr/local/bin/"))
+
+
+def _lstat(path: str) -> Optional[os.stat_result]:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _same_file(a: Optional[os.stat_result], b: Optional[os.stat_result]) -> bool:
+    return a is not None and b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def put(src: str, dest: str, *, sha256: Optional[str], size: Optional[int], mode: int) -> None:
+    """Make ``dest`` hold ``src``'s bytes atomically: hard link (no copy) or verified copy,
+    under a dotfile temp name, then rename. ``src`` may be a symlink (restored as one)."""
+    folder = os.path.dirname(dest)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, LIVE_TMP_PREFIX + os.path.basename(dest))
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    st = os.lstat(src)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), tmp)
+    else:
+        try:
+            os.link(src, tmp, follow_symlinks=False)
+            os.chmod(tmp, mode)
+        except OSError as e:
+            if e.errno not in _NO_LINK:
+                raise
+            with open(src, "rb") as f:
+                write_verified(dest, iter_file(f), sha256=sha256, size=size, mode=mode,
+                               what=dest, tmp_prefix=LIVE_TMP_PREFIX)
+            return
+    os.replace(tmp, dest)
+    if os.path.lexists(tmp):  # rename() is a no-op when both names are one inode
+        os.unlink(tmp)
+    fsync_dir(folder)
+
+
+def _backup(path: str, backup: str) -> None:
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(path), backup)
+        return
+    try:
+        os.link(path, backup, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+        shutil.copyfile(path, backup, follow_symlinks=False)
+        os.chmod(backup, stat.S_IMODE(st.st_mode))
+        with open(backup, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def union_targets(old: Optional[Release], new: Release) -> List[str]:
+    """Every live path the change touches: the new release's, then the old one's leftovers."""
+    seen = [t.target for t in new.targets]
+    if old is not None:
+        seen += [t.target for t in old.targets if t.target not in set(seen)]
+    return seen
+
+
+def prepare(layout: Layout, backup_dir: str, old: Optional[Release],
+            new: Release) -> List[Dict[str, Any]]:
+    """Record how to restore every path the change touches; back up foreign files."""
+    old_map = {t.target: t for t in old.targets} if old else {}
+    old_dir = layout.release_dir(old.digest) if old else ""
+    os.makedirs(backup_dir, exist_ok=True)
+    records = []
+    for n, rel in enumerate(union_targets(old, new)):
+        path = layout.path(rel)
+        st = _lstat(path)
+        if st is None:
+            records.append({"target": rel, "kind": "absent"})
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            raise EnvironmentProblem("%s is a folder where a file must go" % path,
+                                     hint="move it away and retry")
+        mine = old_map.get(rel)
+        if mine is not None and os.path.isfile(os.path.join(old_dir, mine.member)):
+            records.append({"target": rel, "kind": "release"})
+            continue
+        name = "%05d" % n
+        _backup(path, os.path.join(backup_dir, name))
+        records.append({"target": rel, "kind": "backup", "backup": name})
+    fsync_dir(backup_dir)
+    return records
+
+
+def _already_placed(dest: str, src: str, t: Target, old_t: Optional[Target],
+                    old_src: Optional[str]) -> bool:
+    st = _lstat(dest)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return False
+    if _same_file(st, _lstat(src)):
+        return True
+    if old_t is not None and old_t.sha256 == t.sha256 and old_src is not None \
+            and _same_file(st, _lstat(old_src)):
+        return True  # unchanged archive: leave it, so K3s does not re-import it
+    if st.st_size != t.size or stat.S_IMODE(st.st_mode) != t.mode:
+        return False
+    return hash_file(dest)[0] == t.sha256
+
+
+def apply(layout: Layout, old: Optional[Release], new: Release,
+          hit: Callable[[str], None]) -> None:
+    """Place ``new`` and remove what only ``old`` had. Idempotent."""
+    new_dir = layout.release_dir(new.digest)
+    old_map = {t.target: t for t in old.targets} if old else {}
+    old_dir = layout.release_dir(old.digest) if old else None
+    for group, prefix in _GROUPS:
+        for t in new.targets:
+            if not t.target.startswith(prefix):
+                continue
+            src = os.path.join(new_dir, t.member)
+            old_t = old_map.get(t.target)
+            old_src = os.path.join(old_dir, old_t.member) if old_t and old_dir else None
+            if not _already_placed(layout.path(t.target), src, t, old_t, old_src):
+                put(src, layout.path(t.target), sha256=t.sha256, size=t.size, mode=t.mode)
+        hit("after-place-" + group)
+    keep = {t.target for t in new.targets}
+    for t in old.targets if old else ():
+        if t.target not in keep:
+            _remove(layout.path(t.target))
+    hit("after-remove-old")
+
+
+def undo(layout: Layout, backup_dir: str, old: Optional[Release],
+         records: List[Dict[str, Any]]) -> None:
+    """Put every recorded path back as it was before ``prepare``. Idempotent."""
+    old_map = {t.target: t for t in old.targets} if old else {}
+    old_dir = layout.release_dir(old.digest) if old else ""
+    for rec in reversed(records):
+        path = layout.path(rec["target"])
+        if rec["kind"] == "absent":
+            _remove(path)
+        elif rec["kind"] == "backup":
+            saved = os.path.join(backup_dir, rec["backup"])
+            if os.path.lexists(saved) and not _same_file(_lstat(path), _lstat(saved)):
+                st = os.lstat(saved)
+                put(saved, path, sha256=None, size=None, mode=stat.S_IMODE(st.st_mode))
+        else:
+            t = old_map[rec["target"]]
+            src = os.path.join(old_dir, t.member)
+            if not _already_placed(path, src, t, None, None):
+                put(src, path, sha256=t.sha256, size=t.size, mode=t.mode)
+
+
+def _remove(path: str) -> None:
+    st = _lstat(path)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        fsync_dir(os.path.dirname(path))
+
+
+def sweep_temp_files(layout: Layout) -> None:
+    """Remove our dotfile temp names left in live folders by a killed run."""
+    for rel in MANAGED_DIRS:
+        folder = layout.path(rel)
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.startswith(LIVE_TMP_PREFIX):
+                _remove(os.path.join(folder, name))
+
+
+def foreign_files(layout: Layout, release: Optional[Release]) -> List[str]:
+    """Files in the images folder this installer did not place (left alone, reported)."""
+    ours = {t.target for t in release.targets} if release else set()
+    folder = "var/lib/rancher/k3s/agent/images"
+    try:
+        names = sorted(os.listdir(layout.path(folder)))
+    except FileNotFoundError:
+        return []
+    return [folder + "/" + n for n in names
+            if not n.startswith(".") and folder + "/" + n not in ours]

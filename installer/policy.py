@@ -1,0 +1,283 @@
+"""Pure install policy: versions, K3s upgrade rules, architecture, role, free space, bundle
+file names on a USB stick.
+
+Every function here takes plain values and returns a decision or raises ``PolicyRefusal`` /
+``ConfigError`` naming both values. Nothing here touches the disk, the clock or the host; the
+caller (``preflight``, ``install``) gathers the facts and passes them in.
+"""
+
+import re
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from .errors import ConfigError, EnvironmentProblem, FormatError, PolicyRefusal
+
+# platform.machine() -> bundle arch. 32-bit ARM: K3s ships `k3s-armhf` but names images `arm`.
+MACHINE_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "arm",
+    "armv6l": "arm",
+    "armv8l": "arm",  # 32-bit userland on a 64-bit core
+}
+
+# Space kept free beyond what an install needs: metadata, journals, K3s's own writes.
+SPACE_MARGIN_BYTES = 64 * 1024 * 1024
+SPACE_MARGIN_FRACTION = 0.02
+
+
+# ---------------------------------------------------------------------------- versions
+
+_NUM_RE = re.compile(r"^[0-9]+$")
+_VERSION_RE = re.compile(r"^v?([0-9]+(?:\.[0-9]+)*)(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.+-]*))?$")
+
+
+def parse_version(text: str) -> Tuple[Tuple[int, ...], Tuple[Tuple[int, int, str], ...]]:
+    """Parse a semver-ish version: dot-separated numbers, optional ``-pre``, ignored ``+build``.
+
+    Returns a key for ordering: numeric components (trailing zeros stripped so ``1.2`` ==
+    ``1.2.0``) and the pre-release identifiers (a release sorts after its pre-releases).
+    """
+    match = _VERSION_RE.match(text)
+    if not match:
+        raise FormatError("version %r is not a dotted version (expected e.g. 1.4.2 or 1.4.2-rc.1)"
+                          % text)
+    nums = [int(p) for p in match.group(1).split(".")]
+    while len(nums) > 1 and nums[-1] == 0:
+        nums.pop()
+    pre: List[Tuple[int, int, str]] = []
+    if match.group(2):
+        for ident in match.group(2).split("."):
+            # semver: numeric identifiers sort before alphanumeric ones, numerically
+            pre.append((0, int(ident), "") if _NUM_RE.match(ident) else (1, 0, ident))
+    return tuple(nums), tuple(pre)
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as ``a`` is lower than, equal to or higher than ``b`` (numeric by dots)."""
+    na, pa = parse_version(a)
+    nb, pb = parse_version(b)
+    if na != nb:
+        return -1 if na < nb else 1
+    if pa == pb:
+        return 0
+    if not pa:
+        return 1  # a release is newer than any of its pre-releases
+    if not pb:
+        return -1
+    return -1 if pa < pb else 1
+
+
+class K3sVersion(NamedTuple):
+    major: int
+    minor: int
+    patch: int
+    revision: int  # the N of +k3sN
+
+    def __str__(self) -> str:
+        return "v%d.%d.%d+k3s%d" % self
+
+
+_K3S_RE = re.compile(r"^v?([0-9]+)\.([0-9]+)\.([0-9]+)(?:-[0-9A-Za-z.-]+)?(?:\+k3s([0-9]+))?$")
+
+
+def parse_k3s_version(text: str) -> K3sVersion:
+    """``v1.34.3+k3s1`` -> ``K3sVersion(1, 34, 3, 1)``."""
+    match = _K3S_RE.match(text)
+    if not match:
+        raise FormatError("K3s version %r is not like v1.34.3+k3s1" % text)
+    return K3sVersion(int(match.group(1)), int(match.group(2)), int(match.group(3)),
+                      int(match.group(4) or 0))
+
+
+def check_k3s_change(installed: str, new: str, *, allow_minor_skip: bool,
+                     allow_downgrade: bool) -> None:
+    """Refuse a K3s minor downgrade or a skipped minor unless the bundle allows it.
+
+    K3s upgrades one minor at a time and does not downgrade a minor (datastore migrations):
+    see K3S-AIRGAP-FACTS.md "Upgrades" and https://docs.k3s.io/upgrades.
+    Patch and revision changes within a minor are always allowed.
+    """
+    old = parse_k3s_version(installed)
+    cur = parse_k3s_version(new)
+    if cur.major != old.major:
+        raise PolicyRefusal(
+            "K3s major version change from %s to %s is not supported" % (installed, new),
+            hint="build a bundle for the same K3s major version")
+    if cur.minor < old.minor and not allow_downgrade:
+        raise PolicyRefusal(
+            "K3s minor downgrade: installed %s, bundle has %s" % (installed, new),
+            hint="K3s cannot downgrade a minor version in place; restore a datastore snapshot "
+                 "taken on %d.%d, or build the bundle with upgrade.allow_k3s_downgrade"
+                 % (cur.major, cur.minor))
+    if cur.minor > old.minor + 1 and not allow_minor_skip:
+        raise PolicyRefusal(
+            "K3s minor skip: installed %s, bundle has %s (minors must go one at a time)"
+            % (installed, new),
+            hint="install a bundle with K3s v%d.%d.x first, or build this one with "
+                 "upgrade.allow_k3s_minor_skip" % (old.major, old.minor + 1))
+
+
+class VersionDecision(NamedTuple):
+    action: str  # "install" | "same"
+    reason: str
+
+
+def decide_bundle_version(*, installed_name: Optional[str], installed_version: Optional[str],
+                          name: str, version: str, switch_name: bool = False) -> VersionDecision:
+    """Lower version -> refused; equal -> nothing to do; higher or first install -> install."""
+    if installed_name is None or installed_version is None:
+        return VersionDecision("install", "no bundle installed yet")
+    if installed_name != name:
+        if not switch_name:
+            raise PolicyRefusal(
+                "bundle name differs: installed %r, this bundle is %r" % (installed_name, name),
+                hint="pass --switch-bundle to replace %r with %r on purpose"
+                     % (installed_name, name))
+        return VersionDecision("install", "switching bundle %s -> %s" % (installed_name, name))
+    cmp = compare_versions(version, installed_version)
+    if cmp < 0:
+        raise PolicyRefusal(
+            "bundle %s version %s is lower than the installed version %s"
+            % (name, version, installed_version),
+            hint="install %s %s or newer; to go back use `airgap-install rollback`"
+                 % (name, installed_version))
+    if cmp == 0:
+        return VersionDecision("same", "%s %s is already installed" % (name, version))
+    return VersionDecision("install", "upgrade %s %s -> %s" % (name, installed_version, version))
+
+
+# ---------------------------------------------------------------------------- host
+
+
+def machine_to_arch(machine: str) -> str:
+    """Map ``platform.machine()`` to a bundle architecture."""
+    arch = MACHINE_ARCH.get(machine.lower())
+    if arch is None:
+        raise EnvironmentProblem(
+            "this host's machine type %r has no K3s bundle architecture (known: %s)"
+            % (machine, ", ".join(sorted(MACHINE_ARCH))),
+            hint="K3s bundles exist for amd64, arm64 and arm")
+    return arch
+
+
+def check_arch(bundle_arch: str, host_arch: str, *, bundle: str) -> None:
+    if bundle_arch != host_arch:
+        raise PolicyRefusal(
+            "%s is built for architecture %s, this host is %s" % (bundle, bundle_arch, host_arch),
+            hint="use the %s bundle (file name ends in -%s.tar)" % (host_arch, host_arch))
+
+
+def choose_role(*, asked: Optional[str], installed: Optional[str],
+                bundle_roles: Sequence[str], bundle: str) -> str:
+    """The role to install: asked, else the installed one, else the bundle's only role."""
+    role = asked or installed
+    if role is None:
+        if len(bundle_roles) == 1:
+            role = bundle_roles[0]
+        else:
+            raise ConfigError("%s can be installed as %s: say which"
+                              % (bundle, " or ".join(bundle_roles)),
+                              hint="pass --server, or --agent --url URL --token-file FILE")
+    if role not in bundle_roles:
+        raise PolicyRefusal(
+            "%s is built for role %s, asked to install role %s"
+            % (bundle, ", ".join(bundle_roles) or "(none)", role),
+            hint="use a bundle built for the %s role" % role)
+    return role
+
+
+# ---------------------------------------------------------------------------- free space
+
+
+class Shortfall(NamedTuple):
+    where: str      # a path on the filesystem that lacks space
+    needed: int     # bytes needed including the margin
+    free: int       # bytes available to us
+
+
+def space_shortfalls(needs: Dict[str, int], free: Dict[str, int],
+                     where: Dict[str, str]) -> List[Shortfall]:
+    """Compare per-filesystem needs (bytes) with free bytes; keyed by filesystem id.
+
+    Each filesystem must keep ``SPACE_MARGIN_BYTES`` or ``SPACE_MARGIN_FRACTION`` of the need,
+    whichever is larger, free after the install.
+    """
+    short = []
+    for fs, need in sorted(needs.items()):
+        if need <= 0:
+            continue
+        total = need + max(SPACE_MARGIN_BYTES, int(need * SPACE_MARGIN_FRACTION))
+        if free.get(fs, 0) < total:
+            short.append(Shortfall(where.get(fs, fs), total, free.get(fs, 0)))
+    return short
+
+
+def check_space(shortfalls: Sequence[Shortfall], *, bundle: str) -> None:
+    if shortfalls:
+        parts = ["%s needs %s, has %s free" % (s.where, human_bytes(s.needed), human_bytes(s.free))
+                 for s in shortfalls]
+        raise EnvironmentProblem(
+            "not enough free space to install %s: %s" % (bundle, "; ".join(parts)),
+            hint="free space there (old images, logs) and retry; nothing was written")
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (value, unit))
+        value /= 1024
+    return "%d B" % n
+
+
+# ---------------------------------------------------------------------------- USB folders
+
+_BUNDLE_FILE_RE = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._+-]*?)-(?P<version>[0-9][0-9A-Za-z.+-]*)"
+    r"-(?P<arch>amd64|arm64|arm)\.tar$")
+
+
+class BundleFile(NamedTuple):
+    file: str
+    name: str
+    version: str
+    arch: str
+
+
+def parse_bundle_filename(file: str) -> Optional[BundleFile]:
+    """``edge-1.4.2-arm64.tar`` -> BundleFile; None for anything else on the stick."""
+    match = _BUNDLE_FILE_RE.match(file)
+    if not match:
+        return None
+    try:
+        parse_version(match.group("version"))
+    except FormatError:
+        return None
+    return BundleFile(file, match.group("name"), match.group("version"), match.group("arch"))
+
+
+def pick_bundle(files: Sequence[str], arch: str, *, folder: str) -> BundleFile:
+    """Choose the newest bundle for ``arch`` among file names; refuse ambiguity."""
+    bundles = [b for b in (parse_bundle_filename(f) for f in sorted(files)) if b is not None]
+    mine = [b for b in bundles if b.arch == arch]
+    if not mine:
+        others = sorted({b.arch for b in bundles})
+        raise ConfigError(
+            "no bundle for architecture %s in %s%s" % (
+                arch, folder,
+                " (found only: %s)" % ", ".join(others) if others else
+                " (no <name>-<version>-<arch>.tar files)"),
+            hint="copy the %s bundle onto the medium" % arch)
+    names = sorted({b.name for b in mine})
+    if len(names) > 1:
+        raise ConfigError(
+            "several bundles for %s in %s: %s" % (
+                arch, folder, ", ".join(b.file for b in mine)),
+            hint="pass the bundle file itself: airgap-install install %s/<file>" % folder)
+    newest = mine[0]
+    for b in mine[1:]:
+        if compare_versions(b.version, newest.version) > 0:
+            newest = b
+    return newest

@@ -1,0 +1,259 @@
+"""Installed state, the change journal and the run lock, on disk.
+
+State and journal are each stored as two copies (``X`` and ``X.bak``), each written temp ->
+fsync -> rename -> fsync folder, each carrying a sha256 of its own content and a generation
+number. Reading takes the valid copy with the highest generation, so one torn or corrupted copy
+is recovered from the other (THREATS 22). The primary is written first: its rename is the commit
+point.
+
+The lock is ``fcntl.flock`` on ``install.lock``: held for the whole run, released by the kernel
+when the process dies (even by SIGKILL), so a stale lock never blocks the next run (THREATS 24).
+"""
+
+import errno
+import fcntl
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import canonjson, failpoint
+from .errors import EnvironmentProblem, FormatError, InstallerError
+from .fsio import fsync_dir, write_verified
+from .layout import Layout, Target
+
+STATE_FORMAT = "airgap-install-state/v1"
+JOURNAL_FORMAT = "airgap-install-journal/v1"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How install.sh was (or is to be) run for a release."""
+
+    exec_args: str = ""
+    url: Optional[str] = None
+    token_file: Optional[str] = None
+    skip_start: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"exec": self.exec_args, "url": self.url, "token_file": self.token_file,
+                "skip_start": self.skip_start}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Options":
+        return cls(exec_args=d["exec"], url=d["url"], token_file=d["token_file"],
+                   skip_start=bool(d["skip_start"]))
+
+
+@dataclass(frozen=True)
+class Release:
+    """A bundle as placed on this host."""
+
+    digest: str           # sha256 of the signed manifest bytes
+    name: str
+    version: str
+    arch: str
+    k3s_version: str
+    role: str
+    options: Options
+    targets: Tuple[Target, ...]
+    script: Target            # install.sh, run from the release copy (target is "")
+    installed_at: int = 0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"digest": self.digest, "name": self.name, "version": self.version,
+                "arch": self.arch, "k3s_version": self.k3s_version, "role": self.role,
+                "options": self.options.to_json(),
+                "targets": [t.to_json() for t in self.targets],
+                "script": self.script.to_json(), "installed_at": self.installed_at}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Release":
+        return cls(digest=d["digest"], name=d["name"], version=d["version"], arch=d["arch"],
+                   k3s_version=d["k3s_version"], role=d["role"],
+                   options=Options.from_json(d["options"]),
+                   targets=tuple(_target(t) for t in d["targets"]),
+                   script=_target(d["script"]), installed_at=d["installed_at"])
+
+    def summary(self) -> Dict[str, Any]:
+        return {"name": self.name, "version": self.version, "k3s_version": self.k3s_version,
+                "digest": self.digest, "arch": self.arch, "role": self.role,
+                "installed_at": self.installed_at}
+
+
+def _target(t: Dict[str, Any]) -> Target:
+    return Target(t["target"], t["member"], t["sha256"], t["size"], t["mode"])
+
+
+def release_or_none(d: Optional[Dict[str, Any]]) -> Optional[Release]:
+    return None if d is None else Release.from_json(d)
+
+
+@dataclass(frozen=True)
+class State:
+    current: Optional[Release] = None
+    previous: Optional[Release] = None
+    time_ratchet: int = 0  # newest signing time verified on this host (manifest "created")
+    generation: int = 0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"format": STATE_FORMAT, "generation": self.generation,
+                "current": self.current.to_json() if self.current else None,
+                "previous": self.previous.to_json() if self.previous else None,
+                "time_ratchet": self.time_ratchet}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "State":
+        if d.get("format") != STATE_FORMAT:
+            raise FormatError("unknown state format %r" % d.get("format"))
+        return cls(current=release_or_none(d["current"]), previous=release_or_none(d["previous"]),
+                   time_ratchet=d["time_ratchet"], generation=d["generation"])
+
+
+# ---------------------------------------------------------------------------- two copies
+
+
+def _envelope(doc: Dict[str, Any]) -> bytes:
+    body = canonjson.encode(doc)
+    return canonjson.encode({"doc": doc, "sha256": hashlib.sha256(body).hexdigest()})
+
+
+def _open_envelope(data: bytes, what: str) -> Dict[str, Any]:
+    outer = canonjson.loads_canonical(data, what=what)
+    if not isinstance(outer, dict) or set(outer) != {"doc", "sha256"}:
+        raise FormatError("%s has no checksum envelope" % what)
+    if hashlib.sha256(canonjson.encode(outer["doc"])).hexdigest() != outer["sha256"]:
+        raise FormatError("%s fails its checksum" % what)
+    doc = outer["doc"]
+    if not isinstance(doc, dict) or not isinstance(doc.get("generation"), int):
+        raise FormatError("%s has no generation" % what)
+    return doc
+
+
+@dataclass
+class DualRead:
+    doc: Optional[Dict[str, Any]]
+    bad: List[str] = field(default_factory=list)       # copies that exist but are unreadable
+    stale: List[str] = field(default_factory=list)     # valid copies older than the chosen one
+
+
+def read_dual(path: str) -> DualRead:
+    """Read ``path`` and ``path.bak``; the valid copy with the highest generation wins."""
+    found: List[Tuple[int, str, Dict[str, Any]]] = []
+    result = DualRead(None)
+    for p in (path, path + ".bak"):
+        try:
+            with open(p, "rb") as f:
+                data = f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
+        except FileNotFoundError:
+            continue
+        try:
+            doc = _open_envelope(data, p)
+        except InstallerError:
+            result.bad.append(p)
+            continue
+        found.append((doc["generation"], p, doc))
+    if not found:
+        if result.bad:
+            raise EnvironmentProblem(
+                "both copies of %s are unreadable (%s)" % (path, ", ".join(result.bad)),
+                hint="restore one from a backup; the installer will not guess the installed "
+                     "state")
+        return result
+    found.sort(key=lambda x: x[0], reverse=True)
+    result.doc = found[0][2]
+    result.stale = [p for g, p, _ in found[1:] if g != found[0][0]]
+    return result
+
+
+def write_dual(path: str, doc: Dict[str, Any]) -> None:
+    """Write both copies; the primary first (its rename is the commit point)."""
+    data = _envelope(doc)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_verified(path, [data], what=path, mode=0o600)
+    failpoint.hit("after-%s-primary" % os.path.basename(path))
+    write_verified(path + ".bak", [data], what=path + ".bak", mode=0o600)
+
+
+def remove_dual(path: str) -> None:
+    for p in (path, path + ".bak"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+    fsync_dir(os.path.dirname(path))
+
+
+def load_state(layout: Layout) -> Tuple[State, DualRead]:
+    read = read_dual(layout.state)
+    if read.doc is None:
+        return State(), read
+    try:
+        return State.from_json(read.doc), read
+    except (KeyError, TypeError, ValueError) as e:
+        raise EnvironmentProblem("%s is not a state this installer understands: %s"
+                                 % (layout.state, e)) from None
+
+
+def save_state(layout: Layout, state: State) -> State:
+    """Write ``state`` with the next generation; returns what was written."""
+    new = replace(state, generation=state.generation + 1)
+    write_dual(layout.state, new.to_json())
+    return new
+
+
+def load_journal(layout: Layout) -> Optional[Dict[str, Any]]:
+    doc = read_dual(layout.journal).doc
+    if doc is not None and doc.get("format") != JOURNAL_FORMAT:
+        raise EnvironmentProblem("%s has unknown format %r" % (layout.journal, doc.get("format")),
+                                 hint="it was written by another installer version; finish "
+                                      "the change with that version")
+    return doc
+
+
+def save_journal(layout: Layout, journal: Dict[str, Any]) -> None:
+    doc = dict(journal)
+    doc["format"] = JOURNAL_FORMAT
+    doc["generation"] = int(doc.get("generation", 0)) + 1
+    journal["generation"] = doc["generation"]
+    write_dual(layout.journal, doc)
+
+
+def clear_journal(layout: Layout) -> None:
+    remove_dual(layout.journal)
+
+
+# ---------------------------------------------------------------------------- lock
+
+
+class RunLock:
+    """Exclusive ``flock`` on the install lock for one run; the kernel drops it on death."""
+
+    def __init__(self, layout: Layout, *, wait: bool = False) -> None:
+        self._path = layout.lock
+        self._wait = wait
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> "RunLock":
+        os.makedirs(os.path.dirname(self._path), exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                os.close(fd)
+                raise
+            if not self._wait:
+                os.close(fd)
+                raise EnvironmentProblem(
+                    "another airgap-install run holds the lock %s" % self._path,
+                    hint="wait for it to finish, or pass --wait to queue behind it") from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

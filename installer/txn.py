@@ -1,0 +1,198 @@
+"""One change of the live tree (install or rollback) as a journaled transaction.
+
+Steps, each ending at a named fail point (``failpoint``)::
+
+    prepare backups -> journal(phase=placing) -> place files -> journal(phase=placed)
+    -> run install.sh -> write state (COMMIT) -> drop journal, backups, old releases
+
+Recovery (``recover``, run under the lock at the start of every changing command):
+
+- no journal: nothing was placed; leftovers (staging, temp names, orphan releases) are removed;
+- journal and state already names the new release: committed, only clean up;
+- phase ``placing``: the tree may be a mix, so it is undone from the journal's records;
+- phase ``placed``: every file is the new release's; install.sh is run again (it is
+  idempotent) and the change is committed. Going back here would put an old binary under a
+  service that may already have started the new one (a K3s minor cannot be downgraded).
+
+So after any crash (THREATS 21) the next run leaves the old release or the new one.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from typing import IO, Any, Callable, Dict, List, Optional
+
+from . import failpoint, place
+from .errors import EnvironmentProblem
+from .layout import Layout
+from .state import (Release, State, clear_journal, load_journal, load_state, save_journal,
+                    save_state)
+
+Report = Callable[[str], None]
+SCRIPT_TIMEOUT = 3600
+# Variables we set; inherited values would change the role silently.
+_OWNED_ENV = ("INSTALL_K3S_SKIP_DOWNLOAD", "INSTALL_K3S_BIN_DIR", "INSTALL_K3S_EXEC",
+              "INSTALL_K3S_SKIP_START", "K3S_URL", "K3S_TOKEN", "K3S_TOKEN_FILE")
+
+
+def new_tx() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def script_env(layout: Layout, release: Release, base: Dict[str, str]) -> Dict[str, str]:
+    """The environment install.sh runs with: offline, our bin dir, the release's role."""
+    env = {k: v for k, v in base.items() if k not in _OWNED_ENV}
+    opts = release.options
+    env["INSTALL_K3S_SKIP_DOWNLOAD"] = "true"
+    env["INSTALL_K3S_BIN_DIR"] = layout.bin_dir
+    env["INSTALL_K3S_EXEC"] = (release.role + " " + opts.exec_args).strip()
+    if opts.url:
+        env["K3S_URL"] = opts.url
+    if opts.token_file:
+        env["K3S_TOKEN_FILE"] = opts.token_file
+    if opts.skip_start:
+        env["INSTALL_K3S_SKIP_START"] = "true"
+    return env
+
+
+def run_script(layout: Layout, release: Release, output: Optional[IO[str]] = None) -> None:
+    """Run the release's verified install.sh (argument list, no shell string)."""
+    script = os.path.join(layout.release_dir(release.digest), release.script.member)
+    out = output if output is not None else sys.stderr
+    try:
+        proc = subprocess.run(["/bin/sh", script], env=script_env(layout, release, dict(os.environ)),
+                              cwd=layout.release_dir(release.digest), stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=out, timeout=SCRIPT_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise EnvironmentProblem("install.sh of %s %s did not finish in %d s"
+                                 % (release.name, release.version, SCRIPT_TIMEOUT)) from None
+    if proc.returncode != 0:
+        raise EnvironmentProblem(
+            "install.sh of %s %s exited with status %d" % (release.name, release.version,
+                                                            proc.returncode),
+            hint="read its output above; the previous release was put back")
+
+
+def _backup_dir(layout: Layout, tx: str) -> str:
+    return os.path.join(layout.txn, tx, "backup")
+
+
+def _release(d: Optional[Dict[str, Any]]) -> Optional[Release]:
+    return Release.from_json(d) if d is not None else None
+
+
+def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_after: State,
+        report: Report, output: Optional[IO[str]] = None) -> State:
+    """Apply a change from ``old`` to ``new`` and commit ``state_after``. Returns the state
+    written. On an error the live tree is put back and the error re-raised."""
+    tx = new_tx()
+    backup_dir = _backup_dir(layout, tx)
+    try:
+        records = place.prepare(layout, backup_dir, old, new)
+    except BaseException:
+        shutil.rmtree(os.path.join(layout.txn, tx), ignore_errors=True)
+        raise
+    failpoint.hit("after-backups")
+    journal = {"tx": tx, "op": op, "phase": "placing", "from": old.to_json() if old else None,
+               "to": new.to_json(), "undo": records, "state_after": state_after.to_json()}
+    save_journal(layout, journal)
+    failpoint.hit("after-journal")
+    try:
+        place.apply(layout, old, new, failpoint.hit)
+    except BaseException:
+        _undo(layout, journal)
+        raise
+    journal["phase"] = "placed"
+    save_journal(layout, journal)
+    failpoint.hit("after-placed")
+    return _finish(layout, journal, report, output)
+
+
+def _finish(layout: Layout, journal: Dict[str, Any], report: Report,
+            output: Optional[IO[str]]) -> State:
+    new = Release.from_json(journal["to"])
+    old = _release(journal["from"])
+    try:
+        run_script(layout, new, output)
+    except BaseException:
+        _undo(layout, journal)
+        if old is not None:
+            report("running install.sh of %s %s again to restore its service settings"
+                   % (old.name, old.version))
+            try:
+                run_script(layout, old, output)
+            except EnvironmentProblem as e:
+                report("warning: %s" % e.message)
+        raise
+    failpoint.hit("after-install-sh")
+    state = save_state(layout, State.from_json(journal["state_after"]))
+    failpoint.hit("after-state")
+    _cleanup(layout, journal["tx"], state)
+    return state
+
+
+def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
+    old = _release(journal["from"])
+    place.undo(layout, _backup_dir(layout, journal["tx"]), old, journal["undo"])
+    failpoint.hit("after-undo")
+    clear_journal(layout)
+    shutil.rmtree(os.path.join(layout.txn, journal["tx"]), ignore_errors=True)
+
+
+def _cleanup(layout: Layout, tx: str, state: State) -> None:
+    clear_journal(layout)
+    failpoint.hit("after-commit")
+    shutil.rmtree(os.path.join(layout.txn, tx), ignore_errors=True)
+    prune_releases(layout, state)
+
+
+def prune_releases(layout: Layout, state: State) -> List[str]:
+    """Keep only the current and previous releases (live files are separate links)."""
+    keep = {r.digest for r in (state.current, state.previous) if r is not None}
+    removed = []
+    try:
+        names = os.listdir(layout.releases)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if name not in keep:
+            shutil.rmtree(os.path.join(layout.releases, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def recover(layout: Layout, report: Report, output: Optional[IO[str]] = None) -> Optional[str]:
+    """Bring the tree to a consistent release after a killed run; the lock must be held.
+    Returns a sentence describing what was done, or None when there was nothing to do."""
+    done = None
+    journal = load_journal(layout)
+    state, _ = load_state(layout)
+    if journal is not None:
+        new = Release.from_json(journal["to"])
+        after = State.from_json(journal["state_after"])
+        label = "%s of %s %s" % (journal["op"], new.name, new.version)
+        if state.current is not None and state.current.digest == new.digest \
+                and state.generation > after.generation:
+            _cleanup(layout, journal["tx"], state)
+            done = "cleaned up after the committed %s" % label
+        elif journal["phase"] == "placing":
+            report("an interrupted %s was found: restoring the previous files" % label)
+            _undo(layout, journal)
+            done = "undid the interrupted %s" % label
+        else:
+            report("an interrupted %s was found: finishing it" % label)
+            state = _finish(layout, journal, report, output)
+            done = "finished the interrupted %s" % label
+    state, read = load_state(layout)
+    if read.bad or read.stale:
+        state = save_state(layout, state)  # a copy torn or behind: rewrite both from the good
+        done = "repaired %s from its other copy" % ", ".join(read.bad + read.stale)
+    for folder in (layout.staging, layout.txn):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    place.sweep_temp_files(layout)
+    prune_releases(layout, state)
+    return done

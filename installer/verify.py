@@ -1,0 +1,286 @@
+"""Check a bundle: signatures against the pinned anchor, the exact tar envelope, every member.
+
+Order, always: read the envelope (manifest, signatures, root chain) -> verify signatures ->
+check that every byte outside member data is the canonical encoding of the signed manifest
+(headers, padding, trailer, total size) -> stream each member once, hashing it, either into
+staging (``stage_payload``: ``fsio.write_verified`` with the manifest's sha256/size) or nowhere
+(``hash_payload``). Signature verification itself is ``trust``'s job; this module only feeds it.
+"""
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
+
+from . import bundlefmt, canonjson
+from .bundlefmt import BundleReader, Header
+from .errors import ConfigError, DigestMismatch, FormatError, InstallerError, SignatureError
+from .fsio import fsync_dir, iter_file, write_verified
+from .layout import Layout
+
+READ_BUFFER = 1024 * 1024
+_MAX_TRAILER = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE
+
+OnBytes = Optional[Callable[[int], None]]
+
+
+@dataclass
+class Opened:
+    """A bundle opened for one streaming pass, its envelope read and verified."""
+
+    path: str
+    file: BinaryIO
+    reader: BundleReader
+    header: Header
+    digest: str            # sha256 of the signed manifest bytes: the release id
+    root: Any              # trust.Root the manifest verified under
+    new_root: Optional[bytes]  # newest root of the bundle's chain, when newer than the anchor
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_anchor(layout: Layout) -> bytes:
+    try:
+        with open(layout.trust_anchor, "rb") as f:
+            return f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
+    except FileNotFoundError:
+        raise ConfigError(
+            "no trust anchor is pinned at %s" % layout.trust_anchor,
+            hint="run `airgap-install trust ROOT_JSON%s` once with the root.json your bundle "
+                 "publisher gave you" % ("" if layout.root == "/" else " --root " + layout.root)
+        ) from None
+
+
+def _trust() -> Any:
+    try:
+        from . import trust
+    except ImportError as e:  # pragma: no cover - only while the verifier is being written
+        raise InstallerError("the signature verifier (installer.trust) is not available: %s" % e,
+                             hint="this installer build is incomplete; use a released one")
+    return trust
+
+
+def check_signatures(anchor: bytes, header: Header, now: int) -> Any:
+    """Verify the manifest's signatures via the root chain; returns the trusted Root."""
+    trust = _trust()
+    root = trust.verify_signed_manifest(anchor, list(header.roots), header.manifest_bytes,
+                                        header.signatures, now)
+    check_signed_bytes(anchor, header)
+    return root
+
+
+_LOWER_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+def _tuf_pretty(doc: Any) -> bytes:
+    # python-tuf JSONSerializer(compact=False), as `bundle keys` writes root.json, plus "\n"
+    return json.dumps(doc, indent=1, separators=(",", ": "), sort_keys=True).encode() + b"\n"
+
+
+def _sigs_lower_hex(sigs: Any, what: str) -> None:
+    for entry in sigs if isinstance(sigs, list) else []:
+        sig = entry.get("sig") if isinstance(entry, dict) else None
+        if not isinstance(sig, str) or not _LOWER_HEX.match(sig):
+            raise SignatureError("%s: signature %r is not lowercase hex" % (what, sig))
+
+
+def check_signed_bytes(anchor: bytes, header: Header) -> None:
+    """Make every signed document's BYTES unambiguous, not just its signed content.
+
+    Signatures cover the canonical ``signed`` part only, so whitespace in a pretty-printed
+    root, upper-case hex in a signature, or an old root the device never re-checks could change
+    without any signature failing. Here: signature hex is lowercase; each root is canonical JSON
+    or exactly python-tuf's pretty form; the bundle's chain is a valid chain from its v1
+    (``trust.update_root`` step by step) and agrees with the pinned anchor at its version.
+    """
+    trust = _trust()
+    _sigs_lower_hex(canonjson.loads_strict(header.signatures, what="signatures.json")
+                    .get("signatures"), "signatures.json")
+    chain = list(header.roots)
+    previous = None
+    for n, data in enumerate(chain, start=1):
+        what = "roots/%d.root.json" % n
+        doc = canonjson.loads_strict(data, what=what)
+        if data != canonjson.encode(doc) and data != _tuf_pretty(doc):
+            raise FormatError("%s is neither canonical JSON nor python-tuf's serialization" % what,
+                              hint="the bundle was altered or damaged; do not use it")
+        _sigs_lower_hex(doc.get("signatures") if isinstance(doc, dict) else None, what)
+        root = (trust.load_trusted_root(data) if previous is None
+                else trust.update_root(previous, data))
+        if root.version != n:
+            raise SignatureError("%s holds root version %d" % (what, root.version))
+        previous = root
+    pinned = trust.parse_root(anchor, what="pinned root.json")
+    if len(chain) >= pinned.version:
+        ours = canonjson.encode(canonjson.loads_strict(anchor, what="pinned root.json"))
+        theirs = canonjson.encode(canonjson.loads_strict(chain[pinned.version - 1]))
+        if ours != theirs:
+            raise SignatureError(
+                "the bundle's root v%d differs from the root pinned on this host"
+                % pinned.version,
+                hint="this bundle comes from another key directory; it is not trusted here")
+
+
+def newer_root(anchor_version: Optional[int], root: Any,
+               chain: Sequence[bytes]) -> Optional[bytes]:
+    """The chain's bytes for ``root`` when it is newer than the pinned anchor."""
+    version = getattr(root, "version", None)
+    if not isinstance(version, int) or anchor_version is None or version <= anchor_version:
+        return None
+    if 1 <= version <= len(chain):
+        return chain[version - 1]  # roots/<N>.root.json is the N-th chain entry
+    return None
+
+
+def anchor_version(anchor: bytes) -> Optional[int]:
+    try:
+        doc = canonjson.loads_strict(anchor, what="trust anchor")
+        version = doc["signed"]["version"]
+        return version if isinstance(version, int) else None
+    except (InstallerError, KeyError, TypeError):
+        return None
+
+
+def open_bundle(path: str, *, anchor: bytes, now: int) -> Opened:
+    """Open ``path``, read its envelope, verify signatures and the canonical tar envelope.
+
+    Nothing is written. The caller must ``close()`` the result.
+    """
+    try:
+        f = open(path, "rb", buffering=READ_BUFFER)
+    except IsADirectoryError:
+        raise ConfigError("%s is a folder, expected a bundle file" % path) from None
+    except FileNotFoundError:
+        raise ConfigError("bundle %s does not exist" % path) from None
+    try:
+        reader = BundleReader(f, what="bundle %s" % os.path.basename(path))
+        header = reader.header()
+        root = check_signatures(anchor, header, now)
+        check_envelope(f.fileno(), header, what=path)
+        digest = hashlib.sha256(header.manifest_bytes).hexdigest()
+        return Opened(path, f, reader, header, digest, root,
+                      newer_root(anchor_version(anchor), root, header.roots))
+    except BaseException:
+        f.close()
+        raise
+
+
+def _expected_header(name: str, size: int, mode: int, mtime: int) -> bytes:
+    info = bundlefmt._tarinfo(name, size, mode, mtime)
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _describe(block: bytes) -> str:
+    try:
+        info = tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+    except tarfile.TarError as e:
+        return "an invalid tar header (%s)" % e
+    kinds = {tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "device",
+             tarfile.BLKTYPE: "device", tarfile.FIFOTYPE: "FIFO", tarfile.DIRTYPE: "folder"}
+    return "%s %r size %d mode %o" % (kinds.get(info.type, "file"), info.name, info.size,
+                                      info.mode)
+
+
+def check_envelope(fd: int, header: Header, *, what: str) -> None:
+    """Every byte of the bundle outside member data must be exactly what ``write_bundle``
+    writes for this signed manifest: tar headers, zero padding, zero trailer, total size.
+
+    A flipped byte in a tar header, in padding or after the archive's end is thus caught too
+    (tarfile itself skips padding and stops at the first bad header). Reads only headers and
+    padding (pread; the stream position is untouched).
+    """
+    m = header.manifest
+    entries: List[Tuple[str, int, int]] = [
+        (bundlefmt.MANIFEST_NAME, len(header.manifest_bytes), 0o644),
+        (bundlefmt.SIGNATURES_NAME, len(header.signatures), 0o644)]
+    entries += [("%s/%d.root.json" % (bundlefmt.ROOTS_DIR, n), len(r), 0o644)
+                for n, r in enumerate(header.roots, start=1)]
+    entries += [(mem.path, mem.size, mem.mode) for mem in m.members]
+    layout = []
+    offset = 0
+    for name, size, mode in entries:
+        expected = _expected_header(name, size, mode, m.created)
+        layout.append((offset, expected, name, size))
+        pad = -size % tarfile.BLOCKSIZE
+        offset += len(expected) + size + pad
+    end = offset + 2 * tarfile.BLOCKSIZE
+    end += -end % tarfile.RECORDSIZE
+    actual = os.fstat(fd).st_size
+    if actual != end:
+        raise FormatError(
+            "%s is %d bytes; its signed manifest implies exactly %d" % (what, actual, end),
+            hint="the file is truncated or has data appended; copy it again from its source")
+    for start, expected, name, size in layout:
+        block = os.pread(fd, len(expected), start)
+        if block != expected:
+            raise FormatError("%s: the tar header of %r is not the canonical one: found %s"
+                              % (what, name, _describe(block[-tarfile.BLOCKSIZE:])),
+                              hint="the bundle was altered or damaged; do not use it")
+        data_end = start + len(expected) + size
+        pad = -size % tarfile.BLOCKSIZE
+        if pad and os.pread(fd, pad, data_end) != bytes(pad):
+            raise FormatError("%s: the padding after %r is not zero" % (what, name),
+                              hint="the bundle was altered or damaged; do not use it")
+    tail = end - offset
+    if tail > _MAX_TRAILER or os.pread(fd, tail, offset) != bytes(tail):
+        raise FormatError("%s: data after the end of the archive" % what,
+                          hint="the bundle was altered or damaged; do not use it")
+
+
+def hash_payload(opened: Opened, on_bytes: OnBytes = None) -> int:
+    """Stream every member, check size and sha256, write nothing. Returns bytes checked."""
+    total = 0
+    for member, f in opened.reader.payload():
+        h = hashlib.sha256()
+        size = 0
+        for chunk in iter_file(f, limit=member.size):  # type: ignore[arg-type]
+            h.update(chunk)
+            size += len(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+        if size != member.size or h.hexdigest() != member.sha256:
+            raise DigestMismatch(
+                "bundle member %s: expected sha256 %s (%d bytes), got %s (%d bytes)"
+                % (member.path, member.sha256, member.size, h.hexdigest(), size),
+                hint="the bundle is damaged or altered; copy it again from its source")
+        total += size
+    return total
+
+
+def stage_payload(opened: Opened, staging: str, on_bytes: OnBytes = None,
+                  after_member: Optional[Callable[[str], None]] = None) -> None:
+    """Copy every member into ``staging`` while hashing (one pass, bounded memory).
+
+    Also keeps the envelope (manifest, signatures, root chain) next to the payload so the
+    release can be re-checked later. On any error the caller removes ``staging``.
+    """
+    h = opened.header
+    os.makedirs(os.path.join(staging, bundlefmt.ROOTS_DIR), exist_ok=True)
+    write_verified(os.path.join(staging, bundlefmt.MANIFEST_NAME), [h.manifest_bytes])
+    write_verified(os.path.join(staging, bundlefmt.SIGNATURES_NAME), [h.signatures])
+    for n, root in enumerate(h.roots, start=1):
+        write_verified(os.path.join(staging, bundlefmt.ROOTS_DIR, "%d.root.json" % n), [root])
+    made = set()
+    for member, f in opened.reader.payload():
+        folder = os.path.join(staging, os.path.dirname(member.path))
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        write_verified(os.path.join(staging, member.path), iter_file(f),  # type: ignore
+                       sha256=member.sha256, size=member.size, mode=member.mode,
+                       what="bundle member %s" % member.path, on_bytes=on_bytes)
+        if after_member is not None:
+            after_member(member.path)
+    for folder in made:
+        fsync_dir(folder)
+
+
+def now_for(ratchet: int) -> int:
+    """The time used for expiry checks: the clock, never earlier than the ratchet
+    (newest signing time verified here), so a clock reset to 1970 cannot revive old metadata."""
+    return max(int(time.time()), ratchet)

@@ -1,0 +1,82 @@
+"""Build ``airgap-install.pyz``: the installer package as one reproducible zipapp, and the
+``INSTALL.txt`` that goes next to the bundles on a USB stick.
+
+Reproducible: entries sorted, fixed timestamps (1980-01-01), fixed permissions, stored
+uncompressed (deflate output may differ between zlib builds), a fixed shebang. The same
+source tree gives byte-identical files on any machine.
+"""
+
+import os
+import zipfile
+from typing import List, Optional, Sequence
+
+from .fsio import write_verified
+
+SHEBANG = b"#!/usr/bin/env python3\n"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+_MAIN = b"import sys\nfrom installer.cli import main\nsys.exit(main())\n"
+
+
+def _sources(package_dir: str) -> List[str]:
+    return sorted(n for n in os.listdir(package_dir)
+                  if n.endswith(".py") and os.path.isfile(os.path.join(package_dir, n)))
+
+
+def zipapp_bytes(package_dir: Optional[str] = None) -> bytes:
+    """The zipapp's bytes (small: the installer's own sources)."""
+    import io
+    package_dir = package_dir or os.path.dirname(os.path.abspath(__file__))
+    buf = io.BytesIO()
+    buf.write(SHEBANG)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        entries = [("__main__.py", _MAIN)]
+        for name in _sources(package_dir):
+            with open(os.path.join(package_dir, name), "rb") as f:
+                entries.append(("installer/" + name, f.read()))
+        for arcname, data in sorted(entries):
+            info = zipfile.ZipInfo(arcname, date_time=_EPOCH)
+            info.external_attr = (0o100644 & 0xFFFF) << 16
+            info.create_system = 3  # unix, whatever the building host
+            info.compress_type = zipfile.ZIP_STORED
+            z.writestr(info, data)
+    return buf.getvalue()
+
+
+def build_zipapp(out_path: str, package_dir: Optional[str] = None) -> str:
+    """Write ``airgap-install.pyz`` atomically to ``out_path`` (mode 0755); returns sha256."""
+    digest, _ = write_verified(out_path, [zipapp_bytes(package_dir)], mode=0o755)
+    return digest
+
+
+def install_txt(bundle_names: Sequence[str]) -> str:
+    """Instructions for the USB stick, naming the bundles on it."""
+    listing = "\n".join("  %s" % n for n in sorted(bundle_names)) or "  (none)"
+    return """K3s airgap bundles
+==================
+
+This medium holds signed K3s airgap bundles and the offline installer:
+
+%s
+  airgap-install.pyz   (needs only python3 >= 3.8 on the target host)
+
+On each host (as root), with the medium mounted at /media/usb:
+
+1. Once per host, pin the publisher's trust anchor (root.json, delivered separately):
+     python3 /media/usb/airgap-install.pyz trust /path/to/root.json
+
+2. Check, then install the newest bundle for this host's architecture:
+     python3 /media/usb/airgap-install.pyz verify /media/usb
+     python3 /media/usb/airgap-install.pyz install /media/usb --server
+   or, for an agent joining a server:
+     python3 /media/usb/airgap-install.pyz install /media/usb --agent \\
+         --url https://SERVER:6443 --token-file /root/k3s-token
+
+3. See what is installed, or go back to the previous release:
+     python3 /media/usb/airgap-install.pyz status
+     python3 /media/usb/airgap-install.pyz rollback
+
+The installer copies each file from the medium to the host while checking its signed
+sha256, and installs only from that checked copy: the medium can be removed as soon as
+the command prints "installed". A bundle for another architecture, an older version,
+or one not signed by the pinned key is refused and nothing is changed.
+""" % listing

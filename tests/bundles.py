@@ -1,0 +1,213 @@
+"""Synthetic bundles for the installer tests: valid ones signed for real (bundler.keys), and
+the invalid shapes THREATS.md lists, crafted by hand with tarfile and signed too.
+
+Payloads are small stand-ins: a ``k3s`` shell script, a stand-in ``install.sh`` that records its
+environment (``AIRGAP_TEST_RECORD``) and can be told to fail (``AIRGAP_TEST_SCRIPT_FAIL``),
+image "archives", charts and manifests of a few KiB each.
+"""
+
+import hashlib
+import io
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from bundler import keys
+from installer import bundlefmt
+from installer.bundlefmt import Manifest, Member
+
+STANDIN_INSTALL_SH = """#!/bin/sh
+# stand-in install.sh for %(name)s %(version)s: records how it was run
+set -e
+if [ -n "$AIRGAP_TEST_RECORD" ]; then
+  {
+    echo "--- %(name)s %(version)s"
+    env | grep -E '^(INSTALL_K3S_|K3S_)' | sort
+    echo "BIN_SHA256=$(sha256sum "$INSTALL_K3S_BIN_DIR/k3s" | cut -d' ' -f1)"
+  } >> "$AIRGAP_TEST_RECORD"
+fi
+if [ -n "$AIRGAP_TEST_SCRIPT_FAIL" ]; then
+  echo "stand-in install.sh failing on purpose" >&2
+  exit 3
+fi
+"""
+
+
+@dataclass
+class Spec:
+    """What a synthetic bundle holds. ``extra`` maps bundle path -> (kind, bytes)."""
+
+    name: str = "edge"
+    version: str = "1.0.0"
+    arch: str = "amd64"
+    k3s_version: str = "v1.33.5+k3s1"
+    roles: Tuple[str, ...] = ("server", "agent")
+    created: int = 1_790_000_000
+    images: Dict[str, bytes] = field(default_factory=dict)
+    charts: Dict[str, bytes] = field(default_factory=dict)
+    manifests: Dict[str, bytes] = field(default_factory=dict)
+    binary: Optional[bytes] = None
+    allow_k3s_minor_skip: bool = False
+    allow_k3s_downgrade: bool = False
+
+    def filename(self) -> str:
+        return "%s-%s-%s.tar" % (self.name, self.version, self.arch)
+
+
+def default_spec(version: str = "1.0.0", **kw: object) -> Spec:
+    """A bundle with one binary, two image archives, a chart and a manifest; contents depend
+    on the version so two versions differ in every file but the shared archive."""
+    spec = Spec(version=version, **kw)  # type: ignore[arg-type]
+    if not spec.images:
+        spec.images = {
+            "k3s-airgap-images-%s.tar.zst" % spec.arch: b"shared images " * 300,
+            "app-%s.tar" % version: ("app images %s " % version).encode() * 500,
+        }
+    if not spec.charts:
+        spec.charts = {"demo-%s.tgz" % version: ("chart %s" % version).encode() * 40}
+    if not spec.manifests:
+        spec.manifests = {"demo.yaml": ("kind: HelmChart # %s\n" % version).encode() * 10}
+    return spec
+
+
+def _members(spec: Spec) -> List[Tuple[Member, bytes]]:
+    binary = spec.binary if spec.binary is not None else (
+        "#!/bin/sh\necho k3s %s %s\n" % (spec.k3s_version, spec.version)).encode()
+    script = (STANDIN_INSTALL_SH % {"name": spec.name, "version": spec.version}).encode()
+    items = [("k3s/k3s", "k3s-binary", binary, 0o755),
+             ("k3s/install.sh", "install-script", script, 0o755)]
+    items += [("images/" + n, "images", d, 0o644) for n, d in sorted(spec.images.items())]
+    items += [("charts/" + n, "chart", d, 0o644) for n, d in sorted(spec.charts.items())]
+    items += [("manifests/" + n, "manifest", d, 0o644) for n, d in sorted(spec.manifests.items())]
+    return [(Member(p, len(d), hashlib.sha256(d).hexdigest(), mode, kind), d)
+            for p, kind, d, mode in items]
+
+
+def manifest_for(spec: Spec, members: Sequence[Member]) -> Manifest:
+    return Manifest(name=spec.name, version=spec.version, arch=spec.arch,
+                    k3s_version=spec.k3s_version, roles=tuple(spec.roles),
+                    lock_digest="sha256:" + "0" * 64, created=spec.created,
+                    members=tuple(members),
+                    allow_k3s_minor_skip=spec.allow_k3s_minor_skip,
+                    allow_k3s_downgrade=spec.allow_k3s_downgrade)
+
+
+class KeyDir:
+    """A real key directory (python-tuf root, Ed25519 keys) made once per test session."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        keys.init_keys(path)
+
+    @property
+    def root_json(self) -> Path:
+        return self.path / "root.json"
+
+    def sign(self, manifest_bytes: bytes) -> bytes:
+        return keys.sign_manifest(self.path, manifest_bytes)
+
+    def chain(self) -> List[bytes]:
+        return keys.root_chain(self.path)
+
+    def rotate_targets(self) -> None:
+        keys.rotate(self.path, role="targets")
+
+
+def write_spec(spec: Spec, keydir: KeyDir, out_dir: Path, *,
+               filename: Optional[str] = None) -> Path:
+    """Write a valid, signed bundle for ``spec`` with the real ``bundlefmt.write_bundle``."""
+    pairs = _members(spec)
+    manifest = manifest_for(spec, [m for m, _ in pairs])
+    data = {m.path: d for m, d in pairs}
+    out = out_dir / (filename or spec.filename())
+    with open(out, "wb") as f:
+        bundlefmt.write_bundle(f, manifest=manifest, signatures=keydir.sign(manifest.to_bytes()),
+                               roots=keydir.chain(),
+                               open_member=lambda m: io.BytesIO(data[m.path]))
+    return out
+
+
+# ---------------------------------------------------------------------------- hand-made tars
+
+Entry = Tuple[tarfile.TarInfo, Optional[bytes]]
+
+
+def _info(name: str, data: bytes, mode: int = 0o644, mtime: int = 1_790_000_000,
+          kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    info.mode, info.mtime, info.type, info.linkname = mode, mtime, kind, link
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def craft(spec: Spec, keydir: KeyDir, out: Path, *,
+          listed: Optional[Callable[[List[Member]], List[Member]]] = None,
+          payload: Optional[Callable[[List[Entry]], List[Entry]]] = None) -> Path:
+    """A validly SIGNED bundle whose manifest (``listed``) and/or tar payload (``payload``)
+    were altered by hand: the signature is good, the shape is not."""
+    pairs = _members(spec)
+    members = [m for m, _ in pairs]
+    if listed is not None:
+        members = listed(members)
+    manifest = manifest_for(spec, members)
+    mbytes = manifest.to_bytes()
+    entries: List[Entry] = [(_info(m.path, d, m.mode, spec.created), d) for m, d in pairs]
+    if payload is not None:
+        entries = payload(entries)
+    sigs = keydir.sign(mbytes)
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_info("manifest.json", mbytes), io.BytesIO(mbytes))
+        tar.addfile(_info("signatures.json", sigs), io.BytesIO(sigs))
+        for n, root in enumerate(keydir.chain(), start=1):
+            tar.addfile(_info("roots/%d.root.json" % n, root), io.BytesIO(root))
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data is not None and info.isreg() else None)
+    return out
+
+
+def unsigned_manifest_bytes(spec: Spec) -> bytes:
+    return manifest_for(spec, [m for m, _ in _members(spec)]).to_bytes()
+
+
+def write_sparse_bundle(spec: Spec, keydir: KeyDir, out: Path, *, big_name: str,
+                        big_size: int) -> Path:
+    """A signed bundle with an extra all-zero image archive of ``big_size`` bytes (> 4 GiB),
+    written as a hole so the bundle costs no disk. Same bytes as ``write_bundle`` would give."""
+    pairs = _members(spec)
+    h = hashlib.sha256()
+    block = bytes(1 << 24)
+    left = big_size
+    while left:
+        n = min(left, len(block))
+        h.update(block[:n])
+        left -= n
+    big = Member("images/" + big_name, big_size, h.hexdigest(), 0o644, "images")
+    members = [m for m, _ in pairs] + [big]
+    manifest = manifest_for(spec, members)
+    mbytes = manifest.to_bytes()
+    sigs = keydir.sign(mbytes)
+    data = {m.path: d for m, d in pairs}
+
+    def header(name: str, size: int, mode: int) -> bytes:
+        return bundlefmt._tarinfo(name, size, mode, spec.created).tobuf(
+            tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+    with open(out, "wb") as f:
+        docs = [("manifest.json", mbytes), ("signatures.json", sigs)]
+        docs += [("roots/%d.root.json" % n, r) for n, r in enumerate(keydir.chain(), start=1)]
+        for name, d in docs:
+            f.write(header(name, len(d), 0o644) + d + bytes(-len(d) % 512))
+        for m in members:
+            f.write(header(m.path, m.size, m.mode))
+            if m is big:
+                f.seek(m.size + (-m.size % 512), os.SEEK_CUR)
+            else:
+                f.write(data[m.path] + bytes(-m.size % 512))
+        end = f.tell() + 1024
+        end += -end % tarfile.RECORDSIZE
+        f.truncate(end)
+    return out
