@@ -1,0 +1,106 @@
+"""``bundle images``: the discovery report (thin; the main CLI registers it).
+
+The main CLI computes the findings (from the spec: manifests, charts, HelmChart sources) and
+the bundle's image list, and puts an :class:`ImagesInput` in the click context object; this
+command only formats them. It raises ``MissingImagesError`` (exit code 9 in
+``bundler.errors``) when an image is missing or a chart could not be looked into, after
+printing the report; it never calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import click
+
+from installer.canonjson import encode
+
+from ..errors import MissingImagesError
+from .core import compare
+from .model import BLIND_KINDS, DECLARED, LOCAL_ONLY, REQUIRED_KINDS, Finding
+
+
+@dataclass(frozen=True)
+class ImagesInput:
+    """What the main CLI hands this command (lazily: computing findings renders charts)."""
+
+    findings: Callable[[], list[Finding]]
+    bundle_images: Callable[[], list[str]]
+
+
+def _grouped(findings: Iterable[Finding]) -> list[dict[str, object]]:
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.image, f.kind), []).append(f)
+    return [{"image": image, "kind": kind,
+             "references": [{"source": f.source, "location": f.location, "detail": f.detail}
+                            for f in refs]}
+            for (image, kind), refs in sorted(groups.items())]
+
+
+def images_report(findings: list[Finding], bundle_images: Iterable[str], as_json: bool) -> str:
+    """The report as text (for people) or canonical JSON (for machines). Pure."""
+    missing, unused = compare(findings, bundle_images)
+    required = [f for f in findings if f.kind in REQUIRED_KINDS]
+    blind = [f for f in missing if f.kind in BLIND_KINDS]
+    absent = [f for f in missing if f.kind in REQUIRED_KINDS]
+    declared = [f for f in findings if f.kind == DECLARED]
+    if as_json:
+        return encode({
+            "ok": not missing,
+            "images": _grouped(required),
+            "missing": _grouped(absent),
+            "blind": [{"kind": f.kind, "source": f.source, "location": f.location,
+                       "detail": f.detail} for f in blind],
+            "declared": _grouped(declared),
+            "unused": unused,
+        }).decode("utf-8")
+    lines: list[str] = []
+    images = sorted({f.image for f in required})
+    local = sorted({f.image for f in required if f.kind == LOCAL_ONLY})
+    lines.append(f"{len(images)} image(s) referenced, {len(local)} of them local-only")
+    if absent:
+        lines.append(f"MISSING from the bundle: {len(_grouped(absent))}")
+        for group in _grouped(absent):
+            refs = group["references"]
+            assert isinstance(refs, list)
+            tag = " (local-only: build or export it yourself)" if group["kind"] == LOCAL_ONLY \
+                else ""
+            lines.append(f"  {group['image']}{tag}")
+            for ref in refs:
+                lines.append(f"    <- {ref['source']}: {ref['location']}")
+                if ref["detail"]:
+                    lines.append(f"       {ref['detail']}")
+    if blind:
+        lines.append(f"NOT LOOKED INTO (images unknown): {len(blind)}")
+        for f in blind:
+            lines.append(f"  [{f.kind}] {f.source}: {f.location}")
+            lines.append(f"       {f.detail}")
+    if declared:
+        lines.append(f"declared by charts but unused with these values: "
+                     f"{', '.join(sorted({f.image for f in declared}))}")
+    if unused:
+        lines.append(f"in the bundle but referenced nowhere: {len(unused)}")
+        lines += [f"  {image}" for image in unused]
+    if not missing:
+        lines.append("ok: the bundle carries every image its manifests and charts reference")
+    return "\n".join(lines)
+
+
+@click.command("images")
+@click.option("--json", "as_json", is_flag=True, help="Print canonical JSON instead of text.")
+@click.pass_context
+def images_command(ctx: click.Context, as_json: bool) -> None:
+    """Check that the bundle carries every image its manifests and charts reference."""
+    given = ctx.find_object(ImagesInput)
+    if given is None:
+        raise click.UsageError("internal: the images command was registered without inputs")
+    findings, bundle = given.findings(), given.bundle_images()
+    click.echo(images_report(findings, bundle, as_json))
+    missing, _ = compare(findings, bundle)
+    if missing:
+        raise MissingImagesError(
+            f"{len(missing)} image reference(s) missing from the bundle or not looked into",
+            hint="add the images to the spec, supply local-only images, or pass the charts "
+                 "discovery could not render")

@@ -1,0 +1,227 @@
+"""Rendering charts with Helm's own engine and scanning what it renders.
+
+Rendering is done by helm-python-sdk (Helm v4's Go engine through its C ABI): subcharts
+shipped as ``.tgz`` in ``charts/``, aliases, conditions and tags, ``values.schema.json``
+checks and ``.Chart.AppVersion`` defaults are all Helm's own behaviour, never imitated here.
+This module only merges values files the way ``helm -f a -f b --set ...`` does, splits the
+output the way ``helm template`` does, and hands documents to :mod:`.walk`.
+
+Before the SDK is first imported, ``HELM_CACHE_HOME``/``HELM_CONFIG_HOME``/``HELM_DATA_HOME``
+are pointed at a private temporary folder (removed at exit), so rendering never reads or
+writes the user's Helm configuration, repositories or cache. (The SDK's Go runtime copies the
+environment when it loads; if something imported ``helm_python`` earlier, its settings stay.)
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+
+from ..errors import LocalError, SpecError
+from ..refs import parse_image_ref
+from . import yamldocs
+from .localonly import DEFAULT_POLICY, LocalImagePolicy
+from .model import DECLARED, IMAGE, LOCAL_ONLY, Finding
+from .walk import Scanner, ScanResult
+
+_helm_module: ModuleType | None = None
+_COMMA_RE = re.compile(r"\\*,")
+
+
+def helm_sdk() -> ModuleType:
+    """The ``helm_python`` module, imported with Helm's home folders in a private temp dir."""
+    global _helm_module
+    if _helm_module is None:
+        home = tempfile.mkdtemp(prefix="bundler-helm-home-")
+        atexit.register(shutil.rmtree, home, True)
+        for var, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"),
+                         ("HELM_DATA_HOME", "data")):
+            os.environ[var] = os.path.join(home, sub)
+        try:
+            import helm_python
+        except ImportError as exc:
+            raise LocalError("rendering charts needs helm-python-sdk, which is not installed",
+                             hint="pip install 'k3s-airgap-bundler[discovery]' "
+                                  "(helm-python-sdk==0.2.2)") from exc
+        _helm_module = helm_python
+    return _helm_module
+
+
+def merge_maps(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's ``mergeMaps`` (pkg/cli/values): nested maps merge, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_maps(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _values_text(text: str, what: str) -> dict[str, Any]:
+    helm = helm_sdk()
+    try:
+        return dict(helm.values_from_yaml(text))
+    except helm.HelmError as exc:
+        raise SpecError(f"{what} is not a YAML mapping of values: {exc}",
+                        hint="fix the YAML; Helm would refuse it too") from exc
+
+
+def _set_value(key: str, value: Any) -> dict[str, Any]:
+    """One HelmChart ``spec.set`` entry, as helm-controller passes it (--set or --set-string)."""
+    helm = helm_sdk()
+    text = ("true" if value else "false") if isinstance(value, bool) else (
+        "null" if value is None else str(value))
+    typed = isinstance(value, (bool, int)) or value is None or text.lower() in (
+        "true", "false", "null")
+    try:
+        if typed:
+            return dict(helm.parse_set_string(f"{key}={text}"))
+        escaped = _COMMA_RE.sub(lambda m: m.group(0) if len(m.group(0)) % 2 == 0
+                                else "\\" + m.group(0), text)
+        return dict(helm.parse_set_string_values(f"{key}={escaped}"))
+    except helm.HelmError as exc:
+        raise SpecError(f"set value {key}={text!r} is not valid: {exc}") from exc
+
+
+def compose_values(values_files: Iterable[Path], contents: Iterable[str] = (),
+                   set_values: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()
+                   ) -> dict[str, Any]:
+    """User values as Helm builds them: each file in order, then inline YAML, then sets."""
+    merged: dict[str, Any] = {}
+    for path in values_files:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"cannot read values file {path}: {exc.strerror}") from exc
+        merged = merge_maps(merged, _values_text(text, f"values file {path}"))
+    for content in contents:
+        merged = merge_maps(merged, _values_text(content, "valuesContent"))
+    pairs = sorted(set_values.items() if isinstance(set_values, Mapping) else set_values)
+    for key, value in pairs:
+        merged = merge_maps(merged, _set_value(key, value))
+    return merged
+
+
+def _open(chart: Path | bytes) -> Any:
+    helm = helm_sdk()
+    try:
+        if isinstance(chart, bytes):
+            return helm.Chart.load_archive(chart)
+        if not Path(chart).exists():
+            raise SpecError(f"chart {chart} does not exist")
+        return helm.Chart.load(str(chart))
+    except helm.HelmError as exc:
+        what = "(inline archive)" if isinstance(chart, bytes) else chart
+        raise SpecError(f"cannot load chart {what}: {exc}",
+                        hint="a chart is a directory with Chart.yaml or a .tgz") from exc
+
+
+def _render(loaded: Any, values: dict[str, Any], release: str,
+            namespace: str) -> list[tuple[str, str]]:
+    helm = helm_sdk()
+    try:
+        out = loaded.render(values, name=release, namespace=namespace)
+    except helm.HelmError as exc:
+        raise SpecError(f"chart {loaded.name}@{loaded.version} does not render with these "
+                        f"values: {exc}") from exc
+    # helm template leaves NOTES.txt out of the manifests, and empty templates produce nothing
+    return sorted((path, text) for path, text in out.items()
+                  if not path.endswith("NOTES.txt") and text.strip())
+
+
+def render_chart(chart: Path, values: list[Path] | dict[str, Any], *, release: str,
+                 namespace: str) -> list[tuple[str, str]]:
+    """``helm template RELEASE CHART -n NAMESPACE -f ...``: (template path, rendered text).
+
+    ``chart`` is a directory or a ``.tgz``; ``values`` is a list of values files (merged in
+    order) or an already merged dict of user values. Raises ``SpecError`` when the chart cannot
+    be loaded or does not render (bad values, schema violation, template error).
+    """
+    user = values if isinstance(values, dict) else compose_values(values)
+    loaded = _open(Path(chart))
+    try:
+        return _render(loaded, user, release, namespace)
+    finally:
+        loaded.close()
+
+
+def annotated_images(metadata: Mapping[str, Any]) -> list[str]:
+    """Images a Chart.yaml lists in ``artifacthub.io/images``-style annotations."""
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, Mapping):
+        return []
+    found: list[str] = []
+    for key, value in sorted(annotations.items()):
+        if not isinstance(key, str) or not isinstance(value, str) or not (
+                key == "images" or key.endswith("/images")):
+            continue
+        try:
+            entries = yaml.safe_load(value)
+        except yaml.YAMLError:
+            continue
+        for entry in entries if isinstance(entries, list) else []:
+            image = entry.get("image") if isinstance(entry, dict) else entry
+            if isinstance(image, str) and image.strip():
+                found.append(image.strip())
+    return found
+
+
+def scan_loaded(loaded: Any, values: dict[str, Any], *, release: str, namespace: str,
+                policy: LocalImagePolicy = DEFAULT_POLICY, via: str = "") -> ScanResult:
+    """Render an open chart and scan every rendered document; add annotation hints."""
+    ident = f"{loaded.name}@{loaded.version}"
+    result = ScanResult()
+    for template, text in _render(loaded, values, release, namespace):
+        scanner = Scanner(f"{ident}:{template}", policy=policy)
+        scanner.text(yamldocs.split_helm(text), prefix=via)
+        result.extend(scanner.result)
+    used = {f.image for f in result.findings if f.kind in (IMAGE, LOCAL_ONLY)}
+    metas = [loaded.metadata, *loaded.dependencies]
+    for meta in metas:
+        for raw in annotated_images(meta):
+            try:
+                image = str(parse_image_ref(raw))
+            except SpecError:
+                continue
+            if image not in used:
+                used.add(image)
+                result.findings.append(Finding(
+                    image, f"{ident}:Chart.yaml", f"{via}{meta.get('name')}: annotations",
+                    DECLARED, "listed in the chart's image annotation but not used by this "
+                              "render (enable the feature that needs it to require it)"))
+    return result
+
+
+def scan_chart(chart: Path, values_files: list[Path], *, release: str, namespace: str,
+               values_content: str | None = None, set_values: dict[str, Any] | None = None,
+               policy: LocalImagePolicy = DEFAULT_POLICY) -> list[Finding]:
+    """Images one chart release asks for: render (like ``helm template``) and scan.
+
+    Values: ``values_files`` in order, then ``values_content`` (inline YAML, like a HelmChart's
+    ``valuesContent``), then ``set_values`` (like ``spec.set``: ``--set`` for numbers,
+    booleans and null, ``--set-string`` otherwise). Raises ``SpecError`` if it cannot render.
+    """
+    values = compose_values(values_files, [values_content] if values_content else [],
+                            set_values or {})
+    loaded = _open(Path(chart))
+    try:
+        return scan_loaded(loaded, values, release=release, namespace=namespace,
+                           policy=policy).findings
+    finally:
+        loaded.close()
+
+
+def open_chart(chart: Path | bytes) -> Any:
+    """Load a chart (path or archive bytes) for :func:`scan_loaded`; caller closes it."""
+    return _open(chart)
