@@ -66,9 +66,9 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
 
 def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None) -> Dict[str, Any]:
     """Full check of a bundle (signatures, envelope, every member hashed); writes nothing."""
+    path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
     anchor = verify.read_anchor(layout)
     state, _ = load_state(layout)
-    path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
     opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet))
     try:
         if chosen is not None:
@@ -94,10 +94,10 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,
                     output: Optional[IO[str]]) -> Dict[str, Any]:
-    state, _ = load_state(layout)
-    anchor = verify.read_anchor(layout)
     arch = preflight.host_arch(layout, req.arch)
     path, chosen = preflight.resolve_source(req.source, arch)
+    state, _ = load_state(layout)
+    anchor = verify.read_anchor(layout)
     failpoint.hit("after-lock")
     opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet))
     staging = None

@@ -235,7 +235,8 @@ def human_bytes(n: int) -> str:
 # ---------------------------------------------------------------------------- USB folders
 
 _BUNDLE_FILE_RE = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._+-]*?)-(?P<version>[0-9][0-9A-Za-z.+-]*)"
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._+-]*?)"
+    r"-(?P<version>[0-9]+(?:\.[0-9]+)+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?)"
     r"-(?P<arch>amd64|arm64|arm)\.tar$")
 
 

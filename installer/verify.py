@@ -159,7 +159,11 @@ def open_bundle(path: str, *, anchor: bytes, now: int) -> Opened:
         raise ConfigError("bundle %s does not exist" % path) from None
     try:
         reader = BundleReader(f, what="bundle %s" % os.path.basename(path))
-        header = reader.header()
+        try:
+            header = reader.header()
+        except (tarfile.TarError, EOFError) as e:  # bundlefmt lets a short metadata read out
+            raise FormatError("bundle %s is damaged or truncated: %s" % (path, e),
+                              hint="copy the bundle again from its source") from None
         root = check_signatures(anchor, header, now)
         check_envelope(f.fileno(), header, what=path)
         digest = hashlib.sha256(header.manifest_bytes).hexdigest()

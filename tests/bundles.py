@@ -9,7 +9,10 @@ image "archives", charts and manifests of a few KiB each.
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -211,3 +214,79 @@ def write_sparse_bundle(spec: Spec, keydir: KeyDir, out: Path, *, big_name: str,
         end += -end % tarfile.RECORDSIZE
         f.truncate(end)
     return out
+
+
+# ---------------------------------------------------------------------------- running it
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: object, env: Optional[Dict[str, str]] = None, timeout: float = 120,
+        pyz: Optional[Path] = None) -> "subprocess.CompletedProcess[str]":
+    """Run ``python3 -m installer ARGS`` (or ``python3 airgap-install.pyz ARGS``) for real."""
+    full_env = dict(os.environ)
+    full_env.pop("AIRGAP_INSTALL_FAILPOINT", None)
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env.update(env or {})
+    head = [sys.executable, str(pyz)] if pyz else [sys.executable, "-m", "installer"]
+    return subprocess.run(head + [str(a) for a in args], env=full_env, cwd=str(REPO),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout)
+
+
+def popen(*args: object, env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[str]":
+    full_env = dict(os.environ)
+    full_env.pop("AIRGAP_INSTALL_FAILPOINT", None)
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "installer"] + [str(a) for a in args],
+                            env=full_env, cwd=str(REPO), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def tree(root: Path, *, only: Sequence[str] = ()) -> Dict[str, Tuple[str, str, int]]:
+    """Every path under ``root`` (or only under the ``only`` sub-folders) -> (type, content
+    sha256 or link target, mode). Used to prove "nothing under the root changed"."""
+    out: Dict[str, Tuple[str, str, int]] = {}
+    starts = [root / o for o in only] if only else [root]
+    for start in starts:
+        if not start.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(start):
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                rel = str(p.relative_to(root))
+                st = p.lstat()
+                if p.is_symlink():
+                    out[rel] = ("link", os.readlink(p), st.st_mode)
+                elif p.is_dir():
+                    out[rel] = ("dir", "", st.st_mode)
+                else:
+                    out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest(), st.st_mode)
+    return out
+
+
+LIVE = ("usr", "var/lib/rancher/k3s")
+
+
+def live(root: Path) -> Dict[str, Tuple[str, str, int]]:
+    """The live K3s files only (binary, images, charts, manifests), folders left out."""
+    return {k: v for k, v in tree(root, only=LIVE).items() if v[0] != "dir"}
+
+
+def process_state(pid: int) -> str:
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_stopped(proc: "subprocess.Popen[str]", timeout: float = 30) -> None:
+    """Wait until ``proc`` stopped itself at a ``:stop`` fail point."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("installer exited (%s) before its fail point: %s"
+                                 % (proc.returncode, proc.stderr.read() if proc.stderr else ""))
+        if process_state(proc.pid) == "T":
+            return
+        time.sleep(0.01)
+    raise AssertionError("installer never reached its fail point")

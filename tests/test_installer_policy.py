@@ -1,0 +1,311 @@
+"""Installer policy: pure decisions (tables) and the same decisions through the real CLI.
+
+THREATS.md lines covered here: 13 (architecture / role, both values named), 14 (lower version
+refused, equal is a no-op), 20 (K3s minor downgrade / skip unless allowed), plus the USB folder
+rules, trust pinning and root advance, and exit codes matching ``installer/errors.py``.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bundles import KeyDir, cli, default_spec, live, tree, write_spec  # noqa: E402
+
+from installer import errors, policy  # noqa: E402
+
+# ---------------------------------------------------------------------------- pure tables
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ("1.0.0", "1.0.0", 0), ("1.0", "1.0.0", 0), ("1.2.10", "1.2.9", 1), ("1.10.0", "1.9.9", 1),
+    ("2.0.0", "10.0.0", -1), ("1.0.0-rc.1", "1.0.0", -1), ("1.0.0-rc.2", "1.0.0-rc.10", -1),
+    ("1.0.0-alpha", "1.0.0-1", 1), ("1.0.0+build.5", "1.0.0", 0), ("v1.2.3", "1.2.3", 0),
+])
+def test_compare_versions_numeric_by_dots(a: str, b: str, expected: int) -> None:
+    assert policy.compare_versions(a, b) == expected
+    assert policy.compare_versions(b, a) == -expected
+
+
+@pytest.mark.parametrize("installed,new,skip,down,ok", [
+    ("v1.33.5+k3s1", "v1.33.6+k3s1", False, False, True),
+    ("v1.33.5+k3s1", "v1.34.1+k3s1", False, False, True),
+    ("v1.33.5+k3s2", "v1.33.5+k3s1", False, False, True),    # revision only
+    ("v1.33.5+k3s1", "v1.35.0+k3s1", False, False, False),   # skipped minor
+    ("v1.33.5+k3s1", "v1.35.0+k3s1", True, False, True),
+    ("v1.34.1+k3s1", "v1.33.9+k3s1", False, False, False),   # minor downgrade
+    ("v1.34.1+k3s1", "v1.33.9+k3s1", False, True, True),
+])
+def test_threat20_k3s_minor_rules(installed: str, new: str, skip: bool, down: bool,
+                                  ok: bool) -> None:
+    if ok:
+        policy.check_k3s_change(installed, new, allow_minor_skip=skip, allow_downgrade=down)
+    else:
+        with pytest.raises(errors.PolicyRefusal) as e:
+            policy.check_k3s_change(installed, new, allow_minor_skip=skip, allow_downgrade=down)
+        assert installed in e.value.message and new in e.value.message
+
+
+@pytest.mark.parametrize("machine,arch", [("x86_64", "amd64"), ("aarch64", "arm64"),
+                                          ("arm64", "arm64"), ("armv7l", "arm"),
+                                          ("armv6l", "arm")])
+def test_machine_to_arch(machine: str, arch: str) -> None:
+    assert policy.machine_to_arch(machine) == arch
+
+
+def test_pick_bundle_newest_and_ambiguity() -> None:
+    files = ["edge-1.2.0-amd64.tar", "edge-1.10.0-amd64.tar", "edge-1.11.0-arm64.tar",
+             "INSTALL.txt", "airgap-install.pyz", "edge-1.9.0-amd64.tar.part"]
+    assert policy.pick_bundle(files, "amd64", folder="/usb").version == "1.10.0"
+    assert policy.pick_bundle(files, "arm64", folder="/usb").file == "edge-1.11.0-arm64.tar"
+    with pytest.raises(errors.ConfigError) as e:
+        policy.pick_bundle(files, "arm", folder="/usb")
+    assert "amd64, arm64" in e.value.message
+    with pytest.raises(errors.ConfigError) as e:
+        policy.pick_bundle(files + ["site-b-2.0.0-amd64.tar"], "amd64", folder="/usb")
+    assert "site-b-2.0.0-amd64.tar" in e.value.message and "edge-1.2.0-amd64.tar" in \
+        e.value.message
+
+
+def test_parse_bundle_filename_with_dashes() -> None:
+    b = policy.parse_bundle_filename("edge-site-2-1.4.2-rc.1-arm.tar")
+    assert b is not None and (b.name, b.version, b.arch) == ("edge-site-2", "1.4.2-rc.1", "arm")
+
+
+def test_space_shortfalls_margin() -> None:
+    need = 100 * 2**20
+    margin = max(policy.SPACE_MARGIN_BYTES, int(need * policy.SPACE_MARGIN_FRACTION))
+    assert policy.space_shortfalls({"fs": need}, {"fs": need + margin}, {}) == []
+    short = policy.space_shortfalls({"fs": need}, {"fs": need + margin - 1}, {"fs": "/var"})
+    assert short == [policy.Shortfall("/var", need + margin, need + margin - 1)]
+
+
+def test_decide_version() -> None:
+    d = policy.decide_bundle_version(installed_name="edge", installed_version="1.2.0",
+                                     name="edge", version="1.2")
+    assert d.action == "same"
+    with pytest.raises(errors.PolicyRefusal):
+        policy.decide_bundle_version(installed_name="edge", installed_version="1.2.0",
+                                     name="other", version="9.0.0")
+
+
+# ---------------------------------------------------------------------------- through the CLI
+
+
+@pytest.fixture(scope="module")
+def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
+    return KeyDir(tmp_path_factory.mktemp("keys") / "k")
+
+
+@pytest.fixture
+def host(tmp_path: Path, keydir: KeyDir) -> Path:
+    root = tmp_path / "root"
+    r = cli("trust", keydir.root_json, "--root", root)
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def _install(root: Path, bundle: Path, *extra: object, **env: str):  # type: ignore[no-untyped-def]
+    return cli("install", bundle, "--root", root, "--skip-start", *extra, env=env)
+
+
+def test_no_anchor_says_run_trust(tmp_path: Path, keydir: KeyDir) -> None:
+    bundle = write_spec(default_spec(), keydir, tmp_path)
+    r = _install(tmp_path / "root", bundle, "--server")
+    assert r.returncode == errors.ConfigError.exit_code == 2
+    assert "airgap-install trust" in r.stderr
+    assert not (tmp_path / "root" / "usr").exists()
+
+
+def test_trust_pins_once(tmp_path: Path, keydir: KeyDir, host: Path) -> None:
+    again = cli("trust", keydir.root_json, "--root", host, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
+    other = KeyDir(tmp_path / "other-keys")
+    r = cli("trust", other.root_json, "--root", host)
+    assert r.returncode == 2 and "already pinned" in r.stderr
+
+
+def test_threat13_arch_mismatch_names_both(tmp_path: Path, keydir: KeyDir, host: Path) -> None:
+    bundle = write_spec(default_spec(arch="arm64"), keydir, tmp_path)
+    before = tree(host)
+    r = _install(host, bundle, "--server")
+    assert r.returncode == errors.PolicyRefusal.exit_code == 4
+    assert "arm64" in r.stderr and "amd64" in r.stderr
+    assert tree(host) == before
+    ok = _install(host, bundle, "--server", "--arch", "arm64")  # another root: allowed
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_arch_override_refused_for_live_root(tmp_path: Path, keydir: KeyDir) -> None:
+    bundle = write_spec(default_spec(), keydir, tmp_path)
+    r = cli("verify", bundle, "--root", "/", "--arch", "arm64")
+    assert r.returncode == 2 and "--root other than /" in r.stderr
+
+
+def test_threat13_role_mismatch_names_both(tmp_path: Path, keydir: KeyDir, host: Path) -> None:
+    bundle = write_spec(default_spec(roles=("server",)), keydir, tmp_path)
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    before = tree(host)
+    r = _install(host, bundle, "--agent", "--url", "https://10.0.0.1:6443", "--token-file", token)
+    assert r.returncode == 4
+    assert "server" in r.stderr and "agent" in r.stderr
+    assert tree(host) == before
+
+
+def test_agent_install_passes_role_to_install_sh(tmp_path: Path, keydir: KeyDir,
+                                                 host: Path) -> None:
+    bundle = write_spec(default_spec(), keydir, tmp_path)
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    record = tmp_path / "record"
+    r = cli("install", bundle, "--root", host, "--agent", "--url", "https://10.0.0.1:6443",
+            "--token-file", token, "--exec", "--node-label a=b",
+            env={"AIRGAP_TEST_RECORD": str(record)})
+    assert r.returncode == 0, r.stderr
+    env = record.read_text()
+    assert "INSTALL_K3S_EXEC=agent --node-label a=b" in env
+    assert "K3S_URL=https://10.0.0.1:6443" in env and "K3S_TOKEN_FILE=%s" % token in env
+    assert "INSTALL_K3S_SKIP_DOWNLOAD=true" in env
+    assert "INSTALL_K3S_BIN_DIR=%s/usr/local/bin" % host in env
+    assert "INSTALL_K3S_SKIP_START" not in env
+    files = live(host)
+    assert "var/lib/rancher/k3s/agent/images/app-1.0.0.tar" in files
+    assert not any("server" in f for f in files), "agents get no charts or manifests"
+
+
+def test_threat14_lower_version_refused_equal_is_noop(tmp_path: Path, keydir: KeyDir,
+                                                      host: Path) -> None:
+    v2 = write_spec(default_spec("1.10.0"), keydir, tmp_path)
+    v1 = write_spec(default_spec("1.9.0"), keydir, tmp_path)
+    assert _install(host, v2, "--server").returncode == 0
+    before = tree(host)
+    r = _install(host, v1)
+    assert r.returncode == 4 and "1.9.0" in r.stderr and "1.10.0" in r.stderr
+    assert tree(host) == before
+    same = _install(host, v2, "--json")
+    assert same.returncode == 0 and json.loads(same.stdout)["action"] == "none"
+    assert tree(host) == before
+
+
+@pytest.mark.parametrize("new_k3s,allow,ok", [
+    ("v1.32.9+k3s1", {}, False),
+    ("v1.32.9+k3s1", {"allow_k3s_downgrade": True}, True),
+    ("v1.35.1+k3s1", {}, False),
+    ("v1.35.1+k3s1", {"allow_k3s_minor_skip": True}, True),
+    ("v1.34.0+k3s1", {}, True),
+])
+def test_threat20_k3s_minor_downgrade_or_skip(tmp_path: Path, keydir: KeyDir, host: Path,
+                                              new_k3s: str, allow: dict, ok: bool) -> None:
+    assert _install(host, write_spec(default_spec("1.0.0"), keydir, tmp_path),
+                    "--server").returncode == 0
+    before = tree(host)
+    r = _install(host, write_spec(default_spec("2.0.0", k3s_version=new_k3s, **allow), keydir,
+                                  tmp_path))
+    if ok:
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode == 4 and "v1.33.5+k3s1" in r.stderr and new_k3s in r.stderr
+        assert tree(host) == before
+
+
+def test_folder_picks_newest_and_refuses_ambiguity(tmp_path: Path, keydir: KeyDir,
+                                                   host: Path) -> None:
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    for v in ("1.2.0", "1.10.0", "1.9.0"):
+        write_spec(default_spec(v), keydir, usb)
+    write_spec(default_spec("3.0.0", arch="arm64"), keydir, usb)
+    r = _install(host, usb, "--server", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["current"]["version"] == "1.10.0"
+    write_spec(default_spec("5.0.0", name="other"), keydir, usb)
+    r = _install(host, usb)
+    assert r.returncode == 2
+    assert "other-5.0.0-amd64.tar" in r.stderr and "edge-1.10.0-amd64.tar" in r.stderr
+
+
+def test_folder_file_renamed_is_refused(tmp_path: Path, keydir: KeyDir, host: Path) -> None:
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    write_spec(default_spec("1.0.0"), keydir, usb, filename="edge-9.0.0-amd64.tar")
+    r = _install(host, usb, "--server")
+    assert r.returncode == 3 and "renamed" in r.stderr
+
+
+def test_root_advances_after_verified_install(tmp_path: Path, host: Path) -> None:
+    keys = KeyDir(tmp_path / "rotating")
+    root = tmp_path / "root2"
+    assert cli("trust", keys.root_json, "--root", root).returncode == 0
+    keys.rotate_targets()  # root v2: new targets key, signed by the v1 root key
+    r = _install(root, write_spec(default_spec(), keys, tmp_path), "--server")
+    assert r.returncode == 0, r.stderr
+    status = json.loads(cli("status", "--root", root, "--json").stdout)
+    assert status["trust_root_version"] == 2
+    assert (root / "etc/rancher/airgap/root.json").read_bytes() == keys.root_json.read_bytes()
+
+
+def test_status_and_rollback(tmp_path: Path, keydir: KeyDir, host: Path) -> None:
+    assert _install(host, write_spec(default_spec("1.0.0"), keydir, tmp_path),
+                    "--server").returncode == 0
+    old = live(host)
+    assert _install(host, write_spec(default_spec("1.1.0"), keydir, tmp_path)).returncode == 0
+    new = live(host)
+    st = json.loads(cli("status", "--root", host, "--json").stdout)
+    assert st["installed"]["version"] == "1.1.0" and st["previous"]["version"] == "1.0.0"
+    assert st["installed"]["k3s_version"] == "v1.33.5+k3s1" and len(st["installed"]["digest"]) == 64
+    r = cli("rollback", "--root", host, "--skip-start", "--json")
+    assert r.returncode == 0, r.stderr
+    assert live(host) == old
+    assert sorted(p for p in old if "/images/" in p) == [
+        "var/lib/rancher/k3s/agent/images/app-1.0.0.tar",
+        "var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst"]
+    assert cli("rollback", "--root", host, "--skip-start").returncode == 0
+    assert live(host) == new
+
+
+def test_rollback_without_previous(host: Path) -> None:
+    r = cli("rollback", "--root", host)
+    assert r.returncode == 2 and "no previous release" in r.stderr
+
+
+def test_foreign_image_files_left_alone(tmp_path: Path, keydir: KeyDir, host: Path) -> None:
+    images = host / "var/lib/rancher/k3s/agent/images"
+    images.mkdir(parents=True)
+    (images / "my-own.tar").write_bytes(b"operator's archive")
+    assert _install(host, write_spec(default_spec("1.0.0"), keydir, tmp_path),
+                    "--server").returncode == 0
+    assert _install(host, write_spec(default_spec("1.1.0"), keydir, tmp_path)).returncode == 0
+    assert (images / "my-own.tar").read_bytes() == b"operator's archive"
+    assert not (images / "app-1.0.0.tar").exists() and (images / "app-1.1.0.tar").exists()
+    st = json.loads(cli("status", "--root", host, "--json").stdout)
+    assert st["foreign_images"] == ["var/lib/rancher/k3s/agent/images/my-own.tar"]
+
+
+def test_install_sh_failure_restores_previous(tmp_path: Path, keydir: KeyDir,
+                                              host: Path) -> None:
+    assert _install(host, write_spec(default_spec("1.0.0"), keydir, tmp_path),
+                    "--server").returncode == 0
+    old = live(host)
+    r = _install(host, write_spec(default_spec("1.1.0"), keydir, tmp_path),
+                 AIRGAP_TEST_SCRIPT_FAIL="1")
+    assert r.returncode == errors.EnvironmentProblem.exit_code
+    assert "install.sh" in r.stderr
+    assert live(host) == old
+
+
+def test_exit_codes_match_errors_module() -> None:
+    families = {errors.ConfigError: 2, errors.UntrustedContent: 3, errors.PolicyRefusal: 4,
+                errors.TransferError: 5, errors.EnvironmentProblem: 6,
+                errors.HealthGateFailed: 7}
+    for cls, code in families.items():
+        assert cls.exit_code == code and code in errors.EXIT_CODES
+    for cls in (errors.FormatError, errors.UnsafeMember, errors.DigestMismatch,
+                errors.SignatureError):
+        assert cls.exit_code == 3
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "exit-codes.md").read_text()
+    for code in errors.EXIT_CODES:
+        assert "| %d |" % code in doc
