@@ -1,0 +1,83 @@
+"""``bundle keys``: create a key directory and rotate keys (thin layer over ``bundler.keys``).
+
+The main CLI registers the group with ``cli.add_command(keys)`` and maps ``BundleError``
+families to exit codes; nothing here catches errors or exits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .keys import ROLES, KeyDirReport, init_keys, rotate
+
+_dir_arg = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+_json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+_expires_opt = click.option("--expires-days", type=click.IntRange(min=1), default=365,
+                            show_default=True, help="Days until the new root.json expires.")
+_passphrase_opt = click.option(
+    "--passphrase-env", metavar="VAR", default=None,
+    help="Environment variable holding the passphrase that encrypts the private keys.")
+
+
+def _report(report: KeyDirReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        return
+    for path in report.written:
+        note = " (private key, mode 0600)" if path.suffix == ".pem" else ""
+        click.echo(f"wrote {path}{note}")
+    click.echo(f"root.json is version {report.root_version}, expires {report.expires}")
+    for name, role in report.roles.items():
+        keyids = role["keyids"]
+        assert isinstance(keyids, list)
+        click.echo(f"  {name}: threshold {role['threshold']} of {len(keyids)} key(s)")
+
+
+@click.group("keys")
+def keys() -> None:
+    """Manage the TUF root.json and the Ed25519 keys that sign bundles."""
+
+
+@keys.command("init")
+@_dir_arg
+@click.option("--root-keys", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--root-threshold", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--targets-keys", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--targets-threshold", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--snapshot-keys", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--timestamp-keys", type=click.IntRange(min=1), default=1, show_default=True)
+@_expires_opt
+@_passphrase_opt
+@_json_opt
+def init_cmd(directory: Path, root_keys: int, root_threshold: int, targets_keys: int,
+             targets_threshold: int, snapshot_keys: int, timestamp_keys: int,
+             expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
+    """Create DIRECTORY with fresh keys and root.json version 1."""
+    _report(init_keys(directory, root_keys=root_keys, root_threshold=root_threshold,
+                      targets_keys=targets_keys, targets_threshold=targets_threshold,
+                      snapshot_keys=snapshot_keys, timestamp_keys=timestamp_keys,
+                      expires_days=expires_days, passphrase_env=passphrase_env), as_json)
+
+
+@keys.command("rotate")
+@_dir_arg
+@click.option("--role", type=click.Choice(ROLES), required=True, help="Role whose keys change.")
+@click.option("--keys", "new_keys", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of new keys for the role.")
+@click.option("--threshold", type=click.IntRange(min=1), default=None,
+              help="New threshold for the role (default: unchanged).")
+@_expires_opt
+@_passphrase_opt
+@_json_opt
+def rotate_cmd(directory: Path, role: str, new_keys: int, threshold: int | None,
+               expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
+    """Write the next root.json version with new keys for ROLE.
+
+    The old root keys (and, for --role root, the new ones) sign it; devices accept it
+    when a bundle carries the whole chain roots/1..N.
+    """
+    _report(rotate(directory, role=role, new_keys=new_keys, threshold=threshold,
+                   expires_days=expires_days, passphrase_env=passphrase_env), as_json)

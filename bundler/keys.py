@@ -1,0 +1,358 @@
+"""The key directory: TUF root metadata and Ed25519 signing keys (builder side).
+
+Layout of a key directory::
+
+    root.json              the current root (what a bundle's devices end up trusting)
+    roots/<N>.root.json    every root version ever written, 1..N (each bundle carries them)
+    keys/<role>-<n>.pem    Ed25519 private keys, PKCS#8 PEM, mode 0600, optionally encrypted
+    keyring.json           non-secret settings: which environment variable holds the passphrase
+
+Root metadata is written with python-tuf's Metadata API and signed with securesystemslib
+signers; every document written here is first checked with python-tuf AND with the stdlib
+verifier devices run (``installer.trust``). Key files are matched to roles by their public key,
+not by their name, so root keys can live offline and be copied in only for a rotation.
+
+Not done here: publishing bundles, timestamp/snapshot/ring metadata (other modules).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from securesystemslib.signer import CryptoSigner, SSlibKey
+from tuf.api.metadata import Metadata, Root
+from tuf.api.serialization.json import JSONSerializer
+
+from installer import canonjson, trust
+from installer.errors import InstallerError
+from installer.fsio import write_verified
+
+from .errors import LocalError, SpecError
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+KEYRING = "keyring.json"
+_KEY_NAME = re.compile(r"^([a-z]+)-([0-9]+)\.pem$")
+
+
+@dataclass(frozen=True)
+class KeyDirReport:
+    """What ``init_keys``/``rotate`` wrote, for the CLI to print."""
+
+    directory: Path
+    root_version: int
+    expires: str
+    written: tuple[Path, ...]
+    roles: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"directory": str(self.directory), "root_version": self.root_version,
+                "expires": self.expires, "written": [str(p) for p in self.written],
+                "roles": self.roles}
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+def _now(now: int | None) -> int:
+    return int(time.time()) if now is None else int(now)
+
+
+def _expiry(now: int, days: int) -> datetime:
+    if days < 1:
+        raise SpecError(f"expiry must be at least 1 day, got {days}")
+    return datetime.fromtimestamp(now + days * 86400, UTC).replace(microsecond=0)
+
+
+def _write(path: Path, data: bytes, mode: int) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_verified(path, [data], mode=mode)
+    except (OSError, InstallerError) as e:
+        raise LocalError(f"cannot write {path}: {e}", hint="check space and permissions") from None
+    return path
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{path} does not exist",
+                        hint="create a key directory with `bundle keys init DIR`") from None
+    except OSError as e:
+        raise LocalError(f"cannot read {path}: {e}") from None
+
+
+def _passphrase_env(directory: Path, override: str | None) -> str | None:
+    if override:
+        return override
+    path = directory / KEYRING
+    if not path.exists():
+        return None
+    settings = json.loads(_read(path))
+    return settings.get("passphrase_env") or None
+
+
+def _passphrase(env: str, purpose: str) -> bytes:
+    value = os.environ.get(env, "")
+    if not value:
+        raise SpecError(f"{purpose}: the passphrase environment variable {env} is not set",
+                        hint=f"export {env}=... (the passphrase chosen at `keys init`)")
+    return value.encode("utf-8")
+
+
+def _role_summary(root: Root) -> dict[str, dict[str, object]]:
+    return {name: {"keyids": list(role.keyids), "threshold": role.threshold}
+            for name, role in sorted(root.roles.items())}
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _NewKey:
+    role: str
+    signer: CryptoSigner
+    private: Ed25519PrivateKey
+
+
+def _generate(role: str) -> _NewKey:
+    private = Ed25519PrivateKey.generate()
+    public = SSlibKey.from_crypto(private.public_key(), scheme="ed25519")
+    return _NewKey(role, CryptoSigner(private, public), private)
+
+
+def _pem(private: Ed25519PrivateKey, passphrase: bytes | None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase
+        else serialization.NoEncryption())
+    return private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 encryption)
+
+
+def _next_index(keys_dir: Path, role: str) -> int:
+    taken = [int(m.group(2)) for p in keys_dir.glob("*.pem")
+             if (m := _KEY_NAME.match(p.name)) and m.group(1) == role]
+    return max(taken, default=0) + 1
+
+
+def _write_keys(directory: Path, new: list[_NewKey], passphrase: bytes | None) -> list[Path]:
+    keys_dir = directory / "keys"
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for key in new:
+        path = keys_dir / f"{key.role}-{_next_index(keys_dir, key.role)}.pem"
+        written.append(_write(path, _pem(key.private, passphrase), 0o600))
+    return written
+
+
+def _load_private_keys(directory: Path, passphrase_env: str | None
+                       ) -> dict[str, Ed25519PrivateKey]:
+    """Every private key in ``keys/``, by public key hex."""
+    found: dict[str, Ed25519PrivateKey] = {}
+    for path in sorted((directory / "keys").glob("*.pem")):
+        data = _read(path)
+        password = None
+        if b"ENCRYPTED PRIVATE KEY" in data:
+            if not passphrase_env:
+                raise SpecError(f"{path} is encrypted and no passphrase variable is configured",
+                                hint="pass --passphrase-env VAR naming the variable that "
+                                     "holds it")
+            password = _passphrase(passphrase_env, f"{path} is encrypted")
+        try:
+            private = serialization.load_pem_private_key(data, password=password)
+        except (ValueError, TypeError) as e:
+            hint = f"check the passphrase in ${passphrase_env}" if password else None
+            raise SpecError(f"cannot load private key {path}: {e}", hint=hint) from None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise SpecError(f"{path} is not an Ed25519 private key")
+        raw = private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                serialization.PublicFormat.Raw)
+        found[raw.hex()] = private
+    return found
+
+
+def _signers_for(root: Root, role: str,
+                 private_keys: dict[str, Ed25519PrivateKey]) -> list[CryptoSigner]:
+    """Signers for ``role``'s keys, each carrying the keyid that ``root`` uses for the key."""
+    found = []
+    for keyid in root.roles[role].keyids:
+        key = root.keys.get(keyid)
+        if not isinstance(key, SSlibKey) or key.keytype != "ed25519":
+            continue
+        private = private_keys.get(str(key.keyval.get("public")))
+        if private is not None:
+            found.append(CryptoSigner(private, key))
+    return found
+
+
+def _require(count: int, root: Root, role: str, directory: Path) -> None:
+    threshold = root.roles[role].threshold
+    if count < threshold:
+        raise SpecError(
+            f"{role} role of root v{root.version} needs {threshold} key(s), found {count} "
+            f"matching private key file(s) in {directory / 'keys'}",
+            hint=f"copy the {role} keys (kept offline) into {directory / 'keys'} and retry")
+
+
+# --- root documents -----------------------------------------------------------------------
+
+def _load_root(path: Path) -> tuple[bytes, Metadata[Root]]:
+    data = _read(path)
+    try:
+        return data, Metadata[Root].from_bytes(data)
+    except Exception as e:  # python-tuf raises DeserializationError, ValueError, KeyError ...
+        raise SpecError(f"{path} is not valid TUF root metadata: {e}",
+                        hint="restore the key directory from backup") from None
+
+
+def _serialize(md: Metadata[Root]) -> bytes:
+    return md.to_bytes(JSONSerializer(compact=False)) + b"\n"
+
+
+def _write_root(directory: Path, data: bytes, version: int) -> list[Path]:
+    return [_write(directory / "roots" / f"{version}.root.json", data, 0o644),
+            _write(directory / "root.json", data, 0o644)]
+
+
+def _check_counts(counts: dict[str, tuple[int, int]]) -> None:
+    for role, (keys, threshold) in counts.items():
+        if keys < 1:
+            raise SpecError(f"{role}: at least one key is needed, got {keys}")
+        if not 1 <= threshold <= keys:
+            raise SpecError(f"{role}: threshold must be between 1 and the {keys} key(s), "
+                            f"got {threshold}",
+                            hint="pass a lower --threshold or more keys")
+
+
+def init_keys(directory: Path | str, *, root_keys: int = 1, root_threshold: int = 1,
+              targets_keys: int = 1, targets_threshold: int = 1, snapshot_keys: int = 1,
+              timestamp_keys: int = 1, expires_days: int = 365,
+              passphrase_env: str | None = None, now: int | None = None) -> KeyDirReport:
+    """Create a key directory with fresh keys and a self-signed root version 1.
+
+    Refuses to touch a directory that already holds ``root.json``, ``roots/`` or ``keys/``.
+    With ``passphrase_env`` the private keys are encrypted with that variable's value.
+    """
+    directory = Path(directory)
+    _check_counts({"root": (root_keys, root_threshold), "targets": (targets_keys,
+                   targets_threshold), "snapshot": (snapshot_keys, 1),
+                   "timestamp": (timestamp_keys, 1)})
+    for existing in ("root.json", "roots", "keys"):
+        if (directory / existing).exists():
+            raise SpecError(f"{directory / existing} already exists: refusing to overwrite keys",
+                            hint="choose an empty directory, or use `keys rotate` to change keys")
+    passphrase = _passphrase(passphrase_env, "keys init") if passphrase_env else None
+    root = Root(version=1, expires=_expiry(_now(now), expires_days), consistent_snapshot=True)
+    counts = {"root": root_keys, "targets": targets_keys, "snapshot": snapshot_keys,
+              "timestamp": timestamp_keys}
+    new = [_generate(role) for role in ROLES for _ in range(counts[role])]
+    for key in new:
+        root.add_key(key.signer.public_key, key.role)
+    root.roles["root"].threshold = root_threshold
+    root.roles["targets"].threshold = targets_threshold
+    md = Metadata(root)
+    for key in new:
+        if key.role == "root":
+            md.sign(key.signer, append=True)
+    data = _serialize(md)
+    root.verify_delegate("root", md.signed_bytes, md.signatures)
+    trust.load_trusted_root(data)  # the device's verifier must accept what we wrote
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = _write_keys(directory, new, passphrase)
+    written.append(_write(directory / KEYRING, json.dumps(
+        {"passphrase_env": passphrase_env}, indent=1, sort_keys=True).encode() + b"\n", 0o644))
+    written += _write_root(directory, data, 1)
+    return KeyDirReport(directory, 1, root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        tuple(written), _role_summary(root))
+
+
+def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: int | None = None,
+           expires_days: int = 365, passphrase_env: str | None = None,
+           now: int | None = None) -> KeyDirReport:
+    """Write root version N+1 in which ``role`` has ``new_keys`` fresh keys (the old ones are
+    revoked), signed by a threshold of root v N's root keys and of v N+1's root keys."""
+    directory = Path(directory)
+    if role not in ROLES:
+        raise SpecError(f"unknown role {role!r}", hint="one of: " + ", ".join(ROLES))
+    old_bytes, old_md = _load_root(directory / "root.json")
+    old = old_md.signed
+    threshold = old.roles[role].threshold if threshold is None else threshold
+    _check_counts({role: (new_keys, threshold)})
+    env = _passphrase_env(directory, passphrase_env)
+    passphrase = _passphrase(env, "keys rotate") if env else None
+    available = _load_private_keys(directory, env)
+
+    md = Metadata[Root].from_bytes(old_bytes)
+    new_root = md.signed
+    new_root.version = old.version + 1
+    new_root.expires = _expiry(_now(now), expires_days)
+    for keyid in list(new_root.roles[role].keyids):
+        new_root.revoke_key(keyid, role)
+    new = [_generate(role) for _ in range(new_keys)]
+    for key in new:
+        new_root.add_key(key.signer.public_key, role)
+    new_root.roles[role].threshold = threshold
+
+    old_signers = _signers_for(old, "root", available)
+    _require(len(old_signers), old, "root", directory)
+    signers = {s.public_key.keyid: s for s in old_signers}
+    if role == "root":
+        signers.update({k.signer.public_key.keyid: k.signer for k in new})
+    md.signatures.clear()
+    for signer in signers.values():
+        md.sign(signer, append=True)
+    data = _serialize(md)
+    result = new_root.get_root_verification_result(old, md.signed_bytes, md.signatures)
+    if not result.verified:
+        raise SpecError(f"root v{new_root.version} would not verify: {result}")
+    trust.update_root(trust.parse_root(old_bytes), data)  # and the device verifier agrees
+
+    written = _write_keys(directory, new, passphrase)
+    written += _write_root(directory, data, new_root.version)
+    return KeyDirReport(directory, new_root.version,
+                        new_root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(written),
+                        _role_summary(new_root))
+
+
+def root_chain(directory: Path | str) -> list[bytes]:
+    """``roots/1.root.json`` .. ``roots/N.root.json`` where N is the version of ``root.json``."""
+    directory = Path(directory)
+    current = _read(directory / "root.json")
+    try:
+        version = trust.parse_root(current).version
+    except InstallerError as e:
+        raise SpecError(f"{directory / 'root.json'}: {e}") from None
+    chain = [_read(directory / "roots" / f"{v}.root.json") for v in range(1, version + 1)]
+    if chain[-1] != current:
+        raise SpecError(f"{directory / 'roots' / f'{version}.root.json'} differs from root.json",
+                        hint="the key directory was edited by hand; restore it from backup")
+    return chain
+
+
+def sign_manifest(directory: Path | str, manifest_bytes: bytes, *,
+                  passphrase_env: str | None = None) -> bytes:
+    """Sign canonical ``manifest_bytes`` with the current ``targets`` keys found in ``keys/``;
+    return the canonical ``{"signatures": [...]}`` document devices check."""
+    directory = Path(directory)
+    try:
+        canonjson.loads_canonical(manifest_bytes, what="bundle manifest")
+    except InstallerError as e:
+        raise SpecError(f"refusing to sign: {e}") from None
+    root_bytes, root_md = _load_root(directory / "root.json")
+    root = root_md.signed
+    signers = _signers_for(root, "targets", _load_private_keys(
+        directory, _passphrase_env(directory, passphrase_env)))
+    _require(len(signers), root, "targets", directory)
+    entries = sorted(({"keyid": s.public_key.keyid, "sig": s.sign(manifest_bytes).signature}
+                      for s in signers), key=lambda e: e["keyid"])
+    doc = canonjson.encode({"signatures": entries})
+    trust.verify_threshold(trust.parse_root(root_bytes), "targets", manifest_bytes,
+                           trust.parse_signatures_doc(doc), what="bundle manifest")
+    return doc
