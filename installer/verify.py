@@ -179,6 +179,30 @@ def _expected_header(name: str, size: int, mode: int, mtime: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
+_DEV_FIELDS = slice(329, 345)  # ustar devmajor + devminor
+
+
+def _with_dev_fields(block: bytes, value: bytes) -> bytes:
+    b = bytearray(block)
+    b[_DEV_FIELDS] = value
+    b[148:156] = b"        "
+    b[148:155] = b"%06o\0" % sum(b)
+    return bytes(b)
+
+
+def header_variants(expected: bytes) -> Tuple[bytes, ...]:
+    """The header bytes as any Python's tarfile writes them: 3.8 fills devmajor/devminor of
+    regular files with "0000000", 3.9+ leaves them NUL. Both are canonical; nothing else is."""
+    out = []
+    for dev in (bytes(16), b"0000000\0" * 2):
+        blocks = [expected[i:i + tarfile.BLOCKSIZE]
+                  for i in range(0, len(expected), tarfile.BLOCKSIZE)]
+        blocks[0] = _with_dev_fields(blocks[0], dev)    # the pax header's own ustar block
+        blocks[-1] = _with_dev_fields(blocks[-1], dev)  # the member's ustar block
+        out.append(b"".join(blocks))
+    return tuple(out)
+
+
 def _describe(block: bytes) -> str:
     try:
         info = tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
@@ -221,7 +245,7 @@ def check_envelope(fd: int, header: Header, *, what: str) -> None:
             hint="the file is truncated or has data appended; copy it again from its source")
     for start, expected, name, size in layout:
         block = os.pread(fd, len(expected), start)
-        if block != expected:
+        if block not in header_variants(expected):
             raise FormatError("%s: the tar header of %r is not the canonical one: found %s"
                               % (what, name, _describe(block[-tarfile.BLOCKSIZE:])),
                               hint="the bundle was altered or damaged; do not use it")
