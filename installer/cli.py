@@ -79,12 +79,12 @@ def _request(args: argparse.Namespace) -> install.InstallRequest:
         try:
             shlex.split(args.exec_args)
         except ValueError as e:
-            raise ConfigError("--exec %r does not parse: %s" % (args.exec_args, e)) from None
+            raise ConfigError(f"--exec {args.exec_args!r} does not parse: {e}") from None
     token_file = args.token_file
     if token_file is not None:
         token_file = os.path.abspath(token_file)
         if not os.path.isfile(token_file):
-            raise ConfigError("--token-file %s does not exist" % token_file)
+            raise ConfigError(f"--token-file {token_file} does not exist")
     if (args.url or token_file) and args.role is None:
         raise ConfigError("--url/--token-file need --server or --agent")
     options = Options(exec_args=args.exec_args, url=args.url, token_file=token_file,
@@ -100,10 +100,10 @@ def _text(result: Dict[str, Any]) -> List[str]:
         cur, prev = result["installed"], result["previous"]
         lines.append("installed: " + (_release(cur) if cur else "nothing"))
         lines.append("previous:  " + (_release(prev) if prev else "none"))
-        lines.append("trust root: v%s" % result["trust_root_version"]
+        lines.append("trust root: v{}".format(result["trust_root_version"])
                      if result["trust_root_version"] else "trust root: not pinned")
         if result["pending"]:
-            lines.append("PENDING %(op)s (%(phase)s): %(hint)s" % result["pending"])
+            lines.append("PENDING {op} ({phase}): {hint}".format(**result["pending"]))
         if result["state_copies_damaged"]:
             lines.append("damaged state copies: " + ", ".join(result["state_copies_damaged"]))
         if result["foreign_images"]:
@@ -120,16 +120,16 @@ def _text(result: Dict[str, Any]) -> List[str]:
     elif action == "recovered":
         lines.append(result["detail"])
     elif "ok" in result:
-        lines.append("OK %(name)s %(version)s (%(arch)s, K3s %(k3s_version)s): %(members)d "
-                     "members, %(bytes)d bytes verified, manifest sha256 %(digest)s" % result)
+        lines.append("OK {name} {version} ({arch}, K3s {k3s_version}): {members} members, "
+                     "{bytes} bytes verified, manifest sha256 {digest}".format(**result))
     elif "pinned" in result:
-        lines.append("%s root v%d at %s" % ("pinned" if result["changed"] else "already pinned:",
-                                            result["root_version"], result["pinned"]))
+        verb = "pinned" if result["changed"] else "already pinned:"
+        lines.append(f"{verb} root v{result['root_version']} at {result['pinned']}")
     return lines
 
 
 def _release(r: Dict[str, Any]) -> str:
-    return "%s %s (K3s %s, %s, %s) manifest sha256 %s" % (
+    return "{} {} (K3s {}, {}, {}) manifest sha256 {}".format(
         r["name"], r["version"], r["k3s_version"], r["arch"], r["role"], r["digest"])
 
 
@@ -160,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as e:
         where = " ".join(x for x in (e.filename, e.filename2) if x)
         return _fail(args, EnvironmentProblem(
-            "%s%s" % (e.strerror or e, (": " + where) if where else ""),
+            "{}{}".format(e.strerror or e, (": " + where) if where else ""),
             hint="check permissions and free space there"))
     except Exception:  # a bug: say so, with the trace
         traceback.print_exc()
@@ -176,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _fail(args: argparse.Namespace, e: InstallerError) -> int:
-    print("airgap-install: error: %s" % e, file=sys.stderr)
+    print(f"airgap-install: error: {e}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps({"error": {"type": type(e).__name__, "message": e.message,
                                     "hint": e.hint, "exit_code": e.exit_code}},

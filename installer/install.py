@@ -44,7 +44,7 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
         with open(root_json, "rb") as f:
             data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
-        raise ConfigError("cannot read %s: %s" % (root_json, e.strerror)) from None
+        raise ConfigError(f"cannot read {root_json}: {e.strerror}") from None
     root = trust.load_trusted_root(data)  # structure and self-signature
     with RunLock(layout, wait=wait):
         if os.path.exists(layout.trust_anchor):
@@ -54,8 +54,8 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
                 return {"pinned": layout.trust_anchor, "root_version": pinned.version,
                         "changed": False}
             raise ConfigError(
-                "a trust anchor is already pinned at %s (root v%d)"
-                % (layout.trust_anchor, pinned.version),
+                f"a trust anchor is already pinned at {layout.trust_anchor} "
+                f"(root v{pinned.version})",
                 hint="newer roots arrive signed inside bundles and advance it; to re-provision "
                      "this host, remove that file first (you then trust whatever you pin)")
         os.makedirs(os.path.dirname(layout.trust_anchor), exist_ok=True)
@@ -103,7 +103,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
     staging = None
     try:
         m = opened.header.manifest
-        label = "bundle %s %s" % (m.name, m.version)
+        label = f"bundle {m.name} {m.version}"
         if chosen is not None:
             preflight.check_file_name(chosen, m)
         failpoint.hit("after-header")
@@ -115,13 +115,14 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
             raise ConfigError("installing an agent needs the server to join",
                               hint="pass --url https://SERVER:6443 --token-file FILE")
         decision = policy.decide_bundle_version(
-            installed_name=cur.name if cur else None, installed_version=cur.version if cur else None,
+            installed_name=cur.name if cur else None,
+            installed_version=cur.version if cur else None,
             name=m.name, version=m.version, switch_name=req.switch_bundle)
         if decision.action == "same":
             same = cur is not None and cur.digest == opened.digest
             if not same:
-                report("warning: %s %s is installed from a different manifest (%s); versions "
-                       "must change when content does" % (m.name, m.version, cur.digest[:16]
+                report("warning: {} {} is installed from a different manifest ({}); versions "
+                       "must change when content does".format(m.name, m.version, cur.digest[:16]
                                                           if cur else "?"))
             return {"action": "none", "reason": decision.reason, "bundle": path,
                     "digest": opened.digest, "same_digest": same}
@@ -132,8 +133,8 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         targets = targets_for(m.members, role)
         policy.check_space(preflight.space_needs(layout, m, targets), bundle=label)
         failpoint.hit("after-preflight")
-        report("verified signatures of %s; copying %s into staging"
-               % (label, policy.human_bytes(m.payload_size)))
+        size = policy.human_bytes(m.payload_size)
+        report(f"verified signatures of {label}; copying {size} into staging")
         staging = os.path.join(layout.staging, txn.new_tx())
         verify.stage_payload(opened, staging,
                              after_member=lambda p: failpoint.hit("after-stage-member"))
@@ -146,7 +147,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
     failpoint.hit("after-staging")  # THREATS 7: the medium may change now; we no longer read it
     if opened.new_root is not None:
         write_verified(layout.trust_anchor, [opened.new_root], mode=0o644)
-        report("trust anchor advanced to root v%s" % getattr(opened.root, "version", "?"))
+        report("trust anchor advanced to root v{}".format(getattr(opened.root, "version", "?")))
     _promote(layout, staging, opened.digest)
     failpoint.hit("after-promote")
     script_member = [x for x in m.members if x.kind == "install-script"][0]
@@ -157,7 +158,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
                                 script_member.size, script_member.mode))
     after = State(current=new, previous=cur, generation=state.generation,
                   time_ratchet=max(state.time_ratchet, m.created))
-    report("placing %s (%s)" % (label, decision.reason))
+    report(f"placing {label} ({decision.reason})")
     written = txn.run(layout, op="install", old=cur, new=new, state_after=after, report=report,
                       output=output)
     return {"action": "installed", "reason": decision.reason, "bundle": path,
@@ -200,15 +201,14 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
         for t in prev.targets + (prev.script,):
             if not verify_file(os.path.join(folder, t.member), t.sha256, t.size):
                 raise DigestMismatch(
-                    "kept copy of %s in %s no longer matches its sha256 %s"
-                    % (t.member, folder, t.sha256),
+                    f"kept copy of {t.member} in {folder} no longer matches its sha256 {t.sha256}",
                     hint="roll forward instead: install a verified bundle from its medium")
         opts = prev.options if skip_start is None else replace(prev.options,
                                                                skip_start=skip_start)
         target = replace(prev, options=opts, installed_at=int(time.time()))
         after = State(current=target, previous=cur, generation=state.generation,
                       time_ratchet=state.time_ratchet)
-        report("rolling back %s %s -> %s" % (cur.name, cur.version, prev.version))
+        report(f"rolling back {cur.name} {cur.version} -> {prev.version}")
         written = txn.run(layout, op="rollback", old=cur, new=target, state_after=after,
                           report=report, output=output)
         return {"action": "rolled-back", "current": target.summary(),

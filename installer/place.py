@@ -106,13 +106,13 @@ def prepare(layout: Layout, backup_dir: str, old: Optional[Release],
             records.append({"target": rel, "kind": "absent"})
             continue
         if stat.S_ISDIR(st.st_mode):
-            raise EnvironmentProblem("%s is a folder where a file must go" % path,
+            raise EnvironmentProblem(f"{path} is a folder where a file must go",
                                      hint="move it away and retry")
         mine = old_map.get(rel)
         if mine is not None and os.path.isfile(os.path.join(old_dir, mine.member)):
             records.append({"target": rel, "kind": "release"})
             continue
-        name = "%05d" % n
+        name = f"{n:05d}"
         _backup(path, os.path.join(backup_dir, name))
         records.append({"target": rel, "kind": "backup", "backup": name})
     fsync_dir(backup_dir)

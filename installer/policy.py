@@ -41,8 +41,8 @@ def parse_version(text: str) -> Tuple[Tuple[int, ...], Tuple[Tuple[int, int, str
     """
     match = _VERSION_RE.match(text)
     if not match:
-        raise FormatError("version %r is not a dotted version (expected e.g. 1.4.2 or 1.4.2-rc.1)"
-                          % text)
+        raise FormatError(f"version {text!r} is not a dotted version "
+                          "(expected e.g. 1.4.2 or 1.4.2-rc.1)")
     nums = [int(p) for p in match.group(1).split(".")]
     while len(nums) > 1 and nums[-1] == 0:
         nums.pop()
@@ -76,7 +76,7 @@ class K3sVersion(NamedTuple):
     revision: int  # the N of +k3sN
 
     def __str__(self) -> str:
-        return "v%d.%d.%d+k3s%d" % self
+        return f"v{self.major}.{self.minor}.{self.patch}+k3s{self.revision}"
 
 
 _K3S_RE = re.compile(r"^v?([0-9]+)\.([0-9]+)\.([0-9]+)(?:-[0-9A-Za-z.-]+)?(?:\+k3s([0-9]+))?$")
@@ -86,7 +86,7 @@ def parse_k3s_version(text: str) -> K3sVersion:
     """``v1.34.3+k3s1`` -> ``K3sVersion(1, 34, 3, 1)``."""
     match = _K3S_RE.match(text)
     if not match:
-        raise FormatError("K3s version %r is not like v1.34.3+k3s1" % text)
+        raise FormatError(f"K3s version {text!r} is not like v1.34.3+k3s1")
     return K3sVersion(int(match.group(1)), int(match.group(2)), int(match.group(3)),
                       int(match.group(4) or 0))
 
@@ -103,20 +103,20 @@ def check_k3s_change(installed: str, new: str, *, allow_minor_skip: bool,
     cur = parse_k3s_version(new)
     if cur.major != old.major:
         raise PolicyRefusal(
-            "K3s major version change from %s to %s is not supported" % (installed, new),
+            f"K3s major version change from {installed} to {new} is not supported",
             hint="build a bundle for the same K3s major version")
     if cur.minor < old.minor and not allow_downgrade:
         raise PolicyRefusal(
-            "K3s minor downgrade: installed %s, bundle has %s" % (installed, new),
+            f"K3s minor downgrade: installed {installed}, bundle has {new}",
             hint="K3s cannot downgrade a minor version in place; restore a datastore snapshot "
-                 "taken on %d.%d, or build the bundle with upgrade.allow_k3s_downgrade"
-                 % (cur.major, cur.minor))
+                 f"taken on {cur.major}.{cur.minor}, or build the bundle with "
+                 "upgrade.allow_k3s_downgrade")
     if cur.minor > old.minor + 1 and not allow_minor_skip:
         raise PolicyRefusal(
-            "K3s minor skip: installed %s, bundle has %s (minors must go one at a time)"
-            % (installed, new),
-            hint="install a bundle with K3s v%d.%d.x first, or build this one with "
-                 "upgrade.allow_k3s_minor_skip" % (old.major, old.minor + 1))
+            f"K3s minor skip: installed {installed}, bundle has {new} "
+            "(minors must go one at a time)",
+            hint=f"install a bundle with K3s v{old.major}.{old.minor + 1}.x first, or build "
+                 "this one with upgrade.allow_k3s_minor_skip")
 
 
 class VersionDecision(NamedTuple):
@@ -132,20 +132,19 @@ def decide_bundle_version(*, installed_name: Optional[str], installed_version: O
     if installed_name != name:
         if not switch_name:
             raise PolicyRefusal(
-                "bundle name differs: installed %r, this bundle is %r" % (installed_name, name),
-                hint="pass --switch-bundle to replace %r with %r on purpose"
-                     % (installed_name, name))
-        return VersionDecision("install", "switching bundle %s -> %s" % (installed_name, name))
+                f"bundle name differs: installed {installed_name!r}, this bundle is {name!r}",
+                hint=f"pass --switch-bundle to replace {installed_name!r} with {name!r} on purpose")
+        return VersionDecision("install", f"switching bundle {installed_name} -> {name}")
     cmp = compare_versions(version, installed_version)
     if cmp < 0:
         raise PolicyRefusal(
-            "bundle %s version %s is lower than the installed version %s"
-            % (name, version, installed_version),
-            hint="install %s %s or newer; to go back use `airgap-install rollback`"
-                 % (name, installed_version))
+            f"bundle {name} version {version} is lower than the installed version "
+            f"{installed_version}",
+            hint=f"install {name} {installed_version} or newer; to go back use "
+                 "`airgap-install rollback`")
     if cmp == 0:
-        return VersionDecision("same", "%s %s is already installed" % (name, version))
-    return VersionDecision("install", "upgrade %s %s -> %s" % (name, installed_version, version))
+        return VersionDecision("same", f"{name} {version} is already installed")
+    return VersionDecision("install", f"upgrade {name} {installed_version} -> {version}")
 
 
 # ---------------------------------------------------------------------------- host
@@ -156,8 +155,8 @@ def machine_to_arch(machine: str) -> str:
     arch = MACHINE_ARCH.get(machine.lower())
     if arch is None:
         raise EnvironmentProblem(
-            "this host's machine type %r has no K3s bundle architecture (known: %s)"
-            % (machine, ", ".join(sorted(MACHINE_ARCH))),
+            f"this host's machine type {machine!r} has no K3s bundle architecture "
+            f"(known: {', '.join(sorted(MACHINE_ARCH))})",
             hint="K3s bundles exist for amd64, arm64 and arm")
     return arch
 
@@ -165,8 +164,8 @@ def machine_to_arch(machine: str) -> str:
 def check_arch(bundle_arch: str, host_arch: str, *, bundle: str) -> None:
     if bundle_arch != host_arch:
         raise PolicyRefusal(
-            "%s is built for architecture %s, this host is %s" % (bundle, bundle_arch, host_arch),
-            hint="use the %s bundle (file name ends in -%s.tar)" % (host_arch, host_arch))
+            f"{bundle} is built for architecture {bundle_arch}, this host is {host_arch}",
+            hint=f"use the {host_arch} bundle (file name ends in -{host_arch}.tar)")
 
 
 def choose_role(*, asked: Optional[str], installed: Optional[str],
@@ -177,14 +176,14 @@ def choose_role(*, asked: Optional[str], installed: Optional[str],
         if len(bundle_roles) == 1:
             role = bundle_roles[0]
         else:
-            raise ConfigError("%s can be installed as %s: say which"
-                              % (bundle, " or ".join(bundle_roles)),
+            raise ConfigError(f"{bundle} can be installed as {' or '.join(bundle_roles)}: "
+                              "say which",
                               hint="pass --server, or --agent --url URL --token-file FILE")
     if role not in bundle_roles:
         raise PolicyRefusal(
-            "%s is built for role %s, asked to install role %s"
-            % (bundle, ", ".join(bundle_roles) or "(none)", role),
-            hint="use a bundle built for the %s role" % role)
+            f"{bundle} is built for role {', '.join(bundle_roles) or '(none)'}, asked to "
+            f"install role {role}",
+            hint=f"use a bundle built for the {role} role")
     return role
 
 
@@ -216,10 +215,10 @@ def space_shortfalls(needs: Dict[str, int], free: Dict[str, int],
 
 def check_space(shortfalls: Sequence[Shortfall], *, bundle: str) -> None:
     if shortfalls:
-        parts = ["%s needs %s, has %s free" % (s.where, human_bytes(s.needed), human_bytes(s.free))
+        parts = [f"{s.where} needs {human_bytes(s.needed)}, has {human_bytes(s.free)} free"
                  for s in shortfalls]
         raise EnvironmentProblem(
-            "not enough free space to install %s: %s" % (bundle, "; ".join(parts)),
+            "not enough free space to install {}: {}".format(bundle, "; ".join(parts)),
             hint="free space there (old images, logs) and retry; nothing was written")
 
 
@@ -227,9 +226,9 @@ def human_bytes(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (value, unit))
+            return f"{n} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return "%d B" % n
+    return f"{n} B"
 
 
 # ---------------------------------------------------------------------------- USB folders
@@ -266,17 +265,17 @@ def pick_bundle(files: Sequence[str], arch: str, *, folder: str) -> BundleFile:
     if not mine:
         others = sorted({b.arch for b in bundles})
         raise ConfigError(
-            "no bundle for architecture %s in %s%s" % (
+            "no bundle for architecture {} in {}{}".format(
                 arch, folder,
-                " (found only: %s)" % ", ".join(others) if others else
+                " (found only: {})".format(", ".join(others)) if others else
                 " (no <name>-<version>-<arch>.tar files)"),
-            hint="copy the %s bundle onto the medium" % arch)
+            hint=f"copy the {arch} bundle onto the medium")
     names = sorted({b.name for b in mine})
     if len(names) > 1:
         raise ConfigError(
-            "several bundles for %s in %s: %s" % (
+            "several bundles for {} in {}: {}".format(
                 arch, folder, ", ".join(b.file for b in mine)),
-            hint="pass the bundle file itself: airgap-install install %s/<file>" % folder)
+            hint=f"pass the bundle file itself: airgap-install install {folder}/<file>")
     newest = mine[0]
     for b in mine[1:]:
         if compare_versions(b.version, newest.version) > 0:

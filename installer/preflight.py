@@ -16,10 +16,10 @@ def host_arch(layout: Layout, override: Optional[str]) -> str:
     if override is not None:
         if os.path.realpath(layout.root) == "/":
             raise ConfigError("--arch only applies with --root other than /",
-                              hint="the live system installs its own architecture (%s)"
-                                   % platform.machine())
+                              hint="the live system installs its own architecture "
+                                   f"({platform.machine()})")
         if override not in policy.MACHINE_ARCH.values():
-            raise ConfigError("unknown --arch %r (amd64, arm64 or arm)" % override)
+            raise ConfigError(f"unknown --arch {override!r} (amd64, arm64 or arm)")
         return override
     return policy.machine_to_arch(platform.machine())
 
@@ -30,7 +30,7 @@ def resolve_source(source: str, arch: str) -> Tuple[str, Optional[policy.BundleF
         chosen = policy.pick_bundle(os.listdir(source), arch, folder=source)
         return os.path.join(source, chosen.file), chosen
     if not os.path.exists(source):
-        raise ConfigError("%s does not exist" % source,
+        raise ConfigError(f"{source} does not exist",
                           hint="pass a bundle file or the folder (USB stick) holding bundles")
     return source, None
 
@@ -41,9 +41,8 @@ def check_file_name(chosen: policy.BundleFile, manifest: Manifest) -> None:
     signed = (manifest.name, manifest.arch)
     if said != signed or policy.compare_versions(chosen.version, manifest.version) != 0:
         raise FormatError(
-            "%s is named as %s %s (%s) but its signed manifest is %s %s (%s)"
-            % (chosen.file, chosen.name, chosen.version, chosen.arch, manifest.name,
-               manifest.version, manifest.arch),
+            f"{chosen.file} is named as {chosen.name} {chosen.version} ({chosen.arch}) but "
+            f"its signed manifest is {manifest.name} {manifest.version} ({manifest.arch})",
             hint="the file was renamed; pass it explicitly if you trust it, or copy it again")
 
 

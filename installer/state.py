@@ -105,7 +105,7 @@ class State:
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "State":
         if d.get("format") != STATE_FORMAT:
-            raise FormatError("unknown state format %r" % d.get("format"))
+            raise FormatError("unknown state format {!r}".format(d.get("format")))
         return cls(current=release_or_none(d["current"]), previous=release_or_none(d["previous"]),
                    time_ratchet=d["time_ratchet"], generation=d["generation"])
 
@@ -121,12 +121,12 @@ def _envelope(doc: Dict[str, Any]) -> bytes:
 def _open_envelope(data: bytes, what: str) -> Dict[str, Any]:
     outer = canonjson.loads_canonical(data, what=what)
     if not isinstance(outer, dict) or set(outer) != {"doc", "sha256"}:
-        raise FormatError("%s has no checksum envelope" % what)
+        raise FormatError(f"{what} has no checksum envelope")
     if hashlib.sha256(canonjson.encode(outer["doc"])).hexdigest() != outer["sha256"]:
-        raise FormatError("%s fails its checksum" % what)
+        raise FormatError(f"{what} fails its checksum")
     doc = outer["doc"]
     if not isinstance(doc, dict) or not isinstance(doc.get("generation"), int):
-        raise FormatError("%s has no generation" % what)
+        raise FormatError(f"{what} has no generation")
     return doc
 
 
@@ -156,7 +156,7 @@ def read_dual(path: str) -> DualRead:
     if not found:
         if result.bad:
             raise EnvironmentProblem(
-                "both copies of %s are unreadable (%s)" % (path, ", ".join(result.bad)),
+                "both copies of {} are unreadable ({})".format(path, ", ".join(result.bad)),
                 hint="restore one from a backup; the installer will not guess the installed "
                      "state")
         return result
@@ -171,7 +171,7 @@ def write_dual(path: str, doc: Dict[str, Any]) -> None:
     data = _envelope(doc)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_verified(path, [data], what=path, mode=0o600)
-    failpoint.hit("after-%s-primary" % os.path.basename(path))
+    failpoint.hit(f"after-{os.path.basename(path)}-primary")
     write_verified(path + ".bak", [data], what=path + ".bak", mode=0o600)
 
 
@@ -191,8 +191,8 @@ def load_state(layout: Layout) -> Tuple[State, DualRead]:
     try:
         return State.from_json(read.doc), read
     except (KeyError, TypeError, ValueError) as e:
-        raise EnvironmentProblem("%s is not a state this installer understands: %s"
-                                 % (layout.state, e)) from None
+        raise EnvironmentProblem(
+            f"{layout.state} is not a state this installer understands: {e}") from None
 
 
 def save_state(layout: Layout, state: State) -> State:
@@ -205,7 +205,7 @@ def save_state(layout: Layout, state: State) -> State:
 def load_journal(layout: Layout) -> Optional[Dict[str, Any]]:
     doc = read_dual(layout.journal).doc
     if doc is not None and doc.get("format") != JOURNAL_FORMAT:
-        raise EnvironmentProblem("%s has unknown format %r" % (layout.journal, doc.get("format")),
+        raise EnvironmentProblem(f"{layout.journal} has unknown format {doc.get('format')!r}",
                                  hint="it was written by another installer version; finish "
                                       "the change with that version")
     return doc
@@ -246,7 +246,7 @@ class RunLock:
             if not self._wait:
                 os.close(fd)
                 raise EnvironmentProblem(
-                    "another airgap-install run holds the lock %s" % self._path,
+                    f"another airgap-install run holds the lock {self._path}",
                     hint="wait for it to finish, or pass --wait to queue behind it") from None
             fcntl.flock(fd, fcntl.LOCK_EX)
         self._fd = fd

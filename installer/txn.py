@@ -27,8 +27,7 @@ from typing import IO, Any, Callable, Dict, List, Optional
 from . import failpoint, place
 from .errors import EnvironmentProblem
 from .layout import Layout
-from .state import (Release, State, clear_journal, load_journal, load_state, save_journal,
-                    save_state)
+from .state import Release, State, clear_journal, load_journal, load_state, save_journal, save_state
 
 Report = Callable[[str], None]
 SCRIPT_TIMEOUT = 3600
@@ -62,16 +61,17 @@ def run_script(layout: Layout, release: Release, output: Optional[IO[str]] = Non
     script = os.path.join(layout.release_dir(release.digest), release.script.member)
     out = output if output is not None else sys.stderr
     try:
-        proc = subprocess.run(["/bin/sh", script], env=script_env(layout, release, dict(os.environ)),
+        env = script_env(layout, release, dict(os.environ))
+        proc = subprocess.run(["/bin/sh", script], env=env,
                               cwd=layout.release_dir(release.digest), stdin=subprocess.DEVNULL,
                               stdout=out, stderr=out, timeout=SCRIPT_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        raise EnvironmentProblem("install.sh of %s %s did not finish in %d s"
-                                 % (release.name, release.version, SCRIPT_TIMEOUT)) from None
+        raise EnvironmentProblem(f"install.sh of {release.name} {release.version} did not "
+                                 f"finish in {SCRIPT_TIMEOUT} s") from None
     if proc.returncode != 0:
         raise EnvironmentProblem(
-            "install.sh of %s %s exited with status %d" % (release.name, release.version,
-                                                            proc.returncode),
+            f"install.sh of {release.name} {release.version} exited with status "
+            f"{proc.returncode}",
             hint="read its output above; the previous release was put back")
 
 
@@ -119,12 +119,12 @@ def _finish(layout: Layout, journal: Dict[str, Any], report: Report,
     except BaseException:
         _undo(layout, journal)
         if old is not None:
-            report("running install.sh of %s %s again to restore its service settings"
-                   % (old.name, old.version))
+            report(f"running install.sh of {old.name} {old.version} again to restore its "
+                   "service settings")
             try:
                 run_script(layout, old, output)
             except EnvironmentProblem as e:
-                report("warning: %s" % e.message)
+                report(f"warning: {e.message}")
         raise
     failpoint.hit("after-install-sh")
     state = save_state(layout, State.from_json(journal["state_after"]))
@@ -151,7 +151,7 @@ def _cleanup(layout: Layout, tx: str, state: State) -> None:
 def prune_releases(layout: Layout, state: State) -> List[str]:
     """Keep only the current and previous releases (live files are separate links)."""
     keep = {r.digest for r in (state.current, state.previous) if r is not None}
-    removed = []
+    removed: List[str] = []
     try:
         names = os.listdir(layout.releases)
     except FileNotFoundError:
@@ -172,23 +172,23 @@ def recover(layout: Layout, report: Report, output: Optional[IO[str]] = None) ->
     if journal is not None:
         new = Release.from_json(journal["to"])
         after = State.from_json(journal["state_after"])
-        label = "%s of %s %s" % (journal["op"], new.name, new.version)
+        label = "{} of {} {}".format(journal["op"], new.name, new.version)
         if state.current is not None and state.current.digest == new.digest \
                 and state.generation > after.generation:
             _cleanup(layout, journal["tx"], state)
-            done = "cleaned up after the committed %s" % label
+            done = f"cleaned up after the committed {label}"
         elif journal["phase"] == "placing":
-            report("an interrupted %s was found: restoring the previous files" % label)
+            report(f"an interrupted {label} was found: restoring the previous files")
             _undo(layout, journal)
-            done = "undid the interrupted %s" % label
+            done = f"undid the interrupted {label}"
         else:
-            report("an interrupted %s was found: finishing it" % label)
+            report(f"an interrupted {label} was found: finishing it")
             state = _finish(layout, journal, report, output)
-            done = "finished the interrupted %s" % label
+            done = f"finished the interrupted {label}"
     state, read = load_state(layout)
     if read.bad or read.stale:
         state = save_state(layout, state)  # a copy torn or behind: rewrite both from the good
-        done = "repaired %s from its other copy" % ", ".join(read.bad + read.stale)
+        done = "repaired {} from its other copy".format(", ".join(read.bad + read.stale))
     for folder in (layout.staging, layout.txn):
         if os.path.isdir(folder):
             for name in os.listdir(folder):

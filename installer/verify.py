@@ -50,7 +50,7 @@ def read_anchor(layout: Layout) -> bytes:
             return f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     except FileNotFoundError:
         raise ConfigError(
-            "no trust anchor is pinned at %s" % layout.trust_anchor,
+            f"no trust anchor is pinned at {layout.trust_anchor}",
             hint="run `airgap-install trust ROOT_JSON%s` once with the root.json your bundle "
                  "publisher gave you" % ("" if layout.root == "/" else " --root " + layout.root)
         ) from None
@@ -60,8 +60,9 @@ def _trust() -> Any:
     try:
         from . import trust
     except ImportError as e:  # pragma: no cover - only while the verifier is being written
-        raise InstallerError("the signature verifier (installer.trust) is not available: %s" % e,
-                             hint="this installer build is incomplete; use a released one")
+        raise InstallerError(f"the signature verifier (installer.trust) is not available: {e}",
+                             hint="this installer build is incomplete; use a released one"
+                             ) from None
     return trust
 
 
@@ -86,7 +87,7 @@ def _sigs_lower_hex(sigs: Any, what: str) -> None:
     for entry in sigs if isinstance(sigs, list) else []:
         sig = entry.get("sig") if isinstance(entry, dict) else None
         if not isinstance(sig, str) or not _LOWER_HEX.match(sig):
-            raise SignatureError("%s: signature %r is not lowercase hex" % (what, sig))
+            raise SignatureError(f"{what}: signature {sig!r} is not lowercase hex")
 
 
 def check_signed_bytes(anchor: bytes, header: Header) -> None:
@@ -104,16 +105,16 @@ def check_signed_bytes(anchor: bytes, header: Header) -> None:
     chain = list(header.roots)
     previous = None
     for n, data in enumerate(chain, start=1):
-        what = "roots/%d.root.json" % n
+        what = f"roots/{n}.root.json"
         doc = canonjson.loads_strict(data, what=what)
         if data != canonjson.encode(doc) and data != _tuf_pretty(doc):
-            raise FormatError("%s is neither canonical JSON nor python-tuf's serialization" % what,
+            raise FormatError(f"{what} is neither canonical JSON nor python-tuf's serialization",
                               hint="the bundle was altered or damaged; do not use it")
         _sigs_lower_hex(doc.get("signatures") if isinstance(doc, dict) else None, what)
         root = (trust.load_trusted_root(data) if previous is None
                 else trust.update_root(previous, data))
         if root.version != n:
-            raise SignatureError("%s holds root version %d" % (what, root.version))
+            raise SignatureError(f"{what} holds root version {root.version}")
         previous = root
     pinned = trust.parse_root(anchor, what="pinned root.json")
     if len(chain) >= pinned.version:
@@ -121,8 +122,8 @@ def check_signed_bytes(anchor: bytes, header: Header) -> None:
         theirs = canonjson.encode(canonjson.loads_strict(chain[pinned.version - 1]))
         if ours != theirs:
             raise SignatureError(
-                "the bundle's root v%d differs from the root pinned on this host"
-                % pinned.version,
+                f"the bundle's root v{pinned.version} differs from the root pinned on this "
+                "host",
                 hint="this bundle comes from another key directory; it is not trusted here")
 
 
@@ -154,15 +155,15 @@ def open_bundle(path: str, *, anchor: bytes, now: int) -> Opened:
     try:
         f = open(path, "rb", buffering=READ_BUFFER)
     except IsADirectoryError:
-        raise ConfigError("%s is a folder, expected a bundle file" % path) from None
+        raise ConfigError(f"{path} is a folder, expected a bundle file") from None
     except FileNotFoundError:
-        raise ConfigError("bundle %s does not exist" % path) from None
+        raise ConfigError(f"bundle {path} does not exist") from None
     try:
-        reader = BundleReader(f, what="bundle %s" % os.path.basename(path))
+        reader = BundleReader(f, what=f"bundle {os.path.basename(path)}")
         try:
             header = reader.header()
         except (tarfile.TarError, EOFError) as e:  # bundlefmt lets a short metadata read out
-            raise FormatError("bundle %s is damaged or truncated: %s" % (path, e),
+            raise FormatError(f"bundle {path} is damaged or truncated: {e}",
                               hint="copy the bundle again from its source") from None
         root = check_signatures(anchor, header, now)
         check_envelope(f.fileno(), header, what=path)
@@ -207,11 +208,10 @@ def _describe(block: bytes) -> str:
     try:
         info = tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
     except tarfile.TarError as e:
-        return "an invalid tar header (%s)" % e
+        return f"an invalid tar header ({e})"
     kinds = {tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "device",
              tarfile.BLKTYPE: "device", tarfile.FIFOTYPE: "FIFO", tarfile.DIRTYPE: "folder"}
-    return "%s %r size %d mode %o" % (kinds.get(info.type, "file"), info.name, info.size,
-                                      info.mode)
+    return f"{kinds.get(info.type, 'file')} {info.name!r} size {info.size} mode {info.mode:o}"
 
 
 def check_envelope(fd: int, header: Header, *, what: str) -> None:
@@ -226,7 +226,7 @@ def check_envelope(fd: int, header: Header, *, what: str) -> None:
     entries: List[Tuple[str, int, int]] = [
         (bundlefmt.MANIFEST_NAME, len(header.manifest_bytes), 0o644),
         (bundlefmt.SIGNATURES_NAME, len(header.signatures), 0o644)]
-    entries += [("%s/%d.root.json" % (bundlefmt.ROOTS_DIR, n), len(r), 0o644)
+    entries += [(f"{bundlefmt.ROOTS_DIR}/{n}.root.json", len(r), 0o644)
                 for n, r in enumerate(header.roots, start=1)]
     entries += [(mem.path, mem.size, mem.mode) for mem in m.members]
     layout = []
@@ -241,22 +241,23 @@ def check_envelope(fd: int, header: Header, *, what: str) -> None:
     actual = os.fstat(fd).st_size
     if actual != end:
         raise FormatError(
-            "%s is %d bytes; its signed manifest implies exactly %d" % (what, actual, end),
+            f"{what} is {actual} bytes; its signed manifest implies exactly {end}",
             hint="the file is truncated or has data appended; copy it again from its source")
     for start, expected, name, size in layout:
         block = os.pread(fd, len(expected), start)
         if block not in header_variants(expected):
-            raise FormatError("%s: the tar header of %r is not the canonical one: found %s"
-                              % (what, name, _describe(block[-tarfile.BLOCKSIZE:])),
+            found = _describe(block[-tarfile.BLOCKSIZE:])
+            raise FormatError(f"{what}: the tar header of {name!r} is not the canonical one: "
+                              f"found {found}",
                               hint="the bundle was altered or damaged; do not use it")
         data_end = start + len(expected) + size
         pad = -size % tarfile.BLOCKSIZE
         if pad and os.pread(fd, pad, data_end) != bytes(pad):
-            raise FormatError("%s: the padding after %r is not zero" % (what, name),
+            raise FormatError(f"{what}: the padding after {name!r} is not zero",
                               hint="the bundle was altered or damaged; do not use it")
     tail = end - offset
     if tail > _MAX_TRAILER or os.pread(fd, tail, offset) != bytes(tail):
-        raise FormatError("%s: data after the end of the archive" % what,
+        raise FormatError(f"{what}: data after the end of the archive",
                           hint="the bundle was altered or damaged; do not use it")
 
 
@@ -273,8 +274,8 @@ def hash_payload(opened: Opened, on_bytes: OnBytes = None) -> int:
                 on_bytes(len(chunk))
         if size != member.size or h.hexdigest() != member.sha256:
             raise DigestMismatch(
-                "bundle member %s: expected sha256 %s (%d bytes), got %s (%d bytes)"
-                % (member.path, member.sha256, member.size, h.hexdigest(), size),
+                f"bundle member {member.path}: expected sha256 {member.sha256} "
+                f"({member.size} bytes), got {h.hexdigest()} ({size} bytes)",
                 hint="the bundle is damaged or altered; copy it again from its source")
         total += size
     return total
@@ -292,7 +293,7 @@ def stage_payload(opened: Opened, staging: str, on_bytes: OnBytes = None,
     write_verified(os.path.join(staging, bundlefmt.MANIFEST_NAME), [h.manifest_bytes])
     write_verified(os.path.join(staging, bundlefmt.SIGNATURES_NAME), [h.signatures])
     for n, root in enumerate(h.roots, start=1):
-        write_verified(os.path.join(staging, bundlefmt.ROOTS_DIR, "%d.root.json" % n), [root])
+        write_verified(os.path.join(staging, bundlefmt.ROOTS_DIR, f"{n}.root.json"), [root])
     made = set()
     for member, f in opened.reader.payload():
         folder = os.path.join(staging, os.path.dirname(member.path))
@@ -301,7 +302,7 @@ def stage_payload(opened: Opened, staging: str, on_bytes: OnBytes = None,
             made.add(folder)
         write_verified(os.path.join(staging, member.path), iter_file(f),  # type: ignore
                        sha256=member.sha256, size=member.size, mode=member.mode,
-                       what="bundle member %s" % member.path, on_bytes=on_bytes)
+                       what=f"bundle member {member.path}", on_bytes=on_bytes)
         if after_member is not None:
             after_member(member.path)
     for folder in made:

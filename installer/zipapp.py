@@ -50,13 +50,13 @@ def build_zipapp(out_path: str, package_dir: Optional[str] = None) -> str:
 
 def install_txt(bundle_names: Sequence[str]) -> str:
     """Instructions for the USB stick, naming the bundles on it."""
-    listing = "\n".join("  %s" % n for n in sorted(bundle_names)) or "  (none)"
-    return """K3s airgap bundles
+    listing = "\n".join(f"  {n}" for n in sorted(bundle_names)) or "  (none)"
+    return f"""K3s airgap bundles
 ==================
 
 This medium holds signed K3s airgap bundles and the offline installer:
 
-%s
+{listing}
   airgap-install.pyz   (needs only python3 >= 3.8 on the target host)
 
 On each host (as root), with the medium mounted at /media/usb:
@@ -79,4 +79,4 @@ The installer copies each file from the medium to the host while checking its si
 sha256, and installs only from that checked copy: the medium can be removed as soon as
 the command prints "installed". A bundle for another architecture, an older version,
 or one not signed by the pinned key is refused and nothing is changed.
-""" % listing
+"""

@@ -56,7 +56,7 @@ class Spec:
     allow_k3s_downgrade: bool = False
 
     def filename(self) -> str:
-        return "%s-%s-%s.tar" % (self.name, self.version, self.arch)
+        return f"{self.name}-{self.version}-{self.arch}.tar"
 
 
 def default_spec(version: str = "1.0.0", **kw: object) -> Spec:
@@ -65,19 +65,19 @@ def default_spec(version: str = "1.0.0", **kw: object) -> Spec:
     spec = Spec(version=version, **kw)  # type: ignore[arg-type]
     if not spec.images:
         spec.images = {
-            "k3s-airgap-images-%s.tar.zst" % spec.arch: b"shared images " * 300,
-            "app-%s.tar" % version: ("app images %s " % version).encode() * 500,
+            f"k3s-airgap-images-{spec.arch}.tar.zst": b"shared images " * 300,
+            f"app-{version}.tar": (f"app images {version} ").encode() * 500,
         }
     if not spec.charts:
-        spec.charts = {"demo-%s.tgz" % version: ("chart %s" % version).encode() * 40}
+        spec.charts = {f"demo-{version}.tgz": (f"chart {version}").encode() * 40}
     if not spec.manifests:
-        spec.manifests = {"demo.yaml": ("kind: HelmChart # %s\n" % version).encode() * 10}
+        spec.manifests = {"demo.yaml": (f"kind: HelmChart # {version}\n").encode() * 10}
     return spec
 
 
 def _members(spec: Spec) -> List[Tuple[Member, bytes]]:
     binary = spec.binary if spec.binary is not None else (
-        "#!/bin/sh\necho k3s %s %s\n" % (spec.k3s_version, spec.version)).encode()
+        f"#!/bin/sh\necho k3s {spec.k3s_version} {spec.version}\n").encode()
     script = (STANDIN_INSTALL_SH % {"name": spec.name, "version": spec.version}).encode()
     items = [("k3s/k3s", "k3s-binary", binary, 0o755),
              ("k3s/install.sh", "install-script", script, 0o755)]
@@ -166,7 +166,7 @@ def craft(spec: Spec, keydir: KeyDir, out: Path, *,
         tar.addfile(_info("manifest.json", mbytes), io.BytesIO(mbytes))
         tar.addfile(_info("signatures.json", sigs), io.BytesIO(sigs))
         for n, root in enumerate(keydir.chain(), start=1):
-            tar.addfile(_info("roots/%d.root.json" % n, root), io.BytesIO(root))
+            tar.addfile(_info(f"roots/{n}.root.json", root), io.BytesIO(root))
         for info, data in entries:
             tar.addfile(info, io.BytesIO(data) if data is not None and info.isreg() else None)
     return out
@@ -201,7 +201,7 @@ def write_sparse_bundle(spec: Spec, keydir: KeyDir, out: Path, *, big_name: str,
 
     with open(out, "wb") as f:
         docs = [("manifest.json", mbytes), ("signatures.json", sigs)]
-        docs += [("roots/%d.root.json" % n, r) for n, r in enumerate(keydir.chain(), start=1)]
+        docs += [(f"roots/{n}.root.json", r) for n, r in enumerate(keydir.chain(), start=1)]
         for name, d in docs:
             f.write(header(name, len(d), 0o644) + d + bytes(-len(d) % 512))
         for m in members:
@@ -230,7 +230,7 @@ def cli(*args: object, env: Optional[Dict[str, str]] = None, timeout: float = 12
     full_env.update(env or {})
     head = [sys.executable, str(pyz)] if pyz else [sys.executable, "-m", "installer"]
     return subprocess.run(head + [str(a) for a in args], env=full_env, cwd=str(REPO),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -275,7 +275,7 @@ def live(root: Path) -> Dict[str, Tuple[str, str, int]]:
 
 
 def process_state(pid: int) -> str:
-    with open("/proc/%d/stat" % pid) as f:
+    with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
@@ -284,8 +284,9 @@ def wait_stopped(proc: "subprocess.Popen[str]", timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError("installer exited (%s) before its fail point: %s"
-                                 % (proc.returncode, proc.stderr.read() if proc.stderr else ""))
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"installer exited ({proc.returncode}) before its fail point: "
+                                 f"{err}")
         if process_state(proc.pid) == "T":
             return
         time.sleep(0.01)

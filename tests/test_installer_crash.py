@@ -21,8 +21,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bundles import KeyDir, cli, default_spec, live, popen, tree, wait_stopped  # noqa: E402
-from bundles import write_spec  # noqa: E402
+from bundles import (  # noqa: E402
+    KeyDir,
+    cli,
+    default_spec,
+    live,
+    popen,
+    tree,
+    wait_stopped,
+    write_spec,  # noqa: E402
+)
 
 MiB = 1 << 20
 
@@ -36,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, object]:
     specs = {}
     for v in ("1.0.0", "2.0.0"):
         spec = default_spec(v)
-        spec.images["bulk-%s.tar" % v] = os.urandom(3 * MiB)
+        spec.images[f"bulk-{v}.tar"] = os.urandom(3 * MiB)
         specs[v] = spec
     b1 = write_spec(specs["1.0.0"], keys, base)
     b2 = write_spec(specs["2.0.0"], keys, base)
@@ -69,17 +77,17 @@ def _consistent(world: Dict[str, object], root: Path) -> str:
     now = live(root)
     version = _version(root)
     if now == world["old"]:
-        assert version == "1.0.0", "files are 1.0.0, state says %s" % version
+        assert version == "1.0.0", f"files are 1.0.0, state says {version}"
         return "old"
     assert now == world["new"], _diff(now, world)
-    assert version == "2.0.0", "files are 2.0.0, state says %s" % version
+    assert version == "2.0.0", f"files are 2.0.0, state says {version}"
     return "new"
 
 
 def _diff(now: Dict[str, Tuple[str, str, int]], world: Dict[str, object]) -> str:
-    return "a mix: %s" % sorted(
+    return "a mix: {}".format(sorted(
         k for k in set(now) | set(world["old"]) | set(world["new"])  # type: ignore
-        if now.get(k) not in (world["old"].get(k), world["new"].get(k)))  # type: ignore
+        if now.get(k) not in (world["old"].get(k), world["new"].get(k))))  # type: ignore
 
 
 def _clean(root: Path) -> None:
@@ -209,10 +217,9 @@ def small_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mnt)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                       capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (%s): needs root and CAP_SYS_ADMIN"
-                    % r.stderr.strip())
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): needs root and CAP_SYS_ADMIN")
     try:
         yield mnt
     finally:

@@ -21,8 +21,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bundles import (KeyDir, cli, craft, default_spec, live, popen, tree,  # noqa: E402
-                     wait_stopped, write_sparse_bundle, write_spec)
+from bundles import (  # noqa: E402
+    KeyDir,
+    cli,
+    craft,
+    default_spec,
+    live,
+    popen,
+    tree,
+    wait_stopped,
+    write_sparse_bundle,
+    write_spec,
+)
 
 from installer.bundlefmt import Member  # noqa: E402
 
@@ -60,7 +70,7 @@ def test_threat01_single_byte_flips_all_rejected(tmp_path: Path, keydir: KeyDir)
     roots, member data, padding, trailer): 100% rejected, the root tree unchanged."""
     good = write_spec(default_spec("2.0.0"), keydir, tmp_path)
     data = good.read_bytes()
-    roots = [_host(tmp_path / ("root%d" % i), keydir,
+    roots = [_host(tmp_path / f"root{i}", keydir,
                    write_spec(default_spec("1.0.0"), keydir, tmp_path)) for i in range(2)]
     rng = random.Random(20261127)
     offsets = sorted(rng.sample(range(len(data)), 200))
@@ -72,11 +82,11 @@ def test_threat01_single_byte_flips_all_rejected(tmp_path: Path, keydir: KeyDir)
         for offset in offsets[job::2]:
             bad = bytearray(data)
             bad[offset] ^= rng_for(offset)
-            path = tmp_path / ("flip-%d.tar" % offset)
+            path = tmp_path / f"flip-{offset}.tar"
             path.write_bytes(bytes(bad))
             r = cli("install", path, "--root", root, "--skip-start")
             if r.returncode not in (3,) or tree(root) != trees[job % 2]:
-                failures.append("offset %d: exit %d %s" % (offset, r.returncode, r.stderr[-300:]))
+                failures.append(f"offset {offset}: exit {r.returncode} {r.stderr[-300:]}")
             path.unlink()
         return failures
 
@@ -250,7 +260,7 @@ def test_threat06_member_over_4gib(tmp_path: Path, keydir: KeyDir) -> None:
     base = Path("/dev/shm") if os.path.isdir("/dev/shm") else tmp_path
     st = os.statvfs(str(base))
     if st.f_bavail * st.f_frsize < big + (1 << 30):
-        pytest.skip("needs 5 GiB free under %s" % base)
+        pytest.skip(f"needs 5 GiB free under {base}")
     root = Path(tempfile.mkdtemp(prefix="airgap-4g-", dir=str(base)))
     try:
         assert cli("trust", keydir.root_json, "--root", root).returncode == 0

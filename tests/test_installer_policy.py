@@ -168,9 +168,9 @@ def test_agent_install_passes_role_to_install_sh(tmp_path: Path, keydir: KeyDir,
     assert r.returncode == 0, r.stderr
     env = record.read_text()
     assert "INSTALL_K3S_EXEC=agent --node-label a=b" in env
-    assert "K3S_URL=https://10.0.0.1:6443" in env and "K3S_TOKEN_FILE=%s" % token in env
+    assert "K3S_URL=https://10.0.0.1:6443" in env and f"K3S_TOKEN_FILE={token}" in env
     assert "INSTALL_K3S_SKIP_DOWNLOAD=true" in env
-    assert "INSTALL_K3S_BIN_DIR=%s/usr/local/bin" % host in env
+    assert f"INSTALL_K3S_BIN_DIR={host}/usr/local/bin" in env
     assert "INSTALL_K3S_SKIP_START" not in env
     files = live(host)
     assert "var/lib/rancher/k3s/agent/images/app-1.0.0.tar" in files
@@ -308,4 +308,4 @@ def test_exit_codes_match_errors_module() -> None:
         assert cls.exit_code == 3
     doc = (Path(__file__).resolve().parent.parent / "docs" / "exit-codes.md").read_text()
     for code in errors.EXIT_CODES:
-        assert "| %d |" % code in doc
+        assert f"| {code} |" in doc

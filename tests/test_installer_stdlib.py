@@ -35,9 +35,9 @@ def test_imports_only_the_standard_library() -> None:
     """``python3 -I -S``: no site-packages at all; every installer module imports, and
     nothing outside the stdlib gets loaded."""
     r = subprocess.run([sys.executable, "-I", "-S", "-c", _PROBE % (str(REPO), MODULES)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+                       capture_output=True, text=True, cwd="/")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "", "non-stdlib modules loaded: %s" % r.stdout
+    assert r.stdout.strip() == "", f"non-stdlib modules loaded: {r.stdout}"
 
 
 def test_vermin_says_python_38() -> None:
@@ -47,7 +47,7 @@ def test_vermin_says_python_38() -> None:
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         vermin = shutil.which("vermin")
         if vermin is None:
-            pytest.skip("vermin is not installable here: %s" % r.stdout[-200:])
+            pytest.skip(f"vermin is not installable here: {r.stdout[-200:]}")
     r = subprocess.run([vermin, "--target=3.8-", "--no-tips", "--violations", "--eval-annotations",
                         str(REPO / "installer")],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -85,7 +85,7 @@ def test_zipapp_installs_a_bundle(tmp_path: Path) -> None:
 
     def run(*args: object) -> "subprocess.CompletedProcess[str]":
         return subprocess.run([sys.executable, "-I", str(pyz)] + [str(a) for a in args],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              capture_output=True, text=True,
                               cwd=str(tmp_path), env={"PATH": os.environ["PATH"]})
 
     assert run("--version").stdout.startswith("airgap-install ")
@@ -110,7 +110,7 @@ def test_module_sizes_stay_readable() -> None:
             "layout", "failpoint", "zipapp"]
     for name in mine:
         lines = (REPO / "installer" / (name + ".py")).read_text().count("\n")
-        assert lines < 420, "%s.py has %d lines" % (name, lines)
+        assert lines < 420, f"{name}.py has {lines} lines"
 
 
 def test_cli_help_runs() -> None:
@@ -142,7 +142,7 @@ def test_zipapp_runs_on_python38(tmp_path: Path) -> None:
 
     def run(*args: object) -> "subprocess.CompletedProcess[str]":
         return subprocess.run([py38, "-I", str(pyz)] + [str(a) for a in args],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              capture_output=True, text=True,
                               cwd=str(tmp_path), env={"PATH": os.environ["PATH"]})
 
     assert run("trust", keys.root_json, "--root", root).returncode == 0
