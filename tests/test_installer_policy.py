@@ -307,5 +307,9 @@ def test_exit_codes_match_errors_module() -> None:
                 errors.SignatureError):
         assert cls.exit_code == 3
     doc = (Path(__file__).resolve().parent.parent / "docs" / "exit-codes.md").read_text()
-    for code in errors.EXIT_CODES:
-        assert f"| {code} |" in doc
+    installer_part, bundler_part = doc.split("## `bundle`")
+    for code, meaning in errors.EXIT_CODES.items():
+        assert f"| {code} | {meaning} |" in installer_part
+    bundler_errors = pytest.importorskip("bundler.errors")
+    for code, meaning in bundler_errors.EXIT_CODES.items():
+        assert f"| {code} | {meaning} |" in bundler_part
