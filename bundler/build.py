@@ -8,6 +8,7 @@ to a temp file beside the target -> rename. Tags are never resolved here.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from .refs import parse_image_ref
 from .sources import Sources
 from .spec import Spec
 
-FREE_SPACE_MARGIN = 64 * 1024 * 1024
+FREE_SPACE_MARGIN = 4 * 1024 * 1024   # plus 1% of the bundle: filesystem overhead
 
 
 @dataclass(frozen=True)
@@ -101,16 +102,28 @@ def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int) -> dict[
                 c.url, c.sha256, c.size, what=f"chart {c.name} {c.version}")
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {k: pool.submit(fn) for k, fn in jobs.items()}
-        image_futures = {img.ref: pool.submit(_fetch_image, src, img.ref,
-                                              img.platforms[arch], arch, pool)
-                         for img in bl.images}
+        manifests = {img.ref: pool.submit(_image_manifest, src, img.ref, img.platforms[arch],
+                                          arch) for img in bl.images}
+        # Blob fetches are submitted from this thread once a manifest is known: a worker
+        # never waits for another worker, so any pool size (even 1) makes progress.
+        blob_futures = {}
+        for ref, mf in manifests.items():
+            r = parse_image_ref(ref)
+            manifest_blob, media_type, descs = mf.result()
+            blob_futures[ref] = (manifest_blob, media_type, [
+                (d, pool.submit(src.fetch_blob, r.registry, r.repository, d["digest"],
+                                d["size"], what=f"image {ref} ({arch}) blob {d['digest'][:19]}"))
+                for d in descs])
         paths = {k: f.result() for k, f in futures.items()}
-        paths["images"] = {ref: f.result() for ref, f in image_futures.items()}
+        paths["images"] = {
+            ref: (mb, mt, [Blob(d["digest"], d["size"], f.result()) for d, f in fs])
+            for ref, (mb, mt, fs) in blob_futures.items()}
     return paths
 
 
-def _fetch_image(src: Sources, ref: str, plat: Any, arch: str,
-                 pool: ThreadPoolExecutor) -> tuple[Blob, str, list[Blob]]:
+def _image_manifest(src: Sources, ref: str, plat: Any,
+                    arch: str) -> tuple[Blob, str, list[dict[str, Any]]]:
+    """The locked platform manifest (verified by digest) and its blob descriptors."""
     r = parse_image_ref(ref)
     what = f"image {ref} ({arch})"
     m = src.manifest(r.registry, r.repository, plat.digest, what=what, size=plat.size)
@@ -123,12 +136,7 @@ def _fetch_image(src: Sources, ref: str, plat: Any, arch: str,
     for d in descs:
         if not isinstance(d.get("digest"), str) or not isinstance(d.get("size"), int):
             raise UpstreamError(f"{what}: manifest {plat.digest} has a malformed descriptor")
-    # Blobs of one image are fetched in parallel too; the pool is shared and bounded.
-    futs = [pool.submit(src.fetch_blob, r.registry, r.repository, d["digest"], d["size"],
-                        what=f"{what} blob {d['digest'][:19]}") for d in descs]
-    blobs = [Blob(d["digest"], d["size"], f.result()) for d, f in zip(descs, futs)]
-    manifest_blob = Blob(plat.digest, plat.size, src.store.path(plat.digest))
-    return manifest_blob, plat.media_type, blobs
+    return Blob(plat.digest, plat.size, src.store.path(plat.digest)), plat.media_type, descs
 
 
 def _images_archive(src: Sources, bl: BundleLock, arch: str, fetched: dict[str, Blob],
@@ -163,10 +171,7 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
     """Build ``dist/<name>-<version>-<arch>.tar``. ``sign(manifest_bytes)`` returns the
     signatures document and the root chain; unsigned bundles carry an empty signature list."""
     bl = check_lock(spec, lock, bundle, arch)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LocalError(f"cannot create output folder {out_dir}: {e.strerror}") from None
+    _check_writable(out_dir)
     paths = fetch_all(src, bl, arch, workers=workers)
     mtime = lock.source_date_epoch
 
@@ -228,7 +233,8 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
     signatures, roots = sign(manifest_bytes) if sign else (unsigned_signatures(), [])
 
     dest = out_dir / bundle_filename(bundle, bl.version, arch)
-    needed = manifest.payload_size + len(manifest_bytes) + FREE_SPACE_MARGIN
+    size = manifest.payload_size + len(manifest_bytes)
+    needed = size + size // 100 + FREE_SPACE_MARGIN
     free = shutil.disk_usage(out_dir).free
     if free < needed:
         raise LocalError(f"not enough free space in {out_dir}: the bundle needs "
@@ -247,6 +253,18 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
                              hint="pass --out DIR with a writable folder") from None
         raise
     return BuildResult(dest, manifest, src.downloader.downloads, src.downloader.cache_hits)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Fail before any download when the output folder cannot take a file."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise LocalError(f"cannot write to output folder {out_dir}: {e.strerror}",
+                         hint="pass --out DIR with a writable folder") from None
 
 
 def _mib(n: int) -> str:

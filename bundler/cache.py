@@ -87,6 +87,7 @@ class Downloader:
         self.on_bytes = on_bytes
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._inflight: dict[str, threading.Lock] = {}
         self.downloads = 0      # blobs actually transferred (cache misses)
         self.cache_hits = 0
 
@@ -100,11 +101,19 @@ class Downloader:
         ``opener(start)`` returns a streaming response from byte ``start`` (206) or from 0
         (200, when the server ignores Range).
         """
-        hit = self.store.lookup(digest, size)
-        if hit is not None:
-            self._count("cache_hits")
-            return hit
-        self._count("downloads")
+        # One transfer per digest at a time: images that share layers ask for the same blob
+        # concurrently, and they must not write the same partial file.
+        with self._lock:
+            lock = self._inflight.setdefault(hex_of(digest), threading.Lock())
+        with lock:
+            hit = self.store.lookup(digest, size)
+            if hit is not None:
+                self._count("cache_hits")
+                return hit
+            self._count("downloads")
+            return self._download(digest, size, opener, what)
+
+    def _download(self, digest: str, size: int, opener: Opener, what: str) -> Path:
         partial = self.store.partial / hex_of(digest)
         last = ""
         for attempt in range(self.attempts):
@@ -150,7 +159,7 @@ class Downloader:
                 have = 0  # server ignored Range: start over
             mode = "ab" if have else "wb"
             with open(partial, mode) as out:
-                for chunk in resp.iter_content(1024 * 1024):
+                for chunk in _raw_chunks(resp):
                     have += len(chunk)
                     if have > size:  # endless or oversized body: never let it fill the disk
                         out.close()
@@ -162,3 +171,15 @@ class Downloader:
                         self.on_bytes(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
+
+
+def _raw_chunks(resp: requests.Response, size: int = 1024 * 1024) -> Iterable[bytes]:
+    """The body as sent (no Content-Encoding decoding: digests cover the raw bytes), in
+    chunks of whatever has arrived (``read1``), so a connection that drops mid-body still
+    leaves every received byte on disk for the Range resume."""
+    raw = resp.raw
+    while True:
+        chunk = raw.read1(size, decode_content=False)
+        if not chunk:
+            return
+        yield chunk
