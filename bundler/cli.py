@@ -69,15 +69,23 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
               help="Content cache folder (default: $XDG_CACHE_HOME/k3s-airgap-bundler).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=16, show_default=True,
               help="Concurrent lookups.")
+@click.option("--add-discovered", is_flag=True,
+              help="Lock images that discovery finds in manifests and charts but the spec "
+                   "does not list (recorded as 'discovered' in the lock).")
+@click.option("--allow-unrendered", is_flag=True,
+              help="Do not fail on charts or HelmCharts discovery could not render.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, jobs: int,
-             as_json: bool) -> None:
+             add_discovered: bool, allow_unrendered: bool, as_json: bool) -> None:
     """Resolve bundles.toml into bundles.lock (every artifact pinned by digest, per arch).
 
-    Entries whose spec is unchanged keep their pins; use --update to move one.
+    Entries whose spec is unchanged keep their pins; use --update to move one. Before
+    writing, every image the bundle's manifests and charts reference must be in the bundle
+    (exit 9 lists each with where it was found); --add-discovered locks them instead.
     """
     from .cache import default_cache_dir
+    from .cli_discover import gate, missing_error, pullable_missing
     from .lockfile import Lock, drift, read_lock
     from .resolve import resolve
     from .sources import Sources
@@ -85,12 +93,30 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
 
     spec = load_spec(c.spec)
     previous: Lock | None = read_lock(c.lock) if c.lock.exists() else None
+    extra = {n: b.discovered for n, b in previous.bundles.items()} if previous else {}
     total = sum(1 + len(b.images) + len(b.charts) for b in spec.bundles.values())
-    with Sources(spec, cache or default_cache_dir()) as src, \
-            c.progress(total, "resolving") as bar:
-        new = resolve(spec, src, previous=None if check else previous,
-                      update=update, workers=jobs, on_done=lambda _: bar.update(1),
-                      epoch=previous.source_date_epoch if previous else None)
+    added: dict[str, list[str]] = {}
+    with Sources(spec, cache or default_cache_dir()) as src:
+        with c.progress(total, "resolving") as bar:
+            new = resolve(spec, src, previous=None if check else previous,
+                          update=update, workers=jobs, on_done=lambda _: bar.update(1),
+                          epoch=previous.source_date_epoch if previous else None,
+                          extra_images=extra)
+        if not check:
+            results = gate(spec, new, src, allow_blind=allow_unrendered)
+            if add_discovered:
+                added = {n: pullable_missing(m) for n, (_, m) in results.items()
+                         if pullable_missing(m)}
+                if added:
+                    extra = {n: [*extra.get(n, ()), *added.get(n, [])] for n in spec.bundles}
+                    new = resolve(spec, src, previous=new, workers=jobs, extra_images=extra)
+                    results = gate(spec, new, src, allow_blind=allow_unrendered)
+            for name, (findings, missing) in results.items():
+                if missing:
+                    raise missing_error(name, findings,
+                                        sorted(i.ref for i in new.bundles[name].images),
+                                        add_hint=not add_discovered and
+                                        bool(pullable_missing(missing)))
     if check:
         if previous is None:
             raise _drift([f"{c.lock} does not exist"])
@@ -107,11 +133,16 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
         from installer.fsio import write_verified
         write_verified(c.lock, [text.encode()], what=str(c.lock))
     summary = {name: {"images": len(b.images), "charts": len(b.charts), "arch": list(b.arch),
-                      "k3s": b.k3s.version} for name, b in new.bundles.items()}
-    _out(as_json, {"lock": str(c.lock), "changed": changed, "bundles": summary},
-         "\n".join([f"{'wrote' if changed else 'unchanged'} {c.lock}"] + [
-             f"  {n}: K3s {s['k3s']}, {s['images']} images, {s['charts']} charts, "
-             f"arch {', '.join(s['arch'])}" for n, s in summary.items()]))
+                      "k3s": b.k3s.version, "discovered": list(b.discovered)}
+               for name, b in new.bundles.items()}
+    lines = [f"{'wrote' if changed else 'unchanged'} {c.lock}"]
+    for n, s in summary.items():
+        lines.append(f"  {n}: K3s {s['k3s']}, {s['images']} images, {s['charts']} charts, "
+                     f"arch {', '.join(s['arch'])}")
+        for ref in added.get(n, []):
+            lines.append(f"    + {ref} (added by discovery)")
+    _out(as_json, {"lock": str(c.lock), "changed": changed, "bundles": summary,
+                   "added_discovered": added}, "\n".join(lines))
 
 
 def _drift(changes: list[str]) -> BundleError:
@@ -128,7 +159,8 @@ def _register_optional() -> None:
     """Commands that live in their own modules."""
     import importlib
     for module, attr in (("bundler.cli_build", "commands"), ("bundler.cli_keys", "keys"),
-                         ("bundler.cli_discover", "commands")):
+                         ("bundler.cli_discover", "commands"),
+                         ("bundler.cli_verify", "commands")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -164,7 +196,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         from installer.errors import InstallerError
         if isinstance(e, InstallerError):
             click.echo(f"error: {e}", err=True)
-            sys.exit({3: 3, 5: 5, 6: 6}.get(e.exit_code, 1))
+            sys.exit(e.exit_code if e.exit_code in (2, 3, 5, 6) else 1)
         raise
     sys.exit(0)
 

@@ -92,7 +92,8 @@ def _signer(keys_dir: Path) -> Any:
 
 def _sigstore(bundle: Path, manifest_bytes: bytes) -> str:
     from .provenance import sigstore_sign
-    out = bundle.with_name(bundle.name + ".manifest.sigstore.json")
+    from .cli_verify import sigstore_path
+    out = sigstore_path(bundle)
     data = sigstore_sign(manifest_bytes)
     from installer.fsio import write_verified
     write_verified(out, [data])

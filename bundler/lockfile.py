@@ -122,10 +122,12 @@ class BundleLock:
     manifests: tuple[FileLock, ...]   # url = path relative to the spec folder
     allow_k3s_minor_skip: bool = False
     allow_k3s_downgrade: bool = False
+    discovered: tuple[str, ...] = ()  # images added by `lock --add-discovered`, not in spec
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version, "arch": list(self.arch), "roles": list(self.roles),
+            "discovered": sorted(self.discovered),
             "k3s": self.k3s.to_json(),
             "images": [i.to_json() for i in sorted(self.images, key=lambda i: i.ref)],
             "charts": [c.to_json() for c in sorted(self.charts, key=lambda c: c.name)],
@@ -144,7 +146,8 @@ class BundleLock:
             charts=tuple(ChartLock.from_json(c) for c in d["charts"]),
             manifests=tuple(FileLock.from_json(m) for m in d["manifests"]),
             allow_k3s_minor_skip=up.get("allow_k3s_minor_skip", False),
-            allow_k3s_downgrade=up.get("allow_k3s_downgrade", False))
+            allow_k3s_downgrade=up.get("allow_k3s_downgrade", False),
+            discovered=tuple(d.get("discovered", [])))
 
     def digest(self) -> str:
         """Identity of this bundle's pinned content (goes into the bundle manifest)."""

@@ -8,7 +8,7 @@ transport. Items whose spec did not change keep their previous pin unless named 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -198,12 +198,17 @@ def _matches(update: set[str], *keys: str) -> bool:
 
 def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
             update: Iterable[str] = (), workers: int = 16, epoch: int | None = None,
+            extra_images: Mapping[str, Iterable[str]] | None = None,
             on_done: Callable[[str], None] | None = None) -> Lock:
     """Resolve every bundle of ``spec`` into a Lock.
 
     With ``previous``, unchanged entries keep their pins except those named in ``update``
-    (an image reference, a chart name, ``k3s``, or ``*`` for everything).
+    (an image reference, a chart name, ``k3s``, or ``*`` for everything). ``extra_images``
+    (bundle -> references) are images discovery found that the spec does not list; they are
+    locked like the spec's and recorded as ``discovered``.
     """
+    extra = {name: tuple(dict.fromkeys(str(parse_image_ref(r)) for r in refs))
+             for name, refs in (extra_images or {}).items()}
     upd = set(update)
     for u in list(upd):
         if ":" in u or "/" in u:
@@ -227,7 +232,9 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
         else:
             jobs.append((b.name, "k3s", lambda b=b: resolve_k3s(
                 src, spec, b.k3s, b.arch, b.k3s_airgap_images)))
-        for ref in b.images:
+        spec_refs = {str(r) for r in b.images}
+        discovered = [parse_image_ref(r) for r in extra.get(b.name, ()) if r not in spec_refs]
+        for ref in [*b.images, *discovered]:
             kept = None
             if old is not None and not _matches(upd, str(ref)):
                 for il in old.images:
@@ -264,7 +271,9 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
             charts=tuple(r for label, r in mine if label.startswith("chart ")),
             manifests=local_files(spec, b),
             allow_k3s_minor_skip=b.allow_k3s_minor_skip,
-            allow_k3s_downgrade=b.allow_k3s_downgrade)
+            allow_k3s_downgrade=b.allow_k3s_downgrade,
+            discovered=tuple(r for r in extra.get(b.name, ()) if r not in
+                             {str(i) for i in b.images}))
     if epoch is None:
         epoch = previous.source_date_epoch if previous else int(time.time())
     return Lock(spec_digest=spec.digest, source_date_epoch=epoch, bundles=bundles)

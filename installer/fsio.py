@@ -10,6 +10,7 @@ Nothing is trusted by its size or its name: ``verify_file`` re-hashes an existin
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Tuple
 
@@ -80,7 +81,7 @@ def write_verified(
     """
     dest = Path(dest)
     label = what or dest.name
-    tmp = dest.parent / ("%s%s.%d" % (tmp_prefix, dest.name, os.getpid()))
+    tmp = dest.parent / ("%s%s.%s" % (tmp_prefix, dest.name, _unique()))
     h = hashlib.sha256()
     written = 0
     try:
@@ -166,7 +167,7 @@ class atomic_output(object):
     def __init__(self, dest: "os.PathLike[str] | str", *, mode: int = 0o644) -> None:
         self.dest = Path(dest)
         self.mode = mode
-        self.tmp = self.dest.parent / (".tmp-%s.%d" % (self.dest.name, os.getpid()))
+        self.tmp = self.dest.parent / (".tmp-%s.%s" % (self.dest.name, _unique()))
         self._f: Optional[BinaryIO] = None
 
     def __enter__(self) -> BinaryIO:
@@ -188,6 +189,11 @@ class atomic_output(object):
         finally:
             if exc_type is not None or self.tmp.exists():
                 _unlink_quiet(self.tmp)
+
+
+def _unique() -> str:
+    # unique per process and thread: concurrent writers of one destination never share a temp
+    return "%d-%d" % (os.getpid(), threading.get_ident())
 
 
 def _unlink_quiet(path: Path) -> None:

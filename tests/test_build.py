@@ -23,7 +23,7 @@ from tests.world import World
 from tests.world.images import ARM64
 
 IMAGES = ("docker.io/library/nginx:1.27", "quay.io/metallb/controller:v0.16.1",
-          "docker.io/library/alpine:3.20")
+          "docker.io/library/alpine:3.20", "docker.io/library/busybox:1.37")
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,8 @@ def test_truncated_download_resumes_with_range(world: World, tmp_path: Path,
 def test_tag_moved_after_lock_builds_locked_digest_and_frozen(
         world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     world.push(world.factory.image("library/drift", "1", app_size=10))
-    folder = _locked(capsys, tmp_path, world, bundle_images=("docker.io/library/drift:1",))
+    folder = _locked(capsys, tmp_path, world, bundle_images=("docker.io/library/drift:1",),
+                     manifests=(), charts=[])
     locked = json.loads((folder / "bundles.lock").read_text())["bundles"]["demo"]["images"][0]
     world.push(world.factory.image("library/drift", "1", app_size=20))
     cache = tmp_path / "cache"

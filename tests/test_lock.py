@@ -14,6 +14,9 @@ from tests.world.images import AMD64, ARM64, ARM_V7
 
 
 def _project(tmp_path: Path, world: World, **spec: Any) -> Path:
+    if "bundle_images" in spec:  # a custom image list: no manifests or charts to discover
+        spec.setdefault("charts", [])
+        spec.setdefault("manifests", ())
     folder = tmp_path / "proj"
     world.write_spec(folder, **spec)
     return folder
@@ -31,7 +34,9 @@ def _lock_json(folder: Path) -> dict[str, Any]:
 def test_lock_pins_every_artifact_per_arch(world: World, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     folder = _project(tmp_path, world, arch=("amd64", "arm64", "arm"),
-                      bundle_images=("nginx:1.27", "quay.io/metallb/controller:v0.16.1"))
+                      bundle_images=("nginx:1.27", "quay.io/metallb/controller:v0.16.1",
+                                     "alpine:3.20", "busybox:1.37"),
+                      manifests=("manifests/*.yaml",), charts=None)
     r = _lock(capsys, folder)
     assert r.code == 0, r.err
     lock = _lock_json(folder)

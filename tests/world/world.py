@@ -43,7 +43,10 @@ STANDARD_IMAGES: dict[str, dict[str, Any]] = {
 }
 TLS_IMAGES = ("library/nginx:1.27", "internal/app:1.0")
 TOKEN_PUBLIC_IMAGE, TOKEN_PRIVATE_IMAGE = "library/hello:1.0", "private/secret:1.0"
-DEFAULT_BUNDLE_IMAGES = ("docker.io/library/nginx:1.27", "quay.io/metallb/controller:v0.16.1")
+# Everything the default spec's manifests and chart reference, so discovery passes: the sample
+# manifest runs alpine, demo-app 0.1.0 runs nginx 1.27 and busybox (set only in its values).
+DEFAULT_BUNDLE_IMAGES = ("docker.io/library/nginx:1.27", "quay.io/metallb/controller:v0.16.1",
+                         "docker.io/library/alpine:3.20", "docker.io/library/busybox:1.37")
 SAMPLE_MANIFEST = """\
 apiVersion: apps/v1
 kind: Deployment

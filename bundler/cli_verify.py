@@ -1,0 +1,104 @@
+"""`bundle verify`: check a bundle with the very code devices run (``installer.verify``), and
+optionally its Sigstore provenance, fully offline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import CONTEXT, Ctx, pass_ctx
+
+
+def sigstore_path(file: Path) -> Path:
+    """Where a Sigstore bundle for FILE lives: ``FILE.sigstore.json`` (sigstore's own
+    convention). For a K3s bundle it signs the bundle manifest, which pins every member."""
+    return file.with_name(file.name + ".sigstore.json")
+
+
+def _is_bundle(file: Path) -> bool:
+    import tarfile
+    try:
+        with tarfile.open(file, "r|") as tar:
+            first = tar.next()
+            return first is not None and first.name == "manifest.json"
+    except (tarfile.TarError, OSError):
+        return False
+
+
+@click.command("verify", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--trust", "trust_root", type=click.Path(path_type=Path, exists=True,
+                                                       dir_okay=False),
+              help="root.json to verify the bundle's signatures against (as a device would).")
+@click.option("--sigstore-identity", metavar="ID", help="Expected signer identity (e-mail or "
+              "CI workflow URI) of FILE.sigstore.json.")
+@click.option("--sigstore-issuer", metavar="URL", help="Expected OIDC issuer of that identity.")
+@click.option("--trust-config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Sigstore ClientTrustConfig JSON (default: the production root shipped "
+                   "with sigstore-python). Never fetched.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def verify_cmd(c: Ctx, file: Path, trust_root: Path | None, sigstore_identity: str | None,
+               sigstore_issuer: str | None, trust_config: Path | None, as_json: bool) -> None:
+    """Verify FILE offline: a bundle's signatures and every member's sha256 (with --trust),
+    and/or its Sigstore provenance (with --sigstore-identity and --sigstore-issuer).
+
+    FILE may also be any artifact with a FILE.sigstore.json beside it.
+    """
+    from .errors import SpecError
+    if not trust_root and not sigstore_identity:
+        raise SpecError("nothing to verify against", hint="pass --trust root.json and/or "
+                        "--sigstore-identity ID --sigstore-issuer URL")
+    if bool(sigstore_identity) != bool(sigstore_issuer):
+        raise SpecError("--sigstore-identity and --sigstore-issuer go together")
+    report: dict[str, Any] = {"file": str(file)}
+    bundle = _is_bundle(file)
+    payload = file.read_bytes() if not bundle else b""
+    if trust_root:
+        if not bundle:
+            raise SpecError(f"{file} is not a bundle; --trust applies to bundles only")
+        from installer import verify
+        opened = verify.open_bundle(str(file), anchor=trust_root.read_bytes(),
+                                    now=int(time.time()))
+        try:
+            with c.progress(opened.header.manifest.payload_size, "verifying", unit="B",
+                            unit_scale=True) as bar:
+                checked = verify.hash_payload(opened, on_bytes=bar.update)
+        finally:
+            opened.close()
+        m = opened.header.manifest
+        report.update({"bundle": m.name, "version": m.version, "arch": m.arch,
+                       "signatures": "ok", "root_version": opened.root.version,
+                       "bytes_checked": checked})
+        payload = opened.header.manifest_bytes
+    elif bundle:
+        from installer.bundlefmt import BundleReader
+        with open(file, "rb") as f:
+            payload = BundleReader(f).header().manifest_bytes
+    if sigstore_identity:
+        from .provenance import sigstore_verify
+        sig = sigstore_path(file)
+        if not sig.is_file():
+            raise SpecError(f"no Sigstore bundle at {sig}",
+                            hint="build with --sigstore in CI, or copy the .sigstore.json")
+        assert sigstore_issuer is not None
+        sigstore_verify(payload, sig.read_bytes(), identity=sigstore_identity,
+                        issuer=sigstore_issuer, trust_config=trust_config)
+        report["sigstore"] = {"identity": sigstore_identity, "issuer": sigstore_issuer}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        parts = []
+        if trust_root:
+            parts.append(f"signatures valid (root v{report['root_version']}), "
+                         f"{report['bytes_checked']} bytes checked")
+        if sigstore_identity:
+            parts.append(f"Sigstore provenance valid for {sigstore_identity}")
+        click.echo(f"{file}: OK: " + "; ".join(parts))
+
+
+commands = [verify_cmd]
