@@ -77,9 +77,16 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
         click.echo(json.dumps({"bundles": results}, indent=2, sort_keys=True))
     else:
         for r in results:
-            click.echo(f"built {r['bundle']} ({r['size'] / 1048576:.1f} MiB"
+            click.echo(f"built {r['bundle']} ({_human(r['size'])}"
                        f"{', signed' if r['signed'] else ', UNSIGNED'})")
         click.echo(f"wrote {out / 'airgap-install.pyz'} and {out / 'INSTALL.txt'}")
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def _signer(keys_dir: Path) -> Any:
@@ -91,8 +98,8 @@ def _signer(keys_dir: Path) -> Any:
 
 
 def _sigstore(bundle: Path, manifest_bytes: bytes) -> str:
-    from .provenance import sigstore_sign
     from .cli_verify import sigstore_path
+    from .provenance import sigstore_sign
     out = sigstore_path(bundle)
     data = sigstore_sign(manifest_bytes)
     from installer.fsio import write_verified
@@ -143,7 +150,7 @@ def inspect_cmd(file: Path, as_json: bool) -> None:
     w(f"  charts ({len(m.charts)}):")
     for ch in m.charts:
         w(f"    {ch.name} {ch.version} -> namespace {ch.namespace}")
-    w(f"  members ({len(m.members)}, {m.payload_size / 1048576:.1f} MiB):")
+    w(f"  members ({len(m.members)}, {_human(m.payload_size)}):")
     for mem in m.members:
         w(f"    {mem.mode:04o} {mem.size:>12} {mem.sha256}  {mem.path}")
     sys.stdout.flush()

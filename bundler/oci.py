@@ -15,9 +15,9 @@ import json
 import os
 import re
 import threading
-from urllib.parse import urlencode
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 

@@ -253,9 +253,10 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
                         keep_chart = cl
             if keep_chart is not None:
                 values = tuple(_local_file(spec, p) for p in chart.values)
-                jobs.append((b.name, f"chart {chart.name}", lambda k=keep_chart, v=values:
-                             ChartLock(k.name, k.version, k.repo, k.url, k.sha256, k.size,
-                                       chart.namespace, chart.release or chart.name, v)))
+                jobs.append((b.name, f"chart {chart.name}",
+                             lambda k=keep_chart, v=values, c=chart: ChartLock(
+                                 k.name, k.version, k.repo, k.url, k.sha256, k.size,
+                                 c.namespace, c.release or c.name, v)))
             else:
                 jobs.append((b.name, f"chart {chart.name}",
                              lambda chart=chart: resolve_chart(src, spec, chart)))
@@ -263,7 +264,8 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
     results = _run(jobs, workers=workers, on_done=on_done)
     bundles: dict[str, BundleLock] = {}
     for b in spec.bundles.values():
-        mine = [(label, r) for (name, label, _), r in zip(jobs, results) if name == b.name]
+        mine = [(label, r) for (name, label, _), r in zip(jobs, results, strict=True)
+                if name == b.name]
         k3s = next(r for label, r in mine if label == "k3s")
         bundles[b.name] = BundleLock(
             name=b.name, version=b.version, arch=b.arch, roles=b.roles, k3s=k3s,
@@ -287,7 +289,7 @@ def _run(jobs: list[tuple[str, str, Callable[[], T]]], *, workers: int,
         futures = [pool.submit(fn) for _, _, fn in jobs]
         results: list[Any] = []
         errors: list[BundleError] = []
-        for (bundle, label, _), fut in zip(jobs, futures):
+        for (bundle, label, _), fut in zip(jobs, futures, strict=True):
             try:
                 results.append(fut.result())
             except BundleError as e:

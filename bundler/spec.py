@@ -189,8 +189,6 @@ def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
     if not bundles_table:
         raise c.fail("bundles", "defines no bundle", hint="add a [bundles.<name>] table")
     bundles = {name: _parse_bundle(c, name, table) for name, table in bundles_table.items()}
-    spec = Spec(path=path, releases=releases, install_script=install_script,
-                registries=registries, bundles=bundles)
     return Spec(path=path, releases=releases, install_script=install_script,
                 registries=registries, bundles=bundles, digest=spec_digest(doc))
 

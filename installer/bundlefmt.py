@@ -139,65 +139,63 @@ class Manifest:
 
 def _req(d: Dict[str, Any], key: str, typ: Any, where: str) -> Any:
     if key not in d:
-        raise FormatError("bundle manifest: %s is missing %r" % (where, key))
+        raise FormatError(f"bundle manifest: {where} is missing {key!r}")
     value = d[key]
     if typ is int and isinstance(value, bool) or not isinstance(value, typ):
-        raise FormatError("bundle manifest: %s.%s has the wrong type (%s)"
-                          % (where, key, type(value).__name__))
+        raise FormatError(f"bundle manifest: {where}.{key} has the wrong type "
+                          f"({type(value).__name__})")
     return value
 
 
 def check_member_path(path: str, kind: str) -> None:
     """Reject any path that could escape, hide or collide; pure."""
     if not _PATH_RE.match(path) or ".." in path:
-        raise UnsafeMember("bundle member path %r is not allowed" % path,
+        raise UnsafeMember(f"bundle member path {path!r} is not allowed",
                            hint="paths are <k3s|images|charts|manifests>/<safe name>")
     prefix = KIND_PREFIX.get(kind)
     if prefix is None:
-        raise FormatError("bundle member %r has unknown kind %r" % (path, kind))
+        raise FormatError(f"bundle member {path!r} has unknown kind {kind!r}")
     if not path.startswith(prefix):
-        raise UnsafeMember("bundle member %r of kind %s must live under %s"
-                           % (path, kind, prefix))
+        raise UnsafeMember(f"bundle member {path!r} of kind {kind} must live under {prefix}")
 
 
 def validate_manifest(manifest: Manifest) -> Manifest:
     """Check internal consistency; raises FormatError/UnsafeMember. Returns the manifest."""
     if manifest.arch not in ARCHES:
-        raise FormatError("bundle manifest: unknown arch %r (known: %s)"
-                          % (manifest.arch, ", ".join(ARCHES)))
+        raise FormatError(f"bundle manifest: unknown arch {manifest.arch!r} "
+                          f"(known: {', '.join(ARCHES)})")
     for role in manifest.roles:
         if role not in ROLES:
-            raise FormatError("bundle manifest: unknown role %r" % role)
+            raise FormatError(f"bundle manifest: unknown role {role!r}")
     seen = set()
     folded = set()
     for m in manifest.members:
         check_member_path(m.path, m.kind)
         if m.path in seen:
-            raise UnsafeMember("bundle manifest lists %r twice" % m.path)
+            raise UnsafeMember(f"bundle manifest lists {m.path!r} twice")
         # case-insensitive filesystems (a FAT USB stick) would merge these
         if m.path.lower() in folded:
-            raise UnsafeMember("bundle member %r collides with another after case folding"
-                               % m.path)
+            raise UnsafeMember(f"bundle member {m.path!r} collides with another after case folding")
         seen.add(m.path)
         folded.add(m.path.lower())
         if not _SHA_RE.match(m.sha256):
-            raise FormatError("bundle member %r: sha256 must be 64 lowercase hex" % m.path)
+            raise FormatError(f"bundle member {m.path!r}: sha256 must be 64 lowercase hex")
         if m.size < 0:
-            raise FormatError("bundle member %r: negative size" % m.path)
+            raise FormatError(f"bundle member {m.path!r}: negative size")
         if m.mode not in _ALLOWED_MODES:
-            raise UnsafeMember("bundle member %r: mode %o not allowed (0644 or 0755 only)"
-                               % (m.path, m.mode))
+            raise UnsafeMember(f"bundle member {m.path!r}: mode {m.mode:o} not allowed "
+                               "(0644 or 0755 only)")
     kinds = [m.kind for m in manifest.members]
     if kinds.count("k3s-binary") != 1 or kinds.count("install-script") != 1:
         raise FormatError("bundle manifest must list exactly one k3s binary and one install.sh")
     for img in manifest.images:
         if img.archive not in seen:
-            raise FormatError("bundle manifest: image %s points at missing archive %r"
-                              % (img.ref, img.archive))
+            raise FormatError(f"bundle manifest: image {img.ref} points at missing archive "
+                              f"{img.archive!r}")
     for chart in manifest.charts:
         if chart.path not in seen:
-            raise FormatError("bundle manifest: chart %s points at missing member %r"
-                              % (chart.name, chart.path))
+            raise FormatError(f"bundle manifest: chart {chart.name} points at missing member "
+                              f"{chart.path!r}")
     return manifest
 
 
@@ -208,8 +206,8 @@ def parse_manifest(data: bytes) -> Manifest:
         raise FormatError("bundle manifest is not a JSON object")
     fmt = _req(doc, "format", str, "manifest")
     if fmt != FORMAT:
-        raise FormatError("bundle format %r is not supported (this installer reads %s)"
-                          % (fmt, FORMAT), hint="use the installer shipped with the bundle")
+        raise FormatError(f"bundle format {fmt!r} is not supported (this installer reads "
+                          f"{FORMAT})", hint="use the installer shipped with the bundle")
     k3s = _req(doc, "k3s", dict, "manifest")
     upgrade = _req(doc, "upgrade", dict, "manifest")
     members = tuple(
@@ -278,7 +276,7 @@ def write_bundle(
         tar.addfile(_tarinfo(SIGNATURES_NAME, len(signatures), 0o644, mtime),
                     io.BytesIO(signatures))
         for n, root in enumerate(roots, start=1):
-            tar.addfile(_tarinfo("%s/%d.root.json" % (ROOTS_DIR, n), len(root), 0o644, mtime),
+            tar.addfile(_tarinfo(f"{ROOTS_DIR}/{n}.root.json", len(root), 0o644, mtime),
                         io.BytesIO(root))
         for m in manifest.members:
             with open_member(m) as f:
@@ -304,24 +302,24 @@ class Header:
 
 def _check_tarinfo(info: tarfile.TarInfo) -> None:
     if not info.isreg():
-        raise UnsafeMember("bundle member %r is not a regular file (type %r)"
-                           % (info.name, info.type),
+        raise UnsafeMember(f"bundle member {info.name!r} is not a regular file "
+                           f"(type {info.type!r})",
                            hint="links, devices and FIFOs are never accepted")
     if info.mode & 0o7000:
-        raise UnsafeMember("bundle member %r has setuid/setgid/sticky bits (mode %o)"
-                           % (info.name, info.mode))
+        raise UnsafeMember(f"bundle member {info.name!r} has setuid/setgid/sticky bits "
+                           f"(mode {info.mode:o})")
 
 
 def _read_small(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
     _check_tarinfo(info)
     if info.size > MAX_HEADER_MEMBER:
-        raise FormatError("bundle member %r is %d bytes, over the %d limit for metadata"
-                          % (info.name, info.size, MAX_HEADER_MEMBER))
+        raise FormatError(f"bundle member {info.name!r} is {info.size} bytes, over the "
+                          f"{MAX_HEADER_MEMBER} limit for metadata")
     f = tar.extractfile(info)
     assert f is not None
     data = f.read(info.size + 1)
     if len(data) != info.size:
-        raise FormatError("bundle member %r is truncated" % info.name)
+        raise FormatError(f"bundle member {info.name!r} is truncated")
     return data
 
 
@@ -339,7 +337,7 @@ class BundleReader:
         try:
             self._tar = tarfile.open(fileobj=fileobj, mode="r|")
         except tarfile.TarError as e:
-            raise FormatError("%s is not a tar archive: %s" % (what, e),
+            raise FormatError(f"{what} is not a tar archive: {e}",
                               hint="the file is damaged or not a bundle") from None
         self._header: Optional[Header] = None
         self._pending: Optional[tarfile.TarInfo] = None
@@ -351,7 +349,7 @@ class BundleReader:
         try:
             return self._tar.next()
         except tarfile.TarError as e:
-            raise FormatError("%s is damaged or truncated: %s" % (self._what, e),
+            raise FormatError(f"{self._what} is damaged or truncated: {e}",
                               hint="copy the bundle again from its source") from None
 
     def header(self) -> Header:
@@ -359,14 +357,16 @@ class BundleReader:
             return self._header
         info = self._next()
         if info is None or info.name != MANIFEST_NAME:
-            raise FormatError("%s: first member must be %s, found %r"
-                              % (self._what, MANIFEST_NAME, info.name if info else None))
+            found = info.name if info else None
+            raise FormatError(f"{self._what}: first member must be {MANIFEST_NAME}, "
+                              f"found {found!r}")
         manifest_bytes = _read_small(self._tar, info)
         manifest = parse_manifest(manifest_bytes)
         info = self._next()
         if info is None or info.name != SIGNATURES_NAME:
-            raise FormatError("%s: second member must be %s, found %r"
-                              % (self._what, SIGNATURES_NAME, info.name if info else None))
+            found = info.name if info else None
+            raise FormatError(f"{self._what}: second member must be {SIGNATURES_NAME}, "
+                              f"found {found!r}")
         signatures = _read_small(self._tar, info)
         roots: List[bytes] = []
         while True:
@@ -378,8 +378,8 @@ class BundleReader:
                 self._pending = info
                 break
             if int(match.group(1)) != len(roots) + 1:
-                raise FormatError("%s: root chain member %r out of order (expected %d)"
-                                  % (self._what, info.name, len(roots) + 1))
+                raise FormatError(f"{self._what}: root chain member {info.name!r} out of "
+                                  f"order (expected {len(roots) + 1})")
             roots.append(_read_small(self._tar, info))
         self._header = Header(manifest_bytes, manifest, signatures, tuple(roots))
         return self._header
@@ -389,28 +389,28 @@ class BundleReader:
         for expected in header.manifest.members:
             info = self._next()
             if info is None:
-                raise FormatError("%s: member %r listed in the manifest is missing"
-                                  % (self._what, expected.path),
+                raise FormatError(f"{self._what}: member {expected.path!r} listed in the "
+                                  "manifest is missing",
                                   hint="the bundle is truncated; copy it again")
             if info.name != expected.path:
-                raise UnsafeMember("%s: found member %r where the manifest lists %r"
-                                   % (self._what, info.name, expected.path),
+                raise UnsafeMember(f"{self._what}: found member {info.name!r} where the "
+                                   f"manifest lists {expected.path!r}",
                                    hint="members must appear exactly as the signed manifest "
                                         "lists them")
             _check_tarinfo(info)
             if info.size != expected.size:
-                raise DigestMismatch("%s: member %r is %d bytes in the tar, the manifest says %d"
-                                     % (self._what, info.name, info.size, expected.size))
+                raise DigestMismatch(f"{self._what}: member {info.name!r} is {info.size} bytes "
+                                     f"in the tar, the manifest says {expected.size}")
             if (info.mode & 0o777) != expected.mode:
-                raise UnsafeMember("%s: member %r has mode %o, the manifest says %o"
-                                   % (self._what, info.name, info.mode & 0o777, expected.mode))
+                raise UnsafeMember(f"{self._what}: member {info.name!r} has mode "
+                                   f"{info.mode & 0o777:o}, the manifest says "
+                                   f"{expected.mode:o}")
             f = self._tar.extractfile(info)
             assert f is not None
             yield expected, _Limited(f, expected.size, expected.path, self._what)
         extra = self._next()
         if extra is not None:
-            raise UnsafeMember("%s: member %r is not listed in the manifest"
-                               % (self._what, extra.name))
+            raise UnsafeMember(f"{self._what}: member {extra.name!r} is not listed in the manifest")
 
 
 class _Limited:
@@ -430,10 +430,10 @@ class _Limited:
         try:
             data = self._f.read(n)
         except (tarfile.TarError, OSError) as e:
-            raise FormatError("%s: reading %r failed: %s" % (self._what, self._path, e),
+            raise FormatError(f"{self._what}: reading {self._path!r} failed: {e}",
                               hint="the medium is damaged or the bundle truncated") from None
         if not data:
-            raise FormatError("%s: member %r is truncated" % (self._what, self._path),
+            raise FormatError(f"{self._what}: member {self._path!r} is truncated",
                               hint="the bundle is incomplete; copy it again")
         self._left -= len(data)
         return data

@@ -44,7 +44,7 @@ def _encode(obj: Any, out: List[str]) -> None:
         out.append("{")
         for i, key in enumerate(sorted(obj)):
             if not isinstance(key, str):
-                raise TypeError("canonical JSON keys must be strings, got %r" % (key,))
+                raise TypeError(f"canonical JSON keys must be strings, got {key!r}")
             if i:
                 out.append(",")
             out.append(_encode_string(key))
@@ -52,7 +52,7 @@ def _encode(obj: Any, out: List[str]) -> None:
             _encode(obj[key], out)
         out.append("}")
     else:
-        raise TypeError("canonical JSON cannot encode %s" % type(obj).__name__)
+        raise TypeError(f"canonical JSON cannot encode {type(obj).__name__}")
 
 
 def encode(obj: Any) -> bytes:
@@ -66,41 +66,41 @@ def _no_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     result: Dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise FormatError("duplicate JSON key %r" % key)
+            raise FormatError(f"duplicate JSON key {key!r}")
         result[key] = value
     return result
 
 
 def _no_float(text: str) -> Any:
-    raise FormatError("floating-point number %s is not allowed in signed JSON" % text)
+    raise FormatError(f"floating-point number {text} is not allowed in signed JSON")
 
 
 def _no_constant(text: str) -> Any:
-    raise FormatError("JSON constant %s is not allowed" % text)
+    raise FormatError(f"JSON constant {text} is not allowed")
 
 
 def loads_strict(data: bytes, *, what: str = "document") -> Any:
     """Parse JSON bytes, rejecting duplicate keys, floats and oversized input."""
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise FormatError("%s is %d bytes, over the %d byte limit" % (what, len(data),
-                                                                      MAX_DOCUMENT_BYTES))
+        raise FormatError(f"{what} is {len(data)} bytes, over the {MAX_DOCUMENT_BYTES} "
+                          "byte limit")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise FormatError("%s is not valid UTF-8: %s" % (what, e)) from None
+        raise FormatError(f"{what} is not valid UTF-8: {e}") from None
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_no_float,
                           parse_constant=_no_constant)
     except FormatError as e:
-        raise FormatError("%s: %s" % (what, e.message)) from None
+        raise FormatError(f"{what}: {e.message}") from None
     except ValueError as e:
-        raise FormatError("%s is not valid JSON: %s" % (what, e)) from None
+        raise FormatError(f"{what} is not valid JSON: {e}") from None
 
 
 def loads_canonical(data: bytes, *, what: str = "document") -> Any:
     """Parse bytes that must already be canonical: re-encoding must give the same bytes."""
     obj = loads_strict(data, what=what)
     if encode(obj) != data:
-        raise FormatError("%s is not in canonical JSON form" % what,
+        raise FormatError(f"{what} is not in canonical JSON form",
                           hint="signed documents must be written by the canonical encoder")
     return obj

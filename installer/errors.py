@@ -27,7 +27,7 @@ class InstallerError(Exception):
 
     def __str__(self) -> str:
         if self.hint:
-            return "%s\n  hint: %s" % (self.message, self.hint)
+            return f"{self.message}\n  hint: {self.hint}"
         return self.message
 
 

@@ -81,7 +81,7 @@ def write_verified(
     """
     dest = Path(dest)
     label = what or dest.name
-    tmp = dest.parent / ("%s%s.%s" % (tmp_prefix, dest.name, _unique()))
+    tmp = dest.parent / (f"{tmp_prefix}{dest.name}.{_unique()}")
     h = hashlib.sha256()
     written = 0
     try:
@@ -90,7 +90,7 @@ def write_verified(
             for data in chunks:
                 if size is not None and written + len(data) > size:
                     raise DigestMismatch(
-                        "%s: more data than the declared %d bytes" % (label, size),
+                        f"{label}: more data than the declared {size} bytes",
                         hint="the source is corrupt or not what was pinned")
                 out.write(data)
                 h.update(data)
@@ -102,11 +102,11 @@ def write_verified(
         digest = h.hexdigest()
         if size is not None and written != size:
             raise DigestMismatch(
-                "%s: expected %d bytes, got %d" % (label, size, written),
+                f"{label}: expected {size} bytes, got {written}",
                 hint="the transfer was truncated or the source changed; fetch it again")
         if sha256 is not None and digest != sha256:
             raise DigestMismatch(
-                "%s: expected sha256 %s, got %s" % (label, sha256, digest),
+                f"{label}: expected sha256 {sha256}, got {digest}",
                 hint="the source does not hold the pinned content; do not use it")
         os.chmod(str(tmp), mode)
         os.replace(str(tmp), str(dest))
@@ -115,7 +115,7 @@ def write_verified(
     except OSError as e:
         _unlink_quiet(tmp)
         if e.errno == 28:  # ENOSPC
-            raise EnvironmentProblem("no space left writing %s in %s" % (label, dest.parent),
+            raise EnvironmentProblem(f"no space left writing {label} in {dest.parent}",
                                      hint="free space on that filesystem and retry") from None
         raise
     except BaseException:
@@ -144,8 +144,8 @@ def adopt_verified(
     if written != size or digest != sha256:
         _unlink_quiet(tmp)
         raise DigestMismatch(
-            "%s: expected %d bytes with sha256 %s, got %d bytes with sha256 %s"
-            % (label, size, sha256, written, digest),
+            f"{label}: expected {size} bytes with sha256 {sha256}, got {written} bytes with "
+            f"sha256 {digest}",
             hint="the source does not hold the pinned content; it was not kept")
     fd = os.open(str(tmp), os.O_RDONLY)
     try:
@@ -157,7 +157,7 @@ def adopt_verified(
     fsync_dir(dest.parent)
 
 
-class atomic_output(object):
+class atomic_output:
     """Context manager: a temp file beside ``dest`` that becomes ``dest`` only on success.
 
     For outputs produced by a writer that pushes bytes (tar, zip) rather than a verified
@@ -167,7 +167,7 @@ class atomic_output(object):
     def __init__(self, dest: "os.PathLike[str] | str", *, mode: int = 0o644) -> None:
         self.dest = Path(dest)
         self.mode = mode
-        self.tmp = self.dest.parent / (".tmp-%s.%s" % (self.dest.name, _unique()))
+        self.tmp = self.dest.parent / (f".tmp-{self.dest.name}.{_unique()}")
         self._f: Optional[BinaryIO] = None
 
     def __enter__(self) -> BinaryIO:
@@ -193,7 +193,7 @@ class atomic_output(object):
 
 def _unique() -> str:
     # unique per process and thread: concurrent writers of one destination never share a temp
-    return "%d-%d" % (os.getpid(), threading.get_ident())
+    return f"{os.getpid()}-{threading.get_ident()}"
 
 
 def _unlink_quiet(path: Path) -> None:

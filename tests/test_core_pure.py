@@ -96,7 +96,8 @@ def test_spec_parses_and_normalises(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("edit,message", [
-    (("arch = [\"amd64\", \"arm64\"]", "arch = [\"mips\"]"), "bundles.edge.arch: unknown architecture"),
+    (("arch = [\"amd64\", \"arm64\"]", "arch = [\"mips\"]"),
+     "bundles.edge.arch: unknown architecture"),
     (("version = \"1.0.0\"", "version = \"one\""), "bundles.edge.version"),
     (("k3s = \"v1.34.3+k3s1\"", "k3s = \"1.34\""), "bundles.edge.k3s"),
     (("images = [\"nginx:1.27\"]", "images = [\"Bad Ref\"]"), "bundles.edge.images[0]"),
@@ -140,7 +141,8 @@ def test_checksums_parse_and_missing_line() -> None:
 
 
 INDEX = {"manifests": [
-    {"digest": "sha256:" + "1" * 64, "size": 10, "platform": {"os": "linux", "architecture": "amd64"}},
+    {"digest": "sha256:" + "1" * 64, "size": 10,
+     "platform": {"os": "linux", "architecture": "amd64"}},
     {"digest": "sha256:" + "2" * 64, "size": 10,
      "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
     {"digest": "sha256:" + "3" * 64, "size": 10,

@@ -1,0 +1,24 @@
+"""The README's first command keeps working: the demo runs end to end on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_demo_runs_end_to_end(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "tests.world.demo", "--dir", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    out = p.stdout
+    assert "MISSING from the bundle: 1" in out and "docker.io/library/busybox:1.37" in out
+    assert "+ docker.io/library/busybox:1.37 (added by discovery)" in out
+    assert "signatures valid (root v1)" in out
+    assert "installed: demo 1.0.0 (K3s v1.34.3+k3s1, arm64, server)" in out
+    root = tmp_path / "sdcard-root"
+    assert (root / "usr/local/bin/k3s").is_file()
+    assert (root / "var/lib/rancher/k3s/agent/images/demo-images-arm64.tar.zst").is_file()
+    assert (root / "var/lib/rancher/k3s/server/static/charts/demo-app-0.1.0.tgz").is_file()
