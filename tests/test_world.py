@@ -38,6 +38,7 @@ from tests.world import (
     read_install_records,
 )
 from tests.world.oci import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST
+from tests.world.world import DEFAULT_BUNDLE_IMAGES
 
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST,
                     "application/vnd.docker.distribution.manifest.v2+json"])
@@ -502,7 +503,7 @@ def test_spec_text_is_toml_pointing_at_the_world(world: World, tmp_path: Path) -
                            "install_script": world.release.install_script_url}
     assert spec["registries"]["docker.io"]["endpoint"] == world.registry.url
     demo = spec["bundles"]["demo"]
-    assert demo["images"] == [NGINX, "quay.io/metallb/controller:v0.16.1"]
+    assert demo["images"] == list(DEFAULT_BUNDLE_IMAGES)
     assert demo["charts"][0]["repo"] == world.release.charts_url
     proxied = tomllib.loads(world.spec_text(endpoint=world.fault_proxy.url, arch=["arm"],
                                             bundle_images=["docker.io/library/busybox:1.37"]))
