@@ -80,11 +80,13 @@ class Downloader:
 
     def __init__(self, store: ContentStore, *, attempts: int = 5, backoff: float = 0.25,
                  on_bytes: Callable[[int], None] | None = None,
+                 on_total: Callable[[int], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.store = store
         self.attempts = attempts
         self.backoff = backoff
         self.on_bytes = on_bytes
+        self.on_total = on_total   # told how many bytes a download will add (progress ETA)
         self._sleep = sleep
         self._lock = threading.Lock()
         self._inflight: dict[str, threading.Lock] = {}
@@ -115,6 +117,8 @@ class Downloader:
 
     def _download(self, digest: str, size: int, opener: Opener, what: str) -> Path:
         partial = self.store.partial / hex_of(digest)
+        if self.on_total is not None:
+            self.on_total(size - (partial.stat().st_size if partial.exists() else 0))
         last = ""
         for attempt in range(self.attempts):
             if attempt:

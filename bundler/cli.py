@@ -69,6 +69,8 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
               help="Content cache folder (default: $XDG_CACHE_HOME/k3s-airgap-bundler).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=16, show_default=True,
               help="Concurrent lookups.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+              help="Seconds without a byte before a request is retried.")
 @click.option("--add-discovered", is_flag=True,
               help="Lock images that discovery finds in manifests and charts but the spec "
                    "does not list (recorded as 'discovered' in the lock).")
@@ -77,7 +79,8 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, jobs: int,
-             add_discovered: bool, allow_unrendered: bool, as_json: bool) -> None:
+             timeout: float, add_discovered: bool, allow_unrendered: bool,
+             as_json: bool) -> None:
     """Resolve bundles.toml into bundles.lock (every artifact pinned by digest, per arch).
 
     Entries whose spec is unchanged keep their pins; use --update to move one. Before
@@ -96,7 +99,9 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
     extra = {n: b.discovered for n, b in previous.bundles.items()} if previous else {}
     total = sum(1 + len(b.images) + len(b.charts) for b in spec.bundles.values())
     added: dict[str, list[str]] = {}
-    with Sources(spec, cache or default_cache_dir()) as src:
+    from .transport import RetryPolicy
+    with Sources(spec, cache or default_cache_dir(),
+                 policy=RetryPolicy(read_timeout=timeout)) as src:
         with c.progress(total, "resolving") as bar:
             new = resolve(spec, src, previous=None if check else previous,
                           update=update, workers=jobs, on_done=lambda _: bar.update(1),

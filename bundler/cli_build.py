@@ -32,11 +32,13 @@ from .cli import CONTEXT, Ctx, pass_ctx
               help="Also sign keyless with Sigstore (CI only: needs an ambient OIDC token).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Concurrent downloads.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+              help="Seconds without a byte before a download is retried (it resumes).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Path,
               frozen: bool, cache: Path | None, keys_dir: Path | None, sigstore: bool,
-              jobs: int, as_json: bool) -> None:
+              jobs: int, timeout: float, as_json: bool) -> None:
     """Build DIR/<name>-<version>-<arch>.tar from bundles.lock, in the shape K3s consumes.
 
     Fetches exactly the locked digests (never re-resolves a tag), verifies every byte,
@@ -55,14 +57,19 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
     sign = _signer(keys_dir) if keys_dir else None
     results: list[dict[str, Any]] = []
     with c.progress(0, "fetching", unit="B", unit_scale=True, unit_divisor=1024) as bar:
+        def grow(n: int) -> None:
+            bar.total = (bar.total or 0) + n
+            bar.refresh()
+        from .transport import RetryPolicy
         with Sources(spec, cache or default_cache_dir(), frozen=frozen, pool_size=max(16, jobs),
-                     on_bytes=bar.update) as src:
+                     policy=RetryPolicy(read_timeout=timeout),
+                     on_bytes=bar.update, on_total=grow) as src:
             for name in names:
                 for arch in arches:
                     if not bundles and arch not in lock.bundles.get(name, None).arch:
                         continue
                     r = build(spec, lock, bundle=name, arch=arch, src=src, out_dir=out,
-                              sign=sign, workers=jobs, on_bytes=bar.update)
+                              sign=sign, workers=jobs)
                     extra = _sigstore(r.path, r.manifest.to_bytes()) if sigstore else None
                     results.append({"bundle": str(r.path), "name": name, "arch": arch,
                                     "version": r.manifest.version,

@@ -26,14 +26,15 @@ from .transport import RetryPolicy, Transport
 class Sources:
     def __init__(self, spec: Spec, cache_dir: Path, *, frozen: bool = False,
                  policy: RetryPolicy | None = None, pool_size: int = 16,
-                 on_bytes: Callable[[int], None] | None = None) -> None:
+                 on_bytes: Callable[[int], None] | None = None,
+                 on_total: Callable[[int], None] | None = None) -> None:
         self.spec = spec
         self.frozen = frozen
         self.transport = Transport(policy=policy, pool_size=pool_size)
         self.store = ContentStore(cache_dir)
         pol = self.transport.policy
         self.downloader = Downloader(self.store, attempts=pol.attempts, backoff=pol.backoff,
-                                     on_bytes=on_bytes)
+                                     on_bytes=on_bytes, on_total=on_total)
         self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
 

@@ -306,3 +306,17 @@ def test_chart_version_missing(world: World, tmp_path: Path,
         "name": "demo-app", "repo": world.release.charts_url, "version": "9.9.9"}])
     r = _lock(capsys, folder)
     assert r.code == 3 and "versions: 0.1.0, 0.2.0" in r.err
+
+
+def test_stalled_response_times_out_and_is_retried(world: World, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """THREATS 26: a slow/stalled server is bounded by --timeout, then retried."""
+    proxy = world.fault_proxy
+    proxy.clear()
+    proxy.add_rule(r"/manifests/1\.27", ("stall", 5), count=1)
+    folder = _project(tmp_path, world, endpoint=proxy.url)
+    r = _lock(capsys, folder, "--timeout", "0.5")
+    tried = proxy.requests(r"/v2/library/nginx/manifests/1\.27")
+    proxy.clear()
+    assert r.code == 0, r.err
+    assert len(tried) == 2 and tried[0].fault is not None
