@@ -81,7 +81,7 @@ def _oci_host_repo(url: str) -> tuple[str, str]:
 def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int) -> dict[str, Any]:
     """Fetch every artifact of one bundle+arch; returns paths and image blob lists."""
     k3s = bl.k3s
-    jobs: dict[str, Callable[[], Any]] = {
+    jobs: dict[str, Callable[..., Any]] = {
         "k3s": lambda: src.fetch_url(k3s.binaries[arch].url, k3s.binaries[arch].sha256,
                                      k3s.binaries[arch].size, what=f"K3s {k3s.version} binary "
                                      f"({arch})"),
@@ -139,7 +139,8 @@ def _image_manifest(src: Sources, ref: str, plat: Any,
     return Blob(plat.digest, plat.size, src.store.path(plat.digest)), plat.media_type, descs
 
 
-def _images_archive(src: Sources, bl: BundleLock, arch: str, fetched: dict[str, Blob],
+def _images_archive(src: Sources, bl: BundleLock, arch: str,
+                    fetched: dict[str, tuple[Blob, str, list[Blob]]],
                     mtime: int, on_bytes: Callable[[int], None] | None) -> tuple[Path, str, int]:
     images = []
     for img in sorted(bl.images, key=lambda i: i.ref):
@@ -150,10 +151,11 @@ def _images_archive(src: Sources, bl: BundleLock, arch: str, fetched: dict[str, 
     key = layout_key(images)
     ref_file = src.store.root / "archives" / key
     if ref_file.exists():
-        sha, _, size = ref_file.read_text().partition(" ")
-        cached = src.store.lookup(sha, int(size or -1)) if size.isdigit() else None
-        if cached is not None:
-            return cached, sha, int(size)
+        cached_sha, _, cached_size = ref_file.read_text().partition(" ")
+        if cached_size.isdigit():
+            cached = src.store.lookup(cached_sha, int(cached_size))
+            if cached is not None:
+                return cached, cached_sha, int(cached_size)
     tmp_dir = src.store.root / "archives"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     out = tmp_dir / f"{key}.tar.zst"

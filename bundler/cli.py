@@ -96,7 +96,8 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
 
     spec = load_spec(c.spec)
     previous: Lock | None = read_lock(c.lock) if c.lock.exists() else None
-    extra = {n: b.discovered for n, b in previous.bundles.items()} if previous else {}
+    extra: dict[str, list[str]] = (
+        {n: list(b.discovered) for n, b in previous.bundles.items()} if previous else {})
     total = sum(1 + len(b.images) + len(b.charts) for b in spec.bundles.values())
     added: dict[str, list[str]] = {}
     from .transport import RetryPolicy
@@ -137,9 +138,10 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
     if changed:
         from installer.fsio import write_verified
         write_verified(c.lock, [text.encode()], what=str(c.lock))
-    summary = {name: {"images": len(b.images), "charts": len(b.charts), "arch": list(b.arch),
-                      "k3s": b.k3s.version, "discovered": list(b.discovered)}
-               for name, b in new.bundles.items()}
+    summary: dict[str, dict[str, Any]] = {
+        name: {"images": len(b.images), "charts": len(b.charts), "arch": list(b.arch),
+               "k3s": b.k3s.version, "discovered": list(b.discovered)}
+        for name, b in new.bundles.items()}
     lines = [f"{'wrote' if changed else 'unchanged'} {c.lock}"]
     for n, s in summary.items():
         lines.append(f"  {n}: K3s {s['k3s']}, {s['images']} images, {s['charts']} charts, "

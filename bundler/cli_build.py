@@ -66,16 +66,18 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
                      on_bytes=bar.update, on_total=grow) as src:
             for name in names:
                 for arch in arches:
-                    if not bundles and arch not in lock.bundles.get(name, None).arch:
+                    if not bundles and arch not in lock.bundles[name].arch:
                         continue
-                    r = build(spec, lock, bundle=name, arch=arch, src=src, out_dir=out,
+                    res = build(spec, lock, bundle=name, arch=arch, src=src, out_dir=out,
                               sign=sign, workers=jobs)
-                    extra = _sigstore(r.path, r.manifest.to_bytes()) if sigstore else None
-                    results.append({"bundle": str(r.path), "name": name, "arch": arch,
-                                    "version": r.manifest.version,
-                                    "size": r.path.stat().st_size,
+                    extra = (_sigstore(res.path, res.manifest.to_bytes()) if sigstore
+                             else None)
+                    results.append({"bundle": str(res.path), "name": name, "arch": arch,
+                                    "version": res.manifest.version,
+                                    "size": res.path.stat().st_size,
                                     "signed": keys_dir is not None, "sigstore": extra,
-                                    "downloads": r.downloads, "cache_hits": r.cache_hits})
+                                    "downloads": res.downloads,
+                                    "cache_hits": res.cache_hits})
     if not results:
         from .errors import SpecError
         raise SpecError(f"nothing to build: no locked bundle has arch {', '.join(arches)}")
@@ -119,7 +121,7 @@ def _write_usb_extras(out: Path, bundle_names: list[str]) -> None:
         from installer import zipapp
     except ImportError:  # pragma: no cover - the installer always ships it
         return
-    zipapp.build_zipapp(out / "airgap-install.pyz")
+    zipapp.build_zipapp(str(out / "airgap-install.pyz"))
     names = sorted({p.name for p in out.glob("*.tar")} | set(bundle_names))
     from installer.fsio import write_verified
     write_verified(out / "INSTALL.txt", [zipapp.install_txt(names).encode()])

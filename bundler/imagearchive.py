@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -76,7 +76,7 @@ def layout_key(images: Iterable[ArchiveImage]) -> str:
 
 
 def index_json(images: Iterable[ArchiveImage]) -> bytes:
-    manifests = []
+    manifests: list[dict[str, Any]] = []
     for img in images:
         for name in img.names:
             manifests.append({
@@ -128,7 +128,8 @@ def write_archive(dest: Path, images: list[ArchiveImage], *, mtime: int,
     with atomic_output(dest) as raw:
         out = _HashingWriter(raw)
         cctx = zstandard.ZstdCompressor(compression_params=params)
-        with cctx.stream_writer(out, closefd=False) as zw, \
+        zwriter = cctx.stream_writer(out, closefd=False)  # type: ignore[arg-type]
+        with zwriter as zw, \
                 tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             layout = b'{"imageLayoutVersion":"1.0.0"}'
             index = index_json(images)

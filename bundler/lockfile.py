@@ -237,8 +237,8 @@ def _diff(where: str, a: Any, b: Any, out: list[str]) -> None:
             else:
                 _diff(f"{where}.{k}", a[k], b[k], out)
     elif isinstance(a, list) and isinstance(b, list) and all(_key_of(x) for x in a + b):
-        ka = {_key_of(x): x for x in a}
-        kb = {_key_of(x): x for x in b}
+        ka = {str(_key_of(x)): x for x in a}
+        kb = {str(_key_of(x)): x for x in b}
         for k in sorted(set(ka) | set(kb)):
             if k not in kb:
                 out.append(f"{where}[{k}]: no longer resolvable or removed")

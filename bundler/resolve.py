@@ -108,14 +108,15 @@ def resolve_k3s(src: Sources, spec: Spec, version: str, arches: Iterable[str],
             sha = k3sfacts.checksum_for(sums, asset, source=source)
             url = k3sfacts.release_url(spec.releases, version, asset)
             what = f"K3s {version} {asset}"
-            size = src.head_size(url, what=what)
-            if size is None:
+            head = src.head_size(url, what=what)
+            if head is None:
                 _, got, size = src.download_unpinned(url, what=what)
                 if got != sha:
                     raise UpstreamError(f"{what}: sha256 {got} does not match {sums_name} "
                                         f"({sha})", hint="the release asset is corrupt or was "
                                         "replaced; nothing was locked")
             else:
+                size = head
                 try:
                     # Fetching now checks the asset against the checksum file and warms the
                     # cache for `bundle build`.
@@ -217,7 +218,7 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
             except BundleError:
                 pass
     prev = previous.bundles if previous else {}
-    jobs: list[tuple[str, str, Callable[[], Any]]] = []
+    jobs: list[tuple[str, str, Callable[..., Any]]] = []
 
     for b in spec.bundles.values():
         old = prev.get(b.name)
