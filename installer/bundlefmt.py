@@ -243,7 +243,8 @@ def parse_manifest(data: bytes) -> Manifest:
 # ---------------------------------------------------------------------------- writing
 
 
-def _tarinfo(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
+def member_header(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
+    """The exact tar header the writer uses for a member (the verifier rebuilds it too)."""
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = mode
@@ -271,16 +272,16 @@ def write_bundle(
     mtime = manifest.created
     manifest_bytes = manifest.to_bytes()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_tarinfo(MANIFEST_NAME, len(manifest_bytes), 0o644, mtime),
+        tar.addfile(member_header(MANIFEST_NAME, len(manifest_bytes), 0o644, mtime),
                     io.BytesIO(manifest_bytes))
-        tar.addfile(_tarinfo(SIGNATURES_NAME, len(signatures), 0o644, mtime),
+        tar.addfile(member_header(SIGNATURES_NAME, len(signatures), 0o644, mtime),
                     io.BytesIO(signatures))
         for n, root in enumerate(roots, start=1):
-            tar.addfile(_tarinfo(f"{ROOTS_DIR}/{n}.root.json", len(root), 0o644, mtime),
+            tar.addfile(member_header(f"{ROOTS_DIR}/{n}.root.json", len(root), 0o644, mtime),
                         io.BytesIO(root))
         for m in manifest.members:
             with open_member(m) as f:
-                tar.addfile(_tarinfo(m.path, m.size, m.mode, mtime), f)
+                tar.addfile(member_header(m.path, m.size, m.mode, mtime), f)
 
 
 def unsigned_signatures() -> bytes:

@@ -176,7 +176,7 @@ def open_bundle(path: str, *, anchor: bytes, now: int) -> Opened:
 
 
 def _expected_header(name: str, size: int, mode: int, mtime: int) -> bytes:
-    info = bundlefmt._tarinfo(name, size, mode, mtime)
+    info = bundlefmt.member_header(name, size, mode, mtime)
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
