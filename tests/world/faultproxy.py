@@ -27,18 +27,18 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Self, Sequence
 
 from .httpbase import (
     CHUNK,
     LoopbackServer,
     QuietHandler,
+    ServerLifecycle,
     drain_request_body,
     has_request_body,
     open_upstream,
     send_upstream_head,
 )
-from .procs import LOOPBACK
 
 FAULT_KINDS = {"status": 1, "reset": (0, 1), "stall": 1, "truncate": 1, "corrupt": 0, "slow": 1}
 
@@ -85,7 +85,7 @@ def _check_fault(fault: Sequence[Any]) -> tuple[Any, ...]:
     return fault
 
 
-class FaultProxy:
+class FaultProxy(ServerLifecycle):
     """HTTP proxy on 127.0.0.1 with scripted faults. Attributes: ``url``, ``host``, ``port``,
     ``upstream_url``, ``connections``; see :meth:`add_rule`, :meth:`clear`, :attr:`log`."""
 
@@ -99,36 +99,13 @@ class FaultProxy:
         self._server = LoopbackServer(_FaultHandler, self)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         self._stopping.clear()
-        self._server.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         self._stopping.set()  # wakes stalled handlers
-        self._server.stop()
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    @property
-    def connections(self) -> int:
-        return self._server.connections
+        super().stop()
 
     # -- rules and log ---------------------------------------------------------------------
     def add_rule(self, path_regex: str, fault: Sequence[Any], count: int | None = 1,

@@ -17,7 +17,7 @@ import ssl
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Self
 
 from .procs import LOOPBACK
 
@@ -72,6 +72,43 @@ class QuietHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+class ServerLifecycle:
+    """Lifecycle and address of a server object that owns a ``LoopbackServer`` as
+    ``self._server``: start/stop, context manager, ``port``, ``host``, ``url``,
+    ``connections``. Subclasses add their own behaviour around ``start``/``stop``."""
+
+    _server: LoopbackServer
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections
 
 
 class LoopbackServer:

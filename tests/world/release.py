@@ -23,12 +23,11 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Self
+from typing import Iterable
 
 from .charts import ChartArchive, demo_app, write_chart_repo
-from .httpbase import CHUNK, LoopbackServer, QuietHandler
+from .httpbase import CHUNK, LoopbackServer, QuietHandler, ServerLifecycle
 from .k3s import K3S_VERSION, K3sRelease, make_k3s_release, write_install_script
-from .procs import LOOPBACK
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -67,7 +66,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     return first, min(last, size - 1)
 
 
-class StaticServer:
+class StaticServer(ServerLifecycle):
     """Serve ``root`` on ``http://127.0.0.1:<port>``. Attributes: ``url``, ``host``,
     ``port``, ``root``, ``connections``, :attr:`log`."""
 
@@ -78,34 +77,6 @@ class StaticServer:
         self._lock = threading.Lock()
         self._server = LoopbackServer(_StaticHandler, self)
 
-    def start(self) -> Self:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    @property
-    def connections(self) -> int:
-        return self._server.connections
 
     @property
     def log(self) -> list[Served]:

@@ -29,12 +29,12 @@ from typing import Iterable
 from .httpbase import (
     LoopbackServer,
     QuietHandler,
+    ServerLifecycle,
     drain_request_body,
     has_request_body,
     iter_request_body,
     relay,
 )
-from .procs import LOOPBACK
 
 _REPO_PATH = re.compile(r"^/v2/(?P<name>.+)/(?:manifests|blobs|tags|referrers)/")
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -66,7 +66,7 @@ class _Grant:
 
 
 @dataclass
-class TokenAuthFront:
+class TokenAuthFront(ServerLifecycle):
     """Token service + auth proxy in front of ``upstream_url``.
 
     ``public``: fnmatch patterns of repositories anyone may pull (``["public/*"]``). Every other
@@ -94,38 +94,10 @@ class TokenAuthFront:
         self._server = LoopbackServer(_FrontHandler, self)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> TokenAuthFront:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> TokenAuthFront:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     @property
     def realm(self) -> str:
         return f"{self.url}/token"
-
-    @property
-    def connections(self) -> int:
-        return self._server.connections
 
     def reset_counters(self) -> None:
         """Zero the token/connection counters and logs (between tests)."""
