@@ -1,0 +1,337 @@
+"""Benchmark: `bundle build --arch arm64` vs `skopeo copy` of the same images, plus the warm
+rebuild, the bundle's size against per-image docker-archives, and the build's peak RSS.
+
+    python3 benchmarks/build.py                   # 5 x 30 MB-base images + one 300 MB image
+    BENCH_SCALE=0.1 python3 benchmarks/build.py   # every layer size x 0.1 (quick check)
+    BENCH_REPEAT=1 python3 benchmarks/build.py    # one timed run of each instead of 3
+
+Starts its own pieces of the test world in a temp folder (a real ``docker-registry`` and the
+static K3s release server with small stand-in assets, both on 127.0.0.1) and pushes, per
+scale, six two-arch images (linux/amd64 + linux/arm64) of pseudo-random (incompressible)
+layers (not timed):
+
+- ``library/shared-1..5``: a 30 MB base layer all five share, plus a 3 MB layer of their own;
+- ``library/big``: a 300 MB base layer of its own.
+
+The spec has two bundles, arch ``arm64``, no charts, ``manifests = []``: ``bench`` (all six
+images) and ``shared`` (the five sharing a base), K3s from the release server. ``bundle lock``
+runs first with a cache of its own (not timed: it downloads K3s assets and configs, and the
+build's cache must be cold). Then, timed, BENCH_REPEAT times interleaved (median):
+
+- cold build: ``bundle build --arch arm64 --bundle bench`` with an empty ``--cache``;
+- baseline: per image ``skopeo copy --override-arch arm64 docker://... oci:LAYOUT:<name>``
+  into one shared OCI layout folder, then ``tar`` of that folder into one oci-archive;
+- warm rebuild: the same build again with the cold run's cache and output folder.
+
+Also reported: the baseline plus an fsync of its tar (``bundle build`` fsyncs what it
+writes; skopeo and tar do not), and the load average (other work on the host skews times).
+
+Figures (targets): cold build / skopeo (<= 1.0; aim 0.7), warm / cold (<= 0.15), blob
+downloads in the warm rebuild from ``--json`` ``downloads`` (0), bundle size / sum of the
+per-image ``skopeo copy ... docker-archive:`` files (<= 0.5 for the five sharing a base; the
+six are reported too), and the peak RSS of the build process from ``os.wait4`` (< 200 MB at
+both BENCH_SCALE and BENCH_SCALE x 0.25, and the full-scale peak <= 1.2 x the quarter-scale
+one: memory must not grow with image size). The quarter-scale run uses its own images.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.world.images import AMD64, ARM64, Image, ImageFactory, push_image  # noqa: E402
+from tests.world.k3s import K3S_VERSION  # noqa: E402
+from tests.world.registry import Registry  # noqa: E402
+from tests.world.release import ReleaseServer  # noqa: E402
+
+MB = 1_000_000
+SHARED_BASE, SHARED_APP, BIG_BASE, SHARED_COUNT = 30 * MB, 3 * MB, 300 * MB, 5
+QUARTER = 0.25
+TARGETS = {"cold": 1.0, "cold_aim": 0.7, "warm": 0.15, "size": 0.5, "rss": 200 * MB,
+           "rss_growth": 1.2}
+
+
+def child_env(work: Path) -> Dict[str, str]:
+    """No proxy can reroute loopback traffic; caches in ``work``."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
+               XDG_CACHE_HOME=str(work / "xdg-cache"), PYTHONPATH=str(REPO))
+    return env
+
+
+@dataclass
+class Run:
+    seconds: float
+    maxrss: int          # bytes
+    stdout: str
+
+
+def run(cmd: List[str], env: Dict[str, str], cwd: Path, what: str) -> Run:
+    """Run a child to completion; wall time and its peak RSS (``os.wait4``)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{what} failed ({proc.returncode}): "
+                             f"{err.read().decode(errors='replace')[-2000:]}")
+        return Run(elapsed, usage.ru_maxrss * 1024, out.read().decode())
+
+
+@dataclass
+class ImageSet:
+    """One scale's images: the five sharing a base, then the big one."""
+
+    scale: float
+    shared: List[Image] = field(default_factory=list)
+    big: Optional[Image] = None
+
+    @property
+    def all(self) -> List[Image]:
+        return [*self.shared, *([self.big] if self.big else [])]
+
+    @staticmethod
+    def ref(img: Image) -> str:
+        return f"docker.io/{img.ref}"
+
+
+def make_images(work: Path, registry: Registry, scale: float) -> ImageSet:
+    factory = ImageFactory(work / "images")
+    tag = f"s{scale:g}"
+    plats = [AMD64, ARM64]
+    s = ImageSet(scale)
+    s.shared = [factory.image(f"library/shared-{i}", tag, platforms=plats,
+                              base_size=int(SHARED_BASE * scale),
+                              app_size=int(SHARED_APP * scale))
+                for i in range(1, SHARED_COUNT + 1)]
+    s.big = factory.image("library/big", tag, platforms=plats, base_size=int(BIG_BASE * scale))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda img: push_image(img, registry.url), s.all))
+    return s
+
+
+def spec_text(registry: Registry, release: ReleaseServer, images: ImageSet) -> str:
+    def table(name: str, refs: List[str]) -> str:
+        return (f'[bundles.{name}]\nversion = "1.0.0"\narch = ["arm64"]\nk3s = "{K3S_VERSION}"\n'
+                f'images = {json.dumps(refs)}\nmanifests = []\n')
+    return "\n".join([
+        f'[k3s]\nreleases = "{release.releases_url}"\n'
+        f'install_script = "{release.install_script_url}"\n',
+        f'[registries."docker.io"]\nendpoint = "{registry.url}"\n',
+        table("bench", [images.ref(i) for i in images.all]),
+        table("shared", [images.ref(i) for i in images.shared])])
+
+
+class Project:
+    """One scale: its spec folder, lock, and build helpers."""
+
+    def __init__(self, work: Path, env: Dict[str, str], registry: Registry,
+                 release: ReleaseServer, images: ImageSet) -> None:
+        self.work, self.env, self.images = work, env, images
+        self.dir = work / f"project-{images.scale:g}"
+        self.dir.mkdir()
+        (self.dir / "bundles.toml").write_text(spec_text(registry, release, images))
+        self.bundle = [sys.executable, "-m", "bundler", "--spec",
+                       str(self.dir / "bundles.toml"), "-q"]
+        run([*self.bundle, "lock", "--cache", str(work / f"lock-cache-{images.scale:g}")],
+            env, self.dir, "bundle lock")
+        self.cache: Optional[Path] = None
+        self.out: Optional[Path] = None
+        self.count = 0
+
+    def build(self, *, cold: bool, bundle: str = "bench") -> Tuple[Run, dict]:
+        """``bundle build``. Cold: a new empty cache and output folder; warm: the previous
+        build's cache and output folder again (the bundle is rebuilt over the old one)."""
+        if cold or self.cache is None or self.out is None:
+            for old in (self.cache, self.out):
+                if old is not None:
+                    shutil.rmtree(str(old), ignore_errors=True)
+            self.count += 1
+            self.cache = self.work / f"build-cache-{self.images.scale:g}-{self.count}"
+            self.out = self.work / f"dist-{self.images.scale:g}-{self.count}"
+        r = run([*self.bundle, "build", "--arch", "arm64", "--bundle", bundle, "--cache",
+                 str(self.cache), "--out", str(self.out), "--json"], self.env, self.dir,
+                f"bundle build ({bundle})")
+        return r, json.loads(r.stdout)["bundles"][0]
+
+    def image_count(self, bundle_file: str) -> int:
+        r = run([*self.bundle, "inspect", "--json", bundle_file], self.env, self.dir,
+                "bundle inspect")
+        return len(json.loads(r.stdout)["images"])
+
+
+def skopeo_copy(host: str, img: Image, dest: str, env: Dict[str, str], cwd: Path) -> None:
+    run(["skopeo", "copy", "-q", "--override-arch", "arm64", "--src-tls-verify=false",
+         f"docker://{host}/{img.ref}", dest], env, cwd, f"skopeo copy {img.ref} -> {dest}")
+
+
+def skopeo_oci(work: Path, host: str, images: List[Image], env: Dict[str, str],
+               n: int) -> Tuple[float, float, int]:
+    """The baseline: every image into one OCI layout folder, then one oci-archive tar.
+    Returns (seconds, seconds to fsync the tar afterwards, archive size)."""
+    layout, archive = work / f"oci-layout-{n}", work / f"oci-archive-{n}.tar"
+    start = time.perf_counter()
+    for img in images:
+        skopeo_copy(host, img, f"oci:{layout}:{ImageSet.ref(img)}", env, work)
+    run(["tar", "-C", str(layout), "-cf", str(archive), "."], env, work, "tar")
+    elapsed = time.perf_counter() - start
+    fd = os.open(str(archive), os.O_RDONLY)  # what `bundle build` pays for durability
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    sync = time.perf_counter() - start - elapsed
+    size = archive.stat().st_size
+    shutil.rmtree(str(layout), ignore_errors=True)
+    archive.unlink()
+    return elapsed, sync, size
+
+
+def docker_archives(work: Path, host: str, images: List[Image],
+                    env: Dict[str, str]) -> Dict[str, int]:
+    """The usual per-image practice: one docker-archive tar per image; their sizes."""
+    sizes = {}
+    folder = work / "docker-archives"
+    folder.mkdir()
+    for n, img in enumerate(images):
+        path = folder / f"img-{n}.tar"
+        skopeo_copy(host, img, f"docker-archive:{path}:{ImageSet.ref(img)}", env, work)
+        sizes[img.ref] = path.stat().st_size
+    shutil.rmtree(str(folder), ignore_errors=True)
+    return sizes
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> None:
+    scale = float(os.environ.get("BENCH_SCALE", "1"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    if shutil.which("skopeo") is None:
+        raise SystemExit("skopeo is not installed (apt-get install skopeo)")
+    load_before = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="build-bench-", dir=os.environ.get("BENCH_DIR")))
+    env = child_env(work)
+    registry = release = None
+    try:
+        registry = Registry(work / "registry").start()
+        release = ReleaseServer(work / "release").start()
+        release.add_k3s_release(K3S_VERSION)
+        t0 = time.perf_counter()
+        full_set = make_images(work, registry, scale)
+        quarter_set = make_images(work, registry, scale * QUARTER)
+        full = Project(work, env, registry, release, full_set)
+        quarter = Project(work, env, registry, release, quarter_set)
+        per_image = sum(i.platform_size(ARM64) for i in full_set.all)
+        unique = {d: img.sizes[d] for img in full_set.all
+                  for d in (img.manifests[ARM64], img.configs[ARM64], *img.layers[ARM64])}
+        print(f"pushed 2 x 6 images (scale {scale:g} and {scale * QUARTER:g}) and locked them "
+              f"in {time.perf_counter() - t0:.1f} s (not timed); arm64 at scale {scale:g}: "
+              f"{sum(unique.values()) / MB:.1f} MB unique, {per_image / MB:.1f} MB counted per "
+              "image", flush=True)
+
+        # Warm-up, not timed: the registry's files into the page cache, skopeo's binary too.
+        skopeo_oci(work, registry.host, full_set.all, env, 0)
+
+        colds: List[Tuple[Run, dict]] = []
+        warms: List[Tuple[Run, dict]] = []
+        skopeos: List[Tuple[float, float, int]] = []
+        for n in range(1, repeat + 1):  # interleaved, so drift hits every figure alike
+            skopeos.append(skopeo_oci(work, registry.host, full_set.all, env, n))
+            colds.append(full.build(cold=True))
+            if n == 1:
+                held = full.image_count(colds[-1][1]["bundle"])
+                if held != len(full_set.all):
+                    raise SystemExit(f"the bundle holds {held} images, expected 6")
+            warms.append(full.build(cold=False))
+            print(f"  run {n}: skopeo {skopeos[-1][0]:.2f} s, cold build "
+                  f"{colds[-1][0].seconds:.2f} s, warm rebuild {warms[-1][0].seconds:.2f} s",
+                  flush=True)
+        _, shared_res = full.build(cold=False, bundle="shared")  # its size only
+        q_cold, _ = quarter.build(cold=True)
+        q_warm, _ = quarter.build(cold=False)
+        dockers = docker_archives(work, registry.host, full_set.all, env)
+    finally:
+        for server in (release, registry):
+            if server is not None:
+                server.stop()
+        shutil.rmtree(str(work), ignore_errors=True)
+
+    t_skopeo = statistics.median(s[0] for s in skopeos)
+    t_sync = statistics.median(s[0] + s[1] for s in skopeos)
+    t_cold = statistics.median(c[0].seconds for c in colds)
+    t_warm = statistics.median(w[0].seconds for w in warms)
+    warm_downloads = max(w[1]["downloads"] for w in warms)
+    cold_downloads = colds[-1][1]["downloads"]
+    size_all, size_shared = colds[-1][1]["size"], shared_res["size"]
+    docker_shared = sum(dockers[i.ref] for i in full_set.shared)
+    docker_all = sum(dockers.values())
+    rss_full = max(c[0].maxrss for c in colds)
+    rss_warm = max(w[0].maxrss for w in warms)
+    rss_q = q_cold.maxrss
+
+    r_cold, r_warm = t_cold / t_skopeo, t_warm / t_cold
+    r_size_shared, r_size_all = size_shared / docker_shared, size_all / docker_all
+    growth = rss_full / rss_q
+
+    def runs(xs: Iterable[float]) -> str:
+        return "runs " + ", ".join(f"{x:.2f}" for x in xs)
+
+    aim = " (aim 0.7 met)" if r_cold <= TARGETS["cold_aim"] else " (aim 0.7 missed)"
+    rows = [
+        ("skopeo copy x6 -> OCI layout, tar (s)", f"{t_skopeo:.2f}", "baseline",
+         runs(s[0] for s in skopeos)),
+        ("cold bundle build (s)", f"{t_cold:.2f}", "", runs(c[0].seconds for c in colds)),
+        ("cold build / skopeo", f"{r_cold:.2f}", "<= 1.0",
+         verdict(r_cold <= TARGETS["cold"]) + aim),
+        ("  cold build / (skopeo + fsync of its tar)", f"{t_cold / t_sync:.2f}", "(reported)",
+         f"skopeo+fsync median {t_sync:.2f} s"),
+        ("warm rebuild (s)", f"{t_warm:.2f}", "", runs(w[0].seconds for w in warms)),
+        ("warm rebuild / cold build", f"{r_warm:.2f}", "<= 0.15",
+         verdict(r_warm <= TARGETS["warm"])),
+        ("blob downloads, warm rebuild", f"{warm_downloads}", "0",
+         verdict(warm_downloads == 0) + f" (cold build: {cold_downloads})"),
+        ("bundle size / docker-archives, 5 shared", f"{r_size_shared:.2f}", "<= 0.5",
+         verdict(r_size_shared <= TARGETS["size"]) +
+         f" ({size_shared / MB:.1f} MB vs {docker_shared / MB:.1f} MB)"),
+        ("bundle size / docker-archives, all 6", f"{r_size_all:.2f}", "(reported)",
+         f"{size_all / MB:.1f} MB vs {docker_all / MB:.1f} MB; skopeo oci-archive "
+         f"{skopeos[-1][2] / MB:.1f} MB"),
+        (f"peak RSS cold build, scale {scale:g} (MB)", f"{rss_full / MB:.1f}", "< 200",
+         verdict(rss_full < TARGETS["rss"])),
+        (f"peak RSS cold build, scale {scale * QUARTER:g} (MB)", f"{rss_q / MB:.1f}", "< 200",
+         verdict(rss_q < TARGETS["rss"])),
+        ("peak RSS growth for 4x the image bytes", f"{growth:.2f}x", "<= 1.2x",
+         verdict(growth <= TARGETS["rss_growth"])),
+        (f"peak RSS warm rebuild, scale {scale:g} (MB)", f"{rss_warm / MB:.1f}", "(reported)",
+         ""),
+        (f"scale {scale * QUARTER:g}: cold, warm build (s)",
+         f"{q_cold.seconds:.2f}, {q_warm.seconds:.2f}", "(reported)", ""),
+    ]
+    print(f"\nbundle build benchmark: scale {scale:g} (5 images x {SHARED_BASE * scale / MB:g} "
+          f"MB shared base + {SHARED_APP * scale / MB:g} MB own layer, 1 image x "
+          f"{BIG_BASE * scale / MB:g} MB), arch arm64, median of {repeat}, "
+          f"{os.cpu_count()} CPUs, load average {load_before:.2f} before / "
+          f"{os.getloadavg()[0]:.2f} after")
+    print(f"{'figure':<44} {'value':>10}  {'target':<10}  result")
+    for name, value, target, result in rows:
+        print(f"{name:<44} {value:>10}  {target:<10}  {result}".rstrip())
+
+if __name__ == "__main__":
+    main()
