@@ -78,8 +78,12 @@ def _oci_host_repo(url: str) -> tuple[str, str]:
     return host, repo
 
 
-def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int) -> dict[str, Any]:
-    """Fetch every artifact of one bundle+arch; returns paths and image blob lists."""
+def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int,
+              on_bytes: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Fetch every artifact of one bundle+arch: K3s files and charts (paths), and the images
+    archive (from the cache when an identical one was built before, else assembled from
+    fetched blobs). Returns ``{"k3s": Path, "install": Path, "airgap"?: Path,
+    "chart:<name>": Path, "archive"?: (Path, sha256, size)}``."""
     k3s = bl.k3s
     jobs: dict[str, Callable[..., Any]] = {
         "k3s": lambda: src.fetch_url(k3s.binaries[arch].url, k3s.binaries[arch].sha256,
@@ -104,21 +108,75 @@ def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int) -> dict[
         futures = {k: pool.submit(fn) for k, fn in jobs.items()}
         manifests = {img.ref: pool.submit(_image_manifest, src, img.ref, img.platforms[arch],
                                           arch) for img in bl.images}
-        # Blob fetches are submitted from this thread once a manifest is known: a worker
-        # never waits for another worker, so any pool size (even 1) makes progress.
-        blob_futures = {}
-        for ref, mf in manifests.items():
-            r = parse_image_ref(ref)
-            manifest_blob, media_type, descs = mf.result()
-            blob_futures[ref] = (manifest_blob, media_type, [
-                (d, pool.submit(src.fetch_blob, r.registry, r.repository, d["digest"],
-                                d["size"], what=f"image {ref} ({arch}) blob {d['digest'][:19]}"))
-                for d in descs])
-        paths = {k: f.result() for k, f in futures.items()}
-        paths["images"] = {
-            ref: (mb, mt, [Blob(d["digest"], d["size"], f.result()) for d, f in fs])
-            for ref, (mb, mt, fs) in blob_futures.items()}
+        # Submitted from this thread once the manifests are known: a worker never waits for
+        # another worker, so any pool size (even 1) makes progress.
+        images = []
+        for img in sorted(bl.images, key=lambda i: i.ref):
+            manifest_blob, media_type, descs = manifests[img.ref].result()
+            images.append((img, manifest_blob, media_type, descs))
+        paths: dict[str, Any] = {}
+        if images:
+            archive = ArchiveImages(src, images)
+            cached = archive.cached()
+            if cached is None:
+                blob_futures = [pool.submit(src.fetch_blob, *args, what=what)
+                                for args, what in archive.blob_fetches(arch)]
+                for fut in blob_futures:
+                    fut.result()
+            paths["archive"] = cached
+            paths["archive_builder"] = archive
+        paths.update({k: f.result() for k, f in futures.items()})
     return paths
+
+
+class ArchiveImages:
+    """The images of one bundle+arch as archive input, and the archive cache around it.
+
+    Blob paths are the content store's (content-addressed), so the archive's cache key is
+    known from the manifests alone: an unchanged image set skips fetching blobs entirely.
+    """
+
+    def __init__(self, src: Sources, images: list[tuple[Any, Blob, str, list[dict[str, Any]]]]
+                 ) -> None:
+        self.src = src
+        self.refs = [(img.ref, parse_image_ref(img.ref)) for img, *_ in images]
+        self.images = [ArchiveImage(
+            names=image_names(img.ref, img.digest), manifest=mb, media_type=mt,
+            blobs=tuple(Blob(d["digest"], d["size"], src.store.path(d["digest"]))
+                        for d in descs)) for img, mb, mt, descs in images]
+        self.key = layout_key(self.images)
+        self.ref_file = src.store.root / "archives" / self.key
+
+    def blob_fetches(self, arch: str) -> list[tuple[tuple[str, str, str, int], str]]:
+        """One fetch per distinct blob (shared layers once)."""
+        seen: set[str] = set()
+        out = []
+        for (ref, r), img in zip(self.refs, self.images, strict=True):
+            for b in img.blobs:
+                if b.digest not in seen:
+                    seen.add(b.digest)
+                    out.append(((r.registry, r.repository, b.digest, b.size),
+                                f"image {ref} ({arch}) blob {b.digest[:19]}"))
+        return out
+
+    def cached(self) -> tuple[Path, str, int] | None:
+        if not self.ref_file.exists():
+            return None
+        sha, _, size = self.ref_file.read_text().partition(" ")
+        if not size.isdigit():
+            return None
+        path = self.src.store.lookup(sha, int(size))  # re-hashed: never trusted by name
+        return (path, sha, int(size)) if path is not None else None
+
+    def write(self, mtime: int, on_bytes: Callable[[int], None] | None) -> tuple[Path, str, int]:
+        self.ref_file.parent.mkdir(parents=True, exist_ok=True)
+        out = self.ref_file.parent / f"{self.key}.tar.zst"
+        sha, size = write_archive(out, self.images, mtime=mtime, on_bytes=on_bytes)
+        final = self.src.store.path(sha)
+        out.replace(final)
+        with atomic_output(self.ref_file) as f:
+            f.write(f"{sha} {size}".encode())
+        return final, sha, size
 
 
 def _image_manifest(src: Sources, ref: str, plat: Any,
@@ -137,34 +195,6 @@ def _image_manifest(src: Sources, ref: str, plat: Any,
         if not isinstance(d.get("digest"), str) or not isinstance(d.get("size"), int):
             raise UpstreamError(f"{what}: manifest {plat.digest} has a malformed descriptor")
     return Blob(plat.digest, plat.size, src.store.path(plat.digest)), plat.media_type, descs
-
-
-def _images_archive(src: Sources, bl: BundleLock, arch: str,
-                    fetched: dict[str, tuple[Blob, str, list[Blob]]],
-                    mtime: int, on_bytes: Callable[[int], None] | None) -> tuple[Path, str, int]:
-    images = []
-    for img in sorted(bl.images, key=lambda i: i.ref):
-        manifest_blob, media_type, blobs = fetched[img.ref]
-        images.append(ArchiveImage(names=image_names(img.ref, img.digest),
-                                   manifest=manifest_blob, media_type=media_type,
-                                   blobs=tuple(blobs)))
-    key = layout_key(images)
-    ref_file = src.store.root / "archives" / key
-    if ref_file.exists():
-        cached_sha, _, cached_size = ref_file.read_text().partition(" ")
-        if cached_size.isdigit():
-            cached = src.store.lookup(cached_sha, int(cached_size))
-            if cached is not None:
-                return cached, cached_sha, int(cached_size)
-    tmp_dir = src.store.root / "archives"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    out = tmp_dir / f"{key}.tar.zst"
-    sha, size = write_archive(out, images, mtime=mtime, on_bytes=on_bytes)
-    final = src.store.path(sha)
-    out.replace(final)
-    with atomic_output(ref_file) as f:
-        f.write(f"{sha} {size}".encode())
-    return final, sha, size
 
 
 def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_dir: Path,
@@ -199,7 +229,7 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
     images: list[ImageEntry] = []
     if bl.images:
         archive_path = f"images/{bundle}-images-{arch}.tar.zst"
-        ap, sha, size = _images_archive(src, bl, arch, paths["images"], mtime, on_bytes)
+        ap, sha, size = paths["archive"] or paths["archive_builder"].write(mtime, on_bytes)
         add(archive_path, ap, "images", 0o644, (sha, size))
         images = [ImageEntry(ref=i.ref, digest=i.platforms[arch].digest,
                              index_digest=i.digest if i.digest != i.platforms[arch].digest

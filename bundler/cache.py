@@ -9,17 +9,19 @@ longer match is deleted and fetched again, never used. All writes go through
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import requests
 import urllib3
 
 from installer.errors import DigestMismatch
-from installer.fsio import adopt_verified, verify_file, write_verified
+from installer.fsio import adopt_verified, iter_file, verify_file, write_verified
 
 from .errors import LocalError, TransferError, UpstreamError
 
@@ -127,14 +129,20 @@ class Downloader:
             if have > size:
                 partial.unlink()
                 have = 0
+            # Hash while downloading; only a resumed transfer re-reads what it already has.
+            h = hashlib.sha256()
+            if have:
+                with open(partial, "rb") as f:
+                    for chunk in iter_file(f):
+                        h.update(chunk)
             try:
                 if have < size:
-                    self._stream_into(partial, have, size, opener, what)
+                    h = self._stream_into(partial, have, size, opener, what, h)
                 if partial.stat().st_size < size:
                     last = f"connection closed after {partial.stat().st_size} of {size} bytes"
                     continue
                 adopt_verified(partial, self.store.path(digest), sha256=hex_of(digest),
-                               size=size, what=what)
+                               size=size, what=what, hashed=h.hexdigest())
                 return self.store.path(digest)
             except DigestMismatch as e:
                 last = e.message  # partial was removed: the next attempt starts over
@@ -156,11 +164,13 @@ class Downloader:
                             hint="the link is failing; re-run to resume where it stopped")
 
     def _stream_into(self, partial: Path, have: int, size: int, opener: Opener,
-                     what: str) -> None:
+                     what: str, h: Any) -> Any:
+        """Append the rest of the body to ``partial``, updating and returning the hash."""
         resp = opener(have)
         with resp:
             if have and resp.status_code != 206:
                 have = 0  # server ignored Range: start over
+                h = hashlib.sha256()
             mode = "ab" if have else "wb"
             with open(partial, mode) as out:
                 for chunk in _raw_chunks(resp):
@@ -171,10 +181,12 @@ class Downloader:
                         raise DigestMismatch(f"{what}: more than the expected {size} bytes "
                                              "(sha256 cannot match)")
                     out.write(chunk)
+                    h.update(chunk)
                     if self.on_bytes is not None:
                         self.on_bytes(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
+        return h
 
 
 def _raw_chunks(resp: requests.Response, size: int = 1024 * 1024) -> Iterable[bytes]:

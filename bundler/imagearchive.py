@@ -28,7 +28,10 @@ from .oci import OCI_INDEX
 
 ZSTD_LEVEL = 3
 ZSTD_WINDOW_LOG = 23          # 8 MiB; K3s accepts at most 25 (32 MiB)
-ZSTD_THREADS = 2              # fixed, not per machine: part of the reproducible output
+# Single-threaded: part of the reproducible output, and bounded memory. Two workers cost
+# ~250 MB of buffers for no speed on gzip layers, which zstd cannot shrink anyway
+# (benchmarks/README.md).
+ZSTD_THREADS = 0
 MAX_WINDOW_LOG = 25
 NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
 

@@ -131,16 +131,21 @@ def adopt_verified(
     size: int,
     what: Optional[str] = None,
     mode: int = 0o644,
+    hashed: Optional[str] = None,
 ) -> None:
     """Move an already written temp file (same folder as ``dest``) into place, verified.
 
     The resumable-download twin of ``write_verified``: the bytes arrived over several
-    attempts, so they are hashed once here, then fsynced and renamed; on mismatch the temp
-    file is removed and ``dest`` is never touched.
+    attempts, then are checked (``hashed``: the sha256 the writer computed over exactly the
+    bytes it wrote to ``tmp``; otherwise the file is hashed here), fsynced and renamed; on
+    mismatch the temp file is removed and ``dest`` is never touched.
     """
     tmp, dest = Path(tmp), Path(dest)
     label = what or dest.name
-    digest, written = hash_file(tmp)
+    if hashed is None:
+        digest, written = hash_file(tmp)
+    else:
+        digest, written = hashed, os.stat(str(tmp)).st_size
     if written != size or digest != sha256:
         _unlink_quiet(tmp)
         raise DigestMismatch(
