@@ -162,24 +162,15 @@ def _out(as_json: bool, data: Any, text: str) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules."""
-    import importlib
-    for module, attr in (("bundler.cli_build", "commands"), ("bundler.cli_keys", "keys"),
-                         ("bundler.cli_discover", "commands"),
-                         ("bundler.cli_verify", "commands")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        obj = getattr(mod, attr)
-        for cmd in (obj if isinstance(obj, (list, tuple)) else [obj]):
-            cli.add_command(cmd)
+def _register_commands() -> None:
+    """Commands that live in their own modules (they import this one for ``Ctx``)."""
+    from . import cli_build, cli_discover, cli_keys, cli_verify
+    for cmd in [*cli_build.commands, cli_keys.keys, *cli_discover.commands,
+                *cli_verify.commands]:
+        cli.add_command(cmd)
 
 
-_register_optional()
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

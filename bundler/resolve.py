@@ -7,6 +7,7 @@ transport. Items whose spec did not change keep their previous pin unless named 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -80,7 +81,6 @@ def _platform_lock(src: Sources, ref: ImageRef, digest: str, size: int, arch: st
 
 
 def _json(data: bytes, *, what: str) -> dict[str, Any]:
-    import json
     try:
         doc = json.loads(data)
     except ValueError as e:
