@@ -26,7 +26,8 @@ from installer.bundlefmt import (
     unsigned_signatures,
     write_bundle,
 )
-from installer.fsio import atomic_output, hash_file
+from installer.errors import DigestMismatch
+from installer.fsio import atomic_output, hash_file, iter_file
 
 from . import helmchart
 from .errors import LocalError, SpecError, UpstreamError
@@ -141,7 +142,7 @@ class ArchiveImages:
         self.src = src
         self.refs = [(img.ref, parse_image_ref(img.ref)) for img, *_ in images]
         self.images = [ArchiveImage(
-            names=image_names(img.ref, img.digest), manifest=mb, media_type=mt,
+            names=image_names(img.ref), manifest=mb, media_type=mt,
             blobs=tuple(Blob(d["digest"], d["size"], src.store.path(d["digest"]))
                         for d in descs)) for img, mb, mt, descs in images]
         self.key = layout_key(self.images)
@@ -246,8 +247,8 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
         generated.append((f"manifests/{helmchart.file_name(c.release)}",
                           helmchart.render(c, member.split("/", 1)[1], values)))
     for mf in bl.manifests:
-        add(f"manifests/{Path(mf.url).name}", spec.base_dir / mf.url, "manifest", 0o644,
-            (mf.sha256, mf.size))
+        add(f"manifests/{Path(mf.url).name}", _pinned_local(src, spec.base_dir / mf.url, mf),
+            "manifest", 0o644, (mf.sha256, mf.size))
     for member_path, data in generated:
         digest = hashlib.sha256(data).hexdigest()
         p = src.store.lookup(digest, len(data)) or src.store.put(digest, len(data), [data],
@@ -285,6 +286,20 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
                              hint="pass --out DIR with a writable folder") from None
         raise
     return BuildResult(dest, manifest, src.downloader.downloads, src.downloader.cache_hits)
+
+
+def _pinned_local(src: Sources, path: Path, pin: Any) -> Path:
+    """A local file, copied into the cache only if its bytes are the locked ones; the bundle
+    reads that verified copy, so an edit during the build cannot slip in."""
+    cached = src.store.lookup(pin.sha256, pin.size)
+    if cached is not None:
+        return cached
+    try:
+        with open(path, "rb") as f:
+            return src.store.put(pin.sha256, pin.size, iter_file(f), what=str(path))
+    except (DigestMismatch, FileNotFoundError):
+        raise SpecError(f"{path} changed since the lock was written",
+                        hint="run `bundle lock` to pin the new content") from None
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -51,7 +51,7 @@ class ArchiveImage:
     blobs: tuple[Blob, ...]     # config and layers
 
 
-def image_names(ref: str, index_digest: str) -> tuple[str, ...]:
+def image_names(ref: str) -> tuple[str, ...]:
     """Names under which an image is imported.
 
     ``repo:tag`` -> itself. ``repo@sha256:X`` and ``repo:tag@sha256:X`` -> ``repo@sha256:X``

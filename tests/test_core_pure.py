@@ -43,9 +43,9 @@ def test_bad_refs_rejected(bad: str) -> None:
 
 
 def test_image_names_for_digest_refs() -> None:
-    assert image_names("docker.io/library/a:1", "") == ("docker.io/library/a:1",)
-    assert image_names(f"docker.io/library/a@{DIGEST}", "") == (f"docker.io/library/a@{DIGEST}",)
-    assert image_names(f"localhost:5000/a:1@{DIGEST}", "") == (
+    assert image_names("docker.io/library/a:1") == ("docker.io/library/a:1",)
+    assert image_names(f"docker.io/library/a@{DIGEST}") == (f"docker.io/library/a@{DIGEST}",)
+    assert image_names(f"localhost:5000/a:1@{DIGEST}") == (
         f"localhost:5000/a@{DIGEST}", "localhost:5000/a:1")
 
 
