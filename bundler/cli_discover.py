@@ -86,6 +86,13 @@ def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
     if lock.spec_digest != spec.digest:
         raise SpecError("the lock was made from another spec",
                         hint="run `bundle lock` to update bundles.lock")
+    from .resolve import local_files
+    for name, b in spec.bundles.items():
+        # a glob that now matches another file, or an edited manifest, makes the lock stale
+        if {(f.url, f.sha256) for f in local_files(spec, b)} != \
+                {(f.url, f.sha256) for f in lock.bundles[name].manifests}:
+            raise SpecError(f"bundle {name}: the manifest files changed since the lock was "
+                            "written", hint="run `bundle lock` to pin them")
     return spec, lock, Sources(spec, cache or default_cache_dir(), frozen=True)
 
 

@@ -110,7 +110,7 @@ def test_check_fails_when_a_manifest_adds_an_image(world: World, tmp_path: Path,
         "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers:\n"
         "  - name: c\n    image: quay.io/metallb/speaker:v0.16.1\n")
     r = _b(capsys, folder, "check")
-    assert r.code == 9 and "quay.io/metallb/speaker:v0.16.1" in r.err
+    assert r.code == 2 and "manifest files changed since the lock" in r.err
     r = _b(capsys, folder, "lock")
     assert r.code == 9 and "quay.io/metallb/speaker:v0.16.1" in r.err and "extra.yaml" in r.err
 
