@@ -36,8 +36,12 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
+def _short(text: str) -> str:
+    return text.split(":")[0].split(" (")[0]
+
+
 @click.group(context_settings=CONTEXT, epilog="Exit codes: " + "; ".join(
-    f"{k} {v.split(':')[0]}" for k, v in EXIT_CODES.items()))
+    f"{k} {_short(v)}" for k, v in EXIT_CODES.items()) + " (docs/exit-codes.md).")
 @click.option("--spec", type=click.Path(path_type=Path), default=Path("bundles.toml"),
               show_default=True, help="The bundle spec.")
 @click.option("--lock", "lock_path", type=click.Path(path_type=Path), default=None,
