@@ -175,7 +175,7 @@ class ArchiveImages:
         sha, size = write_archive(out, self.images, mtime=mtime, on_bytes=on_bytes)
         final = self.src.store.path(sha)
         out.replace(final)
-        with atomic_output(self.ref_file) as f:
+        with atomic_output(self.ref_file, durable=False) as f:
             f.write(f"{sha} {size}".encode())
         return final, sha, size
 

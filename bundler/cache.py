@@ -4,7 +4,9 @@ Layout: ``<root>/blobs/sha256/<hex>`` (verified content only) and ``<root>/parti
 (bytes of an unfinished download, kept so the next attempt or run resumes with HTTP Range).
 A blob is looked up by digest AND size and re-hashed before use: a cached file whose bytes no
 longer match is deleted and fetched again, never used. All writes go through
-``installer.fsio`` (temp file in the same folder, hash, check, fsync, rename).
+``installer.fsio`` (temp file in the same folder, hash, check, rename). Because every read
+re-verifies, cache writes skip fsync (``durable=False``): a file torn by a power cut is just
+a cache miss. The bundle itself is written durably.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class ContentStore:
 
     def put(self, digest: str, size: int, chunks: Iterable[bytes], *, what: str) -> Path:
         p = self.path(digest)
-        write_verified(p, chunks, sha256=hex_of(digest), size=size, what=what)
+        write_verified(p, chunks, sha256=hex_of(digest), size=size, what=what, durable=False)
         return p
 
 
@@ -142,7 +144,7 @@ class Downloader:
                     last = f"connection closed after {partial.stat().st_size} of {size} bytes"
                     continue
                 adopt_verified(partial, self.store.path(digest), sha256=hex_of(digest),
-                               size=size, what=what, hashed=h.hexdigest())
+                               size=size, what=what, hashed=h.hexdigest(), durable=False)
                 return self.store.path(digest)
             except DigestMismatch as e:
                 last = e.message  # partial was removed: the next attempt starts over
@@ -185,7 +187,6 @@ class Downloader:
                     if self.on_bytes is not None:
                         self.on_bytes(len(chunk))
                 out.flush()
-                os.fsync(out.fileno())
         return h
 
 

@@ -128,7 +128,8 @@ def write_archive(dest: Path, images: list[ArchiveImage], *, mtime: int,
     for img in images:
         for b in (img.manifest, *img.blobs):
             blobs.setdefault(b.digest, b)
-    with atomic_output(dest) as raw:
+    # into the cache, which re-verifies on every use: no fsync needed (see cache.py)
+    with atomic_output(dest, durable=False) as raw:
         out = _HashingWriter(raw)
         cctx = zstandard.ZstdCompressor(compression_params=params)
         zwriter = cctx.stream_writer(out, closefd=False)  # type: ignore[arg-type]

@@ -97,12 +97,13 @@ class Sources:
             name = hashlib.sha256(url.encode()).hexdigest()
             tmp = self.store.partial / f"url-{name}-{threading.get_ident()}"
             try:
-                digest, size = write_verified(tmp, resp.iter_content(1024 * 1024), what=what)
+                digest, size = write_verified(tmp, resp.iter_content(1024 * 1024), what=what,
+                                              durable=False)
             except (requests.RequestException, OSError) as e:
                 raise TransferError(f"{what}: download of {url} failed: {e}",
                                     hint="retry; the link dropped") from None
         dest = self.store.path(digest)
-        adopt_verified(tmp, dest, sha256=digest, size=size, what=what)
+        adopt_verified(tmp, dest, sha256=digest, size=size, what=what, durable=False)
         return dest, digest, size
 
     # ------------------------------------------------------------ pinned content

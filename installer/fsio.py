@@ -72,12 +72,16 @@ def write_verified(
     mode: int = 0o644,
     tmp_prefix: str = ".tmp-",
     on_bytes: Optional[Callable[[int], None]] = None,
+    durable: bool = True,
 ) -> Tuple[str, int]:
     """Write ``chunks`` atomically to ``dest``, verifying sha256 and size when given.
 
     Returns ``(sha256 hex, size)`` of what was written. Data beyond ``size`` is a mismatch
     (reading stops there: an endless stream cannot fill the disk). The temp file is a dotfile
     in the destination folder, so watchers such as K3s's image importer ignore it.
+
+    ``durable=False`` skips the fsyncs: only for stores that re-verify every file before use
+    (the builder's cache), where a file torn by a power cut is detected and fetched again.
     """
     dest = Path(dest)
     label = what or dest.name
@@ -98,7 +102,8 @@ def write_verified(
                 if on_bytes is not None:
                     on_bytes(len(data))
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         digest = h.hexdigest()
         if size is not None and written != size:
             raise DigestMismatch(
@@ -110,7 +115,8 @@ def write_verified(
                 hint="the source does not hold the pinned content; do not use it")
         os.chmod(str(tmp), mode)
         os.replace(str(tmp), str(dest))
-        fsync_dir(dest.parent)
+        if durable:
+            fsync_dir(dest.parent)
         return digest, written
     except OSError as e:
         _unlink_quiet(tmp)
@@ -132,13 +138,15 @@ def adopt_verified(
     what: Optional[str] = None,
     mode: int = 0o644,
     hashed: Optional[str] = None,
+    durable: bool = True,
 ) -> None:
     """Move an already written temp file (same folder as ``dest``) into place, verified.
 
     The resumable-download twin of ``write_verified``: the bytes arrived over several
     attempts, then are checked (``hashed``: the sha256 the writer computed over exactly the
     bytes it wrote to ``tmp``; otherwise the file is hashed here), fsynced and renamed; on
-    mismatch the temp file is removed and ``dest`` is never touched.
+    mismatch the temp file is removed and ``dest`` is never touched. ``durable`` as in
+    ``write_verified``.
     """
     tmp, dest = Path(tmp), Path(dest)
     label = what or dest.name
@@ -152,14 +160,16 @@ def adopt_verified(
             f"{label}: expected {size} bytes with sha256 {sha256}, got {written} bytes with "
             f"sha256 {digest}",
             hint="the source does not hold the pinned content; it was not kept")
-    fd = os.open(str(tmp), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if durable:
+        fd = os.open(str(tmp), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     os.chmod(str(tmp), mode)
     os.replace(str(tmp), str(dest))
-    fsync_dir(dest.parent)
+    if durable:
+        fsync_dir(dest.parent)
 
 
 class atomic_output:
@@ -169,9 +179,11 @@ class atomic_output:
     stream: fsync, rename, fsync the folder on success; remove the temp file on any error.
     """
 
-    def __init__(self, dest: "os.PathLike[str] | str", *, mode: int = 0o644) -> None:
+    def __init__(self, dest: "os.PathLike[str] | str", *, mode: int = 0o644,
+                 durable: bool = True) -> None:
         self.dest = Path(dest)
         self.mode = mode
+        self.durable = durable
         self.tmp = self.dest.parent / (f".tmp-{self.dest.name}.{_unique()}")
         self._f: Optional[BinaryIO] = None
 
@@ -185,12 +197,14 @@ class atomic_output:
         try:
             if exc_type is None:
                 self._f.flush()
-                os.fsync(self._f.fileno())
+                if self.durable:
+                    os.fsync(self._f.fileno())
             self._f.close()
             if exc_type is None:
                 os.chmod(str(self.tmp), self.mode)
                 os.replace(str(self.tmp), str(self.dest))
-                fsync_dir(self.dest.parent)
+                if self.durable:
+                    fsync_dir(self.dest.parent)
         finally:
             if exc_type is not None or self.tmp.exists():
                 _unlink_quiet(self.tmp)
