@@ -45,7 +45,9 @@ ED25519 = "ed25519"
 
 _EXPIRES_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 _SPEC_RE = re.compile(r"[0-9]+\.[0-9]+(\.[0-9]+)?")
-_HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
+# Lowercase only: hex case is not covered by any signature, so accepting both would let the
+# same signed document exist as several byte strings (python-tuf accepts either case).
+_HEX_RE = re.compile(r"(?:[0-9a-f]{2})*")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def _get(obj: Dict[str, Any], key: str, kind: type, what: str) -> Any:
 
 def _hex(value: str, what: str) -> bytes:
     if not _HEX_RE.fullmatch(value):
-        raise FormatError(f"{what} is not a hex string")
+        raise FormatError(f"{what} is not a lowercase hex string")
     return bytes.fromhex(value)
 
 

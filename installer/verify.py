@@ -10,7 +10,6 @@ staging (``stage_payload``: ``fsio.write_verified`` with the manifest's sha256/s
 import hashlib
 import json
 import os
-import re
 import tarfile
 import time
 from dataclasses import dataclass
@@ -75,33 +74,21 @@ def check_signatures(anchor: bytes, header: Header, now: int) -> Any:
     return root
 
 
-_LOWER_HEX = re.compile(r"^[0-9a-f]+$")
-
-
 def _tuf_pretty(doc: Any) -> bytes:
     # python-tuf JSONSerializer(compact=False), as `bundle keys` writes root.json, plus "\n"
     return json.dumps(doc, indent=1, separators=(",", ": "), sort_keys=True).encode() + b"\n"
-
-
-def _sigs_lower_hex(sigs: Any, what: str) -> None:
-    for entry in sigs if isinstance(sigs, list) else []:
-        sig = entry.get("sig") if isinstance(entry, dict) else None
-        if not isinstance(sig, str) or not _LOWER_HEX.match(sig):
-            raise SignatureError(f"{what}: signature {sig!r} is not lowercase hex")
 
 
 def check_signed_bytes(anchor: bytes, header: Header) -> None:
     """Make every signed document's BYTES unambiguous, not just its signed content.
 
     Signatures cover the canonical ``signed`` part only, so whitespace in a pretty-printed
-    root, upper-case hex in a signature, or an old root the device never re-checks could change
-    without any signature failing. Here: signature hex is lowercase; each root is canonical JSON
-    or exactly python-tuf's pretty form; the bundle's chain is a valid chain from its v1
+    root, or an old root the device never re-checks could change without any signature
+    failing (``trust`` itself rejects upper-case hex). Here: each root is canonical JSON or
+    exactly python-tuf's pretty form; the bundle's chain is a valid chain from its v1
     (``trust.update_root`` step by step) and agrees with the pinned anchor at its version.
     """
     trust = _trust()
-    _sigs_lower_hex(canonjson.loads_strict(header.signatures, what="signatures.json")
-                    .get("signatures"), "signatures.json")
     chain = list(header.roots)
     previous = None
     for n, data in enumerate(chain, start=1):
@@ -110,7 +97,6 @@ def check_signed_bytes(anchor: bytes, header: Header) -> None:
         if data != canonjson.encode(doc) and data != _tuf_pretty(doc):
             raise FormatError(f"{what} is neither canonical JSON nor python-tuf's serialization",
                               hint="the bundle was altered or damaged; do not use it")
-        _sigs_lower_hex(doc.get("signatures") if isinstance(doc, dict) else None, what)
         root = (trust.load_trusted_root(data) if previous is None
                 else trust.update_root(previous, data))
         if root.version != n:

@@ -544,3 +544,12 @@ def test_parse_root_reads_python_tuf_output(k: SimpleNamespace) -> None:
     assert parsed.version == 1 and parsed.expires == NOW + YEAR
     assert parsed.signed_bytes == md.signed_bytes
     assert parsed.keys[k.r1.keyid].public == bytes.fromhex(k.r1.key["keyval"]["public"])
+
+
+def test_upper_case_signature_hex_is_rejected() -> None:
+    """Hex case is outside every signature: one document must have one byte form."""
+    from installer.trust import parse_signatures
+    good = [{"keyid": "k", "sig": "ab" * 64}]
+    assert parse_signatures(good, "sigs", allow_repeats=False)[0].sig == bytes.fromhex("ab" * 64)
+    with pytest.raises(FormatError, match="lowercase hex"):
+        parse_signatures([{"keyid": "k", "sig": "AB" * 64}], "sigs", allow_repeats=False)
