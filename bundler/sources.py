@@ -103,7 +103,9 @@ class Sources:
                 raise TransferError(f"{what}: download of {url} failed: {e}",
                                     hint="retry; the link dropped") from None
         dest = self.store.path(digest)
-        adopt_verified(tmp, dest, sha256=digest, size=size, what=what, durable=False)
+        # write_verified hashed exactly these bytes: no second read
+        adopt_verified(tmp, dest, sha256=digest, size=size, what=what, hashed=digest,
+                       durable=False)
         return dest, digest, size
 
     # ------------------------------------------------------------ pinned content

@@ -32,15 +32,23 @@ def iter_file(f: BinaryIO, *, limit: Optional[int] = None, chunk: int = CHUNK) -
         yield data
 
 
-def hash_file(path: "os.PathLike[str] | str") -> Tuple[str, int]:
-    """Return ``(sha256 hex, size)`` of a file, streaming."""
+def hash_chunks(chunks: Iterable[bytes],
+                on_bytes: Optional[Callable[[int], None]] = None) -> Tuple[str, int]:
+    """Return ``(sha256 hex, size)`` of a stream of chunks (pure; the one hashing loop)."""
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
-        for data in iter_file(f):
-            h.update(data)
-            size += len(data)
+    for data in chunks:
+        h.update(data)
+        size += len(data)
+        if on_bytes is not None:
+            on_bytes(len(data))
     return h.hexdigest(), size
+
+
+def hash_file(path: "os.PathLike[str] | str") -> Tuple[str, int]:
+    """Return ``(sha256 hex, size)`` of a file, streaming."""
+    with open(path, "rb") as f:
+        return hash_chunks(iter_file(f))
 
 
 def verify_file(path: "os.PathLike[str] | str", sha256: str, size: int) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
 from . import bundlefmt, canonjson
 from .bundlefmt import BundleReader, Header
 from .errors import ConfigError, DigestMismatch, FormatError, InstallerError, SignatureError
-from .fsio import fsync_dir, iter_file, write_verified
+from .fsio import fsync_dir, hash_chunks, iter_file, write_verified
 from .layout import Layout
 
 READ_BUFFER = 1024 * 1024
@@ -251,17 +251,12 @@ def hash_payload(opened: Opened, on_bytes: OnBytes = None) -> int:
     """Stream every member, check size and sha256, write nothing. Returns bytes checked."""
     total = 0
     for member, f in opened.reader.payload():
-        h = hashlib.sha256()
-        size = 0
-        for chunk in iter_file(f, limit=member.size):  # type: ignore[arg-type]
-            h.update(chunk)
-            size += len(chunk)
-            if on_bytes is not None:
-                on_bytes(len(chunk))
-        if size != member.size or h.hexdigest() != member.sha256:
+        digest, size = hash_chunks(iter_file(f, limit=member.size),  # type: ignore[arg-type]
+                                   on_bytes)
+        if size != member.size or digest != member.sha256:
             raise DigestMismatch(
                 f"bundle member {member.path}: expected sha256 {member.sha256} "
-                f"({member.size} bytes), got {h.hexdigest()} ({size} bytes)",
+                f"({member.size} bytes), got {digest} ({size} bytes)",
                 hint="the bundle is damaged or altered; copy it again from its source")
         total += size
     return total
