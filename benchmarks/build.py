@@ -50,6 +50,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_world import bench_world  # noqa: E402
 from tests.world.images import AMD64, ARM64, Image, ImageFactory, push_image  # noqa: E402
 from tests.world.k3s import K3S_VERSION  # noqa: E402
 from tests.world.registry import Registry  # noqa: E402
@@ -62,12 +63,6 @@ TARGETS = {"cold": 1.0, "cold_aim": 0.7, "warm": 0.15, "size": 0.5, "rss": 200 *
            "rss_growth": 1.2}
 
 
-def child_env(work: Path) -> Dict[str, str]:
-    """No proxy can reroute loopback traffic; caches in ``work``."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-               XDG_CACHE_HOME=str(work / "xdg-cache"), PYTHONPATH=str(REPO))
-    return env
 
 
 @dataclass
@@ -226,13 +221,7 @@ def main() -> None:
     if shutil.which("skopeo") is None:
         raise SystemExit("skopeo is not installed (apt-get install skopeo)")
     load_before = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="build-bench-", dir=os.environ.get("BENCH_DIR")))
-    env = child_env(work)
-    registry = release = None
-    try:
-        registry = Registry(work / "registry").start()
-        release = ReleaseServer(work / "release").start()
-        release.add_k3s_release(K3S_VERSION)
+    with bench_world("build-bench-") as (work, env, registry, release):
         t0 = time.perf_counter()
         full_set = make_images(work, registry, scale)
         quarter_set = make_images(work, registry, scale * QUARTER)
@@ -267,11 +256,6 @@ def main() -> None:
         q_cold, _ = quarter.build(cold=True)
         q_warm, _ = quarter.build(cold=False)
         dockers = docker_archives(work, registry.host, full_set.all, env)
-    finally:
-        for server in (release, registry):
-            if server is not None:
-                server.stop()
-        shutil.rmtree(str(work), ignore_errors=True)
 
     t_skopeo = statistics.median(s[0] for s in skopeos)
     t_sync = statistics.median(s[0] + s[1] for s in skopeos)

@@ -31,7 +31,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Callable, Dict, List, Tuple
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_world import bench_world  # noqa: E402
 from tests.world.images import AMD64, ARM64, Image, ImageFactory, push_image  # noqa: E402
 from tests.world.k3s import K3S_VERSION  # noqa: E402
 from tests.world.registry import Registry  # noqa: E402
@@ -49,13 +49,6 @@ ARCHES = {"amd64": AMD64, "arm64": ARM64}
 TARGET_RATIO = 3.0
 
 
-def child_env(work: Path) -> Dict[str, str]:
-    """The environment for every child: no proxy can reroute loopback traffic, caches in
-    ``work``."""
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-               XDG_CACHE_HOME=str(work / "xdg-cache"), PYTHONPATH=str(REPO))
-    return env
 
 
 def push_images(factory: ImageFactory, registry: Registry, count: int) -> List[Image]:
@@ -167,13 +160,7 @@ def main() -> None:
     if shutil.which("skopeo") is None:
         raise SystemExit("skopeo is not installed (apt-get install skopeo)")
     load_before = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="lock-bench-", dir=os.environ.get("BENCH_DIR")))
-    env = child_env(work)
-    registry = release = None
-    try:
-        registry = Registry(work / "registry").start()
-        release = ReleaseServer(work / "release").start()
-        release.add_k3s_release(K3S_VERSION)
+    with bench_world("lock-bench-") as (work, env, registry, release):
         t0 = time.perf_counter()
         images = push_images(ImageFactory(work / "images"), registry, count)
         print(f"pushed {count} images x {len(ARCHES)} arches to {registry.url} "
@@ -196,11 +183,6 @@ def main() -> None:
                                                                     skopeo_jobs))
         t_lock, r_lock = median_of(repeat, lambda i: bundle_lock(full, work, env, i, images))
         t_fixed, r_fixed = median_of(repeat, lambda i: bundle_lock(empty, work, env, i, []))
-    finally:
-        for server in (release, registry):
-            if server is not None:
-                server.stop()
-        shutil.rmtree(str(work), ignore_errors=True)
 
     calls = count * (1 + 2 * len(ARCHES))
     t_images = max(t_lock - t_fixed, 1e-3)  # only meaningful when clearly above noise
