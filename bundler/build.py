@@ -65,18 +65,8 @@ def check_lock(spec: Spec, lock: Lock, bundle: str, arch: str) -> BundleLock:
     if arch not in bl.arch:
         raise SpecError(f"bundle {bundle} is locked for {', '.join(bl.arch)}, not {arch}",
                         hint=f"add {arch!r} to bundles.{bundle}.arch and run `bundle lock`")
-    for f in bl.manifests + tuple(v for c in bl.charts for v in c.values):
-        path = spec.base_dir / f.url
-        if not path.is_file() or hash_file(path)[0] != f.sha256:
-            raise SpecError(f"{path} changed since the lock was written",
-                            hint="run `bundle lock` to pin the new content")
     return bl
 
-
-def _oci_host_repo(url: str) -> tuple[str, str]:
-    rest = url[len("oci://"):].split("@", 1)[0]
-    host, _, repo = rest.partition("/")
-    return host, repo
 
 
 def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int,
@@ -98,13 +88,7 @@ def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int,
         jobs["airgap"] = lambda: src.fetch_url(f.url, f.sha256, f.size,
                                                what=f"K3s {k3s.version} airgap images ({arch})")
     for c in bl.charts:
-        if c.url.startswith("oci://"):
-            host, repo = _oci_host_repo(c.url)
-            jobs[f"chart:{c.name}"] = lambda c=c, h=host, r=repo: src.fetch_blob(
-                h, r, "sha256:" + c.sha256, c.size, what=f"chart {c.name} {c.version}")
-        else:
-            jobs[f"chart:{c.name}"] = lambda c=c: src.fetch_url(
-                c.url, c.sha256, c.size, what=f"chart {c.name} {c.version}")
+        jobs[f"chart:{c.name}"] = lambda c=c: src.fetch_chart(c)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {k: pool.submit(fn) for k, fn in jobs.items()}
         manifests = {img.ref: pool.submit(_image_manifest, src, img.ref, img.platforms[arch],
@@ -204,6 +188,10 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
     """Build ``dist/<name>-<version>-<arch>.tar``. ``sign(manifest_bytes)`` returns the
     signatures document and the root chain; unsigned bundles carry an empty signature list."""
     bl = check_lock(spec, lock, bundle, arch)
+    # Local manifests and values files: verified against the lock before any download, then
+    # used only from those verified copies.
+    local = {f.url: _pinned_local(src, spec.base_dir / f.url, f)
+             for f in bl.manifests + tuple(v for c in bl.charts for v in c.values)}
     _check_writable(out_dir)
     paths = fetch_all(src, bl, arch, workers=workers)
     mtime = lock.source_date_epoch
@@ -243,12 +231,12 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
         add(member, paths[f"chart:{c.name}"], "chart", 0o644, (c.sha256, c.size))
         charts.append(ChartEntry(name=c.name, version=c.version, path=member,
                                  namespace=c.namespace))
-        values = [spec.base_dir / v.url for v in c.values]
+        values = [local[v.url] for v in c.values]
         generated.append((f"manifests/{helmchart.file_name(c.release)}",
                           helmchart.render(c, member.split("/", 1)[1], values)))
     for mf in bl.manifests:
-        add(f"manifests/{Path(mf.url).name}", _pinned_local(src, spec.base_dir / mf.url, mf),
-            "manifest", 0o644, (mf.sha256, mf.size))
+        add(f"manifests/{Path(mf.url).name}", local[mf.url], "manifest", 0o644,
+            (mf.sha256, mf.size))
     for member_path, data in generated:
         digest = hashlib.sha256(data).hexdigest()
         p = src.store.lookup(digest, len(data)) or src.store.put(digest, len(data), [data],

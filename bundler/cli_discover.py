@@ -24,17 +24,7 @@ from .spec import BundleSpec, Spec
 
 def chart_paths(src: Sources, bl: BundleLock) -> dict[str, Path]:
     """Locked chart archives, from the cache (fetched by digest if absent)."""
-    out = {}
-    for c in bl.charts:
-        if c.url.startswith("oci://"):
-            rest = c.url[len("oci://"):].split("@", 1)[0]
-            host, _, repo = rest.partition("/")
-            out[c.name] = src.fetch_blob(host, repo, "sha256:" + c.sha256, c.size,
-                                         what=f"chart {c.name} {c.version}")
-        else:
-            out[c.name] = src.fetch_url(c.url, c.sha256, c.size,
-                                        what=f"chart {c.name} {c.version}")
-    return out
+    return {c.name: src.fetch_chart(c) for c in bl.charts}
 
 
 def bundle_findings(spec: Spec, bundle: BundleSpec, charts: dict[str, Path]) -> list[Finding]:

@@ -18,6 +18,7 @@ from installer.fsio import adopt_verified, write_verified
 
 from .cache import ContentStore, Downloader
 from .errors import NotFoundError, SpecError, TransferError
+from .lockfile import ChartLock
 from .oci import Fetched, RegistryClient
 from .spec import Spec
 from .transport import RetryPolicy, Transport
@@ -124,6 +125,15 @@ class Sources:
         def opener(start: int) -> requests.Response:
             return client.open_blob(repo, digest, start=start, what=what)
         return self.downloader.fetch(digest, size, opener, what=what)
+
+    def fetch_chart(self, chart: ChartLock) -> Path:
+        """A locked chart archive: an OCI chart layer (``oci://host/repo@digest``) or an
+        HTTP repository URL, by its locked sha256."""
+        what = f"chart {chart.name} {chart.version}"
+        if chart.url.startswith("oci://"):
+            host, _, repo = chart.url[len("oci://"):].split("@", 1)[0].partition("/")
+            return self.fetch_blob(host, repo, "sha256:" + chart.sha256, chart.size, what=what)
+        return self.fetch_url(chart.url, chart.sha256, chart.size, what=what)
 
     def manifest(self, host: str, repo: str, reference: str, *, what: str,
                  size: int | None = None) -> Fetched:
