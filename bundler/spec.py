@@ -114,7 +114,7 @@ class _Ctx:
         return SpecError(f"{self.path}: {key}: {msg}", hint=hint)
 
     def get(self, table: dict[str, Any], key: str, where: str, typ: type, *,
-            default: Any = ..., allowed: set[str] | None = None) -> Any:
+            default: Any = ...) -> Any:
         if key not in table:
             if default is ...:
                 raise self.fail(f"{where}.{key}" if where else key, "is required")
