@@ -31,6 +31,7 @@ from installer.fsio import atomic_output, hash_file, iter_file
 
 from . import helmchart
 from .errors import LocalError, SpecError, UpstreamError
+from .gate import check_lock
 from .imagearchive import ArchiveImage, Blob, image_names, layout_key, write_archive
 from .lockfile import BundleLock, Lock
 from .refs import parse_image_ref
@@ -50,23 +51,6 @@ class BuildResult:
 
 def bundle_filename(name: str, version: str, arch: str) -> str:
     return f"{name}-{version}-{arch}.tar"
-
-
-def check_lock(spec: Spec, lock: Lock, bundle: str, arch: str) -> BundleLock:
-    """The locked bundle, after refusing a stale lock or an arch it does not hold."""
-    if lock.spec_digest != spec.digest:
-        raise SpecError(f"the lock was made from another spec ({lock.spec_digest[:19]}... vs "
-                        f"{spec.digest[:19]}... for {spec.path})",
-                        hint="run `bundle lock` to update bundles.lock, then build again")
-    if bundle not in lock.bundles:
-        raise SpecError(f"bundle {bundle!r} is not in the lock",
-                        hint=f"locked bundles: {', '.join(sorted(lock.bundles))}")
-    bl = lock.bundles[bundle]
-    if arch not in bl.arch:
-        raise SpecError(f"bundle {bundle} is locked for {', '.join(bl.arch)}, not {arch}",
-                        hint=f"add {arch!r} to bundles.{bundle}.arch and run `bundle lock`")
-    return bl
-
 
 
 def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int,

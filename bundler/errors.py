@@ -13,17 +13,12 @@ Families split by fault:
 
 from __future__ import annotations
 
+from installer.errors import EXIT_CODES as INSTALLER_EXIT_CODES
+from installer.errors import InstallerError, ToolError
 
-class BundleError(Exception):
-    exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+class BundleError(ToolError):
+    """Base of every error the builder raises on purpose (message, hint, exit code)."""
 
 
 class SpecError(BundleError):
@@ -63,8 +58,23 @@ EXIT_CODES = {
     1: "internal error (a bug: please report it with the output)",
     2: "bad spec, lock or command line (file and key are named)",
     3: "upstream content is wrong: digest/checksum mismatch, missing architecture, not found",
+    4: "refused by policy: an installer check run by `bundle` refused the bundle",
     5: "transfer failed after retries: network, HTTP 5xx, authentication, TLS",
     6: "local problem: disk full, folder not writable",
+    7: "health gate failed (reported by installer code run from `bundle`)",
     8: "drift: the lock no longer matches the spec or upstream (lock --check)",
     9: "images referenced by manifests or charts are missing from the bundle",
 }
+
+
+# Installer errors raised from shared code (verify, fsio, bundlefmt) keep their family's code:
+# both tables use the same number for the same fault, so the mapping is the identity. It is
+# spelled out so that a test can check it covers every installer code.
+FROM_INSTALLER = {code: code for code in INSTALLER_EXIT_CODES if code != 0}
+
+
+def exit_code_for(error: ToolError) -> int:
+    """The exit code of `bundle` for an error of either package."""
+    if isinstance(error, InstallerError):
+        return FROM_INSTALLER.get(error.exit_code, 1)
+    return error.exit_code

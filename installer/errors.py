@@ -12,11 +12,13 @@ Families split by fault, not by module:
 Every message says what, where, and what to do. Only the CLI turns these into exit codes.
 """
 
-from typing import Optional
+from typing import Dict, Optional, Union
 
 
-class InstallerError(Exception):
-    """Base of every error the installer raises on purpose."""
+class ToolError(Exception):
+    """The one error base of both packages (the builder's ``BundleError`` derives from it
+    too): a message saying what and where, an optional hint saying what to do, and the exit
+    code of its family. Kinds are told apart by type, never by message text."""
 
     exit_code = 1
 
@@ -29,6 +31,15 @@ class InstallerError(Exception):
         if self.hint:
             return f"{self.message}\n  hint: {self.hint}"
         return self.message
+
+    def as_json(self) -> Dict[str, Union[str, int, None]]:
+        """The documented error object of ``--json`` output (docs/exit-codes.md)."""
+        return {"code": self.exit_code, "kind": type(self).__name__,
+                "message": self.message, "hint": self.hint}
+
+
+class InstallerError(ToolError):
+    """Base of every error the installer raises on purpose."""
 
 
 class ConfigError(InstallerError):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-import click
 import pytest
-from click.testing import CliRunner
 
 from bundler.discover import (
     DECLARED,
@@ -18,8 +16,8 @@ from bundler.discover import (
     compare,
     referenced_images,
 )
-from bundler.discover.cli import ImagesInput, images_command, images_report
-from bundler.errors import MissingImagesError, SpecError
+from bundler.discover.report import images_report
+from bundler.errors import SpecError
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -105,25 +103,3 @@ def test_report_json_is_canonical_and_complete() -> None:
 def test_report_ok() -> None:
     text = images_report([f("quay.io/a/b:1")], ["quay.io/a/b:1"], as_json=False)
     assert text.endswith("ok: the bundle carries every image its manifests and charts reference")
-
-
-def run(findings: list[Finding], bundle: list[str], *args: str) -> click.testing.Result:
-    obj = ImagesInput(findings=lambda: findings, bundle_images=lambda: bundle)
-    return CliRunner().invoke(images_command, list(args), obj=obj)
-
-
-def test_command_prints_and_raises_missing_images() -> None:
-    result = run(FINDINGS, [], "--json")
-    assert json.loads(result.output)["ok"] is False
-    assert isinstance(result.exception, MissingImagesError)
-    assert result.exception.exit_code == 9
-
-
-def test_command_ok() -> None:
-    result = run([f("quay.io/a/b:1")], ["quay.io/a/b:1"])
-    assert result.exit_code == 0 and "ok:" in result.output
-
-
-def test_command_without_inputs_is_a_usage_error() -> None:
-    result = CliRunner().invoke(images_command, [])
-    assert result.exit_code == 2

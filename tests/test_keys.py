@@ -12,7 +12,7 @@ from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
 from tuf.ngclient.config import EnvelopeType
 
 from bundler import keys
-from bundler.cli_keys import keys as keys_group
+from bundler.cli.keys import keys as keys_group
 from bundler.errors import SpecError
 from installer import canonjson, trust
 from installer.errors import SignatureError

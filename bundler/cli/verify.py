@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import CONTEXT, Ctx, pass_ctx
+from .context import CONTEXT, Ctx, pass_ctx
 
 
 def sigstore_path(file: Path) -> Path:
@@ -49,7 +49,7 @@ def verify_cmd(c: Ctx, file: Path, trust_root: Path | None, sigstore_identity: s
 
     FILE may also be any artifact with a FILE.sigstore.json beside it.
     """
-    from .errors import SpecError
+    from ..errors import SpecError
     if not trust_root and not sigstore_identity:
         raise SpecError("nothing to verify against", hint="pass --trust root.json and/or "
                         "--sigstore-identity ID --sigstore-issuer URL")
@@ -80,7 +80,7 @@ def verify_cmd(c: Ctx, file: Path, trust_root: Path | None, sigstore_identity: s
         with open(file, "rb") as f:
             payload = BundleReader(f).header().manifest_bytes
     if sigstore_identity:
-        from .provenance import sigstore_verify
+        from ..provenance import sigstore_verify
         sig = sigstore_path(file)
         if not sig.is_file():
             raise SpecError(f"no Sigstore bundle at {sig}",

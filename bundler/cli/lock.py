@@ -1,68 +1,18 @@
-"""`bundle`: the builder's command line. Thin: parse flags, call the library, print.
-
-Errors from the library are mapped to exit codes here and only here (see errors.EXIT_CODES
-and docs/exit-codes.md). Progress bars are created here and passed down as callbacks.
-"""
+"""`bundle lock`: resolve bundles.toml into bundles.lock."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from .errors import EXIT_CODES, BundleError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class Ctx:
-    """Options shared by every command."""
-
-    def __init__(self, spec: Path, lock: Path, quiet: bool) -> None:
-        self.spec = spec
-        self.lock = lock
-        self.quiet = quiet or not sys.stderr.isatty()
-
-    def progress(self, total: int, desc: str, unit: str = "it", **kw: Any) -> Any:
-        from tqdm import tqdm
-        return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr,
-                    leave=False, dynamic_ncols=True, **kw)
+from ..errors import BundleError
+from .context import CONTEXT, Ctx, out, pass_ctx
 
 
-pass_ctx = click.make_pass_decorator(Ctx)
-
-
-def _short(text: str) -> str:
-    return text.split(":")[0].split(" (")[0]
-
-
-@click.group(context_settings=CONTEXT, epilog="Exit codes: " + "; ".join(
-    f"{k} {_short(v)}" for k, v in EXIT_CODES.items()) + " (docs/exit-codes.md).")
-@click.option("--spec", type=click.Path(path_type=Path), default=Path("bundles.toml"),
-              show_default=True, help="The bundle spec.")
-@click.option("--lock", "lock_path", type=click.Path(path_type=Path), default=None,
-              help="The lock file (default: bundles.lock beside the spec).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars (also when not a terminal).")
-@click.version_option(package_name="k3s-airgap-bundler")
-@click.pass_context
-def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> None:
-    """Build signed, reproducible K3s airgap bundles.
-
-    \b
-    Typical flow on a connected host:
-      bundle lock                      # pin every artifact of bundles.toml by digest
-      bundle build --arch arm64        # dist/<name>-<version>-arm64.tar (+ installer)
-      bundle inspect dist/*.tar        # what a bundle holds, without extracting
-    Then carry dist/ to the disconnected host and run `python3 airgap-install.pyz install .`
-    """
-    ctx.obj = Ctx(spec, lock_path or spec.parent / "bundles.lock", quiet)
-
-
-@cli.command("lock", context_settings=CONTEXT)
+@click.command("lock", context_settings=CONTEXT)
 @click.option("--check", is_flag=True,
               help="Write nothing; exit 8 and list each drift if the lock is out of date "
                    "(spec changed, tag moved upstream, artifact gone).")
@@ -91,12 +41,12 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
     writing, every image the bundle's manifests and charts reference must be in the bundle
     (exit 9 lists each with where it was found); --add-discovered locks them instead.
     """
-    from .cache import default_cache_dir
-    from .cli_discover import gate, missing_error, pullable_missing
-    from .lockfile import Lock, drift, read_lock
-    from .resolve import resolve
-    from .sources import Sources
-    from .spec import load_spec
+    from ..cache import default_cache_dir
+    from ..gate import gate, missing_error, pullable_missing
+    from ..lockfile import Lock, drift, read_lock
+    from ..resolve import resolve
+    from ..sources import Sources
+    from ..spec import load_spec
 
     spec = load_spec(c.spec)
     previous: Lock | None = read_lock(c.lock) if c.lock.exists() else None
@@ -104,7 +54,7 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
         {n: list(b.discovered) for n, b in previous.bundles.items()} if previous else {})
     total = sum(1 + len(b.images) + len(b.charts) for b in spec.bundles.values())
     added: dict[str, list[str]] = {}
-    from .transport import RetryPolicy
+    from ..transport import RetryPolicy
     with Sources(spec, cache or default_cache_dir(),
                  policy=RetryPolicy(read_timeout=timeout)) as src:
         with c.progress(total, "resolving") as bar:
@@ -135,7 +85,7 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
             if as_json:
                 click.echo(json.dumps({"drift": changes}, indent=2))
             raise _drift(changes)
-        _out(as_json, {"drift": []}, f"{c.lock} is up to date")
+        out(as_json, {"drift": []}, f"{c.lock} is up to date")
         return
     text = new.dumps()
     changed = previous is None or previous.dumps() != text
@@ -152,57 +102,14 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
                      f"arch {', '.join(s['arch'])}")
         for ref in added.get(n, []):
             lines.append(f"    + {ref} (added by discovery)")
-    _out(as_json, {"lock": str(c.lock), "changed": changed, "bundles": summary,
+    out(as_json, {"lock": str(c.lock), "changed": changed, "bundles": summary,
                    "added_discovered": added}, "\n".join(lines))
 
 
 def _drift(changes: list[str]) -> BundleError:
-    from .errors import DriftError
+    from ..errors import DriftError
     return DriftError("the lock is out of date:\n" + "\n".join(f"  - {x}" for x in changes),
                       hint="run `bundle lock --update REF` (or `--update '*'`) and commit it")
 
 
-def _out(as_json: bool, data: Any, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
-
-
-def _register_commands() -> None:
-    """Commands that live in their own modules (they import this one for ``Ctx``)."""
-    from . import cli_build, cli_discover, cli_keys, cli_verify
-    for cmd in [*cli_build.commands, cli_keys.keys, *cli_discover.commands,
-                *cli_verify.commands]:
-        cli.add_command(cmd)
-
-
-_register_commands()
-
-
-def main(argv: list[str] | None = None) -> NoReturn:
-    try:
-        cli.main(args=argv, prog_name="bundle", standalone_mode=False)
-    except BundleError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2)
-    except click.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
-        sys.exit(130)
-    except Exception as e:  # an InstallerError raised from shared code is still ours
-        from installer.errors import InstallerError
-        if isinstance(e, InstallerError):
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code if e.exit_code in (2, 3, 5, 6) else 1)
-        raise
-    sys.exit(0)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+commands = [lock_cmd]

@@ -1,32 +1,15 @@
-"""``bundle images``: the discovery report (thin; the main CLI registers it).
-
-The main CLI computes the findings (from the spec: manifests, charts, HelmChart sources) and
-the bundle's image list, and puts an :class:`ImagesInput` in the click context object; this
-command only formats them. It raises ``MissingImagesError`` (exit code 9 in
-``bundler.errors``) when an image is missing or a chart could not be looked into, after
-printing the report; it never calls ``sys.exit``.
+"""The discovery report that `bundle images`, `bundle check` and `bundle lock` print: which
+images are referenced, where, and which the bundle lacks. Pure formatting; no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-
-import click
+from collections.abc import Iterable
 
 from installer.canonjson import encode
 
-from ..errors import MissingImagesError
 from .core import compare
 from .model import BLIND_KINDS, DECLARED, LOCAL_ONLY, REQUIRED_KINDS, Finding
-
-
-@dataclass(frozen=True)
-class ImagesInput:
-    """What the main CLI hands this command (lazily: computing findings renders charts)."""
-
-    findings: Callable[[], list[Finding]]
-    bundle_images: Callable[[], list[str]]
 
 
 def _grouped(findings: Iterable[Finding]) -> list[dict[str, object]]:
@@ -86,21 +69,3 @@ def images_report(findings: list[Finding], bundle_images: Iterable[str], as_json
     if not missing:
         lines.append("ok: the bundle carries every image its manifests and charts reference")
     return "\n".join(lines)
-
-
-@click.command("images")
-@click.option("--json", "as_json", is_flag=True, help="Print canonical JSON instead of text.")
-@click.pass_context
-def images_command(ctx: click.Context, as_json: bool) -> None:
-    """Check that the bundle carries every image its manifests and charts reference."""
-    given = ctx.find_object(ImagesInput)
-    if given is None:
-        raise click.UsageError("internal: the images command was registered without inputs")
-    findings, bundle = given.findings(), given.bundle_images()
-    click.echo(images_report(findings, bundle, as_json))
-    missing, _ = compare(findings, bundle)
-    if missing:
-        raise MissingImagesError(
-            f"{len(missing)} image reference(s) missing from the bundle or not looked into",
-            hint="add the images to the spec, supply local-only images, or pass the charts "
-                 "discovery could not render")

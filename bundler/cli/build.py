@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import CONTEXT, Ctx, pass_ctx
+from .context import CONTEXT, Ctx, pass_ctx
 
 
 @click.command("build", context_settings=CONTEXT)
@@ -45,11 +45,11 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
     reuses the cache, and writes the bundle atomically. Also writes airgap-install.pyz and
     INSTALL.txt so DIR can go onto a USB stick as is.
     """
-    from .build import build
-    from .cache import default_cache_dir
-    from .lockfile import read_lock
-    from .sources import Sources
-    from .spec import load_spec
+    from ..build import build
+    from ..cache import default_cache_dir
+    from ..lockfile import read_lock
+    from ..sources import Sources
+    from ..spec import load_spec
 
     spec = load_spec(c.spec)
     lock = read_lock(c.lock)
@@ -60,7 +60,7 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
         def grow(n: int) -> None:
             bar.total = (bar.total or 0) + n
             bar.refresh()
-        from .transport import RetryPolicy
+        from ..transport import RetryPolicy
         with Sources(spec, cache or default_cache_dir(), frozen=frozen, pool_size=max(16, jobs),
                      policy=RetryPolicy(read_timeout=timeout),
                      on_bytes=bar.update, on_total=grow) as src:
@@ -79,7 +79,7 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
                                     "downloads": res.downloads,
                                     "cache_hits": res.cache_hits})
     if not results:
-        from .errors import SpecError
+        from ..errors import SpecError
         raise SpecError(f"nothing to build: no locked bundle has arch {', '.join(arches)}")
     _write_usb_extras(out, [Path(r["bundle"]).name for r in results])
     if as_json:
@@ -99,7 +99,7 @@ def _human(n: int) -> str:
 
 
 def _signer(keys_dir: Path) -> Any:
-    from . import keys
+    from .. import keys
 
     def sign(manifest_bytes: bytes) -> tuple[bytes, list[bytes]]:
         return keys.sign_manifest(keys_dir, manifest_bytes), keys.root_chain(keys_dir)
@@ -107,8 +107,8 @@ def _signer(keys_dir: Path) -> Any:
 
 
 def _sigstore(bundle: Path, manifest_bytes: bytes) -> str:
-    from .cli_verify import sigstore_path
-    from .provenance import sigstore_sign
+    from ..provenance import sigstore_sign
+    from .verify import sigstore_path
     out = sigstore_path(bundle)
     data = sigstore_sign(manifest_bytes)
     from installer.fsio import write_verified

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:  # bundler.keys pulls in python-tuf and securesystemslib: import on use
-    from .keys import KeyDirReport
+    from ..keys import KeyDirReport
 
 from installer.trust import TOP_LEVEL_ROLES as ROLES
 
@@ -60,7 +60,7 @@ def init_cmd(directory: Path, root_keys: int, root_threshold: int, targets_keys:
              targets_threshold: int, snapshot_keys: int, timestamp_keys: int,
              expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
     """Create DIRECTORY with fresh keys and root.json version 1."""
-    from .keys import init_keys
+    from ..keys import init_keys
     _report(init_keys(directory, root_keys=root_keys, root_threshold=root_threshold,
                       targets_keys=targets_keys, targets_threshold=targets_threshold,
                       snapshot_keys=snapshot_keys, timestamp_keys=timestamp_keys,
@@ -84,6 +84,6 @@ def rotate_cmd(directory: Path, role: str, new_keys: int, threshold: int | None,
     The old root keys (and, for --role root, the new ones) sign it; devices accept it
     when a bundle carries the whole chain roots/1..N.
     """
-    from .keys import rotate
+    from ..keys import rotate
     _report(rotate(directory, role=role, new_keys=new_keys, threshold=threshold,
                    expires_days=expires_days, passphrase_env=passphrase_env), as_json)

@@ -1,0 +1,37 @@
+"""What every `bundle` command shares: click settings, the options object, output helpers.
+
+Imports nothing from the command modules, so each of them can be imported on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Ctx:
+    """Options shared by every command."""
+
+    def __init__(self, spec: Path, lock: Path, quiet: bool) -> None:
+        self.spec = spec
+        self.lock = lock
+        self.quiet = quiet or not sys.stderr.isatty()
+
+    def progress(self, total: int, desc: str, unit: str = "it", **kw: Any) -> Any:
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr,
+                    leave=False, dynamic_ncols=True, **kw)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def out(as_json: bool, data: Any, text: str) -> None:
+    """Print ``data`` as JSON for automation, or ``text`` for people."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
