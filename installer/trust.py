@@ -31,6 +31,7 @@ persisting anything.
 
 import calendar
 import datetime
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,12 @@ class Root:
     signed: Mapping[str, Any] = field(repr=False)
     signatures: Tuple[Signature, ...] = field(repr=False)
     signed_bytes: bytes = field(repr=False)
+
+
+def root_fingerprint(root: Root) -> str:
+    """A short name for a root that a person can compare across screens: the first 12 hex
+    digits of the sha256 of its canonical ``signed`` bytes (the bytes its keys sign)."""
+    return hashlib.sha256(root.signed_bytes).hexdigest()[:12]
 
 
 def _iso(epoch: int) -> str:
