@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from tests.cli_helpers import Result, bundle
+from tests.paths import SIGSTORE
 from tests.world import World
 
-SIGSTORE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sigstore"
 IDENTITY, ISSUER = "jku@goto.fi", "https://github.com/login/oauth"
 
 

@@ -7,7 +7,6 @@ tests/test_discover_compare.py.
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,8 @@ from bundler.discover import (
     scan_manifest_text,
 )
 from bundler.refs import normalize
+from tests.paths import REAL
 
-# shared/ sits beside the checkout (here and in CI); BUNDLER_SHARED overrides
-SHARED = Path(os.environ.get("BUNDLER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-REAL = SHARED / "fixtures" / "real"
 K3S = REAL / "k3s" / "v1.34.3+k3s1"
 
 

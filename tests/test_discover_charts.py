@@ -32,9 +32,8 @@ from bundler.discover.walk import Scanner
 from bundler.discover.yamldocs import load_all, split_helm
 from bundler.errors import SpecError
 from bundler.refs import normalize
+from tests.paths import REAL
 
-SHARED = Path(os.environ.get("BUNDLER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-REAL = SHARED / "fixtures" / "real"
 CHARTS = REAL / "charts"
 METALLB = CHARTS / "metallb-v0.16.1" / "metallb"
 TRAEFIK = CHARTS / "traefik-v37.1.0" / "traefik"

@@ -12,8 +12,8 @@ import pytest
 
 from bundler import provenance
 from bundler.errors import SpecError, UpstreamError
+from tests.paths import SIGSTORE as FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/sigstore")
 ARTIFACT = FIXTURES / "staging-rekor-v2.txt"
 BUNDLE = FIXTURES / "staging-rekor-v2.txt.sigstore.json"
 STAGING = FIXTURES / "staging-trust-config.json"
