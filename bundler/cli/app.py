@@ -13,7 +13,7 @@ from typing import NoReturn
 import click
 
 from ..errors import EXIT_CODES, ToolError, exit_code_for
-from . import build, discover, keys, lock, verify
+from . import build, diff, discover, keys, lock, verify
 from .context import CONTEXT, Ctx
 
 
@@ -43,13 +43,16 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
     ctx.obj = Ctx(spec, lock_path or spec.parent / "bundles.lock", quiet)
 
 
-for _cmd in [*lock.commands, *build.commands, keys.keys, *discover.commands, *verify.commands]:
+for _cmd in [*lock.commands, *build.commands, keys.keys, *discover.commands, *verify.commands,
+             *diff.commands]:
     cli.add_command(_cmd)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     try:
-        cli.main(args=argv, prog_name="bundle", standalone_mode=False)
+        # without standalone mode, click returns the code of a `click.exceptions.Exit`
+        # (`bundle diff` exits 1 for "changes") instead of raising it
+        code = cli.main(args=argv, prog_name="bundle", standalone_mode=False)
     except ToolError as e:  # the builder's errors and installer errors from shared code
         click.echo(f"error: {e}", err=True)
         sys.exit(exit_code_for(e))
@@ -64,4 +67,4 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
