@@ -13,7 +13,7 @@ from typing import NoReturn
 import click
 
 from ..errors import EXIT_CODES, ToolError, exit_code_for
-from . import build, diff, discover, keys, lock, verify
+from . import build, diff, discover, keys, lock, split, verify
 from .context import CONTEXT, Ctx
 
 
@@ -44,7 +44,7 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
 
 
 for _cmd in [*lock.commands, *build.commands, keys.keys, *discover.commands, *verify.commands,
-             *diff.commands]:
+             *diff.commands, *split.commands]:
     cli.add_command(_cmd)
 
 

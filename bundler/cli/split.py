@@ -1,0 +1,65 @@
+"""`bundle split BUNDLE --max-part-size SIZE`: parts with parity for media with a file size
+limit (FAT32 sticks stop at 4 GiB)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .context import CONTEXT
+
+
+@click.command("split", context_settings=CONTEXT)
+@click.argument("bundle_file", metavar="BUNDLE",
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--max-part-size", "max_part_size", required=True, metavar="SIZE",
+              help="Largest file the medium holds, e.g. 4G for FAT32 (K/M/G/T = 1024 powers). "
+                   "Parts are the largest whole MiB strictly below it.")
+@click.option("--parity/--no-parity", default=True, show_default=True,
+              help="Write one XOR parity part: any ONE lost or damaged part can be rebuilt.")
+@click.option("--keys", "keys_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Key folder whose targets keys sign the parts index (as for build).")
+@click.option("--unsigned", is_flag=True, help="Write an unsigned index (devices refuse it).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def split_cmd(bundle_file: Path, max_part_size: str, parity: bool, keys_dir: Path | None,
+              unsigned: bool, as_json: bool) -> None:
+    """Split BUNDLE into BUNDLE.part-001, -002, ..., BUNDLE.part-parity and a signed index
+    BUNDLE.parts.json beside it; the parts replace BUNDLE.
+
+    \b
+    Devices take the folder as usual: `airgap-install install FOLDER` checks every part
+    against the signed index, rebuilds one missing or damaged part from parity (saying
+    which), or names every bad part before changing anything. A bundle that already fits
+    is left as it is.
+    """
+    from installer.policy import human_bytes
+
+    from .. import keys
+    from ..errors import SpecError
+    from ..parts import parse_size, split
+
+    if keys_dir is None and not unsigned:
+        raise SpecError("the parts index must be signed",
+                        hint="give --keys DIR (the folder `bundle build --keys` used), or "
+                             "--unsigned for a test")
+    limit = parse_size(max_part_size)
+    size = bundle_file.stat().st_size
+    if size < limit:
+        msg = f"{bundle_file} ({human_bytes(size)}) fits in one file below {max_part_size}"
+        click.echo(json.dumps({"split": False, "bundle": str(bundle_file)}) if as_json else msg)
+        return
+    sign = (lambda b: keys.sign_manifest(keys_dir, b)) if keys_dir else None
+    roots = keys.root_chain(keys_dir) if keys_dir else []
+    res = split(bundle_file, max_part_size=limit, parity=parity, sign=sign, roots=roots)
+    if as_json:
+        click.echo(json.dumps({"split": True, "index": str(res.index),
+                               "parts": [str(p) for p in res.parts],
+                               "parity": str(res.parity) if res.parity else None}, indent=2))
+        return
+    click.echo(f"split {bundle_file} into {len(res.parts)} parts"
+               f"{' + parity' if res.parity else ''}; index {res.index}")
+
+
+commands = [split_cmd]

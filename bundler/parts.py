@@ -1,0 +1,130 @@
+"""Split a built bundle into parts with XOR parity and a signed index (format:
+``installer/parts.py``, docs/bundle-format.md).
+
+Two reads of the bundle's bytes: the bundle once, front to back, into the parts (each written
+by the one verified writer while hashed), then the parts once, column by column, into the
+parity part. Memory stays at one chunk per part. The index is checked with the installer's
+own ``parts.validate`` before it is signed, so the builder never writes an index a device
+refuses. The parts replace the bundle file only once every one is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from installer import parts as fmt
+from installer.fsio import CHUNK, hash_file, iter_file, write_verified
+
+from .errors import LocalError, SpecError
+
+MiB = 1 << 20
+_SIZE_RE = re.compile(r"^([0-9]+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``4G``, ``4GiB``, ``700M``, ``1073741824``: bytes (K/M/G/T are powers of 1024)."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise SpecError(f"bad size {text!r}", hint="write it like 4G, 700M or 1073741824")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+def part_size_for(limit: int) -> int:
+    """The largest whole number of MiB strictly below ``limit``, so that ``4G`` gives parts
+    that fit FAT32 (whose files stop one byte short of 4 GiB)."""
+    size = (limit - 1) // MiB * MiB
+    if size < fmt.MIN_PART_SIZE:
+        raise SpecError(f"--max-part-size {limit} is too small",
+                        hint=f"parts are whole MiB strictly below it: give at least "
+                             f"{fmt.MIN_PART_SIZE + 1} bytes (2M)")
+    return size
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    index: Path
+    parts: tuple[Path, ...]
+    parity: Path | None
+
+
+def _range(f: object, start: int, length: int) -> Iterator[bytes]:
+    assert hasattr(f, "seek")
+    f.seek(start)  # type: ignore[attr-defined]
+    yield from iter_file(f, limit=length)  # type: ignore[arg-type]
+
+
+def _parity_chunks(paths: list[Path], size: int) -> Iterator[bytes]:
+    files = [open(p, "rb") for p in paths]
+    try:
+        offset = 0
+        while offset < size:
+            n = min(CHUNK, size - offset)
+            acc = 0
+            for f in files:
+                data = f.read(n)
+                acc ^= int.from_bytes(data.ljust(n, b"\0"), "little")
+            yield acc.to_bytes(n, "little")
+            offset += n
+    finally:
+        for f in files:
+            f.close()
+
+
+def split(bundle: Path, *, max_part_size: int, parity: bool,
+          sign: Callable[[bytes], bytes] | None, roots: list[bytes],
+          on_bytes: Callable[[int], None] | None = None) -> SplitResult:
+    """Split ``bundle`` (a built bundle file) beside itself; remove it once the parts, the
+    parity part and the index are written. ``sign`` signs the canonical index (the
+    ``targets`` keys); ``None`` writes an unsigned index, which devices refuse like an
+    unsigned bundle."""
+    size = os.stat(bundle).st_size
+    part_size = part_size_for(max_part_size)
+    count = -(-size // part_size)
+    if count > fmt.MAX_PARTS:
+        raise SpecError(f"{bundle.name} would need {count} parts of {part_size} bytes "
+                        f"(at most {fmt.MAX_PARTS})", hint="give a larger --max-part-size")
+    folder, name = bundle.parent, bundle.name
+    written: list[Path] = []
+    try:
+        part_files: list[fmt.PartFile] = []
+        with open(bundle, "rb") as f:
+            for i in range(count):
+                length = min(part_size, size - i * part_size)
+                dest = folder / fmt.part_name(name, i + 1)
+                written.append(dest)
+                sha, n = write_verified(dest, _range(f, i * part_size, length), size=length,
+                                        what=dest.name, on_bytes=on_bytes)
+                part_files.append(fmt.PartFile(dest.name, n, sha))
+        parity_file = None
+        if parity:
+            dest = folder / (name + fmt.PARITY_SUFFIX)
+            written.append(dest)
+            length = part_files[0].size
+            sha, n = write_verified(dest, _parity_chunks(written[:count], length),
+                                    size=length, what=dest.name)
+            parity_file = fmt.PartFile(dest.name, n, sha)
+        whole, _ = hash_file(bundle)
+        index = fmt.validate(fmt.PartsIndex(name, size, whole, part_size, tuple(part_files),
+                                            parity_file))
+        signatures = sign(index.signed_bytes()) if sign else b'{"signatures":[]}'
+        dest = folder / fmt.index_name(name)
+        written.append(dest)
+        write_verified(dest, [fmt.index_document(index, signatures, roots)])
+    except OSError as e:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise LocalError(f"cannot write the parts of {name} in {folder}: {e.strerror}",
+                         hint="check free space (the parts need the bundle's size again, "
+                              "plus one part for parity) and permissions") from None
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    bundle.unlink()
+    return SplitResult(folder / fmt.index_name(name), tuple(written[:count]),
+                       written[count] if parity else None)
