@@ -1,0 +1,393 @@
+"""A small OCI distribution client for devices, stdlib only: enough to fetch a ring repository
+and a bundle from an in-site registry (Harbor, Zot, CNCF distribution).
+
+What it does: GET manifests (size-capped, digest-checked when asked for by digest) and blobs
+(resumable with HTTP Range into a dotfile beside the destination, hashed while written, moved
+into place only when size and sha256 match, through ``fsio.adopt_verified``); anonymous, Basic
+and Bearer-token auth (the distribution token flow); a custom CA file; redirects to blob storage
+(at most 5, http(s) only, never https -> http, the Authorization header never follows a
+redirect); bounded retries with backoff on resets, timeouts and 5xx.
+
+Where credentials may go: only to the registry's own host, or to a token realm on that host
+(any port), and only over https or to loopback. Anonymous token requests follow the same scheme
+rule. Registries on loopback (127.0.0.0/8, ``localhost``, ``::1``) are reached over plain HTTP,
+as Docker does, unless a CA file is given; any other host needs ``plain_http=True`` for that.
+
+What it does not do: push, list tags, or trust anything it fetched: callers verify what they
+got exactly as if it came from a USB stick.
+"""
+
+import base64
+import hashlib
+import http.client
+import ipaddress
+import json
+import os
+import re
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+from .errors import ConfigError, DigestMismatch, FormatError, TransferError
+from .fsio import CHUNK, adopt_verified
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+MAX_MANIFEST = 4 * 1024 * 1024
+MAX_TOKEN_BODY = 64 * 1024
+MAX_REDIRECTS = 5
+ATTEMPTS = 5
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+USER_ENV, PASSWORD_ENV = "AIRGAP_REGISTRY_USERNAME", "AIRGAP_REGISTRY_PASSWORD"
+
+OnBytes = Optional[Callable[[int], None]]
+
+
+class Unavailable(TransferError):
+    """A transient failure (reset, timeout, HTTP 5xx): worth another attempt."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class OciRef:
+    host: str           # host[:port]
+    repository: str
+    reference: Optional[str]  # tag or sha256:..., None when not given
+
+    @property
+    def url(self) -> str:
+        ref = "" if self.reference is None else (
+            "@" + self.reference if self.reference.startswith("sha256:") else ":" + self.reference)
+        return f"oci://{self.host}/{self.repository}{ref}"
+
+
+def parse_oci_url(text: str) -> OciRef:
+    """``oci://HOST[:PORT]/REPO[:TAG|@sha256:...]`` (pure)."""
+    if not text.startswith("oci://"):
+        raise ConfigError(f"{text!r} is not an oci:// reference",
+                          hint="write it like oci://registry.site.local:5000/edge/ring")
+    rest = text[len("oci://"):]
+    host, _, path = rest.partition("/")
+    reference: Optional[str] = None
+    if "@" in path:
+        path, _, reference = path.partition("@")
+        if not _DIGEST_RE.match(reference):
+            raise ConfigError(f"{text}: a digest must be sha256:<64 hex digits>")
+    elif ":" in path.rsplit("/", 1)[-1]:
+        path, _, reference = path.rpartition(":")
+        if not _TAG_RE.match(reference):
+            raise ConfigError(f"{text}: bad tag {reference!r}")
+    if not host or not path or not _REPO_RE.match(path):
+        raise ConfigError(f"{text}: expected oci://HOST[:PORT]/REPOSITORY[:TAG]",
+                          hint="repository names are lowercase, separated by /")
+    return OciRef(host, path, reference)
+
+
+def is_loopback(host: str) -> bool:
+    name = urllib.parse.urlsplit("//" + host).hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def credentials_from(file: Optional[str], env: Mapping[str, str]) -> Optional[Credentials]:
+    """Credentials from a file (``{"username": .., "password": ..}`` or one ``user:password``
+    line) or from ``AIRGAP_REGISTRY_USERNAME``/``AIRGAP_REGISTRY_PASSWORD``; never from the
+    command line, where every user of the host could read them."""
+    if file:
+        try:
+            with open(file, "rb") as f:
+                data = f.read(MAX_TOKEN_BODY).decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read registry credentials {file}: {e}") from None
+        if data.startswith("{"):
+            try:
+                doc = json.loads(data)
+                return Credentials(str(doc["username"]), str(doc["password"]))
+            except (ValueError, KeyError, TypeError):
+                raise ConfigError(f"{file}: expected {{\"username\": .., \"password\": ..}}") \
+                    from None
+        user, sep, password = data.partition(":")
+        if not sep or not user:
+            raise ConfigError(f"{file}: expected one line user:password")
+        return Credentials(user, password)
+    if env.get(USER_ENV):
+        return Credentials(env[USER_ENV], env.get(PASSWORD_ENV, ""))
+    return None
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = MAX_REDIRECTS
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if new.scheme not in ("http", "https"):
+            raise TransferError(f"{req.full_url} redirected to {newurl}: only http(s) is "
+                                "followed")
+        if old.scheme == "https" and new.scheme == "http" and not is_loopback(new.netloc):
+            raise TransferError(f"{req.full_url} redirected to plain http ({newurl})",
+                                hint="the registry must not downgrade to http")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _challenge(header: str) -> Tuple[str, Dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+class Client:
+    """One registry host. Not thread-safe (a device fetches one thing at a time)."""
+
+    def __init__(self, host: str, *, plain_http: bool = False, ca_file: Optional[str] = None,
+                 credentials: Optional[Credentials] = None, timeout: float = 60.0) -> None:
+        self.host = host
+        # loopback without a CA is plain http, as Docker treats it; with a CA, https
+        self.scheme = "http" if plain_http or (is_loopback(host) and not ca_file) else "https"
+        self.credentials = credentials
+        self.timeout = timeout
+        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context), _Redirects())
+        self._tokens: Dict[str, str] = {}
+        self._basic = False
+
+    # ---- auth ------------------------------------------------------------------------
+    def _may_send_credentials(self, url: str) -> bool:
+        parts = urllib.parse.urlsplit(url)
+        same_host = parts.hostname == urllib.parse.urlsplit("//" + self.host).hostname
+        return same_host and (parts.scheme == "https" or is_loopback(parts.netloc))
+
+    def _authorization(self, scope: str) -> Optional[str]:
+        if scope in self._tokens:
+            return "Bearer " + self._tokens[scope]
+        if self._basic and self.credentials:
+            pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+            return "Basic " + base64.b64encode(pair).decode()
+        return None
+
+    def _fetch_token(self, params: Dict[str, str], scope: str) -> None:
+        realm = params.get("realm", "")
+        parts = urllib.parse.urlsplit(realm)
+        if parts.scheme not in ("http", "https") or (
+                parts.scheme == "http" and not is_loopback(parts.netloc)):
+            raise TransferError(f"registry {self.host} sends clients to token realm {realm!r}",
+                                hint="a token realm must be https (or on loopback)")
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        req = urllib.request.Request(realm + ("&" if parts.query else "?")
+                                     + urllib.parse.urlencode(query))
+        if self.credentials:
+            if not self._may_send_credentials(realm):
+                raise ConfigError(f"registry {self.host} asks for credentials at {realm}, "
+                                  "another host or plain http: not sent",
+                                  hint="use a registry whose token service is on its own host "
+                                       "over https")
+            pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+            req.add_unredirected_header("Authorization",
+                                        "Basic " + base64.b64encode(pair).decode())
+        try:
+            resp = self._open(req, what=f"token for {scope}")
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code in (401, 403):
+                raise TransferError(f"token service {realm} refused access to {scope} "
+                                    f"(HTTP {e.code})",
+                                    hint=f"give a credentials file or set {USER_ENV} and "
+                                         f"{PASSWORD_ENV}") from None
+            raise self._http_error(e, realm, f"token for {scope}") from None
+        with resp:
+            body = resp.read(MAX_TOKEN_BODY + 1)
+        if len(body) > MAX_TOKEN_BODY:
+            raise TransferError(f"token response from {realm} is over {MAX_TOKEN_BODY} bytes")
+        try:
+            doc = json.loads(body)
+            token = doc.get("token") or doc.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise TransferError(f"token service {realm} answered without a token")
+        self._tokens[scope] = token
+
+    def _open(self, req: urllib.request.Request, *, what: str) -> http.client.HTTPResponse:
+        try:
+            resp: http.client.HTTPResponse = self._opener.open(req, timeout=self.timeout)
+            return resp
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, ssl.SSLError):
+                raise TransferError(f"{what}: TLS failed for {req.full_url}: {reason}",
+                                    hint="give the registry's CA with --ca-file") from None
+            raise Unavailable(f"{what}: {req.full_url}: {reason}") from None
+
+    def request(self, path: str, *, what: str, headers: Optional[Dict[str, str]] = None,
+                scope: str) -> http.client.HTTPResponse:
+        """GET ``path`` with auth (answering one challenge); the caller closes the answer."""
+        url = f"{self.scheme}://{self.host}{path}"
+        for attempt in range(2):
+            req = urllib.request.Request(url, headers=dict(headers or {}))
+            auth = self._authorization(scope)
+            if auth:
+                if auth.startswith("Basic ") and not self._may_send_credentials(url):
+                    raise ConfigError(f"not sending credentials to {url} over plain http",
+                                      hint="use https, or a registry on loopback")
+                req.add_unredirected_header("Authorization", auth)
+            try:
+                return self._open(req, what=what)
+            except urllib.error.HTTPError as e:
+                challenge = e.headers.get("WWW-Authenticate", "")
+                e.close()
+                if e.code != 401 or attempt == 1 or not challenge:
+                    raise self._http_error(e, url, what) from None
+                scheme, params = _challenge(challenge)
+                if scheme == "bearer":
+                    self._fetch_token(params, scope)
+                elif scheme == "basic" and self.credentials:
+                    self._basic = True
+                else:
+                    raise TransferError(f"{what}: {self.host} needs credentials",
+                                        hint=f"give a credentials file or set {USER_ENV} and "
+                                             f"{PASSWORD_ENV}") from None
+        raise AssertionError("unreachable")
+
+    def _http_error(self, e: "urllib.error.HTTPError", url: str, what: str) -> TransferError:
+        if e.code in (401, 403):
+            return TransferError(f"{what}: {url} refused the credentials (HTTP {e.code})",
+                                 hint="check the credentials file and the repository's "
+                                      "permissions")
+        if e.code == 404:
+            return TransferError(f"{what}: {url} does not exist (HTTP 404)",
+                                 hint="check the repository and tag; push it with "
+                                      "`bundle repo push` or `bundle push`")
+        if e.code >= 500:
+            return Unavailable(f"{what}: {url} answered HTTP {e.code}")
+        return TransferError(f"{what}: {url} answered HTTP {e.code}")
+
+    # ---- content -----------------------------------------------------------------------
+    def manifest(self, repository: str, reference: str) -> Tuple[bytes, str, str]:
+        """``(bytes, media type, digest)`` of a manifest; a digest reference is checked."""
+        what = f"manifest {repository}:{reference}"
+        scope = f"repository:{repository}:pull"
+        resp = self._retrying(lambda: self.request(
+            f"/v2/{repository}/manifests/{reference}", what=what, scope=scope,
+            headers={"Accept": ", ".join(MANIFEST_TYPES)}))
+        with resp:
+            data = resp.read(MAX_MANIFEST + 1)
+            media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+        if len(data) > MAX_MANIFEST:
+            raise FormatError(f"{what} is over {MAX_MANIFEST} bytes")
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise DigestMismatch(f"{what}: the registry sent content with digest {digest}")
+        return data, media_type, digest
+
+    def blob_to(self, repository: str, digest: str, size: int, dest: str, *,
+                on_bytes: OnBytes = None) -> None:
+        """Download a blob to ``dest``, resuming a partial download left beside it, verified
+        against ``digest`` and ``size`` before it is moved into place."""
+        if not _DIGEST_RE.match(digest):
+            raise FormatError(f"blob digest {digest!r} is not sha256:<64 hex digits>")
+        partial = os.path.join(os.path.dirname(dest) or ".",
+                               f".{os.path.basename(dest)}.partial")
+        h = hashlib.sha256()
+        have = _resume_state(partial, size, h)
+        last: Optional[Exception] = None
+        for attempt in range(ATTEMPTS):
+            if have >= size:
+                break
+            try:
+                have, h = self._blob_range(repository, digest, partial, have, size, h,
+                                           on_bytes)
+            except Unavailable as e:
+                last = e
+                time.sleep(min(5.0, 0.25 * 2 ** attempt))
+                # what reached the disk before the break is kept: hash it again, go on
+                h = hashlib.sha256()
+                have = _resume_state(partial, size, h)
+        if have < size:
+            raise TransferError(f"blob {digest} of {repository}: {have} of {size} bytes after "
+                                f"{ATTEMPTS} attempts ({last})",
+                                hint="run the command again: it resumes where it stopped")
+        adopt_verified(partial, dest, sha256=digest.split(":", 1)[1], size=size,
+                       hashed=h.hexdigest(), what=f"blob {digest}")
+
+    def _blob_range(self, repository: str, digest: str, partial: str, have: int, size: int,
+                    h: "hashlib._Hash", on_bytes: OnBytes) -> Tuple[int, "hashlib._Hash"]:
+        """Fetch from byte ``have`` on, appending to ``partial``; ``(bytes held, hash)``."""
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        resp = self.request(f"/v2/{repository}/blobs/{digest}", what=f"blob {digest}",
+                            scope=f"repository:{repository}:pull", headers=headers)
+        with resp:
+            if have and resp.status != 206:   # the server ignored Range: start again
+                have, h = 0, hashlib.sha256()
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if have else
+                                                                 os.O_TRUNC)
+            fd = os.open(partial, flags, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    while have < size:
+                        # read1: what has arrived, so a broken transfer keeps its progress
+                        data = resp.read1(min(CHUNK, size - have))
+                        if not data:
+                            break
+                        out.write(data)
+                        h.update(data)
+                        have += len(data)
+                        if on_bytes is not None:
+                            on_bytes(len(data))
+                except (OSError, ValueError) as e:  # reset, timeout, IncompleteRead
+                    out.flush()
+                    raise Unavailable(f"blob {digest}: transfer broke at {have} bytes: "
+                                      f"{e}") from None
+        if have < size:
+            raise Unavailable(f"blob {digest}: the connection closed at {have} of {size}")
+        return have, h
+
+    def _retrying(self, call: Callable[[], http.client.HTTPResponse]
+                  ) -> http.client.HTTPResponse:
+        for attempt in range(ATTEMPTS):
+            try:
+                return call()
+            except Unavailable:
+                if attempt == ATTEMPTS - 1:
+                    raise
+                time.sleep(min(5.0, 0.25 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+
+def _resume_state(partial: str, size: int, h: "hashlib._Hash") -> int:
+    """Bytes already downloaded (hashed into ``h``), or 0 when there is nothing usable."""
+    try:
+        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, OSError):
+        return 0
+    have = 0
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_size > size:
+            return 0
+        while True:
+            data = f.read(CHUNK)
+            if not data:
+                break
+            h.update(data)
+            have += len(data)
+    return have
