@@ -163,7 +163,7 @@ def test_threat21_kill9_at_random_moments(world: Dict[str, object], tmp_path: Pa
     points = dict(_trace(probe_trace))
     window = (points["after-lock"] - start, points["after-commit"] - start)
     assert window[1] > window[0] > 0
-    landed = []
+    landed: list[tuple[str, str]] = []
     for i in range(40):  # bounded: a kill that misses the window is retried, not counted
         if len(landed) == 8:
             break

@@ -164,7 +164,7 @@ def test_unknown_tag_or_repo(world: World, tmp_path: Path, capsys: pytest.Captur
 def test_bad_release_checksums(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                knob: dict[str, list[str]], needle: str) -> None:
     folder_name = "broken-" + next(iter(knob))
-    world.release.add_k3s_release(folder=folder_name, **knob)
+    world.release.add_k3s_release(folder=folder_name, **knob)  # type: ignore[arg-type]
     folder = _project(tmp_path, world, releases=world.release.folder_url(folder_name))
     r = _lock(capsys, folder)
     assert r.code == 3, r.err
@@ -184,6 +184,7 @@ def test_tls_registry_needs_ca_and_credentials(world: World, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     tls = world.tls_registry
     ca = tmp_path / "ca.pem"
+    assert tls.ca_file is not None
     ca.write_bytes(Path(tls.ca_file).read_bytes())
     user, password = world.tls_credentials
     base = {"endpoint": tls.url}

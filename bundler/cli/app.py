@@ -12,7 +12,9 @@ from typing import NoReturn
 
 import click
 
-from ..errors import EXIT_CODES, ToolError, exit_code_for
+from installer.errors import ToolError
+
+from ..errors import EXIT_CODES, exit_code_for
 from . import build, diff, discover, keys, lock, split, verify
 from .context import CONTEXT, Ctx
 
