@@ -3,7 +3,13 @@
 Steps, each ending at a named fail point (``failpoint``)::
 
     prepare backups -> journal(phase=placing) -> place files -> journal(phase=placed)
-    -> run install.sh -> write state (COMMIT) -> drop journal, backups, old releases
+    -> run install.sh -> write state (COMMIT) -> advance the trust anchor
+    -> drop journal, backups, old releases
+
+A newer root from the bundle's verified chain is named in the journal (``anchor``: version
+and sha256 of ``releases/<new>/roots/<N>.root.json``) and written as the pinned anchor only
+after the state is committed, also when a recovery finishes the change: a failed or undone
+change never moves the anchor (docs/trust.md).
 
 Recovery (``recover``, run under the lock at the start of every changing command):
 
@@ -24,8 +30,9 @@ import sys
 import uuid
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import failpoint, place
+from . import bundlefmt, failpoint, place
 from .errors import EnvironmentProblem
+from .fsio import iter_file, verify_file, write_verified
 from .layout import Layout
 from .state import Release, State, clear_journal, load_journal, load_state, save_journal, save_state
 
@@ -58,7 +65,7 @@ def script_env(layout: Layout, release: Release, base: Dict[str, str]) -> Dict[s
 
 def run_script(layout: Layout, release: Release, output: Optional[IO[str]] = None) -> None:
     """Run the release's verified install.sh (argument list, no shell string)."""
-    script = os.path.join(layout.release_dir(release.digest), release.script.member)
+    script = layout.release_file(release.digest, release.script.member)
     out = output if output is not None else sys.stderr
     try:
         env = script_env(layout, release, dict(os.environ))
@@ -76,7 +83,7 @@ def run_script(layout: Layout, release: Release, output: Optional[IO[str]] = Non
 
 
 def _backup_dir(layout: Layout, tx: str) -> str:
-    return os.path.join(layout.txn, tx, "backup")
+    return os.path.join(layout.tx_dir(tx), "backup")
 
 
 def _release(d: Optional[Dict[str, Any]]) -> Optional[Release]:
@@ -84,19 +91,23 @@ def _release(d: Optional[Dict[str, Any]]) -> Optional[Release]:
 
 
 def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_after: State,
-        report: Report, output: Optional[IO[str]] = None) -> State:
+        report: Report, output: Optional[IO[str]] = None,
+        anchor: Optional[Dict[str, Any]] = None) -> State:
     """Apply a change from ``old`` to ``new`` and commit ``state_after``. Returns the state
-    written. On an error the live tree is put back and the error re-raised."""
+    written. On an error the live tree is put back and the error re-raised. ``anchor``
+    (``{"version": N, "sha256": ...}`` of ``roots/<N>.root.json`` in the new release) is
+    pinned only once the state is committed."""
     tx = new_tx()
     backup_dir = _backup_dir(layout, tx)
     try:
         records = place.prepare(layout, backup_dir, old, new)
     except BaseException:
-        shutil.rmtree(os.path.join(layout.txn, tx), ignore_errors=True)
+        shutil.rmtree(layout.tx_dir(tx), ignore_errors=True)
         raise
     failpoint.hit("after-backups")
     journal = {"tx": tx, "op": op, "phase": "placing", "from": old.to_json() if old else None,
-               "to": new.to_json(), "undo": records, "state_after": state_after.to_json()}
+               "to": new.to_json(), "undo": records, "state_after": state_after.to_json(),
+               "anchor": anchor}
     save_journal(layout, journal)
     failpoint.hit("after-journal")
     try:
@@ -129,8 +140,26 @@ def _finish(layout: Layout, journal: Dict[str, Any], report: Report,
     failpoint.hit("after-install-sh")
     state = save_state(layout, State.from_json(journal["state_after"]))
     failpoint.hit("after-state")
+    advance_anchor(layout, journal, report)
     _cleanup(layout, journal["tx"], state)
     return state
+
+
+def advance_anchor(layout: Layout, journal: Dict[str, Any], report: Report) -> None:
+    """Pin the newer root a committed change brought (idempotent; after the state commit)."""
+    anchor = journal.get("anchor")
+    if not anchor:
+        return
+    new = Release.from_json(journal["to"])
+    src = layout.release_file(new.digest, "{}/{}.root.json".format(bundlefmt.ROOTS_DIR,
+                                                                  anchor["version"]))
+    if verify_file(layout.trust_anchor, anchor["sha256"], os.stat(src).st_size):
+        return
+    with open(src, "rb") as f:
+        write_verified(layout.trust_anchor, iter_file(f), sha256=anchor["sha256"],
+                       mode=0o644, what=f"root v{anchor['version']} for {layout.trust_anchor}")
+    failpoint.hit("after-anchor")
+    report("trust anchor advanced to root v{}".format(anchor["version"]))
 
 
 def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
@@ -138,13 +167,13 @@ def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
     place.undo(layout, _backup_dir(layout, journal["tx"]), old, journal["undo"])
     failpoint.hit("after-undo")
     clear_journal(layout)
-    shutil.rmtree(os.path.join(layout.txn, journal["tx"]), ignore_errors=True)
+    shutil.rmtree(layout.tx_dir(journal["tx"]), ignore_errors=True)
 
 
 def _cleanup(layout: Layout, tx: str, state: State) -> None:
     clear_journal(layout)
     failpoint.hit("after-commit")
-    shutil.rmtree(os.path.join(layout.txn, tx), ignore_errors=True)
+    shutil.rmtree(layout.tx_dir(tx), ignore_errors=True)
     prune_releases(layout, state)
 
 
@@ -175,6 +204,7 @@ def recover(layout: Layout, report: Report, output: Optional[IO[str]] = None) ->
         label = "{} of {} {}".format(journal["op"], new.name, new.version)
         if state.current is not None and state.current.digest == new.digest \
                 and state.generation > after.generation:
+            advance_anchor(layout, journal, report)
             _cleanup(layout, journal["tx"], state)
             done = f"cleaned up after the committed {label}"
         elif journal["phase"] == "placing":
