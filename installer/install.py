@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Dict, Optional
 
-from . import bundlefmt, failpoint, policy, preflight, txn, verify
-from .errors import ConfigError, DigestMismatch, InstallerError
-from .fsio import fsync_dir, verify_file, write_verified
+from . import bundlefmt, failpoint, policy, preflight, repair, txn, verify
+from .errors import ConfigError, InstallerError
+from .fsio import fsync_dir, write_verified
 from .layout import Layout, Target, targets_for
 from .place import foreign_files
 from .state import Options, Release, RunLock, State, load_journal, load_state
@@ -122,6 +122,11 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
             name=m.name, version=m.version, switch_name=req.switch_bundle)
         if decision.action == "same":
             same = cur is not None and cur.digest == opened.digest
+            if same:  # THREATS 35: repair whatever differs from the verified bundle
+                result = repair.reinstall(layout, opened=opened, state=state, report=report,
+                                          output=output)
+                result["bundle"] = path
+                return result
             if not same:
                 report("warning: {} {} is installed from a different manifest ({}); versions "
                        "must change when content does".format(m.name, m.version, cur.digest[:16]
@@ -238,12 +243,7 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
                               hint="`airgap-install status` shows what is installed")
         policy.check_k3s_change(cur.k3s_version, prev.k3s_version, allow_minor_skip=True,
                                 allow_downgrade=allow_k3s_downgrade)
-        folder = layout.release_dir(prev.digest)
-        for t in prev.targets + (prev.script,):
-            if not verify_file(layout.release_file(prev.digest, t.member), t.sha256, t.size):
-                raise DigestMismatch(
-                    f"kept copy of {t.member} in {folder} no longer matches its sha256 {t.sha256}",
-                    hint="roll forward instead: install a verified bundle from its medium")
+        repair.mend_kept(layout, prev, cur, report)  # never roll back onto a damaged copy
         opts = prev.options if skip_start is None else replace(prev.options,
                                                                skip_start=skip_start)
         target = replace(prev, options=opts, installed_at=int(time.time()))
@@ -263,8 +263,9 @@ def recover(layout: Layout, *, wait: bool = False, report: Report = _quiet,
     return {"action": "recovered" if done else "none", "detail": done or "nothing to do"}
 
 
-def status(layout: Layout) -> Dict[str, Any]:
-    """What is installed; read-only (no lock, no repair)."""
+def status(layout: Layout, *, check: bool = False) -> Dict[str, Any]:
+    """What is installed; read-only (no lock, no repair). ``check``: also hash every placed
+    file against the installed manifest (``status --verify``)."""
     state, read = load_state(layout)
     try:
         journal = load_journal(layout)
@@ -286,4 +287,5 @@ def status(layout: Layout) -> Dict[str, Any]:
         "state_copies_damaged": read.bad + read.stale,
         "foreign_images": foreign_files(layout, state.current),
         "ok": journal is None and not read.bad,
+        "verify": repair.check(layout, state) if check else None,
     }

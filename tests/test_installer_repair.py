@@ -1,0 +1,186 @@
+"""Damage to placed files is found, repaired, and never rolled back onto: THREATS.md line 35.
+
+The live files are hard links into ``releases/<digest>/`` on this test machine's ext4 (no
+reflink), so a byte flipped inside a live file also damages its kept copy: exactly the case
+issue #11 item 7 describes. ``status --verify`` must name both, ``install`` of the same bundle
+must repair both from the verified bundle, and rollback must repair a damaged kept copy from a
+verified identical one or refuse.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bundles import KeyDir, cli, default_spec, live, write_spec  # noqa: E402
+
+from installer import fsio, place  # noqa: E402
+
+AIRGAP = "var/lib/rancher/airgap"
+K3S = "usr/local/bin/k3s"
+SHARED = "var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst"
+
+
+@pytest.fixture(scope="module")
+def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
+    return KeyDir(tmp_path_factory.mktemp("keys") / "k")
+
+
+def _install(root: Path, bundle: Path, *extra: object, **env: str):  # type: ignore[no-untyped-def]
+    return cli("install", bundle, "--root", root, "--skip-start", *extra, env=env)
+
+
+@pytest.fixture
+def host(tmp_path: Path, keydir: KeyDir) -> Dict[str, Any]:
+    root = tmp_path / "root"
+    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
+    b1 = write_spec(default_spec("1.0.0"), keydir, tmp_path)
+    assert _install(root, b1, "--server").returncode == 0
+    return {"root": root, "b1": b1, "v1": live(root), "tmp": tmp_path}
+
+
+def _flip(path: Path, offset: int = 5) -> None:
+    """Damage a file in place (same inode), as a bad write or a stray editor would."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def _status(root: Path) -> Any:
+    r = cli("status", "--root", root, "--verify", "--json")
+    return r.returncode, json.loads(r.stdout)
+
+
+def _release_dir(root: Path) -> Path:
+    digest = json.loads(cli("status", "--root", root, "--json").stdout)["installed"]["digest"]
+    return root / AIRGAP / "releases" / digest
+
+
+def test_threat35_status_verify_names_a_damaged_live_binary(host: Dict[str, Any]) -> None:
+    root = host["root"]
+    code, st = _status(root)
+    assert code == 0 and st["verify"]["ok"] and st["verify"]["damaged"] == []
+    assert st["verify"]["checked"] > 6
+    _flip(root / K3S)
+    code, st = _status(root)
+    assert code == 3
+    damaged = {(d["what"], d["path"]) for d in st["verify"]["damaged"]}
+    kept = str(_release_dir(root) / "k3s/k3s")
+    assert damaged == {("live", K3S), ("kept", kept)}  # a hard link: both are damaged
+    assert all("sha256" in d["problem"] for d in st["verify"]["damaged"])
+    text = cli("status", "--root", root, "--verify")
+    assert text.returncode == 3 and f"DAMAGED live (1.0.0): {K3S}" in text.stdout
+    assert "install the same bundle again" in text.stdout
+    assert cli("status", "--root", root).returncode == 0  # without --verify: no hashing
+
+
+def test_threat35_status_verify_missing_wrong_mode_and_replaced(host: Dict[str, Any]) -> None:
+    root = host["root"]
+    (root / "var/lib/rancher/k3s/server/manifests/demo.yaml").unlink()
+    os.chmod(root / "var/lib/rancher/k3s/server/static/charts/demo-1.0.0.tgz", 0o600)
+    replaced = root / "var/lib/rancher/k3s/agent/images/app-1.0.0.tar"
+    tmp = replaced.with_name(".x")
+    tmp.write_bytes(b"not the image")
+    os.replace(tmp, replaced)  # replaced, not written into: the kept copy is untouched
+    code, st = _status(root)
+    assert code == 3
+    problems = {d["path"]: d["problem"] for d in st["verify"]["damaged"]}
+    assert problems == {
+        "var/lib/rancher/k3s/server/manifests/demo.yaml": "missing",
+        # chmod on a hard link changes the kept copy's mode too, which is not checked
+        "var/lib/rancher/k3s/server/static/charts/demo-1.0.0.tgz": "mode 0600, expected 0644",
+        "var/lib/rancher/k3s/agent/images/app-1.0.0.tar": "size 13, expected {}".format(
+            len(b"app images 1.0.0 " * 500)),
+    }
+
+
+def test_threat35_reinstall_repairs_live_and_kept_copies(host: Dict[str, Any]) -> None:
+    root = host["root"]
+    record = host["tmp"] / "record"
+    _flip(root / K3S)
+    (root / "var/lib/rancher/k3s/server/manifests/demo.yaml").unlink()
+    r = _install(root, host["b1"], "--json", AIRGAP_TEST_RECORD=str(record))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["action"] == "repaired" and out["still_damaged"] == []
+    assert K3S in out["repaired"] and "damaged live file" in r.stderr
+    assert live(root) == host["v1"]
+    code, st = _status(root)
+    assert code == 0 and st["verify"]["ok"], st["verify"]
+    assert record.read_text().count("--- edge 1.0.0") == 1  # install.sh ran again
+    # and with nothing damaged, the same install is "nothing to do" without running install.sh
+    r = _install(root, host["b1"], "--json", AIRGAP_TEST_RECORD=str(record))
+    assert r.returncode == 0 and json.loads(r.stdout)["action"] == "none", r.stderr
+    assert record.read_text().count("--- edge 1.0.0") == 1
+
+
+def test_threat35_reinstall_repairs_only_a_kept_copy(host: Dict[str, Any]) -> None:
+    """A kept copy damaged on its own (the live file is another inode) is replaced without
+    touching the live tree or running install.sh."""
+    root = host["root"]
+    kept = _release_dir(root) / "charts/demo-1.0.0.tgz"
+    live_chart = root / "var/lib/rancher/k3s/server/static/charts/demo-1.0.0.tgz"
+    data = live_chart.read_bytes()
+    live_chart.unlink()
+    live_chart.write_bytes(data)  # a separate, correct live file
+    os.chmod(live_chart, 0o644)
+    _flip(kept)
+    r = _install(root, host["b1"], "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["repaired"] == [str(kept)]
+    assert fsio.hash_file(kept) == fsio.hash_file(live_chart)
+    assert _status(root)[0] == 0
+
+
+def test_threat35_rollback_refuses_a_damaged_kept_copy(host: Dict[str, Any],
+                                                       keydir: KeyDir) -> None:
+    root = host["root"]
+    v1_dir = _release_dir(root)
+    assert _install(root, write_spec(default_spec("1.1.0"), keydir, host["tmp"])).returncode == 0
+    v2 = live(root)
+    _flip(v1_dir / "images/app-1.0.0.tar")  # only 1.0.0 has it: nothing to mend it from
+    code, st = _status(root)
+    assert code == 3 and [d["path"] for d in st["verify"]["damaged"]] == [
+        str(v1_dir / "images/app-1.0.0.tar")]
+    r = cli("rollback", "--root", root, "--skip-start")
+    assert r.returncode == 3 and "kept copy of images/app-1.0.0.tar" in r.stderr
+    assert "roll forward" in r.stderr
+    assert live(root) == v2
+
+
+def test_threat35_rollback_mends_a_kept_copy_shared_with_the_live_file(
+        host: Dict[str, Any], keydir: KeyDir) -> None:
+    """The shared image archive did not change from 1.0.0 to 1.1.0, so the live file is still
+    1.0.0's inode; a byte flipped in it damages the copy rollback needs. The 1.1.0 copy is
+    verified and identical: rollback repairs from it and lands on exactly 1.0.0."""
+    root = host["root"]
+    assert _install(root, write_spec(default_spec("1.1.0"), keydir, host["tmp"])).returncode == 0
+    _flip(root / SHARED)
+    code, st = _status(root)
+    assert code == 3 and {d["what"] for d in st["verify"]["damaged"]} == {"live", "kept"}
+    r = cli("rollback", "--root", root, "--skip-start")
+    assert r.returncode == 0, r.stderr
+    assert "repaired the kept copy" in r.stderr
+    assert live(root) == host["v1"]
+    assert _status(root)[0] == 0
+
+
+def test_put_falls_back_to_a_hard_link_without_reflink(tmp_path: Path) -> None:
+    """On a filesystem without FICLONE (this machine's ext4) ``fsio.reflink`` says so and
+    leaves nothing behind, and placement hard-links (no second copy of the bytes)."""
+    src = tmp_path / "src"
+    src.write_bytes(b"payload" * 1000)
+    assert fsio.reflink(str(src), str(tmp_path / ".tmp"), mode=0o644) is False
+    assert not (tmp_path / ".tmp").exists()
+    dest = tmp_path / "live" / "file"
+    digest, size = fsio.hash_file(src)
+    place.put(str(src), str(dest), sha256=digest, size=size, mode=0o644)
+    assert os.stat(dest).st_ino == os.stat(src).st_ino
+    assert os.listdir(dest.parent) == ["file"]
