@@ -106,6 +106,7 @@ def mend_kept(layout: Layout, release: Release, donor: Optional[Release],
     if donor is not None:
         for t in donor.targets + (donor.script,):
             donors.setdefault(t.sha256, layout.release_file(donor.digest, t.member))
+    lost = []
     for t in release.targets + (release.script,):
         path = layout.release_file(release.digest, t.member)
         if _problem(path, t, entry=False) is None:
@@ -115,9 +116,11 @@ def mend_kept(layout: Layout, release: Release, donor: Optional[Release],
             _replace_kept(src, path, t)
             report(f"repaired the kept copy {path} from a verified identical file")
             continue
+        lost.append(t)
+    if lost:
         raise DigestMismatch(
-            f"kept copy of {t.member} in {layout.release_dir(release.digest)} no longer "
-            f"matches its sha256 {t.sha256}",
+            "kept copy of {} in {} no longer matches its sha256".format(
+                ", ".join(t.member for t in lost), layout.release_dir(release.digest)),
             hint="this copy cannot be used; roll forward instead (install a newer verified "
                  "bundle from its medium). `airgap-install status --verify` lists every "
                  "damaged file")
@@ -132,7 +135,15 @@ def reinstall(layout: Layout, *, opened: verify.Opened, state: State, report: Re
     label = f"bundle {m.name} {m.version}"
     live = live_problems(layout, cur)
     kept = _kept(layout, cur)
-    prev_kept = _kept(layout, state.previous) if state.previous is not None else []
+    shas = {t.sha256 for t in cur.targets + (cur.script,)}
+    prev_kept = []
+    for d in _kept(layout, state.previous) if state.previous is not None else []:
+        if d.get("sha256") in shas:
+            prev_kept.append(d)  # mendable from this bundle's verified files
+        else:
+            report("warning: damaged kept copy {} of the previous release cannot be repaired "
+                   "from this bundle ({}); rollback to it will be refused".format(
+                       d["path"], d["problem"]))
     if not live and not kept and not prev_kept:
         return {"action": "none", "reason": f"{label} is installed and every placed file "
                 "verifies", "digest": opened.digest, "same_digest": True, "repaired": []}
@@ -167,7 +178,8 @@ def reinstall(layout: Layout, *, opened: verify.Opened, state: State, report: Re
                       time_ratchet=state.time_ratchet)
         txn.run(layout, op="install", old=cur, new=cur, state_after=after, report=report,
                 output=output)
-    left = check(layout, load_state(layout)[0])["damaged"]
+    after_state = load_state(layout)[0]
+    left = live_problems(layout, cur) + _kept(layout, after_state.current or cur)
     return {"action": "repaired", "reason": f"{label} was installed; repaired what differed "
             "from the verified bundle", "digest": opened.digest, "same_digest": True,
             "repaired": repaired, "still_damaged": left, "current": cur.summary()}

@@ -68,13 +68,6 @@ def resolve(root: str, rel: str, *, follow: bool = False) -> str:
     return os.path.join(root, *done) if done else root
 
 
-def inside(root: str, path: str) -> bool:
-    """True when ``path`` (absolute, normalised) is ``root`` or below it (pure, lexical)."""
-    root = os.path.normpath(root)
-    path = os.path.normpath(path)
-    return root == "/" or path == root or path.startswith(root + "/")
-
-
 def open_nofollow(path: str, flags: int, mode: int = 0o600) -> int:
     """``os.open`` that never follows a symlink at the last component (ELOOP instead)."""
     try:

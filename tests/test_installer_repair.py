@@ -172,6 +172,27 @@ def test_threat35_rollback_mends_a_kept_copy_shared_with_the_live_file(
     assert _status(root)[0] == 0
 
 
+def test_threat35_reinstall_mends_the_previous_release_through_a_shared_file(
+        host: Dict[str, Any], keydir: KeyDir) -> None:
+    """The damaged live shared archive is the previous release's kept copy: re-installing the
+    current bundle repairs the live file and that kept copy too, so rollback works again."""
+    root = host["root"]
+    b2 = write_spec(default_spec("1.1.0"), keydir, host["tmp"])
+    assert _install(root, b2).returncode == 0
+    v2 = live(root)
+    _flip(root / SHARED)
+    code, st = _status(root)
+    assert code == 3 and {(d["what"], d["release"]) for d in st["verify"]["damaged"]} == {
+        ("live", "1.1.0"), ("kept", "1.0.0")}
+    r = _install(root, b2, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["action"] == "repaired"
+    assert live(root) == v2
+    assert _status(root)[0] == 0
+    assert cli("rollback", "--root", root, "--skip-start").returncode == 0
+    assert live(root) == host["v1"]
+
+
 def test_put_falls_back_to_a_hard_link_without_reflink(tmp_path: Path) -> None:
     """On a filesystem without FICLONE (this machine's ext4) ``fsio.reflink`` says so and
     leaves nothing behind, and placement hard-links (no second copy of the bytes)."""
