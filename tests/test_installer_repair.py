@@ -9,6 +9,8 @@ verified identical one or refuse.
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict
@@ -205,3 +207,56 @@ def test_put_falls_back_to_a_hard_link_without_reflink(tmp_path: Path) -> None:
     place.put(str(src), str(dest), sha256=digest, size=size, mode=0o644)
     assert os.stat(dest).st_ino == os.stat(src).st_ino
     assert os.listdir(dest.parent) == ["file"]
+
+
+@pytest.fixture
+def xfs_reflink(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A small loop-mounted XFS with reflink=1 (needs root, a loop device and xfsprogs)."""
+    if shutil.which("mkfs.xfs") is None:
+        pytest.skip("mkfs.xfs not installed (.ci/setup installs xfsprogs)")
+    img, mnt = tmp_path / "xfs.img", tmp_path / "xfs"
+    mnt.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(400 << 20)
+    made = subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(img)],
+                          capture_output=True, text=True)
+    mounted = made.returncode == 0 and subprocess.run(
+        ["mount", "-o", "loop", str(img), str(mnt)], capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("cannot make and loop-mount an XFS here: " + made.stderr.strip())
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_threat35_reflinked_kept_copy_survives_in_place_damage(xfs_reflink: Path,
+                                                                keydir: KeyDir) -> None:
+    """On a reflink filesystem the live files are clones, not links: no second copy of the
+    bytes, yet a byte flipped in the live k3s leaves the kept copy intact, so only the live
+    file is reported and the repair needs nothing but the kept copy's bytes."""
+    root = xfs_reflink / "root"
+    spec = default_spec("1.0.0")
+    spec.images["bulk.tar"] = os.urandom(48 << 20)
+    bundle = write_spec(spec, keydir, xfs_reflink.parent)
+    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
+    st = os.statvfs(str(xfs_reflink))
+    free_before = st.f_bavail * st.f_frsize
+    assert _install(root, bundle, "--server").returncode == 0
+    st = os.statvfs(str(xfs_reflink))
+    used = free_before - st.f_bavail * st.f_frsize
+    assert used < 64 << 20, f"{used} bytes used for a 48 MiB payload: a second copy was made"
+    kept = _release_dir(root)
+    live_bulk = root / "var/lib/rancher/k3s/agent/images/bulk.tar"
+    assert os.stat(live_bulk).st_ino != os.stat(kept / "images/bulk.tar").st_ino
+    assert os.stat(live_bulk).st_nlink == 1
+    v1 = live(root)
+    _flip(root / K3S)
+    _flip(live_bulk, offset=1 << 20)
+    code, status = _status(root)
+    assert code == 3
+    assert sorted((d["what"], d["path"]) for d in status["verify"]["damaged"]) == [
+        ("live", "usr/local/bin/k3s"), ("live", "var/lib/rancher/k3s/agent/images/bulk.tar")]
+    r = _install(root, bundle, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["action"] == "repaired", r.stderr
+    assert live(root) == v1 and _status(root)[0] == 0
