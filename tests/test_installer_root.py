@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bundles import KeyDir, cli, default_spec, live, tree, write_spec  # noqa: E402
 
-from installer import errors, rootfs, state  # noqa: E402
+from installer import errors, fsio, place, rootfs, state  # noqa: E402
 
 AIRGAP = "var/lib/rancher/airgap"
 
@@ -63,6 +63,31 @@ def test_resolve_with_root_slash_follows_a_data_partition(tmp_path: Path) -> Non
     rel = str(tmp_path / "var/lib/rancher/airgap/state.json")
     assert rootfs.resolve("/", rel) == str(data / "airgap/state.json")
     assert rootfs.resolve("/", rel) == os.path.realpath(rel)
+
+
+def test_temp_files_never_follow_a_planted_symlink(tmp_path: Path) -> None:
+    """``O_CREAT|O_EXCL|O_NOFOLLOW``: a symlink (or file) already at the temp name is neither
+    written through nor renamed into place."""
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"host file")
+    folder = tmp_path / "state"
+    folder.mkdir()
+    dest = folder / "state.json"
+    os.symlink(str(outside), folder / f".tmp-state.json.{fsio._unique()}")
+    fsio.write_verified(dest, [b"new state"], mode=0o600)
+    assert outside.read_bytes() == b"host file"
+    assert not dest.is_symlink() and dest.read_bytes() == b"new state"
+    assert os.stat(dest).st_mode & 0o777 == 0o600
+    assert os.listdir(folder) == ["state.json"]
+    live_dir = tmp_path / "bin"
+    live_dir.mkdir()
+    os.symlink(str(outside), live_dir / ".airgap-tmp-k3s")
+    src = tmp_path / "k3s"
+    src.write_bytes(b"binary")
+    digest, size = fsio.hash_file(src)
+    place.put(str(src), str(live_dir / "k3s"), sha256=digest, size=size, mode=0o755)
+    assert outside.read_bytes() == b"host file"
+    assert (live_dir / "k3s").read_bytes() == b"binary" and os.listdir(live_dir) == ["k3s"]
 
 
 # ---------------------------------------------------------------------------- through the CLI
