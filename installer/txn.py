@@ -31,7 +31,7 @@ import uuid
 from typing import IO, Any, Callable, Dict, List, Optional
 
 from . import bundlefmt, failpoint, place
-from .errors import EnvironmentProblem
+from .errors import EnvironmentProblem, InstallerError
 from .fsio import iter_file, verify_file, write_verified
 from .layout import Layout
 from .state import Release, State, clear_journal, load_journal, load_state, save_journal, save_state
@@ -153,11 +153,17 @@ def advance_anchor(layout: Layout, journal: Dict[str, Any], report: Report) -> N
     new = Release.from_json(journal["to"])
     src = layout.release_file(new.digest, "{}/{}.root.json".format(bundlefmt.ROOTS_DIR,
                                                                   anchor["version"]))
-    if verify_file(layout.trust_anchor, anchor["sha256"], os.stat(src).st_size):
+    try:
+        if verify_file(layout.trust_anchor, anchor["sha256"], os.stat(src).st_size):
+            return
+        with open(src, "rb") as f:
+            write_verified(layout.trust_anchor, iter_file(f), sha256=anchor["sha256"],
+                           mode=0o644, what=f"root v{anchor['version']} for "
+                                            f"{layout.trust_anchor}")
+    except (OSError, InstallerError) as e:
+        # committed already: the old anchor stays; the next bundle carries the chain again
+        report(f"warning: trust anchor not advanced to root v{anchor['version']}: {e}")
         return
-    with open(src, "rb") as f:
-        write_verified(layout.trust_anchor, iter_file(f), sha256=anchor["sha256"],
-                       mode=0o644, what=f"root v{anchor['version']} for {layout.trust_anchor}")
     failpoint.hit("after-anchor")
     report("trust anchor advanced to root v{}".format(anchor["version"]))
 

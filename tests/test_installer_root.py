@@ -317,3 +317,21 @@ def test_anchor_moves_only_with_the_commit_across_kill9(rotated: Dict[str, Any],
     assert cli("recover", "--root", root).returncode == 0
     assert _anchor(root) == rotated[anchor]
     assert not (root / AIRGAP / "journal.json").exists()
+
+
+def test_anchor_not_advanced_from_a_damaged_kept_root_and_recovery_converges(
+        rotated: Dict[str, Any]) -> None:
+    """Committed, killed before the anchor was written, and the kept root copy damaged:
+    the anchor is never written from unverified bytes, and recovery still finishes."""
+    root = rotated["root"]
+    r = _install(root, rotated["bundle"], "--server", AIRGAP_INSTALL_FAILPOINT="after-state:kill")
+    assert r.returncode == -9
+    (kept,) = (root / AIRGAP / "releases").iterdir()
+    (kept / "roots/2.root.json").write_bytes(b"{}")
+    r = cli("recover", "--root", root)
+    assert r.returncode == 0, r.stderr
+    assert "trust anchor not advanced" in r.stderr
+    assert _anchor(root) == rotated["v1"]
+    assert not (root / AIRGAP / "journal.json").exists()
+    st = json.loads(cli("status", "--root", root, "--json").stdout)
+    assert st["installed"]["version"] == "1.0.0" and st["trust_root_version"] == 1
