@@ -23,6 +23,7 @@ Recovery (``recover``, run under the lock at the start of every changing command
 So after any crash (THREATS 21) the next run leaves the old release or the new one.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -30,9 +31,9 @@ import sys
 import uuid
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import bundlefmt, failpoint, place
+from . import bundlefmt, failpoint, place, verify
 from .errors import EnvironmentProblem, InstallerError
-from .fsio import iter_file, verify_file, write_verified
+from .fsio import write_verified
 from .layout import Layout
 from .state import Release, State, clear_journal, load_journal, load_state, save_journal, save_state
 
@@ -151,21 +152,41 @@ def advance_anchor(layout: Layout, journal: Dict[str, Any], report: Report) -> N
     if not anchor:
         return
     new = Release.from_json(journal["to"])
-    src = layout.release_file(new.digest, "{}/{}.root.json".format(bundlefmt.ROOTS_DIR,
-                                                                  anchor["version"]))
     try:
-        if verify_file(layout.trust_anchor, anchor["sha256"], os.stat(src).st_size):
-            return
-        with open(src, "rb") as f:
-            write_verified(layout.trust_anchor, iter_file(f), sha256=anchor["sha256"],
-                           mode=0o644, what=f"root v{anchor['version']} for "
-                                            f"{layout.trust_anchor}")
+        data = _chain_to(layout, new, anchor["version"])
+        if data is None:
+            return  # pinned already (a run killed after writing it)
+        if hashlib.sha256(data).hexdigest() != anchor["sha256"]:
+            raise EnvironmentProblem(f"the kept root v{anchor['version']} is not the one "
+                                     "verified at install time")
+        write_verified(layout.trust_anchor, [data], sha256=anchor["sha256"], mode=0o644,
+                       what=f"root v{anchor['version']} for {layout.trust_anchor}")
     except (OSError, InstallerError) as e:
         # committed already: the old anchor stays; the next bundle carries the chain again
         report(f"warning: trust anchor not advanced to root v{anchor['version']}: {e}")
         return
     failpoint.hit("after-anchor")
     report("trust anchor advanced to root v{}".format(anchor["version"]))
+
+
+_ROOT_READ_CAP = 4 << 20  # a root.json is a small document
+
+
+def _chain_to(layout: Layout, release: Release, version: int) -> Optional[bytes]:
+    """The kept ``roots/<version>.root.json`` of ``release``, re-checked as root updates from
+    the pinned anchor one version at a time (``trust.update_root``); None when the pinned
+    root already is that version or newer."""
+    from . import trust  # only here: every other command reaches it through verify
+    current = trust.load_trusted_root(verify.read_anchor(layout))
+    if current.version >= version:
+        return None
+    data = b""
+    for v in range(current.version + 1, version + 1):
+        path = layout.release_file(release.digest, f"{bundlefmt.ROOTS_DIR}/{v}.root.json")
+        with open(path, "rb") as f:
+            data = f.read(_ROOT_READ_CAP + 1)
+        current = trust.update_root(current, data)
+    return data
 
 
 def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
