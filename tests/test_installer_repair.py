@@ -260,3 +260,47 @@ def test_threat35_reflinked_kept_copy_survives_in_place_damage(xfs_reflink: Path
     r = _install(root, bundle, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["action"] == "repaired", r.stderr
     assert live(root) == v1 and _status(root)[0] == 0
+
+
+# ---------------------------------------------------------------------------- placement
+
+
+def test_foreign_file_backed_up_and_restored_when_install_sh_fails(
+        host: Dict[str, Any], keydir: KeyDir) -> None:
+    """A file the installer never placed sits where the new release puts a file; install.sh
+    then fails: the foreign file is back byte for byte, and the old install.sh ran again."""
+    root = host["root"]
+    foreign = root / "var/lib/rancher/k3s/agent/images/app-1.1.0.tar"
+    foreign.write_bytes(b"operator's own archive")
+    record = host["tmp"] / "record"
+    r = _install(root, write_spec(default_spec("1.1.0"), keydir, host["tmp"]),
+                 AIRGAP_TEST_SCRIPT_FAIL="1", AIRGAP_TEST_RECORD=str(record))
+    assert r.returncode == 6, r.stderr
+    assert foreign.read_bytes() == b"operator's own archive"
+    runs = [line for line in record.read_text().splitlines() if line.startswith("---")]
+    assert runs == ["--- edge 1.1.0", "--- edge 1.0.0"]
+    assert {k: v for k, v in live(root).items() if k != str(foreign.relative_to(root))} == \
+        host["v1"]
+
+
+def test_live_file_of_wrong_size_or_mode_is_placed_again(host: Dict[str, Any],
+                                                         keydir: KeyDir) -> None:
+    """An unchanged archive is left alone only if it still is the old release's file or has
+    the right size, mode and sha256; a separate copy with another mode or size is replaced."""
+    root = host["root"]
+    shared = root / SHARED
+    data = shared.read_bytes()
+    shared.unlink()
+    shared.write_bytes(data)
+    os.chmod(shared, 0o600)                    # right bytes, wrong mode, another inode
+    demo = root / "var/lib/rancher/k3s/server/manifests/demo.yaml"
+    demo.unlink()
+    demo.write_bytes(b"short")                 # wrong size (demo.yaml differs in 1.1.0)
+    ref = host["tmp"] / "ref"
+    assert cli("trust", keydir.root_json, "--root", ref).returncode == 0
+    b2 = write_spec(default_spec("1.1.0"), keydir, host["tmp"])
+    assert _install(ref, host["b1"], "--server").returncode == 0
+    assert _install(ref, b2).returncode == 0
+    assert _install(root, b2).returncode == 0
+    assert live(root) == live(ref)
+    assert os.stat(shared).st_mode & 0o777 == 0o644
