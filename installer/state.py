@@ -78,6 +78,10 @@ class Release:
                                "k3s_version": str, "role": str, "options": dict,
                                "targets": list, "script": dict, "installed_at": int})
         check_release_id(d["digest"])
+        _fields(d["options"], "release.options", {"exec": str, "skip_start": bool})
+        for key in ("url", "token_file"):
+            if not isinstance(d["options"].get(key), (str, type(None))):
+                raise FormatError(f"release.options.{key} has the wrong type")
         release = cls(digest=d["digest"], name=d["name"], version=d["version"], arch=d["arch"],
                       k3s_version=d["k3s_version"], role=d["role"],
                       options=Options.from_json(d["options"]),

@@ -217,6 +217,7 @@ EDITS: Dict[str, Callable[[Dict[str, Any], Path, Path], None]] = {
     "ratchet-type": lambda d, root, v: d.update(time_ratchet="soon"),
     "size-type": lambda d, root, v: _first_image(d).update(size=True),
     "targets-type": lambda d, root, v: d["current"].update(targets={"a": 1}),
+    "options-type": lambda d, root, v: d["current"]["options"].update(exec=7),
 }
 
 
