@@ -11,7 +11,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 from . import __version__, install
-from .errors import ConfigError, EnvironmentProblem, InstallerError
+from .errors import ConfigError, DigestMismatch, EnvironmentProblem, InstallerError
 from .layout import Layout
 from .state import Options
 
@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="replace an installed bundle of another name")
 
     st = sub.add_parser("status", parents=[common], help="show what is installed")
-    del st
+    st.add_argument("--verify", action="store_true",
+                    help="also hash every placed file and kept copy against the installed "
+                         "manifest; exit 3 listing each difference")
 
     r = sub.add_parser("rollback", parents=[common, locking],
                        help="go back to the previous release, atomically")
@@ -109,12 +111,27 @@ def _text(result: Dict[str, Any]) -> List[str]:
         if result["foreign_images"]:
             lines.append("image archives not placed by airgap-install (left alone): "
                          + ", ".join(result["foreign_images"]))
+        checked = result.get("verify")
+        if checked is not None:
+            lines.append("verified {} placed files and kept copies: {}".format(
+                checked["checked"], "all match" if checked["ok"] else
+                "{} DIFFER".format(len(checked["damaged"]))))
+            lines += ["DAMAGED {what} ({release}): {path}: {problem}".format(**d)
+                      for d in checked["damaged"]]
+            if not checked["ok"]:
+                lines.append("repair: install the same bundle again from its medium "
+                             "(docs/installer.md, Damage and repair)")
         return lines
     action = result.get("action")
     if action == "installed":
         lines.append("installed " + _release(result["current"]))
     elif action == "rolled-back":
         lines.append("rolled back to " + _release(result["current"]))
+    elif action == "repaired":
+        lines.append("repaired {} file(s) of {}".format(len(result["repaired"]),
+                                                          _release(result["current"])))
+        lines += ["STILL DAMAGED {what}: {path}: {problem}".format(**d)
+                  for d in result["still_damaged"]]
     elif action == "none":
         lines.append("nothing to do: " + result.get("reason", result.get("detail", "")))
     elif action == "recovered":
@@ -148,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.command == "install":
             result = install.install(layout, _request(args), report=report)
         elif args.command == "status":
-            result = install.status(layout)
+            result = install.status(layout, check=args.verify)
         elif args.command == "rollback":
             result = install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
                                       allow_k3s_downgrade=args.allow_k3s_downgrade,
@@ -172,6 +189,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         for line in _text(result):
             print(line)
+    damaged = (result.get("verify") or {}).get("damaged") or result.get("still_damaged")
+    if damaged:  # status --verify found differences (or a repair left some): exit 3
+        print(f"airgap-install: error: {len(damaged)} placed file(s) differ from the "
+              "installed manifest", file=sys.stderr)
+        return DigestMismatch.exit_code
     return 0
 
 

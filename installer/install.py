@@ -3,19 +3,21 @@ recover, status. Each returns a plain dict the CLI prints; errors are ``Installe
 
 Install order (ARCHITECTURE.md data flow): lock -> recover -> read envelope -> verify
 signatures and tar envelope -> policy (arch, role, version, K3s minor) -> free space -> copy
-every member into staging on the destination filesystem while hashing -> advance the pinned
-root -> journaled placement from the verified copy -> install.sh -> commit state.
+every member into staging on the destination filesystem while hashing -> journaled placement
+from the verified copy -> install.sh -> commit state -> advance the pinned root (only now: a
+failed install leaves the anchor where it was, and its release folder is removed).
 """
 
+import hashlib
 import os
 import shutil
 import time
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Dict, Optional
 
-from . import bundlefmt, failpoint, policy, preflight, txn, verify
-from .errors import ConfigError, DigestMismatch, InstallerError
-from .fsio import fsync_dir, verify_file, write_verified
+from . import bundlefmt, failpoint, policy, preflight, repair, txn, verify
+from .errors import ConfigError, InstallerError
+from .fsio import fsync_dir, write_verified
 from .layout import Layout, Target, targets_for
 from .place import foreign_files
 from .state import Options, Release, RunLock, State, load_journal, load_state
@@ -120,6 +122,11 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
             name=m.name, version=m.version, switch_name=req.switch_bundle)
         if decision.action == "same":
             same = cur is not None and cur.digest == opened.digest
+            if same:  # THREATS 35: repair whatever differs from the verified bundle
+                result = repair.reinstall(layout, opened=opened, state=state, report=report,
+                                          output=output)
+                result["bundle"] = path
+                return result
             if not same:
                 report("warning: {} {} is installed from a different manifest ({}); versions "
                        "must change when content does".format(m.name, m.version, cur.digest[:16]
@@ -135,7 +142,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         failpoint.hit("after-preflight")
         size = policy.human_bytes(m.payload_size)
         report(f"verified signatures of {label}; copying {size} into staging")
-        staging = os.path.join(layout.staging, txn.new_tx())
+        staging = _new_staging(layout)
         verify.stage_payload(opened, staging,
                              after_member=lambda p: failpoint.hit("after-stage-member"))
     except BaseException:
@@ -145,9 +152,27 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
     finally:
         opened.close()
     failpoint.hit("after-staging")  # THREATS 7: the medium may change now; we no longer read it
-    if opened.new_root is not None:
-        write_verified(layout.trust_anchor, [opened.new_root], mode=0o644)
-        report("trust anchor advanced to root v{}".format(getattr(opened.root, "version", "?")))
+    new_anchor = None
+    if opened.new_root is not None:  # pinned by txn only once the state is committed
+        new_anchor = {"version": opened.root.version,
+                      "sha256": hashlib.sha256(opened.new_root).hexdigest()}
+    assert staging is not None
+    try:
+        return _place_new(layout, req, report=report, output=output, staging=staging,
+                          opened=opened, state=state, role=role, label=label,
+                          reason=decision.reason, path=path, anchor=new_anchor)
+    except BaseException:
+        _drop_unused_releases(layout)
+        raise
+
+
+def _place_new(layout: Layout, req: InstallRequest, *, report: Report,
+               output: Optional[IO[str]], staging: str, opened: verify.Opened, state: State,
+               role: str, label: str, reason: str, path: str,
+               anchor: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    m = opened.header.manifest
+    cur = state.current
+    targets = targets_for(m.members, role)
     _promote(layout, staging, opened.digest)
     failpoint.hit("after-promote")
     script_member = [x for x in m.members if x.kind == "install-script"][0]
@@ -158,26 +183,47 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
                                 script_member.size, script_member.mode))
     after = State(current=new, previous=cur, generation=state.generation,
                   time_ratchet=max(state.time_ratchet, m.created))
-    report(f"placing {label} ({decision.reason})")
+    report(f"placing {label} ({reason})")
     written = txn.run(layout, op="install", old=cur, new=new, state_after=after, report=report,
-                      output=output)
-    return {"action": "installed", "reason": decision.reason, "bundle": path,
+                      output=output, anchor=anchor)
+    return {"action": "installed", "reason": reason, "bundle": path,
             "current": new.summary(), "previous": cur.summary() if cur else None,
             "generation": written.generation}
+
+
+def _new_staging(layout: Layout) -> str:
+    """A fresh ``staging/<tx>/`` made by us (``mkdir`` fails on anything already there), so
+    nothing below it can be a planted symlink."""
+    os.makedirs(layout.staging, exist_ok=True)
+    staging = os.path.join(layout.staging, txn.new_tx())
+    os.mkdir(staging, 0o700)
+    return staging
+
+
+def _drop_unused_releases(layout: Layout) -> None:
+    """After a failed install: remove a promoted release the state does not name, unless a
+    journal still needs it (an interrupted change is finished from it by ``recover``)."""
+    try:
+        if load_journal(layout) is None:
+            txn.prune_releases(layout, load_state(layout)[0])
+    except (InstallerError, OSError):
+        pass  # the next run's recovery prunes it
 
 
 def _promote(layout: Layout, staging: str, digest: str) -> None:
     """Move the verified staging copy to ``releases/<digest>`` (same filesystem: renames)."""
     os.makedirs(layout.releases, exist_ok=True)
     dest = layout.release_dir(digest)
-    if not os.path.exists(dest):
+    if not os.path.lexists(dest):
         os.rename(staging, dest)
     else:  # a release we keep already (e.g. re-installing the one we rolled back from)
         for folder, _, files in os.walk(staging):
             rel = os.path.relpath(folder, staging)
-            os.makedirs(os.path.join(dest, rel), exist_ok=True)
             for name in files:
-                os.replace(os.path.join(folder, name), os.path.join(dest, rel, name))
+                member = os.path.normpath(os.path.join(rel, name))
+                final = layout.release_file(digest, member)
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.replace(os.path.join(folder, name), final)
         shutil.rmtree(staging)
     fsync_dir(layout.releases)
 
@@ -197,12 +243,7 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
                               hint="`airgap-install status` shows what is installed")
         policy.check_k3s_change(cur.k3s_version, prev.k3s_version, allow_minor_skip=True,
                                 allow_downgrade=allow_k3s_downgrade)
-        folder = layout.release_dir(prev.digest)
-        for t in prev.targets + (prev.script,):
-            if not verify_file(os.path.join(folder, t.member), t.sha256, t.size):
-                raise DigestMismatch(
-                    f"kept copy of {t.member} in {folder} no longer matches its sha256 {t.sha256}",
-                    hint="roll forward instead: install a verified bundle from its medium")
+        repair.mend_kept(layout, prev, cur, report)  # never roll back onto a damaged copy
         opts = prev.options if skip_start is None else replace(prev.options,
                                                                skip_start=skip_start)
         target = replace(prev, options=opts, installed_at=int(time.time()))
@@ -222,8 +263,9 @@ def recover(layout: Layout, *, wait: bool = False, report: Report = _quiet,
     return {"action": "recovered" if done else "none", "detail": done or "nothing to do"}
 
 
-def status(layout: Layout) -> Dict[str, Any]:
-    """What is installed; read-only (no lock, no repair)."""
+def status(layout: Layout, *, check: bool = False) -> Dict[str, Any]:
+    """What is installed; read-only (no lock, no repair). ``check``: also hash every placed
+    file against the installed manifest (``status --verify``)."""
     state, read = load_state(layout)
     try:
         journal = load_journal(layout)
@@ -245,4 +287,5 @@ def status(layout: Layout) -> Dict[str, Any]:
         "state_copies_damaged": read.bad + read.stale,
         "foreign_images": foreign_files(layout, state.current),
         "ok": journal is None and not read.bad,
+        "verify": repair.check(layout, state) if check else None,
     }

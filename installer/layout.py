@@ -16,11 +16,13 @@
     <root>/var/lib/rancher/k3s/server/manifests/       manifests (server role)
 """
 
-import os
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
-from .bundlefmt import Member
+from . import bundlefmt, rootfs
+from .bundlefmt import Manifest, Member
+from .errors import FormatError, UnsafeMember
 
 BIN_DIR = "usr/local/bin"
 K3S_TARGET = BIN_DIR + "/k3s"
@@ -40,6 +42,15 @@ _KIND_DEST = {
     "manifest": (MANIFESTS_DIR, ("server",)),
 }
 MANAGED_DIRS = (BIN_DIR, IMAGES_DIR, CHARTS_DIR, MANIFESTS_DIR)
+# a release id is the sha256 of its signed manifest; a transaction id is txn.new_tx()'s
+_RELEASE_RE = re.compile(r"^[0-9a-f]{64}$")
+_TX_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+def check_release_id(digest: str) -> None:
+    """A release folder name must be a manifest sha256 (it becomes a path under the root)."""
+    if not isinstance(digest, str) or not _RELEASE_RE.match(digest):
+        raise FormatError(f"release id {digest!r} is not a manifest sha256")
 
 
 @dataclass(frozen=True)
@@ -72,52 +83,104 @@ def targets_for(members: Sequence[Member], role: str) -> List[Target]:
     return out
 
 
+def _kind_of(t: Target) -> str:
+    if t.target == K3S_TARGET:
+        return "k3s-binary"
+    for kind, prefix in bundlefmt.KIND_PREFIX.items():
+        if kind not in ("k3s-binary", "install-script") and t.member.startswith(prefix):
+            return kind
+    return "unknown"
+
+
+def check_release_targets(*, arch: str, role: str, targets: Sequence[Target],
+                          script: Target) -> None:
+    """A release read back from the state or journal (THREATS 34) is validated exactly as a
+    manifest is: its files must form a valid manifest (``bundlefmt.validate_manifest``: safe
+    member paths, kinds, modes, sha256 form, no duplicates) and its live paths must be
+    exactly what ``targets_for`` maps those members to for this role. Nothing else is
+    accepted, so an edited ``target`` (absolute, ``../``) is refused before any use."""
+    if role not in bundlefmt.ROLES:
+        raise FormatError(f"unknown role {role!r}")
+    if script.target != "":
+        raise FormatError(f"install.sh has a live target {script.target!r}; it is never placed")
+    members = [Member(t.member, t.size, t.sha256, t.mode, _kind_of(t)) for t in targets]
+    script_member = Member(script.member, script.size, script.sha256, script.mode,
+                           "install-script")
+    bundlefmt.validate_manifest(Manifest(
+        name="state", version="0", arch=arch, k3s_version="", roles=(role,), lock_digest="",
+        created=0, members=tuple(members) + (script_member,)))
+    expected = targets_for(members, role)
+    if list(targets) != expected:
+        bad = [repr(t.target) for t in targets if t not in expected] or ["(files missing)"]
+        raise UnsafeMember("live paths {} are not where this installer places those files"
+                           .format(", ".join(bad)))
+
+
 @dataclass(frozen=True)
 class Layout:
+    """Every path under the install root, resolved as a chroot at ``root`` would
+    (``rootfs.resolve``): symlinks inside the root never lead outside it."""
+
     root: str
 
-    def path(self, rel: str) -> str:
-        return os.path.join(self.root, rel)
+    def path(self, rel: str, *, follow: bool = False) -> str:
+        """``rel`` under the root; the last component is not followed unless ``follow``
+        (an entry to lstat, replace or remove, versus a file to open or a folder to list)."""
+        return rootfs.resolve(self.root, rel, follow=follow)
+
+    def _file(self, rel: str) -> str:
+        return rootfs.resolve(self.root, rel, follow=True)
 
     @property
     def airgap(self) -> str:
-        return self.path(AIRGAP_DIR)
+        return self._file(AIRGAP_DIR)
 
     @property
     def trust_anchor(self) -> str:
-        return self.path(TRUST_DIR + "/root.json")
+        return self._file(TRUST_DIR + "/root.json")
 
     @property
     def lock(self) -> str:
-        return os.path.join(self.airgap, "install.lock")
+        return self._file(AIRGAP_DIR + "/install.lock")
 
     @property
     def state(self) -> str:
-        return os.path.join(self.airgap, "state.json")
+        return self._file(AIRGAP_DIR + "/state.json")
 
     @property
     def state_bak(self) -> str:
-        return os.path.join(self.airgap, "state.json.bak")
+        return self._file(AIRGAP_DIR + "/state.json.bak")
 
     @property
     def journal(self) -> str:
-        return os.path.join(self.airgap, "journal.json")
+        return self._file(AIRGAP_DIR + "/journal.json")
 
     @property
     def staging(self) -> str:
-        return os.path.join(self.airgap, "staging")
+        return self._file(AIRGAP_DIR + "/staging")
 
     @property
     def txn(self) -> str:
-        return os.path.join(self.airgap, "txn")
+        return self._file(AIRGAP_DIR + "/txn")
 
     @property
     def releases(self) -> str:
-        return os.path.join(self.airgap, "releases")
+        return self._file(AIRGAP_DIR + "/releases")
 
     def release_dir(self, digest: str) -> str:
-        return os.path.join(self.releases, digest)
+        check_release_id(digest)
+        return self._file(AIRGAP_DIR + "/releases/" + digest)
+
+    def release_file(self, digest: str, member: str) -> str:
+        """A verified file kept in ``releases/<digest>/`` (``member`` is a bundle path)."""
+        check_release_id(digest)
+        return self._file(AIRGAP_DIR + "/releases/" + digest + "/" + member)
+
+    def tx_dir(self, tx: str) -> str:
+        if not _TX_RE.match(tx):
+            raise FormatError(f"transaction id {tx!r} is not one this installer writes")
+        return self._file(AIRGAP_DIR + "/txn/" + tx)
 
     @property
     def bin_dir(self) -> str:
-        return self.path(BIN_DIR)
+        return self._file(BIN_DIR)

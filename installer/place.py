@@ -3,8 +3,10 @@
 ``prepare`` records, for every live path a change will touch, how to put it back: it was
 absent, it belongs to the old release (restore from ``releases/<old>/``), or it is a file we
 never placed (kept as a hard link or copy in ``txn/<tx>/backup/``). ``apply`` then places the new
-release (hard link from ``releases/<new>/`` when on the same filesystem, else a verified copy)
-under a dotfile temp name and renames it into place, so K3s never sees a partial archive.
+release from ``releases/<new>/`` (a reflink where the filesystem offers one, so the kept copy
+survives in-place damage to the live file; else a hard link; on another filesystem a verified
+copy) under a dotfile temp name and renames it into place, so K3s never sees a partial archive.
+Every path comes from ``Layout`` (resolved inside the root, THREATS 32).
 ``undo`` replays the records. All three are idempotent: a run killed inside any of them is
 finished or undone by the next run (see ``txn``).
 """
@@ -16,7 +18,7 @@ import stat
 from typing import Any, Callable, Dict, List, Optional
 
 from .errors import EnvironmentProblem
-from .fsio import fsync_dir, hash_file, iter_file, write_verified
+from .fsio import fsync_dir, hash_file, iter_file, reflink, write_verified
 from .layout import LIVE_TMP_PREFIX, MANAGED_DIRS, Layout, Target
 from .state import Release
 
@@ -41,8 +43,9 @@ def _same_file(a: Optional[os.stat_result], b: Optional[os.stat_result]) -> bool
 
 
 def put(src: str, dest: str, *, sha256: Optional[str], size: Optional[int], mode: int) -> None:
-    """Make ``dest`` hold ``src``'s bytes atomically: hard link (no copy) or verified copy,
-    under a dotfile temp name, then rename. ``src`` may be a symlink (restored as one)."""
+    """Make ``dest`` hold ``src``'s bytes atomically: reflink or hard link (no copy), else a
+    verified copy, under a dotfile temp name, then rename. ``src`` may be a symlink (a
+    backed-up foreign symlink, restored as one)."""
     folder = os.path.dirname(dest)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, LIVE_TMP_PREFIX + os.path.basename(dest))
@@ -51,7 +54,7 @@ def put(src: str, dest: str, *, sha256: Optional[str], size: Optional[int], mode
     st = os.lstat(src)
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), tmp)
-    else:
+    elif not reflink(src, tmp, mode=mode):
         try:
             os.link(src, tmp, follow_symlinks=False)
             os.chmod(tmp, mode)
@@ -96,7 +99,6 @@ def prepare(layout: Layout, backup_dir: str, old: Optional[Release],
             new: Release) -> List[Dict[str, Any]]:
     """Record how to restore every path the change touches; back up foreign files."""
     old_map = {t.target: t for t in old.targets} if old else {}
-    old_dir = layout.release_dir(old.digest) if old else ""
     os.makedirs(backup_dir, exist_ok=True)
     records = []
     for n, rel in enumerate(union_targets(old, new)):
@@ -109,7 +111,8 @@ def prepare(layout: Layout, backup_dir: str, old: Optional[Release],
             raise EnvironmentProblem(f"{path} is a folder where a file must go",
                                      hint="move it away and retry")
         mine = old_map.get(rel)
-        if mine is not None and os.path.isfile(os.path.join(old_dir, mine.member)):
+        if mine is not None and old is not None \
+                and os.path.isfile(layout.release_file(old.digest, mine.member)):
             records.append({"target": rel, "kind": "release"})
             continue
         name = f"{n:05d}"
@@ -137,16 +140,14 @@ def _already_placed(dest: str, src: str, t: Target, old_t: Optional[Target],
 def apply(layout: Layout, old: Optional[Release], new: Release,
           hit: Callable[[str], None]) -> None:
     """Place ``new`` and remove what only ``old`` had. Idempotent."""
-    new_dir = layout.release_dir(new.digest)
     old_map = {t.target: t for t in old.targets} if old else {}
-    old_dir = layout.release_dir(old.digest) if old else None
     for group, prefix in _GROUPS:
         for t in new.targets:
             if not t.target.startswith(prefix):
                 continue
-            src = os.path.join(new_dir, t.member)
+            src = layout.release_file(new.digest, t.member)
             old_t = old_map.get(t.target)
-            old_src = os.path.join(old_dir, old_t.member) if old_t and old_dir else None
+            old_src = layout.release_file(old.digest, old_t.member) if old and old_t else None
             if not _already_placed(layout.path(t.target), src, t, old_t, old_src):
                 put(src, layout.path(t.target), sha256=t.sha256, size=t.size, mode=t.mode)
         hit("after-place-" + group)
@@ -161,7 +162,6 @@ def undo(layout: Layout, backup_dir: str, old: Optional[Release],
          records: List[Dict[str, Any]]) -> None:
     """Put every recorded path back as it was before ``prepare``. Idempotent."""
     old_map = {t.target: t for t in old.targets} if old else {}
-    old_dir = layout.release_dir(old.digest) if old else ""
     for rec in reversed(records):
         path = layout.path(rec["target"])
         if rec["kind"] == "absent":
@@ -173,7 +173,8 @@ def undo(layout: Layout, backup_dir: str, old: Optional[Release],
                 put(saved, path, sha256=None, size=None, mode=stat.S_IMODE(st.st_mode))
         else:
             t = old_map[rec["target"]]
-            src = os.path.join(old_dir, t.member)
+            assert old is not None  # check_journal: "release" records need a "from"
+            src = layout.release_file(old.digest, t.member)
             if not _already_placed(path, src, t, None, None):
                 put(src, path, sha256=t.sha256, size=t.size, mode=t.mode)
 
@@ -188,7 +189,7 @@ def _remove(path: str) -> None:
 def sweep_temp_files(layout: Layout) -> None:
     """Remove our dotfile temp names left in live folders by a killed run."""
     for rel in MANAGED_DIRS:
-        folder = layout.path(rel)
+        folder = layout.path(rel, follow=True)
         try:
             names = os.listdir(folder)
         except FileNotFoundError:
@@ -203,7 +204,7 @@ def foreign_files(layout: Layout, release: Optional[Release]) -> List[str]:
     ours = {t.target for t in release.targets} if release else set()
     folder = "var/lib/rancher/k3s/agent/images"
     try:
-        names = sorted(os.listdir(layout.path(folder)))
+        names = sorted(os.listdir(layout.path(folder, follow=True)))
     except FileNotFoundError:
         return []
     return [folder + "/" + n for n in names

@@ -14,16 +14,19 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import canonjson, failpoint
-from .errors import EnvironmentProblem, FormatError, InstallerError
+from . import canonjson, failpoint, rootfs
+from .errors import EnvironmentProblem, FormatError, InstallerError, UnsafeMember
 from .fsio import fsync_dir, write_verified
-from .layout import Layout, Target
+from .layout import Layout, Target, check_release_id, check_release_targets
 
 STATE_FORMAT = "airgap-install-state/v1"
 JOURNAL_FORMAT = "airgap-install-journal/v1"
+_BACKUP_RE = re.compile(r"^[0-9]{5,9}$")   # place.prepare's backup names
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,24 @@ class Release:
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Release":
-        return cls(digest=d["digest"], name=d["name"], version=d["version"], arch=d["arch"],
-                   k3s_version=d["k3s_version"], role=d["role"],
-                   options=Options.from_json(d["options"]),
-                   targets=tuple(_target(t) for t in d["targets"]),
-                   script=_target(d["script"]), installed_at=d["installed_at"])
+        """Parse and validate (THREATS 34): types, the release id, and every path exactly as
+        a manifest's (``layout.check_release_targets``). Raises ``InstallerError``."""
+        _fields(d, "release", {"digest": str, "name": str, "version": str, "arch": str,
+                               "k3s_version": str, "role": str, "options": dict,
+                               "targets": list, "script": dict, "installed_at": int})
+        check_release_id(d["digest"])
+        _fields(d["options"], "release.options", {"exec": str, "skip_start": bool})
+        for key in ("url", "token_file"):
+            if not isinstance(d["options"].get(key), (str, type(None))):
+                raise FormatError(f"release.options.{key} has the wrong type")
+        release = cls(digest=d["digest"], name=d["name"], version=d["version"], arch=d["arch"],
+                      k3s_version=d["k3s_version"], role=d["role"],
+                      options=Options.from_json(d["options"]),
+                      targets=tuple(_target(t) for t in d["targets"]),
+                      script=_target(d["script"]), installed_at=d["installed_at"])
+        check_release_targets(arch=release.arch, role=release.role, targets=release.targets,
+                              script=release.script)
+        return release
 
     def summary(self) -> Dict[str, Any]:
         return {"name": self.name, "version": self.version, "k3s_version": self.k3s_version,
@@ -81,7 +97,24 @@ class Release:
                 "installed_at": self.installed_at}
 
 
+def _fields(d: Any, what: str, types: Dict[str, type]) -> None:
+    """``d`` is an object holding at least these keys with these JSON types (bool is not
+    an int here); raises FormatError naming the first that is not."""
+    if not isinstance(d, dict):
+        raise FormatError(f"{what} is not an object")
+    for key, typ in types.items():
+        if key not in d:
+            raise FormatError(f"{what} has no {key!r}")
+        value = d[key]
+        if isinstance(value, bool) and typ is not bool or not isinstance(value, typ):
+            raise FormatError(f"{what}.{key} has the wrong type ({type(value).__name__})")
+        if isinstance(value, int) and not 0 <= value < 2 ** 63:
+            raise FormatError(f"{what}.{key} is out of range")
+
+
 def _target(t: Dict[str, Any]) -> Target:
+    _fields(t, "target", {"target": str, "member": str, "sha256": str, "size": int,
+                          "mode": int})
     return Target(t["target"], t["member"], t["sha256"], t["size"], t["mode"])
 
 
@@ -106,6 +139,7 @@ class State:
     def from_json(cls, d: Dict[str, Any]) -> "State":
         if d.get("format") != STATE_FORMAT:
             raise FormatError("unknown state format {!r}".format(d.get("format")))
+        _fields(d, "state", {"time_ratchet": int, "generation": int})
         return cls(current=release_or_none(d["current"]), previous=release_or_none(d["previous"]),
                    time_ratchet=d["time_ratchet"], generation=d["generation"])
 
@@ -184,15 +218,26 @@ def remove_dual(path: str) -> None:
     fsync_dir(os.path.dirname(path))
 
 
+STATE_HINT = ("nothing was changed. Restore state.json from a backup, or start afresh: move "
+              "state.json, state.json.bak and journal.json out of {folder} and install the "
+              "bundle again from its medium (files already in place are then treated as "
+              "foreign: backed up, replaced, and `status` lists stray image archives)")
+
+
 def load_state(layout: Layout) -> Tuple[State, DualRead]:
+    """The installed state, validated like a manifest before anything uses it (THREATS 34):
+    a state that fails is an error (exit 3) with a recovery hint, never acted on."""
     read = read_dual(layout.state)
     if read.doc is None:
         return State(), read
     try:
         return State.from_json(read.doc), read
-    except (KeyError, TypeError, ValueError) as e:
-        raise EnvironmentProblem(
-            f"{layout.state} is not a state this installer understands: {e}") from None
+    except InstallerError as e:
+        raise FormatError(f"{layout.state} is refused: {e.message}",
+                          hint=STATE_HINT.format(folder=layout.airgap)) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise FormatError(f"{layout.state} is not a state this installer understands: {e!r}",
+                          hint=STATE_HINT.format(folder=layout.airgap)) from None
 
 
 def save_state(layout: Layout, state: State) -> State:
@@ -208,7 +253,48 @@ def load_journal(layout: Layout) -> Optional[Dict[str, Any]]:
         raise EnvironmentProblem(f"{layout.journal} has unknown format {doc.get('format')!r}",
                                  hint="it was written by another installer version; finish "
                                       "the change with that version")
+    if doc is not None:
+        try:
+            check_journal(layout, doc)
+        except InstallerError as e:
+            raise FormatError(f"{layout.journal} is refused: {e.message}",
+                              hint=STATE_HINT.format(folder=layout.airgap)) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise FormatError(f"{layout.journal} is not a journal this installer understands: "
+                              f"{e!r}", hint=STATE_HINT.format(folder=layout.airgap)) from None
     return doc
+
+
+_UNDO_KINDS = ("absent", "release", "backup")
+
+
+def check_journal(layout: Layout, doc: Dict[str, Any]) -> None:
+    """Validate a journal as strictly as the state (THREATS 34): its releases, its
+    transaction id, and every undo record (a path of one of its releases; a backup name
+    this installer writes)."""
+    _fields(doc, "journal", {"tx": str, "op": str, "phase": str, "undo": list,
+                             "state_after": dict, "to": dict})
+    layout.tx_dir(doc["tx"])
+    if doc["op"] not in ("install", "rollback") or doc["phase"] not in ("placing", "placed"):
+        raise FormatError("unknown op {!r} or phase {!r}".format(doc["op"], doc["phase"]))
+    new = Release.from_json(doc["to"])
+    old = release_or_none(doc.get("from"))
+    State.from_json(doc["state_after"])
+    paths = {t.target for t in new.targets} | {t.target for t in (old.targets if old else ())}
+    for rec in doc["undo"]:
+        _fields(rec, "undo record", {"target": str, "kind": str})
+        if rec["target"] not in paths or rec["kind"] not in _UNDO_KINDS:
+            raise UnsafeMember(f"undo record {rec!r} names no file of this change")
+        if rec["kind"] == "release" and old is None:
+            raise FormatError("an undo record restores from a release the journal lacks")
+        if rec["kind"] == "backup" and not _BACKUP_RE.match(str(rec.get("backup"))):
+            raise UnsafeMember("undo record backup name {!r} is not one this installer "
+                               "writes".format(rec.get("backup")))
+    anchor = doc.get("anchor")
+    if anchor is not None:
+        _fields(anchor, "journal anchor", {"version": int, "sha256": str})
+        if not _SHA256_RE.match(anchor["sha256"]):
+            raise FormatError("journal anchor sha256 is malformed")
 
 
 def save_journal(layout: Layout, journal: Dict[str, Any]) -> None:
@@ -236,7 +322,7 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         os.makedirs(os.path.dirname(self._path), exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = rootfs.open_nofollow(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -3,7 +3,13 @@
 Steps, each ending at a named fail point (``failpoint``)::
 
     prepare backups -> journal(phase=placing) -> place files -> journal(phase=placed)
-    -> run install.sh -> write state (COMMIT) -> drop journal, backups, old releases
+    -> run install.sh -> write state (COMMIT) -> advance the trust anchor
+    -> drop journal, backups, old releases
+
+A newer root from the bundle's verified chain is named in the journal (``anchor``: version
+and sha256 of ``releases/<new>/roots/<N>.root.json``) and written as the pinned anchor only
+after the state is committed, also when a recovery finishes the change: a failed or undone
+change never moves the anchor (docs/trust.md).
 
 Recovery (``recover``, run under the lock at the start of every changing command):
 
@@ -17,6 +23,7 @@ Recovery (``recover``, run under the lock at the start of every changing command
 So after any crash (THREATS 21) the next run leaves the old release or the new one.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -24,8 +31,9 @@ import sys
 import uuid
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import failpoint, place
-from .errors import EnvironmentProblem
+from . import bundlefmt, failpoint, place, verify
+from .errors import EnvironmentProblem, InstallerError
+from .fsio import write_verified
 from .layout import Layout
 from .state import Release, State, clear_journal, load_journal, load_state, save_journal, save_state
 
@@ -58,7 +66,7 @@ def script_env(layout: Layout, release: Release, base: Dict[str, str]) -> Dict[s
 
 def run_script(layout: Layout, release: Release, output: Optional[IO[str]] = None) -> None:
     """Run the release's verified install.sh (argument list, no shell string)."""
-    script = os.path.join(layout.release_dir(release.digest), release.script.member)
+    script = layout.release_file(release.digest, release.script.member)
     out = output if output is not None else sys.stderr
     try:
         env = script_env(layout, release, dict(os.environ))
@@ -76,7 +84,7 @@ def run_script(layout: Layout, release: Release, output: Optional[IO[str]] = Non
 
 
 def _backup_dir(layout: Layout, tx: str) -> str:
-    return os.path.join(layout.txn, tx, "backup")
+    return os.path.join(layout.tx_dir(tx), "backup")
 
 
 def _release(d: Optional[Dict[str, Any]]) -> Optional[Release]:
@@ -84,19 +92,23 @@ def _release(d: Optional[Dict[str, Any]]) -> Optional[Release]:
 
 
 def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_after: State,
-        report: Report, output: Optional[IO[str]] = None) -> State:
+        report: Report, output: Optional[IO[str]] = None,
+        anchor: Optional[Dict[str, Any]] = None) -> State:
     """Apply a change from ``old`` to ``new`` and commit ``state_after``. Returns the state
-    written. On an error the live tree is put back and the error re-raised."""
+    written. On an error the live tree is put back and the error re-raised. ``anchor``
+    (``{"version": N, "sha256": ...}`` of ``roots/<N>.root.json`` in the new release) is
+    pinned only once the state is committed."""
     tx = new_tx()
     backup_dir = _backup_dir(layout, tx)
     try:
         records = place.prepare(layout, backup_dir, old, new)
     except BaseException:
-        shutil.rmtree(os.path.join(layout.txn, tx), ignore_errors=True)
+        shutil.rmtree(layout.tx_dir(tx), ignore_errors=True)
         raise
     failpoint.hit("after-backups")
     journal = {"tx": tx, "op": op, "phase": "placing", "from": old.to_json() if old else None,
-               "to": new.to_json(), "undo": records, "state_after": state_after.to_json()}
+               "to": new.to_json(), "undo": records, "state_after": state_after.to_json(),
+               "anchor": anchor}
     save_journal(layout, journal)
     failpoint.hit("after-journal")
     try:
@@ -129,8 +141,52 @@ def _finish(layout: Layout, journal: Dict[str, Any], report: Report,
     failpoint.hit("after-install-sh")
     state = save_state(layout, State.from_json(journal["state_after"]))
     failpoint.hit("after-state")
+    advance_anchor(layout, journal, report)
     _cleanup(layout, journal["tx"], state)
     return state
+
+
+def advance_anchor(layout: Layout, journal: Dict[str, Any], report: Report) -> None:
+    """Pin the newer root a committed change brought (idempotent; after the state commit)."""
+    anchor = journal.get("anchor")
+    if not anchor:
+        return
+    new = Release.from_json(journal["to"])
+    try:
+        data = _chain_to(layout, new, anchor["version"])
+        if data is None:
+            return  # pinned already (a run killed after writing it)
+        if hashlib.sha256(data).hexdigest() != anchor["sha256"]:
+            raise EnvironmentProblem(f"the kept root v{anchor['version']} is not the one "
+                                     "verified at install time")
+        write_verified(layout.trust_anchor, [data], sha256=anchor["sha256"], mode=0o644,
+                       what=f"root v{anchor['version']} for {layout.trust_anchor}")
+    except (OSError, InstallerError) as e:
+        # committed already: the old anchor stays; the next bundle carries the chain again
+        report(f"warning: trust anchor not advanced to root v{anchor['version']}: {e}")
+        return
+    failpoint.hit("after-anchor")
+    report("trust anchor advanced to root v{}".format(anchor["version"]))
+
+
+_ROOT_READ_CAP = 4 << 20  # a root.json is a small document
+
+
+def _chain_to(layout: Layout, release: Release, version: int) -> Optional[bytes]:
+    """The kept ``roots/<version>.root.json`` of ``release``, re-checked as root updates from
+    the pinned anchor one version at a time (``trust.update_root``); None when the pinned
+    root already is that version or newer."""
+    from . import trust  # only here: every other command reaches it through verify
+    current = trust.load_trusted_root(verify.read_anchor(layout))
+    if current.version >= version:
+        return None
+    data = b""
+    for v in range(current.version + 1, version + 1):
+        path = layout.release_file(release.digest, f"{bundlefmt.ROOTS_DIR}/{v}.root.json")
+        with open(path, "rb") as f:
+            data = f.read(_ROOT_READ_CAP + 1)
+        current = trust.update_root(current, data)
+    return data
 
 
 def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
@@ -138,13 +194,13 @@ def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
     place.undo(layout, _backup_dir(layout, journal["tx"]), old, journal["undo"])
     failpoint.hit("after-undo")
     clear_journal(layout)
-    shutil.rmtree(os.path.join(layout.txn, journal["tx"]), ignore_errors=True)
+    shutil.rmtree(layout.tx_dir(journal["tx"]), ignore_errors=True)
 
 
 def _cleanup(layout: Layout, tx: str, state: State) -> None:
     clear_journal(layout)
     failpoint.hit("after-commit")
-    shutil.rmtree(os.path.join(layout.txn, tx), ignore_errors=True)
+    shutil.rmtree(layout.tx_dir(tx), ignore_errors=True)
     prune_releases(layout, state)
 
 
@@ -175,6 +231,7 @@ def recover(layout: Layout, report: Report, output: Optional[IO[str]] = None) ->
         label = "{} of {} {}".format(journal["op"], new.name, new.version)
         if state.current is not None and state.current.digest == new.digest \
                 and state.generation > after.generation:
+            advance_anchor(layout, journal, report)
             _cleanup(layout, journal["tx"], state)
             done = f"cleaned up after the committed {label}"
         elif journal["phase"] == "placing":
