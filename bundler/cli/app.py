@@ -6,14 +6,15 @@ and docs/exit-codes.md). Progress bars are created here and passed down as callb
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from ..errors import EXIT_CODES, ToolError, exit_code_for
-from . import build, discover, keys, lock, verify
+from . import build, discover, inspect, keys, lock, verify
 from .context import CONTEXT, Ctx
 
 
@@ -43,20 +44,43 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
     ctx.obj = Ctx(spec, lock_path or spec.parent / "bundles.lock", quiet)
 
 
-for _cmd in [*lock.commands, *build.commands, keys.keys, *discover.commands, *verify.commands]:
+for _cmd in [*lock.commands, *build.commands, *inspect.commands, keys.keys,
+             *discover.commands, *verify.commands]:
     cli.add_command(_cmd)
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON (a `--json` before any `--`)."""
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
+def _json_error(error: dict[str, Any]) -> None:
+    click.echo(json.dumps({"error": error}, indent=2, sort_keys=True))
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
+    """Run `bundle`. With --json, any error also prints the one documented error object
+    ``{"error": {"code", "kind", "message", "hint"}}`` on stdout (docs/exit-codes.md); the
+    human line goes to stderr either way and the exit code is the same."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(args)
     try:
-        cli.main(args=argv, prog_name="bundle", standalone_mode=False)
+        cli.main(args=args, prog_name="bundle", standalone_mode=False)
     except ToolError as e:  # the builder's errors and installer errors from shared code
         click.echo(f"error: {e}", err=True)
-        sys.exit(exit_code_for(e))
+        code = exit_code_for(e)
+        if as_json:
+            details = getattr(e, "details", None)  # e.g. the drift list of `lock --check`
+            _json_error({**e.as_json(), "code": code,
+                         **({"details": details} if details is not None else {})})
+        sys.exit(code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
+        if as_json:
+            _json_error({"code": 2, "kind": type(e).__name__, "message": e.format_message(),
+                         "hint": "see `bundle COMMAND --help`"})
         sys.exit(2)
     except click.Abort:
         click.echo("aborted", err=True)
