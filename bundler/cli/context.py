@@ -41,6 +41,13 @@ class ArchType(click.ParamType):
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "[amd64|arm64|arm]"
 
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        from installer.bundlefmt import ARCHES
+        return [CompletionItem(a) for a in ARCHES if a.startswith(incomplete)]
+
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> str:
         from installer.arch import normalize
