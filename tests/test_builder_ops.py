@@ -375,3 +375,11 @@ def test_helm_engine_is_a_default_dependency() -> None:
     project_doc = doc["project"]
     assert any(d.startswith("helm-python-sdk") for d in project_doc["dependencies"])
     assert "discovery" in project_doc["optional-dependencies"]  # .ci/setup names it
+
+
+def test_error_object_is_documented() -> None:
+    from installer.errors import ToolError
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "exit-codes.md").read_text()
+    section = doc.split("## The error object of `--json`", 1)[1]
+    for field in [*ToolError("x").as_json(), "details"]:
+        assert f"| `{field}` |" in section, field

@@ -76,8 +76,9 @@ def show_cmd(directory: Path, as_json: bool) -> None:
         keyids = role["keyids"]
         assert isinstance(keyids, list)
         click.echo(f"  {name}: threshold {role['threshold']} of {len(keyids)} key(s)")
-    state = "encrypted" if report.encrypted else "NOT encrypted"
-    click.echo(f"  private key files here: {len(report.written)} ({state})")
+    state = ("none" if not report.written else
+             f"{len(report.written)} ({'encrypted' if report.encrypted else 'NOT encrypted'})")
+    click.echo(f"  private key files here: {state}")
     for path in report.written:
         click.echo(f"    {path.name}")
 
