@@ -88,4 +88,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
         sys.exit(130)
+    except Exception as e:  # a bug: the traceback follows on stderr (exit 1)
+        if as_json:
+            _json_error({"code": 1, "kind": type(e).__name__, "message": str(e),
+                         "hint": "an internal error: please report it with the output"})
+        raise
     sys.exit(0)

@@ -32,7 +32,7 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-class ArchType(click.ParamType):
+class ArchType(click.ParamType):  # type: ignore[type-arg]  # generic in newer click
     """An architecture: K3s's name, or an alias (x86_64, aarch64, armhf, armv7l) turned into
     it (``installer.arch``, shared with the installer)."""
 
