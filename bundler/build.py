@@ -29,7 +29,7 @@ from installer.bundlefmt import (
 from installer.errors import DigestMismatch
 from installer.fsio import atomic_output, hash_file, iter_file
 
-from . import helmchart
+from . import helmchart, sbom
 from .errors import LocalError, SpecError, UpstreamError
 from .gate import check_lock
 from .imagearchive import ArchiveImage, Blob, image_names, layout_key, write_archive
@@ -227,8 +227,16 @@ def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_d
                                                                  what=member_path)
         add(member_path, p, "manifest", 0o644, (digest, len(data)))
 
-    members = tuple(Member(path=p, size=v[2], sha256=v[1], mode=v[3], kind=v[4])
-                    for p, v in sorted(files.items()))
+    def listed() -> tuple[Member, ...]:
+        return tuple(Member(path=p, size=v[2], sha256=v[1], mode=v[3], kind=v[4])
+                     for p, v in sorted(files.items()))
+
+    bom = sbom.bom_json(name=bundle, version=bl.version, arch=arch, k3s_version=k3s.version,
+                        created=mtime, members=listed(), images=images, charts=charts)
+    bom_sha = hashlib.sha256(bom).hexdigest()  # a signed member like any other (docs/sbom)
+    add(sbom.SBOM_PATH, src.store.lookup(bom_sha, len(bom)) or src.store.put(
+        bom_sha, len(bom), [bom], what=sbom.SBOM_PATH), sbom.SBOM_KIND, 0o644, (bom_sha, len(bom)))
+    members = listed()
     manifest = Manifest(
         name=bundle, version=bl.version, arch=arch, k3s_version=k3s.version, roles=bl.roles,
         lock_digest=bl.digest(), created=mtime, members=members, images=tuple(images),

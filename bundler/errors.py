@@ -13,12 +13,19 @@ Families split by fault:
 
 from __future__ import annotations
 
+from typing import Any
+
 from installer.errors import EXIT_CODES as INSTALLER_EXIT_CODES
 from installer.errors import InstallerError, ToolError
 
 
 class BundleError(ToolError):
-    """Base of every error the builder raises on purpose (message, hint, exit code)."""
+    """Base of every error the builder raises on purpose (message, hint, exit code).
+
+    ``details``: optional structured data for the ``--json`` error object (the list of drifts,
+    the images report), so that a failing command still prints one JSON document."""
+
+    details: Any = None
 
 
 class SpecError(BundleError):

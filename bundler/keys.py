@@ -51,11 +51,14 @@ class KeyDirReport:
     expires: str
     written: tuple[Path, ...]
     roles: dict[str, dict[str, object]] = field(default_factory=dict)
+    fingerprint: str = ""       # trust.root_fingerprint of root.json: what devices show
+    encrypted: bool = True      # False: the private keys written are plain PEM
 
     def to_json(self) -> dict[str, object]:
         return {"directory": str(self.directory), "root_version": self.root_version,
                 "expires": self.expires, "written": [str(p) for p in self.written],
-                "roles": self.roles}
+                "roles": self.roles, "fingerprint": self.fingerprint,
+                "encrypted": self.encrypted}
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -270,7 +273,8 @@ def init_keys(directory: Path | str, *, root_keys: int = 1, root_threshold: int 
         {"passphrase_env": passphrase_env}, indent=1, sort_keys=True).encode() + b"\n", 0o644))
     written += _write_root(directory, data, 1)
     return KeyDirReport(directory, 1, root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        tuple(written), _role_summary(root))
+                        tuple(written), _role_summary(root), fingerprint(data),
+                        encrypted=passphrase is not None)
 
 
 def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: int | None = None,
@@ -318,7 +322,45 @@ def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: in
     written += _write_root(directory, data, new_root.version)
     return KeyDirReport(directory, new_root.version,
                         new_root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(written),
-                        _role_summary(new_root))
+                        _role_summary(new_root), fingerprint(data),
+                        encrypted=passphrase is not None)
+
+
+def fingerprint(root_bytes: bytes) -> str:
+    """The short name devices show for a root (``installer.trust.root_fingerprint``)."""
+    try:
+        return trust.root_fingerprint(trust.parse_root(root_bytes))
+    except InstallerError as e:
+        raise SpecError(f"not a valid root.json: {e}") from None
+
+
+def describe(directory: Path | str) -> KeyDirReport:
+    """What a key directory holds, read-only: the current root, its fingerprint and roles,
+    and which private key files are present (for `bundle keys show`)."""
+    directory = Path(directory)
+    data, md = _load_root(directory / "root.json")
+    present = tuple(sorted((directory / "keys").glob("*.pem")))
+    encrypted = all(b"ENCRYPTED PRIVATE KEY" in _read(p) for p in present)
+    return KeyDirReport(directory, md.signed.version,
+                        md.signed.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), present,
+                        _role_summary(md.signed), fingerprint(data), encrypted=encrypted)
+
+
+def check_signing(directory: Path | str, *, passphrase_env: str | None = None) -> str:
+    """Fail now, before a long build, unless ``directory`` can sign bundles: a consistent
+    root chain and a threshold of loadable ``targets`` keys (passphrase included). Returns
+    the fingerprint of the root the bundles will be signed for."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SpecError(f"key folder {directory} does not exist",
+                        hint="create it with `bundle keys init DIR`, or fix --keys / "
+                             "[signing] keys in bundles.toml")
+    chain = root_chain(directory)
+    _, md = _load_root(directory / "root.json")
+    signers = _signers_for(md.signed, "targets", _load_private_keys(
+        directory, _passphrase_env(directory, passphrase_env)))
+    _require(len(signers), md.signed, "targets", directory)
+    return fingerprint(chain[-1])
 
 
 def root_chain(directory: Path | str) -> list[bytes]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from installer import canonjson
+from installer.arch import normalize as arch_name
 from installer.bundlefmt import ARCHES, ROLES
 
 from .errors import SpecError
@@ -70,6 +71,7 @@ class Spec:
     registries: dict[str, RegistryConfig]
     bundles: dict[str, BundleSpec]
     digest: str = field(default="")
+    signing_keys: Path | None = None     # [signing] keys: the key folder `build` signs with
 
     @property
     def base_dir(self) -> Path:
@@ -99,7 +101,7 @@ class Spec:
         return sorted(files)
 
 
-_TOP_KEYS = {"k3s", "registries", "bundles"}
+_TOP_KEYS = {"k3s", "registries", "bundles", "signing"}
 _BUNDLE_KEYS = {"version", "arch", "k3s", "images", "manifests", "charts", "k3s_airgap_images",
                 "roles", "allow_k3s_minor_skip", "allow_k3s_downgrade"}
 _CHART_KEYS = {"name", "repo", "version", "namespace", "values", "release"}
@@ -189,8 +191,16 @@ def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
     if not bundles_table:
         raise c.fail("bundles", "defines no bundle", hint="add a [bundles.<name>] table")
     bundles = {name: _parse_bundle(c, name, table) for name, table in bundles_table.items()}
+    signing = c.get(doc, "signing", "", dict, default={})
+    c.check_keys(signing, {"keys"}, "signing")
+    keys_dir = c.get(signing, "keys", "signing", str, default=None)
+    if keys_dir == "":
+        raise c.fail("signing.keys", "is empty", hint="name the key folder of `bundle keys init`")
+    # Where the keys live says nothing about what is locked: not part of the spec digest.
+    meaning = {k: v for k, v in doc.items() if k != "signing"}
     return Spec(path=path, releases=releases, install_script=install_script,
-                registries=registries, bundles=bundles, digest=spec_digest(doc))
+                registries=registries, bundles=bundles, digest=spec_digest(meaning),
+                signing_keys=path.parent / keys_dir if keys_dir else None)
 
 
 def spec_digest(doc: dict[str, Any]) -> str:
@@ -220,11 +230,14 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
     if not version or not all(part.isdigit() for part in version.split("-")[0].split(".")):
         raise c.fail(f"{where}.version", f"{version!r} is not a version like 1.2.3",
                      hint="devices compare versions numerically to refuse downgrades")
-    arches = c.str_list(table, "arch", where)
-    for a in arches:
-        if a not in ARCHES:
+    arches = []
+    for a in c.str_list(table, "arch", where):
+        try:
+            arches.append(arch_name(a))   # x86_64 -> amd64, aarch64 -> arm64, armhf -> arm
+        except ValueError:
             raise c.fail(f"{where}.arch", f"unknown architecture {a!r}",
-                         hint=f"use one of {', '.join(ARCHES)} (arm means linux/arm/v7)")
+                         hint=f"use one of {', '.join(ARCHES)} (arm means linux/arm/v7; "
+                              "x86_64, aarch64, armhf and armv7l are accepted too)") from None
     if not arches or len(set(arches)) != len(arches):
         raise c.fail(f"{where}.arch", "must list at least one architecture, each once")
     k3s = c.get(table, "k3s", where, str)

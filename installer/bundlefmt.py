@@ -42,13 +42,15 @@ KIND_PREFIX = {
     "images": "images/",
     "chart": "charts/",
     "manifest": "manifests/",
+    "sbom": "sbom/",          # the bundle's CycloneDX SBOM: verified like any member, not placed
 }
 K3S_BINARY_PATH = "k3s/k3s"
 INSTALL_SCRIPT_PATH = "k3s/install.sh"
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # one or two path components of safe characters; no dot-files, no "..", no empty components
-_PATH_RE = re.compile(r"^(k3s|images|charts|manifests)/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
+_PATH_RE = re.compile(
+    r"^(k3s|images|charts|manifests|sbom)/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
 _ROOT_RE = re.compile(r"^roots/([1-9][0-9]{0,8})\.root\.json$")
 _ALLOWED_MODES = (0o644, 0o755)
 IMAGE_ARCHIVE_SUFFIXES = (".tar", ".tar.zst", ".tzst", ".tar.gz", ".tgz")
@@ -151,7 +153,7 @@ def check_member_path(path: str, kind: str) -> None:
     """Reject any path that could escape, hide or collide; pure."""
     if not _PATH_RE.match(path) or ".." in path:
         raise UnsafeMember(f"bundle member path {path!r} is not allowed",
-                           hint="paths are <k3s|images|charts|manifests>/<safe name>")
+                           hint="paths are <k3s|images|charts|manifests|sbom>/<safe name>")
     prefix = KIND_PREFIX.get(kind)
     if prefix is None:
         raise FormatError(f"bundle member {path!r} has unknown kind {kind!r}")

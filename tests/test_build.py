@@ -60,7 +60,7 @@ def _locked(capsys: pytest.CaptureFixture[str], tmp_path: Path, world: World,
 def _build(capsys: pytest.CaptureFixture[str], folder: Path, *extra: str,
            cache: Path | None = None, out: Path | None = None) -> Result:
     return _run(capsys, folder, "build", "--arch", "arm64", "--out",
-                str(out or folder / "dist"), "--json", *extra, cache=cache)
+                str(out or folder / "dist"), "--json", "--unsigned", *extra, cache=cache)
 
 
 def test_bundle_shape(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -273,7 +273,7 @@ def test_bad_lock_inputs(world: World, tmp_path: Path, capsys: pytest.CaptureFix
         (folder / "manifests" / "world-sample.yaml").write_text("changed: true\n")
         needle = "changed since the lock was written"
     r = _run(capsys, folder, "build", "--arch", "arm64", "--bundle", "demo",
-             "--out", str(folder / "dist"))
+             "--out", str(folder / "dist"), "--unsigned")
     assert r.code == 2 and needle in r.err
     assert not (folder / "dist" / "demo-1.0.0-arm64.tar").exists()
 

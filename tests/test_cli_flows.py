@@ -59,7 +59,8 @@ def test_signed_build_verifies_and_tampering_is_caught(world: World, tmp_path: P
     r = bundle(capsys, "verify", str(path), "--trust", str(other / "root.json"))
     assert r.code == 3 and "targets" in r.err
     # an unsigned build is not accepted by a device-style check
-    r = _b(capsys, folder, "build", "--arch", "arm64", "--out", str(tmp_path / "unsigned"))
+    r = _b(capsys, folder, "build", "--arch", "arm64", "--out", str(tmp_path / "unsigned"),
+           "--unsigned")
     assert r.code == 0 and "UNSIGNED" in r.out
     r = bundle(capsys, "verify", str(tmp_path / "unsigned" / "demo-1.0.0-arm64.tar"),
                "--trust", str(keys / "root.json"))
@@ -96,7 +97,8 @@ def test_lock_fails_on_undiscovered_images_and_add_discovered_locks_them(
     assert any("world-sample.yaml" in ref["source"]
                for ref in where["docker.io/library/alpine:3.20"])
     # a build carries the discovered image
-    r = _b(capsys, folder, "build", "--arch", "arm64", "--out", str(folder / "dist"), "--json")
+    r = _b(capsys, folder, "build", "--arch", "arm64", "--out", str(folder / "dist"), "--json",
+           "--unsigned")
     assert r.code == 0, r.err
     r = bundle(capsys, "inspect", str(folder / "dist" / "demo-1.0.0-arm64.tar"), "--json")
     assert "docker.io/library/busybox:1.37" in {i["ref"] for i in json.loads(r.out)["images"]}
@@ -150,6 +152,6 @@ def test_sigstore_build_without_ci_credential_is_a_clear_error(
     folder = _project(tmp_path, world)
     assert _b(capsys, folder, "lock").code == 0
     r = _b(capsys, folder, "build", "--arch", "arm64", "--out", str(folder / "dist"),
-           "--sigstore")
+           "--sigstore", "--unsigned")
     assert r.code == 2, r.err
     assert "credential" in r.err.lower() and "Traceback" not in r.err

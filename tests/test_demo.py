@@ -17,6 +17,8 @@ def test_readme_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "MISSING from the bundle: 1" in out and "docker.io/library/busybox:1.37" in out
     assert "+ docker.io/library/busybox:1.37 (added by discovery)" in out
     assert "signatures valid (root v1)" in out
+    assert "signed for root " in out and "demo-1.0.0-arm64.tar: OK" in out  # sha256sum -c
+    assert "NOT encrypted" not in out
     assert "installed: demo 1.0.0 (K3s v1.34.3+k3s1, arm64, server)" in out
     root = tmp_path / "sdcard-root"
     assert (root / "usr/local/bin/k3s").is_file()

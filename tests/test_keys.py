@@ -204,7 +204,8 @@ def test_cli_init_and_rotate(tmp_path: Path) -> None:
     result = runner.invoke(keys_group, ["rotate", str(d), "--role", "targets", "--keys", "3",
                                         "--threshold", "2", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # stderr carries the unencrypted-keys warning
+    assert "NOT encrypted" in result.stderr
     assert report["root_version"] == 2
     assert report["roles"]["targets"]["threshold"] == 2
     assert len(report["roles"]["targets"]["keyids"]) == 3

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .context import CONTEXT, Ctx, pass_ctx
+from .context import CONTEXT, ArchType, Ctx, pass_ctx
 
 
 @click.command("build", context_settings=CONTEXT)
-@click.option("--arch", "arches", multiple=True, required=True,
-              type=click.Choice(["amd64", "arm64", "arm"]),
-              help="Architecture to build for; repeatable. arm means linux/arm/v7.")
+@click.option("--arch", "arches", multiple=True, type=ArchType(),
+              help="Architecture to build for; repeatable (default: every arch the bundle is "
+                   "locked for). arm means linux/arm/v7; x86_64, aarch64, armhf, armv7l are "
+                   "accepted as aliases.")
 @click.option("--bundle", "bundles", multiple=True, metavar="NAME",
               help="Bundle(s) to build (default: every bundle locked for that arch).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
@@ -27,7 +26,10 @@ from .context import CONTEXT, Ctx, pass_ctx
               help="Content cache folder (default: $XDG_CACHE_HOME/k3s-airgap-bundler).")
 @click.option("--keys", "keys_dir", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Key folder from `bundle keys init`: sign with its targets keys "
-                                 "and ship its root chain.")
+                                 "and ship its root chain (default: [signing] keys in the spec).")
+@click.option("--unsigned", is_flag=True,
+              help="Build unsigned bundles on purpose (devices refuse them); needed when "
+                   "neither --keys nor [signing] keys is given.")
 @click.option("--sigstore", is_flag=True,
               help="Also sign keyless with Sigstore (CI only: needs an ambient OIDC token).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=8, show_default=True,
@@ -37,58 +39,110 @@ from .context import CONTEXT, Ctx, pass_ctx
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Path,
-              frozen: bool, cache: Path | None, keys_dir: Path | None, sigstore: bool,
-              jobs: int, timeout: float, as_json: bool) -> None:
+              frozen: bool, cache: Path | None, keys_dir: Path | None, unsigned: bool,
+              sigstore: bool, jobs: int, timeout: float, as_json: bool) -> None:
     """Build DIR/<name>-<version>-<arch>.tar from bundles.lock, in the shape K3s consumes.
 
     Fetches exactly the locked digests (never re-resolves a tag), verifies every byte,
-    reuses the cache, and writes the bundle atomically. Also writes airgap-install.pyz and
-    INSTALL.txt so DIR can go onto a USB stick as is.
+    reuses the cache, and writes the bundle atomically. Signs with --keys or the spec's
+    [signing] keys; --unsigned says an unsigned bundle is meant. Also writes
+    airgap-install.pyz, INSTALL.txt and SHA256SUMS so DIR can go onto a USB stick as is.
     """
-    from ..build import build
+    from ..build import build, bundle_filename
     from ..cache import default_cache_dir
+    from ..errors import SpecError
+    from ..gate import check_lock
     from ..lockfile import read_lock
-    from ..sources import Sources
     from ..spec import load_spec
 
     spec = load_spec(c.spec)
     lock = read_lock(c.lock)
-    names = list(bundles) or sorted(lock.bundles)
+    keys_dir = _signing_keys(spec.signing_keys, keys_dir, unsigned)
+    plan: list[tuple[str, str]] = []
+    for name in bundles or sorted(lock.bundles):
+        if name not in lock.bundles:
+            raise SpecError(f"bundle {name!r} is not in the lock",
+                            hint=f"locked bundles: {', '.join(sorted(lock.bundles))}")
+        locked = lock.bundles[name].arch
+        plan += [(name, a) for a in arches or locked if bundles or a in locked]
+    # every (bundle, arch) is checked before the first download
+    targets = [out / bundle_filename(name, check_lock(spec, lock, name, arch).version, arch)
+               for name, arch in plan]
+    if not plan:
+        raise SpecError(f"nothing to build: no locked bundle has arch {', '.join(arches)}")
+    fingerprint = None
+    if keys_dir is not None:
+        from ..keys import check_signing
+        fingerprint = check_signing(keys_dir)
+    else:
+        _refuse_unsigned_over_signed(targets)
     sign = _signer(keys_dir) if keys_dir else None
     results: list[dict[str, Any]] = []
     with c.progress(0, "fetching", unit="B", unit_scale=True, unit_divisor=1024) as bar:
         def grow(n: int) -> None:
             bar.total = (bar.total or 0) + n
             bar.refresh()
+        from ..sources import Sources
         from ..transport import RetryPolicy
         with Sources(spec, cache or default_cache_dir(), frozen=frozen, pool_size=max(16, jobs),
                      policy=RetryPolicy(read_timeout=timeout),
                      on_bytes=bar.update, on_total=grow) as src:
-            for name in names:
-                for arch in arches:
-                    if not bundles and arch not in lock.bundles[name].arch:
-                        continue
-                    res = build(spec, lock, bundle=name, arch=arch, src=src, out_dir=out,
-                              sign=sign, workers=jobs)
-                    extra = (_sigstore(res.path, res.manifest.to_bytes()) if sigstore
-                             else None)
-                    results.append({"bundle": str(res.path), "name": name, "arch": arch,
-                                    "version": res.manifest.version,
-                                    "size": res.path.stat().st_size,
-                                    "signed": keys_dir is not None, "sigstore": extra,
-                                    "downloads": res.downloads,
-                                    "cache_hits": res.cache_hits})
-    if not results:
-        from ..errors import SpecError
-        raise SpecError(f"nothing to build: no locked bundle has arch {', '.join(arches)}")
-    _write_usb_extras(out, [Path(r["bundle"]).name for r in results])
+            for name, arch in plan:
+                res = build(spec, lock, bundle=name, arch=arch, src=src, out_dir=out,
+                            sign=sign, workers=jobs)
+                extra = (_sigstore(res.path, res.manifest.to_bytes()) if sigstore
+                         else None)
+                results.append({"bundle": str(res.path), "name": name, "arch": arch,
+                                "version": res.manifest.version,
+                                "size": res.path.stat().st_size,
+                                "signed": keys_dir is not None, "root_fingerprint": fingerprint,
+                                "sigstore": extra, "downloads": res.downloads,
+                                "cache_hits": res.cache_hits})
+    sums = _write_usb_extras(out, [Path(r["bundle"]).name for r in results])
     if as_json:
-        click.echo(json.dumps({"bundles": results}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"bundles": results, "sha256sums": str(sums)}, indent=2,
+                              sort_keys=True))
     else:
         for r in results:
-            click.echo(f"built {r['bundle']} ({_human(r['size'])}"
-                       f"{', signed' if r['signed'] else ', UNSIGNED'})")
-        click.echo(f"wrote {out / 'airgap-install.pyz'} and {out / 'INSTALL.txt'}")
+            how = f"signed for root {fingerprint}" if r["signed"] else "UNSIGNED"
+            click.echo(f"built {r['bundle']} ({_human(r['size'])}, {how})")
+        click.echo(f"wrote {out / 'airgap-install.pyz'}, {out / 'INSTALL.txt'} and {sums}")
+
+
+def _signing_keys(from_spec: Path | None, option: Path | None, unsigned: bool) -> Path | None:
+    """The key folder to sign with, or None for an explicit --unsigned build."""
+    from ..errors import SpecError
+    if unsigned and option is not None:
+        raise SpecError("--keys and --unsigned contradict each other", hint="pass one of them")
+    if unsigned:
+        return None
+    if option is not None or from_spec is not None:
+        return option or from_spec
+    raise SpecError("no signing keys: refusing to build an unsigned bundle by accident "
+                    "(devices refuse unsigned bundles)",
+                    hint="pass --keys DIR, or set [signing] keys = \"DIR\" in bundles.toml; "
+                         "pass --unsigned if an unsigned bundle is really meant")
+
+
+def _refuse_unsigned_over_signed(targets: list[Path]) -> None:
+    """An unsigned build must not silently replace a signed bundle of the same name."""
+    from installer.bundlefmt import BundleReader
+    from installer.canonjson import loads_strict
+    from installer.errors import InstallerError
+
+    from ..errors import SpecError
+    for path in targets:
+        try:
+            with open(path, "rb") as f:
+                sigs = loads_strict(BundleReader(f, what=str(path)).header().signatures,
+                                    what="signatures").get("signatures")
+        except (OSError, InstallerError, AttributeError):
+            continue  # absent or unreadable: nothing signed to lose
+        if sigs:
+            raise SpecError(f"{path} is a signed bundle; refusing to replace it with an "
+                            "unsigned one",
+                            hint="sign with --keys DIR (or [signing] keys), build into "
+                                 "another --out, or delete it first")
 
 
 def _human(n: int) -> str:
@@ -116,53 +170,19 @@ def _sigstore(bundle: Path, manifest_bytes: bytes) -> str:
     return str(out)
 
 
-def _write_usb_extras(out: Path, bundle_names: list[str]) -> None:
-    try:
-        from installer import zipapp
-    except ImportError:  # pragma: no cover - the installer always ships it
-        return
+def _write_usb_extras(out: Path, bundle_names: list[str]) -> Path:
+    """The installer zipapp, INSTALL.txt and SHA256SUMS beside the bundles; returns the
+    SHA256SUMS path."""
+    from installer import zipapp
+    from installer.fsio import write_verified
+
+    from ..sums import sha256sums
     zipapp.build_zipapp(str(out / "airgap-install.pyz"))
     names = sorted({p.name for p in out.glob("*.tar")} | set(bundle_names))
-    from installer.fsio import write_verified
     write_verified(out / "INSTALL.txt", [zipapp.install_txt(names).encode()])
+    sums = out / "SHA256SUMS"
+    write_verified(sums, [sha256sums(out).encode()])
+    return sums
 
 
-@click.command("inspect", context_settings=CONTEXT)
-@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect_cmd(file: Path, as_json: bool) -> None:
-    """Show what a bundle holds without extracting it (reads only its header).
-
-    Works on a read-only medium. This does not verify signatures or payload bytes: use
-    `bundle verify` or `airgap-install verify` for that.
-    """
-    from installer.bundlefmt import BundleReader
-    from installer.canonjson import loads_strict
-
-    with open(file, "rb") as f:
-        header = BundleReader(f, what=str(file)).header()
-    m = header.manifest
-    sigs = loads_strict(header.signatures, what="signatures").get("signatures", [])
-    doc = {**m.to_json(), "file": str(file), "size": os.stat(file).st_size,
-           "signatures": len(sigs), "root_chain": len(header.roots)}
-    if as_json:
-        click.echo(json.dumps(doc, indent=2, sort_keys=True))
-        return
-    w = click.echo
-    w(f"{file}: bundle {m.name} {m.version} for {m.arch}, K3s {m.k3s_version}")
-    w(f"  roles: {', '.join(m.roles)}; lock {m.lock_digest}")
-    w(f"  signatures: {len(sigs)}{' (UNSIGNED)' if not sigs else ''}; root chain: "
-      f"{len(header.roots)} version(s)")
-    w(f"  images ({len(m.images)}):")
-    for i in m.images:
-        w(f"    {i.ref}  {i.digest}")
-    w(f"  charts ({len(m.charts)}):")
-    for ch in m.charts:
-        w(f"    {ch.name} {ch.version} -> namespace {ch.namespace}")
-    w(f"  members ({len(m.members)}, {_human(m.payload_size)}):")
-    for mem in m.members:
-        w(f"    {mem.mode:04o} {mem.size:>12} {mem.sha256}  {mem.path}")
-    sys.stdout.flush()
-
-
-commands = [build_cmd, inspect_cmd]
+commands = [build_cmd]

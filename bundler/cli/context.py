@@ -32,6 +32,31 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
+class ArchType(click.ParamType):  # type: ignore[type-arg]  # generic in newer click
+    """An architecture: K3s's name, or an alias (x86_64, aarch64, armhf, armv7l) turned into
+    it (``installer.arch``, shared with the installer)."""
+
+    name = "arch"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[amd64|arm64|arm]"
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        from installer.bundlefmt import ARCHES
+        return [CompletionItem(a) for a in ARCHES if a.startswith(incomplete)]
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        from installer.arch import normalize
+        try:
+            return normalize(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 def out(as_json: bool, data: Any, text: str) -> None:
     """Print ``data`` as JSON for automation, or ``text`` for people."""
     click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)

@@ -27,7 +27,7 @@ from ..gate import (
 from ..lockfile import Lock
 from ..sources import Sources
 from ..spec import Spec
-from .context import CONTEXT, Ctx, pass_ctx
+from .context import CONTEXT, Ctx, out, pass_ctx
 
 
 def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
@@ -63,15 +63,20 @@ def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> N
             missing, _ = compare(findings, locked_images(bl))
             any_missing |= bool(missing)
             reports[name] = images_report(findings, locked_images(bl), as_json)
+    doc = {n: json.loads(r) for n, r in reports.items()} if as_json else None
+    if any_missing:  # with --json the report rides in the one error object, as "details"
+        error = MissingImagesError("images are missing from the bundle (see the report "
+                                   f"{'in details' if as_json else 'above'})",
+                                   hint="`bundle lock --add-discovered` locks them")
+        error.details = doc
     if as_json:
-        click.echo(json.dumps({n: json.loads(r) for n, r in reports.items()}, indent=2,
-                              sort_keys=True))
+        if not any_missing:
+            click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
         for name, text in reports.items():
             click.echo(f"bundle {name}:\n{text}")
     if any_missing:
-        raise MissingImagesError("images are missing from the bundle (see the report above)",
-                                 hint="`bundle lock --add-discovered` locks them")
+        raise error
 
 
 @click.command("check", context_settings=CONTEXT)
@@ -79,8 +84,9 @@ def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> N
               help="Content cache folder.")
 @click.option("--allow-unrendered", is_flag=True,
               help="Do not fail on charts or HelmCharts discovery could not render.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def check_cmd(c: Ctx, cache: Path | None, allow_unrendered: bool) -> None:
+def check_cmd(c: Ctx, cache: Path | None, allow_unrendered: bool, as_json: bool) -> None:
     """CI gate: the lock matches the spec and carries every discovered image.
 
     Uses only the lock and the cache (fetching locked chart archives by digest if needed);
@@ -93,7 +99,9 @@ def check_cmd(c: Ctx, cache: Path | None, allow_unrendered: bool) -> None:
         if missing:
             raise missing_error(name, findings, locked_images(lock.bundles[name]),
                                 add_hint=bool(pullable_missing(missing)))
-    click.echo(f"ok: {c.lock} matches {c.spec}; every referenced image is in its bundle")
+    out(as_json, {"ok": True, "lock": str(c.lock), "spec": str(c.spec),
+                  "bundles": sorted(results)},
+        f"ok: {c.lock} matches {c.spec}; every referenced image is in its bundle")
 
 
 commands = [images_cmd, check_cmd]

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .context import CONTEXT
+
 if TYPE_CHECKING:  # bundler.keys pulls in python-tuf and securesystemslib: import on use
     from ..keys import KeyDirReport
 
@@ -26,23 +28,59 @@ _passphrase_opt = click.option(
     help="Environment variable holding the passphrase that encrypts the private keys.")
 
 
+def _warn_unencrypted(report: KeyDirReport) -> None:
+    if not report.encrypted:
+        click.echo(f"WARNING: the private keys in {report.directory / 'keys'} are NOT "
+                   "encrypted: anyone who can read them can sign bundles that devices "
+                   "trust. Use --passphrase-env VAR to encrypt them.", err=True)
+
+
 def _report(report: KeyDirReport, as_json: bool) -> None:
+    _warn_unencrypted(report)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
         return
     for path in report.written:
         note = " (private key, mode 0600)" if path.suffix == ".pem" else ""
         click.echo(f"wrote {path}{note}")
-    click.echo(f"root.json is version {report.root_version}, expires {report.expires}")
+    click.echo(f"root.json is version {report.root_version}, fingerprint "
+               f"{report.fingerprint}, expires {report.expires}")
     for name, role in report.roles.items():
         keyids = role["keyids"]
         assert isinstance(keyids, list)
         click.echo(f"  {name}: threshold {role['threshold']} of {len(keyids)} key(s)")
 
 
-@click.group("keys")
+@click.group("keys", context_settings=CONTEXT)
 def keys() -> None:
     """Manage the TUF root.json and the Ed25519 keys that sign bundles."""
+
+
+@keys.command("show")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_json_opt
+def show_cmd(directory: Path, as_json: bool) -> None:
+    """Show DIRECTORY's current root: version, fingerprint, expiry, roles, key files.
+
+    The fingerprint is what `airgap-install trust` and `status` show on a device: equal
+    fingerprints mean the same root.
+    """
+    from ..keys import describe
+    report = describe(directory)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        return
+    click.echo(f"{directory}: root.json version {report.root_version}, fingerprint "
+               f"{report.fingerprint}, expires {report.expires}")
+    for name, role in report.roles.items():
+        keyids = role["keyids"]
+        assert isinstance(keyids, list)
+        click.echo(f"  {name}: threshold {role['threshold']} of {len(keyids)} key(s)")
+    state = ("none" if not report.written else
+             f"{len(report.written)} ({'encrypted' if report.encrypted else 'NOT encrypted'})")
+    click.echo(f"  private key files here: {state}")
+    for path in report.written:
+        click.echo(f"    {path.name}")
 
 
 @keys.command("init")

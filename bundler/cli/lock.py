@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +81,7 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
             raise _drift([f"{c.lock} does not exist"])
         changes = drift(previous, new)
         if changes:
-            if as_json:
-                click.echo(json.dumps({"drift": changes}, indent=2))
-            raise _drift(changes)
+            raise _drift(changes)  # with --json: {"error": {..., "details": {"drift": [...]}}}
         out(as_json, {"drift": []}, f"{c.lock} is up to date")
         return
     text = new.dumps()
@@ -108,8 +105,10 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
 
 def _drift(changes: list[str]) -> BundleError:
     from ..errors import DriftError
-    return DriftError("the lock is out of date:\n" + "\n".join(f"  - {x}" for x in changes),
-                      hint="run `bundle lock --update REF` (or `--update '*'`) and commit it")
+    error = DriftError("the lock is out of date:\n" + "\n".join(f"  - {x}" for x in changes),
+                       hint="run `bundle lock --update REF` (or `--update '*'`) and commit it")
+    error.details = {"drift": changes}
+    return error
 
 
 commands = [lock_cmd]

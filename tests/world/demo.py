@@ -3,9 +3,10 @@
 1. starts the test world (a real registry with multi-arch images, a K3s release folder with
    stand-in binaries, a Helm repository) on 127.0.0.1;
 2. writes a ``bundles.toml`` for it whose chart needs an image the spec does not list;
-3. ``bundle keys init``, ``bundle lock`` (refused: discovery finds the missing image),
-   ``bundle lock --add-discovered``, ``bundle build --arch arm64 --keys``, ``bundle inspect``,
-   ``bundle verify``;
+3. ``bundle keys init`` (keys encrypted with a passphrase from the environment; the spec's
+   ``[signing] keys`` names the folder), ``bundle lock`` (refused: discovery finds the missing
+   image), ``bundle lock --add-discovered``, ``bundle build --arch arm64`` (signed by default),
+   ``bundle inspect``, ``bundle verify``, ``sha256sum -c SHA256SUMS`` on the output folder;
 4. installs the arm64 bundle into a temporary root with the zipapp, as when preparing an SD
    card for a Raspberry Pi (``--arch arm64 --root``), and prints ``status``.
 
@@ -51,25 +52,32 @@ def main() -> None:
     args = parser.parse_args()
     base = (args.dir or Path(tempfile.mkdtemp(prefix="k3s-airgap-demo-"))).resolve()
     base.mkdir(parents=True, exist_ok=True)
-    env = {"XDG_CACHE_HOME": str(base / "cache"), "NO_PROXY": "127.0.0.1,localhost"}
+    env = {"XDG_CACHE_HOME": str(base / "cache"), "NO_PROXY": "127.0.0.1,localhost",
+           "DEMO_KEYS_PASSPHRASE": "demo passphrase: use a long random one",
+           # run this checkout's code, whatever `pip install -e` points at
+           "PYTHONPATH": os.pathsep.join(
+               [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
     os.environ.update(env)
     bundle = [sys.executable, "-m", "bundler"]
     print(f"demo folder: {base}")
     with World(base / "world") as world:
         project = base / "project"
-        world.write_spec(project, bundle_images=DEMO_IMAGES, arch=("amd64", "arm64"))
+        world.write_spec(project, bundle_images=DEMO_IMAGES, arch=("amd64", "arm64"),
+                         extra='[signing]\nkeys = "../keys"   # relative to bundles.toml\n')
         print(f"test world up: registry {world.registry.url}, releases "
               f"{world.release.releases_url}, charts {world.release.charts_url}")
         print("\n--- bundles.toml ---\n" + (project / "bundles.toml").read_text())
 
-        run([*bundle, "keys", "init", str(base / "keys")], cwd=project)
+        run([*bundle, "keys", "init", str(base / "keys"), "--passphrase-env",
+             "DEMO_KEYS_PASSPHRASE"], cwd=project)
         run([*bundle, "lock"], cwd=project, expect=9)
         run([*bundle, "lock", "--add-discovered"], cwd=project)
-        run([*bundle, "build", "--arch", "arm64", "--keys", str(base / "keys")], cwd=project)
+        run([*bundle, "build", "--arch", "arm64"], cwd=project)
         tar = project / "dist" / "demo-1.0.0-arm64.tar"
         run([*bundle, "inspect", str(tar)], cwd=project)
         run([*bundle, "verify", str(tar), "--trust", str(base / "keys" / "root.json")],
             cwd=project)
+        run(["sha256sum", "-c", "SHA256SUMS"], cwd=project / "dist")
 
     # The world is gone now: what follows is the disconnected side, from the "USB stick".
     stick, root = project / "dist", base / "sdcard-root"

@@ -1,0 +1,117 @@
+"""`bundle inspect`: what a bundle holds, from its header (plus its SBOM member), without
+verifying or extracting anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .context import CONTEXT
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def root_chain_info(roots: tuple[bytes, ...]) -> dict[str, Any]:
+    """Versions and fingerprints of a bundle's shipped root chain (newest last); a chain
+    that does not parse is reported, not raised: inspect verifies nothing."""
+    from installer import trust
+    from installer.errors import InstallerError
+    chain = []
+    for n, data in enumerate(roots, start=1):
+        try:
+            root = trust.parse_root(data, what=f"roots/{n}.root.json")
+            chain.append({"version": root.version, "fingerprint": trust.root_fingerprint(root)})
+        except InstallerError as e:
+            chain.append({"version": n, "fingerprint": None, "error": e.message})
+    return {"root_chain": len(roots), "roots": chain,
+            "root_fingerprint": chain[-1]["fingerprint"] if chain else None}
+
+
+def read_sbom(file: Path, member: Any) -> bytes | None:
+    """The SBOM member's bytes, found by seeking over tar headers (a multi-GB bundle is not
+    read through), and only if they match the manifest's sha256 and size."""
+    import hashlib
+    try:
+        with tarfile.open(file, "r:") as tar:
+            f = tar.extractfile(member.path)
+            data = f.read(member.size + 1) if f is not None else b""
+    except (tarfile.TarError, KeyError, OSError):
+        return None
+    if len(data) != member.size or hashlib.sha256(data).hexdigest() != member.sha256:
+        return None
+    return data
+
+
+@click.command("inspect", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--sbom", "show_sbom", is_flag=True,
+              help="Print the bundle's CycloneDX SBOM document instead of the summary.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
+    """Show what a bundle holds without extracting it (reads its header and its SBOM).
+
+    Works on a read-only medium. This does not verify signatures or payload bytes: use
+    `bundle verify` or `airgap-install verify` for that. The root fingerprint shown is the
+    newest root the bundle ships; a device shows the same for the same root.
+    """
+    from installer.bundlefmt import BundleReader
+    from installer.canonjson import loads_strict
+
+    from ..errors import SpecError
+    from ..sbom import SBOM_PATH, summary
+
+    with open(file, "rb") as f:
+        header = BundleReader(f, what=str(file)).header()
+    m = header.manifest
+    sigs = loads_strict(header.signatures, what="signatures").get("signatures", [])
+    sbom_member = next((mem for mem in m.members if mem.path == SBOM_PATH), None)
+    sbom_bytes = read_sbom(file, sbom_member) if sbom_member else None
+    if show_sbom:
+        if sbom_bytes is None:
+            raise SpecError(f"{file} carries no readable SBOM ({SBOM_PATH})",
+                            hint="bundles built before SBOMs were added have none: rebuild")
+        click.echo(sbom_bytes.decode().rstrip("\n"))
+        return
+    bom = summary(json.loads(sbom_bytes)) if sbom_bytes else None
+    chain = root_chain_info(header.roots)
+    doc = {**m.to_json(), "file": str(file), "size": os.stat(file).st_size,
+           "signatures": len(sigs), **chain, "sbom": bom}
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    w = click.echo
+    w(f"{file}: bundle {m.name} {m.version} for {m.arch}, K3s {m.k3s_version}")
+    w(f"  roles: {', '.join(m.roles)}; lock {m.lock_digest}")
+    newest = chain["roots"][-1] if chain["roots"] else None
+    root_text = (f"v{newest['version']} fingerprint {newest['fingerprint']}" if newest
+                 else "none")
+    w(f"  signatures: {len(sigs)}{' (UNSIGNED)' if not sigs else ''}; root chain: "
+      f"{len(header.roots)} version(s), newest {root_text}")
+    w(f"  images ({len(m.images)}):")
+    for i in m.images:
+        w(f"    {i.ref}  {i.digest}")
+    w(f"  charts ({len(m.charts)}):")
+    for ch in m.charts:
+        w(f"    {ch.name} {ch.version} -> namespace {ch.namespace}")
+    if bom:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(bom["components"].items()))
+        w(f"  sbom: {bom['format']} at {SBOM_PATH}, components: {counts} "
+          "(`bundle inspect --sbom` prints it)")
+    else:
+        w("  sbom: none")
+    w(f"  members ({len(m.members)}, {_human(m.payload_size)}):")
+    for mem in m.members:
+        w(f"    {mem.mode:04o} {mem.size:>12} {mem.sha256}  {mem.path}")
+
+
+commands = [inspect_cmd]
