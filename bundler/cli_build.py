@@ -34,18 +34,23 @@ from .cli import CONTEXT, Ctx, pass_ctx
               help="Concurrent downloads.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
               help="Seconds without a byte before a download is retried (it resumes).")
+@click.option("--force", is_flag=True,
+              help="Write the bundle even when the output folder already holds an identical, "
+                   "verified one (default: leave it in place, 'up to date').")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Path,
               frozen: bool, cache: Path | None, keys_dir: Path | None, sigstore: bool,
-              jobs: int, timeout: float, as_json: bool) -> None:
+              jobs: int, timeout: float, force: bool, as_json: bool) -> None:
     """Build DIR/<name>-<version>-<arch>.tar from bundles.lock, in the shape K3s consumes.
 
     Fetches exactly the locked digests (never re-resolves a tag), verifies every byte,
-    reuses the cache, and writes the bundle atomically. Also writes airgap-install.pyz and
-    INSTALL.txt so DIR can go onto a USB stick as is.
+    reuses the cache, and writes the bundle atomically. Credentials and free space for the
+    whole run are checked before the first byte is written. A bundle already in DIR with the
+    same manifest is verified once and left in place (use --force to rewrite it). Also writes
+    airgap-install.pyz and INSTALL.txt so DIR can go onto a USB stick as is.
     """
-    from .build import build
+    from .build import BuildResult, Plan, build_all
     from .cache import default_cache_dir
     from .lockfile import read_lock
     from .sources import Sources
@@ -54,8 +59,35 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
     spec = load_spec(c.spec)
     lock = read_lock(c.lock)
     names = list(bundles) or sorted(lock.bundles)
+    targets = [(n, a) for n in names for a in arches
+               if bundles or a in lock.bundles[n].arch]
+    if not targets:
+        from .errors import SpecError
+        raise SpecError(f"nothing to build: no locked bundle has arch {', '.join(arches)}")
+    if sigstore:  # before anything is fetched or written
+        from .provenance import sigstore_preflight
+        sigstore_preflight()
     sign = _signer(keys_dir) if keys_dir else None
     results: list[dict[str, Any]] = []
+    provenance: dict[Path, bytes] = {}
+
+    def before_write(plan: Plan) -> None:
+        if sigstore:
+            assert plan.signed is not None
+            from .provenance import sigstore_sign
+            provenance[plan.dest] = sigstore_sign(plan.signed[0])
+
+    def done(res: BuildResult) -> None:
+        extra = _write_sigstore(res.path, provenance.pop(res.path, None), res.manifest,
+                                sigstore)
+        _write_usb_extras(out, [r["bundle"] for r in results] + [str(res.path)])
+        results.append({"bundle": str(res.path), "name": res.manifest.name,
+                        "arch": res.manifest.arch, "version": res.manifest.version,
+                        "size": res.path.stat().st_size, "signed": keys_dir is not None,
+                        "sigstore": extra, "downloads": res.downloads,
+                        "cache_hits": res.cache_hits, "up_to_date": res.up_to_date,
+                        "phases": {k: round(v, 3) for k, v in res.phases.items()}})
+
     with c.progress(0, "fetching", unit="B", unit_scale=True, unit_divisor=1024) as bar:
         def grow(n: int) -> None:
             bar.total = (bar.total or 0) + n
@@ -64,29 +96,15 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
         with Sources(spec, cache or default_cache_dir(), frozen=frozen, pool_size=max(16, jobs),
                      policy=RetryPolicy(read_timeout=timeout),
                      on_bytes=bar.update, on_total=grow) as src:
-            for name in names:
-                for arch in arches:
-                    if not bundles and arch not in lock.bundles[name].arch:
-                        continue
-                    res = build(spec, lock, bundle=name, arch=arch, src=src, out_dir=out,
-                              sign=sign, workers=jobs)
-                    extra = (_sigstore(res.path, res.manifest.to_bytes()) if sigstore
-                             else None)
-                    results.append({"bundle": str(res.path), "name": name, "arch": arch,
-                                    "version": res.manifest.version,
-                                    "size": res.path.stat().st_size,
-                                    "signed": keys_dir is not None, "sigstore": extra,
-                                    "downloads": res.downloads,
-                                    "cache_hits": res.cache_hits})
-    if not results:
-        from .errors import SpecError
-        raise SpecError(f"nothing to build: no locked bundle has arch {', '.join(arches)}")
-    _write_usb_extras(out, [Path(r["bundle"]).name for r in results])
+            build_all(spec, lock, targets, src=src, out_dir=out, sign=sign, workers=jobs,
+                      force=force, extras=_extras_size(), before_write=before_write,
+                      on_done=done)
     if as_json:
         click.echo(json.dumps({"bundles": results}, indent=2, sort_keys=True))
     else:
         for r in results:
-            click.echo(f"built {r['bundle']} ({_human(r['size'])}"
+            state = "up to date" if r["up_to_date"] else "built"
+            click.echo(f"{state} {r['bundle']} ({_human(r['size'])}"
                        f"{', signed' if r['signed'] else ', UNSIGNED'})")
         click.echo(f"wrote {out / 'airgap-install.pyz'} and {out / 'INSTALL.txt'}")
 
@@ -106,25 +124,42 @@ def _signer(keys_dir: Path) -> Any:
     return sign
 
 
-def _sigstore(bundle: Path, manifest_bytes: bytes) -> str:
+def _write_sigstore(bundle: Path, data: bytes | None, manifest: Any,
+                    wanted: bool) -> str | None:
+    """``<bundle>.sigstore.json``: written with a new bundle; an up-to-date bundle keeps
+    the one beside it, or gets one when it has none."""
+    if not wanted:
+        return None
     from .cli_verify import sigstore_path
-    from .provenance import sigstore_sign
     out = sigstore_path(bundle)
-    data = sigstore_sign(manifest_bytes)
+    if data is None:
+        if out.is_file():
+            return str(out)
+        from .provenance import sigstore_sign
+        data = sigstore_sign(manifest.to_bytes())
     from installer.fsio import write_verified
     write_verified(out, [data])
     return str(out)
 
 
-def _write_usb_extras(out: Path, bundle_names: list[str]) -> None:
-    try:
-        from installer import zipapp
-    except ImportError:  # pragma: no cover - the installer always ships it
-        return
-    zipapp.build_zipapp(str(out / "airgap-install.pyz"))
-    names = sorted({p.name for p in out.glob("*.tar")} | set(bundle_names))
+def _extras_size() -> int:
+    from installer import zipapp
+    return len(zipapp.zipapp_bytes()) + 64 * 1024
+
+
+def _write_usb_extras(out: Path, bundle_paths: list[str]) -> None:
+    """airgap-install.pyz and INSTALL.txt, rewritten only when their bytes change."""
+    from installer import zipapp
     from installer.fsio import write_verified
-    write_verified(out / "INSTALL.txt", [zipapp.install_txt(names).encode()])
+    names = sorted({p.name for p in out.glob("*.tar")} | {Path(b).name for b in bundle_paths})
+    for path, data, mode in ((out / "airgap-install.pyz", zipapp.zipapp_bytes(), 0o755),
+                             (out / "INSTALL.txt", zipapp.install_txt(names).encode(), 0o644)):
+        try:
+            if path.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        write_verified(path, [data], mode=mode)
 
 
 @click.command("inspect", context_settings=CONTEXT)
