@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from installer.bundlefmt import (
@@ -129,7 +130,8 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                             hint="rename one of the manifests")
         entries[path] = entry
 
-    k3s, jobs = bl.k3s, {}
+    k3s = bl.k3s
+    jobs: dict[str, Callable[[], Path]] = {}
     pinned = [(K3S_BINARY_PATH, "k3s-binary", 0o755, k3s.binaries[arch],
                f"K3s {k3s.version} binary ({arch})"),
               (INSTALL_SCRIPT_PATH, "install-script", 0o755, k3s.install_script,
@@ -139,12 +141,12 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                        k3s.airgap_images[arch], f"K3s {k3s.version} airgap images ({arch})"))
     for path, kind, mode, f, what in pinned:
         add(path, Entry(f.sha256, f.size, mode, kind, file_chunks(store.path(f.sha256))))
-        jobs[path] = lambda f=f, what=what: src.fetch_url(f.url, f.sha256, f.size, what=what)
+        jobs[path] = partial(src.fetch_url, f.url, f.sha256, f.size, what=what)
     charts: list[ChartEntry] = []
     for c in sorted(bl.charts, key=lambda c: c.name):
         member = f"charts/{c.name}-{c.version}.tgz"
         add(member, Entry(c.sha256, c.size, 0o644, "chart", file_chunks(store.path(c.sha256))))
-        jobs[member] = lambda c=c: src.fetch_chart(c)
+        jobs[member] = partial(src.fetch_chart, c)
         charts.append(ChartEntry(name=c.name, version=c.version, path=member,
                                  namespace=c.namespace))
         data = helmchart.render(c, member.split("/", 1)[1], [local[v.url] for v in c.values])
@@ -160,7 +162,7 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
     archived = [ArchiveImage(names=image_names(img.ref), manifest=mb, media_type=mt,
                              blobs=blobs) for img, (mb, mt, blobs) in zip(locked, found,
                                                                            strict=True)]
-    where: dict[str, str] = {}
+    where: dict[ArchiveImage, str] = {}
     blob_jobs: dict[str, tuple[tuple[str, str, str, int], str]] = {}
     for ap in plan_archives(archived, mtime=lock.source_date_epoch):
         path = f"images/{bundle}-images-{arch}{ap.suffix}"
@@ -168,16 +170,15 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
         add(path, Entry(sha_size[0] if sha_size else None,
                         sha_size[1] if sha_size else (None if ap.zstd else ap.tar_size()),
                         0o644, "images", ap.chunks, archive=ap))
-        for img in ap.images:
-            where[img.names[0]] = path
-    for img, a in zip(locked, archived, strict=True):
-        r = parse_image_ref(img.ref)
+        where.update((a, path) for a in ap.images)
+    for lk, a in zip(locked, archived, strict=True):
+        r = parse_image_ref(lk.ref)
         for b in a.blobs:  # one fetch per distinct blob (shared layers once)
             blob_jobs.setdefault(b.digest, ((r.registry, r.repository, b.digest, b.size),
-                                            f"image {img.ref} ({arch}) blob {b.digest[:19]}"))
+                                            f"image {lk.ref} ({arch}) blob {b.digest[:19]}"))
     images = tuple(ImageEntry(ref=i.ref, digest=i.platforms[arch].digest,
                               index_digest=i.digest if i.digest != i.platforms[arch].digest
-                              else "", archive=where[a.names[0]])
+                              else "", archive=where[a])
                    for i, a in zip(locked, archived, strict=True))
     plan = Plan(bundle, arch, bl, lock.source_date_epoch,
                 out_dir / bundle_filename(bundle, bl.version, arch), entries, images,
@@ -285,8 +286,8 @@ def fetch_plan(plan: Plan, src: Sources, *, workers: int) -> None:
         hashes = {path: hashers.submit(_hash_archive, e, blobs, src) for path, e in pending}
         for fut in [*files, *blobs.values()]:
             fut.result()
-        for path, fut in hashes.items():
-            sha, size = fut.result()
+        for path, hashed in hashes.items():
+            sha, size = hashed.result()
             plan.entries[path] = replace(plan.entries[path], sha256=sha, size=size)
     plan.phases["fetch"] = time.perf_counter() - start
 

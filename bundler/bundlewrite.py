@@ -108,7 +108,7 @@ def write_bundle_file(dest: Path, *, manifest: Manifest, signatures: bytes,
     try:
         with atomic_output(dest) as out:
             write_bundle(out, manifest=manifest, signatures=signatures, roots=roots,
-                         open_member=open_member)
+                         open_member=open_member)  # type: ignore[arg-type]
             for m in manifest.members:
                 sha, size = readers[m.path].finish()
                 if (sha, size) != (m.sha256, m.size):

@@ -157,6 +157,10 @@ def check_member_path(path: str, kind: str) -> None:
         raise FormatError(f"bundle member {path!r} has unknown kind {kind!r}")
     if not path.startswith(prefix):
         raise UnsafeMember(f"bundle member {path!r} of kind {kind} must live under {prefix}")
+    # K3s reads other names in agent/images differently (.txt: a pre-pull list) or not at all
+    if kind == "images" and not path.endswith(IMAGE_ARCHIVE_SUFFIXES):
+        raise FormatError(f"bundle member {path!r} of kind images is not an image archive "
+                          f"(expected {', '.join(IMAGE_ARCHIVE_SUFFIXES)})")
 
 
 def validate_manifest(manifest: Manifest) -> Manifest:

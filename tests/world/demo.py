@@ -51,7 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     base = (args.dir or Path(tempfile.mkdtemp(prefix="k3s-airgap-demo-"))).resolve()
     base.mkdir(parents=True, exist_ok=True)
-    env = {"XDG_CACHE_HOME": str(base / "cache"), "NO_PROXY": "127.0.0.1,localhost"}
+    env = {"XDG_CACHE_HOME": str(base / "cache"), "NO_PROXY": "127.0.0.1,localhost",
+           # the checked-out tree, not whichever copy of the project pip installed
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                        os.environ.get("PYTHONPATH")]))}
     os.environ.update(env)
     bundle = [sys.executable, "-m", "bundler"]
     print(f"demo folder: {base}")
