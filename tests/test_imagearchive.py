@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bundler.bundlewrite import HashingReader
+from bundler.bundlewrite import StreamMismatch, write_bundle_file
 from bundler.imagearchive import (
     ArchiveImage,
     ArchivePlan,
@@ -21,7 +21,7 @@ from bundler.imagearchive import (
     plan_archives,
     wants_zstd,
 )
-from installer.bundlefmt import check_member_path
+from installer.bundlefmt import Manifest, Member, check_member_path, iter_bundle, write_bundle
 from installer.errors import FormatError
 
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -83,14 +83,40 @@ def test_plan_splits_by_content_and_sizes_are_exact(tmp_path: Path) -> None:
     assert ArchivePlan(zst_plan.images, False, zst_plan.mtime).key() != zst_plan.key()
 
 
-def test_hashing_reader_gives_tar_exact_reads() -> None:
-    r = HashingReader(iter([b"ab", b"", b"cdefg", b"h"]))
-    assert r.read(3) == b"abc" and r.read(4) == b"defg" and r.read(10) == b"h"
-    assert r.read(1) == b""
-    assert r.finish() == (hashlib.sha256(b"abcdefgh").hexdigest(), 8)
-    rest = HashingReader(iter([b"abc", b"def"]))
-    assert rest.read(2) == b"ab"
-    assert rest.finish() == (hashlib.sha256(b"abcdef").hexdigest(), 6)  # unread bytes count
+def test_iter_bundle_is_write_bundle_and_refuses_wrong_sizes(tmp_path: Path) -> None:
+    datas = {"k3s/k3s": b"k" * 70001, "k3s/install.sh": b"#!/bin/sh\n",
+             "images/a.tar": bytes(range(256)) * 120, "manifests/x.yaml": b""}
+    kinds = {"k3s/k3s": "k3s-binary", "k3s/install.sh": "install-script",
+             "images/a.tar": "images", "manifests/x.yaml": "manifest"}
+    members = tuple(Member(p, len(d), hashlib.sha256(d).hexdigest(),
+                           0o755 if p.startswith("k3s/") else 0o644, kinds[p])
+                    for p, d in sorted(datas.items()))
+    m = Manifest(name="x", version="1.0.0", arch="arm64", k3s_version="v1.34.3+k3s1",
+                 roles=("server",), lock_digest="sha256:" + "0" * 64, created=1_700_000_000,
+                 members=members)
+    out = io.BytesIO()
+    write_bundle(out, manifest=m, signatures=b"{}", roots=[b"{}"],
+                 open_member=lambda mem: io.BytesIO(datas[mem.path]))
+    chunks = iter_bundle(manifest=m, signatures=b"{}", roots=[b"{}"],
+                         member_chunks=lambda mem: [datas[mem.path][:7], datas[mem.path][7:]])
+    assert b"".join(chunks) == out.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert tar.getnames()[:3] == ["manifest.json", "signatures.json", "roots/1.root.json"]
+    for wrong in (b"short", b"k" * 70002):
+        def chunks(mem: Member, wrong: bytes = wrong) -> list[bytes]:
+            return [wrong if mem.path == "k3s/k3s" else datas[mem.path]]
+        with pytest.raises(FormatError, match="k3s/k3s"):
+            b"".join(iter_bundle(manifest=m, signatures=b"{}", roots=[], member_chunks=chunks))
+    # the builder's writer: a source that changed after planning never becomes the bundle
+    dest = tmp_path / "x.tar"
+    sources = {p: (lambda d=d: iter([d])) for p, d in datas.items()}
+    write_bundle_file(dest, manifest=m, signatures=b"{}", roots=[b"{}"], sources=sources)
+    assert dest.read_bytes() == out.getvalue()
+    sources["images/a.tar"] = lambda: iter([b"X" * len(datas["images/a.tar"])])
+    dest.unlink()
+    with pytest.raises(StreamMismatch, match="images/a.tar changed"):
+        write_bundle_file(dest, manifest=m, signatures=b"{}", roots=[], sources=sources)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("path", ["images/x-images-arm64.tar", "images/x-images-arm64.tar.zst",
