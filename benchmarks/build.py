@@ -1,37 +1,41 @@
-"""Benchmark: `bundle build --arch arm64` vs `skopeo copy` of the same images, plus the warm
-rebuild, the bundle's size against per-image docker-archives, and the build's peak RSS.
+"""Benchmark: `bundle build --arch arm64` vs `skopeo copy` of the same images, the warm
+rebuild with unchanged inputs, bytes written, linearity in image size, the bundle's size
+against per-image docker-archives, and the build's peak RSS: every row of issue #15, one run.
 
-    python3 benchmarks/build.py                   # 5 x 30 MB-base images + one 300 MB image
-    BENCH_SCALE=0.1 python3 benchmarks/build.py   # every layer size x 0.1 (quick check)
+    python3 benchmarks/build.py                   # scales 0.25, 1 and 4 (1.4 GB unique at 4)
+    BENCH_SCALE=0.1 BENCH_BIG_SCALE=0.4 python3 benchmarks/build.py   # quick check
     BENCH_REPEAT=1 python3 benchmarks/build.py    # one timed run of each instead of 3
 
 Starts its own pieces of the test world in a temp folder (a real ``docker-registry`` and the
 static K3s release server with small stand-in assets, both on 127.0.0.1) and pushes, per
 scale, six two-arch images (linux/amd64 + linux/arm64) of pseudo-random (incompressible)
-layers (not timed):
+gzip layers (not timed):
 
-- ``library/shared-1..5``: a 30 MB base layer all five share, plus a 3 MB layer of their own;
-- ``library/big``: a 300 MB base layer of its own.
+- ``library/shared-1..5``: a 30 MB x scale base layer all five share, plus 3 MB x scale each;
+- ``library/big``: a 300 MB x scale base layer of its own.
 
-The spec has two bundles, arch ``arm64``, no charts, ``manifests = []``: ``bench`` (all six
+Scales: ``BENCH_SCALE`` (S, default 1), S x 0.25, and ``BENCH_BIG_SCALE`` (default 4). The
+spec has two bundles, arch ``arm64``, no charts, ``manifests = []``: ``bench`` (all six
 images) and ``shared`` (the five sharing a base), K3s from the release server. ``bundle lock``
-runs first with a cache of its own (not timed: it downloads K3s assets and configs, and the
-build's cache must be cold). Then, timed, BENCH_REPEAT times interleaved (median):
+runs first with a cache of its own (not timed). Then, timed:
 
-- cold build: ``bundle build --arch arm64 --bundle bench`` with an empty ``--cache``;
-- baseline: per image ``skopeo copy --override-arch arm64 docker://... oci:LAYOUT:<name>``
-  into one shared OCI layout folder, then ``tar`` of that folder into one oci-archive;
-- warm rebuild: the same build again with the cold run's cache and output folder.
+- at S, BENCH_REPEAT times interleaved (median): the baseline (per image ``skopeo copy
+  --override-arch arm64 docker://... oci:LAYOUT:<name>`` into one shared OCI layout folder,
+  then ``tar`` of that folder), a cold build (``bundle build --arch arm64 --bundle bench`` with
+  an empty ``--cache`` and ``--out``), and a warm rebuild (the same command again, same cache
+  and output folder: the inputs are unchanged, so the bundle is verified and left in place);
+- at the big scale: one cold build, then BENCH_REPEAT warm rebuilds;
+- at S x 0.25: one cold build (its peak RSS).
 
-Also reported: the baseline plus an fsync of its tar (``bundle build`` fsyncs what it
-writes; skopeo and tar do not), and the load average (other work on the host skews times).
-
-Figures (targets): cold build / skopeo (<= 1.0; aim 0.7), warm / cold (<= 0.15), blob
-downloads in the warm rebuild from ``--json`` ``downloads`` (0), bundle size / sum of the
-per-image ``skopeo copy ... docker-archive:`` files (<= 0.5 for the five sharing a base; the
-six are reported too), and the peak RSS of the build process from ``os.wait4`` (< 200 MB at
-both BENCH_SCALE and BENCH_SCALE x 0.25, and the full-scale peak <= 1.2 x the quarter-scale
-one: memory must not grow with image size). The quarter-scale run uses its own images.
+Figures (targets, issue #15): cold build / skopeo (<= 0.7); warm / cold at the big scale
+(<= 0.15); blob downloads of the warm rebuilds (0); bytes the cold build wrote
+(``/proc/PID/io`` ``write_bytes`` of the build process, cache included) / unique arm64 image
+bytes (<= 2.05); peak RSS of each cold build from ``os.wait4`` (< 200 MB, and <= 1.2x growth
+from S x 0.25 to the big scale); big-scale cold / S cold (~ the scale ratio: linear); the
+bundle's size / per-image ``skopeo copy ... docker-archive:`` files (<= 0.5 for the five
+sharing a base); and the phase timings the build reports in ``--json``. Also reported: the
+baseline plus an fsync of its tar (``bundle build`` fsyncs what it writes; skopeo and tar do
+not), and the load average (other work on the host skews times).
 """
 
 import json
