@@ -1,20 +1,31 @@
-"""`bundle build`: turn one locked bundle + arch into a reproducible bundle file.
+"""`bundle build`: turn locked bundles + arches into reproducible bundle files.
 
-Order: check the lock against the spec -> fetch every locked digest into the cache (verified,
-resumable, concurrent) -> assemble the images archive (cached by content) -> write the bundle
-to a temp file beside the target -> rename. Tags are never resolved here.
+Named steps, for the whole run before any output byte is written:
+
+1. ``plan_bundle``: check the lock against the spec, verify local files against their pins,
+   fetch the (small) platform manifests; every member's path, size and mode is now known,
+   and its sha256 too except for an images archive not seen before (its digest is cached by
+   content key, never its bytes).
+2. ``sign_plan`` + ``bundlewrite.is_current``: a plan whose manifest is known and whose output
+   file already holds exactly that envelope is verified once and left in place ("up to
+   date"), unless ``force``.
+3. ``space_needs`` + ``bundlewrite.check_space``: free space for every bundle still to write
+   (all arches) and for every download, checked at once.
+
+Then per bundle: ``fetch_plan`` (downloads on a bounded pool; hashing of the images archive
+overlaps them, blob by blob in archive order) -> ``sign_plan`` -> ``write_bundle_file`` (each
+image byte written once, straight into the bundle, hashed on the way). Tags are never
+resolved here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from installer.bundlefmt import (
     INSTALL_SCRIPT_PATH,
@@ -24,21 +35,52 @@ from installer.bundlefmt import (
     Manifest,
     Member,
     unsigned_signatures,
-    write_bundle,
 )
-from installer.errors import DigestMismatch
-from installer.fsio import atomic_output, hash_file, iter_file
+from installer.fsio import atomic_output, hash_chunks
 
-from . import helmchart, sbom
-from .errors import LocalError, SpecError, UpstreamError
+from . import bundlewrite, helmchart, sbom
+from .buildinputs import image_manifests, pin_local_files
+from .bundlewrite import Chunks, SpaceNeed, bytes_chunks, file_chunks
+from .errors import SpecError
 from .gate import check_lock
-from .imagearchive import ArchiveImage, Blob, image_names, layout_key, write_archive
+from .imagearchive import ArchiveImage, ArchivePlan, image_names, plan_archives
 from .lockfile import BundleLock, Lock
 from .refs import parse_image_ref
 from .sources import Sources
 from .spec import Spec
 
-FREE_SPACE_MARGIN = 4 * 1024 * 1024   # plus 1% of the bundle: filesystem overhead
+Signer = Callable[[bytes], "tuple[bytes, list[bytes]]"]
+
+
+@dataclass
+class Entry:
+    """One payload member: ``sha256``/``size`` are None only for an images archive whose
+    digest is not known yet."""
+
+    sha256: str | None
+    size: int | None
+    mode: int
+    kind: str
+    chunks: Chunks
+    archive: ArchivePlan | None = None
+
+
+@dataclass
+class Plan:
+    bundle: str
+    arch: str
+    bl: BundleLock
+    mtime: int
+    dest: Path
+    entries: dict[str, Entry]
+    images: tuple[ImageEntry, ...]
+    charts: tuple[ChartEntry, ...]
+    jobs: dict[str, Callable[[], Path]]                    # K3s files and charts
+    blobs: dict[str, tuple[tuple[str, str, str, int], str]]  # digest -> fetch args, what
+    manifest: Manifest | None = None
+    signed: tuple[bytes, bytes, list[bytes]] | None = None   # manifest bytes, sigs, roots
+    up_to_date: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -47,243 +89,274 @@ class BuildResult:
     manifest: Manifest
     downloads: int
     cache_hits: int
+    up_to_date: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def bundle_filename(name: str, version: str, arch: str) -> str:
     return f"{name}-{version}-{arch}.tar"
 
 
-def fetch_all(src: Sources, bl: BundleLock, arch: str, *, workers: int,
-              on_bytes: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Fetch every artifact of one bundle+arch: K3s files and charts (paths), and the images
-    archive (from the cache when an identical one was built before, else assembled from
-    fetched blobs). Returns ``{"k3s": Path, "install": Path, "airgap"?: Path,
-    "chart:<name>": Path, "archive"?: (Path, sha256, size)}``."""
-    k3s = bl.k3s
-    jobs: dict[str, Callable[..., Any]] = {
-        "k3s": lambda: src.fetch_url(k3s.binaries[arch].url, k3s.binaries[arch].sha256,
-                                     k3s.binaries[arch].size, what=f"K3s {k3s.version} binary "
-                                     f"({arch})"),
-        "install": lambda: src.fetch_url(k3s.install_script.url, k3s.install_script.sha256,
-                                         k3s.install_script.size, what="K3s install.sh"),
-    }
-    if arch in k3s.airgap_images:
-        f = k3s.airgap_images[arch]
-        jobs["airgap"] = lambda: src.fetch_url(f.url, f.sha256, f.size,
-                                               what=f"K3s {k3s.version} airgap images ({arch})")
-    for c in bl.charts:
-        jobs[f"chart:{c.name}"] = lambda c=c: src.fetch_chart(c)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {k: pool.submit(fn) for k, fn in jobs.items()}
-        manifests = {img.ref: pool.submit(_image_manifest, src, img.ref, img.platforms[arch],
-                                          arch) for img in bl.images}
-        # Submitted from this thread once the manifests are known: a worker never waits for
-        # another worker, so any pool size (even 1) makes progress.
-        images = []
-        for img in sorted(bl.images, key=lambda i: i.ref):
-            manifest_blob, media_type, descs = manifests[img.ref].result()
-            images.append((img, manifest_blob, media_type, descs))
-        paths: dict[str, Any] = {}
-        if images:
-            archive = ArchiveImages(src, images)
-            cached = archive.cached()
-            if cached is None:
-                blob_futures = [pool.submit(src.fetch_blob, *args, what=what)
-                                for args, what in archive.blob_fetches(arch)]
-                for fut in blob_futures:
-                    fut.result()
-            paths["archive"] = cached
-            paths["archive_builder"] = archive
-        paths.update({k: f.result() for k, f in futures.items()})
-    return paths
+# ---------------------------------------------------------------- step 1: plan
 
 
-class ArchiveImages:
-    """The images of one bundle+arch as archive input, and the archive cache around it.
-
-    Blob paths are the content store's (content-addressed), so the archive's cache key is
-    known from the manifests alone: an unchanged image set skips fetching blobs entirely.
-    """
-
-    def __init__(self, src: Sources, images: list[tuple[Any, Blob, str, list[dict[str, Any]]]]
-                 ) -> None:
-        self.src = src
-        self.refs = [(img.ref, parse_image_ref(img.ref)) for img, *_ in images]
-        self.images = [ArchiveImage(
-            names=image_names(img.ref), manifest=mb, media_type=mt,
-            blobs=tuple(Blob(d["digest"], d["size"], src.store.path(d["digest"]))
-                        for d in descs)) for img, mb, mt, descs in images]
-        self.key = layout_key(self.images)
-        self.ref_file = src.store.root / "archives" / self.key
-
-    def blob_fetches(self, arch: str) -> list[tuple[tuple[str, str, str, int], str]]:
-        """One fetch per distinct blob (shared layers once)."""
-        seen: set[str] = set()
-        out = []
-        for (ref, r), img in zip(self.refs, self.images, strict=True):
-            for b in img.blobs:
-                if b.digest not in seen:
-                    seen.add(b.digest)
-                    out.append(((r.registry, r.repository, b.digest, b.size),
-                                f"image {ref} ({arch}) blob {b.digest[:19]}"))
-        return out
-
-    def cached(self) -> tuple[Path, str, int] | None:
-        if not self.ref_file.exists():
-            return None
-        sha, _, size = self.ref_file.read_text().partition(" ")
-        if not size.isdigit():
-            return None
-        path = self.src.store.lookup(sha, int(size))  # re-hashed: never trusted by name
-        return (path, sha, int(size)) if path is not None else None
-
-    def write(self, mtime: int, on_bytes: Callable[[int], None] | None) -> tuple[Path, str, int]:
-        self.ref_file.parent.mkdir(parents=True, exist_ok=True)
-        out = self.ref_file.parent / f"{self.key}.tar.zst"
-        sha, size = write_archive(out, self.images, mtime=mtime, on_bytes=on_bytes)
-        final = self.src.store.path(sha)
-        out.replace(final)
-        with atomic_output(self.ref_file, durable=False) as f:
-            f.write(f"{sha} {size}".encode())
-        return final, sha, size
-
-
-def _image_manifest(src: Sources, ref: str, plat: Any,
-                    arch: str) -> tuple[Blob, str, list[dict[str, Any]]]:
-    """The locked platform manifest (verified by digest) and its blob descriptors."""
-    r = parse_image_ref(ref)
-    what = f"image {ref} ({arch})"
-    m = src.manifest(r.registry, r.repository, plat.digest, what=what, size=plat.size)
-    doc = m.json()
-    config = doc.get("config") or {}
-    if config.get("digest") != plat.config:
-        raise UpstreamError(f"{what}: manifest {plat.digest} names config "
-                            f"{config.get('digest')}, the lock says {plat.config}")
-    descs = [config, *doc.get("layers", [])]
-    for d in descs:
-        if not isinstance(d.get("digest"), str) or not isinstance(d.get("size"), int):
-            raise UpstreamError(f"{what}: manifest {plat.digest} has a malformed descriptor")
-    return Blob(plat.digest, plat.size, src.store.path(plat.digest)), plat.media_type, descs
-
-
-def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_dir: Path,
-          sign: Callable[[bytes], tuple[bytes, list[bytes]]] | None = None, workers: int = 8,
-          on_bytes: Callable[[int], None] | None = None) -> BuildResult:
-    """Build ``dist/<name>-<version>-<arch>.tar``. ``sign(manifest_bytes)`` returns the
-    signatures document and the root chain; unsigned bundles carry an empty signature list."""
+def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
+                out_dir: Path, workers: int = 8) -> Plan:
+    """Everything about one bundle+arch that needs no image blob (see the module doc)."""
+    start = time.perf_counter()
     bl = check_lock(spec, lock, bundle, arch)
-    # Local manifests and values files: verified against the lock before any download, then
-    # used only from those verified copies.
-    local = {f.url: _pinned_local(src, spec.base_dir / f.url, f)
-             for f in bl.manifests + tuple(v for c in bl.charts for v in c.values)}
-    _check_writable(out_dir)
-    paths = fetch_all(src, bl, arch, workers=workers)
-    mtime = lock.source_date_epoch
+    local = pin_local_files(src, spec, bl)
+    store = src.store
+    entries: dict[str, Entry] = {}
 
-    files: dict[str, tuple[Path, str, int, int, str]] = {}  # path -> (file, sha, size, mode, kind)
-
-    def add(member_path: str, file: Path, kind: str, mode: int = 0o644,
-            sha_size: tuple[str, int] | None = None) -> None:
-        if member_path in files:
-            raise SpecError(f"two artifacts of bundle {bundle} would both be {member_path}",
+    def add(path: str, entry: Entry) -> None:
+        if path in entries:
+            raise SpecError(f"two artifacts of bundle {bundle} would both be {path}",
                             hint="rename one of the manifests")
-        sha, size = sha_size or hash_file(file)
-        files[member_path] = (file, sha, size, mode, kind)
+        entries[path] = entry
 
     k3s = bl.k3s
-    add(K3S_BINARY_PATH, paths["k3s"], "k3s-binary", 0o755,
-        (k3s.binaries[arch].sha256, k3s.binaries[arch].size))
-    add(INSTALL_SCRIPT_PATH, paths["install"], "install-script", 0o755,
-        (k3s.install_script.sha256, k3s.install_script.size))
-    if "airgap" in paths:
-        f = k3s.airgap_images[arch]
-        add(f"images/k3s-airgap-images-{arch}.tar.zst", paths["airgap"], "images", 0o644,
-            (f.sha256, f.size))
-    images: list[ImageEntry] = []
-    if bl.images:
-        archive_path = f"images/{bundle}-images-{arch}.tar.zst"
-        ap, sha, size = paths["archive"] or paths["archive_builder"].write(mtime, on_bytes)
-        add(archive_path, ap, "images", 0o644, (sha, size))
-        images = [ImageEntry(ref=i.ref, digest=i.platforms[arch].digest,
-                             index_digest=i.digest if i.digest != i.platforms[arch].digest
-                             else "", archive=archive_path)
-                  for i in sorted(bl.images, key=lambda i: i.ref)]
+    jobs: dict[str, Callable[[], Path]] = {}
+    pinned = [(K3S_BINARY_PATH, "k3s-binary", 0o755, k3s.binaries[arch],
+               f"K3s {k3s.version} binary ({arch})"),
+              (INSTALL_SCRIPT_PATH, "install-script", 0o755, k3s.install_script,
+               "K3s install.sh")]
+    if arch in k3s.airgap_images:  # K3s's own tarball, as shipped (zstd)
+        pinned.append((f"images/k3s-airgap-images-{arch}.tar.zst", "images", 0o644,
+                       k3s.airgap_images[arch], f"K3s {k3s.version} airgap images ({arch})"))
+    for path, kind, mode, f, what in pinned:
+        add(path, Entry(f.sha256, f.size, mode, kind, file_chunks(store.path(f.sha256))))
+        jobs[path] = partial(src.fetch_url, f.url, f.sha256, f.size, what=what)
     charts: list[ChartEntry] = []
-    generated: list[tuple[str, bytes]] = []
     for c in sorted(bl.charts, key=lambda c: c.name):
         member = f"charts/{c.name}-{c.version}.tgz"
-        add(member, paths[f"chart:{c.name}"], "chart", 0o644, (c.sha256, c.size))
+        add(member, Entry(c.sha256, c.size, 0o644, "chart", file_chunks(store.path(c.sha256))))
+        jobs[member] = partial(src.fetch_chart, c)
         charts.append(ChartEntry(name=c.name, version=c.version, path=member,
                                  namespace=c.namespace))
-        values = [local[v.url] for v in c.values]
-        generated.append((f"manifests/{helmchart.file_name(c.release)}",
-                          helmchart.render(c, member.split("/", 1)[1], values)))
+        data = helmchart.render(c, member.split("/", 1)[1], [local[v.url] for v in c.values])
+        sha, size = hash_chunks([data])
+        add(f"manifests/{helmchart.file_name(c.release)}",
+            Entry(sha, size, 0o644, "manifest", bytes_chunks(data)))
     for mf in bl.manifests:
-        add(f"manifests/{Path(mf.url).name}", local[mf.url], "manifest", 0o644,
-            (mf.sha256, mf.size))
-    for member_path, data in generated:
-        digest = hashlib.sha256(data).hexdigest()
-        p = src.store.lookup(digest, len(data)) or src.store.put(digest, len(data), [data],
-                                                                 what=member_path)
-        add(member_path, p, "manifest", 0o644, (digest, len(data)))
+        add(f"manifests/{Path(mf.url).name}",
+            Entry(mf.sha256, mf.size, 0o644, "manifest", file_chunks(local[mf.url])))
 
-    def listed() -> tuple[Member, ...]:
-        return tuple(Member(path=p, size=v[2], sha256=v[1], mode=v[3], kind=v[4])
-                     for p, v in sorted(files.items()))
+    locked = sorted(bl.images, key=lambda i: i.ref)
+    found = image_manifests(src, locked, arch, workers=workers)
+    archived = [ArchiveImage(names=image_names(img.ref), manifest=mb, media_type=mt,
+                             blobs=blobs) for img, (mb, mt, blobs) in zip(locked, found,
+                                                                           strict=True)]
+    where: dict[ArchiveImage, str] = {}
+    blob_jobs: dict[str, tuple[tuple[str, str, str, int], str]] = {}
+    for ap in plan_archives(archived, mtime=lock.source_date_epoch):
+        path = f"images/{bundle}-images-{arch}{ap.suffix}"
+        sha_size = _cached_archive_digest(src, ap)
+        add(path, Entry(sha_size[0] if sha_size else None,
+                        sha_size[1] if sha_size else (None if ap.zstd else ap.tar_size()),
+                        0o644, "images", ap.chunks, archive=ap))
+        where.update((a, path) for a in ap.images)
+    for lk, a in zip(locked, archived, strict=True):
+        r = parse_image_ref(lk.ref)
+        for b in a.blobs:  # one fetch per distinct blob (shared layers once)
+            blob_jobs.setdefault(b.digest, ((r.registry, r.repository, b.digest, b.size),
+                                            f"image {lk.ref} ({arch}) blob {b.digest[:19]}"))
+    images = tuple(ImageEntry(ref=i.ref, digest=i.platforms[arch].digest,
+                              index_digest=i.digest if i.digest != i.platforms[arch].digest
+                              else "", archive=where[a])
+                   for i, a in zip(locked, archived, strict=True))
+    plan = Plan(bundle, arch, bl, lock.source_date_epoch,
+                out_dir / bundle_filename(bundle, bl.version, arch), entries, images,
+                tuple(charts), jobs, blob_jobs)
+    plan.phases["plan"] = time.perf_counter() - start
+    return plan
 
-    bom = sbom.bom_json(name=bundle, version=bl.version, arch=arch, k3s_version=k3s.version,
-                        created=mtime, members=listed(), images=images, charts=charts)
-    bom_sha = hashlib.sha256(bom).hexdigest()  # a signed member like any other (docs/sbom)
-    add(sbom.SBOM_PATH, src.store.lookup(bom_sha, len(bom)) or src.store.put(
-        bom_sha, len(bom), [bom], what=sbom.SBOM_PATH), sbom.SBOM_KIND, 0o644, (bom_sha, len(bom)))
-    members = listed()
-    manifest = Manifest(
-        name=bundle, version=bl.version, arch=arch, k3s_version=k3s.version, roles=bl.roles,
-        lock_digest=bl.digest(), created=mtime, members=members, images=tuple(images),
-        charts=tuple(charts), allow_k3s_minor_skip=bl.allow_k3s_minor_skip,
+
+def _ref_file(src: Sources, ap: ArchivePlan) -> Path:
+    return src.store.root / "archives" / ap.key()
+
+
+def _cached_archive_digest(src: Sources, ap: ArchivePlan) -> tuple[str, int] | None:
+    """The archive's ``(sha256, size)`` from an earlier build: only an expectation, every
+    byte is hashed again on its way into the bundle."""
+    try:
+        sha, _, size = _ref_file(src, ap).read_text().partition(" ")
+    except OSError:
+        return None
+    if len(sha) != 64 or not size.isdigit():
+        return None
+    return sha, int(size)
+
+
+# ---------------------------------------------------------------- step 2: manifest, signature
+
+
+def sign_plan(plan: Plan, sign: Signer | None) -> None:
+    """Complete the manifest (every digest known), add the SBOM over it, and sign it."""
+    plan.entries.pop(sbom.SBOM_PATH, None)  # signing again (e.g. after the blob pass)
+    content = tuple(Member(path=p, size=e.size, sha256=e.sha256, mode=e.mode, kind=e.kind)
+                    for p, e in sorted(plan.entries.items())
+                    if e.sha256 is not None and e.size is not None)
+    bom = sbom.bom_json(name=plan.bundle, version=plan.bl.version, arch=plan.arch,
+                        k3s_version=plan.bl.k3s.version, created=plan.mtime, members=content,
+                        images=plan.images, charts=plan.charts)
+    bom_sha, bom_size = hash_chunks([bom])  # a signed member like any other (bundle-format)
+    plan.entries[sbom.SBOM_PATH] = Entry(bom_sha, bom_size, 0o644, sbom.SBOM_KIND,
+                                         bytes_chunks(bom))
+    members = tuple(Member(path=p, size=e.size, sha256=e.sha256, mode=e.mode, kind=e.kind)
+                    for p, e in sorted(plan.entries.items())
+                    if e.sha256 is not None and e.size is not None)
+    assert len(members) == len(plan.entries), "sign_plan before every digest is known"
+    bl = plan.bl
+    plan.manifest = Manifest(
+        name=plan.bundle, version=bl.version, arch=plan.arch, k3s_version=bl.k3s.version,
+        roles=bl.roles, lock_digest=bl.digest(), created=plan.mtime, members=members,
+        images=plan.images, charts=plan.charts, allow_k3s_minor_skip=bl.allow_k3s_minor_skip,
         allow_k3s_downgrade=bl.allow_k3s_downgrade)
-    manifest_bytes = manifest.to_bytes()
-    signatures, roots = sign(manifest_bytes) if sign else (unsigned_signatures(), [])
-
-    dest = out_dir / bundle_filename(bundle, bl.version, arch)
-    size = manifest.payload_size + len(manifest_bytes)
-    needed = size + size // 100 + FREE_SPACE_MARGIN
-    free = shutil.disk_usage(out_dir).free
-    if free < needed:
-        raise LocalError(f"not enough free space in {out_dir}: the bundle needs "
-                         f"{_mib(needed)} (with margin), {_mib(free)} is free",
-                         hint="free space or pass --out DIR on a larger filesystem")
-    try:
-        with atomic_output(dest) as out:
-            write_bundle(out, manifest=manifest, signatures=signatures, roots=roots,
-                         open_member=lambda m: open(files[m.path][0], "rb"))
-    except OSError as e:
-        if e.errno == 28:
-            raise LocalError(f"no space left writing {dest}", hint="free space or pass --out "
-                             "DIR on a larger filesystem") from None
-        if e.errno in (13, 30):
-            raise LocalError(f"cannot write {dest}: {e.strerror}",
-                             hint="pass --out DIR with a writable folder") from None
-        raise
-    return BuildResult(dest, manifest, src.downloader.downloads, src.downloader.cache_hits)
+    data = plan.manifest.to_bytes()
+    sigs, roots = sign(data) if sign else (unsigned_signatures(), [])
+    plan.signed = (data, sigs, list(roots))
 
 
-def _pinned_local(src: Sources, path: Path, pin: Any) -> Path:
-    """A local file, copied into the cache only if its bytes are the locked ones; the bundle
-    reads that verified copy, so an edit during the build cannot slip in."""
-    cached = src.store.lookup(pin.sha256, pin.size)
-    if cached is not None:
-        return cached
-    try:
-        with open(path, "rb") as f:
-            return src.store.put(pin.sha256, pin.size, iter_file(f), what=str(path))
-    except (DigestMismatch, FileNotFoundError):
-        raise SpecError(f"{path} changed since the lock was written",
-                        hint="run `bundle lock` to pin the new content") from None
+def known(plan: Plan) -> bool:
+    return all(e.sha256 is not None and e.size is not None for e in plan.entries.values())
+
+
+def check_current(plan: Plan) -> bool:
+    """Step 2's test: the output file already is this bundle (verified once)."""
+    assert plan.signed is not None
+    start = time.perf_counter()
+    data, sigs, roots = plan.signed
+    plan.up_to_date = plan.dest.is_file() and bundlewrite.is_current(
+        plan.dest, manifest_bytes=data, signatures=sigs, roots=roots)
+    plan.phases["verify existing"] = time.perf_counter() - start
+    return plan.up_to_date
+
+
+# ---------------------------------------------------------------- step 3: free space
+
+
+def space_needs(plans: list[Plan], src: Sources, out_dir: Path,
+                extras: int) -> list[SpaceNeed]:
+    """What the rest of the run writes: the bundles not up to date (sizes from the plan),
+    the files beside them, and every download the cache does not hold yet."""
+    todo = [p for p in plans if not p.up_to_date]
+    size = sum(bundlewrite.bundle_size(len(p.signed[0]) if p.signed else 64 * 1024,
+                                       [(_size_hint(e), 1) for e in p.entries.values()])
+               for p in todo)
+    missing: dict[str, int] = {}
+    for p in todo:
+        for digest, (args, _) in p.blobs.items():
+            missing[digest] = args[3]
+        for path in p.jobs:
+            e = p.entries[path]
+            missing[e.sha256 or path] = e.size or 0
+    cache = sum(s for d, s in missing.items()
+                if not src.store.path(d if ":" in d else f"sha256:{d}").exists())
+    return [SpaceNeed(out_dir, size + (extras if todo else 0), "the bundles"),
+            SpaceNeed(src.store.root, cache, "the downloads")]
+
+
+def _size_hint(e: Entry) -> int:
+    if e.size is not None:
+        return e.size
+    assert e.archive is not None
+    return e.archive.size_hint()
+
+
+# ---------------------------------------------------------------- per bundle: fetch, write
+
+
+def fetch_plan(plan: Plan, src: Sources, *, workers: int) -> None:
+    """Download what is missing (bounded pool) while a second thread hashes each images
+    archive whose digest is unknown, blob by blob as they arrive; cache that digest."""
+    start = time.perf_counter()
+    pending = [(p, e) for p, e in plan.entries.items() if e.sha256 is None or e.size is None]
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            ThreadPoolExecutor(max_workers=max(1, len(pending))) as hashers:
+        files = [pool.submit(job) for job in plan.jobs.values()]
+        blobs: dict[str, Future[Path]] = {
+            d: pool.submit(src.fetch_blob, *args, what=what)
+            for d, (args, what) in sorted(plan.blobs.items())}
+        hashes = {path: hashers.submit(_hash_archive, e, blobs, src) for path, e in pending}
+        for fut in [*files, *blobs.values()]:
+            fut.result()
+        for path, hashed in hashes.items():
+            sha, size = hashed.result()
+            plan.entries[path] = replace(plan.entries[path], sha256=sha, size=size)
+    plan.phases["fetch"] = time.perf_counter() - start
+
+
+def _hash_archive(e: Entry, blobs: dict[str, Future[Path]], src: Sources) -> tuple[str, int]:
+    assert e.archive is not None
+    ap = e.archive
+
+    def wait(digest: str) -> None:
+        if digest in blobs:
+            blobs[digest].result()  # raises if that download failed
+    sha, size = hash_chunks(ap.chunks(wait=wait))
+    ref = _ref_file(src, ap)
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(ref, durable=False) as f:  # a hint only: re-hashed when used
+        f.write(f"{sha} {size}".encode())
+    return sha, size
+
+
+def write_plan(plan: Plan) -> None:
+    assert plan.manifest is not None and plan.signed is not None
+    start = time.perf_counter()
+    bundlewrite.write_bundle_file(plan.dest, manifest=plan.manifest, signatures=plan.signed[1],
+                                  roots=plan.signed[2],
+                                  sources={p: e.chunks for p, e in plan.entries.items()})
+    plan.phases["write"] = time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- the run
+
+
+def build_all(spec: Spec, lock: Lock, targets: list[tuple[str, str]], *, src: Sources,
+              out_dir: Path, sign: Signer | None = None, workers: int = 8,
+              force: bool = False, extras: int = 0,
+              before_write: Callable[[Plan], None] | None = None,
+              on_done: Callable[[BuildResult], None] | None = None) -> list[BuildResult]:
+    """Build every ``(bundle, arch)`` of ``targets``; see the module doc for the order.
+    ``before_write(plan)`` runs once the manifest is signed and before the bundle's first
+    byte (e.g. Sigstore signing, which may fail); ``on_done`` after each bundle."""
+    _check_writable(out_dir)
+    plans = [plan_bundle(spec, lock, bundle=b, arch=a, src=src, out_dir=out_dir,
+                         workers=workers) for b, a in targets]
+    for plan in plans:
+        if known(plan):
+            sign_plan(plan, sign)
+            if not force:
+                check_current(plan)
+    bundlewrite.check_space(space_needs(plans, src, out_dir, extras))
+    results = []
+    for plan in plans:
+        before = (src.downloader.downloads, src.downloader.cache_hits)
+        if not plan.up_to_date:
+            fetch_plan(plan, src, workers=workers)
+            checked = plan.signed is not None
+            sign_plan(plan, sign)
+            if force or checked or not check_current(plan):
+                if before_write is not None:
+                    before_write(plan)
+                write_plan(plan)
+        assert plan.manifest is not None
+        res = BuildResult(plan.dest, plan.manifest, src.downloader.downloads - before[0],
+                          src.downloader.cache_hits - before[1], plan.up_to_date,
+                          dict(plan.phases))
+        results.append(res)
+        if on_done is not None:
+            on_done(res)
+    return results
 
 
 def _check_writable(out_dir: Path) -> None:
     """Fail before any download when the output folder cannot take a file."""
+    import os
+
+    from .errors import LocalError
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".probe-{os.getpid()}"
@@ -294,5 +367,9 @@ def _check_writable(out_dir: Path) -> None:
                          hint="pass --out DIR with a writable folder") from None
 
 
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
+def build(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources, out_dir: Path,
+          sign: Signer | None = None, workers: int = 8, force: bool = False) -> BuildResult:
+    """One bundle+arch (``build_all`` of one target)."""
+    return build_all(spec, lock, [(bundle, arch)], src=src, out_dir=out_dir, sign=sign,
+                     workers=workers, force=force)[0]
+

@@ -53,12 +53,16 @@ def _trust_config(path: Path | None, *, offline: bool) -> Any:
                         ) from None
 
 
-def sigstore_sign(payload: bytes, *, trust_config: Path | None = None) -> bytes:
-    """Keyless-sign ``payload`` with the CI job's ambient OIDC identity; return the Sigstore
-    bundle JSON. ``trust_config`` selects another Sigstore instance (default: production)."""
+def sigstore_preflight() -> None:
+    """Refuse up front (``SpecError``) when keyless signing cannot work here: no sigstore
+    package, or no ambient OIDC credential. ``bundle build --sigstore`` calls it before it
+    fetches or writes anything."""
+    _ambient_token()
+
+
+def _ambient_token() -> str:
     errors = _sigstore()
-    from sigstore.oidc import ExpiredIdentity, IdentityToken, detect_credential
-    from sigstore.sign import SigningContext
+    from sigstore.oidc import detect_credential
 
     try:
         token = detect_credential()
@@ -69,7 +73,18 @@ def sigstore_sign(payload: bytes, *, trust_config: Path | None = None) -> bytes:
         raise SpecError(
             "no ambient OIDC credential found for Sigstore keyless signing",
             hint="run in a CI job that grants an OIDC token (GitHub Actions: "
-                 "`permissions: id-token: write`), or build without provenance")
+                 "`permissions: id-token: write`), or build without --sigstore")
+    return str(token)
+
+
+def sigstore_sign(payload: bytes, *, trust_config: Path | None = None) -> bytes:
+    """Keyless-sign ``payload`` with the CI job's ambient OIDC identity; return the Sigstore
+    bundle JSON. ``trust_config`` selects another Sigstore instance (default: production)."""
+    errors = _sigstore()
+    from sigstore.oidc import ExpiredIdentity, IdentityToken
+    from sigstore.sign import SigningContext
+
+    token = _ambient_token()
     try:
         identity = IdentityToken(token)
         context = SigningContext.from_trust_config(_trust_config(trust_config, offline=False))

@@ -17,11 +17,22 @@ callers place files by the manifest entry. This module does no policy and no sig
 checking: see ``trust`` and ``verify``.
 """
 
-import io
 import re
 import tarfile
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    IO,
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from . import canonjson
 from .errors import DigestMismatch, FormatError, UnsafeMember
@@ -159,6 +170,10 @@ def check_member_path(path: str, kind: str) -> None:
         raise FormatError(f"bundle member {path!r} has unknown kind {kind!r}")
     if not path.startswith(prefix):
         raise UnsafeMember(f"bundle member {path!r} of kind {kind} must live under {prefix}")
+    # K3s reads other names in agent/images differently (.txt: a pre-pull list) or not at all
+    if kind == "images" and not path.endswith(IMAGE_ARCHIVE_SUFFIXES):
+        raise FormatError(f"bundle member {path!r} of kind images is not an image archive "
+                          f"(expected {', '.join(IMAGE_ARCHIVE_SUFFIXES)})")
 
 
 def validate_manifest(manifest: Manifest) -> Manifest:
@@ -271,19 +286,68 @@ def write_bundle(
     as they are (the caller verified them; the reader verifies again). Same inputs give the
     same bytes: fixed mtime (``manifest.created``), uid/gid 0, no user names, manifest order.
     """
+    def member_chunks(m: Member) -> Iterator[bytes]:
+        with open_member(m) as f:
+            while True:
+                data = f.read(_COPY_CHUNK)
+                if not data:
+                    return
+                yield data
+
+    for chunk in iter_bundle(manifest=manifest, signatures=signatures, roots=roots,
+                             member_chunks=member_chunks):
+        out.write(chunk)
+
+
+_COPY_CHUNK = 1024 * 1024
+
+
+def _entry_header(name: str, size: int, mode: int, mtime: int) -> bytes:
+    return member_header(name, size, mode, mtime).tobuf(tarfile.PAX_FORMAT, "utf-8",
+                                                         "surrogateescape")
+
+
+def iter_bundle(
+    *,
+    manifest: Manifest,
+    signatures: bytes,
+    roots: Sequence[bytes],
+    member_chunks: Callable[[Member], Iterable[bytes]],
+) -> Iterator[bytes]:
+    """The bytes of the bundle, in order, as chunks: each tar header (pax, as ``tarfile``
+    writes it), the member's data exactly as ``member_chunks`` yields it (so callers can
+    stream and hash without copies), zero padding, and the trailer (two zero blocks, padded
+    to a multiple of ``tarfile.RECORDSIZE``). A member whose chunks are not exactly its
+    manifest size raises ``FormatError`` before any byte past it is produced."""
     mtime = manifest.created
     manifest_bytes = manifest.to_bytes()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(member_header(MANIFEST_NAME, len(manifest_bytes), 0o644, mtime),
-                    io.BytesIO(manifest_bytes))
-        tar.addfile(member_header(SIGNATURES_NAME, len(signatures), 0o644, mtime),
-                    io.BytesIO(signatures))
-        for n, root in enumerate(roots, start=1):
-            tar.addfile(member_header(f"{ROOTS_DIR}/{n}.root.json", len(root), 0o644, mtime),
-                        io.BytesIO(root))
-        for m in manifest.members:
-            with open_member(m) as f:
-                tar.addfile(member_header(m.path, m.size, m.mode, mtime), f)
+    offset = 0
+    small = [(MANIFEST_NAME, manifest_bytes), (SIGNATURES_NAME, signatures)]
+    small += [(f"{ROOTS_DIR}/{n}.root.json", root) for n, root in enumerate(roots, start=1)]
+    for name, data in small:
+        block = (_entry_header(name, len(data), 0o644, mtime) + data +
+                 bytes(-len(data) % tarfile.BLOCKSIZE))
+        offset += len(block)
+        yield block
+    for m in manifest.members:
+        header = _entry_header(m.path, m.size, m.mode, mtime)
+        offset += len(header)
+        yield header
+        written = 0
+        for data in member_chunks(m):
+            written += len(data)
+            if written > m.size:
+                raise FormatError(f"bundle member {m.path!r}: more than its {m.size} bytes")
+            yield data
+        if written != m.size:
+            raise FormatError(f"bundle member {m.path!r}: {written} bytes, the manifest says "
+                              f"{m.size}")
+        pad = -m.size % tarfile.BLOCKSIZE
+        offset += m.size + pad
+        if pad:
+            yield bytes(pad)
+    end = offset + 2 * tarfile.BLOCKSIZE
+    yield bytes(end - offset + (-end % tarfile.RECORDSIZE))
 
 
 def unsigned_signatures() -> bytes:

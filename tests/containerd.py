@@ -51,6 +51,12 @@ class Containerd:
         z.wait()
         return p
 
+    def import_tar(self, archive: Path) -> subprocess.CompletedProcess[bytes]:
+        """``ctr images import --all-platforms ARCHIVE`` (a plain ``.tar``, as K3s reads it)."""
+        return subprocess.run(["ctr", "-a", str(self.sock), "-n", "k8s.io", "images", "import",
+                               "--all-platforms", str(archive)], capture_output=True,
+                              timeout=300)
+
     def images(self) -> dict[str, str]:
         """name -> target digest, from ``ctr images ls``."""
         out = self.ctr("images", "ls").stdout.decode().splitlines()[1:]

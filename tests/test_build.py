@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
 
 from installer.bundlefmt import BundleReader
 from tests.cli_helpers import Result, bundle
@@ -95,13 +94,11 @@ def test_bundle_shape(world: World, tmp_path: Path, capsys: pytest.CaptureFixtur
     nginx = world.image("docker.io/library/nginx:1.27")
     assert {i.ref: i.digest for i in m.images}["docker.io/library/nginx:1.27"] == \
         nginx.manifests[ARM64]
-    # the zstd frame window is one K3s accepts (k3s#2941)
-    archive = payload["images/demo-images-arm64.tar.zst"]
-    params = zstandard.get_frame_parameters(archive)
-    assert params.window_size <= 1 << 25
+    # gzip layers: a plain tar OCI layout (zstd would only cost CPU), no .tar.zst of ours
+    assert "images/demo-images-arm64.tar.zst" not in payload
+    archive = payload["images/demo-images-arm64.tar"]
     # OCI layout: single-platform manifests only, every blob once, full names annotated
-    layout = tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompressobj()
-                                             .decompress(archive)))
+    layout = tarfile.open(fileobj=io.BytesIO(archive))
     index = json.load(layout.extractfile("index.json"))  # type: ignore[arg-type]
     blob_names = [n for n in layout.getnames() if n.startswith("blobs/sha256/")]
     assert len(blob_names) == len(set(blob_names))
@@ -145,12 +142,12 @@ def test_images_import_into_real_containerd(world: World, tmp_path: Path, contai
     with open(folder / "dist" / "demo-1.0.0-arm64.tar", "rb") as f:
         reader = BundleReader(f)
         manifest = reader.header().manifest
-        archive = tmp_path / "images.tar.zst"
+        archive = tmp_path / "images.tar"
         for mem, data in reader.payload():
-            if mem.path == "images/demo-images-arm64.tar.zst":
+            if mem.path == "images/demo-images-arm64.tar":
                 archive.write_bytes(data.read())
     containerd.remove_all()
-    p = containerd.import_zst(archive)
+    p = containerd.import_tar(archive)
     assert p.returncode == 0, p.stderr.decode()
     imported = containerd.images()
     for entry in manifest.images:
@@ -336,3 +333,189 @@ def test_inspect_json_and_text(world: World, tmp_path: Path,
     broken.write_bytes(b"not a tar at all" * 100)
     r = bundle(capsys, "inspect", str(broken))
     assert r.code == 3 and "broken.tar" in r.err
+
+
+# ------------------------------------------------------------- archive format by content
+
+PLAIN_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def _push_uncompressed_image(world: World, repository: str, tag: str) -> tuple[str, str]:
+    """An arm64 image whose layers are plain tar (as a Docker engine exports them); returns
+    (reference, platform manifest digest)."""
+    import requests
+
+    from tests.world.oci import (
+        OCI_CONFIG,
+        OCI_INDEX,
+        OCI_MANIFEST,
+        LayerFile,
+        bytes_blob,
+        json_blob,
+        tar_bytes,
+    )
+    from tests.world.push import push_content
+    layers = [bytes_blob(tar_bytes([LayerFile(f"opt/plain/{n}.txt",
+                                              data=(f"line {n}\n" * 20000).encode())]),
+                         PLAIN_LAYER) for n in range(2)]
+    config = json_blob({"architecture": "arm64", "os": "linux", "config": {},
+                        "rootfs": {"type": "layers", "diff_ids": [b.digest for b in layers]}},
+                       OCI_CONFIG)
+    manifest = json_blob({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                          "config": config.descriptor(),
+                          "layers": [b.descriptor() for b in layers]}, OCI_MANIFEST)
+    index = json_blob({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        manifest.descriptor(platform={"architecture": "arm64", "os": "linux"})]}, OCI_INDEX)
+    with requests.Session() as s:
+        s.trust_env = False
+        push_content(s, world.registry.url, repository, blobs=[*layers, config],
+                     children=[manifest], top=index, tags=[tag])
+    return f"docker.io/{repository}:{tag}", manifest.digest
+
+
+def _members(bundle_file: Path) -> tuple[Any, dict[str, bytes]]:
+    with open(bundle_file, "rb") as f:
+        reader = BundleReader(f)
+        m = reader.header().manifest
+        return m, {mem.path: data.read() for mem, data in reader.payload()}
+
+
+def test_uncompressed_layers_go_to_a_zstd_archive_and_both_import(
+        world: World, tmp_path: Path, containerd: Containerd,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import zstandard
+    ref, digest = _push_uncompressed_image(world, "library/plainlayers", "1")
+    folder = _locked(capsys, tmp_path, world, bundle_images=(*IMAGES, ref), arch=("arm64",))
+    r = _build(capsys, folder)
+    assert r.code == 0, r.err
+    m, payload = _members(folder / "dist" / "demo-1.0.0-arm64.tar")
+    where = {i.ref: i.archive for i in m.images}
+    assert where[ref] == "images/demo-images-arm64.tar.zst"
+    assert {where[i] for i in IMAGES} == {"images/demo-images-arm64.tar"}
+    packed = payload["images/demo-images-arm64.tar.zst"]
+    assert zstandard.get_frame_parameters(packed).window_size <= 1 << 25  # k3s#2941
+    inner = zstandard.ZstdDecompressor().decompressobj().decompress(packed)
+    assert len(packed) < len(inner) / 4   # it paid: plain tar layers compress
+    layout = tarfile.open(fileobj=io.BytesIO(inner))
+    index = json.load(layout.extractfile("index.json"))  # type: ignore[arg-type]
+    assert [d["annotations"]["io.containerd.image.name"] for d in index["manifests"]] == [ref]
+    zst, tar = tmp_path / "packed.tar.zst", tmp_path / "plain.tar"
+    zst.write_bytes(packed)
+    tar.write_bytes(payload["images/demo-images-arm64.tar"])
+    containerd.remove_all()
+    p = containerd.import_zst(zst)
+    assert p.returncode == 0, p.stderr.decode()
+    p = containerd.import_tar(tar)
+    assert p.returncode == 0, p.stderr.decode()
+    imported = containerd.images()
+    assert imported[ref] == digest
+    assert imported["docker.io/library/nginx:1.27"] == \
+        world.image("docker.io/library/nginx:1.27").manifests[ARM64]
+
+
+# ------------------------------------------------------------- nothing changed, nothing written
+
+def test_unchanged_rebuild_is_up_to_date_and_force_rewrites(
+        world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _locked(capsys, tmp_path, world)
+    cache = tmp_path / "cache"
+    assert _build(capsys, folder, cache=cache).code == 0
+    path = folder / "dist" / "demo-1.0.0-arm64.tar"
+    good = path.read_bytes()
+    before = os.stat(path)
+    extras = {p: os.stat(folder / "dist" / p).st_ino for p in ("airgap-install.pyz",
+                                                                "INSTALL.txt")}
+    r = _build(capsys, folder, cache=cache)
+    assert r.code == 0, r.err
+    res = json.loads(r.out)["bundles"][0]
+    assert res["up_to_date"] is True and res["downloads"] == 0
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert {p: os.stat(folder / "dist" / p).st_ino for p in extras} == extras
+    text = _run(capsys, folder, "build", "--arch", "arm64", "--out", str(folder / "dist"),
+                cache=cache)
+    assert text.code == 0 and f"up to date {path}" in text.out
+    # --force writes it again (a new file), with the same bytes
+    r = _build(capsys, folder, "--force", cache=cache)
+    assert r.code == 0 and json.loads(r.out)["bundles"][0]["up_to_date"] is False
+    assert os.stat(path).st_ino != before.st_ino and path.read_bytes() == good
+    # a damaged bundle with the right envelope is not "up to date": rebuilt
+    data = bytearray(good)
+    data[-20000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    r = _build(capsys, folder, cache=cache)
+    assert r.code == 0 and json.loads(r.out)["bundles"][0]["up_to_date"] is False
+    assert path.read_bytes() == good
+
+
+def test_up_to_date_even_with_a_fresh_cache(world: World, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the cached archive digest the blobs are fetched and hashed, but an identical
+    bundle is still left in place."""
+    folder = _locked(capsys, tmp_path, world)
+    assert _build(capsys, folder, cache=tmp_path / "c1").code == 0
+    ino = os.stat(folder / "dist" / "demo-1.0.0-arm64.tar").st_ino
+    r = _build(capsys, folder, cache=tmp_path / "c2")
+    assert r.code == 0 and json.loads(r.out)["bundles"][0]["up_to_date"] is True
+    assert os.stat(folder / "dist" / "demo-1.0.0-arm64.tar").st_ino == ino
+
+
+# ------------------------------------------------------------- nothing half-written
+
+def test_sigstore_without_credential_writes_nothing(world: World, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GITHUB_ACTIONS", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "SIGSTORE_ID_TOKEN",
+                "GITLAB_CI", "BUILDKITE", "CIRCLECI", "GOOGLE_SERVICE_ACCOUNT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    folder = _locked(capsys, tmp_path, world)
+    cache = tmp_path / "fresh"
+    r = _build(capsys, folder, "--sigstore", cache=cache)
+    assert r.code == 2 and "no ambient OIDC credential" in r.err, r.err
+    dist = folder / "dist"
+    assert not dist.exists() or list(dist.iterdir()) == []
+    assert not (cache / "blobs").exists() or not any((cache / "blobs").rglob("*"))
+
+
+def test_second_arch_failing_keeps_the_first_with_installer(
+        world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """amd64 is built, then an arm64 blob never verifies: the amd64 bundle is complete and
+    the installer and INSTALL.txt are beside it; nothing of arm64 is left."""
+    proxy = world.fault_proxy
+    folder = _locked(capsys, tmp_path, world, endpoint=proxy.url)
+    layer = world.image("docker.io/library/nginx:1.27").layers[ARM64][-1]
+    proxy.clear()
+    proxy.add_rule(f"/blobs/{layer}", ("corrupt",), count=None)
+    try:
+        r = _run(capsys, folder, "build", "--arch", "amd64", "--arch", "arm64", "--out",
+                 str(folder / "dist"), cache=tmp_path / "fresh")
+    finally:
+        proxy.clear()
+    assert r.code == 3, r.err
+    dist = folder / "dist"
+    assert sorted(p.name for p in dist.iterdir()) == [
+        "INSTALL.txt", "airgap-install.pyz", "demo-1.0.0-amd64.tar"]
+    assert "demo-1.0.0-amd64.tar" in (dist / "INSTALL.txt").read_text()
+
+
+def test_disk_full_for_second_arch_refused_before_writing(
+        world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.world.images import AMD64
+    bulk = world.push(world.factory.image("library/bulk", "1", platforms=[AMD64, ARM64],
+                                          app_size=3_000_000))
+    folder = _locked(capsys, tmp_path, world,
+                     bundle_images=(*IMAGES, f"docker.io/{bulk.ref}"))
+    probe = tmp_path / "probe"
+    assert _run(capsys, folder, "build", "--arch", "amd64", "--out", str(probe)).code == 0
+    one = sum(p.stat().st_size for p in probe.iterdir())
+    out = tmp_path / "one-arch-only"
+    # room for one arch (~3.5 MB) and the 4 MiB margin, not for two
+    if not _mount_tmpfs(out, f"size={4 * 1024 * 1024 + one * 3 // 2}"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        r = _run(capsys, folder, "build", "--arch", "amd64", "--arch", "arm64", "--out",
+                 str(out))
+        assert r.code == 6 and "not enough free space" in r.err, r.err
+        assert [p.name for p in out.iterdir()] == []
+    finally:
+        subprocess.run(["umount", str(out)], check=False)

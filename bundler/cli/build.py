@@ -36,19 +36,24 @@ from .context import CONTEXT, ArchType, Ctx, pass_ctx
               help="Concurrent downloads.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
               help="Seconds without a byte before a download is retried (it resumes).")
+@click.option("--force", is_flag=True,
+              help="Write the bundle even when the output folder already holds an identical, "
+                   "verified one (default: leave it in place, 'up to date').")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Path,
               frozen: bool, cache: Path | None, keys_dir: Path | None, unsigned: bool,
-              sigstore: bool, jobs: int, timeout: float, as_json: bool) -> None:
+              sigstore: bool, jobs: int, timeout: float, force: bool, as_json: bool) -> None:
     """Build DIR/<name>-<version>-<arch>.tar from bundles.lock, in the shape K3s consumes.
 
     Fetches exactly the locked digests (never re-resolves a tag), verifies every byte,
     reuses the cache, and writes the bundle atomically. Signs with --keys or the spec's
-    [signing] keys; --unsigned says an unsigned bundle is meant. Also writes
+    [signing] keys; --unsigned says an unsigned bundle is meant. Credentials and free space
+    for the whole run are checked before the first byte is written. A bundle already in DIR
+    with the same manifest is verified once and left in place (--force rewrites it). Also writes
     airgap-install.pyz, INSTALL.txt and SHA256SUMS so DIR can go onto a USB stick as is.
     """
-    from ..build import build, bundle_filename
+    from ..build import BuildResult, Plan, build_all, bundle_filename
     from ..cache import default_cache_dir
     from ..errors import SpecError
     from ..gate import check_lock
@@ -76,8 +81,31 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
         fingerprint = check_signing(keys_dir)
     else:
         _refuse_unsigned_over_signed(targets)
+    if sigstore:  # before anything is fetched or written
+        from ..provenance import sigstore_preflight
+        sigstore_preflight()
     sign = _signer(keys_dir) if keys_dir else None
     results: list[dict[str, Any]] = []
+    provenance: dict[Path, bytes] = {}
+
+    def before_write(p: Plan) -> None:
+        if sigstore:
+            assert p.signed is not None
+            from ..provenance import sigstore_sign
+            provenance[p.dest] = sigstore_sign(p.signed[0])
+
+    def done(res: BuildResult) -> None:
+        extra = _write_sigstore(res.path, provenance.pop(res.path, None), res.manifest,
+                                sigstore)
+        _write_usb_extras(out, [r["bundle"] for r in results] + [str(res.path)])
+        results.append({"bundle": str(res.path), "name": res.manifest.name,
+                        "arch": res.manifest.arch, "version": res.manifest.version,
+                        "size": res.path.stat().st_size, "signed": keys_dir is not None,
+                        "root_fingerprint": fingerprint, "sigstore": extra,
+                        "downloads": res.downloads, "cache_hits": res.cache_hits,
+                        "up_to_date": res.up_to_date,
+                        "phases": {k: round(v, 3) for k, v in res.phases.items()}})
+
     with c.progress(0, "fetching", unit="B", unit_scale=True, unit_divisor=1024) as bar:
         def grow(n: int) -> None:
             bar.total = (bar.total or 0) + n
@@ -87,25 +115,18 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
         with Sources(spec, cache or default_cache_dir(), frozen=frozen, pool_size=max(16, jobs),
                      policy=RetryPolicy(read_timeout=timeout),
                      on_bytes=bar.update, on_total=grow) as src:
-            for name, arch in plan:
-                res = build(spec, lock, bundle=name, arch=arch, src=src, out_dir=out,
-                            sign=sign, workers=jobs)
-                extra = (_sigstore(res.path, res.manifest.to_bytes()) if sigstore
-                         else None)
-                results.append({"bundle": str(res.path), "name": name, "arch": arch,
-                                "version": res.manifest.version,
-                                "size": res.path.stat().st_size,
-                                "signed": keys_dir is not None, "root_fingerprint": fingerprint,
-                                "sigstore": extra, "downloads": res.downloads,
-                                "cache_hits": res.cache_hits})
-    sums = _write_usb_extras(out, [Path(r["bundle"]).name for r in results])
+            build_all(spec, lock, plan, src=src, out_dir=out, sign=sign, workers=jobs,
+                      force=force, extras=_extras_size(), before_write=before_write,
+                      on_done=done)
+    sums = out / "SHA256SUMS"
     if as_json:
         click.echo(json.dumps({"bundles": results, "sha256sums": str(sums)}, indent=2,
                               sort_keys=True))
     else:
         for r in results:
             how = f"signed for root {fingerprint}" if r["signed"] else "UNSIGNED"
-            click.echo(f"built {r['bundle']} ({_human(r['size'])}, {how})")
+            state = "up to date" if r["up_to_date"] else "built"
+            click.echo(f"{state} {r['bundle']} ({_human(r['size'])}, {how})")
         click.echo(f"wrote {out / 'airgap-install.pyz'}, {out / 'INSTALL.txt'} and {sums}")
 
 
@@ -160,26 +181,46 @@ def _signer(keys_dir: Path) -> Any:
     return sign
 
 
-def _sigstore(bundle: Path, manifest_bytes: bytes) -> str:
-    from ..provenance import sigstore_sign
+def _write_sigstore(bundle: Path, data: bytes | None, manifest: Any,
+                    wanted: bool) -> str | None:
+    """``<bundle>.sigstore.json``: written with a new bundle; an up-to-date bundle keeps
+    the one beside it, or gets one when it has none."""
+    if not wanted:
+        return None
+    from installer.fsio import write_verified
+
     from .verify import sigstore_path
     out = sigstore_path(bundle)
-    data = sigstore_sign(manifest_bytes)
-    from installer.fsio import write_verified
+    if data is None:
+        if out.is_file():
+            return str(out)
+        from ..provenance import sigstore_sign
+        data = sigstore_sign(manifest.to_bytes())
     write_verified(out, [data])
     return str(out)
 
 
-def _write_usb_extras(out: Path, bundle_names: list[str]) -> Path:
-    """The installer zipapp, INSTALL.txt and SHA256SUMS beside the bundles; returns the
-    SHA256SUMS path."""
+def _extras_size() -> int:
+    from installer import zipapp
+    return len(zipapp.zipapp_bytes()) + 64 * 1024
+
+
+def _write_usb_extras(out: Path, bundle_paths: list[str]) -> Path:
+    """The installer zipapp, INSTALL.txt and SHA256SUMS beside the bundles, each rewritten
+    only when its bytes change; returns the SHA256SUMS path."""
     from installer import zipapp
     from installer.fsio import write_verified
 
     from ..sums import sha256sums
-    zipapp.build_zipapp(str(out / "airgap-install.pyz"))
-    names = sorted({p.name for p in out.glob("*.tar")} | set(bundle_names))
-    write_verified(out / "INSTALL.txt", [zipapp.install_txt(names).encode()])
+    names = sorted({p.name for p in out.glob("*.tar")} | {Path(b).name for b in bundle_paths})
+    for path, data, mode in ((out / "airgap-install.pyz", zipapp.zipapp_bytes(), 0o755),
+                             (out / "INSTALL.txt", zipapp.install_txt(names).encode(), 0o644)):
+        try:
+            if path.read_bytes() == data:
+                continue
+        except OSError:
+            pass
+        write_verified(path, [data], mode=mode)
     sums = out / "SHA256SUMS"
     write_verified(sums, [sha256sums(out).encode()])
     return sums

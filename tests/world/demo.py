@@ -54,9 +54,9 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     env = {"XDG_CACHE_HOME": str(base / "cache"), "NO_PROXY": "127.0.0.1,localhost",
            "DEMO_KEYS_PASSPHRASE": "demo passphrase: use a long random one",
-           # run this checkout's code, whatever `pip install -e` points at
-           "PYTHONPATH": os.pathsep.join(
-               [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+           # the checked-out tree, not whichever copy of the project pip installed
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                        os.environ.get("PYTHONPATH")]))}
     os.environ.update(env)
     bundle = [sys.executable, "-m", "bundler"]
     print(f"demo folder: {base}")
