@@ -59,13 +59,15 @@ class Release:
     targets: Tuple[Target, ...]
     script: Target            # install.sh, run from the release copy (target is "")
     installed_at: int = 0
+    changes: Tuple[str, ...] = ()  # what this change did to the options (options.diff), shown
 
     def to_json(self) -> Dict[str, Any]:
         return {"digest": self.digest, "name": self.name, "version": self.version,
                 "arch": self.arch, "k3s_version": self.k3s_version, "role": self.role,
                 "options": self.options.to_json(),
                 "targets": [t.to_json() for t in self.targets],
-                "script": self.script.to_json(), "installed_at": self.installed_at}
+                "script": self.script.to_json(), "installed_at": self.installed_at,
+                "options_changed": list(self.changes)}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Release":
@@ -73,7 +75,8 @@ class Release:
                    k3s_version=d["k3s_version"], role=d["role"],
                    options=Options.from_json(d["options"]),
                    targets=tuple(_target(t) for t in d["targets"]),
-                   script=_target(d["script"]), installed_at=d["installed_at"])
+                   script=_target(d["script"]), installed_at=d["installed_at"],
+                   changes=tuple(str(c) for c in d.get("options_changed", ())))
 
     def summary(self) -> Dict[str, Any]:
         return {"name": self.name, "version": self.version, "k3s_version": self.k3s_version,

@@ -31,6 +31,7 @@ persisting anything.
 
 import calendar
 import datetime
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -321,3 +322,10 @@ def verify_signed_manifest(trusted_root_bytes: bytes, chain: Sequence[bytes],
     signatures = parse_signatures_doc(signatures_doc)
     verify_threshold(root, "targets", manifest_bytes, signatures, what="bundle manifest")
     return root
+
+
+def root_fingerprint(root: Root) -> str:
+    """A short id of a root for people to compare (``bundle keys``, ``airgap-install trust``,
+    signature errors): the first 12 hex digits of the sha256 of its canonical signed bytes.
+    The same root has the same fingerprint whatever whitespace its file was written with."""
+    return hashlib.sha256(root.signed_bytes).hexdigest()[:12]

@@ -24,7 +24,7 @@ import sys
 import uuid
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import failpoint, place
+from . import failpoint, imagecache, place
 from .errors import EnvironmentProblem
 from .layout import Layout
 from .state import Release, State, clear_journal, load_journal, load_state, save_journal, save_state
@@ -100,6 +100,8 @@ def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_
     save_journal(layout, journal)
     failpoint.hit("after-journal")
     try:
+        if any(t.target.startswith(place.IMAGES_PREFIX) for t in new.targets):
+            imagecache.opt_in(layout)  # before K3s can start with the new archives
         place.apply(layout, old, new, failpoint.hit)
     except BaseException:
         _undo(layout, journal)
@@ -129,7 +131,7 @@ def _finish(layout: Layout, journal: Dict[str, Any], report: Report,
     failpoint.hit("after-install-sh")
     state = save_state(layout, State.from_json(journal["state_after"]))
     failpoint.hit("after-state")
-    _cleanup(layout, journal["tx"], state)
+    _cleanup(layout, journal, state)
     return state
 
 
@@ -141,10 +143,13 @@ def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
     shutil.rmtree(os.path.join(layout.txn, journal["tx"]), ignore_errors=True)
 
 
-def _cleanup(layout: Layout, tx: str, state: State) -> None:
+def _cleanup(layout: Layout, journal: Dict[str, Any], state: State) -> None:
+    place.remove_replaced_images(layout, _release(journal["from"]),
+                                 Release.from_json(journal["to"]))
+    failpoint.hit("after-remove-replaced-images")
     clear_journal(layout)
     failpoint.hit("after-commit")
-    shutil.rmtree(os.path.join(layout.txn, tx), ignore_errors=True)
+    shutil.rmtree(os.path.join(layout.txn, journal["tx"]), ignore_errors=True)
     prune_releases(layout, state)
 
 
@@ -175,7 +180,7 @@ def recover(layout: Layout, report: Report, output: Optional[IO[str]] = None) ->
         label = "{} of {} {}".format(journal["op"], new.name, new.version)
         if state.current is not None and state.current.digest == new.digest \
                 and state.generation > after.generation:
-            _cleanup(layout, journal["tx"], state)
+            _cleanup(layout, journal, state)
             done = f"cleaned up after the committed {label}"
         elif journal["phase"] == "placing":
             report(f"an interrupted {label} was found: restoring the previous files")

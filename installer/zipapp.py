@@ -14,7 +14,17 @@ from .fsio import write_verified
 
 SHEBANG = b"#!/usr/bin/env python3\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
-_MAIN = b"import sys\nfrom installer.cli import main\nsys.exit(main())\n"
+# The zipapp's entry point. It must parse and run on ANY python3 (and python2) a device may
+# have, so an old interpreter gets a clear sentence instead of a SyntaxError from a module it
+# cannot read: no f-strings, no annotations, nothing imported from the package before the check.
+# Exit 6 is ``EnvironmentProblem`` (this host lacks what is needed).
+VERSION_GATE = b"""import sys
+if sys.version_info < (3, 8):
+    sys.stderr.write("airgap-install: needs Python 3.8 or newer (found {})\\n".format(
+        sys.version.split()[0]))
+    sys.exit(6)
+"""
+_MAIN = VERSION_GATE + b"from installer.cli import main\nsys.exit(main())\n"
 
 
 def _sources(package_dir: str) -> List[str]:
