@@ -164,7 +164,8 @@ def _text(result: Dict[str, Any]) -> List[str]:
         lines.append(result["detail"])
     elif "ok" in result:
         lines.append("OK {name} {version} ({arch}, K3s {k3s_version}): {members} members, "
-                     "{bytes} bytes verified, manifest sha256 {digest}".format(**result))
+                     "{bytes} bytes verified, manifest sha256 {digest}, signed under root "
+                     "v{root_version} fingerprint {root_fingerprint}".format(**result))
     elif "pinned" in result:
         verb = "pinned" if result["changed"] else "already pinned:"
         lines.append(f"{verb} root v{result['root_version']} fingerprint "

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Dict, Optional
 
-from . import bundlefmt, failpoint, options, policy, preflight, summary, txn, verify
+from . import bundlefmt, failpoint, imagecache, options, policy, preflight, summary, txn, verify
 from .errors import ConfigError, DigestMismatch, InstallerError
 from .fsio import fsync_dir, verify_file, write_verified
 from .layout import Layout, Target, targets_for
@@ -88,7 +88,8 @@ def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
     return {"bundle": path, "ok": True, "name": m.name, "version": m.version, "arch": m.arch,
             "k3s_version": m.k3s_version, "roles": list(m.roles), "digest": opened.digest,
             "members": len(m.members), "bytes": checked,
-            "root_version": getattr(opened.root, "version", None)}
+            "root_version": getattr(opened.root, "version", None),
+            "root_fingerprint": verify._trust().root_fingerprint(opened.root)}
 
 
 def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
@@ -128,6 +129,9 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
             installed_version=cur.version if cur else None,
             name=m.name, version=m.version, switch_name=req.switch_bundle)
         if decision.action == "same" and cur is not None and changes:
+            if cur.digest != opened.digest:
+                report(f"warning: {m.name} {m.version} is installed from a different manifest "
+                       f"({cur.digest[:16]}); the new options are applied to the installed one")
             report(f"{decision.reason}: applying the new options to it")
             return apply_options(layout, state, node, op="install", report=report,
                                   output=output)
@@ -232,7 +236,11 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
                     f"kept copy of {t.member} in {folder} no longer matches its sha256 {t.sha256}",
                     hint="roll forward instead: install a verified bundle from its medium")
         recorded = NodeOptions.of(prev)  # as that release last ran; the command line overrides
-        node = checked(options.merge(recorded, Given(skip_start=skip_start), role=prev.role))
+        node = options.merge(recorded, Given(skip_start=skip_start), role=prev.role)
+        options.check(node)
+        if node.token_file and not os.path.isfile(node.token_file):
+            report(f"warning: the recorded token file {node.token_file} does not exist; "
+                   "K3s will not join its server until it does")
         changes = options.diff(recorded, node)
         target = replace(prev, options=node.stored(), installed_at=int(time.time()),
                          changes=tuple(str(c) for c in changes))
@@ -283,6 +291,7 @@ def status(layout: Layout) -> Dict[str, Any]:
             "op": journal.get("op"), "phase": journal.get("phase"),
             "hint": "run `airgap-install recover` (or any install/rollback) to finish it"},
         "state_copies_damaged": read.bad + read.stale,
+        "image_import_cache": imagecache.enabled(layout),
         "foreign_images": foreign_files(layout, state.current),
         "ok": journal is None and not read.bad,
     }

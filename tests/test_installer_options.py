@@ -254,3 +254,26 @@ def test_merge_rules() -> None:
     changes = diff(rec, merge(rec, Given(exec_args="--x", skip_start=False), role="server"))
     assert [str(c) for c in changes] == [f"exec {TLS!r} -> '--x'", "skip_start true -> false"]
     assert [c.name for c in diff(None, agent)] == ["role", "url", "token_file"]
+
+
+def test_docs_option_tables_match_help() -> None:
+    """docs/installer.md's `install` option table and the commands table name exactly the
+    options and commands `--help` has (the docs cannot drift from the CLI)."""
+    import re
+
+    from bundles import REPO
+    doc = (REPO / "docs" / "installer.md").read_text()
+    table = doc.split("`install` options:", 1)[1].split("\n\n", 2)[1]
+    first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
+    documented = {f for cell in first_cells for f in re.findall(r"`(--[a-z-]+)", cell)}
+    help_text = cli("install", "--help").stdout
+    common = {"--help", "--root", "--json", "--quiet", "--wait"}
+    usage = help_text.split("positional arguments", 1)[0]
+    offered = set(re.findall(r"[\[|] ?(--[a-z-]+)", usage)) - common
+    assert documented == offered, (documented ^ offered)
+    for flag in common - {"--help"}:
+        assert f"`{flag}" in doc
+    commands = set(re.findall(r"^\| `([a-z]+)[ `]", doc, re.M))
+    top = cli("--help").stdout
+    listed = set(re.findall(r"^    ([a-z]+)\b", top, re.M))
+    assert commands == listed, (commands ^ listed)
