@@ -104,7 +104,7 @@ INSTALL_POINTS = [
     "after-promote", "after-backups", "after-journal.json-primary", "after-journal",
     "after-place-images", "after-place-charts", "after-place-manifests", "after-place-binary",
     "after-remove-old", "after-placed", "after-install-sh", "after-state.json-primary",
-    "after-state", "after-commit",
+    "after-state", "after-remove-replaced-images", "after-commit",
 ]
 
 
