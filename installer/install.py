@@ -150,6 +150,17 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         targets = targets_for(m.members, role)
         policy.check_space(preflight.space_needs(layout, m, targets), bundle=label)
         failpoint.hit("after-preflight")
+        script_member = [x for x in m.members if x.kind == "install-script"][0]
+        new = Release(digest=opened.digest, name=m.name, version=m.version, arch=m.arch,
+                      k3s_version=m.k3s_version, role=role, options=node.stored(),
+                      targets=tuple(targets), installed_at=int(time.time()),
+                      script=Target("", script_member.path, script_member.sha256,
+                                    script_member.size, script_member.mode),
+                      changes=tuple(str(c) for c in changes))
+        plan = summary.plan(cur, new)  # said before the (long) copy, and before placing
+        for line in summary.lines(plan):
+            report(line)
+        report_options(report, req.given, node, changes, first=cur is None)
         size = policy.human_bytes(m.payload_size)
         report(f"verified signatures of {label}; copying {size} into staging")
         staging = os.path.join(layout.staging, txn.new_tx())
@@ -168,19 +179,8 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         report("trust anchor advanced to root v{}".format(getattr(opened.root, "version", "?")))
     _promote(layout, staging, opened.digest)
     failpoint.hit("after-promote")
-    script_member = [x for x in m.members if x.kind == "install-script"][0]
-    new = Release(digest=opened.digest, name=m.name, version=m.version, arch=m.arch,
-                  k3s_version=m.k3s_version, role=role, options=node.stored(),
-                  targets=tuple(targets), installed_at=int(time.time()),
-                  script=Target("", script_member.path, script_member.sha256,
-                                script_member.size, script_member.mode),
-                  changes=tuple(str(c) for c in changes))
     after = State(current=new, previous=cur, generation=state.generation,
                   time_ratchet=max(state.time_ratchet, m.created))
-    plan = summary.plan(cur, new)
-    for line in summary.lines(plan):
-        report(line)
-    report_options(report, req.given, node, changes, first=cur is None)
     report(f"placing {label} ({decision.reason})")
     written = txn.run(layout, op="install", old=cur, new=new, state_after=after, report=report,
                       output=output)
