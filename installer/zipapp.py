@@ -73,6 +73,8 @@ On each host (as root), with the medium mounted at /media/usb:
 
 1. Once per host, pin the publisher's trust anchor (root.json, delivered separately):
      python3 /media/usb/airgap-install.pyz trust /path/to/root.json
+   It prints the root's fingerprint (12 hex digits): compare it with the one the
+   publisher gave you along with root.json.
 
 2. Check, then install the newest bundle for this host's architecture:
      python3 /media/usb/airgap-install.pyz verify /media/usb
@@ -81,9 +83,15 @@ On each host (as root), with the medium mounted at /media/usb:
      python3 /media/usb/airgap-install.pyz install /media/usb --agent \\
          --url https://SERVER:6443 --token-file /root/k3s-token
 
-3. See what is installed, or go back to the previous release:
+3. See what is installed (with its K3s options), or go back to the previous release:
      python3 /media/usb/airgap-install.pyz status
      python3 /media/usb/airgap-install.pyz rollback
+
+4. K3s options (--exec "ARGS", --url, --token-file, --skip-start) are remembered: later
+   installs of newer bundles keep them. To change them without a new bundle:
+     python3 /media/usb/airgap-install.pyz reconfigure --exec "--disable traefik"
+
+Exit codes and every option: python3 /media/usb/airgap-install.pyz --help
 
 The installer copies each file from the medium to the host while checking its signed
 sha256, and installs only from that checked copy: the medium can be removed as soon as
