@@ -285,3 +285,22 @@ def test_install_sh_failure_keeps_old_archives_untouched(tmp_path: Path, keydir:
             env={"AIRGAP_TEST_SCRIPT_FAIL": "1"})
     assert r.returncode == 6
     assert live(host) == before and old_app.stat().st_ino == inode
+
+
+def test_internal_error_is_the_same_json_object(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    """A bug (any unexpected exception) still gives one JSON object, code 1, with --json."""
+    from installer import cli as installer_cli
+    from installer import install
+
+    def broken(layout: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(install, "status", broken)
+    code = installer_cli.main(["status", "--root", str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" in err
+    assert json.loads(out) == {"error": {"code": 1, "kind": "InternalError",
+                                         "message": "RuntimeError: boom",
+                                         "hint": "please report it with the output on stderr"}}
