@@ -133,8 +133,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
                 report(f"warning: {m.name} {m.version} is installed from a different manifest "
                        f"({cur.digest[:16]}); the new options are applied to the installed one")
             report(f"{decision.reason}: applying the new options to it")
-            return apply_options(layout, state, node, op="install", report=report,
-                                  output=output)
+            return apply_options(layout, state, node, report=report, output=output)
         if decision.action == "same":
             same = cur is not None and cur.digest == opened.digest
             if not same:

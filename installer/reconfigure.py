@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import bundlefmt, options, policy, txn
+from . import bundlefmt, options, policy, summary, txn
 from .errors import ConfigError, DigestMismatch
 from .fsio import verify_file
 from .layout import Layout, Target, targets_for
@@ -46,7 +46,7 @@ def checked(node: NodeOptions) -> NodeOptions:
 
 
 def report_options(report: Report, given: Given, node: NodeOptions,
-                    changes: List[options.Change], *, first: bool) -> None:
+                   changes: List[options.Change], *, first: bool) -> None:
     kept = options.carried(given, node)
     if kept and not first:
         report("keeping the installed options: " + ", ".join(kept)
@@ -72,12 +72,14 @@ def kept_targets(layout: Layout, release: Release, role: str) -> List[Target]:
     return targets_for(m.members, role)
 
 
-def apply_options(layout: Layout, state: State, node: NodeOptions, *, op: str,
-                   report: Report, output: Optional[IO[str]]) -> Dict[str, Any]:
+def apply_options(layout: Layout, state: State, node: NodeOptions, *, report: Report,
+                  output: Optional[IO[str]]) -> Dict[str, Any]:
     """Re-run the installed release's install.sh with ``node``, journaled like an install
     (a role change also changes which files are placed: agents get no charts/manifests)."""
     cur = state.current
-    assert cur is not None
+    if cur is None:
+        raise ConfigError("nothing is installed to reconfigure",
+                          hint="install a bundle first: airgap-install install BUNDLE")
     recorded = NodeOptions.of(cur)
     changes = options.diff(recorded, node)
     targets = cur.targets if node.role == cur.role else tuple(
@@ -91,11 +93,14 @@ def apply_options(layout: Layout, state: State, node: NodeOptions, *, op: str,
                      installed_at=int(time.time()), changes=tuple(str(c) for c in changes))
     after = State(current=target, previous=state.previous, generation=state.generation,
                   time_ratchet=state.time_ratchet)
+    if targets != cur.targets:
+        for line in summary.lines(summary.plan(cur, target)):
+            report(line)
     report(options.describe(changes))
     report(f"re-running install.sh of {cur.name} {cur.version} with "
            f"INSTALL_K3S_EXEC={node.install_exec!r}")
-    written = txn.run(layout, op=op if op != "install" else "reconfigure", old=cur,
-                      new=target, state_after=after, report=report, output=output)
+    written = txn.run(layout, op="reconfigure", old=cur, new=target, state_after=after,
+                      report=report, output=output)
     return {"action": "reconfigured", "current": summary_of(target),
             "previous": summary_of(state.previous),
             "options_changed": [c.to_json() for c in changes],
@@ -115,11 +120,9 @@ def reconfigure(layout: Layout, given: Given, *, wait: bool = False, report: Rep
         if cur is None:
             raise ConfigError("nothing is installed to reconfigure",
                               hint="install a bundle first: airgap-install install BUNDLE")
-        node = checked(options.merge(NodeOptions.of(cur), given,
-                                      role=given.role or cur.role))
+        node = checked(options.merge(NodeOptions.of(cur), given, role=given.role or cur.role))
         if node == NodeOptions.of(cur):
             return {"action": "none", "reason": "the options are already "
                     + ", ".join(f"{k}={v!r}" for k, v in node.to_json().items()),
                     "current": summary_of(cur)}
-        return apply_options(layout, state, node, op="reconfigure", report=report,
-                              output=output)
+        return apply_options(layout, state, node, report=report, output=output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_demo_runs_end_to_end(tmp_path: Path) -> None:
+    # PYTHONPATH: the demo's own `python -m bundler` runs (cwd elsewhere) use this tree's code,
+    # not whatever copy of the package is installed
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "tests.world.demo", "--dir", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     out = p.stdout
     assert "MISSING from the bundle: 1" in out and "docker.io/library/busybox:1.37" in out
