@@ -5,31 +5,76 @@ else in the installer prints or exits."""
 import argparse
 import json
 import os
-import shlex
 import sys
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
-from . import __version__, install
-from .errors import ConfigError, DigestMismatch, EnvironmentProblem, InstallerError
+from . import __version__, install, progress, reconfigure
+from .errors import EXIT_CODES, ConfigError, DigestMismatch, EnvironmentProblem, InstallerError
 from .layout import Layout
-from .state import Options
+from .options import Given
+
+
+class UsageError(ConfigError):
+    """A command line argparse refused (exit 2), reported like every other error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+
+
+def epilog() -> str:
+    """The exit-code table of ``installer/errors.py``, for ``--help`` (the docs are not on the
+    USB stick; the installer is)."""
+    width = max(len(str(c)) for c in EXIT_CODES)
+    rows = "\n".join(f"  {c:>{width}}  {m}" for c, m in sorted(EXIT_CODES.items()))
+    return ("exit codes:\n" + rows + "\n\nWith --json, the result is one JSON object on stdout; "
+            'an error is {"error": {"code": N, "kind": "...", "message": "...", "hint": ...}}.')
+
+
+def _option_args(p: argparse.ArgumentParser, *, role: bool = True) -> None:
+    """Node options; each one not given keeps the installed value (see installer/options.py)."""
+    if role:
+        r = p.add_mutually_exclusive_group()
+        r.add_argument("--server", dest="role", action="store_const", const="server",
+                       help="K3s role server (default: the installed role)")
+        r.add_argument("--agent", dest="role", action="store_const", const="agent",
+                       help="K3s role agent (needs --url and --token-file once)")
+    p.add_argument("--url", help="server to join (K3S_URL), e.g. https://10.0.0.1:6443; "
+                                 "remembered; --url '' forgets it")
+    p.add_argument("--token-file", metavar="F", help="file holding the join token; remembered")
+    p.add_argument("--exec", dest="exec_args", default=None, metavar='"ARGS"',
+                   help='extra K3s arguments, e.g. --exec "--disable traefik"; remembered; '
+                        '--exec "" drops them')
+    _start_args(p)
+
+
+def _start_args(p: argparse.ArgumentParser) -> None:
+    s = p.add_mutually_exclusive_group()
+    s.add_argument("--skip-start", dest="skip_start", action="store_const", const=True,
+                   default=None, help="do not start K3s (INSTALL_K3S_SKIP_START=true); "
+                                      "remembered")
+    s.add_argument("--start", dest="skip_start", action="store_const", const=False,
+                   help="start K3s again after a remembered --skip-start")
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--root", default="/", metavar="DIR",
                         help="install root (default /); for images and tests")
-    common.add_argument("--json", action="store_true", help="print the result as JSON")
-    locking = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true",
+                        help="print the result (or the error) as one JSON object on stdout")
+    common.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress or step messages on stderr (warnings and errors only)")
+    locking = _Parser(add_help=False)
     locking.add_argument("--wait", action="store_true",
                          help="wait for another running airgap-install instead of failing")
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="airgap-install",
         description="Verify and install signed K3s airgap bundles offline.",
-        epilog="Exit codes: see docs/exit-codes.md (0 ok, 2 usage, 3 untrusted content, "
-               "4 policy refusal, 5 transfer, 6 environment).")
+        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version="airgap-install " + __version__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -46,15 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("install", parents=[common, locking],
                        help="verify and install a bundle, or the newest one in a folder")
     i.add_argument("bundle", metavar="BUNDLE|FOLDER")
-    role = i.add_mutually_exclusive_group()
-    role.add_argument("--server", dest="role", action="store_const", const="server")
-    role.add_argument("--agent", dest="role", action="store_const", const="agent")
-    i.add_argument("--url", help="server to join (K3S_URL), e.g. https://10.0.0.1:6443")
-    i.add_argument("--token-file", metavar="F", help="file holding the join token")
-    i.add_argument("--exec", dest="exec_args", default="", metavar='"ARGS"',
-                   help='extra K3s arguments, e.g. --exec "--disable traefik"')
-    i.add_argument("--skip-start", action="store_true",
-                   help="install without starting K3s (INSTALL_K3S_SKIP_START=true)")
+    _option_args(i)
     i.add_argument("--arch", help="install this architecture (with --root other than / only)")
     i.add_argument("--switch-bundle", action="store_true",
                    help="replace an installed bundle of another name")
@@ -64,10 +101,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="also hash every placed file and kept copy against the installed "
                          "manifest; exit 3 listing each difference")
 
+    c = sub.add_parser("reconfigure", parents=[common, locking],
+                       help="re-run install.sh of the installed release with new options")
+    _option_args(c)
+
     r = sub.add_parser("rollback", parents=[common, locking],
                        help="go back to the previous release, atomically")
-    r.add_argument("--skip-start", action="store_true", default=None,
-                   help="do not start K3s after rolling back")
+    _start_args(r)
     r.add_argument("--allow-k3s-downgrade", action="store_true",
                    help="roll back across a K3s minor (needs a datastore snapshot of it)")
 
@@ -76,24 +116,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _request(args: argparse.Namespace) -> install.InstallRequest:
-    if args.exec_args:
-        try:
-            shlex.split(args.exec_args)
-        except ValueError as e:
-            raise ConfigError(f"--exec {args.exec_args!r} does not parse: {e}") from None
+def _given(args: argparse.Namespace) -> Given:
     token_file = args.token_file
-    if token_file is not None:
+    if token_file:
         token_file = os.path.abspath(token_file)
         if not os.path.isfile(token_file):
             raise ConfigError(f"--token-file {token_file} does not exist")
-    if (args.url or token_file) and args.role is None:
-        raise ConfigError("--url/--token-file need --server or --agent")
-    options = Options(exec_args=args.exec_args, url=args.url, token_file=token_file,
-                      skip_start=args.skip_start)
-    return install.InstallRequest(source=args.bundle, role=args.role, options=options,
-                                  arch=args.arch, switch_bundle=args.switch_bundle,
-                                  wait=args.wait)
+    return Given(role=args.role, exec_args=args.exec_args, url=args.url,
+                 token_file=token_file, skip_start=args.skip_start)
+
+
+def _request(args: argparse.Namespace) -> install.InstallRequest:
+    return install.InstallRequest(source=args.bundle, given=_given(args), arch=args.arch,
+                                  switch_bundle=args.switch_bundle, wait=args.wait)
 
 
 def _text(result: Dict[str, Any]) -> List[str]:
@@ -101,9 +136,16 @@ def _text(result: Dict[str, Any]) -> List[str]:
     if "installed" in result:  # status
         cur, prev = result["installed"], result["previous"]
         lines.append("installed: " + (_release(cur) if cur else "nothing"))
+        if cur:
+            lines.append("  options: " + _options(cur["options"]))
+            if cur.get("options_changed"):
+                lines.append("  last change of options: " + "; ".join(cur["options_changed"]))
         lines.append("previous:  " + (_release(prev) if prev else "none"))
-        lines.append("trust root: v{}".format(result["trust_root_version"])
-                     if result["trust_root_version"] else "trust root: not pinned")
+        if prev:
+            lines.append("  options: " + _options(prev["options"]))
+        lines.append("trust root: v{} fingerprint {}".format(
+            result["trust_root_version"], result.get("trust_root_fingerprint"))
+            if result["trust_root_version"] else "trust root: not pinned")
         if result["pending"]:
             lines.append("PENDING {op} ({phase}): {hint}".format(**result["pending"]))
         if result["state_copies_damaged"]:
@@ -125,6 +167,8 @@ def _text(result: Dict[str, Any]) -> List[str]:
     action = result.get("action")
     if action == "installed":
         lines.append("installed " + _release(result["current"]))
+    elif action == "reconfigured":
+        lines.append("reconfigured " + _release(result["current"]))
     elif action == "rolled-back":
         lines.append("rolled back to " + _release(result["current"]))
     elif action == "repaired":
@@ -138,11 +182,29 @@ def _text(result: Dict[str, Any]) -> List[str]:
         lines.append(result["detail"])
     elif "ok" in result:
         lines.append("OK {name} {version} ({arch}, K3s {k3s_version}): {members} members, "
-                     "{bytes} bytes verified, manifest sha256 {digest}".format(**result))
+                     "{bytes} bytes verified, manifest sha256 {digest}, signed under root "
+                     "v{root_version} fingerprint {root_fingerprint}".format(**result))
     elif "pinned" in result:
         verb = "pinned" if result["changed"] else "already pinned:"
-        lines.append(f"{verb} root v{result['root_version']} at {result['pinned']}")
+        lines.append(f"{verb} root v{result['root_version']} fingerprint "
+                     f"{result['fingerprint']} at {result['pinned']}")
+    if action in ("installed", "reconfigured", "rolled-back"):
+        lines.append("  options: " + _options(result["current"]["options"]))
+        changed = result["current"].get("options_changed") or []
+        if changed and (result.get("previous") or action == "reconfigured"):
+            lines.append("  options changed: " + "; ".join(changed))
     return lines
+
+
+def _options(o: Dict[str, Any]) -> str:
+    parts = [f"INSTALL_K3S_EXEC={o['install_k3s_exec']!r}"]
+    if o.get("url"):
+        parts.append(f"url {o['url']}")
+    if o.get("token_file"):
+        parts.append(f"token file {o['token_file']}")
+    if o.get("skip_start"):
+        parts.append("skip start")
+    return ", ".join(parts)
 
 
 def _release(r: Dict[str, Any]) -> str:
@@ -151,27 +213,20 @@ def _release(r: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as e:
+        return _fail(argparse.Namespace(json="--json" in argv), e)
     layout = Layout(os.path.abspath(args.root))
 
     def report(message: str) -> None:
-        print("airgap-install: " + message, file=sys.stderr)
+        if not args.quiet or message.startswith("warning"):
+            print("airgap-install: " + message, file=sys.stderr)
 
+    meter = None if args.json or args.quiet else progress.factory(report)
     try:
-        if args.command == "trust":
-            result = install.trust_root(layout, args.root_json, wait=args.wait)
-        elif args.command == "verify":
-            result = install.verify_bundle(layout, args.bundle, arch=args.arch)
-        elif args.command == "install":
-            result = install.install(layout, _request(args), report=report)
-        elif args.command == "status":
-            result = install.status(layout, check=args.verify)
-        elif args.command == "rollback":
-            result = install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
-                                      allow_k3s_downgrade=args.allow_k3s_downgrade,
-                                      report=report)
-        else:
-            result = install.recover(layout, wait=args.wait, report=report)
+        result = _run(args, layout, report, meter)
     except InstallerError as e:
         return _fail(args, e)
     except OSError as e:
@@ -179,10 +234,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(args, EnvironmentProblem(
             "{}{}".format(e.strerror or e, (": " + where) if where else ""),
             hint="check permissions and free space there"))
-    except Exception:  # a bug: say so, with the trace
+    except Exception as e:  # a bug: say so, with the trace
         traceback.print_exc()
         print("airgap-install: internal error (exit 1): please report it with the output above",
               file=sys.stderr)
+        if args.json:
+            print(json.dumps(error_object(1, "InternalError", f"{type(e).__name__}: {e}",
+                                          "please report it with the output on stderr"),
+                             indent=1, sort_keys=True))
         return 1
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True))
@@ -197,11 +256,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
+         meter: Optional[install.Progress]) -> Dict[str, Any]:
+    if args.command == "trust":
+        return install.trust_root(layout, args.root_json, wait=args.wait)
+    if args.command == "verify":
+        return install.verify_bundle(layout, args.bundle, arch=args.arch, progress=meter)
+    if args.command == "install":
+        return install.install(layout, _request(args), report=report, progress=meter)
+    if args.command == "reconfigure":
+        return reconfigure.reconfigure(layout, _given(args), wait=args.wait, report=report)
+    if args.command == "status":
+        return install.status(layout, check=args.verify)
+    if args.command == "rollback":
+        return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
+                                allow_k3s_downgrade=args.allow_k3s_downgrade, report=report)
+    return install.recover(layout, wait=args.wait, report=report)
+
+
+def error_object(code: int, kind: str, message: str, hint: Optional[str]) -> Dict[str, Any]:
+    """The one JSON error shape of ``--json`` (docs/exit-codes.md)."""
+    return {"error": {"code": code, "kind": kind, "message": message, "hint": hint}}
+
+
 def _fail(args: argparse.Namespace, e: InstallerError) -> int:
     print(f"airgap-install: error: {e}", file=sys.stderr)
     if getattr(args, "json", False):
-        print(json.dumps({"error": {"type": type(e).__name__, "message": e.message,
-                                    "hint": e.hint, "exit_code": e.exit_code}},
+        print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, e.hint),
                          indent=1, sort_keys=True))
     return e.exit_code
 

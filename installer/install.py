@@ -15,14 +15,29 @@ import time
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Dict, Optional
 
-from . import bundlefmt, failpoint, policy, preflight, repair, txn, verify
+from . import (
+    bundlefmt,
+    failpoint,
+    imagecache,
+    options,
+    policy,
+    preflight,
+    repair,
+    summary,
+    txn,
+    verify,
+)
 from .errors import ConfigError, InstallerError
 from .fsio import fsync_dir, write_verified
 from .layout import Layout, Target, targets_for
+from .options import Given, NodeOptions
 from .place import foreign_files
-from .state import Options, Release, RunLock, State, load_journal, load_state
+from .reconfigure import apply_options, checked, report_options, summary_of
+from .state import Release, RunLock, State, load_journal, load_state
 
 Report = Callable[[str], None]
+# total bytes, what -> a callback counting bytes as they are copied or hashed (the CLI's meter)
+Progress = Callable[[int, str], Callable[[int], None]]
 
 
 def _quiet(_: str) -> None:
@@ -32,8 +47,7 @@ def _quiet(_: str) -> None:
 @dataclass(frozen=True)
 class InstallRequest:
     source: str                     # bundle file, or folder holding bundles (a USB stick)
-    role: Optional[str] = None      # "server" | "agent"; None: as installed / bundle's only
-    options: Options = Options()
+    given: Given = Given()          # role and options from the command line (None: recorded)
     arch: Optional[str] = None      # only with a root other than /
     switch_bundle: bool = False
     wait: bool = False
@@ -54,19 +68,23 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
                 pinned = trust.parse_root(f.read(), what=layout.trust_anchor)
             if pinned.signed_bytes == root.signed_bytes:
                 return {"pinned": layout.trust_anchor, "root_version": pinned.version,
-                        "changed": False}
+                        "fingerprint": trust.root_fingerprint(pinned), "changed": False}
             raise ConfigError(
                 f"a trust anchor is already pinned at {layout.trust_anchor} "
-                f"(root v{pinned.version})",
+                f"(root v{pinned.version}, fingerprint {trust.root_fingerprint(pinned)}); "
+                f"{root_json} is root v{root.version}, fingerprint "
+                f"{trust.root_fingerprint(root)}",
                 hint="newer roots arrive signed inside bundles and advance it; to re-provision "
                      "this host, remove that file first (you then trust whatever you pin)")
         os.makedirs(os.path.dirname(layout.trust_anchor), exist_ok=True)
         write_verified(layout.trust_anchor, [data], mode=0o644)
     return {"pinned": layout.trust_anchor, "root_version": root.version,
-            "expires": root.expires, "changed": True}
+            "fingerprint": trust.root_fingerprint(root), "expires": root.expires,
+            "changed": True}
 
 
-def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None) -> Dict[str, Any]:
+def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
+                  progress: Optional[Progress] = None) -> Dict[str, Any]:
     """Full check of a bundle (signatures, envelope, every member hashed); writes nothing."""
     path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
     anchor = verify.read_anchor(layout)
@@ -75,27 +93,30 @@ def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None) ->
     try:
         if chosen is not None:
             preflight.check_file_name(chosen, opened.header.manifest)
-        checked = verify.hash_payload(opened)
+        checked = verify.hash_payload(opened, progress(
+            opened.header.manifest.payload_size, "verified") if progress else None)
     finally:
         opened.close()
     m = opened.header.manifest
     return {"bundle": path, "ok": True, "name": m.name, "version": m.version, "arch": m.arch,
             "k3s_version": m.k3s_version, "roles": list(m.roles), "digest": opened.digest,
             "members": len(m.members), "bytes": checked,
-            "root_version": getattr(opened.root, "version", None)}
+            "root_version": getattr(opened.root, "version", None),
+            "root_fingerprint": verify._trust().root_fingerprint(opened.root)}
 
 
 def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
-            output: Optional[IO[str]] = None) -> Dict[str, Any]:
+            output: Optional[IO[str]] = None,
+            progress: Optional[Progress] = None) -> Dict[str, Any]:
     with RunLock(layout, wait=req.wait):
         recovered = txn.recover(layout, report, output)
         if recovered:
             report(recovered)
-        return _install_locked(layout, req, report, output)
+        return _install_locked(layout, req, report, output, progress)
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,
-                    output: Optional[IO[str]]) -> Dict[str, Any]:
+                    output: Optional[IO[str]], progress: Optional[Progress]) -> Dict[str, Any]:
     arch = preflight.host_arch(layout, req.arch)
     path, chosen = preflight.resolve_source(req.source, arch)
     state, _ = load_state(layout)
@@ -111,15 +132,21 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         failpoint.hit("after-header")
         cur = state.current
         policy.check_arch(m.arch, arch, bundle=label)
-        role = policy.choose_role(asked=req.role, installed=cur.role if cur else None,
+        role = policy.choose_role(asked=req.given.role, installed=cur.role if cur else None,
                                   bundle_roles=m.roles, bundle=label)
-        if role == "agent" and not (req.options.url and req.options.token_file):
-            raise ConfigError("installing an agent needs the server to join",
-                              hint="pass --url https://SERVER:6443 --token-file FILE")
+        recorded = NodeOptions.of(cur) if cur else None
+        node = checked(options.merge(recorded, req.given, role=role))
+        changes = options.diff(recorded, node)
         decision = policy.decide_bundle_version(
             installed_name=cur.name if cur else None,
             installed_version=cur.version if cur else None,
             name=m.name, version=m.version, switch_name=req.switch_bundle)
+        if decision.action == "same" and cur is not None and changes:
+            if cur.digest != opened.digest:
+                report(f"warning: {m.name} {m.version} is installed from a different manifest "
+                       f"({cur.digest[:16]}); the new options are applied to the installed one")
+            report(f"{decision.reason}: applying the new options to it")
+            return apply_options(layout, state, node, report=report, output=output)
         if decision.action == "same":
             same = cur is not None and cur.digest == opened.digest
             if same:  # THREATS 35: repair whatever differs from the verified bundle
@@ -140,10 +167,22 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         targets = targets_for(m.members, role)
         policy.check_space(preflight.space_needs(layout, m, targets), bundle=label)
         failpoint.hit("after-preflight")
+        script_member = [x for x in m.members if x.kind == "install-script"][0]
+        new = Release(digest=opened.digest, name=m.name, version=m.version, arch=m.arch,
+                      k3s_version=m.k3s_version, role=role, options=node.stored(),
+                      targets=tuple(targets), installed_at=int(time.time()),
+                      script=Target("", script_member.path, script_member.sha256,
+                                    script_member.size, script_member.mode),
+                      changes=tuple(str(c) for c in changes))
+        plan = summary.plan(cur, new)  # said before the (long) copy, and before placing
+        for line in summary.lines(plan):
+            report(line)
+        report_options(report, req.given, node, changes, first=cur is None)
         size = policy.human_bytes(m.payload_size)
         report(f"verified signatures of {label}; copying {size} into staging")
         staging = _new_staging(layout)
         verify.stage_payload(opened, staging,
+                             on_bytes=progress(m.payload_size, "copied") if progress else None,
                              after_member=lambda p: failpoint.hit("after-stage-member"))
     except BaseException:
         if staging is not None:
@@ -158,36 +197,33 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
                       "sha256": hashlib.sha256(opened.new_root).hexdigest()}
     assert staging is not None
     try:
-        return _place_new(layout, req, report=report, output=output, staging=staging,
-                          opened=opened, state=state, role=role, label=label,
-                          reason=decision.reason, path=path, anchor=new_anchor)
+        return _place_new(layout, report=report, output=output, staging=staging,
+                          opened=opened, state=state, new=new, label=label,
+                          reason=decision.reason, path=path, anchor=new_anchor,
+                          plan=plan, changes=changes)
     except BaseException:
         _drop_unused_releases(layout)
         raise
 
 
-def _place_new(layout: Layout, req: InstallRequest, *, report: Report,
-               output: Optional[IO[str]], staging: str, opened: verify.Opened, state: State,
-               role: str, label: str, reason: str, path: str,
-               anchor: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def _place_new(layout: Layout, *, report: Report, output: Optional[IO[str]], staging: str,
+               opened: verify.Opened, state: State, new: Release, label: str, reason: str,
+               path: str, anchor: Optional[Dict[str, Any]], plan: Any,
+               changes: Any) -> Dict[str, Any]:
+    """Promote the verified staging copy and place it under the journal; the new root is
+    pinned by the transaction only once the state is committed."""
     m = opened.header.manifest
     cur = state.current
-    targets = targets_for(m.members, role)
     _promote(layout, staging, opened.digest)
     failpoint.hit("after-promote")
-    script_member = [x for x in m.members if x.kind == "install-script"][0]
-    new = Release(digest=opened.digest, name=m.name, version=m.version, arch=m.arch,
-                  k3s_version=m.k3s_version, role=role, options=req.options,
-                  targets=tuple(targets), installed_at=int(time.time()),
-                  script=Target("", script_member.path, script_member.sha256,
-                                script_member.size, script_member.mode))
     after = State(current=new, previous=cur, generation=state.generation,
                   time_ratchet=max(state.time_ratchet, m.created))
     report(f"placing {label} ({reason})")
     written = txn.run(layout, op="install", old=cur, new=new, state_after=after, report=report,
                       output=output, anchor=anchor)
     return {"action": "installed", "reason": reason, "bundle": path,
-            "current": new.summary(), "previous": cur.summary() if cur else None,
+            "current": summary_of(new), "previous": summary_of(cur),
+            "changes": plan, "options_changed": [c.to_json() for c in changes],
             "generation": written.generation}
 
 
@@ -208,6 +244,14 @@ def _drop_unused_releases(layout: Layout) -> None:
             txn.prune_releases(layout, load_state(layout)[0])
     except (InstallerError, OSError):
         pass  # the next run's recovery prunes it
+
+
+def _fingerprint(data: bytes) -> Optional[str]:
+    try:
+        trust = verify._trust()
+        return str(trust.root_fingerprint(trust.parse_root(data, what="pinned root.json")))
+    except InstallerError:
+        return None
 
 
 def _promote(layout: Layout, staging: str, digest: str) -> None:
@@ -244,16 +288,29 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
         policy.check_k3s_change(cur.k3s_version, prev.k3s_version, allow_minor_skip=True,
                                 allow_downgrade=allow_k3s_downgrade)
         repair.mend_kept(layout, prev, cur, report)  # never roll back onto a damaged copy
-        opts = prev.options if skip_start is None else replace(prev.options,
-                                                               skip_start=skip_start)
-        target = replace(prev, options=opts, installed_at=int(time.time()))
+        recorded = NodeOptions.of(prev)  # as that release last ran; the command line overrides
+        node = options.merge(recorded, Given(skip_start=skip_start), role=prev.role)
+        options.check(node)
+        if node.token_file and not os.path.isfile(node.token_file):
+            report(f"warning: the recorded token file {node.token_file} does not exist; "
+                   "K3s will not join its server until it does")
+        changes = options.diff(recorded, node)
+        target = replace(prev, options=node.stored(), installed_at=int(time.time()),
+                         changes=tuple(str(c) for c in changes))
         after = State(current=target, previous=cur, generation=state.generation,
                       time_ratchet=state.time_ratchet)
-        report(f"rolling back {cur.name} {cur.version} -> {prev.version}")
+        for line in summary.lines(summary.plan(cur, target)):
+            report(line)
+        if changes:
+            report(options.describe(changes))
+        report(f"rolling back {cur.name} {cur.version} -> {prev.version} with "
+               f"INSTALL_K3S_EXEC={node.install_exec!r}"
+               + (" INSTALL_K3S_SKIP_START=true" if node.skip_start else ""))
         written = txn.run(layout, op="rollback", old=cur, new=target, state_after=after,
                           report=report, output=output)
-        return {"action": "rolled-back", "current": target.summary(),
-                "previous": cur.summary(), "generation": written.generation}
+        return {"action": "rolled-back", "current": summary_of(target),
+                "previous": summary_of(cur), "options_changed": [c.to_json() for c in changes],
+                "generation": written.generation}
 
 
 def recover(layout: Layout, *, wait: bool = False, report: Report = _quiet,
@@ -271,20 +328,24 @@ def status(layout: Layout, *, check: bool = False) -> Dict[str, Any]:
         journal = load_journal(layout)
     except InstallerError as e:
         journal = {"op": "unknown", "error": e.message}
-    anchor = None
+    anchor = fingerprint = None
     if os.path.exists(layout.trust_anchor):
         with open(layout.trust_anchor, "rb") as f:
-            anchor = verify.anchor_version(f.read())
+            data = f.read()
+        anchor = verify.anchor_version(data)
+        fingerprint = _fingerprint(data)
     return {
         "root": layout.root,
-        "installed": state.current.summary() if state.current else None,
-        "previous": state.previous.summary() if state.previous else None,
+        "installed": summary_of(state.current),
+        "previous": summary_of(state.previous),
         "trust_root_version": anchor,
+        "trust_root_fingerprint": fingerprint,
         "time_ratchet": state.time_ratchet,
         "pending": None if journal is None else {
             "op": journal.get("op"), "phase": journal.get("phase"),
             "hint": "run `airgap-install recover` (or any install/rollback) to finish it"},
         "state_copies_damaged": read.bad + read.stale,
+        "image_import_cache": imagecache.enabled(layout),
         "foreign_images": foreign_files(layout, state.current),
         "ok": journal is None and not read.bad,
         "verify": repair.check(layout, state) if check else None,

@@ -11,11 +11,12 @@
         txn/<tx>/                                backups of files a change replaces
         releases/<manifest sha256>/              current and previous release, by bundle path
     <root>/usr/local/bin/k3s                     K3s binary (0755)
-    <root>/var/lib/rancher/k3s/agent/images/     image archives (exactly the current bundle's)
+    <root>/var/lib/rancher/k3s/agent/images/     image archives, named by content; .cache.json
     <root>/var/lib/rancher/k3s/server/static/charts/   chart archives (server role)
     <root>/var/lib/rancher/k3s/server/manifests/       manifests (server role)
 """
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
@@ -68,9 +69,33 @@ class Target:
                 "size": self.size, "mode": self.mode}
 
 
+# Archive extensions K3s imports from agent/images (longest first: ".tar.zst" before ".tar").
+# https://github.com/k3s-io/k3s/blob/master/pkg/agent/containerd/watcher.go (isFileSupported,
+# wharfie's tarfile.SupportedExtensions)
+ARCHIVE_EXTENSIONS = (".tar.zst", ".tar.gz", ".tar.bz2", ".tar.lz4", ".tzst", ".tgz", ".tbz",
+                      ".tar")
+DIGEST_NAME_LEN = 12
+
+
+def image_archive_name(member_name: str, sha256: str) -> str:
+    """The live name of an image archive: its bundle name with the first 12 hex digits of its
+    signed sha256 before the extension (``edge-images-amd64.tar.zst`` ->
+    ``edge-images-amd64-3f2a9c1b0d4e.tar.zst``). A replaced archive is thus always a new file,
+    which K3s imports whatever its size and mtime (its import cache keys on those, and 1.34.3
+    misses a same-size replacement: k3s-io/k3s#14284); an unchanged one keeps its name."""
+    for ext in ARCHIVE_EXTENSIONS:
+        if member_name.endswith(ext) and len(member_name) > len(ext):
+            stem = member_name[:-len(ext)]
+            break
+    else:  # not an archive K3s imports (e.g. a .txt pre-pull list): keep its extension too
+        stem, ext = os.path.splitext(member_name)
+    return f"{stem}-{sha256[:DIGEST_NAME_LEN]}{ext}"
+
+
 def targets_for(members: Sequence[Member], role: str) -> List[Target]:
     """Map bundle members to live paths. install.sh is run from the release copy, not placed;
-    charts and manifests only matter to servers (agents never apply them)."""
+    charts and manifests only matter to servers (agents never apply them); image archives are
+    named by content (``image_archive_name``)."""
     out = []
     for m in members:
         if m.kind == "k3s-binary":
@@ -79,6 +104,8 @@ def targets_for(members: Sequence[Member], role: str) -> List[Target]:
             folder, roles = _KIND_DEST[m.kind]
             if role in roles:
                 name = m.path.split("/", 1)[1]
+                if m.kind == "images":
+                    name = image_archive_name(name, m.sha256)
                 out.append(Target(folder + "/" + name, m.path, m.sha256, m.size, m.mode))
     return out
 

@@ -29,6 +29,7 @@ _GROUPS = (("images", "var/lib/rancher/k3s/agent/images/"),
            ("charts", "var/lib/rancher/k3s/server/static/charts/"),
            ("manifests", "var/lib/rancher/k3s/server/manifests/"),
            ("binary", "usr/local/bin/"))
+IMAGES_PREFIX = _GROUPS[0][1]
 
 
 def _lstat(path: str) -> Optional[os.stat_result]:
@@ -153,9 +154,24 @@ def apply(layout: Layout, old: Optional[Release], new: Release,
         hit("after-place-" + group)
     keep = {t.target for t in new.targets}
     for t in old.targets if old else ():
-        if t.target not in keep:
+        if t.target not in keep and not t.target.startswith(IMAGES_PREFIX):
             _remove(layout.path(t.target))
     hit("after-remove-old")
+
+
+def remove_replaced_images(layout: Layout, old: Optional[Release], new: Release) -> List[str]:
+    """After the commit: remove the old release's image archives the new one does not carry.
+
+    They stay in place until then (``apply`` leaves them), so an undone change never has to
+    bring an archive back that K3s would import again; the kept release folder still holds
+    them for a rollback. Idempotent (a run killed here is finished by recovery)."""
+    keep = {t.target for t in new.targets}
+    removed = []
+    for t in old.targets if old else ():
+        if t.target.startswith(IMAGES_PREFIX) and t.target not in keep:
+            _remove(layout.path(t.target))
+            removed.append(t.target)
+    return removed
 
 
 def undo(layout: Layout, backup_dir: str, old: Optional[Release],

@@ -62,13 +62,15 @@ class Release:
     targets: Tuple[Target, ...]
     script: Target            # install.sh, run from the release copy (target is "")
     installed_at: int = 0
+    changes: Tuple[str, ...] = ()  # what this change did to the options (options.diff), shown
 
     def to_json(self) -> Dict[str, Any]:
         return {"digest": self.digest, "name": self.name, "version": self.version,
                 "arch": self.arch, "k3s_version": self.k3s_version, "role": self.role,
                 "options": self.options.to_json(),
                 "targets": [t.to_json() for t in self.targets],
-                "script": self.script.to_json(), "installed_at": self.installed_at}
+                "script": self.script.to_json(), "installed_at": self.installed_at,
+                "options_changed": list(self.changes)}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Release":
@@ -86,7 +88,8 @@ class Release:
                       k3s_version=d["k3s_version"], role=d["role"],
                       options=Options.from_json(d["options"]),
                       targets=tuple(_target(t) for t in d["targets"]),
-                      script=_target(d["script"]), installed_at=d["installed_at"])
+                      script=_target(d["script"]), installed_at=d["installed_at"],
+                      changes=_changes(d.get("options_changed", [])))
         check_release_targets(arch=release.arch, role=release.role, targets=release.targets,
                               script=release.script)
         return release
@@ -110,6 +113,14 @@ def _fields(d: Any, what: str, types: Dict[str, type]) -> None:
             raise FormatError(f"{what}.{key} has the wrong type ({type(value).__name__})")
         if isinstance(value, int) and not 0 <= value < 2 ** 63:
             raise FormatError(f"{what}.{key} is out of range")
+
+
+def _changes(value: Any) -> Tuple[str, ...]:
+    """What the last change did to the options (display text), type-checked like the rest."""
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value) \
+            or len(value) > 64:
+        raise FormatError("release.options_changed must be a short list of strings")
+    return tuple(value)
 
 
 def _target(t: Dict[str, Any]) -> Target:

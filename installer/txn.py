@@ -31,7 +31,7 @@ import sys
 import uuid
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import bundlefmt, failpoint, place, verify
+from . import bundlefmt, failpoint, imagecache, place, verify
 from .errors import EnvironmentProblem, InstallerError
 from .fsio import write_verified
 from .layout import Layout
@@ -112,6 +112,8 @@ def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_
     save_journal(layout, journal)
     failpoint.hit("after-journal")
     try:
+        if any(t.target.startswith(place.IMAGES_PREFIX) for t in new.targets):
+            imagecache.opt_in(layout)  # before K3s can start with the new archives
         place.apply(layout, old, new, failpoint.hit)
     except BaseException:
         _undo(layout, journal)
@@ -142,7 +144,7 @@ def _finish(layout: Layout, journal: Dict[str, Any], report: Report,
     state = save_state(layout, State.from_json(journal["state_after"]))
     failpoint.hit("after-state")
     advance_anchor(layout, journal, report)
-    _cleanup(layout, journal["tx"], state)
+    _cleanup(layout, journal, state)
     return state
 
 
@@ -197,10 +199,13 @@ def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
     shutil.rmtree(layout.tx_dir(journal["tx"]), ignore_errors=True)
 
 
-def _cleanup(layout: Layout, tx: str, state: State) -> None:
+def _cleanup(layout: Layout, journal: Dict[str, Any], state: State) -> None:
+    place.remove_replaced_images(layout, _release(journal["from"]),
+                                 Release.from_json(journal["to"]))
+    failpoint.hit("after-remove-replaced-images")
     clear_journal(layout)
     failpoint.hit("after-commit")
-    shutil.rmtree(layout.tx_dir(tx), ignore_errors=True)
+    shutil.rmtree(layout.tx_dir(journal["tx"]), ignore_errors=True)
     prune_releases(layout, state)
 
 
@@ -232,7 +237,7 @@ def recover(layout: Layout, report: Report, output: Optional[IO[str]] = None) ->
         if state.current is not None and state.current.digest == new.digest \
                 and state.generation > after.generation:
             advance_anchor(layout, journal, report)
-            _cleanup(layout, journal["tx"], state)
+            _cleanup(layout, journal, state)
             done = f"cleaned up after the committed {label}"
         elif journal["phase"] == "placing":
             report(f"an interrupted {label} was found: restoring the previous files")

@@ -68,10 +68,30 @@ def _trust() -> Any:
 def check_signatures(anchor: bytes, header: Header, now: int) -> Any:
     """Verify the manifest's signatures via the root chain; returns the trusted Root."""
     trust = _trust()
-    root = trust.verify_signed_manifest(anchor, list(header.roots), header.manifest_bytes,
-                                        header.signatures, now)
-    check_signed_bytes(anchor, header)
+    try:
+        root = trust.verify_signed_manifest(anchor, list(header.roots), header.manifest_bytes,
+                                            header.signatures, now)
+        check_signed_bytes(anchor, header)
+    except SignatureError as e:
+        raise SignatureError(f"{e.message} ({root_ids(anchor, header.roots)})",
+                             hint=e.hint) from None
     return root
+
+
+def root_ids(anchor: bytes, chain: Sequence[bytes]) -> str:
+    """``signed for root 3f2a..., this host trusts 9c1b...``: fingerprints a field tech can
+    compare with ``bundle keys`` and ``airgap-install trust`` (newest root of the bundle's chain
+    against the pinned one)."""
+    trust = _trust()
+
+    def fp(data: Optional[bytes], what: str) -> str:
+        try:
+            return trust.root_fingerprint(trust.parse_root(data, what=what)) if data else "none"
+        except InstallerError:
+            return "unreadable"
+
+    bundle = fp(chain[-1] if chain else None, "bundle root")
+    return f"signed for root {bundle}, this host trusts {fp(anchor, 'pinned root.json')}"
 
 
 def _tuf_pretty(doc: Any) -> bytes:

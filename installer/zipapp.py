@@ -14,7 +14,17 @@ from .fsio import write_verified
 
 SHEBANG = b"#!/usr/bin/env python3\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
-_MAIN = b"import sys\nfrom installer.cli import main\nsys.exit(main())\n"
+# The zipapp's entry point. It must parse and run on ANY python3 (and python2) a device may
+# have, so an old interpreter gets a clear sentence instead of a SyntaxError from a module it
+# cannot read: no f-strings, no annotations, nothing imported from the package before the check.
+# Exit 6 is ``EnvironmentProblem`` (this host lacks what is needed).
+VERSION_GATE = b"""import sys
+if sys.version_info < (3, 8):
+    sys.stderr.write("airgap-install: needs Python 3.8 or newer (found {})\\n".format(
+        sys.version.split()[0]))
+    sys.exit(6)
+"""
+_MAIN = VERSION_GATE + b"from installer.cli import main\nsys.exit(main())\n"
 
 
 def _sources(package_dir: str) -> List[str]:
@@ -63,6 +73,8 @@ On each host (as root), with the medium mounted at /media/usb:
 
 1. Once per host, pin the publisher's trust anchor (root.json, delivered separately):
      python3 /media/usb/airgap-install.pyz trust /path/to/root.json
+   It prints the root's fingerprint (12 hex digits): compare it with the one the
+   publisher gave you along with root.json.
 
 2. Check, then install the newest bundle for this host's architecture:
      python3 /media/usb/airgap-install.pyz verify /media/usb
@@ -71,9 +83,15 @@ On each host (as root), with the medium mounted at /media/usb:
      python3 /media/usb/airgap-install.pyz install /media/usb --agent \\
          --url https://SERVER:6443 --token-file /root/k3s-token
 
-3. See what is installed, or go back to the previous release:
+3. See what is installed (with its K3s options), or go back to the previous release:
      python3 /media/usb/airgap-install.pyz status
      python3 /media/usb/airgap-install.pyz rollback
+
+4. K3s options (--exec "ARGS", --url, --token-file, --skip-start) are remembered: later
+   installs of newer bundles keep them. To change them without a new bundle:
+     python3 /media/usb/airgap-install.pyz reconfigure --exec "--disable traefik"
+
+Exit codes and every option: python3 /media/usb/airgap-install.pyz --help
 
 The installer copies each file from the medium to the host while checking its signed
 sha256, and installs only from that checked copy: the medium can be removed as soon as

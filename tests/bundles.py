@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from bundler import keys
 from installer import bundlefmt
 from installer.bundlefmt import Manifest, Member
+from installer.layout import IMAGES_DIR, image_archive_name
 
 STANDIN_INSTALL_SH = """#!/bin/sh
 # stand-in install.sh for %(name)s %(version)s: records how it was run
@@ -267,6 +268,11 @@ def tree(root: Path, *, only: Sequence[str] = ()) -> Dict[str, Tuple[str, str, i
 
 
 LIVE = ("usr", "var/lib/rancher/k3s")
+
+
+def live_image(name: str, data: bytes) -> str:
+    """Where the installer places image archive ``images/<name>`` (named by content)."""
+    return IMAGES_DIR + "/" + image_archive_name(name, hashlib.sha256(data).hexdigest())
 
 
 def live(root: Path) -> Dict[str, Tuple[str, str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_demo_runs_end_to_end(tmp_path: Path) -> None:
+    # PYTHONPATH: the demo's own `python -m bundler` runs (cwd elsewhere) use this tree's code,
+    # not whatever copy of the package is installed
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "tests.world.demo", "--dir", str(tmp_path)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     out = p.stdout
     assert "MISSING from the bundle: 1" in out and "docker.io/library/busybox:1.37" in out
@@ -22,5 +26,6 @@ def test_readme_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "installed: demo 1.0.0 (K3s v1.34.3+k3s1, arm64, server)" in out
     root = tmp_path / "sdcard-root"
     assert (root / "usr/local/bin/k3s").is_file()
-    assert (root / "var/lib/rancher/k3s/agent/images/demo-images-arm64.tar").is_file()
+    assert [p.name for p in (root / "var/lib/rancher/k3s/agent/images").glob(
+        "demo-images-arm64-*.tar")], "the images archive is placed under a content name"
     assert (root / "var/lib/rancher/k3s/server/static/charts/demo-app-0.1.0.tgz").is_file()

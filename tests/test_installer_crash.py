@@ -95,7 +95,7 @@ def _clean(root: Path) -> None:
     assert not (airgap / "journal.json").exists()
     assert os.listdir(airgap / "staging") == [] and os.listdir(airgap / "txn") == []
     assert not [n for d in ("usr/local/bin", "var/lib/rancher/k3s/agent/images")
-                for n in os.listdir(root / d) if n.startswith(".")]
+                for n in os.listdir(root / d) if n.startswith(".") and n != ".cache.json"]
     assert len(os.listdir(airgap / "releases")) <= 2
 
 
@@ -104,7 +104,7 @@ INSTALL_POINTS = [
     "after-promote", "after-backups", "after-journal.json-primary", "after-journal",
     "after-place-images", "after-place-charts", "after-place-manifests", "after-place-binary",
     "after-remove-old", "after-placed", "after-install-sh", "after-state.json-primary",
-    "after-state", "after-commit",
+    "after-state", "after-remove-replaced-images", "after-commit",
 ]
 
 

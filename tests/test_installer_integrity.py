@@ -27,6 +27,7 @@ from bundles import (  # noqa: E402
     craft,
     default_spec,
     live,
+    live_image,
     popen,
     tree,
     wait_stopped,
@@ -246,7 +247,8 @@ def test_threat07_usb_file_swapped_after_hashing(tmp_path: Path, keydir: KeyDir,
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    placed = (installed / "var/lib/rancher/k3s/agent/images/app-2.0.0.tar").read_bytes()
+    placed = (installed / live_image("app-2.0.0.tar", spec.images["app-2.0.0.tar"])
+              ).read_bytes()
     assert placed == spec.images["app-2.0.0.tar"]
     assert b"EVIL" not in placed
 
@@ -269,7 +271,7 @@ def test_threat06_member_over_4gib(tmp_path: Path, keydir: KeyDir) -> None:
         assert bundle.stat().st_size > big
         r = cli("install", bundle, "--root", root, "--server", "--skip-start", timeout=300)
         assert r.returncode == 0, r.stderr
-        placed = root / "var/lib/rancher/k3s/agent/images/big.tar"
+        placed = next((root / live_image("big.tar", b"")).parent.glob("big-*.tar"))
         assert placed.stat().st_size == big
         state = json.loads(cli("status", "--root", root, "--json").stdout)
         assert state["installed"]["version"] == "2.0.0"

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bundles import KeyDir, cli, default_spec, live, tree, write_spec  # noqa: E402
+from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
 
 from installer import errors, policy  # noqa: E402
 
@@ -158,7 +158,8 @@ def test_threat13_role_mismatch_names_both(tmp_path: Path, keydir: KeyDir, host:
 
 def test_agent_install_passes_role_to_install_sh(tmp_path: Path, keydir: KeyDir,
                                                  host: Path) -> None:
-    bundle = write_spec(default_spec(), keydir, tmp_path)
+    spec = default_spec()
+    bundle = write_spec(spec, keydir, tmp_path)
     token = tmp_path / "token"
     token.write_text("secret\n")
     record = tmp_path / "record"
@@ -173,7 +174,7 @@ def test_agent_install_passes_role_to_install_sh(tmp_path: Path, keydir: KeyDir,
     assert f"INSTALL_K3S_BIN_DIR={host}/usr/local/bin" in env
     assert "INSTALL_K3S_SKIP_START" not in env
     files = live(host)
-    assert "var/lib/rancher/k3s/agent/images/app-1.0.0.tar" in files
+    assert live_image("app-1.0.0.tar", spec.images["app-1.0.0.tar"]) in files
     assert not any("server" in f for f in files), "agents get no charts or manifests"
 
 
@@ -249,8 +250,8 @@ def test_root_advances_after_verified_install(tmp_path: Path, host: Path) -> Non
 
 
 def test_status_and_rollback(tmp_path: Path, keydir: KeyDir, host: Path) -> None:
-    assert _install(host, write_spec(default_spec("1.0.0"), keydir, tmp_path),
-                    "--server").returncode == 0
+    spec = default_spec("1.0.0")
+    assert _install(host, write_spec(spec, keydir, tmp_path), "--server").returncode == 0
     old = live(host)
     assert _install(host, write_spec(default_spec("1.1.0"), keydir, tmp_path)).returncode == 0
     new = live(host)
@@ -260,9 +261,8 @@ def test_status_and_rollback(tmp_path: Path, keydir: KeyDir, host: Path) -> None
     r = cli("rollback", "--root", host, "--skip-start", "--json")
     assert r.returncode == 0, r.stderr
     assert live(host) == old
-    assert sorted(p for p in old if "/images/" in p) == [
-        "var/lib/rancher/k3s/agent/images/app-1.0.0.tar",
-        "var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst"]
+    assert sorted(p for p in old if "/images/" in p and "/images/." not in p) == sorted(
+        live_image(n, d) for n, d in spec.images.items())
     assert cli("rollback", "--root", host, "--skip-start").returncode == 0
     assert live(host) == new
 
@@ -276,11 +276,12 @@ def test_foreign_image_files_left_alone(tmp_path: Path, keydir: KeyDir, host: Pa
     images = host / "var/lib/rancher/k3s/agent/images"
     images.mkdir(parents=True)
     (images / "my-own.tar").write_bytes(b"operator's archive")
-    assert _install(host, write_spec(default_spec("1.0.0"), keydir, tmp_path),
-                    "--server").returncode == 0
-    assert _install(host, write_spec(default_spec("1.1.0"), keydir, tmp_path)).returncode == 0
+    v1, v2 = default_spec("1.0.0"), default_spec("1.1.0")
+    assert _install(host, write_spec(v1, keydir, tmp_path), "--server").returncode == 0
+    assert _install(host, write_spec(v2, keydir, tmp_path)).returncode == 0
     assert (images / "my-own.tar").read_bytes() == b"operator's archive"
-    assert not (images / "app-1.0.0.tar").exists() and (images / "app-1.1.0.tar").exists()
+    assert not (host / live_image("app-1.0.0.tar", v1.images["app-1.0.0.tar"])).exists()
+    assert (host / live_image("app-1.1.0.tar", v2.images["app-1.1.0.tar"])).exists()
     st = json.loads(cli("status", "--root", host, "--json").stdout)
     assert st["foreign_images"] == ["var/lib/rancher/k3s/agent/images/my-own.tar"]
 
