@@ -13,7 +13,7 @@ from typing import NoReturn
 import click
 
 from ..errors import EXIT_CODES, ToolError, exit_code_for
-from . import build, discover, keys, lock, verify
+from . import build, discover, keys, lock, repo, verify
 from .context import CONTEXT, Ctx
 
 
@@ -43,7 +43,8 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
     ctx.obj = Ctx(spec, lock_path or spec.parent / "bundles.lock", quiet)
 
 
-for _cmd in [*lock.commands, *build.commands, keys.keys, *discover.commands, *verify.commands]:
+for _cmd in [*lock.commands, *build.commands, keys.keys, *discover.commands, *verify.commands,
+             *repo.commands]:
     cli.add_command(_cmd)
 
 
