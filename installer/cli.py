@@ -10,7 +10,7 @@ import sys
 import traceback
 from typing import Any, Dict, List, Optional
 
-from . import __version__, install
+from . import __version__, install, sync, synccli
 from .errors import ConfigError, EnvironmentProblem, InstallerError
 from .layout import Layout
 from .state import Options
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trust", parents=[common, locking],
                        help="pin the trust anchor root.json (first use only)")
     t.add_argument("root_json", metavar="ROOT_JSON")
+    t.add_argument("--ring", help="also set the ring this device follows (local config)")
 
     v = sub.add_parser("verify", parents=[common],
                        help="check a bundle fully (signatures, every member); change nothing")
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("recover", parents=[common, locking],
                    help="finish or undo a change interrupted by a crash")
+    synccli.add_parsers(sub, common, locking)
     return p
 
 
@@ -109,6 +111,7 @@ def _text(result: Dict[str, Any]) -> List[str]:
         if result["foreign_images"]:
             lines.append("image archives not placed by airgap-install (left alone): "
                          + ", ".join(result["foreign_images"]))
+        lines += synccli.status_lines(result.get("sync") or {})
         return lines
     action = result.get("action")
     if action == "installed":
@@ -143,16 +146,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "trust":
             result = install.trust_root(layout, args.root_json, wait=args.wait)
+            if args.ring:
+                result["ring"] = sync.set_ring(layout, args.ring)["ring"]
         elif args.command == "verify":
             result = install.verify_bundle(layout, args.bundle, arch=args.arch)
         elif args.command == "install":
             result = install.install(layout, _request(args), report=report)
         elif args.command == "status":
             result = install.status(layout)
+            result["sync"] = sync.sync_status(layout)
         elif args.command == "rollback":
             result = install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
                                       allow_k3s_downgrade=args.allow_k3s_downgrade,
                                       report=report)
+        elif args.command in synccli.COMMANDS:
+            result = synccli.run(args, layout, report)
         else:
             result = install.recover(layout, wait=args.wait, report=report)
     except InstallerError as e:
@@ -170,7 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True))
     else:
-        for line in _text(result):
+        for line in (synccli.text(result) if args.command in synccli.COMMANDS
+                     else _text(result)):
             print(line)
     return 0
 
