@@ -1,30 +1,11 @@
-"""The OTA ring repository: a TUF repository in a folder, written with python-tuf's Metadata API.
+"""The OTA ring repository commands: init, publish, promote, yank, refresh.
 
-Layout of a repository folder (copied as is onto a stick, or served by any static server)::
-
-    metadata/<N>.root.json          the key directory's roots/, byte for byte
-    metadata/timestamp.json         the only file replaced in place (the commit point)
-    metadata/<V>.snapshot.json      consistent snapshots: every version kept
-    metadata/<V>.targets.json       top-level targets: only the delegations to the rings
-    metadata/<V>.<ring>.json        one delegated targets role per ring, own keys and threshold
-    targets/<sha256>.<name>-<version>-<arch>.tar   each bundle once, by content
-
-Root, timestamp, snapshot and targets keys are those of the key directory (``bundle keys``);
-ring keys are created by ``repo init`` in the same ``keys/`` folder (``<ring>-<n>.pem``).
-A ring entry carries, in its signed ``custom`` field, what a device needs to choose: name,
-version, arch, K3s version, manifest sha256, when it entered the ring and the rollout percent.
-A ring's signed ``x-airgap-yanked`` list names versions that must not run in it. Every
-document carries ``x-airgap-issued`` (its signing time) for the devices' time ratchet.
-
-Writes never replace a versioned file; ``timestamp.json`` is written last, so an interrupted
-command leaves the previous publication intact.
+The folder layout, the metadata and how a publication is written are in ``repostore``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,221 +14,32 @@ from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
     Metadata,
-    MetaFile,
     Root,
     Snapshot,
     TargetFile,
     Targets,
-    Timestamp,
 )
-from tuf.api.serialization.json import JSONSerializer
 
 from installer import verify
 from installer.errors import InstallerError
 from installer.fsio import hash_file, iter_file, write_verified
 
 from . import keys
-from .errors import BundleError, LocalError, SpecError
+from .errors import LocalError, SpecError
+from .repostore import (
+    DAY,
+    DEFAULT_LIFETIMES,
+    DEFAULT_RINGS,
+    YANKED,
+    Lifetimes,
+    Repo,
+    RepoRefusal,
+    UntrustedBundle,
+    _iso,
+)
 
-DEFAULT_RINGS = ("canary", "beta", "stable")
-ISSUED = "x-airgap-issued"
-YANKED = "x-airgap-yanked"
-DAY = 86400
-
-
-class RepoRefusal(BundleError):
-    """The repository holds the data, but the operation is not allowed (soak, not listed)."""
-
-    exit_code = 4
-
-
-class UntrustedBundle(BundleError):
-    """A bundle whose own signature or contents do not verify against the repository root."""
-
-    exit_code = 3
-
-
-@dataclass(frozen=True)
-class Lifetimes:
-    timestamp_days: int = 30
-    snapshot_days: int = 90
-    ring_days: int = 90
-
-
-def _iso(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _expiry(now: int, days: int) -> datetime:
-    if days < 1:
-        raise SpecError(f"expiry must be at least 1 day, got {days}")
-    return datetime.fromtimestamp(now + days * DAY, UTC).replace(microsecond=0)
-
-
-def _bytes(md: Metadata[Any]) -> bytes:
-    return md.to_bytes(JSONSerializer(compact=False)) + b"\n"
-
-
-def _write(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_verified(path, [data], mode=0o644)
-    except (OSError, InstallerError) as e:
-        raise LocalError(f"cannot write {path}: {e}", hint="check space and permissions") from None
-
-
-class Repo:
-    """One repository folder and the key directory that signs it."""
-
-    def __init__(self, directory: Path | str, keys_dir: Path | str, *,
-                 passphrase_env: str | None = None) -> None:
-        self.dir = Path(directory)
-        self.keys_dir = Path(keys_dir)
-        self.passphrase_env = passphrase_env
-        self.meta = self.dir / "metadata"
-        self.targets_dir = self.dir / "targets"
-
-    # --- reading ------------------------------------------------------------------------
-
-    def _load(self, name: str) -> Metadata[Any]:
-        path = self.meta / name
-        try:
-            return Metadata.from_bytes(path.read_bytes())
-        except FileNotFoundError:
-            raise SpecError(f"{path} does not exist",
-                            hint=f"create the repository with `bundle repo init {self.dir}`"
-                            ) from None
-        except Exception as e:  # python-tuf raises several kinds for bad metadata
-            raise SpecError(f"{path} is not valid TUF metadata: {e}") from None
-
-    def root(self) -> Metadata[Root]:
-        versions = sorted(int(p.name.split(".")[0]) for p in self.meta.glob("*.root.json")
-                          if p.name.split(".")[0].isdigit())
-        if not versions:
-            raise SpecError(f"{self.meta} holds no root metadata",
-                            hint=f"create the repository with `bundle repo init {self.dir}`")
-        return self._load(f"{versions[-1]}.root.json")
-
-    def timestamp(self) -> Metadata[Timestamp]:
-        return self._load("timestamp.json")
-
-    def snapshot(self) -> Metadata[Snapshot]:
-        return self._load(f"{self.timestamp().signed.snapshot_meta.version}.snapshot.json")
-
-    def targets(self, snapshot: Metadata[Snapshot] | None = None) -> Metadata[Targets]:
-        snap = snapshot or self.snapshot()
-        return self._load(f"{snap.signed.meta['targets.json'].version}.targets.json")
-
-    def rings(self) -> list[str]:
-        delegations = self.targets().signed.delegations
-        return list(delegations.roles) if delegations and delegations.roles else []
-
-    def ring(self, name: str, snapshot: Metadata[Snapshot] | None = None) -> Metadata[Targets]:
-        snap = snapshot or self.snapshot()
-        meta = snap.signed.meta.get(f"{name}.json")
-        if meta is None:
-            raise SpecError(f"the repository {self.dir} has no ring {name!r}",
-                            hint="its rings: " + ", ".join(self.rings()))
-        return self._load(f"{meta.version}.{name}.json")
-
-    # --- roots --------------------------------------------------------------------------
-
-    def sync_roots(self) -> list[Path]:
-        """Copy roots the key directory has and the repository lacks; refuse any that differ."""
-        written = []
-        for version, data in enumerate(keys.root_chain(self.keys_dir), start=1):
-            path = self.meta / f"{version}.root.json"
-            if path.exists():
-                if path.read_bytes() != data:
-                    raise SpecError(f"{path} differs from {self.keys_dir}/roots/"
-                                    f"{version}.root.json",
-                                    hint="this repository belongs to another key directory")
-                continue
-            _write(path, data)
-            written.append(path)
-        return written
-
-    # --- signing ------------------------------------------------------------------------
-
-    def _sign(self, md: Metadata[Any], public: list[SSlibKey], threshold: int,
-              role: str) -> None:
-        signers = keys.signers_for_keys(self.keys_dir, public,
-                                        passphrase_env=self.passphrase_env)
-        if len(signers) < threshold:
-            raise SpecError(f"{role} needs {threshold} signing key(s), found {len(signers)} "
-                            f"in {self.keys_dir / 'keys'}",
-                            hint=f"copy the {role} keys into {self.keys_dir / 'keys'} and retry")
-        md.signatures.clear()
-        for signer in signers:
-            md.sign(signer, append=True)
-
-    def _sign_top(self, md: Metadata[Any], role: str, root: Root) -> None:
-        r = root.roles[role]
-        public = [root.keys[k] for k in r.keyids]
-        self._sign(md, [k for k in public if isinstance(k, SSlibKey)], r.threshold, role)
-
-    def _sign_ring(self, md: Metadata[Targets], ring: str, targets: Targets) -> None:
-        assert targets.delegations is not None and targets.delegations.roles is not None
-        role = targets.delegations.roles[ring]
-        public = [targets.delegations.keys[k] for k in role.keyids]
-        self._sign(md, [k for k in public if isinstance(k, SSlibKey)], role.threshold,
-                   f"ring {ring}")
-        targets.verify_delegate(ring, md.signed_bytes, md.signatures)
-
-    # --- one publication ----------------------------------------------------------------
-
-    def publish_set(self, *, rings: dict[str, Metadata[Targets]], lifetimes: Lifetimes,
-                    now: int, new_targets: Metadata[Targets] | None = None) -> list[Path]:
-        """Sign and write the changed rings (each at version+1), then a new snapshot and
-        timestamp (written last). ``new_targets`` is the top-level role, when it changed."""
-        root = self.root().signed
-        first = not (self.meta / "timestamp.json").exists()
-        if first and new_targets is None:
-            self.timestamp()  # raises: not a repository (yet)
-        snap: Metadata[Snapshot] = (Metadata(Snapshot(meta={})) if first
-                                    else self.snapshot())
-        top = new_targets or self.targets(snap)
-        written: list[Path] = []
-        pending: list[tuple[Path, bytes]] = []
-        if new_targets is not None:
-            t = new_targets.signed
-            t.version = 1 if first else snap.signed.meta["targets.json"].version + 1
-            t.expires = _expiry(now, lifetimes.ring_days)
-            t.unrecognized_fields[ISSUED] = now
-            self._sign_top(new_targets, "targets", root)
-            pending.append((self.meta / f"{t.version}.targets.json", _bytes(new_targets)))
-            snap.signed.meta["targets.json"] = MetaFile(version=t.version)
-        for name, md in sorted(rings.items()):
-            old = snap.signed.meta.get(f"{name}.json")
-            md.signed.version = 1 if old is None else old.version + 1
-            md.signed.expires = _expiry(now, lifetimes.ring_days)
-            md.signed.unrecognized_fields[ISSUED] = now
-            self._sign_ring(md, name, top.signed)
-            pending.append((self.meta / f"{md.signed.version}.{name}.json", _bytes(md)))
-            snap.signed.meta[f"{name}.json"] = MetaFile(version=md.signed.version)
-        snap.signed.version = 1 if first else snap.signed.version + 1
-        snap.signed.expires = _expiry(now, lifetimes.snapshot_days)
-        snap.signed.unrecognized_fields[ISSUED] = now
-        self._sign_top(snap, "snapshot", root)
-        snap_bytes = _bytes(snap)
-        pending.append((self.meta / f"{snap.signed.version}.snapshot.json", snap_bytes))
-        ts = Metadata(Timestamp(version=1 if first else self.timestamp().signed.version + 1,
-                                expires=_expiry(now, lifetimes.timestamp_days),
-                                snapshot_meta=MetaFile.from_data(snap.signed.version,
-                                                                 snap_bytes, ["sha256"])))
-        ts.signed.unrecognized_fields[ISSUED] = now
-        self._sign_top(ts, "timestamp", root)
-        for path, _ in pending:
-            if path.exists():
-                raise SpecError(f"{path} already exists: the repository was changed by "
-                                "another run or by hand",
-                                hint="run `bundle repo status` and retry")
-        for path, data in pending:
-            _write(path, data)
-            written.append(path)
-        _write(self.meta / "timestamp.json", _bytes(ts))
-        written.append(self.meta / "timestamp.json")
-        return written
+__all__ = ["DEFAULT_RINGS", "YANKED", "Lifetimes", "Repo", "RepoRefusal", "UntrustedBundle",
+           "_iso", "init_repo", "parse_duration", "promote", "publish", "refresh", "yank"]
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -259,7 +51,7 @@ def _now(now: int | None) -> int:
 def init_repo(directory: Path | str, keys_dir: Path | str, *,
               rings: tuple[str, ...] = DEFAULT_RINGS,
               ring_keys: dict[str, tuple[int, int]] | None = None,
-              lifetimes: Lifetimes = Lifetimes(), passphrase_env: str | None = None,
+              lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
               now: int | None = None) -> list[Path]:
     """Create the repository: roots from the key directory, one delegated role per ring
     (``ring_keys[ring] = (keys, threshold)``, default one key), empty rings, snapshot and
@@ -277,11 +69,16 @@ def init_repo(directory: Path | str, keys_dir: Path | str, *,
         raise SpecError(f"--ring-keys names unknown ring(s) {', '.join(unknown)}")
     delegations = Delegations(keys={}, roles={})
     assert delegations.roles is not None
-    written = repo.sync_roots()
     for ring in rings:
         n, threshold = counts.get(ring, (1, 1))
         if not 1 <= threshold <= n:
             raise SpecError(f"ring {ring}: threshold must be between 1 and {n}, got {threshold}")
+    root = Metadata[Root].from_bytes(keys.root_chain(repo.keys_dir)[-1]).signed
+    for role in ("targets", "snapshot", "timestamp"):  # before anything is written
+        public = [k for k in (root.keys[i] for i in root.roles[role].keyids)
+                  if isinstance(k, SSlibKey)]
+        repo._sign(Metadata(Snapshot()), public, root.roles[role].threshold, role)
+    written = repo.sync_roots()
     for ring in rings:
         n, threshold = counts.get(ring, (1, 1))
         public, files = keys.create_role_keys(repo.keys_dir, ring, n,
@@ -318,7 +115,7 @@ def _yanked(md: Metadata[Targets], name: str, version: str) -> dict[str, Any] | 
 
 
 def publish(bundles: list[Path], *, directory: Path | str, keys_dir: Path | str, ring: str,
-            lifetimes: Lifetimes = Lifetimes(), passphrase_env: str | None = None,
+            lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
             now: int | None = None) -> list[dict[str, Any]]:
     """Add bundles to ``ring``: each fully verified against the repository's newest root
     (signature, envelope, every member), stored once by content, listed in the ring."""
@@ -380,7 +177,7 @@ def parse_duration(text: str) -> int:
 
 def promote(name: str, version: str, *, directory: Path | str, keys_dir: Path | str,
             source: str, dest: str, min_soak: int = 0, percent: int = 100,
-            lifetimes: Lifetimes = Lifetimes(), passphrase_env: str | None = None,
+            lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
             now: int | None = None) -> list[dict[str, Any]]:
     """List in ``dest`` exactly the entries (same hashes) that ``source`` lists for NAME
     VERSION, once they have soaked ``min_soak`` seconds in ``source``."""
@@ -421,7 +218,7 @@ def promote(name: str, version: str, *, directory: Path | str, keys_dir: Path | 
 
 
 def yank(name: str, version: str, *, directory: Path | str, keys_dir: Path | str, ring: str,
-         reason: str, lifetimes: Lifetimes = Lifetimes(), passphrase_env: str | None = None,
+         reason: str, lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
          now: int | None = None) -> dict[str, Any]:
     """Remove NAME VERSION from ``ring`` and record the signed decision that it must not run
     there; devices on it go back to the newest version the ring still lists."""
@@ -445,8 +242,9 @@ def yank(name: str, version: str, *, directory: Path | str, keys_dir: Path | str
     return dict(record, ring=ring, removed=sorted(found))
 
 
-def refresh(*, directory: Path | str, keys_dir: Path | str, lifetimes: Lifetimes = Lifetimes(),
-            passphrase_env: str | None = None, now: int | None = None) -> list[Path]:
+def refresh(*, directory: Path | str, keys_dir: Path | str,
+            lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
+            now: int | None = None) -> list[Path]:
     """New roots from the key directory, a new snapshot and timestamp: fresh for travel."""
     repo = Repo(directory, keys_dir, passphrase_env=passphrase_env)
     written = repo.sync_roots()

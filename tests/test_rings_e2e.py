@@ -195,3 +195,13 @@ def test_publish_refuses_a_bundle_of_another_key_directory(tmp_path: Path) -> No
     assert not any((r / "targets").iterdir())
 
 
+
+
+def test_repo_init_without_signing_keys_writes_nothing(tmp_path: Path) -> None:
+    kd = KeyDir(tmp_path / "keys")
+    (kd.path / "keys" / "snapshot-1.pem").unlink()  # the snapshot key kept elsewhere
+    keys_before = sorted(os.listdir(kd.path / "keys"))
+    p = bundle("repo", "init", tmp_path / "repo", "--keys", kd.path)
+    assert p.returncode == 2 and "snapshot needs 1 signing key(s), found 0" in p.stderr
+    assert not (tmp_path / "repo").exists()
+    assert sorted(os.listdir(kd.path / "keys")) == keys_before

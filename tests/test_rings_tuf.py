@@ -198,7 +198,7 @@ def test_future_dated_metadata_does_not_move_the_ratchet(tmp_path: Path) -> None
     but does not drag the ratchet forward (it would lock the device out later)."""
     w = make_world(tmp_path)
     now = int(time.time())
-    repo.refresh(directory=w.repo, keys_dir=w.keydir.path, now=now + 365 * DAY,
+    repo.refresh(directory=w.repo, keys_dir=w.keydir.path, now=now + 200 * DAY,
                  lifetimes=repo.Lifetimes(timestamp_days=400, snapshot_days=400))
     dev = StdlibDevice(tmp_path / "d", "canary")
     dev.pin(w.root())
