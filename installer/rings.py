@@ -72,12 +72,19 @@ def choose(entries: Sequence[Entry], *, arch: str, device_id: str,
                               hint="install the one this device should run once by hand")
     usable = [e for e in usable
               if not is_yanked(yanked, str(e.custom["name"]), _version(e))
-              and str(e.custom.get("manifest_sha256")) not in failed_set
-              and in_rollout(device_id, e)]
+              and str(e.custom.get("manifest_sha256")) not in failed_set]
+    waiting = _newest([e for e in usable if not in_rollout(device_id, e)])
+    usable = [e for e in usable if in_rollout(device_id, e)]
     newest = _newest(usable)
+    if waiting is not None and (newest is None or policy.compare_versions(
+            _version(waiting), _version(newest)) > 0):
+        note = (f"; {waiting.custom['name']} {_version(waiting)} is rolling out to "
+                f"{waiting.custom.get('percent')}% of the ring, not to this device yet")
+    else:
+        note = ""
     if installed_name is None or installed_version is None:
         if newest is None:
-            return Choice("none", None, f"ring {ring} lists nothing for {arch} yet")
+            return Choice("none", None, f"ring {ring} lists nothing for {arch} yet{note}")
         return Choice("install", newest, f"first install from ring {ring}")
     if is_yanked(yanked, installed_name, installed_version):
         if newest is None:
@@ -87,13 +94,14 @@ def choose(entries: Sequence[Entry], *, arch: str, device_id: str,
         return Choice("downgrade" if cmp < 0 else "install", newest,
                       f"{installed_name} {installed_version} was yanked from ring {ring}")
     if newest is None:
-        return Choice("none", None, f"up to date: ring {ring} lists nothing newer for {arch}")
+        return Choice("none", None,
+                      f"up to date: ring {ring} lists nothing newer for {arch}{note}")
     cmp = policy.compare_versions(_version(newest), installed_version)
     if cmp > 0:
         return Choice("install", newest, f"ring {ring} lists {installed_name} "
                                          f"{_version(newest)}")
     return Choice("none", None, f"up to date: {installed_name} {installed_version} "
-                                f"(ring {ring} lists {_version(newest)})")
+                                f"(ring {ring} lists {_version(newest)}{note})")
 
 
 def _parses(version: str) -> bool:

@@ -275,7 +275,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
     with RunLock(layout, wait=True):
         record = _record(layout)
         if failure is None:
-            record["result"] = f"installed {label}"
+            record["result"] = f"{'installed' if copy else 'rolled back to'} {label}"
             _save_record(layout, record)
             return dict(base, action="installed" if copy else "rolled-back",
                         current=installed, previous=result.get("previous"))
@@ -325,6 +325,9 @@ def text(result: Dict[str, Any]) -> List[str]:
     if "device_id" in result and "config" in result:
         return [f"ring {result['ring']} (device id {result['device_id']}) in {result['config']}"]
     action = result.get("action")
+    if action == "up-to-date":
+        reason = str(result.get("reason"))
+        return [reason if reason.startswith("up to date") else "nothing to install: " + reason]
     cur = result.get("current") or {}
     head = {"up-to-date": "up to date", "installed": "installed",
             "rolled-back": "rolled back to"}.get(str(action), str(action))
