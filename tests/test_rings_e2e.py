@@ -143,6 +143,10 @@ def test_k3s_minor_skip_through_a_ring_is_refused(tmp_path: Path) -> None:
     repo.publish([write_spec(default_spec("1.0.0"), kd, tmp_path / "b")], directory=r,
                  keys_dir=kd.path, ring="canary")
     ok(do_sync(root, r, "--server", "--skip-start", "--health-cmd", "true"))
+    # THREATS 18: the time ratchet is persisted: the newest verified signing time
+    record = json.loads((root / "var/lib/rancher/airgap/tuf/sync.json").read_bytes())
+    issued = json.loads((r / "metadata" / "timestamp.json").read_bytes())["signed"]
+    assert record["ratchet"] == issued["x-airgap-issued"] > 1_790_000_000
     skip = default_spec("2.0.0", k3s_version="v1.35.1+k3s1")
     repo.publish([write_spec(skip, kd, tmp_path / "b")], directory=r, keys_dir=kd.path,
                  ring="canary")
