@@ -398,3 +398,28 @@ def sign_manifest(directory: Path | str, manifest_bytes: bytes, *,
     trust.verify_threshold(trust.parse_root(root_bytes), "targets", manifest_bytes,
                            trust.parse_signatures_doc(doc), what="bundle manifest")
     return doc
+
+
+# --- keys for roles outside root.json (OTA ring delegations, bundler.repo) ------------------
+
+def create_role_keys(directory: Path | str, role: str, count: int, *,
+                     passphrase_env: str | None = None) -> tuple[list[SSlibKey], list[Path]]:
+    """``count`` fresh Ed25519 keys written as ``keys/<role>-<n>.pem`` (encrypted like the
+    others); returns their public keys and the files. The role is not added to root.json."""
+    directory = Path(directory)
+    if not re.fullmatch(r"[a-z]+", role) or role in ROLES:
+        raise SpecError(f"{role!r} cannot name extra keys (lowercase letters, not a top-level "
+                        "role)")
+    env = _passphrase_env(directory, passphrase_env)
+    passphrase = _passphrase(env, f"keys for {role}") if env else None
+    new = [_generate(role) for _ in range(count)]
+    return [k.signer.public_key for k in new], _write_keys(directory, new, passphrase)
+
+
+def signers_for_keys(directory: Path | str, wanted: list[SSlibKey], *,
+                     passphrase_env: str | None = None) -> list[CryptoSigner]:
+    """Signers for those of ``wanted`` whose private key file is in ``keys/``."""
+    directory = Path(directory)
+    available = _load_private_keys(directory, _passphrase_env(directory, passphrase_env))
+    return [CryptoSigner(available[str(k.keyval.get("public"))], k) for k in wanted
+            if k.keytype == "ed25519" and str(k.keyval.get("public")) in available]

@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import Any, Dict, List, NoReturn, Optional
 
-from . import __version__, install, progress, reconfigure
+from . import __version__, install, progress, reconfigure, sync, synccli
 from .errors import EXIT_CODES, ConfigError, DigestMismatch, EnvironmentProblem, InstallerError
 from .layout import Layout
 from .options import Given
@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trust", parents=[common, locking],
                        help="pin the trust anchor root.json (first use only)")
     t.add_argument("root_json", metavar="ROOT_JSON")
+    t.add_argument("--ring", help="also set the ring this device follows (local config)")
 
     v = sub.add_parser("verify", parents=[common],
                        help="check a bundle fully (signatures, every member); change nothing")
@@ -113,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("recover", parents=[common, locking],
                    help="finish or undo a change interrupted by a crash")
+    synccli.add_parsers(sub, common, locking)
     return p
 
 
@@ -163,6 +165,7 @@ def _text(result: Dict[str, Any]) -> List[str]:
             if not checked["ok"]:
                 lines.append("repair: install the same bundle again from its medium "
                              "(docs/installer.md, Damage and repair)")
+        lines += synccli.status_lines(result.get("sync") or {})
         return lines
     action = result.get("action")
     if action == "installed":
@@ -246,7 +249,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True))
     else:
-        for line in _text(result):
+        for line in (synccli.text(result) if args.command in synccli.COMMANDS
+                     else _text(result)):
             print(line)
     damaged = (result.get("verify") or {}).get("damaged") or result.get("still_damaged")
     if damaged:  # status --verify found differences (or a repair left some): exit 3
@@ -259,7 +263,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
          meter: Optional[install.Progress]) -> Dict[str, Any]:
     if args.command == "trust":
-        return install.trust_root(layout, args.root_json, wait=args.wait)
+        result = install.trust_root(layout, args.root_json, wait=args.wait)
+        if args.ring:
+            result["ring"] = sync.set_ring(layout, args.ring)["ring"]
+        return result
+    if args.command in synccli.COMMANDS:
+        return synccli.run(args, layout, report)
     if args.command == "verify":
         return install.verify_bundle(layout, args.bundle, arch=args.arch, progress=meter)
     if args.command == "install":
@@ -267,7 +276,9 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
     if args.command == "reconfigure":
         return reconfigure.reconfigure(layout, _given(args), wait=args.wait, report=report)
     if args.command == "status":
-        return install.status(layout, check=args.verify)
+        result = install.status(layout, check=args.verify)
+        result["sync"] = sync.sync_status(layout)
+        return result
     if args.command == "rollback":
         return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
                                 allow_k3s_downgrade=args.allow_k3s_downgrade, report=report)

@@ -16,7 +16,7 @@ import click
 from installer.errors import ToolError
 
 from ..errors import EXIT_CODES, exit_code_for
-from . import build, diff, discover, inspect, keys, lock, split, verify
+from . import build, diff, discover, inspect, keys, lock, repo, split, verify
 from .context import CONTEXT, Ctx
 
 
@@ -47,7 +47,8 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
 
 
 for _cmd in [*lock.commands, *build.commands, *inspect.commands, keys.keys,
-             *discover.commands, *verify.commands, *diff.commands, *split.commands]:
+             *discover.commands, *verify.commands, *diff.commands, *split.commands,
+             *repo.commands]:
     cli.add_command(_cmd)
 
 

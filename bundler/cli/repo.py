@@ -1,0 +1,173 @@
+"""``bundle repo init|status|refresh``, ``bundle publish``, ``promote``, ``yank``: the OTA ring
+repository (thin layer over ``bundler.repo``; errors are mapped in ``app``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .context import CONTEXT, out
+
+_keys_opt = click.option("--keys", "keys_dir", required=True,
+                         type=click.Path(file_okay=False, exists=True, path_type=Path),
+                         help="The key directory (`bundle keys init`).")
+_repo_opt = click.option("--repo", "repo_dir", required=True,
+                         type=click.Path(file_okay=False, exists=True, path_type=Path),
+                         help="The ring repository folder (`bundle repo init`).")
+_json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+_pass_opt = click.option("--passphrase-env", metavar="VAR", default=None,
+                         help="Environment variable holding the key passphrase.")
+
+
+def _lifetimes(f: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, default, what in (("--timestamp-days", 30, "timestamp"),
+                                ("--snapshot-days", 90, "snapshot"),
+                                ("--ring-days", 90, "ring and targets")):
+        f = click.option(flag, type=click.IntRange(min=1), default=default, show_default=True,
+                         help=f"Days until new {what} metadata expires.")(f)
+    return f
+
+
+def _lt(kw: dict[str, Any]) -> Any:
+    from ..repo import Lifetimes
+    return Lifetimes(timestamp_days=kw.pop("timestamp_days"),
+                     snapshot_days=kw.pop("snapshot_days"), ring_days=kw.pop("ring_days"))
+
+
+def _written(paths: list[Path]) -> str:
+    return "\n".join(f"wrote {p}" for p in paths)
+
+
+@click.group("repo", context_settings=CONTEXT)
+def repo() -> None:
+    """The OTA ring repository (TUF metadata + bundles, one folder)."""
+
+
+def _ring_keys(values: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    out_: dict[str, tuple[int, int]] = {}
+    for v in values:
+        ring, _, spec = v.partition("=")
+        threshold, _, count = spec.partition("/")
+        if not (ring and threshold.isdigit() and count.isdigit()):
+            raise click.BadParameter(f"{v!r}: expected RING=THRESHOLD/KEYS, e.g. stable=2/3",
+                                     param_hint="--ring-keys")
+        out_[ring] = (int(count), int(threshold))
+    return out_
+
+
+@repo.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@_keys_opt
+@click.option("--rings", default="canary,beta,stable", show_default=True,
+              help="Comma-separated ring names, in rollout order.")
+@click.option("--ring-keys", multiple=True, metavar="RING=T/N",
+              help="Threshold and number of keys for a ring (default 1/1), e.g. stable=2/3.")
+@_lifetimes
+@_pass_opt
+@_json_opt
+def init_cmd(directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[str, ...],
+             passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
+    """Create a ring repository in DIRECTORY signed by the keys in KEYS."""
+    from ..repo import init_repo
+    names = tuple(r.strip() for r in rings.split(",") if r.strip())
+    written = init_repo(directory, keys_dir, rings=names, ring_keys=_ring_keys(ring_keys),
+                        lifetimes=_lt(kw), passphrase_env=passphrase_env)
+    out(as_json, {"repository": str(directory), "rings": list(names),
+                  "written": [str(p) for p in written]},
+        _written(written) + f"\nrepository {directory}: rings {', '.join(names)}")
+
+
+@repo.command("status")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_json_opt
+def status_cmd(directory: Path, as_json: bool) -> None:
+    """Per ring and arch: version, since when, percent, yanks; every role's expiry."""
+    from ..repostatus import status, status_text
+    report = status(directory)
+    out(as_json, report, "\n".join(status_text(report)))
+
+
+@repo.command("refresh")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_keys_opt
+@_lifetimes
+@_pass_opt
+@_json_opt
+def refresh_cmd(directory: Path, keys_dir: Path, passphrase_env: str | None, as_json: bool,
+                **kw: Any) -> None:
+    """New timestamp and snapshot (and new roots from KEYS) just before a stick is written."""
+    from ..repo import refresh
+    written = refresh(directory=directory, keys_dir=keys_dir, lifetimes=_lt(kw),
+                      passphrase_env=passphrase_env)
+    out(as_json, {"written": [str(p) for p in written]}, _written(written))
+
+
+@click.command("publish", context_settings=CONTEXT)
+@click.argument("bundles", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@_repo_opt
+@click.option("--ring", required=True, help="Ring to list the bundles in (usually the first).")
+@_keys_opt
+@_lifetimes
+@_pass_opt
+@_json_opt
+def publish_cmd(bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_dir: Path,
+                passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
+    """Verify BUNDLES against the repository's root, store them by content, list them in RING."""
+    from ..repo import publish
+    added = publish(list(bundles), directory=repo_dir, keys_dir=keys_dir, ring=ring,
+                    lifetimes=_lt(kw), passphrase_env=passphrase_env)
+    out(as_json, {"published": added}, "\n".join(
+        f"published {a['target']} to {a['ring']} (sha256 {a['sha256'][:12]}, "
+        f"{a['length']} bytes)" for a in added))
+
+
+@click.command("promote", context_settings=CONTEXT)
+@click.argument("name")
+@click.argument("version")
+@_repo_opt
+@click.option("--from", "source", required=True, help="Ring that lists NAME VERSION now.")
+@click.option("--to", "dest", required=True, help="Ring to list it in.")
+@_keys_opt
+@click.option("--min-soak", default="0", show_default=True, metavar="DURATION",
+              help="Time it must have spent in --from first: 30m, 24h, 7d.")
+@click.option("--percent", type=click.IntRange(1, 100), default=100, show_default=True,
+              help="Fraction of --to's devices that take it (raise by promoting again).")
+@_lifetimes
+@_pass_opt
+@_json_opt
+def promote_cmd(name: str, version: str, repo_dir: Path, source: str, dest: str,
+                keys_dir: Path, min_soak: str, percent: int, passphrase_env: str | None,
+                as_json: bool, **kw: Any) -> None:
+    """List in --to the very entries (same hashes) --from lists for NAME VERSION."""
+    from ..repo import parse_duration, promote
+    done = promote(name, version, directory=repo_dir, keys_dir=keys_dir, source=source,
+                   dest=dest, min_soak=parse_duration(min_soak), percent=percent,
+                   lifetimes=_lt(kw), passphrase_env=passphrase_env)
+    out(as_json, {"promoted": done}, "\n".join(
+        f"promoted {d['target']} to {d['ring']} at {d['percent']}% (sha256 "
+        f"{d['sha256'][:12]})" for d in done))
+
+
+@click.command("yank", context_settings=CONTEXT)
+@click.argument("name")
+@click.argument("version")
+@_repo_opt
+@click.option("--ring", required=True)
+@_keys_opt
+@click.option("--reason", required=True, help="Why; recorded in the signed ring metadata.")
+@_lifetimes
+@_pass_opt
+@_json_opt
+def yank_cmd(name: str, version: str, repo_dir: Path, ring: str, keys_dir: Path, reason: str,
+             passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
+    """Sign the decision that NAME VERSION must not run in RING."""
+    from ..repo import yank
+    done = yank(name, version, directory=repo_dir, keys_dir=keys_dir, ring=ring, reason=reason,
+                lifetimes=_lt(kw), passphrase_env=passphrase_env)
+    out(as_json, done, f"yanked {name} {version} from ring {ring}: {reason}")
+
+
+commands = [repo, publish_cmd, promote_cmd, yank_cmd]

@@ -1,0 +1,251 @@
+"""The OTA ring repository commands: init, publish, promote, yank, refresh.
+
+The folder layout, the metadata and how a publication is written are in ``repostore``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import SSlibKey
+from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+)
+
+from installer import verify
+from installer.errors import InstallerError
+from installer.fsio import hash_file, iter_file, write_verified
+
+from . import keys
+from .errors import LocalError, SpecError
+from .repostore import (
+    DAY,
+    DEFAULT_LIFETIMES,
+    DEFAULT_RINGS,
+    YANKED,
+    Lifetimes,
+    Repo,
+    RepoRefusal,
+    UntrustedBundle,
+    _iso,
+)
+
+__all__ = ["DEFAULT_RINGS", "YANKED", "Lifetimes", "Repo", "RepoRefusal", "UntrustedBundle",
+           "_iso", "init_repo", "parse_duration", "promote", "publish", "refresh", "yank"]
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def _now(now: int | None) -> int:
+    return int(time.time()) if now is None else int(now)
+
+
+def init_repo(directory: Path | str, keys_dir: Path | str, *,
+              rings: tuple[str, ...] = DEFAULT_RINGS,
+              ring_keys: dict[str, tuple[int, int]] | None = None,
+              lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
+              now: int | None = None) -> list[Path]:
+    """Create the repository: roots from the key directory, one delegated role per ring
+    (``ring_keys[ring] = (keys, threshold)``, default one key), empty rings, snapshot and
+    timestamp version 1."""
+    repo = Repo(directory, keys_dir, passphrase_env=passphrase_env)
+    now = _now(now)
+    if repo.meta.exists() and any(repo.meta.iterdir()):
+        raise SpecError(f"{repo.meta} is not empty: refusing to overwrite a repository",
+                        hint="choose another folder, or use publish/promote/refresh on it")
+    if not rings or len(set(rings)) != len(rings):
+        raise SpecError(f"rings must be distinct names, got {', '.join(rings) or 'none'}")
+    counts = ring_keys or {}
+    unknown = sorted(set(counts) - set(rings))
+    if unknown:
+        raise SpecError(f"--ring-keys names unknown ring(s) {', '.join(unknown)}")
+    delegations = Delegations(keys={}, roles={})
+    assert delegations.roles is not None
+    for ring in rings:
+        n, threshold = counts.get(ring, (1, 1))
+        if not 1 <= threshold <= n:
+            raise SpecError(f"ring {ring}: threshold must be between 1 and {n}, got {threshold}")
+    root = Metadata[Root].from_bytes(keys.root_chain(repo.keys_dir)[-1]).signed
+    for role in ("targets", "snapshot", "timestamp"):  # before anything is written
+        public = [k for k in (root.keys[i] for i in root.roles[role].keyids)
+                  if isinstance(k, SSlibKey)]
+        repo._sign(Metadata(Snapshot()), public, root.roles[role].threshold, role)
+    written = repo.sync_roots()
+    for ring in rings:
+        n, threshold = counts.get(ring, (1, 1))
+        public, files = keys.create_role_keys(repo.keys_dir, ring, n,
+                                              passphrase_env=passphrase_env)
+        written += files
+        for key in public:
+            delegations.keys[key.keyid] = key
+        delegations.roles[ring] = DelegatedRole(name=ring, keyids=[k.keyid for k in public],
+                                                threshold=threshold, terminating=False,
+                                                paths=["*"])
+    top = Metadata(Targets(version=1, delegations=delegations))
+    ring_md = {ring: Metadata(Targets(version=1)) for ring in rings}
+    written += repo.publish_set(rings=ring_md, lifetimes=lifetimes, now=now, new_targets=top)
+    repo.targets_dir.mkdir(parents=True, exist_ok=True)
+    return written
+
+
+def _entries(md: Metadata[Targets], name: str, version: str) -> dict[str, TargetFile]:
+    return {path: t for path, t in md.signed.targets.items()
+            if t.custom.get("name") == name and t.custom.get("version") == version}
+
+
+def _listed(md: Metadata[Targets]) -> str:
+    found = sorted({f"{t.custom.get('name')} {t.custom.get('version')}"
+                    for t in md.signed.targets.values()})
+    return ", ".join(found) or "nothing"
+
+
+def _yanked(md: Metadata[Targets], name: str, version: str) -> dict[str, Any] | None:
+    for entry in md.signed.unrecognized_fields.get(YANKED, []):
+        if entry.get("name") == name and entry.get("version") == version:
+            return dict(entry)
+    return None
+
+
+def publish(bundles: list[Path], *, directory: Path | str, keys_dir: Path | str, ring: str,
+            lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
+            now: int | None = None) -> list[dict[str, Any]]:
+    """Add bundles to ``ring``: each fully verified against the repository's newest root
+    (signature, envelope, every member), stored once by content, listed in the ring."""
+    repo = Repo(directory, keys_dir, passphrase_env=passphrase_env)
+    now = _now(now)
+    repo.sync_roots()
+    anchor = (repo.meta / f"{repo.root().signed.version}.root.json").read_bytes()
+    md = repo.ring(ring)
+    added = []
+    for path in bundles:
+        try:
+            opened = verify.open_bundle(str(path), anchor=anchor, now=now)
+            try:
+                verify.hash_payload(opened)
+            finally:
+                opened.close()
+        except InstallerError as e:
+            raise UntrustedBundle(f"{path} does not verify against root "
+                                  f"v{repo.root().signed.version} of {repo.dir}: {e.message}",
+                                  hint=e.hint or "build it with the keys of this repository"
+                                  ) from None
+        m = opened.header.manifest
+        if _yanked(md, m.name, m.version):
+            raise RepoRefusal(f"{m.name} {m.version} was yanked from ring {ring}",
+                              hint="publish a new version instead")
+        sha, size = hash_file(path)
+        filename = f"{m.name}-{m.version}-{m.arch}.tar"
+        dest = repo.targets_dir / f"{sha}.{filename}"
+        if not dest.exists():
+            try:
+                repo.targets_dir.mkdir(parents=True, exist_ok=True)
+                with open(path, "rb") as f:
+                    write_verified(dest, iter_file(f), sha256=sha, size=size, mode=0o644,
+                                   what=str(path))
+            except (OSError, InstallerError) as e:
+                raise LocalError(f"cannot write {dest}: {e}") from None
+        old = md.signed.targets.get(filename)
+        if old is not None and old.hashes.get("sha256") != sha:
+            raise RepoRefusal(f"ring {ring} already lists {filename} with other content",
+                              hint="versions must change when content does")
+        entered = old.custom.get("entered", now) if old is not None else now
+        md.signed.targets[filename] = TargetFile(size, {"sha256": sha}, filename, {"custom": {
+            "name": m.name, "version": m.version, "arch": m.arch, "k3s_version": m.k3s_version,
+            "manifest_sha256": opened.digest, "entered": entered, "percent": 100}})
+        added.append({"target": filename, "sha256": sha, "length": size, "ring": ring,
+                      "stored": str(dest)})
+    repo.publish_set(rings={ring: md}, lifetimes=lifetimes, now=now)
+    return added
+
+
+def parse_duration(text: str) -> int:
+    """``90``, ``30m``, ``24h``, ``7d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": DAY}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    if not number.isdigit():
+        raise SpecError(f"duration {text!r} is not of the form N, Ns, Nm, Nh or Nd")
+    return int(number) * units[unit]
+
+
+def promote(name: str, version: str, *, directory: Path | str, keys_dir: Path | str,
+            source: str, dest: str, min_soak: int = 0, percent: int = 100,
+            lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
+            now: int | None = None) -> list[dict[str, Any]]:
+    """List in ``dest`` exactly the entries (same hashes) that ``source`` lists for NAME
+    VERSION, once they have soaked ``min_soak`` seconds in ``source``."""
+    repo = Repo(directory, keys_dir, passphrase_env=passphrase_env)
+    now = _now(now)
+    if not 1 <= percent <= 100:
+        raise SpecError(f"--percent must be between 1 and 100, got {percent}")
+    if source == dest:
+        raise SpecError("--from and --to name the same ring")
+    repo.sync_roots()
+    snap = repo.snapshot()
+    src, dst = repo.ring(source, snap), repo.ring(dest, snap)
+    found = _entries(src, name, version)
+    if not found:
+        raise RepoRefusal(f"ring {source} does not list {name} {version}",
+                          hint=f"ring {source} lists: {_listed(src)}")
+    if _yanked(dst, name, version):
+        raise RepoRefusal(f"{name} {version} was yanked from ring {dest}",
+                          hint="promote a newer version")
+    entered = min(int(t.custom.get("entered", now)) for t in found.values())
+    if now - entered < min_soak:
+        raise RepoRefusal(
+            f"{name} {version} entered ring {source} at {_iso(entered)}; it must soak until "
+            f"{_iso(entered + min_soak)} (--min-soak {min_soak}s)",
+            hint="wait, or pass a shorter --min-soak")
+    out = []
+    for path, t in sorted(found.items()):
+        old = dst.signed.targets.get(path)
+        custom = dict(t.custom)
+        custom["entered"] = old.custom.get("entered", now) if old is not None else now
+        custom["percent"] = percent
+        dst.signed.targets[path] = TargetFile(t.length, dict(t.hashes), path,
+                                              {"custom": custom})
+        out.append({"target": path, "sha256": t.hashes["sha256"], "ring": dest,
+                    "percent": percent})
+    repo.publish_set(rings={dest: dst}, lifetimes=lifetimes, now=now)
+    return out
+
+
+def yank(name: str, version: str, *, directory: Path | str, keys_dir: Path | str, ring: str,
+         reason: str, lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
+         now: int | None = None) -> dict[str, Any]:
+    """Remove NAME VERSION from ``ring`` and record the signed decision that it must not run
+    there; devices on it go back to the newest version the ring still lists."""
+    repo = Repo(directory, keys_dir, passphrase_env=passphrase_env)
+    now = _now(now)
+    if not reason.strip():
+        raise SpecError("--reason must say why the version is yanked")
+    repo.sync_roots()
+    md = repo.ring(ring)
+    found = _entries(md, name, version)
+    if not found and not _yanked(md, name, version):
+        raise RepoRefusal(f"ring {ring} does not list {name} {version}",
+                          hint=f"ring {ring} lists: {_listed(md)}")
+    for path in found:
+        del md.signed.targets[path]
+    record = {"name": name, "version": version, "reason": reason, "at": now}
+    md.signed.unrecognized_fields[YANKED] = [
+        e for e in md.signed.unrecognized_fields.get(YANKED, [])
+        if (e.get("name"), e.get("version")) != (name, version)] + [record]
+    repo.publish_set(rings={ring: md}, lifetimes=lifetimes, now=now)
+    return dict(record, ring=ring, removed=sorted(found))
+
+
+def refresh(*, directory: Path | str, keys_dir: Path | str,
+            lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
+            now: int | None = None) -> list[Path]:
+    """New roots from the key directory, a new snapshot and timestamp: fresh for travel."""
+    repo = Repo(directory, keys_dir, passphrase_env=passphrase_env)
+    written = repo.sync_roots()
+    return written + repo.publish_set(rings={}, lifetimes=lifetimes, now=_now(now))

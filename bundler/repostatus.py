@@ -1,0 +1,73 @@
+"""``bundle repo status``: what each ring offers, and when every role expires (read-only)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from installer import policy
+
+from .repo import YANKED, Repo, _iso
+
+WARN_DAYS = 7
+
+
+def status(directory: Path | str, *, now: int | None = None) -> dict[str, Any]:
+    repo = Repo(directory, keys_dir=".")
+    now = int(time.time()) if now is None else int(now)
+    root = repo.root()
+    ts = repo.timestamp()
+    snap = repo.snapshot()
+    top = repo.targets(snap)
+    roles: dict[str, Any] = {}
+    warnings: list[str] = []
+
+    def role(name: str, version: int, expires: int) -> None:
+        days = (expires - now) / 86400
+        roles[name] = {"version": version, "expires": _iso(expires),
+                       "expires_in_days": round(days, 1)}
+        if days < WARN_DAYS:
+            what = "EXPIRED" if days <= 0 else f"expires in {days:.1f} days"
+            fix = {"timestamp": "repo refresh", "snapshot": "repo refresh",
+                   "root": "keys rotate"}.get(name, "publish, promote or yank")
+            warnings.append(f"{name} v{version} {what} ({_iso(expires)}): run `bundle {fix}`")
+
+    for name, md in (("root", root), ("timestamp", ts), ("snapshot", snap), ("targets", top)):
+        role(name, md.signed.version, int(md.signed.expires.timestamp()))
+    rings: dict[str, Any] = {}
+    for ring in repo.rings():
+        md = repo.ring(ring, snap)
+        role(ring, md.signed.version, int(md.signed.expires.timestamp()))
+        arches: dict[str, Any] = {}
+        for path, t in sorted(md.signed.targets.items()):
+            c = t.custom
+            best = arches.get(c.get("arch"))
+            if best is None or policy.compare_versions(c["version"], best["version"]) > 0:
+                arches[c["arch"]] = {"name": c["name"], "version": c["version"],
+                                     "since": _iso(int(c["entered"])),
+                                     "percent": c["percent"], "target": path,
+                                     "sha256": t.hashes["sha256"]}
+        rings[ring] = {"arches": arches, "listed": sorted(md.signed.targets),
+                       "yanked": list(md.signed.unrecognized_fields.get(YANKED, []))}
+    return {"repository": str(repo.dir), "roles": roles, "rings": rings, "warnings": warnings}
+
+
+def status_text(report: dict[str, Any]) -> list[str]:
+    lines = [f"repository {report['repository']}"]
+    for ring, info in report["rings"].items():
+        lines.append(f"ring {ring}:")
+        if not info["arches"]:
+            lines.append("  (nothing listed)")
+        for arch, a in sorted(info["arches"].items()):
+            lines.append(f"  {arch}: {a['name']} {a['version']} since {a['since']}, "
+                         f"{a['percent']}% ({a['sha256'][:12]})")
+        for y in info["yanked"]:
+            lines.append(f"  yanked: {y['name']} {y['version']} at {_iso(y['at'])}: "
+                         f"{y['reason']}")
+    lines.append("roles:")
+    for name, r in report["roles"].items():
+        lines.append(f"  {name:<10} v{r['version']:<4} expires {r['expires']} "
+                     f"({r['expires_in_days']} days)")
+    lines += ["warning: " + w for w in report["warnings"]]
+    return lines

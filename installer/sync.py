@@ -1,0 +1,340 @@
+"""``airgap-install sync``: follow a ring of a TUF ring repository (``bundle repo`` output).
+
+The thin I/O shell around ``tufclient`` (metadata) and ``rings`` (which bundle):
+
+    lock -> read the ring (local config) -> TUF refresh over the source folder -> persist the
+    verified metadata and the time ratchet -> choose -> copy the target into local staging
+    while hashing it against the ring's entry -> unlock -> the existing install path (all its
+    checks) or, for a yanked version, rollback to the kept previous release -> health command
+    until it passes or times out -> on failure: rollback, record the version as failed, exit 7.
+
+Files::
+
+    <root>/etc/rancher/airgap/ring.json           {"ring": ..., "device_id": ...} (local only)
+    <root>/var/lib/rancher/airgap/tuf/*.json      the metadata verified last (TUF "trusted")
+    <root>/var/lib/rancher/airgap/tuf/sync.json   ratchet, last sync, failed versions
+"""
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+from . import canonjson, install, preflight, rings, tufclient, verify
+from .errors import ConfigError, HealthGateFailed, InstallerError, PolicyRefusal
+from .fsio import iter_file, write_verified
+from .layout import TRUST_DIR, Layout
+from .options import Given
+from .state import Options, RunLock, load_state
+
+Report = Callable[[str], None]
+DEFAULT_HEALTH = ("k3s kubectl get --raw=/readyz && k3s kubectl -n kube-system wait "
+                  "--for=condition=Available deployment --all --timeout=30s")
+_DOCS = ("timestamp", "snapshot", "targets")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _config_path(layout: Layout) -> str:
+    return layout.path(TRUST_DIR + "/ring.json")
+
+
+def _tuf_dir(layout: Layout) -> str:
+    return os.path.join(layout.airgap, "tuf")
+
+
+def _read_json(path: str, what: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    doc = canonjson.loads_strict(data, what=what)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path} is not a JSON object", hint="remove it and configure again")
+    return doc
+
+
+def _write_json(path: str, doc: Dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_verified(path, [canonjson.encode(doc)], mode=0o644)
+
+
+def set_ring(layout: Layout, ring: str) -> Dict[str, Any]:
+    """``config ring NAME``: local configuration, never taken from a medium."""
+    if not ring or not ring.replace("-", "").isalnum():
+        raise ConfigError(f"ring name {ring!r} must be letters, digits and '-'")
+    doc = _read_json(_config_path(layout), "ring.json") or {}
+    device_id = doc.get("device_id")
+    if not isinstance(device_id, str) or not device_id:
+        device_id = _machine_id(layout) or uuid.uuid4().hex
+    _write_json(_config_path(layout), {"ring": ring, "device_id": device_id})
+    return {"ring": ring, "device_id": device_id, "config": _config_path(layout)}
+
+
+def _machine_id(layout: Layout) -> Optional[str]:
+    try:
+        with open(layout.path("etc/machine-id")) as f:
+            value = f.read(64).strip()
+    except OSError:
+        return None
+    return value or None
+
+
+def _config(layout: Layout) -> Dict[str, str]:
+    doc = _read_json(_config_path(layout), "ring.json")
+    if doc is None or not isinstance(doc.get("ring"), str) or not isinstance(
+            doc.get("device_id"), str):
+        raise ConfigError("this device follows no ring yet",
+                          hint="run `airgap-install config ring NAME` (or `trust ROOT_JSON "
+                               "--ring NAME`)")
+    return {"ring": doc["ring"], "device_id": doc["device_id"]}
+
+
+def _record(layout: Layout) -> Dict[str, Any]:
+    doc = _read_json(os.path.join(_tuf_dir(layout), "sync.json"), "sync.json") or {}
+    doc.setdefault("failed", [])
+    doc.setdefault("ratchet", 0)
+    return doc
+
+
+def _save_record(layout: Layout, doc: Dict[str, Any]) -> None:
+    _write_json(os.path.join(_tuf_dir(layout), "sync.json"), doc)
+
+
+def _load_trusted(layout: Layout, ring: str, ratchet: int) -> tufclient.Trusted:
+    def read(name: str) -> Optional[bytes]:
+        try:
+            with open(os.path.join(_tuf_dir(layout), name), "rb") as f:
+                return f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
+        except FileNotFoundError:
+            return None
+    return tufclient.Trusted(root=verify.read_anchor(layout), timestamp=read("timestamp.json"),
+                             snapshot=read("snapshot.json"), targets=read("targets.json"),
+                             ring=read(f"ring-{ring}.json"), ratchet=ratchet)
+
+
+def _persist(layout: Layout, refreshed: tufclient.Refreshed) -> None:
+    t = refreshed.trusted
+    folder = _tuf_dir(layout)
+    os.makedirs(folder, exist_ok=True)
+    for name, data in (("timestamp.json", t.timestamp), ("snapshot.json", t.snapshot),
+                       ("targets.json", t.targets), (f"ring-{refreshed.ring}.json", t.ring)):
+        if data is not None:
+            write_verified(os.path.join(folder, name), [data], mode=0o644)
+    if refreshed.root_bytes is not None:
+        write_verified(layout.trust_anchor, [refreshed.root_bytes], mode=0o644)
+
+
+def folder_fetcher(source: str) -> tufclient.Fetch:
+    """Metadata files from ``SOURCE/metadata/`` (a stick holding `bundle repo` output)."""
+    folder = os.path.join(source, "metadata")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{source} holds no metadata/ folder",
+                          hint="pass the folder `bundle repo init` made (copied as is)")
+
+    def fetch(name: str) -> Optional[bytes]:
+        if "/" in name or name.startswith("."):
+            return None
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                return f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
+        except FileNotFoundError:
+            return None
+    return fetch
+
+
+def target_file(source: str, entry: tufclient.Entry) -> str:
+    """Consistent snapshots: ``targets/<dir>/<sha256>.<basename>``."""
+    head, base = os.path.split(entry.path)
+    return os.path.join(source, "targets", head, f"{entry.sha256}.{base}")
+
+
+def copy_target(source: str, entry: tufclient.Entry, dest_dir: str) -> str:
+    """Copy the target into ``dest_dir`` while checking the ring's length and sha256; only
+    this verified local copy is used afterwards (THREATS 7)."""
+    src = target_file(source, entry)
+    if not entry.sha256:
+        raise PolicyRefusal(f"ring entry {entry.path} gives no sha256")
+    os.makedirs(dest_dir, exist_ok=True)
+    dest = os.path.join(dest_dir, f"{entry.sha256}.{os.path.basename(entry.path)}")
+    try:
+        with open(src, "rb") as f:
+            write_verified(dest, iter_file(f, limit=entry.length + 1), sha256=entry.sha256,
+                           size=entry.length, what=f"target {entry.path} ({src})")
+    except FileNotFoundError:
+        raise ConfigError(f"{src} is missing on the source",
+                          hint="copy the whole repository folder, targets/ included") from None
+    return dest
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    source: str
+    health_cmd: Optional[str] = None
+    health_timeout: float = 300
+    health_interval: float = 2
+    role: Optional[str] = None
+    options: Optional[Options] = None   # first install only; later the installed ones
+    arch: Optional[str] = None
+    wait: bool = False
+
+
+def _health(layout: Layout, cmd: str, timeout: float, interval: float,
+            env_extra: Dict[str, str]) -> Optional[str]:
+    """Run ``cmd`` until it exits 0 (None) or ``timeout`` passes (the last failure)."""
+    env = dict(os.environ)
+    env["PATH"] = layout.path("usr/local/bin") + os.pathsep + env.get("PATH", "")
+    env.update(env_extra)
+    deadline = time.monotonic() + timeout
+    last = "never ran"
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return last
+        try:
+            done = subprocess.run(["/bin/sh", "-c", cmd], env=env, capture_output=True,
+                                  text=True, timeout=left)
+            if done.returncode == 0:
+                return None
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            last = f"exit {done.returncode}" + (f": {tail[0]}" if tail else "")
+        except subprocess.TimeoutExpired:
+            return f"still running after {timeout:g}s"
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+
+
+def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
+         now: Optional[int] = None) -> Dict[str, Any]:
+    clock = int(time.time()) if now is None else now
+    if "://" in req.source:
+        raise ConfigError(f"--source {req.source}: only a folder is supported so far",
+                          hint="copy the repository folder onto the medium")
+    arch = preflight.host_arch(layout, req.arch)
+    with RunLock(layout, wait=req.wait):
+        cfg = _config(layout)
+        record = _record(layout)
+        state, _ = load_state(layout)
+        trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
+        refreshed = tufclient.refresh(trusted, folder_fetcher(req.source), ring=cfg["ring"],
+                                      now=clock)
+        _persist(layout, refreshed)
+        record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
+                      metadata=refreshed.versions)
+        cur = state.current
+        choice = rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
+                              installed_name=cur.name if cur else None,
+                              installed_version=cur.version if cur else None,
+                              yanked=refreshed.yanked,
+                              failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
+        base = {"ring": cfg["ring"], "reason": choice.reason, "metadata": refreshed.versions}
+        if choice.entry is None:
+            record["result"] = "up to date"
+            _save_record(layout, record)
+            return dict(base, action="up-to-date",
+                        current=cur.summary() if cur else None)
+        entry = choice.entry
+        digest = str(entry.custom.get("manifest_sha256"))
+        if choice.action == "downgrade" and (state.previous is None
+                                             or state.previous.digest != digest):
+            raise PolicyRefusal(
+                f"{choice.reason}; the ring's newest is {entry.custom.get('version')}, which is "
+                "not the previous release kept here",
+                hint="install that version by hand with `airgap-install install`")
+        incoming = os.path.join(_tuf_dir(layout), "incoming")
+        copy = None if choice.action == "downgrade" else copy_target(req.source, entry,
+                                                                     incoming)
+        _save_record(layout, dict(record, result="installing " + entry.path))
+    label = f"{entry.custom.get('name')} {entry.custom.get('version')}"
+    try:
+        if copy is None:
+            report(f"{choice.reason}: rolling back to {label}")
+            result = install.rollback(layout, wait=req.wait, report=report)
+        else:
+            report(f"{choice.reason}: installing {label}")
+            result = install.install(layout, _request(req, copy, cur, arch), report=report)
+    except InstallerError as e:
+        _note(layout, f"{label} not installed: {e.message}")
+        raise
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+    installed = result.get("current") or {}
+    if result.get("action") != "none" and installed.get("digest") != digest:
+        install.rollback(layout, wait=req.wait, report=report)
+        raise PolicyRefusal(f"ring entry {entry.path} names manifest {digest}, the bundle "
+                            f"holds {installed.get('digest')}: rolled back",
+                            hint="the repository is inconsistent; re-publish the bundle")
+    failure = _health(layout, req.health_cmd or DEFAULT_HEALTH, req.health_timeout,
+                      req.health_interval, {"AIRGAP_RING": cfg["ring"],
+                                            "AIRGAP_VERSION": str(entry.custom.get("version")),
+                                            "AIRGAP_ROOT": layout.root})
+    with RunLock(layout, wait=True):
+        record = _record(layout)
+        if failure is None:
+            record["result"] = f"{'installed' if copy else 'rolled back to'} {label}"
+            _save_record(layout, record)
+            return dict(base, action="installed" if copy else "rolled-back",
+                        current=installed, previous=result.get("previous"))
+    report(f"health check of {label} failed ({failure}): rolling back")
+    back = install.rollback(layout, wait=req.wait, report=report)
+    with RunLock(layout, wait=True):
+        record = _record(layout)
+        record["failed"] = [f for f in record["failed"] if f.get("digest") != digest] + [
+            {"digest": digest, "name": entry.custom.get("name"),
+             "version": entry.custom.get("version"), "at": clock, "why": failure}]
+        record["result"] = f"health check of {label} failed; rolled back"
+        _save_record(layout, record)
+    raise HealthGateFailed(
+        f"health check of {label} failed after {req.health_timeout:g}s ({failure}); rolled "
+        f"back to {back['current']['name']} {back['current']['version']}; {label} will not be "
+        "retried until the ring lists something newer",
+        hint="fix the release and publish a newer version")
+
+
+def _note(layout: Layout, result: str) -> None:
+    with RunLock(layout, wait=True):
+        record = _record(layout)
+        record["result"] = result
+        _save_record(layout, record)
+
+
+def _request(req: SyncRequest, path: str, cur: Any, arch: str) -> install.InstallRequest:
+    # options given to sync replace the recorded ones; otherwise install keeps what the
+    # device last ran with (installer/options.py merges the two)
+    o = req.options
+    given = Given(role=req.role) if o is None else Given(
+        role=req.role, exec_args=o.exec_args, url=o.url, token_file=o.token_file,
+        skip_start=o.skip_start)
+    return install.InstallRequest(source=path, given=given, arch=req.arch and arch,
+                                  wait=req.wait)
+
+
+def sync_status(layout: Layout) -> Dict[str, Any]:
+    """For ``status``: ring, metadata versions and expiry, last sync and its result."""
+    try:
+        cfg = _read_json(_config_path(layout), "ring.json") or {}
+        record = _record(layout)
+    except InstallerError as e:
+        return {"error": e.message}
+    return {"ring": cfg.get("ring"), "device_id": cfg.get("device_id"),
+            "last_sync": record.get("last_sync"), "result": record.get("result"),
+            "metadata": record.get("metadata"), "failed": record["failed"]}
+
+
+def text(result: Dict[str, Any]) -> List[str]:
+    if "device_id" in result and "config" in result:
+        return [f"ring {result['ring']} (device id {result['device_id']}) in {result['config']}"]
+    action = result.get("action")
+    if action == "up-to-date":
+        reason = str(result.get("reason"))
+        return [reason if reason.startswith("up to date") else "nothing to install: " + reason]
+    cur = result.get("current") or {}
+    head = {"up-to-date": "up to date", "installed": "installed",
+            "rolled-back": "rolled back to"}.get(str(action), str(action))
+    what = f" {cur.get('name')} {cur.get('version')}" if cur else ""
+    return [f"{head}{what} (ring {result.get('ring')}: {result.get('reason')})"]

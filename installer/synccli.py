@@ -1,0 +1,82 @@
+"""The ``config`` and ``sync`` subcommands of ``airgap-install`` (registered by ``cli``)."""
+
+import argparse
+import os
+import time
+from typing import Any, Callable, Dict, List
+
+from . import sync
+from .errors import ConfigError
+from .layout import Layout
+from .state import Options
+
+COMMANDS = ("config", "sync")
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser,
+                locking: argparse.ArgumentParser) -> None:
+    c = sub.add_parser("config", parents=[common],
+                       help="local settings: `config ring NAME` (the ring this device follows)")
+    c.add_argument("key", choices=["ring"])
+    c.add_argument("value", metavar="NAME")
+
+    s = sub.add_parser("sync", parents=[common, locking],
+                       help="install what this device's ring lists (TUF ring repository)")
+    s.add_argument("--source", required=True, metavar="FOLDER",
+                   help="the ring repository folder (`bundle repo` output, e.g. a USB stick)")
+    s.add_argument("--health-cmd", metavar="CMD", default=None,
+                   help="shell command that exits 0 when the update is healthy (default: "
+                        "K3s /readyz and every kube-system Deployment available)")
+    s.add_argument("--health-timeout", type=float, default=300, metavar="SECONDS",
+                   help="roll back when the health command has not passed by then (300)")
+    s.add_argument("--health-interval", type=float, default=2, metavar="SECONDS",
+                   help=argparse.SUPPRESS)
+    role = s.add_mutually_exclusive_group()
+    role.add_argument("--server", dest="role", action="store_const", const="server")
+    role.add_argument("--agent", dest="role", action="store_const", const="agent")
+    s.add_argument("--url", help="server to join (first install of an agent)")
+    s.add_argument("--token-file", metavar="F", help="file holding the join token")
+    s.add_argument("--exec", dest="exec_args", default=None, metavar='"ARGS"')
+    s.add_argument("--skip-start", action="store_true", default=None)
+    s.add_argument("--arch", help="architecture (with --root other than / only)")
+
+
+def _options(args: argparse.Namespace) -> Any:
+    given = (args.url, args.token_file, args.exec_args, args.skip_start)
+    if all(v is None for v in given):
+        return None
+    token = os.path.abspath(args.token_file) if args.token_file else None
+    if token is not None and not os.path.isfile(token):
+        raise ConfigError(f"--token-file {token} does not exist")
+    return Options(exec_args=args.exec_args or "", url=args.url, token_file=token,
+                   skip_start=bool(args.skip_start))
+
+
+def run(args: argparse.Namespace, layout: Layout,
+        report: Callable[[str], None]) -> Dict[str, Any]:
+    if args.command == "config":
+        return sync.set_ring(layout, args.value)
+    req = sync.SyncRequest(source=args.source, health_cmd=args.health_cmd,
+                           health_timeout=args.health_timeout,
+                           health_interval=args.health_interval, role=args.role,
+                           options=_options(args), arch=args.arch, wait=args.wait)
+    return sync.sync(layout, req, report=report)
+
+
+def text(result: Dict[str, Any]) -> List[str]:
+    return sync.text(result)
+
+
+def status_lines(info: Dict[str, Any]) -> List[str]:
+    if not info.get("ring"):
+        return ["ring: none (airgap-install config ring NAME)"]
+    lines = [f"ring: {info['ring']}"]
+    if info.get("last_sync"):
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info["last_sync"]))
+        lines.append(f"last sync: {when}: {info.get('result')}")
+    for role, v in sorted((info.get("metadata") or {}).items()):
+        exp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(v["expires"]))
+        lines.append(f"  {role:<10} v{v['version']} expires {exp}")
+    for f in info.get("failed", []):
+        lines.append(f"failed (not retried): {f.get('name')} {f.get('version')}: {f.get('why')}")
+    return lines
