@@ -41,7 +41,7 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
     """Pin the trust anchor (first use only); later roots arrive signed inside bundles."""
     trust = verify._trust()
     try:
-        with open(root_json, "rb") as f:
+        with verify.open_regular(root_json, what="root") as f:
             data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise ConfigError(f"cannot read {root_json}: {e.strerror}") from None
@@ -69,7 +69,9 @@ def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None) ->
     path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
     anchor = verify.read_anchor(layout)
     state, _ = load_state(layout)
-    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet))
+    clock = int(time.time())
+    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet, clock),
+                                clock=clock)
     try:
         if chosen is not None:
             preflight.check_file_name(chosen, opened.header.manifest)
@@ -99,7 +101,9 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
     state, _ = load_state(layout)
     anchor = verify.read_anchor(layout)
     failpoint.hit("after-lock")
-    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet))
+    clock = int(time.time())
+    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet, clock),
+                                clock=clock)
     staging = None
     try:
         m = opened.header.manifest
@@ -157,7 +161,9 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
                   script=Target("", script_member.path, script_member.sha256,
                                 script_member.size, script_member.mode))
     after = State(current=new, previous=cur, generation=state.generation,
-                  time_ratchet=max(state.time_ratchet, m.created))
+                  time_ratchet=verify.next_ratchet(state.time_ratchet, created=m.created,
+                                                   root_expires=opened.root.expires,
+                                                   clock=clock))
     report(f"placing {label} ({decision.reason})")
     written = txn.run(layout, op="install", old=cur, new=new, state_after=after, report=report,
                       output=output)
