@@ -23,7 +23,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from . import canonjson
+from . import canonjson, policy
 from .errors import DigestMismatch, FormatError, UnsafeMember
 from .tarstream import Entry, TarStream
 
@@ -164,6 +164,10 @@ def check_member_path(path: str, kind: str) -> None:
 
 def validate_manifest(manifest: Manifest) -> Manifest:
     """Check internal consistency; raises FormatError/UnsafeMember. Returns the manifest."""
+    # numbers compared later (policy) must parse, or a signed bundle could make every later
+    # install fail on the installed version; also bounds them (no 5000-digit numbers)
+    policy.parse_version(manifest.version)
+    policy.parse_k3s_version(manifest.k3s_version)
     if manifest.arch not in ARCHES:
         raise FormatError(f"bundle manifest: unknown arch {manifest.arch!r} "
                           f"(known: {', '.join(ARCHES)})")
