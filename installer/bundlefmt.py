@@ -32,7 +32,7 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURES_NAME = "signatures.json"
 ROOTS_DIR = "roots"
 MAX_HEADER_MEMBER = 4 * 1024 * 1024  # manifest, signatures and each root: small documents
-MAX_HEADER_TOTAL = 16 * 1024 * 1024  # all of them together
+MAX_HEADER_TOTAL = 8 * 1024 * 1024   # all of them together (ours: well under 1 MiB)
 MAX_ROOTS = 256                      # root chain length (python-tuf: max_root_rotations 256)
 
 ARCHES = ("amd64", "arm64", "arm")

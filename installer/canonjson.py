@@ -20,7 +20,7 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 # Bounds on the shape, checked before ``json`` builds anything (its parser recurses per level
 # and allocates per value): ours nest 6 deep and hold a few thousand values.
 MAX_DEPTH = 32
-MAX_TOKENS = 100_000        # containers + separators: bounds the objects a parse creates
+MAX_TOKENS = 50_000         # containers + separators: bounds the objects a parse creates
 MAX_INT_DIGITS = 20         # 2**63 has 19 digits; int() of long digit strings is quadratic
 
 # A JSON string, or an unterminated one running to the end: always matches from a quote with

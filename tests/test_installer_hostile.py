@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -24,9 +24,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bundles import REPO, KeyDir, cli, default_spec, tree, unsigned_manifest_bytes, write_spec  # noqa: E402,I001
+from bundles import (  # noqa: E402
+    REPO,
+    KeyDir,
+    _members,
+    cli,
+    default_spec,
+    manifest_for,
+    tree,
+    unsigned_manifest_bytes,
+    write_spec,
+)
 
-from installer import canonjson, state  # noqa: E402
+from installer import bundlefmt, canonjson, state  # noqa: E402
+from installer.bundlefmt import ImageEntry  # noqa: E402
 from installer.layout import Layout  # noqa: E402
 
 RSS_LIMIT_KIB = 64 * 1024
@@ -205,6 +216,24 @@ def _sparse_map(folder: Path, keydir: KeyDir) -> Path:
                  + END)(folder, keydir)
 
 
+def _metadata_at_every_limit(folder: Path, keydir: KeyDir) -> Path:
+    """The most an unsigned file can make the installer parse: a valid manifest just under
+    4 MiB and ``MAX_TOKENS`` (3000 images with 1240-character refs), then a root just under
+    4 MiB (8 MiB together) of ~48k strings, which is parsed before it is found to be junk."""
+    spec = default_spec("2.0.0")
+    manifest = manifest_for(spec, [m for m, _ in _members(spec)])
+    manifest = replace(manifest, images=tuple(
+        ImageEntry(ref="r" * 1240 + str(i), digest="sha256:" + "0" * 64, index_digest="",
+                   archive="images/app-2.0.0.tar") for i in range(3000)))
+    data = manifest.to_bytes()
+    root = canonjson.encode([f"a{i:080d}" for i in range(48_000)])
+    assert len(data) <= bundlefmt.MAX_HEADER_MEMBER and len(root) <= bundlefmt.MAX_HEADER_MEMBER
+    assert len(data) + len(root) + 16 <= bundlefmt.MAX_HEADER_TOTAL
+    return _file(member("manifest.json", data)
+                 + member("signatures.json", canonjson.encode({"signatures": []}))
+                 + member("roots/1.root.json", root) + END)(folder, keydir)
+
+
 def _signed_long_version(folder: Path, keydir: KeyDir) -> Path:
     return write_spec(default_spec("2." + "9" * 5000), keydir, folder,
                       filename="edge-2.0.0-amd64.tar")
@@ -243,8 +272,10 @@ CASES: Dict[str, Tuple[Maker, int, str]] = {
     "name-prefix": (_file(_with_prefix() + END), 3, "name prefix"),
     "manifest-declares-8GiB": (_file(ustar("manifest.json", (8 << 30) - 1) + END), 3,
                                "over the 4194304 limit for metadata"),
-    "roots-20x4MiB": (_many_big_roots, 3, "exceed 16777216 bytes together"),
+    "roots-20x4MiB": (_many_big_roots, 3, "exceed 8388608 bytes together"),
     "roots-300": (_too_many_roots, 3, "more than 256 roots"),
+    "metadata-at-every-limit": (_metadata_at_every_limit, 3,
+                                "root chain entry 1 must be a JSON object"),
     "manifest-json-100k-deep": (_file(member("manifest.json", deep()) + END), 3,
                                 "deeper than 32 levels"),
     "manifest-json-240k-digit-int": (_file(member("manifest.json", b"[" + b"7" * 240_000 + b"]")
