@@ -192,6 +192,7 @@ def test_install_uses_ratchet_and_caps_it(tmp_path: Path, keydir: KeyDir) -> Non
     """End to end: a bundle created 12 h in the future installs and the ratchet becomes its
     `created`; a state ratchet past the root's expiry (clock behind the ratchet) refuses."""
     import time as _time
+
     from installer import state as state_mod
     from installer.layout import Layout
     root = tmp_path / "root"

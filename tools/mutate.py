@@ -212,6 +212,63 @@ def _pytest(work: Path, args: List[str], timeout: float,
     return status, time.monotonic() - start
 
 
+def _prime(work: Path, tests: List[str]) -> None:
+    """Import pytest, the third-party libraries and the tests once, in this process, from
+    ``work``: each mutant then runs in a fork that re-imports only the project's modules."""
+    sys.dont_write_bytecode = True
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    os.chdir(work)
+    sys.path.insert(0, str(work))
+    import pytest
+    with open(os.devnull, "w") as null:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider"] + tests)
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+
+
+def _ours(name: str, work: Path) -> bool:
+    if name.split(".")[0] in ("installer", "bundler", "tests"):
+        return True
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None) or ""
+    return path.startswith(str(work))
+
+
+def _forked(work: Path, args: List[str], timeout: float) -> Tuple[str, float]:
+    """Run pytest ARGS in a fork of the primed process (the mutant is already on disk)."""
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # child: forget our modules so they are imported from disk, mutant included
+        code = 3
+        try:
+            for name in [n for n in list(sys.modules) if _ours(n, work)]:
+                del sys.modules[name]
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            import pytest
+            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider"] + args))
+        finally:
+            os._exit(code)
+    deadline = start + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - start
+        time.sleep(0.05)
+    code = os.waitstatus_to_exitcode(status)
+    return {0: "survived", 1: "killed"}.get(code, "error"), time.monotonic() - start
+
+
 def trace(work: Path, module_path: Path, tests: List[str]) -> Dict[int, List[str]]:
     """line -> node ids of tests that executed it in-process."""
     plugin_dir = work / ".mutate"
@@ -244,21 +301,24 @@ def run_module(module: str, tests: List[str], *, limit: Optional[int],
             raise SystemExit(f"the tests fail without any mutation ({status}): {tests}")
         by_line = trace(work, target, tests)
         mutants = enumerate_mutants(original)[:limit]
+        here = os.getcwd()
+        _prime(work, tests)
         print(f"{module}: {len(mutants)} mutants; unmutated run {base:.1f} s", flush=True)
         try:
             for n, m in enumerate(mutants, 1):
                 target.write_text(mutate_source(original, m))
                 selected = sorted(set(by_line.get(m.lineno, []))) or tests
-                m.status, m.seconds = _pytest(work, selected,
+                m.status, m.seconds = _forked(work, selected,
                                               timeout=base * timeout_factor + 30)
                 if m.status == "survived" and selected is not tests:
                     # reached in-process but maybe checked only by a CLI test: run them all
-                    m.status, extra = _pytest(work, tests, timeout=base * timeout_factor + 30)
+                    m.status, extra = _forked(work, tests, timeout=base * timeout_factor + 30)
                     m.seconds += extra
                 print(f"  [{n}/{len(mutants)}] line {m.lineno} {m.kind} {m.detail}: "
                       f"{m.status} ({m.seconds:.1f} s)", flush=True)
         finally:
             target.write_text(original)
+            os.chdir(here)
     return mutants
 
 
@@ -279,7 +339,7 @@ def report(module: str, mutants: List[Mutant], source: str) -> Dict[str, object]
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="+", help="files to mutate, relative to the repository")
-    ap.add_argument("--tests", nargs="+", required=True,
+    ap.add_argument("--tests", nargs="+", default=[],
                     help="the test subset (files or node ids) to run against each mutant")
     ap.add_argument("--limit", type=int, help="only the first N mutants (a quick look)")
     ap.add_argument("--timeout-factor", type=float, default=3.0,
@@ -294,6 +354,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             for m in enumerate_mutants(source):
                 print(f"line {m.lineno}: {m.kind} {m.detail}")
             continue
+        if not args.tests:
+            ap.error("--tests is required (except with --list)")
         mutants = run_module(module, args.tests, limit=args.limit,
                              timeout_factor=args.timeout_factor)
         results.append(report(module, mutants, source))
