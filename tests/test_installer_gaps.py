@@ -9,6 +9,7 @@ so ``tools/mutate.py`` can run them for every mutant; a few go through both CLIs
 import hashlib
 import io
 import json
+import os
 import re
 import sys
 import tarfile
@@ -637,3 +638,52 @@ def test_open_regular_refuses_missing(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"abc")
     with verify.open_regular(str(tmp_path / "f"), what="bundle") as f:
         assert f.read() == b"abc"
+
+
+def test_open_regular_refuses_a_fifo_in_process(tmp_path: Path) -> None:
+    fifo = tmp_path / "b.tar"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is a FIFO, not a regular file"):
+        verify.open_regular(str(fifo), what="bundle")
+    with pytest.raises(ConfigError, match="is a folder, not a regular file"):
+        verify.open_regular(str(tmp_path), what="bundle")
+
+
+def test_clock_skew_is_the_documented_24_hours() -> None:
+    assert verify.MAX_CLOCK_SKEW == 24 * 3600  # docs/trust.md names this value
+
+
+def test_flipped_tar_header_byte_in_process(tmp_path: Path, good: Path, keydir: KeyDir) -> None:
+    def flip_mode(d: bytearray) -> bytes:
+        at = bytes(d).find(b"manifests/demo.yaml\x00")
+        d[at + 100 + 4] ^= 0x01  # the mode field of that member's header
+        return bytes(d)
+    bad = _edit(good, tmp_path / "b.tar", flip_mode)
+    with pytest.raises(FormatError, match="tar header of 'manifests/demo.yaml' is not the canon"):
+        _verify(bad, keydir)
+
+
+def test_every_trailer_length_verifies(tmp_path: Path, keydir: KeyDir) -> None:
+    """The archive ends with two zero blocks padded to a 10 KiB record: bundles whose data
+    end at every block position of a record verify, and one without its last block does not."""
+    spec, manifest, data = _spec_parts()
+    seen = set()
+    for blocks in range(21):
+        extra = b"x" * (512 * blocks)
+        path = "manifests/zz-extra.yaml"
+        members = list(manifest.members) + [Member(path, len(extra),
+                                                   hashlib.sha256(extra).hexdigest(), 0o644,
+                                                   "manifest")]
+        m = replace(manifest, members=tuple(members))
+        bundle = _write(tmp_path / f"b{blocks}.tar", keydir, manifest=m, data={**data,
+                                                                              path: extra})
+        size = bundle.stat().st_size
+        assert size % tarfile.RECORDSIZE == 0
+        assert _verify(bundle, keydir) == m.payload_size
+        seen.add(size)
+        if blocks in (0, 19):
+            cut = tmp_path / "cut.tar"
+            cut.write_bytes(bundle.read_bytes()[:-512])
+            with pytest.raises(FormatError):
+                _verify(cut, keydir)
+    assert len(seen) >= 2
