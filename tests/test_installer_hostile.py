@@ -276,14 +276,17 @@ CASES: Dict[str, Tuple[Maker, int, str]] = {
     "roots-300": (_too_many_roots, 3, "more than 256 roots"),
     "metadata-at-every-limit": (_metadata_at_every_limit, 3,
                                 "root chain entry 1 must be a JSON object"),
+    # 100k deep trips the value count first; 40 deep (few values) trips the depth limit
     "manifest-json-100k-deep": (_file(member("manifest.json", deep()) + END), 3,
-                                "deeper than 32 levels"),
+                                "more than 50000 JSON values"),
+    "manifest-json-40-deep": (_file(member("manifest.json", deep(40)) + END), 3,
+                              "deeper than 32 levels"),
     "manifest-json-240k-digit-int": (_file(member("manifest.json", b"[" + b"7" * 240_000 + b"]")
                                            + END), 3, "over the 20-digit limit"),
     "signatures-json-100k-deep": (_file(member("manifest.json", unsigned_manifest_bytes(SPEC))
                                         + member("signatures.json", deep()) + END), 3,
-                                  "deeper than 32 levels"),
-    "root-json-100k-deep": (_deep_root, 3, "deeper than 32 levels"),
+                                  "more than 50000 JSON values"),
+    "root-json-100k-deep": (_deep_root, 3, "more than 50000 JSON values"),
     "truncated-in-header": (_file(envelope()[:700]), 3, "is truncated"),
     "signed-5000-digit-version": (_signed_long_version, 3, "5000 digits"),
     "signed-5000-digit-k3s-minor": (_signed_long_k3s_minor, 3, "5000 digits"),
@@ -353,7 +356,7 @@ def test_trust_file_json_100k_deep(tmp_path: Path, host: Path) -> None:
     fresh = host / "fresh"
     before = tree(host)
     run = bounded("trust", root, "--root", fresh)
-    _refused(host, run, 3, "deeper than 32 levels", before)
+    _refused(host, run, 3, "more than 50000 JSON values", before)
 
 
 def test_valid_bundle_installs_within_the_bound(tmp_path: Path, keydir: KeyDir,
