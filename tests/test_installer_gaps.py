@@ -687,3 +687,75 @@ def test_every_trailer_length_verifies(tmp_path: Path, keydir: KeyDir) -> None:
             with pytest.raises(FormatError):
                 _verify(cut, keydir)
     assert len(seen) >= 2
+
+
+# ---------------------------------------------------------------------------- root structure
+
+
+def _root_edit(keydir: KeyDir, fn: Callable[[dict], object]) -> bytes:
+    doc = json.loads(keydir.root_json.read_bytes())
+    fn(doc)
+    return canonjson.encode(doc)
+
+
+def _first_key(doc: dict) -> dict:
+    return doc["signed"]["keys"][sorted(doc["signed"]["keys"])[0]]
+
+
+ROOT_CASES = {
+    "key-not-object": (lambda d: d["signed"]["keys"].update(x="k"), "must be an object"),
+    "role-not-object": (lambda d: d["signed"]["roles"].update(root=[]), "must be an object"),
+    "keyids-not-strings": (lambda d: d["signed"]["roles"]["root"].update(keyids=[1]),
+                           "keyids must be strings"),
+    "keyid-twice": (lambda d: d["signed"]["roles"]["root"].update(
+        keyids=d["signed"]["roles"]["root"]["keyids"] * 2), "more than once"),
+    "signatures-not-list": (lambda d: d.update(signatures={}), "'signatures' must be list"),
+    "signature-not-object": (lambda d: d.update(signatures=["x"]), "must be an object"),
+    "signature-keyid-twice": (lambda d: d.update(signatures=d["signatures"] * 2),
+                              "more than one signature by keyid"),
+    "version-0": (lambda d: d["signed"].update(version=0), "version must be at least 1"),
+    "snapshot-flag-not-bool": (lambda d: d["signed"].update(consistent_snapshot=1),
+                               "consistent_snapshot must be a boolean"),
+    "invalid-date": (lambda d: d["signed"].update(expires="2030-02-30T00:00:00Z"),
+                     "is not a valid date"),
+    "short-public-key": (lambda d: _first_key(d)["keyval"].update(public="ab" * 31),
+                         "32 bytes, found 31"),
+    "no-roles": (lambda d: d["signed"].update(roles={}), "found none"),
+    "threshold-0": (lambda d: d["signed"]["roles"]["root"].update(threshold=0),
+                    "threshold must be at least 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROOT_CASES))
+def test_root_structure_refused(keydir: KeyDir, case: str) -> None:
+    edit, needle = ROOT_CASES[case]
+    with pytest.raises(FormatError, match=re.escape(needle)):
+        trust.parse_root(_root_edit(keydir, edit))
+
+
+def test_root_consistent_snapshot_bool_and_other_schemes(keydir: KeyDir) -> None:
+    root = trust.parse_root(_root_edit(keydir, lambda d: d["signed"].update(
+        consistent_snapshot=False)))
+    assert root.version == 1
+    other = trust.parse_root(_root_edit(keydir, lambda d: _first_key(d).update(
+        scheme="rsassa-pss-sha256")))
+    assert any(k.public is None for k in other.keys.values())
+    with pytest.raises(SignatureError, match="defines no role 'mirror'"):
+        trust.verify_threshold(root, "mirror", b"x", ())
+    assert trust.count_valid(root, "mirror", b"x", ()) == 0
+
+
+def test_threshold_message_counts_in_role(keydir: KeyDir) -> None:
+    root = trust.parse_root(keydir.root_json.read_bytes())
+    keyid = root.roles["root"].keyids[0]
+    sigs = (trust.Signature(keyid, bytes(64)), trust.Signature("ff" * 32, bytes(64)))
+    with pytest.raises(SignatureError, match=r"found 0 \(2 signature\(s\) given, 1 by keyids"):
+        trust.verify_threshold(root, "root", b"payload", sigs)
+
+
+def test_manifest_signatures_may_repeat_root_signatures_may_not(keydir: KeyDir) -> None:
+    sig = {"keyid": "ab" * 32, "sig": "00" * 64}
+    doc = canonjson.encode({"signatures": [sig, sig]})
+    assert len(trust.parse_signatures_doc(doc)) == 2
+    with pytest.raises(FormatError, match="more than one signature"):
+        trust.parse_signatures([sig, sig], "x", allow_repeats=False)
