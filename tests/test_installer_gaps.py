@@ -139,6 +139,9 @@ def test_stage_payload_refuses_flip_and_keeps_good_members(tmp_path: Path, good:
     finally:
         opened.close()
     assert (staging / "k3s/k3s").read_bytes() == _members(spec)[0][1]
+    assert (staging / "roots/1.root.json").read_bytes() == keydir.chain()[0]
+    assert sorted(p.name for p in (staging / "roots").iterdir()) == ["1.root.json"]
+    assert (staging / "manifest.json").read_bytes() == opened.header.manifest_bytes
     assert not (staging / "manifests/demo.yaml").exists()
 
 
@@ -271,15 +274,30 @@ def _pretty(data: bytes, indent: int) -> bytes:
                       sort_keys=True).encode() + b"\n"
 
 
+def _reversed_keys(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {k: _reversed_keys(obj[k]) for k in sorted(obj, reverse=True)}
+    if isinstance(obj, list):
+        return [_reversed_keys(v) for v in obj]
+    return obj
+
+
+def _pretty_unsorted(data: bytes) -> bytes:
+    return json.dumps(_reversed_keys(json.loads(data)), indent=1,
+                      separators=(",", ": ")).encode() + b"\n"
+
+
 @pytest.mark.parametrize("form,ok", [("pretty-1", True), ("pretty-2", False),
-                                     ("canonical", True), ("trailing-space", False)])
+                                     ("canonical", True), ("trailing-space", False),
+                                     ("pretty-unsorted", False)])
 def test_root_bytes_must_be_canonical_or_tuf_pretty(tmp_path: Path, keydir: KeyDir,
                                                     form: str, ok: bool) -> None:
     _, manifest, data = _spec_parts()
     root = keydir.chain()[0]
     edited = {"pretty-1": _pretty(root, 1), "pretty-2": _pretty(root, 2),
               "canonical": canonjson.encode(json.loads(root)),
-              "trailing-space": _pretty(root, 1) + b" "}[form]
+              "trailing-space": _pretty(root, 1) + b" ",
+              "pretty-unsorted": _pretty_unsorted(root)}[form]
     bundle = _write(tmp_path / "b.tar", keydir, manifest=manifest, data=data, roots=[edited])
     if ok:
         assert _verify(bundle, keydir) == manifest.payload_size
