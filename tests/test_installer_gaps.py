@@ -777,3 +777,59 @@ def test_manifest_signatures_may_repeat_root_signatures_may_not(keydir: KeyDir) 
     assert len(trust.parse_signatures_doc(doc)) == 2
     with pytest.raises(FormatError, match="more than one signature"):
         trust.parse_signatures([sig, sig], "x", allow_repeats=False)
+
+
+# ---------------------------------------------------------------------------- policy, pure
+
+
+def test_policy_pure_edges() -> None:
+    assert policy.parse_version("0")[0] == (0,)
+    assert policy.compare_versions("1.0", "1") == 0
+    assert policy.parse_k3s_version("v1.33.5+k3s2").revision == 2
+    assert policy.parse_k3s_version("v1.33.5").revision == 0
+    with pytest.raises(PolicyRefusal, match="lower than the installed version 2.0.0"):
+        policy.decide_bundle_version(installed_name="edge", installed_version="2.0.0",
+                                     name="edge", version="1.9.9")
+    assert policy.decide_bundle_version(installed_name="edge", installed_version="2.0.0",
+                                        name="edge", version="2.0").action == "same"
+    assert policy.decide_bundle_version(installed_name=None, installed_version=None,
+                                        name="edge", version="1").action == "install"
+    with pytest.raises(PolicyRefusal, match="built for architecture arm64, this host is amd64"):
+        policy.check_arch("arm64", "amd64", bundle="b")
+    policy.check_arch("amd64", "amd64", bundle="b")
+
+
+def test_choose_role_rules() -> None:
+    assert policy.choose_role(asked=None, installed=None, bundle_roles=("agent",),
+                              bundle="b") == "agent"
+    with pytest.raises(ConfigError, match="server or agent: say which"):
+        policy.choose_role(asked=None, installed=None, bundle_roles=("server", "agent"),
+                           bundle="b")
+    with pytest.raises(PolicyRefusal, match="built for role agent, asked to install role server"):
+        policy.choose_role(asked="server", installed=None, bundle_roles=("agent",), bundle="b")
+    assert policy.choose_role(asked=None, installed="server", bundle_roles=("server", "agent"),
+                              bundle="b") == "server"
+
+
+def test_space_and_human_bytes() -> None:
+    assert policy.space_shortfalls({"a": 0}, {"a": 0}, {}) == []
+    need = 10 << 30
+    total = need + int(need * policy.SPACE_MARGIN_FRACTION)
+    assert policy.space_shortfalls({"a": need}, {"a": total}, {}) == []
+    assert policy.space_shortfalls({"a": need}, {"a": total - 1}, {"a": "/x"}) == [
+        policy.Shortfall("/x", total, total - 1)]
+    assert policy.SPACE_MARGIN_BYTES == 64 * 1024 * 1024
+    with pytest.raises(EnvironmentProblem, match="/x needs 10 B, has 1 B free"):
+        policy.check_space([policy.Shortfall("/x", 10, 1)], bundle="b")
+    policy.check_space([], bundle="b")
+    assert policy.human_bytes(1023) == "1023 B"
+    assert policy.human_bytes(1024) == "1.0 KiB"
+    assert policy.human_bytes(3 * 1024 ** 3) == "3.0 GiB"
+    assert policy.human_bytes(5 * 1024 ** 5) == "5120.0 TiB"
+
+
+def test_pick_bundle_order() -> None:
+    files = ["edge-1.0.0-amd64.tar", "edge-3.0.0-amd64.tar", "edge-2.0.0-amd64.tar"]
+    assert policy.pick_bundle(files, "amd64", folder="f").version == "3.0.0"
+    assert policy.pick_bundle(["edge-1.0-amd64.tar", "edge-1.0.0-amd64.tar"], "amd64",
+                              folder="f").file == "edge-1.0-amd64.tar"
