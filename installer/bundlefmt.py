@@ -34,14 +34,17 @@ from typing import (
     Tuple,
 )
 
-from . import canonjson
+from . import canonjson, policy
 from .errors import DigestMismatch, FormatError, UnsafeMember
+from .tarstream import Entry, TarStream
 
 FORMAT = "k3s-airgap-bundle/v1"
 MANIFEST_NAME = "manifest.json"
 SIGNATURES_NAME = "signatures.json"
 ROOTS_DIR = "roots"
 MAX_HEADER_MEMBER = 4 * 1024 * 1024  # manifest, signatures and each root: small documents
+MAX_HEADER_TOTAL = 8 * 1024 * 1024   # all of them together (ours: well under 1 MiB)
+MAX_ROOTS = 256                      # root chain length (python-tuf: max_root_rotations 256)
 
 ARCHES = ("amd64", "arm64", "arm")
 ROLES = ("server", "agent")
@@ -178,6 +181,10 @@ def check_member_path(path: str, kind: str) -> None:
 
 def validate_manifest(manifest: Manifest) -> Manifest:
     """Check internal consistency; raises FormatError/UnsafeMember. Returns the manifest."""
+    # numbers compared later (policy) must parse, or a signed bundle could make every later
+    # install fail on the installed version; also bounds them (no 5000-digit numbers)
+    policy.parse_version(manifest.version)
+    policy.parse_k3s_version(manifest.k3s_version)
     if manifest.arch not in ARCHES:
         raise FormatError(f"bundle manifest: unknown arch {manifest.arch!r} "
                           f"(known: {', '.join(ARCHES)})")
@@ -367,29 +374,6 @@ class Header:
     roots: Tuple[bytes, ...]
 
 
-def _check_tarinfo(info: tarfile.TarInfo) -> None:
-    if not info.isreg():
-        raise UnsafeMember(f"bundle member {info.name!r} is not a regular file "
-                           f"(type {info.type!r})",
-                           hint="links, devices and FIFOs are never accepted")
-    if info.mode & 0o7000:
-        raise UnsafeMember(f"bundle member {info.name!r} has setuid/setgid/sticky bits "
-                           f"(mode {info.mode:o})")
-
-
-def _read_small(tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    _check_tarinfo(info)
-    if info.size > MAX_HEADER_MEMBER:
-        raise FormatError(f"bundle member {info.name!r} is {info.size} bytes, over the "
-                          f"{MAX_HEADER_MEMBER} limit for metadata")
-    f = tar.extractfile(info)
-    assert f is not None
-    data = f.read(info.size + 1)
-    if len(data) != info.size:
-        raise FormatError(f"bundle member {info.name!r} is truncated")
-    return data
-
-
 class BundleReader:
     """Stream a bundle once, front to back, from a file object (a USB stick, a pipe).
 
@@ -397,110 +381,109 @@ class BundleReader:
     payload member, in manifest order, after checking its tar header against the manifest.
     Each fileobj yields exactly ``member.size`` bytes. Anything extra, missing, reordered or
     unsafe raises before the caller sees its bytes.
+
+    The envelope is read before any signature is checked, so it is bounded here: the tar
+    headers by ``tarstream``, each metadata document by ``MAX_HEADER_MEMBER``, all of them
+    together by ``MAX_HEADER_TOTAL`` and the root chain by ``MAX_ROOTS``, each limit checked
+    before the bytes are read.
     """
 
     def __init__(self, fileobj: BinaryIO, *, what: str = "bundle") -> None:
         self._what = what
-        try:
-            self._tar = tarfile.open(fileobj=fileobj, mode="r|")
-        except tarfile.TarError as e:
-            raise FormatError(f"{what} is not a tar archive: {e}",
-                              hint="the file is damaged or not a bundle") from None
+        self._tar = TarStream(fileobj, what=what)
         self._header: Optional[Header] = None
-        self._pending: Optional[tarfile.TarInfo] = None
+        self._pending: Optional[Entry] = None
+        self._metadata_bytes = 0
 
-    def _next(self) -> Optional[tarfile.TarInfo]:
+    def _next(self) -> Optional[Entry]:
         if self._pending is not None:
-            info, self._pending = self._pending, None
-            return info
-        try:
-            return self._tar.next()
-        except tarfile.TarError as e:
-            raise FormatError(f"{self._what} is damaged or truncated: {e}",
-                              hint="copy the bundle again from its source") from None
+            entry, self._pending = self._pending, None
+            return entry
+        return self._tar.next()
+
+    def _read_small(self, entry: Entry) -> bytes:
+        if entry.size > MAX_HEADER_MEMBER:
+            raise FormatError(f"{self._what}: member {entry.name!r} is {entry.size} bytes, over "
+                              f"the {MAX_HEADER_MEMBER} limit for metadata")
+        self._metadata_bytes += entry.size
+        if self._metadata_bytes > MAX_HEADER_TOTAL:
+            raise FormatError(f"{self._what}: its metadata members (manifest, signatures, "
+                              f"roots) exceed {MAX_HEADER_TOTAL} bytes together",
+                              hint="the file is not a bundle this installer wrote")
+        data = self._tar.read(entry.size)
+        if len(data) != entry.size:  # pragma: no cover - TarStream raises on a short read
+            raise FormatError(f"{self._what}: member {entry.name!r} is truncated")
+        return data
+
+    def _expect(self, name: str, position: str) -> Entry:
+        entry = self._next()
+        if entry is None or entry.name != name:
+            found = entry.name if entry else None
+            raise FormatError(f"{self._what}: {position} member must be {name}, "
+                              f"found {found!r}")
+        return entry
 
     def header(self) -> Header:
         if self._header is not None:
             return self._header
-        info = self._next()
-        if info is None or info.name != MANIFEST_NAME:
-            found = info.name if info else None
-            raise FormatError(f"{self._what}: first member must be {MANIFEST_NAME}, "
-                              f"found {found!r}")
-        manifest_bytes = _read_small(self._tar, info)
+        manifest_bytes = self._read_small(self._expect(MANIFEST_NAME, "first"))
         manifest = parse_manifest(manifest_bytes)
-        info = self._next()
-        if info is None or info.name != SIGNATURES_NAME:
-            found = info.name if info else None
-            raise FormatError(f"{self._what}: second member must be {SIGNATURES_NAME}, "
-                              f"found {found!r}")
-        signatures = _read_small(self._tar, info)
+        signatures = self._read_small(self._expect(SIGNATURES_NAME, "second"))
         roots: List[bytes] = []
         while True:
-            info = self._next()
-            if info is None:
+            entry = self._next()
+            if entry is None:
                 break
-            match = _ROOT_RE.match(info.name)
+            match = _ROOT_RE.match(entry.name)
             if not match:
-                self._pending = info
+                self._pending = entry
                 break
             if int(match.group(1)) != len(roots) + 1:
-                raise FormatError(f"{self._what}: root chain member {info.name!r} out of "
+                raise FormatError(f"{self._what}: root chain member {entry.name!r} out of "
                                   f"order (expected {len(roots) + 1})")
-            roots.append(_read_small(self._tar, info))
+            if len(roots) >= MAX_ROOTS:
+                raise FormatError(f"{self._what}: the root chain holds more than {MAX_ROOTS} "
+                                  "roots", hint="the file is not a bundle this installer wrote")
+            roots.append(self._read_small(entry))
         self._header = Header(manifest_bytes, manifest, signatures, tuple(roots))
         return self._header
 
     def payload(self) -> Iterator[Tuple[Member, "_Limited"]]:
         header = self.header()
         for expected in header.manifest.members:
-            info = self._next()
-            if info is None:
+            entry = self._next()
+            if entry is None:
                 raise FormatError(f"{self._what}: member {expected.path!r} listed in the "
                                   "manifest is missing",
                                   hint="the bundle is truncated; copy it again")
-            if info.name != expected.path:
-                raise UnsafeMember(f"{self._what}: found member {info.name!r} where the "
+            if entry.name != expected.path:
+                raise UnsafeMember(f"{self._what}: found member {entry.name!r} where the "
                                    f"manifest lists {expected.path!r}",
                                    hint="members must appear exactly as the signed manifest "
                                         "lists them")
-            _check_tarinfo(info)
-            if info.size != expected.size:
-                raise DigestMismatch(f"{self._what}: member {info.name!r} is {info.size} bytes "
-                                     f"in the tar, the manifest says {expected.size}")
-            if (info.mode & 0o777) != expected.mode:
-                raise UnsafeMember(f"{self._what}: member {info.name!r} has mode "
-                                   f"{info.mode & 0o777:o}, the manifest says "
-                                   f"{expected.mode:o}")
-            f = self._tar.extractfile(info)
-            assert f is not None
-            yield expected, _Limited(f, expected.size, expected.path, self._what)
+            if entry.size != expected.size:
+                raise DigestMismatch(f"{self._what}: member {entry.name!r} is {entry.size} "
+                                     f"bytes in the tar, the manifest says {expected.size}")
+            if entry.mode != expected.mode:
+                raise UnsafeMember(f"{self._what}: member {entry.name!r} has mode "
+                                   f"{entry.mode:o}, the manifest says {expected.mode:o}")
+            yield expected, _Limited(self._tar, expected.size)
         extra = self._next()
         if extra is not None:
             raise UnsafeMember(f"{self._what}: member {extra.name!r} is not listed in the manifest")
 
 
 class _Limited:
-    """Read exactly ``size`` bytes from a tar member; a short read is a truncation."""
+    """Read exactly ``size`` bytes of the current tar member; a short read is a truncation
+    (``TarStream`` raises it, naming the bundle)."""
 
-    def __init__(self, f: IO[bytes], size: int, path: str, what: str) -> None:
-        self._f = f
+    def __init__(self, tar: TarStream, size: int) -> None:
+        self._tar = tar
         self._left = size
-        self._path = path
-        self._what = what
 
     def read(self, n: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
         if n < 0 or n > self._left:
             n = self._left
-        try:
-            data = self._f.read(n)
-        except (tarfile.TarError, OSError) as e:
-            raise FormatError(f"{self._what}: reading {self._path!r} failed: {e}",
-                              hint="the medium is damaged or the bundle truncated") from None
-        if not data:
-            raise FormatError(f"{self._what}: member {self._path!r} is truncated",
-                              hint="the bundle is incomplete; copy it again")
+        data = self._tar.read(n)
         self._left -= len(data)
         return data

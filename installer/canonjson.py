@@ -10,12 +10,23 @@ document cannot mean two things to two parsers. It does no I/O.
 """
 
 import json
+import re
 from typing import Any, Dict, List, Tuple
 
 from .errors import FormatError
 
 # Signed documents are small; anything larger is an attack or a mistake.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+# Bounds on the shape, checked before ``json`` builds anything (its parser recurses per level
+# and allocates per value): ours nest 6 deep and hold a few thousand values.
+MAX_DEPTH = 32
+MAX_TOKENS = 50_000         # containers + separators: bounds the objects a parse creates
+MAX_INT_DIGITS = 20         # 2**63 has 19 digits; int() of long digit strings is quadratic
+
+# A JSON string, or an unterminated one running to the end: always matches from a quote with
+# no backtracking, so stripping strings is linear.
+_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
+_BRACKET_RE = re.compile(r"[\[\]{}]")
 
 
 def _encode_string(s: str) -> str:
@@ -79,8 +90,43 @@ def _no_constant(text: str) -> Any:
     raise FormatError(f"JSON constant {text} is not allowed")
 
 
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise FormatError(f"integer of {len(text)} digits is over the {MAX_INT_DIGITS}-digit "
+                          "limit")
+    return int(text)
+
+
+def check_shape(text: str, *, what: str) -> None:
+    """Refuse JSON nested deeper than ``MAX_DEPTH`` or with more than ``MAX_TOKENS``
+    containers and separators, in time linear in ``len(text)`` and before parsing.
+
+    Strings are blanked first (brackets inside them are data), then brackets and separators
+    are counted at C speed; only then is the nesting walked, at most ``2 * MAX_TOKENS``
+    brackets. For valid JSON this is exact; for invalid JSON ``json`` stops at the first
+    error, within the prefix measured here.
+    """
+    bare = _STRING_RE.sub('""', text)
+    opens = bare.count("[") + bare.count("{")
+    closes = bare.count("]") + bare.count("}")
+    tokens = opens + bare.count(",") + bare.count(":")
+    if tokens > MAX_TOKENS or closes > MAX_TOKENS:
+        raise FormatError(f"{what} has more than {MAX_TOKENS} JSON values",
+                          hint="signed documents are small; this one is not from a bundle "
+                               "publisher")
+    depth = 0
+    for m in _BRACKET_RE.finditer(bare):
+        if m.group() in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise FormatError(f"{what} nests JSON deeper than {MAX_DEPTH} levels")
+        else:
+            depth -= 1
+
+
 def loads_strict(data: bytes, *, what: str = "document") -> Any:
-    """Parse JSON bytes, rejecting duplicate keys, floats and oversized input."""
+    """Parse JSON bytes, rejecting duplicate keys, floats, oversized input, deep nesting,
+    too many values and over-long integers (``check_shape``, ``MAX_INT_DIGITS``)."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise FormatError(f"{what} is {len(data)} bytes, over the {MAX_DOCUMENT_BYTES} "
                           "byte limit")
@@ -88,9 +134,10 @@ def loads_strict(data: bytes, *, what: str = "document") -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FormatError(f"{what} is not valid UTF-8: {e}") from None
+    check_shape(text, what=what)
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_no_float,
-                          parse_constant=_no_constant)
+                          parse_constant=_no_constant, parse_int=_bounded_int)
     except FormatError as e:
         raise FormatError(f"{what}: {e.message}") from None
     except ValueError as e:

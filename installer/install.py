@@ -57,7 +57,7 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
     """Pin the trust anchor (first use only); later roots arrive signed inside bundles."""
     trust = verify._trust()
     try:
-        with open(root_json, "rb") as f:
+        with verify.open_regular(root_json, what="root") as f:
             data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise ConfigError(f"cannot read {root_json}: {e.strerror}") from None
@@ -89,7 +89,9 @@ def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
     path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
     anchor = verify.read_anchor(layout)
     state, _ = load_state(layout)
-    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet))
+    clock = int(time.time())
+    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet, clock),
+                                clock=clock)
     try:
         if chosen is not None:
             preflight.check_file_name(chosen, opened.header.manifest)
@@ -122,7 +124,9 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
     state, _ = load_state(layout)
     anchor = verify.read_anchor(layout)
     failpoint.hit("after-lock")
-    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet))
+    clock = int(time.time())
+    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet, clock),
+                                clock=clock)
     staging = None
     try:
         m = opened.header.manifest
@@ -200,7 +204,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         return _place_new(layout, report=report, output=output, staging=staging,
                           opened=opened, state=state, new=new, label=label,
                           reason=decision.reason, path=path, anchor=new_anchor,
-                          plan=plan, changes=changes)
+                          plan=plan, changes=changes, clock=clock)
     except BaseException:
         _drop_unused_releases(layout)
         raise
@@ -209,7 +213,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
 def _place_new(layout: Layout, *, report: Report, output: Optional[IO[str]], staging: str,
                opened: verify.Opened, state: State, new: Release, label: str, reason: str,
                path: str, anchor: Optional[Dict[str, Any]], plan: Any,
-               changes: Any) -> Dict[str, Any]:
+               changes: Any, clock: int) -> Dict[str, Any]:
     """Promote the verified staging copy and place it under the journal; the new root is
     pinned by the transaction only once the state is committed."""
     m = opened.header.manifest
@@ -217,7 +221,9 @@ def _place_new(layout: Layout, *, report: Report, output: Optional[IO[str]], sta
     _promote(layout, staging, opened.digest)
     failpoint.hit("after-promote")
     after = State(current=new, previous=cur, generation=state.generation,
-                  time_ratchet=max(state.time_ratchet, m.created))
+                  time_ratchet=verify.next_ratchet(state.time_ratchet, created=m.created,
+                                                   root_expires=opened.root.expires,
+                                                   clock=clock))
     report(f"placing {label} ({reason})")
     written = txn.run(layout, op="install", old=cur, new=new, state_after=after, report=report,
                       output=output, anchor=anchor)

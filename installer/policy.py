@@ -41,8 +41,9 @@ def parse_version(text: str) -> Tuple[Tuple[int, ...], Tuple[Tuple[int, int, str
     """
     match = _VERSION_RE.match(text)
     if not match:
-        raise FormatError(f"version {text!r} is not a dotted version "
+        raise FormatError(f"version {text[:80]!r} is not a dotted version "
                           "(expected e.g. 1.4.2 or 1.4.2-rc.1)")
+    _check_digits(match.group(0), what="version")
     nums = [int(p) for p in match.group(1).split(".")]
     while len(nums) > 1 and nums[-1] == 0:
         nums.pop()
@@ -69,6 +70,17 @@ def compare_versions(a: str, b: str) -> int:
     return -1 if pa < pb else 1
 
 
+MAX_VERSION_DIGITS = 18  # per numeric component; int() of long digit strings is quadratic
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+
+def _check_digits(text: str, *, what: str) -> None:
+    longest = max((len(d) for d in _DIGITS_RE.findall(text)), default=0)
+    if longest > MAX_VERSION_DIGITS:
+        raise FormatError(f"{what} {text[:40]!r}... has a number of {longest} digits (at most "
+                          f"{MAX_VERSION_DIGITS})")
+
+
 class K3sVersion(NamedTuple):
     major: int
     minor: int
@@ -86,7 +98,8 @@ def parse_k3s_version(text: str) -> K3sVersion:
     """``v1.34.3+k3s1`` -> ``K3sVersion(1, 34, 3, 1)``."""
     match = _K3S_RE.match(text)
     if not match:
-        raise FormatError(f"K3s version {text!r} is not like v1.34.3+k3s1")
+        raise FormatError(f"K3s version {text[:80]!r} is not like v1.34.3+k3s1")
+    _check_digits(text, what="K3s version")
     return K3sVersion(int(match.group(1)), int(match.group(2)), int(match.group(3)),
                       int(match.group(4) or 0))
 

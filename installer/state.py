@@ -152,7 +152,18 @@ class State:
             raise FormatError("unknown state format {!r}".format(d.get("format")))
         _fields(d, "state", {"time_ratchet": int, "generation": int})
         return cls(current=release_or_none(d["current"]), previous=release_or_none(d["previous"]),
-                   time_ratchet=d["time_ratchet"], generation=d["generation"])
+                   time_ratchet=_bounded(d["time_ratchet"], "time_ratchet", MAX_EPOCH),
+                   generation=_bounded(d["generation"], "generation", 2 ** 63))
+
+
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z, the last time a root's `expires` can name
+
+
+def _bounded(value: Any, key: str, limit: int) -> int:
+    """A numeric state field: an integer in [0, limit] (ValueError names it otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise ValueError(f"{key} must be an integer from 0 to {limit}, found {value!r:.40}")
+    return value
 
 
 # ---------------------------------------------------------------------------- two copies

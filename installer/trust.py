@@ -285,20 +285,23 @@ def advance_root(trusted_bytes: bytes, chain: Sequence[bytes], now: int) -> Root
     root to the newest, one version at a time, then require the final root to be unexpired
     at ``now``. A gap (v1 -> v3) or two different documents for one version are rejected."""
     current = load_trusted_root(trusted_bytes)
-    newer: Dict[int, Root] = {}
+    # version -> (index in chain, identity); only one parsed root is alive at a time, so a
+    # long chain of large roots costs the bytes the caller already holds, not their parses
+    newer: Dict[int, Tuple[int, Tuple[bytes, Tuple[Signature, ...]]]] = {}
     for i, data in enumerate(chain):
         candidate = parse_root(data, what=f"root chain entry {i + 1}")
         if candidate.version <= current.version:
             continue
+        identity = (hashlib.sha256(candidate.signed_bytes).digest(), candidate.signatures)
         seen = newer.get(candidate.version)
-        if seen is not None and (seen.signed_bytes, seen.signatures) != (
-                candidate.signed_bytes, candidate.signatures):
+        if seen is not None and seen[1] != identity:
             raise SignatureError(
                 f"root chain holds two different documents for root v{candidate.version}",
                 hint="rebuild the bundle from one key directory")
-        newer[candidate.version] = candidate
+        newer[candidate.version] = (i, identity)
     for version in sorted(newer):
-        current = _step(current, newer[version])
+        index = newer[version][0]
+        current = _step(current, parse_root(chain[index], what=f"root chain entry {index + 1}"))
     if now >= current.expires:
         raise SignatureError(
             f"root v{current.version} expired at {_iso(current.expires)} (now is {_iso(now)})",

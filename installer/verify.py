@@ -10,12 +10,13 @@ staging (``stage_payload``: ``fsio.write_verified`` with the manifest's sha256/s
 import hashlib
 import json
 import os
+import stat
 import tarfile
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
 
-from . import bundlefmt, canonjson
+from . import bundlefmt, canonjson, tarstream
 from .bundlefmt import BundleReader, Header
 from .errors import ConfigError, DigestMismatch, FormatError, InstallerError, SignatureError
 from .fsio import fsync_dir, hash_chunks, iter_file, write_verified
@@ -153,25 +154,83 @@ def anchor_version(anchor: bytes) -> Optional[int]:
         return None
 
 
-def open_bundle(path: str, *, anchor: bytes, now: int) -> Opened:
-    """Open ``path``, read its envelope, verify signatures and the canonical tar envelope.
+MAX_CLOCK_SKEW = 24 * 3600  # how far a manifest's signed `created` may be ahead of the clock
+
+
+def open_regular(path: str, *, what: str) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file (THREATS 36).
+
+    A FIFO would block ``open`` and then ``read`` forever, a device could be endless; both,
+    and folders, are refused before any byte is read. ``O_NONBLOCK`` makes a FIFO swapped in
+    after the ``stat`` fail the ``fstat`` check instead of hanging the open.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what} {path} is {_file_kind(st.st_mode)}, not a regular file",
+                          hint="pass the bundle file itself (a folder is searched for "
+                               "<name>-<version>-<arch>.tar files)")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} {path} changed into {_file_kind(st.st_mode)} while "
+                              "being opened")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=READ_BUFFER)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+def check_created(created: int, *, clock: int, now: int, what: str) -> None:
+    """Refuse a manifest signed in the future (THREATS 33): its ``created`` may be ahead of
+    this host's clock by at most ``MAX_CLOCK_SKEW``. When the clock is behind the ratchet
+    (``clock < now``: it is known to be wrong, e.g. reset to 1970) there is nothing to compare
+    with; ``next_ratchet`` then keeps the ratchet where it is."""
+    if clock >= now and created > clock + MAX_CLOCK_SKEW:
+        raise SignatureError(
+            f"{what} was signed at {_iso(created)}, later than this host's clock "
+            f"({_iso(clock)}) by more than {MAX_CLOCK_SKEW // 3600} hours",
+            hint="the build host's clock or this host's clock is wrong; fix it and rebuild or "
+                 "retry (a bundle from the future would lock this host out of later updates)")
+
+
+def next_ratchet(ratchet: int, *, created: int, root_expires: int, clock: int) -> int:
+    """The time ratchet after installing a manifest signed at ``created``: it only advances,
+    and only to a plausible time: never past the verified root's expiry (that root would
+    count as expired) nor past the clock plus ``MAX_CLOCK_SKEW``."""
+    return max(ratchet, min(created, root_expires - 1, clock + MAX_CLOCK_SKEW))
+
+
+def _iso(epoch: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    except (OverflowError, OSError, ValueError):
+        return f"epoch {epoch}"
+
+
+def open_bundle(path: str, *, anchor: bytes, now: int, clock: Optional[int] = None) -> Opened:
+    """Open ``path`` (a regular file), read its envelope, verify signatures, the signing time
+    against ``clock`` (default ``now``) and the canonical tar envelope.
 
     Nothing is written. The caller must ``close()`` the result.
     """
-    try:
-        f = open(path, "rb", buffering=READ_BUFFER)
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder, expected a bundle file") from None
-    except FileNotFoundError:
-        raise ConfigError(f"bundle {path} does not exist") from None
+    f = open_regular(path, what="bundle")
     try:
         reader = BundleReader(f, what=f"bundle {os.path.basename(path)}")
-        try:
-            header = reader.header()
-        except (tarfile.TarError, EOFError) as e:  # bundlefmt lets a short metadata read out
-            raise FormatError(f"bundle {path} is damaged or truncated: {e}",
-                              hint="copy the bundle again from its source") from None
+        header = reader.header()
         root = check_signatures(anchor, header, now)
+        check_created(header.manifest.created, clock=now if clock is None else clock, now=now,
+                      what=f"bundle {os.path.basename(path)}")
         check_envelope(f.fileno(), header, what=path)
         digest = hashlib.sha256(header.manifest_bytes).hexdigest()
         return Opened(path, f, reader, header, digest, root,
@@ -210,16 +269,6 @@ def header_variants(expected: bytes) -> Tuple[bytes, ...]:
     return tuple(out)
 
 
-def _describe(block: bytes) -> str:
-    try:
-        info = tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
-    except tarfile.TarError as e:
-        return f"an invalid tar header ({e})"
-    kinds = {tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink", tarfile.CHRTYPE: "device",
-             tarfile.BLKTYPE: "device", tarfile.FIFOTYPE: "FIFO", tarfile.DIRTYPE: "folder"}
-    return f"{kinds.get(info.type, 'file')} {info.name!r} size {info.size} mode {info.mode:o}"
-
-
 def check_envelope(fd: int, header: Header, *, what: str) -> None:
     """Every byte of the bundle outside member data must be exactly what ``write_bundle``
     writes for this signed manifest: tar headers, zero padding, zero trailer, total size.
@@ -252,7 +301,7 @@ def check_envelope(fd: int, header: Header, *, what: str) -> None:
     for start, expected, name, size in layout:
         block = os.pread(fd, len(expected), start)
         if block not in header_variants(expected):
-            found = _describe(block[-tarfile.BLOCKSIZE:])
+            found = tarstream.describe(block[-tarfile.BLOCKSIZE:])
             raise FormatError(f"{what}: the tar header of {name!r} is not the canonical one: "
                               f"found {found}",
                               hint="the bundle was altered or damaged; do not use it")
@@ -310,7 +359,8 @@ def stage_payload(opened: Opened, staging: str, on_bytes: OnBytes = None,
         fsync_dir(folder)
 
 
-def now_for(ratchet: int) -> int:
-    """The time used for expiry checks: the clock, never earlier than the ratchet
-    (newest signing time verified here), so a clock reset to 1970 cannot revive old metadata."""
-    return max(int(time.time()), ratchet)
+def now_for(ratchet: int, clock: Optional[int] = None) -> int:
+    """The time used for expiry checks: the clock (read here unless given), never earlier
+    than the ratchet (newest plausible signing time verified here), so a clock reset to 1970
+    cannot revive old metadata."""
+    return max(int(time.time()) if clock is None else clock, ratchet)
