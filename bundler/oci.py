@@ -17,6 +17,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -63,7 +64,7 @@ class Fetched:
             raise UpstreamError(f"manifest {self.digest} is not a JSON object")
         return doc
 
-    @property
+    @cached_property
     def media_type(self) -> str:
         return manifest_media_type(self.json(), what=f"manifest {self.digest}")
 

@@ -19,6 +19,7 @@ from installer.fsio import hash_file
 
 from . import k3s as k3sfacts
 from . import platforms
+from .cache import hex_of
 from .errors import BundleError, NotFoundError, SpecError, UpstreamError
 from .lockfile import BundleLock, ChartLock, FileLock, ImageLock, K3sLock, Lock, PlatformLock
 from .oci import INDEX_TYPES, MANIFEST_TYPES
@@ -63,6 +64,7 @@ def _platform_lock(src: Sources, ref: ImageRef, digest: str, size: int, arch: st
     config = doc.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
         raise UpstreamError(f"{what}: {arch} manifest {digest} has no config descriptor")
+    _check_layers(src, doc.get("layers"), what=f"{what} ({arch})", source=f"manifest {digest}")
     path = src.fetch_blob(ref.registry, ref.repository, config["digest"], config.get("size"),
                           what=f"{what} config ({arch})", kind="config",
                           source=f"manifest {digest}")
@@ -81,6 +83,19 @@ def _platform_lock(src: Sources, ref: ImageRef, digest: str, size: int, arch: st
         raise e
     return PlatformLock(digest=digest, size=size, media_type=media_type,
                         config=config["digest"])
+
+
+def _check_layers(src: Sources, layers: object, *, what: str, source: str) -> None:
+    """Layer descriptors are checked when locking, so the build meets no surprise in the
+    same (digest-pinned) bytes: a list of objects, each a sha256 digest and a size within
+    the layer cap."""
+    if not isinstance(layers, list) or not all(
+            isinstance(ly, dict) and isinstance(ly.get("digest"), str) for ly in layers):
+        raise UpstreamError(f"{what}: {source} has malformed layer descriptors",
+                            hint="the registry serves a broken manifest; nothing was locked")
+    for ly in layers:
+        hex_of(ly["digest"])
+        src.limits.check_size("layer", ly.get("size"), what=what, source=source)
 
 
 def _json(data: bytes, *, what: str) -> dict[str, Any]:

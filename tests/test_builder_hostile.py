@@ -8,11 +8,13 @@ peak RSS, and that nothing was written outside the cache and the lock file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import resource
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 import requests
+import zstandard
 
 from bundler.cache import ContentStore, Downloader
 from bundler.errors import TransferError, UpstreamError
@@ -95,6 +98,15 @@ def run_bundle(args: list[str], *, cwd: Path, env: dict[str, str],
     return Outcome(p.returncode, out_f.read_text(errors="replace"),
                    err_f.read_text(errors="replace"), time.monotonic() - start,
                    usage.ru_maxrss / 1024)
+
+
+def child_env(tmp: Path, extra: dict[str, str]) -> dict[str, str]:
+    """A minimal environment whose home, temp and XDG folders are under ``tmp``."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp / "home"),
+            "TMPDIR": str(tmp / "tmp"), "XDG_CACHE_HOME": str(tmp / "xdg"),
+            "XDG_CONFIG_HOME": str(tmp / "xdg"), "XDG_DATA_HOME": str(tmp / "xdg"),
+            "NO_PROXY": "127.0.0.1,localhost", "PYTHONPATH": str(Path(__file__).parents[1]),
+            **CREDS, **extra}
 
 
 # ---------------------------------------------------------------- the spec
@@ -261,6 +273,22 @@ def _lock_media_types(up: HostileUpstream, tmp: Path) -> None:
     assert img["platforms"]["amd64"]["media_type"] == OCI_MANIFEST
 
 
+def _lock_and_archive_media_types(up: HostileUpstream, tmp: Path) -> None:
+    """The lock's media types, then `bundle build`: the images archive's index.json."""
+    _lock_media_types(up, tmp)
+    r = run_bundle(["-q", "build", "--arch", "amd64", "--cache", str(tmp / "cache"),
+                    "--out", str(tmp / "project" / "dist")], cwd=tmp / "project",
+                   env=child_env(tmp, {}))
+    assert r.code == 0 and "Traceback" not in r.err, r.err
+    with tarfile.open(tmp / "project" / "dist" / "h-1.0.0-amd64.tar") as bundle:
+        name = next(n for n in bundle.getnames() if n.endswith("-images-amd64.tar.zst"))
+        archive = bundle.extractfile(name).read()  # type: ignore[union-attr]
+    layout = tarfile.open(fileobj=io.BytesIO(
+        zstandard.ZstdDecompressor().decompressobj().decompress(archive)))
+    index = json.load(layout.extractfile("index.json"))  # type: ignore[arg-type]
+    assert [d["mediaType"] for d in index["manifests"]] == [OCI_MANIFEST]
+
+
 def _two_charts(up: HostileUpstream, r: Routes) -> None:
     second = chart_tgz("hchart2", "2.0.0")
     r["/charts/hchart2-2.0.0.tgz"] = Reply(body=second)
@@ -297,7 +325,7 @@ SCENARIOS = [
     Scenario("content-type-header-is-ignored", lambda up, r: [r.__setitem__(p, Reply(
         body=v.body, headers={**v.headers, "Content-Type": 'application/vnd.evil"</x>'}))
         for p, v in list(r.items()) if "/manifests/" in p and isinstance(v, Reply)],
-        0, "wrote", then=_lock_media_types),
+        0, "wrote", then=_lock_and_archive_media_types),
     Scenario("index-parsed-once-for-two-charts", _two_charts, 0, "2 charts", spec={"charts": [
         {"name": CHART_NAME, "repo": "{url}/charts", "version": CHART_VERSION},
         {"name": "hchart2", "repo": "{url}/charts", "version": "2.0.0"}]},
@@ -378,6 +406,10 @@ SCENARIOS = [
     Scenario("install-sh-one-byte-every-half-second", _set("/install.sh", Reply(
         body=b"#!/bin/sh\n" * 8, trickle=0.5)), 5, "deadline", spec=NO_CHARTS,
         env={"BUNDLE_LIMITS": "deadline_floor=2,min_rate=1MiB"}, seconds=15),
+    Scenario("headers-one-byte-every-half-second", _set("/install.sh", Reply(slow_head=0.5)),
+             5, "deadline", spec=NO_CHARTS,
+             env={"BUNDLE_LIMITS": "deadline_floor=2,min_rate=1MiB"},
+             seconds=15),
     # item 9: malformed upstream data
     Scenario("manifest-not-an-object", _set(TAG_PATH, manifest_reply(b"[1, 2]")), 3,
              "not a JSON object", spec=NO_CHARTS),
@@ -389,6 +421,12 @@ SCENARIOS = [
              "not a byte count", spec=NO_CHARTS),
     Scenario("size-zero", _image(index=lambda i: i["manifests"][0].update(size=0)), 3,
              "index says 0", spec=NO_CHARTS),
+    Scenario("layers-not-objects", _image(manifest=lambda m: m.update(layers=[1, "x"])), 3,
+             "malformed layer descriptors", spec=NO_CHARTS),
+    Scenario("layer-size-10^18", _image(manifest=lambda m: m["layers"][0].update(
+        size=10 ** 18)), 3, "over the layer cap", spec=NO_CHARTS),
+    Scenario("layer-digest-not-sha256", _image(manifest=lambda m: m["layers"][0].update(
+        digest="md5:abc")), 3, "sha256 only", spec=NO_CHARTS),
     Scenario("config-not-an-object", _image(manifest=lambda m: m.update(config=[1])), 3,
              "no config descriptor", spec=NO_CHARTS),
     Scenario("manifest-redirect-loop", _set(TAG_PATH, Reply(status=307, headers={
@@ -421,11 +459,7 @@ def test_hostile_upstream(sc: Scenario, upstream: HostileUpstream, tmp_path: Pat
                           for c in spec["charts"]]
     (project / "bundles.toml").write_text(spec_text(upstream, **spec))
     before = _snapshot(tmp_path)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "home"),
-           "TMPDIR": str(tmp_path / "tmp"), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-           "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "XDG_DATA_HOME": str(tmp_path / "xdg"),
-           "NO_PROXY": "127.0.0.1,localhost", "PYTHONPATH": str(Path(__file__).parents[1]),
-           **CREDS, **sc.env}
+    env = child_env(tmp_path, sc.env)
     r = run_bundle(["-q", "lock", "--cache", str(tmp_path / "cache"), "--jobs", "2"],
                    cwd=project, env=env, timeout=sc.seconds + 30)
     assert "Traceback" not in r.err, r.err

@@ -57,6 +57,7 @@ class Reply:
     length: str | None = None
     endless: bool = False
     trickle: float = 0.0
+    slow_head: float = 0.0   # > 0: the header block itself, one byte per that many seconds
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,9 @@ class _Handler(QuietHandler):
         seen = Seen(self.server.server_address[1], self.command, self.path,  # type: ignore[index]
                     dict(self.headers.items()))
         reply = owner._answer(seen)
+        if reply.slow_head:
+            self._slow_head(reply.slow_head)
+            return
         self.send_response(reply.status)
         headers = {"Content-Type": "application/octet-stream", **reply.headers}
         if reply.endless:
@@ -287,3 +291,15 @@ class _Handler(QuietHandler):
                 self.close_connection = True  # a body cut short: hang up
         except (ConnectionError, TimeoutError, OSError):
             self.close_connection = True
+
+    def _slow_head(self, interval: float) -> None:
+        """A status line, then a header that never ends (one byte per ``interval``)."""
+        self.close_connection = True
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(10_000):
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(interval)
+        except (ConnectionError, TimeoutError, OSError):
+            return
