@@ -27,7 +27,9 @@ import requests
 import zstandard
 
 from bundler.cache import ContentStore, Downloader
-from bundler.errors import TransferError, UpstreamError
+from bundler.errors import SpecError, TransferError, UpstreamError
+from bundler.limits import Limits
+from bundler.oci import credentials_allowed
 from bundler.transport import RetryPolicy, Transport
 from tests.world.hostile import (
     CHART_NAME,
@@ -512,3 +514,36 @@ def test_failure_kind_is_by_exception_type_not_message(upstream: HostileUpstream
         d.fetch(digest, 10, opener(wrong), what="blob")
     assert mismatch.value.exit_code == 3
     assert not (tmp_path / "blobs" / "sha256" / digest[7:]).exists()
+
+
+# ---------------------------------------------------------------- the pure rules
+
+@pytest.mark.parametrize(("endpoint", "target", "allowed", "refused"), [
+    ("https://r.example", "https://r.example/token", (), None),
+    ("https://registry-1.docker.io", "https://auth.docker.io/token", ("auth.docker.io",), None),
+    ("https://r.example", "https://evil.example/token", (), "another host"),
+    ("https://r.example", "http://r.example/token", (), "downgrade"),
+    ("http://r.example", "http://r.example/token", (), "plain http"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000/token", (), None),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:6000/token", (), "another host"),
+    ("https://r.example", "file:///etc/passwd", (), "not an http(s) URL"),
+])
+def test_where_credentials_may_go(endpoint: str, target: str, allowed: tuple[str, ...],
+                                  refused: str | None) -> None:
+    why = credentials_allowed(endpoint, target, allowed_hosts=allowed)
+    assert (why is None) if refused is None else (why is not None and refused in why)
+
+
+def test_limits_parse_and_refuse() -> None:
+    lim = Limits.parse("chart=64MiB, token=10, deadline_floor=2.5")
+    assert (lim.chart, lim.token, lim.deadline_floor) == (64 << 20, 10, 2.5)
+    assert lim.index_yaml == Limits().index_yaml
+    assert Limits.from_env({}) == Limits()
+    for bad in ("chart", "nope=1", "chart=12XB", "chart=0", "min_rate=-1"):
+        with pytest.raises(SpecError):
+            Limits.parse(bad)
+    with pytest.raises(UpstreamError):
+        lim.check_size("token", 11, what="t", source="s")
+    for size in (-1, "1", True, None, 1.5):
+        with pytest.raises(UpstreamError):
+            lim.check_size("chart", size, what="t", source="s")
