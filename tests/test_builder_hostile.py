@@ -18,6 +18,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from tests.world.hostile import (
     registry_routes,
     sha,
 )
+from tests.world.tls import TlsFiles, make_server_cert
 
 REGISTRY = "registry.hostile"
 IMAGE = f"{REGISTRY}/{IMAGE_REPO}:{IMAGE_TAG}"
@@ -407,10 +409,10 @@ SCENARIOS = [
     # item 8: overall deadline
     Scenario("install-sh-one-byte-every-half-second", _set("/install.sh", Reply(
         body=b"#!/bin/sh\n" * 8, trickle=0.5)), 5, "deadline", spec=NO_CHARTS,
-        env={"BUNDLE_LIMITS": "deadline_floor=2,min_rate=1MiB"}, seconds=15),
+        env={"BUNDLE_LIMITS": "deadline_floor=1,min_rate=16MiB"}, seconds=15),
     Scenario("headers-one-byte-every-half-second", _set("/install.sh", Reply(slow_head=0.5)),
              5, "deadline", spec=NO_CHARTS,
-             env={"BUNDLE_LIMITS": "deadline_floor=2,min_rate=1MiB"},
+             env={"BUNDLE_LIMITS": "deadline_floor=1,min_rate=16MiB"},
              seconds=15),
     # item 9: malformed upstream data
     Scenario("manifest-not-an-object", _set(TAG_PATH, manifest_reply(b"[1, 2]")), 3,
@@ -447,34 +449,65 @@ def _snapshot(root: Path) -> set[str]:
             if not str(p.relative_to(root)).startswith(("cache", "stdout", "stderr"))}
 
 
+@dataclass
+class Ran:
+    outcome: Outcome
+    written: set[str]
+    then_error: BaseException | None
+
+
+def _run_scenario(sc: Scenario, tmp: Path, tls: TlsFiles) -> Ran:
+    """One scenario on its own upstream instance (so scenarios can run side by side)."""
+    with HostileUpstream(tmp, tls=tls) as up:
+        routes = baseline()
+        sc.change(up, routes)
+        up.reset(routes)
+        for sub in ("project", "home", "tmp", "xdg"):
+            (tmp / sub).mkdir()
+        spec = dict(sc.spec)
+        if "charts" in spec:
+            spec["charts"] = [{k: str(v).replace("{url}", up.url) for k, v in c.items()}
+                              for c in spec["charts"]]
+        (tmp / "project" / "bundles.toml").write_text(spec_text(up, **spec))
+        before = _snapshot(tmp)
+        r = run_bundle(["-q", "lock", "--cache", str(tmp / "cache"), "--jobs", "2"],
+                       cwd=tmp / "project", env=child_env(tmp, sc.env),
+                       timeout=sc.seconds + 30)
+        written = _snapshot(tmp) - before
+        error = None
+        if sc.then is not None and r.code == sc.code:
+            try:
+                sc.then(up, tmp)
+            except BaseException as e:  # re-raised by the scenario's own test
+                error = e
+        return Ran(r, written, error)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Ran]:
+    """Every scenario, three at a time (most of their time is spent waiting)."""
+    tls = make_server_cert(tmp_path_factory.mktemp("hostile-shared-tls"))
+    folders = [tmp_path_factory.mktemp("hostile") for _ in SCENARIOS]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda a: _run_scenario(*a, tls),
+                                zip(SCENARIOS, folders, strict=True)))
+    return {sc.name: r for sc, r in zip(SCENARIOS, results, strict=True)}
+
+
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_hostile_upstream(sc: Scenario, upstream: HostileUpstream, tmp_path: Path) -> None:
-    routes = baseline()
-    sc.change(upstream, routes)
-    upstream.reset(routes)
-    project = tmp_path / "project"
-    for sub in ("project", "home", "tmp", "xdg"):
-        (tmp_path / sub).mkdir()
-    spec = dict(sc.spec)
-    if "charts" in spec:
-        spec["charts"] = [{k: str(v).replace("{url}", upstream.url) for k, v in c.items()}
-                          for c in spec["charts"]]
-    (project / "bundles.toml").write_text(spec_text(upstream, **spec))
-    before = _snapshot(tmp_path)
-    env = child_env(tmp_path, sc.env)
-    r = run_bundle(["-q", "lock", "--cache", str(tmp_path / "cache"), "--jobs", "2"],
-                   cwd=project, env=env, timeout=sc.seconds + 30)
+def test_hostile_upstream(sc: Scenario, ran: dict[str, Ran]) -> None:
+    got = ran[sc.name]
+    r = got.outcome
     assert "Traceback" not in r.err, r.err
     assert r.code == sc.code, f"exit {r.code}, wanted {sc.code}:\n{r.err}"
     assert sc.says in (r.out + r.err), r.out + r.err
     assert r.seconds < sc.seconds, f"took {r.seconds:.1f} s"
     assert r.rss_mb < MAX_RSS_MB, f"peak RSS {r.rss_mb:.0f} MB"
-    written = _snapshot(tmp_path) - before
-    assert written <= {"project/bundles.lock"}, f"written outside the cache: {written}"
+    assert got.written <= {"project/bundles.lock"}, f"written outside the cache: {got.written}"
     if sc.code:
-        assert "project/bundles.lock" not in written
-    if sc.then is not None:
-        sc.then(upstream, tmp_path)
+        assert "project/bundles.lock" not in got.written
+    if got.then_error is not None:
+        raise got.then_error
 
 
 # ---------------------------------------------------------------- the downloader itself

@@ -4,12 +4,14 @@ and K3s release server at once, with per-scenario content.
 What it does: :class:`HostileUpstream` answers every request from a route table (exact path
 -> :class:`Reply`, or a callable taking the :class:`Seen` request and returning one), on three
 loopback ports: ``url`` (the main "host"), ``other_url`` (a second port: "another host") and
-``tls_url`` (the same server over TLS, CA in ``ca_file``). :func:`baseline` is a good upstream
-(a K3s release with ``install.sh`` and checksums, one single-arch OCI image ``hostile/app:1.0``
-under ``/v2/``, one tiny chart ``hchart`` 1.0.0 under ``/charts/``); a scenario copies it and
-overrides routes. Replies can trickle (one byte every N seconds), stream forever, declare any
-``Content-Length`` or redirect. Every request is logged with its port and headers, so tests
-can assert where credentials went.
+``tls_url`` (the same server over TLS, CA in ``ca_file``; pass ``tls`` to share one
+certificate between instances, e.g. one per scenario run in parallel). :func:`baseline` is a
+good upstream (a K3s release with ``install.sh`` and checksums, one single-arch OCI image
+``hostile/app:1.0`` under ``/v2/``, one tiny chart ``hchart`` 1.0.0 under ``/charts/``); a
+scenario copies it and overrides routes. Replies can trickle (one byte every N seconds, also
+in the header block), stream forever, declare any ``Content-Length``, be cut short or
+redirect. Every request is logged with its port and headers, so tests can assert where
+credentials went.
 
 What it does not do: implement the registry API beyond exact paths, or contact anything but
 127.0.0.1.
@@ -34,7 +36,7 @@ import yaml
 from .httpbase import LoopbackServer, QuietHandler, ServerLifecycle, _Server
 from .oci import LayerFile, targz_bytes
 from .procs import LOOPBACK
-from .tls import make_server_cert
+from .tls import TlsFiles, make_server_cert
 
 K3S_VERSION = "v1.34.3+k3s1"
 RELEASE_DIR = "/k3s/v1.34.3%2Bk3s1"
@@ -180,13 +182,13 @@ def baseline() -> dict[str, Route]:
 class HostileUpstream(ServerLifecycle):
     """Serve ``routes`` on three loopback ports (plain, "other host", TLS)."""
 
-    def __init__(self, tls_dir: Path) -> None:
+    def __init__(self, tls_dir: Path, *, tls: TlsFiles | None = None) -> None:
         self.routes: dict[str, Route] = baseline()
         self._log: list[Seen] = []
         self._lock = threading.Lock()
         self._server = LoopbackServer(_Handler, self)
         self._other = LoopbackServer(_Handler, self)
-        self.tls = make_server_cert(tls_dir)
+        self.tls = tls or make_server_cert(tls_dir)
         self._tls = _TlsServer(_Handler, self, self.tls.cert_file, self.tls.key_file)
 
     def start(self) -> HostileUpstream:
