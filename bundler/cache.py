@@ -25,7 +25,8 @@ import urllib3
 from installer.errors import DigestMismatch
 from installer.fsio import adopt_verified, iter_file, verify_file, write_verified
 
-from .errors import LocalError, TransferError, UpstreamError
+from .errors import BundleError, LocalError, TransferError, UpstreamError
+from .transport import iter_raw
 
 
 def default_cache_dir() -> Path:
@@ -77,6 +78,7 @@ _STREAM_ERRORS = (requests.ConnectionError, requests.Timeout,
                   ConnectionError, TimeoutError)
 
 Opener = Callable[[int], requests.Response]
+Check = Callable[[Path], None]   # raises a BundleError when a file is not what it must be
 
 
 class Downloader:
@@ -101,11 +103,13 @@ class Downloader:
         with self._lock:
             setattr(self, attr, getattr(self, attr) + 1)
 
-    def fetch(self, digest: str, size: int, opener: Opener, *, what: str) -> Path:
+    def fetch(self, digest: str, size: int, opener: Opener, *, what: str,
+              check: Check | None = None) -> Path:
         """Return the verified cached path of ``digest``, downloading it if needed.
 
         ``opener(start)`` returns a streaming response from byte ``start`` (206) or from 0
-        (200, when the server ignores Range).
+        (200, when the server ignores Range). ``check(path)``, when given, must accept the
+        content (also a cached copy) before it is returned or enters the cache.
         """
         # One transfer per digest at a time: images that share layers ask for the same blob
         # concurrently, and they must not write the same partial file.
@@ -114,16 +118,20 @@ class Downloader:
         with lock:
             hit = self.store.lookup(digest, size)
             if hit is not None:
+                if check is not None:
+                    check(hit)
                 self._count("cache_hits")
                 return hit
             self._count("downloads")
-            return self._download(digest, size, opener, what)
+            return self._download(digest, size, opener, what, check)
 
-    def _download(self, digest: str, size: int, opener: Opener, what: str) -> Path:
+    def _download(self, digest: str, size: int, opener: Opener, what: str,
+                  check: Check | None) -> Path:
         partial = self.store.partial / hex_of(digest)
         if self.on_total is not None:
             self.on_total(size - (partial.stat().st_size if partial.exists() else 0))
         last = ""
+        mismatch = False   # was the last failure a digest/size mismatch?
         for attempt in range(self.attempts):
             if attempt:
                 self._sleep(min(8.0, self.backoff * 2 ** (attempt - 1)))
@@ -140,16 +148,27 @@ class Downloader:
             try:
                 if have < size:
                     h = self._stream_into(partial, have, size, opener, what, h)
+                elif not partial.exists():
+                    partial.touch()  # a zero-byte blob: nothing to transfer
                 if partial.stat().st_size < size:
+                    mismatch = False
                     last = f"connection closed after {partial.stat().st_size} of {size} bytes"
                     continue
+                if check is not None and h.hexdigest() == hex_of(digest):
+                    try:
+                        check(partial)
+                    except BundleError:
+                        partial.unlink(missing_ok=True)
+                        raise
                 adopt_verified(partial, self.store.path(digest), sha256=hex_of(digest),
                                size=size, what=what, hashed=h.hexdigest(), durable=False)
                 return self.store.path(digest)
             except DigestMismatch as e:
+                mismatch = True
                 last = e.message  # partial was removed: the next attempt starts over
                 continue
             except _STREAM_ERRORS as e:
+                mismatch = False
                 last = str(e)[:300]
                 continue
             except OSError as e:
@@ -158,7 +177,7 @@ class Downloader:
                                      f"fetching {what}", hint="free space or pass --cache "
                                      "DIR on a larger filesystem") from None
                 raise
-        if "sha256" in last:
+        if mismatch:  # classified by what was caught, never by the message text
             raise UpstreamError(f"{what}: content never matched its digest {digest} after "
                                 f"{self.attempts} attempts: {last}",
                                 hint="the source or a proxy corrupts data; nothing was cached")
@@ -175,7 +194,7 @@ class Downloader:
                 h = hashlib.sha256()
             mode = "ab" if have else "wb"
             with open(partial, mode) as out:
-                for chunk in _raw_chunks(resp):
+                for chunk in iter_raw(resp, what=what):
                     have += len(chunk)
                     if have > size:  # endless or oversized body: never let it fill the disk
                         out.close()
@@ -189,14 +208,3 @@ class Downloader:
                 out.flush()
         return h
 
-
-def _raw_chunks(resp: requests.Response, size: int = 1024 * 1024) -> Iterable[bytes]:
-    """The body as sent (no Content-Encoding decoding: digests cover the raw bytes), in
-    chunks of whatever has arrived (``read1``), so a connection that drops mid-body still
-    leaves every received byte on disk for the Range resume."""
-    raw = resp.raw
-    while True:
-        chunk = raw.read1(size, decode_content=False)
-        if not chunk:
-            return
-        yield chunk

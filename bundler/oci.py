@@ -11,21 +11,24 @@ CA files. Pure helpers for picking platforms live in ``platforms``.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
 from .errors import AuthError, NotFoundError, UpstreamError
+from .limits import DEFAULT as DEFAULT_LIMITS
 from .spec import RegistryConfig
-from .transport import Transport
+from .transport import Transport, check_url, read_capped
 
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_MANIFEST_BYTES = DEFAULT_LIMITS.manifest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -34,26 +37,84 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
+# The only media types a manifest may have; taken from its verified bytes, never a header.
+MEDIA_TYPES = frozenset((*INDEX_TYPES, *MANIFEST_TYPES))
+# Token services on another host than the registry, known for the registries that use one.
+# Any other host must be named in the registry's spec table (``auth_hosts``).
+DEFAULT_AUTH_HOSTS = {"docker.io": ("auth.docker.io",)}
 
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """A manifest's exact bytes, its media type and its verified digest."""
+    """A manifest's exact bytes and its verified digest; its media type comes from those
+    bytes (``media_type``), checked against ``MEDIA_TYPES``."""
 
     data: bytes
-    media_type: str
     digest: str
 
     def json(self) -> dict[str, Any]:
         try:
             doc = json.loads(self.data)
-        except ValueError as e:
-            raise UpstreamError(f"manifest {self.digest} is not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:
+            raise UpstreamError(f"manifest {self.digest} is not valid JSON: "
+                                f"{str(e)[:200]}") from None
         if not isinstance(doc, dict):
             raise UpstreamError(f"manifest {self.digest} is not a JSON object")
         return doc
+
+    @cached_property
+    def media_type(self) -> str:
+        return manifest_media_type(self.json(), what=f"manifest {self.digest}")
+
+
+def manifest_media_type(doc: dict[str, Any], *, what: str) -> str:
+    """The media type a manifest's own bytes declare (or imply, when the optional
+    ``mediaType`` is absent), if it is an OCI/Docker image index or manifest."""
+    declared = doc.get("mediaType")
+    if declared is None:
+        if isinstance(doc.get("manifests"), list):
+            return OCI_INDEX
+        if isinstance(doc.get("config"), dict):
+            return OCI_MANIFEST
+        raise UpstreamError(f"{what} declares no mediaType and is neither an index nor a "
+                            "manifest")
+    if not isinstance(declared, str) or declared not in MEDIA_TYPES:
+        raise UpstreamError(f"{what}: unsupported manifest media type {str(declared)[:100]!r}",
+                            hint="only OCI and Docker v2 image indexes and manifests are "
+                                 "bundled")
+    return declared
+
+
+def is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def credentials_allowed(endpoint: str, target: str, *, allowed_hosts: tuple[str, ...] = ()
+                        ) -> str | None:
+    """Why credentials for the registry at ``endpoint`` may NOT be sent to ``target``
+    (a token realm or the endpoint itself), or None when they may: over https (or to
+    loopback), never from an https registry down to http, and only to the registry's own
+    host or one of ``allowed_hosts`` (``host`` or ``host:port``)."""
+    end, tgt = urlsplit(endpoint), urlsplit(target)
+    if tgt.scheme not in ("http", "https"):
+        return f"{target[:200]} is not an http(s) URL"
+    if end.scheme == "https" and tgt.scheme == "http":
+        return f"{target[:200]} is plain http while the registry is https (a downgrade)"
+    if tgt.scheme == "http" and not is_loopback(tgt.hostname):
+        return f"{target[:200]} is plain http"
+    if tgt.netloc.lower() != end.netloc.lower() and not {
+            tgt.netloc.lower(), (tgt.hostname or "").lower()} & {h.lower() for h in allowed_hosts}:
+        return f"{target[:200]} is on another host than the registry {end.netloc}"
+    return None
 
 
 def sha256_digest(data: bytes) -> str:
@@ -69,6 +130,11 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
         self._verify: Any = str(config.ca_file) if config.ca_file else True
+        self.limits = transport.limits
+        # hosts (besides the endpoint's) that may receive this registry's credentials
+        self.auth_hosts: tuple[str, ...] = (
+            config.host, *DEFAULT_AUTH_HOSTS.get(config.host, ()),
+            *getattr(config, "auth_hosts", ()))
 
     # -------------------------------------------------------------- auth
 
@@ -83,30 +149,52 @@ class RegistryClient:
                             "is not set", hint="export it, or remove username_env from the spec")
         return user, password
 
+    def _checked_credentials(self, target: str) -> tuple[str, str] | None:
+        """The credentials, if configured, after checking ``target`` may receive them."""
+        creds = self._credentials()
+        if creds is None:
+            return None
+        why = credentials_allowed(self.config.endpoint, target, allowed_hosts=self.auth_hosts)
+        if why is not None:
+            raise AuthError(f"registry {self.config.host}: credentials not sent: {why}",
+                            hint="credentials go only over https (or loopback) to the "
+                                 "registry's host; name another token host in the "
+                                 "registry's auth_hosts if it is really yours")
+        return creds
+
     def _token(self, challenge: str, repo: str) -> str:
         params = dict(_CHALLENGE_RE.findall(challenge))
         realm = params.pop("realm", None)
+        what = f"token for {self.config.host}/{repo}"
         if not realm:
             raise AuthError(f"registry {self.config.host}: Bearer challenge without realm")
+        check_url(realm, what=f"{what} (realm)")
         if "scope" not in params:
             params["scope"] = f"repository:{repo}:pull"
-        creds = self._credentials()
+        creds = self._checked_credentials(realm)
         sep = "&" if "?" in realm else "?"
+        cap = self.limits.token
         resp = self.transport.request(
             "GET", realm + sep + urlencode(params), headers={}, verify=self._verify, auth=creds,
-            what=f"token for {self.config.host}/{repo}", allow_status=(401, 403))
-        if resp.status_code != 200:
-            resp.close()
-            raise AuthError(
-                f"registry {self.config.host}: token service refused access to {repo} "
-                f"(HTTP {resp.status_code})",
-                hint="check the credentials named by username_env/password_env"
-                if creds else "this repository needs credentials: set username_env and "
-                              "password_env for the registry in bundles.toml")
-        body = resp.json()
+            what=what, allow_status=(401, 403), stream=True, expect=cap)
+        with resp:
+            if resp.status_code != 200:
+                raise AuthError(
+                    f"registry {self.config.host}: token service refused access to {repo} "
+                    f"(HTTP {resp.status_code})",
+                    hint="check the credentials named by username_env/password_env"
+                    if creds else "this repository needs credentials: set username_env and "
+                                  "password_env for the registry in bundles.toml")
+            data = read_capped(resp, limit=cap, what=what, kind="token")
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            body = None
+        if not isinstance(body, dict):
+            raise UpstreamError(f"{what}: the token service's answer is not a JSON object")
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
-            raise AuthError(f"registry {self.config.host}: token service returned no token")
+            raise UpstreamError(f"{what}: the token service returned no token")
         return token
 
     def _auth_headers(self, repo: str) -> dict[str, str]:
@@ -116,14 +204,15 @@ class RegistryClient:
 
     def _request(self, method: str, path: str, repo: str, *, headers: dict[str, str],
                  stream: bool = False, what: str, ok: tuple[int, ...] = (200,),
-                 allow_status: tuple[int, ...] = ()) -> requests.Response:
+                 allow_status: tuple[int, ...] = (),
+                 expect: int | None = None) -> requests.Response:
         url = f"{self.config.endpoint}/v2/{repo}/{path}"
         basic = None
         for attempt in range(2):
             resp = self.transport.request(
                 method, url, headers={**headers, **self._auth_headers(repo)}, stream=stream,
                 verify=self._verify, auth=basic, what=what, ok=ok,
-                allow_status=(401, *allow_status))
+                allow_status=(401, *allow_status), expect=expect)
             if resp.status_code != 401:
                 return resp
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -135,7 +224,7 @@ class RegistryClient:
                 with self._lock:
                     self._tokens[repo] = token
             else:
-                basic = self._credentials()
+                basic = self._checked_credentials(url)
                 if basic is None:
                     break
         raise AuthError(f"{what}: authentication failed at {self.config.endpoint}",
@@ -146,24 +235,16 @@ class RegistryClient:
 
     def get_manifest(self, repo: str, reference: str, *, what: str) -> Fetched:
         """Fetch a manifest or index by tag or digest; verify its digest."""
+        cap = self.limits.manifest
         resp = self._request("GET", f"manifests/{reference}", repo, headers={"Accept": ACCEPT},
-                             stream=True, what=what, allow_status=(404,))
+                             stream=True, what=what, allow_status=(404,), expect=cap)
         with resp:
             if resp.status_code == 404:
                 raise NotFoundError(
                     f"{what}: not found at {self.config.endpoint} (repository {repo}, "
                     f"reference {reference})",
                     hint="check the image name and tag; `bundle lock --update` after fixing")
-            declared = resp.headers.get("Content-Length")
-            if declared and int(declared) > MAX_MANIFEST_BYTES:
-                raise UpstreamError(f"{what}: manifest is {declared} bytes, over the "
-                                    f"{MAX_MANIFEST_BYTES} byte limit")
-            data = b""
-            for chunk in resp.iter_content(65536):
-                data += chunk
-                if len(data) > MAX_MANIFEST_BYTES:
-                    raise UpstreamError(f"{what}: manifest exceeds {MAX_MANIFEST_BYTES} bytes")
-            media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            data = read_capped(resp, limit=cap, what=f"{what}: manifest", kind="manifest")
             header_digest = resp.headers.get("Docker-Content-Digest")
         digest = sha256_digest(data)
         if reference.startswith("sha256:") and digest != reference:
@@ -173,16 +254,17 @@ class RegistryClient:
         if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
             raise UpstreamError(f"{what}: registry says digest {header_digest} but the bytes "
                                 f"hash to {digest}", hint="the transfer was corrupted; retry")
-        if not media_type or media_type in ("application/json", "text/plain"):
-            media_type = str(json.loads(data).get("mediaType", "")) if data else ""
-        return Fetched(data, media_type, digest)
+        fetched = Fetched(data, digest)
+        fetched.media_type  # noqa: B018 - valid JSON object of an allowed media type, or raise
+        return fetched
 
-    def open_blob(self, repo: str, digest: str, *, start: int = 0,
-                  what: str) -> requests.Response:
-        """Streaming response for a blob, from byte ``start`` (206) when the server allows."""
+    def open_blob(self, repo: str, digest: str, *, start: int = 0, what: str,
+                  expect: int | None = None) -> requests.Response:
+        """Streaming response for a blob, from byte ``start`` (206) when the server allows;
+        ``expect`` is how many bytes it should bring (for the request deadline)."""
         headers = {"Range": f"bytes={start}-"} if start else {}
         resp = self._request("GET", f"blobs/{digest}", repo, headers=headers, stream=True,
-                             what=what, ok=(200, 206), allow_status=(404,))
+                             what=what, ok=(200, 206), allow_status=(404,), expect=expect)
         if resp.status_code == 404:
             resp.close()
             raise NotFoundError(f"{what}: blob {digest} not found in {repo} at "

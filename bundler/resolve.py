@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
-import yaml
-
 from installer.fsio import hash_file
 
 from . import k3s as k3sfacts
 from . import platforms
+from .cache import hex_of
 from .errors import BundleError, NotFoundError, SpecError, UpstreamError
 from .lockfile import BundleLock, ChartLock, FileLock, ImageLock, K3sLock, Lock, PlatformLock
 from .oci import INDEX_TYPES, MANIFEST_TYPES
 from .refs import ImageRef, parse_image_ref
 from .sources import Sources
 from .spec import BundleSpec, ChartSpec, Spec
+from .transport import check_url
 
 HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 T = TypeVar("T")
@@ -36,18 +36,18 @@ def resolve_image(src: Sources, ref: ImageRef, arches: Iterable[str]) -> ImageLo
     what = f"image {ref}"
     top = src.manifest(ref.registry, ref.repository, ref.reference, what=what)
     doc = top.json()
-    media_type = top.media_type or str(doc.get("mediaType", ""))
+    media_type = top.media_type   # from the verified bytes, never from a header
     result: dict[str, PlatformLock] = {}
-    if media_type in INDEX_TYPES or "manifests" in doc:
+    if media_type in INDEX_TYPES:
+        if not isinstance(doc.get("manifests"), list):
+            raise UpstreamError(f"{what}: index {top.digest} has no manifests list")
         for arch in arches:
             desc = platforms.select(doc, arch, what=what)
             result[arch] = _platform_lock(src, ref, desc["digest"], desc["size"], arch, what)
-    elif media_type in MANIFEST_TYPES or "config" in doc:
+    else:
         for arch in arches:
             result[arch] = _platform_lock(src, ref, top.digest, len(top.data), arch, what,
                                           single=True)
-    else:
-        raise UpstreamError(f"{what}: unsupported manifest media type {media_type!r}")
     return ImageLock(ref=str(ref), digest=top.digest, media_type=media_type, platforms=result)
 
 
@@ -57,11 +57,17 @@ def _platform_lock(src: Sources, ref: ImageRef, digest: str, size: int, arch: st
     if len(m.data) != size:
         raise UpstreamError(f"{what}: {arch} manifest is {len(m.data)} bytes, index says {size}")
     doc = m.json()
+    media_type = m.media_type
+    if media_type not in MANIFEST_TYPES:
+        raise UpstreamError(f"{what}: the {arch} entry {digest} is a {media_type}, not an "
+                            "image manifest")
     config = doc.get("config")
-    if not isinstance(config, dict) or "digest" not in config or "size" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
         raise UpstreamError(f"{what}: {arch} manifest {digest} has no config descriptor")
-    path = src.fetch_blob(ref.registry, ref.repository, config["digest"], config["size"],
-                          what=f"{what} config ({arch})")
+    _check_layers(src, doc.get("layers"), what=f"{what} ({arch})", source=f"manifest {digest}")
+    path = src.fetch_blob(ref.registry, ref.repository, config["digest"], config.get("size"),
+                          what=f"{what} config ({arch})", kind="config",
+                          source=f"manifest {digest}")
     cfg = _json(path.read_bytes(), what=f"{what} config")
     try:
         platforms.check_config(cfg, arch, what=what)
@@ -75,16 +81,28 @@ def _platform_lock(src: Sources, ref: ImageRef, digest: str, size: int, arch: st
                 hint=f"remove {arch} from the bundle's arch list, or use a multi-arch image"
             ) from None
         raise e
-    media_type = m.media_type or str(doc.get("mediaType", ""))
     return PlatformLock(digest=digest, size=size, media_type=media_type,
                         config=config["digest"])
+
+
+def _check_layers(src: Sources, layers: object, *, what: str, source: str) -> None:
+    """Layer descriptors are checked when locking, so the build meets no surprise in the
+    same (digest-pinned) bytes: a list of objects, each a sha256 digest and a size within
+    the layer cap."""
+    if not isinstance(layers, list) or not all(
+            isinstance(ly, dict) and isinstance(ly.get("digest"), str) for ly in layers):
+        raise UpstreamError(f"{what}: {source} has malformed layer descriptors",
+                            hint="the registry serves a broken manifest; nothing was locked")
+    for ly in layers:
+        hex_of(ly["digest"])
+        src.limits.check_size("layer", ly.get("size"), what=what, source=source)
 
 
 def _json(data: bytes, *, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except ValueError as e:
-        raise UpstreamError(f"{what} is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:
+        raise UpstreamError(f"{what} is not valid JSON: {str(e)[:200]}") from None
     if not isinstance(doc, dict):
         raise UpstreamError(f"{what} is not a JSON object")
     return doc
@@ -92,7 +110,8 @@ def _json(data: bytes, *, what: str) -> dict[str, Any]:
 
 def resolve_k3s(src: Sources, spec: Spec, version: str, arches: Iterable[str],
                 with_airgap_images: bool) -> K3sLock:
-    _, sha, size = src.download_unpinned(spec.install_script, what="K3s install.sh")
+    _, sha, size = src.download_unpinned(spec.install_script, what="K3s install.sh",
+                                         kind="install_script")
     install = FileLock(spec.install_script, sha, size)
     binaries: dict[str, FileLock] = {}
     images: dict[str, FileLock] = {}
@@ -100,7 +119,8 @@ def resolve_k3s(src: Sources, spec: Spec, version: str, arches: Iterable[str],
         sums_name = k3sfacts.checksums_name(arch)
         sums_url = k3sfacts.release_url(spec.releases, version, sums_name)
         source = f"K3s {version} {sums_name}"
-        sums = k3sfacts.parse_checksums(src.get_text(sums_url, what=source), source=source)
+        sums = k3sfacts.parse_checksums(src.get_text(sums_url, what=source, kind="checksums"),
+                                        source=source)
         assets = [k3sfacts.binary_name(arch)]
         if with_airgap_images:
             assets.append(k3sfacts.airgap_images_name(arch))
@@ -108,9 +128,10 @@ def resolve_k3s(src: Sources, spec: Spec, version: str, arches: Iterable[str],
             sha = k3sfacts.checksum_for(sums, asset, source=source)
             url = k3sfacts.release_url(spec.releases, version, asset)
             what = f"K3s {version} {asset}"
-            head = src.head_size(url, what=what)
+            kind = "k3s_binary" if asset == assets[0] else "airgap_images"
+            head = src.head_size(url, what=what, kind=kind)
             if head is None:
-                _, got, size = src.download_unpinned(url, what=what)
+                _, got, size = src.download_unpinned(url, what=what, kind=kind)
                 if got != sha:
                     raise UpstreamError(f"{what}: sha256 {got} does not match {sums_name} "
                                         f"({sha})", hint="the release asset is corrupt or was "
@@ -120,7 +141,8 @@ def resolve_k3s(src: Sources, spec: Spec, version: str, arches: Iterable[str],
                 try:
                     # Fetching now checks the asset against the checksum file and warms the
                     # cache for `bundle build`.
-                    src.fetch_url(url, sha, size, what=what)
+                    src.fetch_url(url, sha, size, what=what, kind=kind,
+                                  source="the HEAD Content-Length")
                 except UpstreamError as e:
                     raise UpstreamError(f"{what} does not match its line in {sums_name}: "
                                         f"{e.message}", hint="the release asset is corrupt or "
@@ -133,40 +155,27 @@ def resolve_k3s(src: Sources, spec: Spec, version: str, arches: Iterable[str],
 
 def resolve_chart(src: Sources, spec: Spec, chart: ChartSpec) -> ChartLock:
     what = f"chart {chart.name} {chart.version}"
+    check = src.chart_check(chart.name, chart.version)
     if chart.is_oci:
         rest = chart.repo[len("oci://"):]
         host, _, path = rest.partition("/")
         repo = f"{path}/{chart.name}" if path else chart.name
         m = src.manifest(host, repo, chart.version, what=what)
-        layers = [ly for ly in m.json().get("layers", [])
+        found = m.json().get("layers")
+        layers = [ly for ly in (found if isinstance(found, list) else [])
                   if isinstance(ly, dict) and ly.get("mediaType") == HELM_CHART_LAYER]
-        if len(layers) != 1:
+        if len(layers) != 1 or not isinstance(layers[0].get("digest"), str):
             raise UpstreamError(f"{what}: OCI artifact {host}/{repo}:{chart.version} has no "
                                 "Helm chart layer", hint="is it a Helm chart pushed with "
                                 "`helm push`?")
         layer = layers[0]
-        src.fetch_blob(host, repo, layer["digest"], layer["size"], what=what)
+        src.fetch_blob(host, repo, layer["digest"], layer.get("size"), what=what,
+                       kind="chart", source=f"OCI manifest {m.digest}", check=check)
         url = f"oci://{host}/{repo}@{m.digest}"
         sha, size = layer["digest"].split(":", 1)[1], int(layer["size"])
     else:
-        index_url = f"{chart.repo}/index.yaml"
-        text = src.get_text(index_url, what=f"chart repository {chart.repo}")
-        try:
-            index = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise UpstreamError(f"{index_url} is not valid YAML: {e}") from None
-        entries = (index or {}).get("entries", {}).get(chart.name) or []
-        match = [e for e in entries if str(e.get("version")) == chart.version]
-        if not match:
-            have = ", ".join(sorted(str(e.get("version")) for e in entries)[-10:]) or "none"
-            raise NotFoundError(f"{what}: not in {index_url} (versions: {have})",
-                                hint="fix the version in bundles.toml")
-        urls = match[0].get("urls") or []
-        if not urls:
-            raise UpstreamError(f"{what}: index entry has no download URL")
-        url = urljoin(chart.repo + "/", urls[0])
-        _, sha, size = src.download_unpinned(url, what=what)
-        declared = match[0].get("digest")
+        url, declared = _index_entry(src, chart, what)
+        _, sha, size = src.download_unpinned(url, what=what, kind="chart", check=check)
         if declared and declared != sha:
             raise UpstreamError(f"{what}: archive sha256 {sha} does not match the index "
                                 f"digest {declared}", hint="the repository is inconsistent")
@@ -174,6 +183,35 @@ def resolve_chart(src: Sources, spec: Spec, chart: ChartSpec) -> ChartLock:
     return ChartLock(name=chart.name, version=chart.version, repo=chart.repo, url=url,
                      sha256=sha, size=size, namespace=chart.namespace,
                      release=chart.release or chart.name, values=values)
+
+
+def _index_entry(src: Sources, chart: ChartSpec, what: str) -> tuple[str, str | None]:
+    """The download URL and declared sha256 of a chart version in its repository's index
+    (every field type-checked: the index is upstream data)."""
+    index_url = f"{chart.repo}/index.yaml"
+    index = src.chart_index(chart.repo)
+    entries = index.get("entries") if isinstance(index, dict) else None
+    if not isinstance(entries, dict):
+        raise UpstreamError(f"{index_url} is not a Helm repository index (no entries mapping)")
+    versions = entries.get(chart.name) or []
+    if not isinstance(versions, list):
+        raise UpstreamError(f"{index_url}: entries.{chart.name} is not a list")
+    match = [e for e in versions if isinstance(e, dict) and e.get("version") == chart.version]
+    if not match:
+        have = sorted(str(e.get("version"))[:40] for e in versions
+                      if isinstance(e, dict) and isinstance(e.get("version"), str))
+        raise NotFoundError(f"{what}: not in {index_url} (versions: "
+                            f"{', '.join(have[-10:]) or 'none'})",
+                            hint="fix the version in bundles.toml")
+    urls = match[0].get("urls")
+    if not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
+        raise UpstreamError(f"{what}: index entry has no download URL")
+    url = urljoin(chart.repo + "/", urls[0])
+    check_url(url, what=f"{what} (from {index_url})")
+    declared = match[0].get("digest")
+    if declared is not None and not isinstance(declared, str):
+        raise UpstreamError(f"{what}: index entry digest is not a string")
+    return url, declared
 
 
 def _local_file(spec: Spec, path: Path) -> FileLock:

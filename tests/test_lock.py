@@ -283,7 +283,7 @@ def test_oversized_manifest_rejected(world: World, tmp_path: Path,
         folder = _project(tmp_path, world, bundle_images=("docker.io/library/huge:1",),
                           endpoint=evil.url)
         r = _lock(capsys, folder)
-    assert r.code == 3 and "over the 4194304 byte limit" in r.err
+    assert r.code == 3 and "over the manifest cap of 4 MiB" in r.err
 
 
 def test_oci_chart_source(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
