@@ -255,6 +255,20 @@ def member_header(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInf
     return info
 
 
+def check_for_write(manifest: Manifest) -> bytes:
+    """The manifest's bytes, after applying every rule the reader applies to them.
+
+    One validation for both sides: the writer runs the reader's own ``parse_manifest`` on the
+    bytes it is about to write, so a bundle devices would refuse (a member named
+    ``manifests/my app.yaml``, two names that fold together) is never written.
+    """
+    data = manifest.to_bytes()
+    if parse_manifest(data) != manifest:
+        raise FormatError("bundle manifest does not survive its own encoding (a field has a "
+                          "type the format cannot carry)")
+    return data
+
+
 def write_bundle(
     out: BinaryIO,
     *,
@@ -270,7 +284,7 @@ def write_bundle(
     same bytes: fixed mtime (``manifest.created``), uid/gid 0, no user names, manifest order.
     """
     mtime = manifest.created
-    manifest_bytes = manifest.to_bytes()
+    manifest_bytes = check_for_write(manifest)
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         tar.addfile(member_header(MANIFEST_NAME, len(manifest_bytes), 0o644, mtime),
                     io.BytesIO(manifest_bytes))
