@@ -19,6 +19,16 @@ from .sources import Sources
 from .spec import BundleSpec, Spec
 
 
+def check_spec_files(spec: Spec) -> None:
+    """Every rule for the spec's local files (roots, key material, member names), with no
+    lock needed: what `bundle lock` applies before resolving anything."""
+    from .resolve import chart_values, local_files
+    for b in spec.bundles.values():
+        local_files(spec, b)
+        for c in b.charts:
+            chart_values(c)
+
+
 def check_fresh(spec: Spec, lock: Lock, *, only: str | None = None) -> None:
     """Refuse a lock made from another spec, or whose local files (manifests and values
     files, of every bundle or of bundle ``only``) were added, removed or edited since; the

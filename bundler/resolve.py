@@ -184,21 +184,20 @@ def resolve_chart(src: Sources, spec: Spec, chart: ChartSpec) -> ChartLock:
                      release=chart.release or chart.name, values=values)
 
 
-def _local_file(lf: LocalFile, *, what: str) -> FileLock:
-    sha, size = specfiles.hash_checked(lf, what=what)
+def _local_file(lf: LocalFile) -> FileLock:
+    sha, size = specfiles.hash_checked(lf)
     return FileLock(url=lf.url, sha256=sha, size=size)
 
 
 def chart_values(chart: ChartSpec) -> tuple[FileLock, ...]:
     """The chart's values files pinned (confined at spec load; key material refused here)."""
-    return tuple(_local_file(v, what=f"chart {chart.name} values file")
-                 for v in chart.value_files)
+    return tuple(_local_file(v) for v in chart.value_files)
 
 
 def local_files(spec: Spec, bundle: BundleSpec) -> tuple[FileLock, ...]:
     """The bundle's manifest files pinned: confined, named as members may be (see
     ``Spec.manifest_locals``), and free of private key material."""
-    return tuple(_local_file(f, what="manifest") for f in spec.manifest_locals(bundle))
+    return tuple(_local_file(f) for f in spec.manifest_locals(bundle))
 
 
 def _matches(update: set[str], *keys: str) -> bool:
@@ -226,6 +225,12 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
             except BundleError:
                 pass
     prev = previous.bundles if previous else {}
+    # Local files first: a path outside the spec's roots, key material or a bad member name
+    # fails before any network traffic.
+    local = {b.name: local_files(spec, b) for b in spec.bundles.values()}
+    for b in spec.bundles.values():
+        for chart in b.charts:
+            chart_values(chart)
     jobs: list[tuple[str, str, Callable[..., Any]]] = []
 
     for b in spec.bundles.values():
@@ -280,7 +285,7 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
             name=b.name, version=b.version, arch=b.arch, roles=b.roles, k3s=k3s,
             images=tuple(r for label, r in mine if label.startswith("image ")),
             charts=tuple(r for label, r in mine if label.startswith("chart ")),
-            manifests=local_files(spec, b),
+            manifests=local[b.name],
             allow_k3s_minor_skip=b.allow_k3s_minor_skip,
             allow_k3s_downgrade=b.allow_k3s_downgrade,
             discovered=tuple(r for r in extra.get(b.name, ()) if r not in

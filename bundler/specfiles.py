@@ -45,6 +45,7 @@ class LocalFile:
     path: Path      # as written (joined to the spec folder), symlinks not followed
     real: Path      # resolved: the file actually read
     url: str        # the key in bundles.lock: relative to the spec folder, or absolute
+    key: str = ""   # "<spec>: <key>" naming where the spec names it, for errors
 
 
 def roots(base_dir: Path, extra: Sequence[str] = ()) -> tuple[Path, ...]:
@@ -105,7 +106,8 @@ def confine(base_dir: Path, text: str, *, allowed: Sequence[Path], what: str,
         raise SpecError(f"{spec_path}: {what}: {shown} is inside the key folder {keydir}",
                         hint="signing keys and root metadata never go into a bundle; fix "
                         "the path or glob so it does not reach the key folder")
-    return LocalFile(path=lexical, real=real, url=_url(base_dir, lexical, written.is_absolute()))
+    return LocalFile(path=lexical, real=real, url=_url(base_dir, lexical, written.is_absolute()),
+                     key=f"{spec_path}: {what}")
 
 
 def expand(base_dir: Path, pattern: str, *, allowed: Sequence[Path], what: str,
@@ -140,7 +142,7 @@ def check_no_key_material(data_chunks: Iterable[bytes], *, shown: str) -> None:
         tail = window[-_OVERLAP:]
 
 
-def hash_checked(lf: LocalFile, *, what: str) -> tuple[str, int]:
+def hash_checked(lf: LocalFile) -> tuple[str, int]:
     """sha256 and size of a local file, refusing private key material in the same pass."""
     h = hashlib.sha256()
     size = 0
@@ -154,9 +156,9 @@ def hash_checked(lf: LocalFile, *, what: str) -> tuple[str, int]:
                     size += len(chunk)
                     yield chunk
         except OSError as e:
-            raise LocalError(f"cannot read {what} {lf.path}: {e.strerror}") from None
+            raise LocalError(f"{lf.key}: cannot read {lf.path}: {e.strerror}") from None
 
-    check_no_key_material(chunks(), shown=f"{what} {lf.path}")
+    check_no_key_material(chunks(), shown=f"{lf.key}: {lf.url}")
     return h.hexdigest(), size
 
 
