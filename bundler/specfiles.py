@@ -200,3 +200,20 @@ def check_manifest_names(files: Sequence[LocalFile], *, where: str, spec_path: P
                             hint="K3s reads one flat manifests folder, and a FAT USB stick "
                             "folds case: rename one of them")
         taken[folded] = lf.url
+
+
+_SECRET_SUFFIXES = (".pem", ".key", ".p12", ".pfx", ".jks", ".keystore", ".ppk", ".gpg")
+_SECRET_NAMES = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "keyring.json", "root.json",
+                 ".netrc", "credentials", "kubeconfig")
+
+
+def secret_warnings(paths: Iterable[str]) -> list[str]:
+    """Bundle members whose names look like secrets (key files, key-folder files), for
+    `bundle inspect`/`verify` to warn about. Names only: pure."""
+    out = []
+    for path in paths:
+        name = path.rsplit("/", 1)[-1].lower()
+        if name.endswith(_SECRET_SUFFIXES) or name in _SECRET_NAMES or name.startswith("id_"):
+            out.append(f"warning: member {path} looks like a secret (key or credential file); "
+                       "check that it belongs in the bundle")
+    return out

@@ -116,3 +116,15 @@ def test_bundle_lock_names_the_file_to_rename(tmp_path: Path,
                 continue
             assert r.code == 2 and needle in r.err and "rename" in r.err, r.err
             assert "Traceback" not in r.err
+
+
+def test_inspect_and_verify_warn_about_secret_looking_members(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keydir = KeyDir(tmp_path / "keys")
+    spec = default_spec(manifests={"a.yaml": POD.encode(), "targets-1.pem": b"not really"})
+    path = write_spec(spec, keydir, tmp_path)
+    r = bundle(capsys, "inspect", str(path))
+    assert r.code == 0 and "manifests/targets-1.pem looks like a secret" in r.err
+    assert "a.yaml looks like" not in r.err
+    r = bundle(capsys, "verify", str(path), "--trust", str(keydir.root_json))
+    assert r.code == 0 and "manifests/targets-1.pem looks like a secret" in r.err

@@ -142,6 +142,9 @@ def inspect_cmd(file: Path, as_json: bool) -> None:
     with open(file, "rb") as f:
         header = BundleReader(f, what=str(file)).header()
     m = header.manifest
+    from ..specfiles import secret_warnings
+    for warning in secret_warnings(mem.path for mem in m.members):
+        click.echo(warning, err=True)
     sigs = loads_strict(header.signatures, what="signatures").get("signatures", [])
     doc = {**m.to_json(), "file": str(file), "size": os.stat(file).st_size,
            "signatures": len(sigs), "root_chain": len(header.roots)}
