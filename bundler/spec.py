@@ -211,7 +211,7 @@ def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
         ca = c.get(table, "ca_file", where, str, default=None)
         ca_path = None
         if ca:
-            ca_path = c.local(ca, f"{where}.ca_file").path
+            ca_path = c.local(ca, f"{where}.ca_file (CA file)").path
             specfiles.scan_file(ca_path, what=f"{path}: {where}.ca_file")
         for key in ("username_env", "password_env"):
             if key in table and not str(table[key]).replace("_", "").isalnum():
@@ -286,7 +286,7 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
         repo = c.get(ct, "repo", cw, str)
         if not repo.startswith(("http://", "https://", "oci://")):
             raise c.fail(f"{cw}.repo", f"{repo!r} must be an http(s):// or oci:// URL")
-        values = tuple(c.local(v, f"{cw}.values[{j}]")
+        values = tuple(c.local(v, f"{cw}.values[{j}] (values file)")
                        for j, v in enumerate(c.str_list(ct, "values", cw, default=[])))
         chart = ChartSpec(name=c.get(ct, "name", cw, str), repo=repo.rstrip("/"),
                           version=c.get(ct, "version", cw, str),
