@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .discover import ChartInput, Finding, compare, discover
-from .discover.model import BLIND_KINDS, LOCAL_ONLY, REQUIRED_KINDS
+from .discover.model import BLIND_KINDS, INVALID, LOCAL_ONLY, REQUIRED_KINDS, UNRENDERED
 from .discover.report import images_report
 from .errors import MissingImagesError, SpecError
 from .lockfile import BundleLock, Lock
@@ -19,30 +19,59 @@ from .sources import Sources
 from .spec import BundleSpec, Spec
 
 
-def check_fresh(spec: Spec, lock: Lock) -> None:
-    """Refuse a lock made from another spec, or whose manifest files changed since."""
+def check_spec_files(spec: Spec) -> None:
+    """Every rule for the spec's local files (roots, key material, member names), with no
+    lock needed: what `bundle lock` applies before resolving anything."""
+    from .resolve import chart_values, local_files
+    for b in spec.bundles.values():
+        local_files(spec, b)
+        for c in b.charts:
+            chart_values(c)
+
+
+def check_fresh(spec: Spec, lock: Lock, *, only: str | None = None) -> None:
+    """Refuse a lock made from another spec, or whose local files (manifests and values
+    files, of every bundle or of bundle ``only``) were added, removed or edited since; the
+    error names the file. Cache-independent: the files on disk are hashed each time."""
     if lock.spec_digest != spec.digest:
         raise SpecError(f"the lock was made from another spec ({lock.spec_digest[:19]}... vs "
                         f"{spec.digest[:19]}... for {spec.path})",
                         hint="run `bundle lock` to update bundles.lock")
-    from .resolve import local_files
+    from .resolve import chart_values, local_files
     for name, b in spec.bundles.items():
-        # a glob that now matches another file, or an edited manifest, makes the lock stale
-        if {(f.url, f.sha256) for f in local_files(spec, b)} != \
-                {(f.url, f.sha256) for f in lock.bundles[name].manifests}:
-            raise SpecError(f"bundle {name}: the manifest files changed since the lock was "
-                            "written", hint="run `bundle lock` to pin them")
+        if only is not None and name != only:
+            continue
+        if name not in lock.bundles:
+            raise SpecError(f"bundle {name!r} is not in the lock",
+                            hint="run `bundle lock` to update bundles.lock")
+        bl = lock.bundles[name]
+        for kind, now_files, pinned_files in (
+                ("manifest", local_files(spec, b), bl.manifests),
+                ("values", [f for c in b.charts for f in chart_values(c)],
+                 [f for c in bl.charts for f in c.values])):
+            now = {f.url: f.sha256 for f in now_files}
+            pinned = {f.url: f.sha256 for f in pinned_files}
+            for url in sorted(set(now) | set(pinned)):
+                if url not in pinned:
+                    why = "is new (not in the lock)"
+                elif url not in now:
+                    why = "is in the lock but no longer in the spec"
+                elif now[url] != pinned[url]:
+                    why = "was edited"
+                else:
+                    continue
+                raise SpecError(f"bundle {name}: the {kind} files changed since the lock was "
+                                f"written: {spec.base_dir / url} {why}",
+                                hint="run `bundle lock` to pin it (and review the change)")
 
 
 def check_lock(spec: Spec, lock: Lock, bundle: str, arch: str) -> BundleLock:
-    """The locked bundle, after refusing a stale lock or an arch it does not hold."""
-    if lock.spec_digest != spec.digest:
-        raise SpecError(f"the lock was made from another spec ({lock.spec_digest[:19]}... vs "
-                        f"{spec.digest[:19]}... for {spec.path})",
-                        hint="run `bundle lock` to update bundles.lock, then build again")
+    """The locked bundle, after refusing a stale lock (spec or local files changed, whatever
+    the cache holds) or an arch it does not hold."""
     if bundle not in lock.bundles:
         raise SpecError(f"bundle {bundle!r} is not in the lock",
                         hint=f"locked bundles: {', '.join(sorted(lock.bundles))}")
+    check_fresh(spec, lock, only=bundle)
     bl = lock.bundles[bundle]
     if arch not in bl.arch:
         raise SpecError(f"bundle {bundle} is locked for {', '.join(bl.arch)}, not {arch}",
@@ -86,10 +115,31 @@ def pullable_missing(missing: list[Finding]) -> list[str]:
 
 
 def missing_error(name: str, findings: list[Finding], bundle_images: list[str],
-                  *, add_hint: bool) -> MissingImagesError:
+                  *, add_hint: bool, missing: list[Finding] | None = None
+                  ) -> MissingImagesError:
+    """The gate's failure, with a hint for each cause actually present: images to lock,
+    local-only images to supply, documents that are not valid YAML, charts not rendered."""
     report = images_report(findings, bundle_images, as_json=False)
-    hint = ("run `bundle lock --add-discovered` to lock them, or add them to "
-            f"bundles.{name}.images" if add_hint else
-            f"add them to bundles.{name}.images (local-only images must be built/exported)")
+    if missing is None:
+        missing, _ = compare(findings, bundle_images)
+    hints = []
+    absent = [f for f in missing if f.kind in REQUIRED_KINDS]
+    if any(f.kind != LOCAL_ONLY for f in absent):
+        hints.append("run `bundle lock --add-discovered` to lock the missing images, or add "
+                     f"them to bundles.{name}.images" if add_hint else
+                     f"add the missing images to bundles.{name}.images")
+    if any(f.kind == LOCAL_ONLY for f in absent):
+        hints.append("local-only images must be built or exported and added to "
+                     f"bundles.{name}.images")
+    bad_yaml = sorted({f.source for f in missing if f.kind == INVALID
+                       and f.detail.startswith("not valid YAML")})
+    if bad_yaml:
+        hints.append(f"fix the YAML of {', '.join(bad_yaml)}")
+    if any(f.kind == INVALID for f in missing if f.source not in bad_yaml):
+        hints.append("fix the image fields reported as invalid")
+    if any(f.kind == UNRENDERED for f in missing):
+        hints.append("make the charts reported as not looked into renderable, or pass "
+                     "--allow-unrendered after checking their images by hand")
     return MissingImagesError(f"bundle {name}: images referenced by its manifests or charts "
-                              f"are not in the bundle:\n{report}", hint=hint)
+                              f"are not in the bundle, or could not be looked for:\n{report}",
+                              hint="; ".join(hints) or None)

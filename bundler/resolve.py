@@ -7,25 +7,24 @@ transport. Items whose spec did not change keep their previous pin unless named 
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
-from installer.fsio import hash_file
-
 from . import k3s as k3sfacts
-from . import platforms
+from . import platforms, specfiles
 from .cache import hex_of
-from .errors import BundleError, NotFoundError, SpecError, UpstreamError
+from .errors import BundleError, NotFoundError, UpstreamError
 from .lockfile import BundleLock, ChartLock, FileLock, ImageLock, K3sLock, Lock, PlatformLock
 from .oci import INDEX_TYPES, MANIFEST_TYPES
 from .refs import ImageRef, parse_image_ref
 from .sources import Sources
 from .spec import BundleSpec, ChartSpec, Spec
+from .specfiles import LocalFile
 from .transport import check_url
 
 HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
@@ -179,7 +178,7 @@ def resolve_chart(src: Sources, spec: Spec, chart: ChartSpec) -> ChartLock:
         if declared and declared != sha:
             raise UpstreamError(f"{what}: archive sha256 {sha} does not match the index "
                                 f"digest {declared}", hint="the repository is inconsistent")
-    values = tuple(_local_file(spec, p) for p in chart.values)
+    values = chart_values(chart)
     return ChartLock(name=chart.name, version=chart.version, repo=chart.repo, url=url,
                      sha256=sha, size=size, namespace=chart.namespace,
                      release=chart.release or chart.name, values=values)
@@ -194,6 +193,14 @@ def _index_entry(src: Sources, chart: ChartSpec, what: str) -> tuple[str, str | 
     if not isinstance(entries, dict):
         raise UpstreamError(f"{index_url} is not a Helm repository index (no entries mapping)")
     versions = entries.get(chart.name) or []
+    if not versions:
+        names = sorted(str(n)[:100] for n in entries)
+        close = difflib.get_close_matches(chart.name, names, n=3)
+        raise NotFoundError(
+            f"chart {chart.name}: no chart of that name in {index_url} (charts there: "
+            f"{', '.join(names[:20]) or 'none'}{' ...' if len(names) > 20 else ''})",
+            hint=(f"fix the chart name in bundles.toml (did you mean {' or '.join(close)}?)"
+                  if close else "fix the chart name or the repo URL in bundles.toml"))
     if not isinstance(versions, list):
         raise UpstreamError(f"{index_url}: entries.{chart.name} is not a list")
     match = [e for e in versions if isinstance(e, dict) and e.get("version") == chart.version]
@@ -214,21 +221,20 @@ def _index_entry(src: Sources, chart: ChartSpec, what: str) -> tuple[str, str | 
     return url, declared
 
 
-def _local_file(spec: Spec, path: Path) -> FileLock:
-    sha, size = hash_file(path)
-    return FileLock(url=path.relative_to(spec.base_dir).as_posix(), sha256=sha, size=size)
+def _local_file(lf: LocalFile) -> FileLock:
+    sha, size = specfiles.hash_checked(lf)
+    return FileLock(url=lf.url, sha256=sha, size=size)
+
+
+def chart_values(chart: ChartSpec) -> tuple[FileLock, ...]:
+    """The chart's values files pinned (confined at spec load; key material refused here)."""
+    return tuple(_local_file(v) for v in chart.value_files)
 
 
 def local_files(spec: Spec, bundle: BundleSpec) -> tuple[FileLock, ...]:
-    files = spec.manifest_files(bundle)
-    names: dict[str, Path] = {}
-    for f in files:
-        if f.name in names:
-            raise SpecError(f"{spec.path}: bundles.{bundle.name}.manifests: {f} and "
-                            f"{names[f.name]} have the same file name",
-                            hint="K3s reads one flat manifests folder; rename one of them")
-        names[f.name] = f
-    return tuple(_local_file(spec, f) for f in files)
+    """The bundle's manifest files pinned: confined, named as members may be (see
+    ``Spec.manifest_locals``), and free of private key material."""
+    return tuple(_local_file(f) for f in spec.manifest_locals(bundle))
 
 
 def _matches(update: set[str], *keys: str) -> bool:
@@ -256,6 +262,12 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
             except BundleError:
                 pass
     prev = previous.bundles if previous else {}
+    # Local files first: a path outside the spec's roots, key material or a bad member name
+    # fails before any network traffic.
+    local = {b.name: local_files(spec, b) for b in spec.bundles.values()}
+    for b in spec.bundles.values():
+        for chart in b.charts:
+            chart_values(chart)
     jobs: list[tuple[str, str, Callable[..., Any]]] = []
 
     for b in spec.bundles.values():
@@ -291,7 +303,7 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
                     if (cl.name, cl.version, cl.repo) == (chart.name, chart.version, chart.repo):
                         keep_chart = cl
             if keep_chart is not None:
-                values = tuple(_local_file(spec, p) for p in chart.values)
+                values = chart_values(chart)
                 jobs.append((b.name, f"chart {chart.name}",
                              lambda k=keep_chart, v=values, c=chart: ChartLock(
                                  k.name, k.version, k.repo, k.url, k.sha256, k.size,
@@ -310,7 +322,7 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
             name=b.name, version=b.version, arch=b.arch, roles=b.roles, k3s=k3s,
             images=tuple(r for label, r in mine if label.startswith("image ")),
             charts=tuple(r for label, r in mine if label.startswith("chart ")),
-            manifests=local_files(spec, b),
+            manifests=local[b.name],
             allow_k3s_minor_skip=b.allow_k3s_minor_skip,
             allow_k3s_downgrade=b.allow_k3s_downgrade,
             discovered=tuple(r for r in extra.get(b.name, ()) if r not in

@@ -7,17 +7,21 @@ Every error names the file and the key. Credentials appear only as environment-v
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from installer import canonjson
 from installer.arch import normalize as arch_name
-from installer.bundlefmt import ARCHES, ROLES
+from installer.bundlefmt import ARCHES, ROLES, check_member_path
+from installer.errors import InstallerError
 
+from . import specfiles
 from .errors import SpecError
 from .refs import ImageRef, parse_image_ref
+from .specfiles import LocalFile
 
 DEFAULT_RELEASES = "https://github.com/k3s-io/k3s/releases/download"
 DEFAULT_INSTALL_SCRIPT = "https://get.k3s.io"
@@ -40,12 +44,16 @@ class ChartSpec:
     repo: str                 # https://... chart repository, or oci://host/path
     version: str
     namespace: str = "default"
-    values: tuple[Path, ...] = ()
+    value_files: tuple[LocalFile, ...] = ()   # confined to the spec's roots at load
     release: str = ""         # HelmChart object name; defaults to the chart name
 
     @property
     def is_oci(self) -> bool:
         return self.repo.startswith("oci://")
+
+    @property
+    def values(self) -> tuple[Path, ...]:
+        return tuple(v.path for v in self.value_files)
 
 
 @dataclass(frozen=True)
@@ -72,10 +80,16 @@ class Spec:
     bundles: dict[str, BundleSpec]
     digest: str = field(default="")
     signing_keys: Path | None = None     # [signing] keys: the key folder `build` signs with
+    extra_roots: tuple[str, ...] = ()    # [files] extra_roots: more folders spec files may use
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Folders the spec's local files must resolve into (the spec's own first)."""
+        return specfiles.roots(self.base_dir, self.extra_roots)
 
     def registry(self, host: str) -> RegistryConfig:
         """The config for a registry host (endpoint defaults to https://<host>)."""
@@ -91,17 +105,27 @@ class Spec:
 
     def manifest_files(self, bundle: BundleSpec) -> list[Path]:
         """The manifest files of a bundle, sorted, each matched by the spec's globs."""
-        files: set[Path] = set()
+        return [f.path for f in self.manifest_locals(bundle)]
+
+    def manifest_locals(self, bundle: BundleSpec) -> list[LocalFile]:
+        """The manifest files of a bundle (sorted by lock key), each matched by the spec's
+        globs, resolved inside the spec's roots, and named as a bundle member may be."""
+        files: dict[str, LocalFile] = {}
+        where = f"bundles.{bundle.name}.manifests"
+        allowed = self.roots
         for pattern in bundle.manifests:
-            matched = [p for p in self.base_dir.glob(pattern) if p.is_file()]
+            matched = specfiles.expand(self.base_dir, pattern, allowed=allowed, what=where,
+                                       spec_path=self.path)
             if not matched:
-                raise SpecError(f"{self.path}: bundles.{bundle.name}.manifests: pattern "
-                                f"{pattern!r} matches no file under {self.base_dir}")
-            files.update(matched)
-        return sorted(files)
+                raise SpecError(f"{self.path}: {where}: pattern {pattern!r} matches no file "
+                                f"under {self.base_dir}")
+            files.update((f.url, f) for f in matched)
+        out = [files[k] for k in sorted(files)]
+        specfiles.check_manifest_names(out, where=where, spec_path=self.path)
+        return out
 
 
-_TOP_KEYS = {"k3s", "registries", "bundles", "signing"}
+_TOP_KEYS = {"k3s", "registries", "bundles", "signing", "files"}
 _BUNDLE_KEYS = {"version", "arch", "k3s", "images", "manifests", "charts", "k3s_airgap_images",
                 "roles", "allow_k3s_minor_skip", "allow_k3s_downgrade"}
 _CHART_KEYS = {"name", "repo", "version", "namespace", "values", "release"}
@@ -111,6 +135,12 @@ _REGISTRY_KEYS = {"endpoint", "username_env", "password_env", "ca_file"}
 class _Ctx:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.allowed: tuple[Path, ...] = specfiles.roots(path.parent)
+
+    def local(self, text: str, key: str) -> LocalFile:
+        """A local file the spec names, confined to the spec's roots (see specfiles)."""
+        return specfiles.confine(self.path.parent, text, allowed=self.allowed, what=key,
+                                 spec_path=self.path)
 
     def fail(self, key: str, msg: str, hint: str | None = None) -> SpecError:
         return SpecError(f"{self.path}: {key}: {msg}", hint=hint)
@@ -162,6 +192,13 @@ def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
     k3s = c.get(doc, "k3s", "", dict, default={})
     c.check_keys(k3s, {"releases", "install_script"}, "k3s")
     releases = c.get(k3s, "releases", "k3s", str, default=DEFAULT_RELEASES).rstrip("/")
+    files = c.get(doc, "files", "", dict, default={})
+    c.check_keys(files, {"extra_roots"}, "files")
+    extra_roots = tuple(c.str_list(files, "extra_roots", "files", default=[]))
+    for i, root in enumerate(extra_roots):
+        if not (path.parent / root).is_dir():
+            raise c.fail(f"files.extra_roots[{i}]", f"{root!r} is not a folder")
+    c.allowed = specfiles.roots(path.parent, extra_roots)
     install_script = c.get(k3s, "install_script", "k3s", str, default=DEFAULT_INSTALL_SCRIPT)
 
     registries: dict[str, RegistryConfig] = {}
@@ -174,9 +211,10 @@ def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
         if not endpoint.startswith(("http://", "https://")):
             raise c.fail(f"{where}.endpoint", f"{endpoint!r} must start with http:// or https://")
         ca = c.get(table, "ca_file", where, str, default=None)
-        ca_path = (path.parent / ca) if ca else None
-        if ca_path is not None and not ca_path.is_file():
-            raise c.fail(f"{where}.ca_file", f"{ca_path} does not exist")
+        ca_path = None
+        if ca:
+            ca_path = c.local(ca, f"{where}.ca_file (CA file)").path
+            specfiles.scan_file(ca_path, what=f"{path}: {where}.ca_file")
         for key in ("username_env", "password_env"):
             if key in table and not str(table[key]).replace("_", "").isalnum():
                 raise c.fail(f"{where}.{key}", "must name an environment variable",
@@ -200,7 +238,8 @@ def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
     meaning = {k: v for k, v in doc.items() if k != "signing"}
     return Spec(path=path, releases=releases, install_script=install_script,
                 registries=registries, bundles=bundles, digest=spec_digest(meaning),
-                signing_keys=path.parent / keys_dir if keys_dir else None)
+                signing_keys=path.parent / keys_dir if keys_dir else None,
+                extra_roots=extra_roots)
 
 
 def spec_digest(doc: dict[str, Any]) -> str:
@@ -260,16 +299,23 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
         repo = c.get(ct, "repo", cw, str)
         if not repo.startswith(("http://", "https://", "oci://")):
             raise c.fail(f"{cw}.repo", f"{repo!r} must be an http(s):// or oci:// URL")
-        values = tuple(c.path.parent / v for v in c.str_list(ct, "values", cw, default=[]))
-        for v in values:
-            if not v.is_file():
-                raise c.fail(f"{cw}.values", f"values file {v} does not exist")
-        chart_name = c.get(ct, "name", cw, str)
-        charts.append(ChartSpec(name=chart_name, repo=repo.rstrip("/"),
-                                version=c.get(ct, "version", cw, str),
-                                namespace=c.get(ct, "namespace", cw, str, default="default"),
-                                values=values,
-                                release=c.get(ct, "release", cw, str, default=chart_name)))
+        values = tuple(c.local(v, f"{cw}.values[{j}] (values file)")
+                       for j, v in enumerate(c.str_list(ct, "values", cw, default=[])))
+        chart = ChartSpec(name=c.get(ct, "name", cw, str), repo=repo.rstrip("/"),
+                          version=c.get(ct, "version", cw, str),
+                          namespace=c.get(ct, "namespace", cw, str, default="default"),
+                          value_files=values, release=c.get(ct, "release", cw, str, default=""))
+        chart = replace(chart, release=chart.release or chart.name)
+        charts.append(_check_chart(c, cw, chart))
+    for key, label in (("name", "chart name"), ("release", "release")):
+        seen: dict[str, int] = {}
+        for i, ch in enumerate(charts):
+            value = getattr(ch, key)
+            if value in seen:
+                raise c.fail(f"{where}.charts[{i}].{key}", f"{label} {value!r} is used by "
+                             f"charts[{seen[value]}] too", hint="each chart of a bundle needs "
+                             "its own name and release (they name its files on the device)")
+            seen[value] = i
     roles = tuple(c.str_list(table, "roles", where, default=list(ROLES)))
     for r in roles:
         if r not in ROLES:
@@ -282,3 +328,37 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
         roles=roles,
         allow_k3s_minor_skip=c.get(table, "allow_k3s_minor_skip", where, bool, default=False),
         allow_k3s_downgrade=c.get(table, "allow_k3s_downgrade", where, bool, default=False))
+
+
+# Helm: chart names are lowercase letters, digits and dashes (dots and underscores exist in the
+# wild); versions are SemVer 2. Both become the member name charts/<name>-<version>.tgz.
+_CHART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_CHART_VERSION = re.compile(r"^v?[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$")
+_RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _check_chart(c: _Ctx, cw: str, chart: ChartSpec) -> ChartSpec:
+    """Chart name, version, release and namespace, validated like every other name: each
+    becomes part of a member path or a Kubernetes object name on the device."""
+    if not _CHART_NAME.match(chart.name) or ".." in chart.name:
+        raise c.fail(f"{cw}.name", f"{chart.name!r} is not a chart name",
+                     hint="letters, digits, '-', '_' and '.' (no '..', no '/'), as in the "
+                          "chart's Chart.yaml")
+    if not _CHART_VERSION.match(chart.version) or ".." in chart.version:
+        raise c.fail(f"{cw}.version", f"{chart.version!r} is not a chart version",
+                     hint="a SemVer version as the repository lists it, e.g. 0.16.1")
+    if not _RFC1123.match(chart.release) or len(chart.release) > 53:
+        raise c.fail(f"{cw}.release", f"{chart.release!r} is not a valid Helm release name",
+                     hint="lowercase letters, digits and '-', at most 53 characters (set "
+                          "release = \"...\" when the chart name is not one)")
+    if not _RFC1123.match(chart.namespace) or len(chart.namespace) > 63:
+        raise c.fail(f"{cw}.namespace", f"{chart.namespace!r} is not a Kubernetes namespace",
+                     hint="lowercase letters, digits and '-', at most 63 characters")
+    for member, kind in ((f"charts/{chart.name}-{chart.version}.tgz", "chart"),
+                         (f"manifests/helmchart-{chart.release}.yaml", "manifest")):
+        try:
+            check_member_path(member, kind)
+        except InstallerError as e:
+            raise c.fail(cw, f"would be bundle member {member!r}, which devices refuse: "
+                         f"{e.message}", hint="shorten the chart name or version") from None
+    return chart

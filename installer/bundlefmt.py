@@ -279,6 +279,20 @@ def member_header(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInf
     return info
 
 
+def check_for_write(manifest: Manifest) -> bytes:
+    """The manifest's bytes, after applying every rule the reader applies to them.
+
+    One validation for both sides: the writer runs the reader's own ``parse_manifest`` on the
+    bytes it is about to write, so a bundle devices would refuse (a member named
+    ``manifests/my app.yaml``, two names that fold together) is never written.
+    """
+    data = manifest.to_bytes()
+    if parse_manifest(data) != manifest:
+        raise FormatError("bundle manifest does not survive its own encoding (a field has a "
+                          "type the format cannot carry)")
+    return data
+
+
 def write_bundle(
     out: BinaryIO,
     *,
@@ -327,7 +341,7 @@ def iter_bundle(
     to a multiple of ``tarfile.RECORDSIZE``). A member whose chunks are not exactly its
     manifest size raises ``FormatError`` before any byte past it is produced."""
     mtime = manifest.created
-    manifest_bytes = manifest.to_bytes()
+    manifest_bytes = check_for_write(manifest)
     offset = 0
     small = [(MANIFEST_NAME, manifest_bytes), (SIGNATURES_NAME, signatures)]
     small += [(f"{ROOTS_DIR}/{n}.root.json", root) for n, root in enumerate(roots, start=1)]

@@ -197,9 +197,11 @@ def test_tls_registry_needs_ca_and_credentials(world: World, tmp_path: Path,
 
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "ca.pem").write_bytes(ca.read_bytes())
+    # the CA lives beside the project folder: allowed because the spec lists that root
     folder = _project(tmp_path / "b", world, bundle_images=ref, registries={
         "registry.internal": {**base, "ca_file": "../ca.pem", "username_env": "TLS_USER",
-                              "password_env": "TLS_PASS"}})
+                              "password_env": "TLS_PASS"}},
+        extra='[files]\nextra_roots = [".."]\n')
     monkeypatch.setenv("TLS_USER", user)
     monkeypatch.setenv("TLS_PASS", "wrong")
     r = _lock(capsys, folder)

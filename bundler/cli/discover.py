@@ -19,6 +19,7 @@ from ..gate import (
     bundle_findings,
     chart_paths,
     check_fresh,
+    check_spec_files,
     gate,
     locked_images,
     missing_error,
@@ -35,6 +36,7 @@ def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
     from ..lockfile import read_lock
     from ..spec import load_spec
     spec = load_spec(c.spec)
+    check_spec_files(spec)
     lock = read_lock(c.lock)
     check_fresh(spec, lock)
     return spec, lock, Sources(spec, cache or default_cache_dir(), frozen=True)

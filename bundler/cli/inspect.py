@@ -72,6 +72,9 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
 
     with open(file, "rb") as f:
         header = BundleReader(f, what=str(file)).header()
+    from ..specfiles import secret_warnings
+    for warning in secret_warnings(mem.path for mem in header.manifest.members):
+        click.echo(warning, err=True)
     m = header.manifest
     sigs = loads_strict(header.signatures, what="signatures").get("signatures", [])
     sbom_member = next((mem for mem in m.members if mem.path == SBOM_PATH), None)

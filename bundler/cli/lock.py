@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from ..errors import BundleError
 from .context import CONTEXT, Ctx, out, pass_ctx
 
 
@@ -41,54 +40,28 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
     (exit 9 lists each with where it was found); --add-discovered locks them instead.
     """
     from ..cache import default_cache_dir
-    from ..gate import gate, missing_error, pullable_missing
-    from ..lockfile import Lock, drift, read_lock
-    from ..resolve import resolve
+    from ..lockfile import Lock, read_lock
+    from ..locking import lock_spec, save
     from ..sources import Sources
     from ..spec import load_spec
+    from ..transport import RetryPolicy
 
     spec = load_spec(c.spec)
     previous: Lock | None = read_lock(c.lock) if c.lock.exists() else None
-    extra: dict[str, list[str]] = (
-        {n: list(b.discovered) for n, b in previous.bundles.items()} if previous else {})
     total = sum(1 + len(b.images) + len(b.charts) for b in spec.bundles.values())
-    added: dict[str, list[str]] = {}
-    from ..transport import RetryPolicy
     with Sources(spec, cache or default_cache_dir(),
                  policy=RetryPolicy(read_timeout=timeout)) as src:
         with c.progress(total, "resolving") as bar:
-            new = resolve(spec, src, previous=None if check else previous,
-                          update=update, workers=jobs, on_done=lambda _: bar.update(1),
-                          epoch=previous.source_date_epoch if previous else None,
-                          extra_images=extra)
-        if not check:
-            results = gate(spec, new, src, allow_blind=allow_unrendered)
-            if add_discovered:
-                added = {n: pullable_missing(m) for n, (_, m) in results.items()
-                         if pullable_missing(m)}
-                if added:
-                    extra = {n: [*extra.get(n, ()), *added.get(n, [])] for n in spec.bundles}
-                    new = resolve(spec, src, previous=new, workers=jobs, extra_images=extra)
-                    results = gate(spec, new, src, allow_blind=allow_unrendered)
-            for name, (findings, missing) in results.items():
-                if missing:
-                    raise missing_error(name, findings,
-                                        sorted(i.ref for i in new.bundles[name].images),
-                                        add_hint=not add_discovered and
-                                        bool(pullable_missing(missing)))
+            result = lock_spec(spec, src, previous=previous, update=update, check=check,
+                               add_discovered=add_discovered, allow_unrendered=allow_unrendered,
+                               workers=jobs, on_done=lambda _: bar.update(1))
     if check:
-        if previous is None:
-            raise _drift([f"{c.lock} does not exist"])
-        changes = drift(previous, new)
-        if changes:
-            raise _drift(changes)  # with --json: {"error": {..., "details": {"drift": [...]}}}
+        if result.drift:
+            raise result.drift_error()  # with --json: the error object's details
         out(as_json, {"drift": []}, f"{c.lock} is up to date")
         return
-    text = new.dumps()
-    changed = previous is None or previous.dumps() != text
-    if changed:
-        from installer.fsio import write_verified
-        write_verified(c.lock, [text.encode()], what=str(c.lock))
+    changed = save(c.lock, result)
+    new = result.lock
     summary: dict[str, dict[str, Any]] = {
         name: {"images": len(b.images), "charts": len(b.charts), "arch": list(b.arch),
                "k3s": b.k3s.version, "discovered": list(b.discovered)}
@@ -97,18 +70,11 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
     for n, s in summary.items():
         lines.append(f"  {n}: K3s {s['k3s']}, {s['images']} images, {s['charts']} charts, "
                      f"arch {', '.join(s['arch'])}")
-        for ref in added.get(n, []):
+        for ref in result.added.get(n, ()):
             lines.append(f"    + {ref} (added by discovery)")
     out(as_json, {"lock": str(c.lock), "changed": changed, "bundles": summary,
-                   "added_discovered": added}, "\n".join(lines))
-
-
-def _drift(changes: list[str]) -> BundleError:
-    from ..errors import DriftError
-    error = DriftError("the lock is out of date:\n" + "\n".join(f"  - {x}" for x in changes),
-                       hint="run `bundle lock --update REF` (or `--update '*'`) and commit it")
-    error.details = {"drift": changes}
-    return error
+                   "added_discovered": {n: list(r) for n, r in result.added.items()}},
+        "\n".join(lines))
 
 
 commands = [lock_cmd]

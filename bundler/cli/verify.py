@@ -106,6 +106,9 @@ def verify_cmd(c: Ctx, file: Path, trust_root: Path | None, sigstore_identity: s
         finally:
             opened.close()
         m = opened.header.manifest
+        from ..specfiles import secret_warnings
+        for warning in secret_warnings(mem.path for mem in m.members):
+            click.echo(warning, err=True)
         report.update({"bundle": m.name, "version": m.version, "arch": m.arch,
                        "signatures": "ok", "root_version": opened.root.version,
                        "bytes_checked": checked})
