@@ -120,7 +120,8 @@ def _kind_of(t: Target) -> str:
 
 
 def check_release_targets(*, arch: str, role: str, targets: Sequence[Target],
-                          script: Target) -> None:
+                          script: Target, version: str = "0",
+                          k3s_version: str = "v0.0.0+k3s1") -> None:
     """A release read back from the state or journal (THREATS 34) is validated exactly as a
     manifest is: its files must form a valid manifest (``bundlefmt.validate_manifest``: safe
     member paths, kinds, modes, sha256 form, no duplicates) and its live paths must be
@@ -134,7 +135,8 @@ def check_release_targets(*, arch: str, role: str, targets: Sequence[Target],
     script_member = Member(script.member, script.size, script.sha256, script.mode,
                            "install-script")
     bundlefmt.validate_manifest(Manifest(
-        name="state", version="0", arch=arch, k3s_version="", roles=(role,), lock_digest="",
+        name="state", version=version, arch=arch, k3s_version=k3s_version, roles=(role,),
+        lock_digest="sha256:" + "0" * 64,
         created=0, members=tuple(members) + (script_member,)))
     expected = targets_for(members, role)
     if list(targets) != expected:

@@ -91,7 +91,8 @@ class Release:
                       script=_target(d["script"]), installed_at=d["installed_at"],
                       changes=_changes(d.get("options_changed", [])))
         check_release_targets(arch=release.arch, role=release.role, targets=release.targets,
-                              script=release.script)
+                              script=release.script, version=release.version,
+                              k3s_version=release.k3s_version)
         return release
 
     def summary(self) -> Dict[str, Any]:
@@ -297,7 +298,7 @@ def check_journal(layout: Layout, doc: Dict[str, Any]) -> None:
     _fields(doc, "journal", {"tx": str, "op": str, "phase": str, "undo": list,
                              "state_after": dict, "to": dict})
     layout.tx_dir(doc["tx"])
-    if doc["op"] not in ("install", "rollback") or doc["phase"] not in ("placing", "placed"):
+    if doc["op"] not in ("install", "rollback", "reconfigure") or doc["phase"] not in ("placing", "placed"):
         raise FormatError("unknown op {!r} or phase {!r}".format(doc["op"], doc["phase"]))
     new = Release.from_json(doc["to"])
     old = release_or_none(doc.get("from"))

@@ -120,16 +120,26 @@ class KeyDir:
 
 
 def write_spec(spec: Spec, keydir: KeyDir, out_dir: Path, *,
-               filename: Optional[str] = None) -> Path:
-    """Write a valid, signed bundle for ``spec`` with the real ``bundlefmt.write_bundle``."""
+               filename: Optional[str] = None, hostile: bool = False) -> Path:
+    """Write a valid, signed bundle for ``spec`` with the real ``bundlefmt.write_bundle``.
+
+    ``hostile=True`` crafts what the builder never writes (the writer's own validation,
+    ``check_for_write``, is bypassed for this one call) to test that devices refuse it."""
     pairs = _members(spec)
     manifest = manifest_for(spec, [m for m, _ in pairs])
     data = {m.path: d for m, d in pairs}
     out = out_dir / (filename or spec.filename())
-    with open(out, "wb") as f:
-        bundlefmt.write_bundle(f, manifest=manifest, signatures=keydir.sign(manifest.to_bytes()),
-                               roots=keydir.chain(),
-                               open_member=lambda m: io.BytesIO(data[m.path]))
+    checker = bundlefmt.check_for_write
+    if hostile:
+        bundlefmt.check_for_write = lambda m: m.to_bytes()  # type: ignore[assignment]
+    try:
+        with open(out, "wb") as f:
+            bundlefmt.write_bundle(f, manifest=manifest,
+                                   signatures=keydir.sign(manifest.to_bytes()),
+                                   roots=keydir.chain(),
+                                   open_member=lambda m: io.BytesIO(data[m.path]))
+    finally:
+        bundlefmt.check_for_write = checker  # type: ignore[assignment]
     return out
 
 

@@ -236,12 +236,12 @@ def _metadata_at_every_limit(folder: Path, keydir: KeyDir) -> Path:
 
 def _signed_long_version(folder: Path, keydir: KeyDir) -> Path:
     return write_spec(default_spec("2." + "9" * 5000), keydir, folder,
-                      filename="edge-2.0.0-amd64.tar")
+                      filename="edge-2.0.0-amd64.tar", hostile=True)
 
 
 def _signed_long_k3s_minor(folder: Path, keydir: KeyDir) -> Path:
     return write_spec(default_spec("2.0.0", k3s_version="v1." + "3" * 5000 + ".5+k3s1"),
-                      keydir, folder)
+                      keydir, folder, hostile=True)
 
 
 def _signed_from_the_future(folder: Path, keydir: KeyDir) -> Path:
@@ -372,7 +372,8 @@ def test_valid_bundle_installs_within_the_bound(tmp_path: Path, keydir: KeyDir,
 def test_state_with_bad_time_ratchet(tmp_path: Path, keydir: KeyDir, host: Path,
                                      value: object) -> None:
     """THREATS 34, numeric fields: a state file (with a valid checksum) whose time_ratchet is
-    not a bounded integer is a clear environment error (exit 6), not a TypeError."""
+    not a bounded integer is refused like any edited state (exit 3, untrusted content), not a
+    TypeError; both copies unreadable stays an environment error (exit 6)."""
     layout = Layout(str(host / "root"))
     doc = state.read_dual(layout.state).doc
     assert doc is not None
@@ -386,7 +387,7 @@ def test_state_with_bad_time_ratchet(tmp_path: Path, keydir: KeyDir, host: Path,
         expected = (6, "state.json")  # both copies unreadable: floats are refused
     else:
         state.write_dual(layout.state, doc)
-        expected = (6, "time_ratchet")
+        expected = (3, "time_ratchet")
     bundle = write_spec(default_spec("2.0.0"), keydir, tmp_path)
     before = tree(host)
     run = bounded("verify", bundle, "--root", host / "root")

@@ -294,7 +294,7 @@ def test_internal_error_is_the_same_json_object(monkeypatch: pytest.MonkeyPatch,
     from installer import cli as installer_cli
     from installer import install
 
-    def broken(layout: object) -> None:
+    def broken(layout: object, **_: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(install, "status", broken)

@@ -19,13 +19,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bundles import KeyDir, cli, default_spec, live, write_spec  # noqa: E402
+from bundles import KeyDir, cli, default_spec, live, live_image, write_spec  # noqa: E402
 
 from installer import fsio, place  # noqa: E402
 
 AIRGAP = "var/lib/rancher/airgap"
 K3S = "usr/local/bin/k3s"
-SHARED = "var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst"
+_SPEC1 = default_spec("1.0.0")
+SHARED = live_image("k3s-airgap-images-amd64.tar.zst",
+                    _SPEC1.images["k3s-airgap-images-amd64.tar.zst"])
+APP1 = live_image("app-1.0.0.tar", _SPEC1.images["app-1.0.0.tar"])
+APP11 = live_image("app-1.1.0.tar", default_spec("1.1.0").images["app-1.1.0.tar"])
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,7 @@ def test_threat35_status_verify_missing_wrong_mode_and_replaced(host: Dict[str, 
     root = host["root"]
     (root / "var/lib/rancher/k3s/server/manifests/demo.yaml").unlink()
     os.chmod(root / "var/lib/rancher/k3s/server/static/charts/demo-1.0.0.tgz", 0o600)
-    replaced = root / "var/lib/rancher/k3s/agent/images/app-1.0.0.tar"
+    replaced = root / APP1
     tmp = replaced.with_name(".x")
     tmp.write_bytes(b"not the image")
     os.replace(tmp, replaced)  # replaced, not written into: the kept copy is untouched
@@ -98,7 +102,7 @@ def test_threat35_status_verify_missing_wrong_mode_and_replaced(host: Dict[str, 
         "var/lib/rancher/k3s/server/manifests/demo.yaml": "missing",
         # chmod on a hard link changes the kept copy's mode too, which is not checked
         "var/lib/rancher/k3s/server/static/charts/demo-1.0.0.tgz": "mode 0600, expected 0644",
-        "var/lib/rancher/k3s/agent/images/app-1.0.0.tar": "size 13, expected {}".format(
+        APP1: "size 13, expected {}".format(
             len(b"app images 1.0.0 " * 500)),
     }
 
@@ -247,7 +251,7 @@ def test_threat35_reflinked_kept_copy_survives_in_place_damage(xfs_reflink: Path
     used = free_before - st.f_bavail * st.f_frsize
     assert used < 64 << 20, f"{used} bytes used for a 48 MiB payload: a second copy was made"
     kept = _release_dir(root)
-    live_bulk = root / "var/lib/rancher/k3s/agent/images/bulk.tar"
+    live_bulk = root / live_image("bulk.tar", spec.images["bulk.tar"])
     assert os.stat(live_bulk).st_ino != os.stat(kept / "images/bulk.tar").st_ino
     assert os.stat(live_bulk).st_nlink == 1
     v1 = live(root)
@@ -256,7 +260,7 @@ def test_threat35_reflinked_kept_copy_survives_in_place_damage(xfs_reflink: Path
     code, status = _status(root)
     assert code == 3
     assert sorted((d["what"], d["path"]) for d in status["verify"]["damaged"]) == [
-        ("live", "usr/local/bin/k3s"), ("live", "var/lib/rancher/k3s/agent/images/bulk.tar")]
+        ("live", "usr/local/bin/k3s"), ("live", live_image("bulk.tar", spec.images["bulk.tar"]))]
     r = _install(root, bundle, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["action"] == "repaired", r.stderr
     assert live(root) == v1 and _status(root)[0] == 0
@@ -270,7 +274,7 @@ def test_foreign_file_backed_up_and_restored_when_install_sh_fails(
     """A file the installer never placed sits where the new release puts a file; install.sh
     then fails: the foreign file is back byte for byte, and the old install.sh ran again."""
     root = host["root"]
-    foreign = root / "var/lib/rancher/k3s/agent/images/app-1.1.0.tar"
+    foreign = root / APP11
     foreign.write_bytes(b"operator's own archive")
     record = host["tmp"] / "record"
     r = _install(root, write_spec(default_spec("1.1.0"), keydir, host["tmp"]),

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bundles import KeyDir, cli, default_spec, live, tree, write_spec  # noqa: E402
+from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
 
 from installer import errors, fsio, place, rootfs, state  # noqa: E402
 
@@ -155,8 +155,10 @@ def test_threat32_symlinks_inside_root_never_lead_outside(tmp_path: Path,
     assert (root / str(outside / "etc-rancher").lstrip("/") / "airgap/root.json").is_file()
     assert (root / str(outside / "lock-dir/install.lock").lstrip("/")).is_file()
     assert (root / "outside/usr/local/bin/k3s").read_bytes().startswith(b"#!/bin/sh\necho k3s")
-    assert sorted(os.listdir(root / "outside/images")) == [
-        "app-1.1.0.tar", "k3s-airgap-images-amd64.tar.zst"]
+    spec11 = default_spec("1.1.0")
+    assert sorted(os.listdir(root / "outside/images")) == sorted(
+        [".cache.json"] + [live_image(n, spec11.images[n]).rsplit("/", 1)[1]
+                           for n in ("app-1.1.0.tar", "k3s-airgap-images-amd64.tar.zst")])
     st = json.loads(cli("status", "--root", root, "--json").stdout)
     assert st["installed"]["version"] == "1.1.0"
 

@@ -45,12 +45,12 @@ def test_warm_cache_build_refuses_an_edited_local_file(
                       charts=[_chart(world, values=["values/demo.yaml"])])
     assert _run(capsys, folder, "lock").code == 0
     dist = folder / "dist"
-    r = _run(capsys, folder, "build", "--arch", "amd64", "--out", str(dist))
+    r = _run(capsys, folder, "build", "--arch", "amd64", "--out", str(dist), "--unsigned")
     assert r.code == 0, r.err
     built = (dist / "demo-1.0.0-amd64.tar").read_bytes()
     path = folder / edited
     path.write_text(path.read_text() + "# edited behind the lock\n")
-    r = _run(capsys, folder, "build", "--arch", "amd64", "--out", str(dist))
+    r = _run(capsys, folder, "build", "--arch", "amd64", "--out", str(dist), "--unsigned")
     assert r.code == 2, r.out
     assert str(path) in r.err and "changed since the lock" in r.err
     assert (dist / "demo-1.0.0-amd64.tar").read_bytes() == built  # nothing replaced
