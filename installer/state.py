@@ -298,7 +298,8 @@ def check_journal(layout: Layout, doc: Dict[str, Any]) -> None:
     _fields(doc, "journal", {"tx": str, "op": str, "phase": str, "undo": list,
                              "state_after": dict, "to": dict})
     layout.tx_dir(doc["tx"])
-    if doc["op"] not in ("install", "rollback", "reconfigure") or doc["phase"] not in ("placing", "placed"):
+    if doc["op"] not in ("install", "rollback", "reconfigure") or \
+            doc["phase"] not in ("placing", "placed"):
         raise FormatError("unknown op {!r} or phase {!r}".format(doc["op"], doc["phase"]))
     new = Release.from_json(doc["to"])
     old = release_or_none(doc.get("from"))
