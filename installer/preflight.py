@@ -5,7 +5,7 @@ import os
 import platform
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import policy
+from . import arch, policy
 from .bundlefmt import Manifest
 from .errors import ConfigError, FormatError
 from .layout import Layout, Target
@@ -18,9 +18,10 @@ def host_arch(layout: Layout, override: Optional[str]) -> str:
             raise ConfigError("--arch only applies with --root other than /",
                               hint="the live system installs its own architecture "
                                    f"({platform.machine()})")
-        if override not in policy.MACHINE_ARCH.values():
-            raise ConfigError(f"unknown --arch {override!r} (amd64, arm64 or arm)")
-        return override
+        try:  # x86_64, aarch64, armhf, armv7l are aliases, as in the builder
+            return arch.normalize(override)
+        except ValueError as e:
+            raise ConfigError(f"--arch: {e}") from None
     return policy.machine_to_arch(platform.machine())
 
 

@@ -125,8 +125,11 @@ def spec_text(up: HostileUpstream, *, images: bool = True, charts: list[dict[str
         reg.append(f'ca_file = "{up.ca_file}"')
     chart_list = charts if charts is not None else [
         {"name": CHART_NAME, "repo": f"{up.url}/charts", "version": CHART_VERSION}]
-    lines = ["[k3s]", f'releases = "{up.url}/k3s"', f'install_script = "{up.url}/install.sh"',
-             "", *reg, "", "[bundles.h]", 'version = "1.0.0"', 'arch = ["amd64"]',
+    files = ["[files]", f"extra_roots = {json.dumps([str(Path(up.ca_file).parent)])}", ""] \
+        if tls else []  # the shared CA lives outside the project folder: allowed explicitly
+    lines = [*files, "[k3s]", f'releases = "{up.url}/k3s"',
+             f'install_script = "{up.url}/install.sh"', "", *reg, "", "[bundles.h]",
+             'version = "1.0.0"', 'arch = ["amd64"]',
              'k3s = "v1.34.3+k3s1"', "k3s_airgap_images = false",
              f"images = {json.dumps([IMAGE] if images else [])}"]
     for c in chart_list:

@@ -164,7 +164,7 @@ def test_threat21_kill9_at_random_moments(world: Dict[str, object], tmp_path: Pa
     window = (points["after-lock"] - start, points["after-commit"] - start)
     assert window[1] > window[0] > 0
     landed: list[tuple[str, str]] = []
-    for i in range(40):  # bounded: a kill that misses the window is retried, not counted
+    for i in range(80):  # bounded: a kill that misses the window is retried, not counted
         if len(landed) == 8:
             break
         root = _fresh(world, tmp_path / str(i))

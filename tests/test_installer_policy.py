@@ -135,7 +135,9 @@ def test_threat13_arch_mismatch_names_both(tmp_path: Path, keydir: KeyDir, host:
     assert r.returncode == errors.PolicyRefusal.exit_code == 4
     assert "arm64" in r.stderr and "amd64" in r.stderr
     assert tree(host) == before
-    ok = _install(host, bundle, "--server", "--arch", "arm64")  # another root: allowed
+    typo = _install(host, bundle, "--server", "--arch", "arm65")
+    assert typo.returncode == 2 and "unknown architecture 'arm65'" in typo.stderr
+    ok = _install(host, bundle, "--server", "--arch", "aarch64")  # another root; an alias
     assert ok.returncode == 0, ok.stderr
 
 

@@ -29,6 +29,12 @@ SECTIONS = {
     ("keys", "show"): "`bundle keys show DIR`",
     ("diff",): "## `bundle diff OLD NEW`",
     ("split",): "## `bundle split BUNDLE`",
+    ('repo', 'init'): '### `bundle repo init DIRECTORY`',
+    ('repo', 'status'): '### `bundle repo status DIRECTORY`',
+    ('repo', 'refresh'): '### `bundle repo refresh DIRECTORY`',
+    ('publish',): '### `bundle publish BUNDLES`',
+    ('promote',): '### `bundle promote NAME VERSION`',
+    ('yank',): '### `bundle yank NAME VERSION`',
     (): "## Global options and machine-readable output",
 }
 _OPT = re.compile(r"`(-{1,2}[a-z][a-z0-9-]*)")
