@@ -10,6 +10,7 @@ verified once (canonical tar envelope, every member's sha256) and left in place.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -88,10 +89,10 @@ def write_bundle_file(dest: Path, *, manifest: Manifest, signatures: bytes,
         raise StreamMismatch(f"{dest.name}: {e.message}", hint="the cache was modified "
                              "during the build; run the build again") from None
     except OSError as e:
-        if e.errno == 28:
+        if e.errno == errno.ENOSPC:
             raise LocalError(f"no space left writing {dest}", hint="free space or pass --out "
                              "DIR on a larger filesystem") from None
-        if e.errno in (13, 30):
+        if e.errno in (errno.EACCES, errno.EROFS):
             raise LocalError(f"cannot write {dest}: {e.strerror}",
                              hint="pass --out DIR with a writable folder") from None
         raise

@@ -11,6 +11,7 @@ a cache miss. The bundle itself is written durably.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -172,7 +173,7 @@ class Downloader:
                 last = str(e)[:300]
                 continue
             except OSError as e:
-                if e.errno == 28:
+                if e.errno == errno.ENOSPC:
                     raise LocalError(f"no space left in the cache {self.store.root} while "
                                      f"fetching {what}", hint="free space or pass --cache "
                                      "DIR on a larger filesystem") from None

@@ -8,6 +8,7 @@ any mismatch the final path is never touched and the temp file is removed.
 Nothing is trusted by its size or its name: ``verify_file`` re-hashes an existing file.
 """
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -129,7 +130,7 @@ def write_verified(
         return digest, written
     except OSError as e:
         _unlink_quiet(tmp)
-        if e.errno == 28:  # ENOSPC
+        if e.errno == errno.ENOSPC:
             raise EnvironmentProblem(f"no space left writing {label} in {dest.parent}",
                                      hint="free space on that filesystem and retry") from None
         raise

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from installer.policy import human_bytes
+
 from .context import CONTEXT, ArchType, Ctx, pass_ctx
 
 
@@ -126,7 +128,7 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
         for r in results:
             how = f"signed for root {fingerprint}" if r["signed"] else "UNSIGNED"
             state = "up to date" if r["up_to_date"] else "built"
-            click.echo(f"{state} {r['bundle']} ({_human(r['size'])}, {how})")
+            click.echo(f"{state} {r['bundle']} ({human_bytes(r['size'])}, {how})")
         click.echo(f"wrote {out / 'airgap-install.pyz'}, {out / 'INSTALL.txt'} and {sums}")
 
 
@@ -164,13 +166,6 @@ def _refuse_unsigned_over_signed(targets: list[Path]) -> None:
                             "unsigned one",
                             hint="sign with --keys DIR (or [signing] keys), build into "
                                  "another --out, or delete it first")
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def _signer(keys_dir: Path) -> Any:

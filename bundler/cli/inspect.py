@@ -11,14 +11,9 @@ from typing import Any
 
 import click
 
+from installer.policy import human_bytes
+
 from .context import CONTEXT
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def root_chain_info(roots: tuple[bytes, ...]) -> dict[str, Any]:
@@ -112,7 +107,7 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
           "(`bundle inspect --sbom` prints it)")
     else:
         w("  sbom: none")
-    w(f"  members ({len(m.members)}, {_human(m.payload_size)}):")
+    w(f"  members ({len(m.members)}, {human_bytes(m.payload_size)}):")
     for mem in m.members:
         w(f"    {mem.mode:04o} {mem.size:>12} {mem.sha256}  {mem.path}")
 
