@@ -109,7 +109,7 @@ def is_current(dest: Path, *, manifest_bytes: bytes, signatures: bytes,
     """
     try:
         with open(dest, "rb", buffering=0) as f:
-            reader = BundleReader(f, what=str(dest))  # type: ignore[arg-type]
+            reader = BundleReader(f, what=str(dest))
             header = reader.header()
             if (header.manifest_bytes, header.signatures, list(header.roots)) != \
                     (manifest_bytes, signatures, list(roots)):

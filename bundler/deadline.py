@@ -102,13 +102,13 @@ def _register(conn: Any) -> None:
 
 
 class _HTTPConnection(HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         _register(self)
         super().request(*args, **kwargs)
 
 
 class _HTTPSConnection(HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         _register(self)
         super().request(*args, **kwargs)
 

@@ -70,4 +70,5 @@ def render(chart: ChartLock, archive_name: str, values_files: list[Path]) -> byt
         "metadata": {"name": chart.release, "namespace": "kube-system"},
         "spec": spec,
     }
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).encode()
+    text: str = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    return text.encode()

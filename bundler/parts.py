@@ -54,7 +54,7 @@ class SplitResult:
 
 def _range(f: object, start: int, length: int) -> Iterator[bytes]:
     assert hasattr(f, "seek")
-    f.seek(start)  # type: ignore[attr-defined]
+    f.seek(start)
     yield from iter_file(f, limit=length)  # type: ignore[arg-type]
 
 

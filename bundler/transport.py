@@ -72,7 +72,7 @@ class Transport:
         self._session.close()
 
     def delay(self, attempt: int) -> float:
-        base = min(self.policy.max_backoff, self.policy.backoff * (2 ** attempt))
+        base = float(min(self.policy.max_backoff, self.policy.backoff * (2 ** attempt)))
         return base * (0.5 + random.random() / 2)
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,

@@ -21,7 +21,7 @@ import yaml
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _Loader(_BaseLoader):  # type: ignore[misc]
     """Safe loading that tolerates what Kubernetes tolerates.
 
     PyYAML refuses a bare ``=`` (YAML 1.1's "value" tag) and unknown ``!tags``; Kubernetes
@@ -34,7 +34,7 @@ def _plain(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
         return loader.construct_mapping(node, deep=True)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)  # type: ignore[arg-type]
+    return loader.construct_scalar(node)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:value",
