@@ -66,33 +66,45 @@ def _trust() -> Any:
     return trust
 
 
-def check_signatures(anchor: bytes, header: Header, now: int) -> Any:
-    """Verify the manifest's signatures via the root chain; returns the trusted Root."""
+def check_signatures(anchor: bytes, header: Header, now: int, *,
+                     trusted_label: str = "this host trusts") -> Any:
+    """Verify the manifest's signatures via the root chain; returns the trusted Root. A
+    signature error names both roots (``root_ids``; ``trusted_label`` says whose anchor)."""
     trust = _trust()
     try:
         root = trust.verify_signed_manifest(anchor, list(header.roots), header.manifest_bytes,
                                             header.signatures, now)
         check_signed_bytes(anchor, header)
     except SignatureError as e:
-        raise SignatureError(f"{e.message} ({root_ids(anchor, header.roots)})",
+        raise SignatureError(f"{e.message} ({root_ids(anchor, header.roots, trusted_label)})",
                              hint=e.hint) from None
     return root
 
 
-def root_ids(anchor: bytes, chain: Sequence[bytes]) -> str:
+def root_ids(anchor: bytes, chain: Sequence[bytes],
+             trusted_label: str = "this host trusts") -> str:
     """``signed for root 3f2a..., this host trusts 9c1b...``: fingerprints a field tech can
     compare with ``bundle keys`` and ``airgap-install trust`` (newest root of the bundle's chain
-    against the pinned one)."""
+    against the pinned one). The one wording of both CLIs; ``bundle verify`` says whose anchor
+    it is with ``trusted_label`` ("this trusted root is") and adds root versions."""
     trust = _trust()
+    versions = trusted_label != "this host trusts"
 
     def fp(data: Optional[bytes], what: str) -> str:
         try:
-            return trust.root_fingerprint(trust.parse_root(data, what=what)) if data else "none"
+            root = trust.parse_root(data, what=what) if data else None
         except InstallerError:
             return "unreadable"
+        if root is None:
+            return "none"
+        name: str = trust.root_fingerprint(root)
+        return name + (f" (v{root.version})" if versions else "")
 
-    bundle = fp(chain[-1] if chain else None, "bundle root")
-    return f"signed for root {bundle}, this host trusts {fp(anchor, 'pinned root.json')}"
+    ours = fp(anchor, "pinned root.json")
+    if not chain and versions:
+        return f"the bundle ships no root chain, it is unsigned; {trusted_label} {ours}"
+    return f"signed for root {fp(chain[-1] if chain else None, 'bundle root')}, " \
+           f"{trusted_label} {ours}"
 
 
 def _tuf_pretty(doc: Any) -> bytes:
@@ -218,7 +230,8 @@ def _iso(epoch: int) -> str:
         return f"epoch {epoch}"
 
 
-def open_bundle(path: str, *, anchor: bytes, now: int, clock: Optional[int] = None) -> Opened:
+def open_bundle(path: str, *, anchor: bytes, now: int, clock: Optional[int] = None,
+                trusted_label: str = "this host trusts") -> Opened:
     """Open ``path`` (a regular file), read its envelope, verify signatures, the signing time
     against ``clock`` (default ``now``) and the canonical tar envelope.
 
@@ -228,7 +241,7 @@ def open_bundle(path: str, *, anchor: bytes, now: int, clock: Optional[int] = No
     try:
         reader = BundleReader(f, what=f"bundle {os.path.basename(path)}")
         header = reader.header()
-        root = check_signatures(anchor, header, now)
+        root = check_signatures(anchor, header, now, trusted_label=trusted_label)
         check_created(header.manifest.created, clock=now if clock is None else clock, now=now,
                       what=f"bundle {os.path.basename(path)}")
         check_envelope(f.fileno(), header, what=path)

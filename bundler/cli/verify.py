@@ -19,36 +19,6 @@ def sigstore_path(file: Path) -> Path:
     return file.with_name(file.name + ".sigstore.json")
 
 
-def roots_note(chain: tuple[bytes, ...], anchor: bytes) -> str:
-    """"signed for root 3f2a..., this trusted root is 9c1b...": the two fingerprints a field
-    tech compares (``installer.trust.root_fingerprint``); pure."""
-    from installer import trust
-    from installer.errors import InstallerError
-
-    def name(data: bytes, what: str) -> str:
-        try:
-            root = trust.parse_root(data, what=what)
-        except InstallerError:
-            return f"an unreadable {what}"
-        return f"{trust.root_fingerprint(root)} (v{root.version})"
-    ours = name(anchor, "trusted root.json")
-    if not chain:
-        return f"the bundle ships no root chain, it is unsigned; this trusted root is {ours}"
-    return (f"signed for root {name(chain[-1], f'roots/{len(chain)}.root.json')}, "
-            f"this trusted root is {ours}")
-
-
-def which_roots(file: Path, anchor: bytes) -> str:
-    from installer.bundlefmt import BundleReader
-    from installer.errors import InstallerError
-    try:
-        with open(file, "rb") as f:
-            chain = BundleReader(f, what=str(file)).header().roots
-    except (OSError, InstallerError):
-        return "the bundle's root chain is unreadable"
-    return roots_note(chain, anchor)
-
-
 def _is_bundle(file: Path) -> bool:
     import tarfile
     try:
@@ -92,13 +62,10 @@ def verify_cmd(c: Ctx, file: Path, trust_root: Path | None, sigstore_identity: s
         if not bundle:
             raise SpecError(f"{file} is not a bundle; --trust applies to bundles only")
         from installer import verify
-        from installer.errors import SignatureError
         anchor = trust_root.read_bytes()
-        try:
-            opened = verify.open_bundle(str(file), anchor=anchor, now=int(time.time()))
-        except SignatureError as e:
-            raise SignatureError(f"{e.message} ({which_roots(file, anchor)})",
-                                 hint=e.hint) from None
+        # a signature error names both roots (installer.verify.root_ids), in this wording
+        opened = verify.open_bundle(str(file), anchor=anchor, now=int(time.time()),
+                                    trusted_label="this trusted root is")
         try:
             with c.progress(opened.header.manifest.payload_size, "verifying", unit="B",
                             unit_scale=True) as bar:
