@@ -11,7 +11,6 @@ CA files. Pure helpers for picking platforms live in ``platforms``.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -22,6 +21,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
+
+from installer.ocidist import is_loopback
 
 from .errors import AuthError, NotFoundError, UpstreamError
 from .limits import DEFAULT as DEFAULT_LIMITS
@@ -85,17 +86,6 @@ def manifest_media_type(doc: dict[str, Any], *, what: str) -> str:
                             hint="only OCI and Docker v2 image indexes and manifests are "
                                  "bundled")
     return declared
-
-
-def is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def credentials_allowed(endpoint: str, target: str, *, allowed_hosts: tuple[str, ...] = ()

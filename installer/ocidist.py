@@ -98,9 +98,21 @@ def parse_oci_url(text: str) -> OciRef:
     return OciRef(host, path, reference)
 
 
-def is_loopback(host: str) -> bool:
-    name = urllib.parse.urlsplit("//" + host).hostname or ""
-    if name == "localhost":
+def is_loopback(host: Optional[str]) -> bool:
+    """Whether ``host`` (a name, ``host:port``, ``[v6]:port`` or a bare IP) is loopback:
+    127.0.0.0/8, ``::1`` or ``localhost``. The one rule of both packages (the builder's
+    credential and plain-http checks call it too)."""
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        name = host  # a bare address (``::1`` has colons but no port)
+    except ValueError:
+        try:
+            name = urllib.parse.urlsplit("//" + host).hostname or ""
+        except ValueError:
+            return False
+    if name.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
