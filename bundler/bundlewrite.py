@@ -19,6 +19,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from installer.bundlefmt import (
     MANIFEST_NAME,
@@ -115,25 +116,33 @@ def is_current(dest: Path, *, manifest_bytes: bytes, signatures: bytes,
                     (manifest_bytes, signatures, list(roots)):
                 return False
             check_envelope(f.fileno(), header, what=str(dest))
-            m = header.manifest
-            entries: list[tuple[str, int, int, str | None]] = [
-                (MANIFEST_NAME, len(manifest_bytes), 0o644, None),
-                (SIGNATURES_NAME, len(signatures), 0o644, None)]
-            entries += [(f"{ROOTS_DIR}/{n}.root.json", len(r), 0o644, None)
-                        for n, r in enumerate(roots, start=1)]
-            entries += [(mem.path, mem.size, mem.mode, mem.sha256) for mem in m.members]
-            offset = 0
             buf = bytearray(READ_CHUNK)
             view = memoryview(buf)
-            for name, size, mode, sha in entries:
-                offset += len(member_header(name, size, mode, m.created).tobuf(
-                    tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+            for _name, offset, size, sha in member_offsets(header):
                 if sha is not None and _hash_at(f, offset, size, view) != sha:
                     return False
-                offset += size + (-size % tarfile.BLOCKSIZE)
         return True
     except (OSError, InstallerError, tarfile.TarError, EOFError):
         return False
+
+
+def member_offsets(header: Any) -> Iterator[tuple[str, int, int, str | None]]:
+    """``(name, data offset, size, sha256 or None)`` of every member, in file order, from the
+    manifest alone: valid only once ``check_envelope`` proved every header canonical (header
+    members have no sha256 of their own). Pure."""
+    m = header.manifest
+    entries: list[tuple[str, int, int, str | None]] = [
+        (MANIFEST_NAME, len(header.manifest_bytes), 0o644, None),
+        (SIGNATURES_NAME, len(header.signatures), 0o644, None)]
+    entries += [(f"{ROOTS_DIR}/{n}.root.json", len(r), 0o644, None)
+                for n, r in enumerate(header.roots, start=1)]
+    entries += [(mem.path, mem.size, mem.mode, mem.sha256) for mem in m.members]
+    offset = 0
+    for name, size, mode, sha in entries:
+        offset += len(member_header(name, size, mode, m.created).tobuf(
+            tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        yield name, offset, size, sha
+        offset += size + (-size % tarfile.BLOCKSIZE)
 
 
 def _hash_at(f: io.FileIO, offset: int, size: int, view: memoryview) -> str:

@@ -4,9 +4,10 @@ The core is pure: each side becomes a mapping of bundle name to :class:`Snapshot
 version, images by reference with their digests, charts by name, files by path with sha256
 and size, and the text of manifest files where it is at hand), and :func:`diff` compares two
 such mappings. Loading is a thin shell: a lock is read with ``lockfile.read_lock``; a bundle's
-header with the installer's own reader (so only a well-formed, validated manifest is
-compared), and its manifest texts by seeking to those members and checking each against the
-manifest's sha256. Signatures are not verified: `bundle verify` does that.
+header with the installer's own bounded reader and its envelope check (so only a well-formed,
+validated manifest is compared, and no hostile tar header is ever parsed), and its manifest
+texts at their known offsets, each checked against the manifest's sha256. Signatures are not
+verified: `bundle verify` does that.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from installer.bundlefmt import BundleReader, Manifest
+from installer.bundlefmt import BundleReader, Header, Manifest
 from installer.errors import InstallerError
 from installer.policy import human_bytes
+from installer.verify import check_envelope
 
+from .bundlewrite import member_offsets
 from .errors import SpecError
 from .lockfile import Lock, read_lock
 
@@ -221,28 +223,24 @@ def snapshots_of_lock(lock: Lock) -> dict[str, Snapshot]:
     return out
 
 
-def _manifest_texts(path: Path, m: Manifest) -> dict[str, str]:
-    """Texts of the bundle's manifest members, each checked against the signed manifest's
-    sha256 (a member that does not match is compared by hash only)."""
-    wanted = {mem.path: mem for mem in m.members
-              if mem.kind == "manifest" and mem.size <= MAX_TEXT}
+def _manifest_texts(f: BinaryIO, header: Header) -> dict[str, str]:
+    """Texts of the bundle's manifest members, read at their offsets (the envelope was proved
+    canonical first, so no tar header is parsed twice) and each checked against the
+    manifest's sha256 (a member that does not match is compared by hash only)."""
+    kinds = {mem.path: mem.kind for mem in header.manifest.members}
     texts: dict[str, str] = {}
-    if not wanted:
-        return texts
-    with tarfile.open(path, mode="r:") as tar:   # seeks over member data: no full read
-        for info in tar:
-            mem = wanted.get(info.name)
-            if mem is None or not info.isfile() or info.size != mem.size:
-                continue
-            f = tar.extractfile(info)
-            data = f.read(mem.size + 1) if f else b""
-            if hashlib.sha256(data).hexdigest() == mem.sha256:
-                texts[mem.path] = data.decode("utf-8", errors="replace")
+    for name, offset, size, sha in member_offsets(header):
+        if kinds.get(name) != "manifest" or size > MAX_TEXT:
+            continue
+        f.seek(offset)
+        data = f.read(size)
+        if hashlib.sha256(data).hexdigest() == sha:
+            texts[name] = data.decode("utf-8", errors="replace")
     return texts
 
 
 def _is_tar(path: Path) -> bool:
-    with open(path, "rb") as f:
+    with open(path, "rb") as f:  # ustar magic; the bundle's own reader checks the rest
         f.seek(257)
         return f.read(5) == b"ustar"
 
@@ -255,9 +253,12 @@ def load(path: Path) -> tuple[str, dict[str, Snapshot]]:
         if _is_tar(path):
             try:
                 with open(path, "rb") as f:
-                    m = BundleReader(f, what=str(path)).header().manifest
-                return "bundle", {m.name: snapshot_of_manifest(m, _manifest_texts(path, m))}
-            except (InstallerError, tarfile.TarError) as e:
+                    header = BundleReader(f, what=str(path)).header()
+                    check_envelope(f.fileno(), header, what=str(path))
+                    m = header.manifest
+                    return "bundle", {m.name: snapshot_of_manifest(m,
+                                                                   _manifest_texts(f, header))}
+            except InstallerError as e:
                 raise SpecError(f"{path}: not a readable bundle: {e}",
                                 hint="copy it again, or check it with `bundle verify`") \
                     from None

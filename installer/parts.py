@@ -31,7 +31,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import canonjson, trust
+from . import canonjson, trust, verify
 from .errors import (
     ConfigError,
     DigestMismatch,
@@ -208,7 +208,7 @@ def _copy_part(src: str, out: Any, part: PartFile, on_bytes: OnBytes) -> bool:
     """Copy one part into ``out`` at its offset while hashing; True when it matched."""
     h = hashlib.sha256()
     size = 0
-    with open(src, "rb") as f:
+    with verify.open_regular(src, what="bundle part") as f:  # never a FIFO swapped in
         while size <= part.size:
             data = f.read(min(CHUNK, part.size + 1 - size))
             if not data:
@@ -297,7 +297,8 @@ def _rebuild(folder: str, index: PartsIndex, out: Any, name: str) -> None:
     part = index.parts[target]
     h_parity = hashlib.sha256()
     h_part = hashlib.sha256()
-    with open(os.path.join(folder, index.parity.name), "rb") as parity:
+    with verify.open_regular(os.path.join(folder, index.parity.name),
+                             what="parity part") as parity:
         offset = 0
         while offset < index.parity.size:
             chunk = parity.read(min(CHUNK, index.parity.size - offset))

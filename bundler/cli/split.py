@@ -45,6 +45,10 @@ def split_cmd(bundle_file: Path, max_part_size: str, parity: bool, keys_dir: Pat
                         hint="give --keys DIR (the folder `bundle build --keys` used), or "
                              "--unsigned for a test")
     limit = parse_size(max_part_size)
+    import stat
+    if not stat.S_ISREG(bundle_file.stat().st_mode):
+        raise SpecError(f"{bundle_file} is not a regular file",
+                        hint="give the bundle file that `bundle build` wrote")
     size = bundle_file.stat().st_size
     if size < limit:
         msg = f"{bundle_file} ({human_bytes(size)}) fits in one file below {max_part_size}"
