@@ -29,10 +29,10 @@ def split_cmd(bundle_file: Path, max_part_size: str, parity: bool, keys_dir: Pat
     BUNDLE.parts.json beside it; the parts replace BUNDLE.
 
     \b
-    Devices take the folder as usual: `airgap-install install FOLDER` checks every part
-    against the signed index, rebuilds one missing or damaged part from parity (saying
-    which), or names every bad part before changing anything. A bundle that already fits
-    is left as it is.
+    The format and the device-side reassembly (one lost or damaged part rebuilt from
+    parity, every bad part named otherwise) are in installer/parts.py; `airgap-install`
+    does not read parts directly yet: on the device, `cat BUNDLE.part-??? > BUNDLE`
+    rebuilds an undamaged set. A bundle that already fits is left as it is.
     """
     from installer.policy import human_bytes
 
