@@ -24,6 +24,7 @@ from . import (
     preflight,
     repair,
     summary,
+    trust,
     txn,
     verify,
 )
@@ -55,7 +56,6 @@ class InstallRequest:
 
 def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[str, Any]:
     """Pin the trust anchor (first use only); later roots arrive signed inside bundles."""
-    trust = verify._trust()
     try:
         with verify.open_regular(root_json, what="root") as f:
             data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
@@ -103,8 +103,8 @@ def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
     return {"bundle": path, "ok": True, "name": m.name, "version": m.version, "arch": m.arch,
             "k3s_version": m.k3s_version, "roles": list(m.roles), "digest": opened.digest,
             "members": len(m.members), "bytes": checked,
-            "root_version": getattr(opened.root, "version", None),
-            "root_fingerprint": verify._trust().root_fingerprint(opened.root)}
+            "root_version": opened.root.version,
+            "root_fingerprint": trust.root_fingerprint(opened.root)}
 
 
 def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
@@ -254,7 +254,6 @@ def _drop_unused_releases(layout: Layout) -> None:
 
 def _fingerprint(data: bytes) -> Optional[str]:
     try:
-        trust = verify._trust()
         return str(trust.root_fingerprint(trust.parse_root(data, what="pinned root.json")))
     except InstallerError:
         return None

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
 
-from . import bundlefmt, canonjson, tarstream
+from . import bundlefmt, canonjson, tarstream, trust
 from .bundlefmt import BundleReader, Header
 from .errors import ConfigError, DigestMismatch, FormatError, InstallerError, SignatureError
 from .fsio import fsync_dir, hash_chunks, iter_file, write_verified
@@ -37,7 +37,7 @@ class Opened:
     reader: BundleReader
     header: Header
     digest: str            # sha256 of the signed manifest bytes: the release id
-    root: Any              # trust.Root the manifest verified under
+    root: trust.Root       # the root the manifest verified under
     new_root: Optional[bytes]  # newest root of the bundle's chain, when newer than the anchor
 
     def close(self) -> None:
@@ -56,21 +56,10 @@ def read_anchor(layout: Layout) -> bytes:
         ) from None
 
 
-def _trust() -> Any:
-    try:
-        from . import trust
-    except ImportError as e:  # pragma: no cover - only while the verifier is being written
-        raise InstallerError(f"the signature verifier (installer.trust) is not available: {e}",
-                             hint="this installer build is incomplete; use a released one"
-                             ) from None
-    return trust
-
-
 def check_signatures(anchor: bytes, header: Header, now: int, *,
-                     trusted_label: str = "this host trusts") -> Any:
+                     trusted_label: str = "this host trusts") -> trust.Root:
     """Verify the manifest's signatures via the root chain; returns the trusted Root. A
     signature error names both roots (``root_ids``; ``trusted_label`` says whose anchor)."""
-    trust = _trust()
     try:
         root = trust.verify_signed_manifest(anchor, list(header.roots), header.manifest_bytes,
                                             header.signatures, now)
@@ -87,7 +76,6 @@ def root_ids(anchor: bytes, chain: Sequence[bytes],
     compare with ``bundle keys`` and ``airgap-install trust`` (newest root of the bundle's chain
     against the pinned one). The one wording of both CLIs; ``bundle verify`` says whose anchor
     it is with ``trusted_label`` ("this trusted root is") and adds root versions."""
-    trust = _trust()
     versions = trusted_label != "this host trusts"
 
     def fp(data: Optional[bytes], what: str) -> str:
@@ -121,7 +109,6 @@ def check_signed_bytes(anchor: bytes, header: Header) -> None:
     exactly python-tuf's pretty form; the bundle's chain is a valid chain from its v1
     (``trust.update_root`` step by step) and agrees with the pinned anchor at its version.
     """
-    trust = _trust()
     chain = list(header.roots)
     previous = None
     for n, data in enumerate(chain, start=1):
@@ -146,7 +133,7 @@ def check_signed_bytes(anchor: bytes, header: Header) -> None:
                 hint="this bundle comes from another key directory; it is not trusted here")
 
 
-def newer_root(anchor_version: Optional[int], root: Any,
+def newer_root(anchor_version: Optional[int], root: trust.Root,
                chain: Sequence[bytes]) -> Optional[bytes]:
     """The chain's bytes for ``root`` when it is newer than the pinned anchor."""
     version = getattr(root, "version", None)
