@@ -241,6 +241,9 @@ def _matches(update: set[str], *keys: str) -> bool:
     return "*" in update or any(k in update for k in keys)
 
 
+Job = tuple[str, str, Callable[..., Any]]  # (bundle, label, work): one pool item
+
+
 def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
             update: Iterable[str] = (), workers: int = 16, epoch: int | None = None,
             extra_images: Mapping[str, Iterable[str]] | None = None,
@@ -251,9 +254,32 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
     (an image reference, a chart name, ``k3s``, or ``*`` for everything). ``extra_images``
     (bundle -> references) are images discovery found that the spec does not list; they are
     locked like the spec's and recorded as ``discovered``.
+
+    Steps: normalise ``update`` -> check local files (before any network traffic) -> one job
+    per K3s release, image and chart (kept pin or fresh resolve) -> run them -> assemble.
     """
     extra = {name: tuple(dict.fromkeys(str(parse_image_ref(r)) for r in refs))
              for name, refs in (extra_images or {}).items()}
+    upd = _update_keys(update)
+    prev = previous.bundles if previous else {}
+    local = _check_local_files(spec)
+    jobs: list[Job] = []
+    for b in spec.bundles.values():
+        old = prev.get(b.name)
+        jobs.append(_k3s_job(spec, src, b, old=old, upd=upd))
+        jobs.extend(_image_jobs(src, b, extra.get(b.name, ()), old=old, upd=upd))
+        jobs.extend(_chart_jobs(spec, src, b, old=old, upd=upd))
+    results = _run(jobs, workers=workers, on_done=on_done)
+    bundles = {b.name: _bundle_lock(b, jobs, results, manifests=local[b.name],
+                                    extra=extra.get(b.name, ()))
+               for b in spec.bundles.values()}
+    if epoch is None:
+        epoch = previous.source_date_epoch if previous else int(time.time())
+    return Lock(spec_digest=spec.digest, source_date_epoch=epoch, bundles=bundles)
+
+
+def _update_keys(update: Iterable[str]) -> set[str]:
+    """``update`` as given plus each image reference in its normalised spelling."""
     upd = set(update)
     for u in list(upd):
         if ":" in u or "/" in u:
@@ -261,75 +287,87 @@ def resolve(spec: Spec, src: Sources, *, previous: Lock | None = None,
                 upd.add(str(parse_image_ref(u)))
             except BundleError:
                 pass
-    prev = previous.bundles if previous else {}
-    # Local files first: a path outside the spec's roots, key material or a bad member name
-    # fails before any network traffic.
+    return upd
+
+
+def _check_local_files(spec: Spec) -> dict[str, tuple[FileLock, ...]]:
+    """Local files first: a path outside the spec's roots, key material or a bad member name
+    fails before any network traffic. Returns each bundle's manifests."""
     local = {b.name: local_files(spec, b) for b in spec.bundles.values()}
     for b in spec.bundles.values():
         for chart in b.charts:
             chart_values(chart)
-    jobs: list[tuple[str, str, Callable[..., Any]]] = []
+    return local
 
-    for b in spec.bundles.values():
-        old = prev.get(b.name)
-        k3s_keep = (old is not None and old.k3s.version == b.k3s
-                    and set(old.k3s.binaries) == set(b.arch)
-                    and bool(old.k3s.airgap_images) == b.k3s_airgap_images
-                    and old.k3s.install_script.url == spec.install_script
-                    and not _matches(upd, "k3s", b.k3s))
-        if k3s_keep:
-            assert old is not None
-            jobs.append((b.name, "k3s", lambda old=old: old.k3s))
+
+def _k3s_job(spec: Spec, src: Sources, b: BundleSpec, *, old: BundleLock | None,
+             upd: set[str]) -> Job:
+    keep = (old is not None and old.k3s.version == b.k3s
+            and set(old.k3s.binaries) == set(b.arch)
+            and bool(old.k3s.airgap_images) == b.k3s_airgap_images
+            and old.k3s.install_script.url == spec.install_script
+            and not _matches(upd, "k3s", b.k3s))
+    if keep:
+        assert old is not None
+        kept = old.k3s
+        return (b.name, "k3s", lambda: kept)
+    return (b.name, "k3s", lambda: resolve_k3s(src, spec, b.k3s, b.arch, b.k3s_airgap_images))
+
+
+def _image_jobs(src: Sources, b: BundleSpec, extra: tuple[str, ...], *,
+                old: BundleLock | None, upd: set[str]) -> list[Job]:
+    spec_refs = {str(r) for r in b.images}
+    discovered = [parse_image_ref(r) for r in extra if r not in spec_refs]
+    jobs: list[Job] = []
+    for ref in [*b.images, *discovered]:
+        kept = None
+        if old is not None and not _matches(upd, str(ref)):
+            for il in old.images:
+                if il.ref == str(ref) and set(il.platforms) == set(b.arch):
+                    kept = il
+        if kept is not None:
+            jobs.append((b.name, f"image {ref}", lambda kept=kept: kept))
         else:
-            jobs.append((b.name, "k3s", lambda b=b: resolve_k3s(
-                src, spec, b.k3s, b.arch, b.k3s_airgap_images)))
-        spec_refs = {str(r) for r in b.images}
-        discovered = [parse_image_ref(r) for r in extra.get(b.name, ()) if r not in spec_refs]
-        for ref in [*b.images, *discovered]:
-            kept = None
-            if old is not None and not _matches(upd, str(ref)):
-                for il in old.images:
-                    if il.ref == str(ref) and set(il.platforms) == set(b.arch):
-                        kept = il
-            if kept is not None:
-                jobs.append((b.name, f"image {ref}", lambda kept=kept: kept))
-            else:
-                jobs.append((b.name, f"image {ref}",
-                             lambda ref=ref, b=b: resolve_image(src, ref, b.arch)))
-        for chart in b.charts:
-            keep_chart = None
-            if old is not None and not _matches(upd, chart.name):
-                for cl in old.charts:
-                    if (cl.name, cl.version, cl.repo) == (chart.name, chart.version, chart.repo):
-                        keep_chart = cl
-            if keep_chart is not None:
-                values = chart_values(chart)
-                jobs.append((b.name, f"chart {chart.name}",
-                             lambda k=keep_chart, v=values, c=chart: ChartLock(
-                                 k.name, k.version, k.repo, k.url, k.sha256, k.size,
-                                 c.namespace, c.release or c.name, v)))
-            else:
-                jobs.append((b.name, f"chart {chart.name}",
-                             lambda chart=chart: resolve_chart(src, spec, chart)))
+            jobs.append((b.name, f"image {ref}",
+                         lambda ref=ref: resolve_image(src, ref, b.arch)))
+    return jobs
 
-    results = _run(jobs, workers=workers, on_done=on_done)
-    bundles: dict[str, BundleLock] = {}
-    for b in spec.bundles.values():
-        mine = [(label, r) for (name, label, _), r in zip(jobs, results, strict=True)
-                if name == b.name]
-        k3s = next(r for label, r in mine if label == "k3s")
-        bundles[b.name] = BundleLock(
-            name=b.name, version=b.version, arch=b.arch, roles=b.roles, k3s=k3s,
-            images=tuple(r for label, r in mine if label.startswith("image ")),
-            charts=tuple(r for label, r in mine if label.startswith("chart ")),
-            manifests=local[b.name],
-            allow_k3s_minor_skip=b.allow_k3s_minor_skip,
-            allow_k3s_downgrade=b.allow_k3s_downgrade,
-            discovered=tuple(r for r in extra.get(b.name, ()) if r not in
-                             {str(i) for i in b.images}))
-    if epoch is None:
-        epoch = previous.source_date_epoch if previous else int(time.time())
-    return Lock(spec_digest=spec.digest, source_date_epoch=epoch, bundles=bundles)
+
+def _chart_jobs(spec: Spec, src: Sources, b: BundleSpec, *, old: BundleLock | None,
+                upd: set[str]) -> list[Job]:
+    jobs: list[Job] = []
+    for chart in b.charts:
+        keep_chart = None
+        if old is not None and not _matches(upd, chart.name):
+            for cl in old.charts:
+                if (cl.name, cl.version, cl.repo) == (chart.name, chart.version, chart.repo):
+                    keep_chart = cl
+        if keep_chart is not None:
+            values = chart_values(chart)
+            jobs.append((b.name, f"chart {chart.name}",
+                         lambda k=keep_chart, v=values, c=chart: ChartLock(
+                             k.name, k.version, k.repo, k.url, k.sha256, k.size,
+                             c.namespace, c.release or c.name, v)))
+        else:
+            jobs.append((b.name, f"chart {chart.name}",
+                         lambda chart=chart: resolve_chart(src, spec, chart)))
+    return jobs
+
+
+def _bundle_lock(b: BundleSpec, jobs: list[Job], results: list[Any], *,
+                 manifests: tuple[FileLock, ...], extra: tuple[str, ...]) -> BundleLock:
+    """One bundle's lock from the results of its jobs."""
+    mine = [(label, r) for (name, label, _), r in zip(jobs, results, strict=True)
+            if name == b.name]
+    k3s = next(r for label, r in mine if label == "k3s")
+    return BundleLock(
+        name=b.name, version=b.version, arch=b.arch, roles=b.roles, k3s=k3s,
+        images=tuple(r for label, r in mine if label.startswith("image ")),
+        charts=tuple(r for label, r in mine if label.startswith("chart ")),
+        manifests=manifests,
+        allow_k3s_minor_skip=b.allow_k3s_minor_skip,
+        allow_k3s_downgrade=b.allow_k3s_downgrade,
+        discovered=tuple(r for r in extra if r not in {str(i) for i in b.images}))
 
 
 def _run(jobs: list[tuple[str, str, Callable[[], T]]], *, workers: int,
