@@ -145,7 +145,7 @@ Routes = dict[str, Route]
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    change: Callable[[HostileUpstream, Routes], None]
+    change: Callable[[HostileUpstream, Routes], object]
     code: int
     says: str                                   # part of the message the user must see
     spec: dict[str, Any] = field(default_factory=dict)
@@ -332,7 +332,7 @@ SMALL = {"BUNDLE_LIMITS": "k3s_binary=4MiB,chart=2MiB,index_yaml=1MiB"}
 SCENARIOS = [
     # a good upstream, and headers that must not matter
     Scenario("baseline", _nothing, 0, "wrote", then=_lock_media_types),
-    Scenario("content-type-header-is-ignored", lambda up, r: [r.__setitem__(p, Reply(
+    Scenario("content-type-header-is-ignored", lambda up, r: [r.__setitem__(p, Reply(  # type: ignore[func-returns-value]
         body=v.body, headers={**v.headers, "Content-Type": 'application/vnd.evil"</x>'}))
         for p, v in list(r.items()) if "/manifests/" in p and isinstance(v, Reply)],
         0, "wrote", then=_lock_and_archive_media_types),
@@ -355,10 +355,10 @@ SCENARIOS = [
              spec={"creds": True, "charts": []},
              then=_no_credentials_to(lambda u: u.other_port())),
     Scenario("token-body-endless", lambda up, r: (_challenge(lambda u: f"{u.url}/token")(up, r),
-             r.__setitem__("/token", Reply(endless=True))), 3, "token cap",
+             r.__setitem__("/token", Reply(endless=True))), 3, "token cap",  # type: ignore[func-returns-value]
              spec=NO_CHARTS),
     Scenario("token-body-not-an-object", lambda up, r: (_challenge(
-        lambda u: f"{u.url}/token")(up, r), r.__setitem__("/token", Reply(body=b"[1, 2]"))),
+        lambda u: f"{u.url}/token")(up, r), r.__setitem__("/token", Reply(body=b"[1, 2]"))),  # type: ignore[func-returns-value]
         3, "not a JSON object", spec=NO_CHARTS),
     # item 3: what is fetched as a chart must be that chart
     Scenario("chart-url-serves-metadata", _set(CHART_PATH, Reply(body=b'{"Token": "aws"}')), 3,
@@ -495,7 +495,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Ran]:
     tls = make_server_cert(tmp_path_factory.mktemp("hostile-shared-tls"))
     folders = [tmp_path_factory.mktemp("hostile") for _ in SCENARIOS]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda a: _run_scenario(*a, tls),
+        results = list(pool.map(lambda a: _run_scenario(a[0], a[1], tls),
                                 zip(SCENARIOS, folders, strict=True)))
     return {sc.name: r for sc, r in zip(SCENARIOS, results, strict=True)}
 

@@ -179,7 +179,7 @@ def test_root_fingerprint_in_keys_inspect_and_verify_errors(
 
 def _commands() -> list[list[str]]:
     from bundler.cli.app import cli
-    found = []
+    found: list[list[str]] = []
     for name, cmd in sorted(cli.commands.items()):
         subs = getattr(cmd, "commands", None)
         found += [[name, s] for s in sorted(subs)] if subs else [[name]]

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -103,13 +104,14 @@ def test_iter_bundle_is_write_bundle_and_refuses_wrong_sizes(tmp_path: Path) -> 
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
         assert tar.getnames()[:3] == ["manifest.json", "signatures.json", "roots/1.root.json"]
     for wrong in (b"short", b"k" * 70002):
-        def chunks(mem: Member, wrong: bytes = wrong) -> list[bytes]:
+        def bad(mem: Member, wrong: bytes = wrong) -> list[bytes]:
             return [wrong if mem.path == "k3s/k3s" else datas[mem.path]]
         with pytest.raises(FormatError, match="k3s/k3s"):
-            b"".join(iter_bundle(manifest=m, signatures=b"{}", roots=[], member_chunks=chunks))
+            b"".join(iter_bundle(manifest=m, signatures=b"{}", roots=[], member_chunks=bad))
     # the builder's writer: a source that changed after planning never becomes the bundle
     dest = tmp_path / "x.tar"
-    sources = {p: (lambda d=d: iter([d])) for p, d in datas.items()}
+    sources: dict[str, Callable[[], Iterator[bytes]]] = {
+        p: (lambda d=d: iter([d])) for p, d in datas.items()}  # type: ignore[misc]
     write_bundle_file(dest, manifest=m, signatures=b"{}", roots=[b"{}"], sources=sources)
     assert dest.read_bytes() == out.getvalue()
     sources["images/a.tar"] = lambda: iter([b"X" * len(datas["images/a.tar"])])

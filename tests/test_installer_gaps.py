@@ -15,7 +15,7 @@ import sys
 import tarfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, cast
 
 import pytest
 
@@ -347,10 +347,10 @@ def test_newer_root_and_anchor_version() -> None:
     class R:
         version = 3
     chain = [b"1", b"2", b"3"]
-    assert verify.newer_root(2, R(), chain) == b"3"
-    assert verify.newer_root(3, R(), chain) is None
-    assert verify.newer_root(None, R(), chain) is None
-    assert verify.newer_root(1, R(), chain[:2]) is None
+    assert verify.newer_root(2, cast(trust.Root, R()), chain) == b"3"
+    assert verify.newer_root(3, cast(trust.Root, R()), chain) is None
+    assert verify.newer_root(None, cast(trust.Root, R()), chain) is None
+    assert verify.newer_root(1, cast(trust.Root, R()), chain[:2]) is None
     assert verify.anchor_version(b'{"signed": {"version": 4}}') == 4
     assert verify.anchor_version(b'{"signed": {"version": "4"}}') is None
     assert verify.anchor_version(b"[") is None
@@ -439,7 +439,8 @@ def _set(ms: List[Member], path: str, **kw: object) -> List[Member]:
     return [replace(m, **kw) if m.path == path else m for m in ms]  # type: ignore[arg-type]
 
 
-FORMAT_CASES = {
+FORMAT_CASES: Dict[str, Tuple[Callable[[List[Member]], List[Member]], Dict[str, Any],
+                              Type[Exception], str]] = {
     "no-install-sh": (lambda ms: [m for m in ms if m.kind != "install-script"], {},
                       FormatError, "exactly one k3s binary and one install.sh"),
     "two-k3s-binaries": (lambda ms: ms + [Member("k3s/k3s-2", 1, "0" * 64, 0o755, "k3s-binary")],

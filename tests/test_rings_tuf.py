@@ -65,7 +65,7 @@ def rotation(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
 
 def replayed_timestamp(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
     w.publish("2.0.0")
-    return w.stick_before, (False, None)  # the stick copied before this sync's state
+    return w.stick_before, (False, None)  # type: ignore[attr-defined]  # the stick copied before this sync's state
 
 
 def rolled_back_snapshot(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:

@@ -259,7 +259,7 @@ class _Handler(QuietHandler):
 
     def do_GET(self) -> None:
         owner: HostileUpstream = self.owner  # type: ignore[assignment]
-        seen = Seen(self.server.server_address[1], self.command, self.path,  # type: ignore[index]
+        seen = Seen(self.server.server_address[1], self.command, self.path,  # type: ignore[index,arg-type]
                     dict(self.headers.items()))
         reply = owner._answer(seen)
         if reply.slow_head:
