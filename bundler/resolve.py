@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
-from . import k3s as k3sfacts
-from . import platforms, specfiles
+from . import k3sfacts, platforms, specfiles
 from .cache import hex_of
 from .errors import BundleError, NotFoundError, UpstreamError
 from .lockfile import BundleLock, ChartLock, FileLock, ImageLock, K3sLock, Lock, PlatformLock

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler import k3s, platforms
+from bundler import k3sfacts, platforms
 from bundler.errors import SpecError, UpstreamError
 from bundler.helmchart import merge_values
 from bundler.imagearchive import image_names
@@ -128,16 +128,16 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_checksums_parse_and_missing_line() -> None:
     sha = "0" * 64
-    sums = k3s.parse_checksums(f"{sha}  k3s-arm64\n{sha} *k3s-airgap-images-arm64.tar.zst\n",
+    sums = k3sfacts.parse_checksums(f"{sha}  k3s-arm64\n{sha} *k3s-airgap-images-arm64.tar.zst\n",
                                source="s")
     assert sums["k3s-airgap-images-arm64.tar.zst"] == sha
     with pytest.raises(UpstreamError, match="no checksum line for k3s-armhf"):
-        k3s.checksum_for(sums, "k3s-armhf", source="sha256sum-arm.txt")
+        k3sfacts.checksum_for(sums, "k3s-armhf", source="sha256sum-arm.txt")
     with pytest.raises(UpstreamError, match="not in sha256sum format"):
-        k3s.parse_checksums("garbage line\n", source="s")
-    assert k3s.release_url("http://x/k3s", "v1.34.3+k3s1", "k3s") == \
+        k3sfacts.parse_checksums("garbage line\n", source="s")
+    assert k3sfacts.release_url("http://x/k3s", "v1.34.3+k3s1", "k3s") == \
         "http://x/k3s/v1.34.3%2Bk3s1/k3s"
-    assert k3s.minor_of("v1.34.3+k3s1") == (1, 34)
+    assert k3sfacts.minor_of("v1.34.3+k3s1") == (1, 34)
 
 
 INDEX = {"manifests": [
