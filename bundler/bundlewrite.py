@@ -33,6 +33,7 @@ from installer.bundlefmt import (
 )
 from installer.errors import FormatError, InstallerError
 from installer.fsio import atomic_output, iter_file
+from installer.policy import human_bytes
 from installer.verify import check_envelope
 
 from .errors import LocalError
@@ -187,10 +188,7 @@ def check_space(needs: list[SpaceNeed]) -> None:
         if free < needed:
             what = " and ".join(sorted({n.what for n in group if n.size}))
             raise LocalError(f"not enough free space in {group[0].folder}: {what} need "
-                             f"{_mib(needed)} (with margin), {_mib(free)} is free",
+                             f"{human_bytes(needed)} (with margin), {human_bytes(free)} is free",
                              hint="free space or pass --out DIR (or --cache DIR) on a larger "
                                   "filesystem")
 
-
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"

@@ -37,7 +37,7 @@ from installer.fsio import write_verified
 
 from .errors import LocalError, SpecError
 
-ROLES = ("root", "targets", "snapshot", "timestamp")  # the TUF top-level roles, signing order
+ROLES = trust.TOP_LEVEL_ROLES  # the TUF top-level roles, signing order
 KEYRING = "keyring.json"
 _KEY_NAME = re.compile(r"^([a-z]+)-([0-9]+)\.pem$")
 

@@ -29,6 +29,12 @@ from .spec import Spec
 from .transport import RetryPolicy, Transport, hops, iter_raw, read_capped
 
 
+def _refuse_404(resp: requests.Response, url: str, *, what: str, hint: str | None = None) -> None:
+    """The one wording of an upstream 404 (requests made with ``allow_status=(404, ...)``)."""
+    if resp.status_code == 404:
+        raise NotFoundError(f"{what}: {url} not found (HTTP 404)", hint=hint)
+
+
 class Sources:
     def __init__(self, spec: Spec, cache_dir: Path, *, frozen: bool = False,
                  policy: RetryPolicy | None = None, pool_size: int = 16,
@@ -79,9 +85,8 @@ class Sources:
         resp = self.transport.request("GET", url, what=what, stream=True, allow_status=(404,),
                                       expect=cap)
         with resp:
-            if resp.status_code == 404:
-                raise NotFoundError(f"{what}: {url} not found (HTTP 404)",
-                                    hint="check the version and the release/repository URL")
+            _refuse_404(resp, url, what=what,
+                        hint="check the version and the release/repository URL")
             return read_capped(resp, limit=cap, what=what, kind=kind)
 
     def get_text(self, url: str, *, what: str, kind: str = "checksums") -> str:
@@ -108,9 +113,7 @@ class Sources:
         self._not_frozen(what)
         resp = self.transport.request("HEAD", url, what=what, allow_status=(404, 405))
         resp.close()
-        if resp.status_code == 404:
-            raise NotFoundError(f"{what}: {url} not found (HTTP 404)",
-                                hint="check the K3s version and the releases URL")
+        _refuse_404(resp, url, what=what, hint="check the K3s version and the releases URL")
         length = resp.headers.get("Content-Length", "").strip()
         if resp.status_code != 200 or not length.isdigit():
             return None
@@ -127,8 +130,7 @@ class Sources:
         resp = self.transport.request("GET", url, what=what, stream=True, allow_status=(404,),
                                       expect=cap)
         with resp:
-            if resp.status_code == 404:
-                raise NotFoundError(f"{what}: {url} not found (HTTP 404)")
+            _refuse_404(resp, url, what=what)
             declared = resp.headers.get("Content-Length", "").strip()
             if declared.isdigit():
                 self.limits.check_size(kind, int(declared), what=what,

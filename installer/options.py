@@ -20,10 +20,9 @@ import shlex
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
+from .bundlefmt import ROLES
 from .errors import ConfigError
 from .state import Options, Release
-
-ROLES = ("server", "agent")
 
 
 @dataclass(frozen=True)

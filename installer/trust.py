@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from . import canonjson, ed25519
 from .errors import FormatError, SignatureError
 
-TOP_LEVEL_ROLES = ("root", "snapshot", "targets", "timestamp")
+TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")  # TUF top-level, signing order
 ED25519 = "ed25519"
 
 _EXPIRES_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
@@ -207,7 +207,7 @@ def parse_root(data: bytes, *, what: str = "root.json") -> Root:
     roles_obj = _get(signed, "roles", dict, where)
     if sorted(roles_obj) != sorted(TOP_LEVEL_ROLES):
         found = ", ".join(sorted(roles_obj)) or "none"
-        raise FormatError(f"{where}: roles must be exactly {', '.join(TOP_LEVEL_ROLES)}, "
+        raise FormatError(f"{where}: roles must be exactly {', '.join(sorted(TOP_LEVEL_ROLES))}, "
                           f"found {found}")
     roles = {name: _parse_role(obj, f"{where} role {name}")
              for name, obj in roles_obj.items()}

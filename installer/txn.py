@@ -35,7 +35,16 @@ from . import bundlefmt, failpoint, imagecache, place, verify
 from .errors import EnvironmentProblem, InstallerError
 from .fsio import write_verified
 from .layout import Layout
-from .state import Release, State, clear_journal, load_journal, load_state, save_journal, save_state
+from .state import (
+    Release,
+    State,
+    clear_journal,
+    load_journal,
+    load_state,
+    release_or_none,
+    save_journal,
+    save_state,
+)
 
 Report = Callable[[str], None]
 SCRIPT_TIMEOUT = 3600
@@ -87,10 +96,6 @@ def _backup_dir(layout: Layout, tx: str) -> str:
     return os.path.join(layout.tx_dir(tx), "backup")
 
 
-def _release(d: Optional[Dict[str, Any]]) -> Optional[Release]:
-    return Release.from_json(d) if d is not None else None
-
-
 def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_after: State,
         report: Report, output: Optional[IO[str]] = None,
         anchor: Optional[Dict[str, Any]] = None) -> State:
@@ -127,7 +132,7 @@ def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_
 def _finish(layout: Layout, journal: Dict[str, Any], report: Report,
             output: Optional[IO[str]]) -> State:
     new = Release.from_json(journal["to"])
-    old = _release(journal["from"])
+    old = release_or_none(journal["from"])
     try:
         run_script(layout, new, output)
     except BaseException:
@@ -192,7 +197,7 @@ def _chain_to(layout: Layout, release: Release, version: int) -> Optional[bytes]
 
 
 def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
-    old = _release(journal["from"])
+    old = release_or_none(journal["from"])
     place.undo(layout, _backup_dir(layout, journal["tx"]), old, journal["undo"])
     failpoint.hit("after-undo")
     clear_journal(layout)
@@ -200,7 +205,7 @@ def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
 
 
 def _cleanup(layout: Layout, journal: Dict[str, Any], state: State) -> None:
-    place.remove_replaced_images(layout, _release(journal["from"]),
+    place.remove_replaced_images(layout, release_or_none(journal["from"]),
                                  Release.from_json(journal["to"]))
     failpoint.hit("after-remove-replaced-images")
     clear_journal(layout)

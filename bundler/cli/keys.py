@@ -107,7 +107,8 @@ def init_cmd(directory: Path, root_keys: int, root_threshold: int, targets_keys:
 
 @keys.command("rotate")
 @_dir_arg
-@click.option("--role", type=click.Choice(ROLES), required=True, help="Role whose keys change.")
+@click.option("--role", type=click.Choice(sorted(ROLES)), required=True,
+              help="Role whose keys change.")
 @click.option("--keys", "new_keys", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of new keys for the role.")
 @click.option("--threshold", type=click.IntRange(min=1), default=None,
