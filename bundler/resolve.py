@@ -41,16 +41,17 @@ def resolve_image(src: Sources, ref: ImageRef, arches: Iterable[str]) -> ImageLo
             raise UpstreamError(f"{what}: index {top.digest} has no manifests list")
         for arch in arches:
             desc = platforms.select(doc, arch, what=what)
-            result[arch] = _platform_lock(src, ref, desc["digest"], desc["size"], arch, what)
+            result[arch] = _platform_lock(src, ref, digest=desc["digest"], size=desc["size"],
+                                          arch=arch, what=what)
     else:
         for arch in arches:
-            result[arch] = _platform_lock(src, ref, top.digest, len(top.data), arch, what,
-                                          single=True)
+            result[arch] = _platform_lock(src, ref, digest=top.digest, size=len(top.data),
+                                          arch=arch, what=what, single=True)
     return ImageLock(ref=str(ref), digest=top.digest, media_type=media_type, platforms=result)
 
 
-def _platform_lock(src: Sources, ref: ImageRef, digest: str, size: int, arch: str, what: str,
-                   *, single: bool = False) -> PlatformLock:
+def _platform_lock(src: Sources, ref: ImageRef, *, digest: str, size: int, arch: str,
+                   what: str, single: bool = False) -> PlatformLock:
     m = src.manifest(ref.registry, ref.repository, digest, what=f"{what} ({arch})", size=size)
     if len(m.data) != size:
         raise UpstreamError(f"{what}: {arch} manifest is {len(m.data)} bytes, index says {size}")
@@ -106,7 +107,7 @@ def _json(data: bytes, *, what: str) -> dict[str, Any]:
     return doc
 
 
-def resolve_k3s(src: Sources, spec: Spec, version: str, arches: Iterable[str],
+def resolve_k3s(src: Sources, spec: Spec, version: str, *, arches: Iterable[str],
                 with_airgap_images: bool) -> K3sLock:
     _, sha, size = src.download_unpinned(spec.install_script, what="K3s install.sh",
                                          kind="install_script")
@@ -310,7 +311,8 @@ def _k3s_job(spec: Spec, src: Sources, b: BundleSpec, *, old: BundleLock | None,
         assert old is not None
         kept = old.k3s
         return (b.name, "k3s", lambda: kept)
-    return (b.name, "k3s", lambda: resolve_k3s(src, spec, b.k3s, b.arch, b.k3s_airgap_images))
+    return (b.name, "k3s", lambda: resolve_k3s(src, spec, b.k3s, arches=b.arch,
+                                                  with_airgap_images=b.k3s_airgap_images))
 
 
 def _image_jobs(src: Sources, b: BundleSpec, extra: tuple[str, ...], *,

@@ -331,7 +331,7 @@ def hash_payload(opened: Opened, on_bytes: OnBytes = None) -> int:
     return total
 
 
-def stage_payload(opened: Opened, staging: str, on_bytes: OnBytes = None,
+def stage_payload(opened: Opened, staging: str, *, on_bytes: OnBytes = None,
                   after_member: Optional[Callable[[str], None]] = None) -> None:
     """Copy every member into ``staging`` while hashing (one pass, bounded memory).
 
