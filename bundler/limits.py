@@ -108,6 +108,8 @@ def parse_size(text: str) -> int:
 
 
 def human(n: int) -> str:
+    """A cap spelled exactly, as BUNDLE_LIMITS takes it back ("4 MiB", "4000000 bytes"); sizes
+    for reading are ``installer.policy.human_bytes``."""
     for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if n >= size and n % size == 0:
             return f"{n // size} {unit}"
