@@ -586,3 +586,35 @@ def test_limits_parse_and_refuse() -> None:
     for size in (-1, "1", True, None, 1.5):
         with pytest.raises(UpstreamError):
             lim.check_size("chart", size, what="t", source="s")
+
+
+# ---------------------------------------------------------------- the lock as input
+
+def test_edited_lock_media_type_is_refused_at_load(tmp_path: Path) -> None:
+    """A hand-edited bundles.lock cannot carry a media type the builder would sign into
+    index.json (#16 item 5, lock side): `bundle build` refuses it with exit 2, naming the
+    image and the field, before anything is fetched or written."""
+    with HostileUpstream(tmp_path / "tls") as up:
+        up.reset(baseline())
+        for sub in ("project", "home", "tmp", "xdg"):
+            (tmp_path / sub).mkdir()
+        (tmp_path / "project" / "bundles.toml").write_text(spec_text(up, charts=[]))
+        env = child_env(tmp_path, {})
+        good = run_bundle(["-q", "lock", "--cache", str(tmp_path / "cache")],
+                          cwd=tmp_path / "project", env=env)
+        assert good.code == 0, good.err
+        lock_path = tmp_path / "project" / "bundles.lock"
+        for where in ("image", "platform"):
+            doc = json.loads(lock_path.read_text())
+            image = doc["bundles"]["h"]["images"][0]
+            target = image if where == "image" else image["platforms"]["amd64"]
+            target["media_type"] = 'application/vnd.evil"</x>'
+            lock_path.write_text(json.dumps(doc))
+            before = _snapshot(tmp_path)
+            r = run_bundle(["-q", "build", "--unsigned", "--cache", str(tmp_path / "cache"),
+                            "--out", str(tmp_path / "project" / "dist")],
+                           cwd=tmp_path / "project", env=env)
+            assert "Traceback" not in r.err, r.err
+            assert r.code == 2, r.err
+            assert IMAGE in r.err and "media_type" in r.err and "vnd.evil" in r.err, r.err
+            assert _snapshot(tmp_path) == before
