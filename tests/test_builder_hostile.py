@@ -669,3 +669,35 @@ def test_auth_hosts_validated_at_load(tmp_path: Path, bad: str) -> None:
     write(["auth.example:8443", "127.0.0.2"])
     cfg = load_spec(spec).registries[REGISTRY]
     assert cfg.auth_hosts == ("auth.example:8443", "127.0.0.2")
+
+
+@pytest.mark.parametrize("kind", ["k3s_binary", "install_script", "config"])
+def test_build_fetch_is_capped_by_kind(tmp_path: Path, kind: str) -> None:
+    """`bundle build` checks each pinned download against its kind's cap (not the 16 GiB
+    layer cap): with the cap lowered below the locked size it refuses (exit 3) before a byte
+    of that artifact enters the cache."""
+    with HostileUpstream(tmp_path / "tls") as up:
+        up.reset(baseline())
+        for sub in ("project", "home", "tmp", "xdg"):
+            (tmp_path / sub).mkdir()
+        (tmp_path / "project" / "bundles.toml").write_text(spec_text(up, charts=[]))
+        lock_cache, build_cache = tmp_path / "lock-cache", tmp_path / "cache"
+        good = run_bundle(["-q", "lock", "--cache", str(lock_cache)],
+                          cwd=tmp_path / "project", env=child_env(tmp_path, {}))
+        assert good.code == 0, good.err
+        r = run_bundle(["-q", "build", "--unsigned", "--jobs", "1", "--cache", str(build_cache),
+                        "--out", str(tmp_path / "project" / "dist")],
+                       cwd=tmp_path / "project",
+                       env=child_env(tmp_path, {"BUNDLE_LIMITS": f"{kind}=10"}))
+        assert "Traceback" not in r.err, r.err
+        assert r.code in (3, 5), r.err
+        assert f"{kind} cap" in r.err, r.err
+        doc = json.loads((tmp_path / "project" / "bundles.lock").read_text())
+        b = doc["bundles"]["h"]
+        sha = {"k3s_binary": b["k3s"]["binaries"]["amd64"]["sha256"],
+               "install_script": b["k3s"]["install_script"]["sha256"],
+               "config": b["images"][0]["platforms"]["amd64"]["config"].split(":")[1]}[kind]
+        cached = {p.name for p in build_cache.rglob("*") if p.is_file()}
+        assert not any(sha in name for name in cached), cached
+        assert not (tmp_path / "project" / "dist").exists() or not any(
+            (tmp_path / "project" / "dist").rglob("*.bundle*"))
