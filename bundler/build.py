@@ -76,7 +76,7 @@ class Plan:
     images: tuple[ImageEntry, ...]
     charts: tuple[ChartEntry, ...]
     jobs: dict[str, Callable[[], Path]]                    # K3s files and charts
-    blobs: dict[str, tuple[tuple[str, str, str, int], str]]  # digest -> fetch args, what
+    blobs: dict[str, tuple[tuple[str, str, str, int], str, str]]  # digest -> args, what, cap
     manifest: Manifest | None = None
     signed: tuple[bytes, bytes, list[bytes]] | None = None   # manifest bytes, sigs, roots
     up_to_date: bool = False
@@ -117,16 +117,18 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
 
     k3s = bl.k3s
     jobs: dict[str, Callable[[], Path]] = {}
+    # (member, entry kind, mode, pin, what, fetch cap kind in bundler.limits)
     pinned = [(K3S_BINARY_PATH, "k3s-binary", 0o755, k3s.binaries[arch],
-               f"K3s {k3s.version} binary ({arch})"),
+               f"K3s {k3s.version} binary ({arch})", "k3s_binary"),
               (INSTALL_SCRIPT_PATH, "install-script", 0o755, k3s.install_script,
-               "K3s install.sh")]
+               "K3s install.sh", "install_script")]
     if arch in k3s.airgap_images:  # K3s's own tarball, as shipped (zstd)
         pinned.append((f"images/k3s-airgap-images-{arch}.tar.zst", "images", 0o644,
-                       k3s.airgap_images[arch], f"K3s {k3s.version} airgap images ({arch})"))
-    for path, kind, mode, f, what in pinned:
+                       k3s.airgap_images[arch], f"K3s {k3s.version} airgap images ({arch})",
+                       "airgap_images"))
+    for path, kind, mode, f, what, cap in pinned:
         add(path, Entry(f.sha256, f.size, mode, kind, file_chunks(store.path(f.sha256))))
-        jobs[path] = partial(src.fetch_url, f.url, f.sha256, f.size, what=what)
+        jobs[path] = partial(src.fetch_url, f.url, f.sha256, f.size, what=what, kind=cap)
     charts: list[ChartEntry] = []
     for c in sorted(bl.charts, key=lambda c: c.name):
         member = f"charts/{c.name}-{c.version}.tgz"
@@ -148,7 +150,7 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                              blobs=blobs) for img, (mb, mt, blobs) in zip(locked, found,
                                                                            strict=True)]
     where: dict[ArchiveImage, str] = {}
-    blob_jobs: dict[str, tuple[tuple[str, str, str, int], str]] = {}
+    blob_jobs: dict[str, tuple[tuple[str, str, str, int], str, str]] = {}
     for ap in plan_archives(archived, mtime=lock.source_date_epoch):
         path = f"images/{bundle}-images-{arch}{ap.suffix}"
         sha_size = _cached_archive_digest(src, ap)
@@ -160,7 +162,9 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
         r = parse_image_ref(lk.ref)
         for b in a.blobs:  # one fetch per distinct blob (shared layers once)
             blob_jobs.setdefault(b.digest, ((r.registry, r.repository, b.digest, b.size),
-                                            f"image {lk.ref} ({arch}) blob {b.digest[:19]}"))
+                                            f"image {lk.ref} ({arch}) blob {b.digest[:19]}",
+                                            "config" if b.digest == lk.platforms[arch].config
+                                            else "layer"))
     images = tuple(ImageEntry(ref=i.ref, digest=i.platforms[arch].digest,
                               index_digest=i.digest if i.digest != i.platforms[arch].digest
                               else "", archive=where[a])
@@ -246,7 +250,7 @@ def space_needs(plans: list[Plan], src: Sources, out_dir: Path,
                for p in todo)
     missing: dict[str, int] = {}
     for p in todo:
-        for digest, (args, _) in p.blobs.items():
+        for digest, (args, _, _) in p.blobs.items():
             missing[digest] = args[3]
         for path in p.jobs:
             e = p.entries[path]
@@ -276,8 +280,8 @@ def fetch_plan(plan: Plan, src: Sources, *, workers: int) -> None:
             ThreadPoolExecutor(max_workers=max(1, len(pending))) as hashers:
         files = [pool.submit(job) for job in plan.jobs.values()]
         blobs: dict[str, Future[Path]] = {
-            d: pool.submit(src.fetch_blob, *args, what=what)
-            for d, (args, what) in sorted(plan.blobs.items())}
+            d: pool.submit(src.fetch_blob, *args, what=what, kind=cap)
+            for d, (args, what, cap) in sorted(plan.blobs.items())}
         hashes = {path: hashers.submit(_hash_archive, e, blobs, src) for path, e in pending}
         for fut in [*files, *blobs.values()]:
             fut.result()

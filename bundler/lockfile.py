@@ -46,8 +46,8 @@ class PlatformLock:
                 "config": self.config}
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> PlatformLock:
-        return PlatformLock(d["digest"], d["size"], d["media_type"], d["config"])
+    def from_json(d: dict[str, Any], *, where: str = "image") -> PlatformLock:
+        return PlatformLock(d["digest"], d["size"], _media_type(d, where=where), d["config"])
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,23 @@ class ImageLock:
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> ImageLock:
-        return ImageLock(d["ref"], d["digest"], d["media_type"],
-                         {a: PlatformLock.from_json(p) for a, p in d["platforms"].items()})
+        ref = d["ref"]
+        return ImageLock(ref, d["digest"], _media_type(d, where=f"image {str(ref)[:200]!r}"),
+                         {a: PlatformLock.from_json(p, where=f"image {str(ref)[:200]!r} "
+                                                             f"platform {str(a)[:50]!r}")
+                          for a, p in d["platforms"].items()})
+
+
+def _media_type(d: dict[str, Any], *, where: str) -> str:
+    """A locked media type, which must be one of the OCI/Docker types the builder knows
+    (bundler.oci.MEDIA_TYPES): the lock is edited by hand and signed into bundles."""
+    from .oci import MEDIA_TYPES  # late: oci imports the network stack
+    value = d["media_type"]
+    if not isinstance(value, str) or value not in MEDIA_TYPES:
+        raise SpecError(f"bundles.lock: {where}: field media_type {str(value)[:100]!r} is not "
+                        "an OCI or Docker image index/manifest media type",
+                        hint="restore the lock from version control or re-run `bundle lock`")
+    return value
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ class RegistryClient:
         # hosts (besides the endpoint's) that may receive this registry's credentials
         self.auth_hosts: tuple[str, ...] = (
             config.host, *DEFAULT_AUTH_HOSTS.get(config.host, ()),
-            *getattr(config, "auth_hosts", ()))
+            *config.auth_hosts)
 
     # -------------------------------------------------------------- auth
 

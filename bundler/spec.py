@@ -36,6 +36,9 @@ class RegistryConfig:
     username_env: str | None = None
     password_env: str | None = None
     ca_file: Path | None = None
+    # hosts besides the registry's own that may receive its credentials (token realms):
+    # ``host`` (any port) or ``host:port``, lower case
+    auth_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,10 @@ _TOP_KEYS = {"k3s", "registries", "bundles", "signing", "files"}
 _BUNDLE_KEYS = {"version", "arch", "k3s", "images", "manifests", "charts", "k3s_airgap_images",
                 "roles", "allow_k3s_minor_skip", "allow_k3s_downgrade"}
 _CHART_KEYS = {"name", "repo", "version", "namespace", "values", "release"}
-_REGISTRY_KEYS = {"endpoint", "username_env", "password_env", "ca_file"}
+_REGISTRY_KEYS = {"endpoint", "username_env", "password_env", "ca_file", "auth_hosts"}
+# a DNS name or IPv4 address, optionally with a port; [v6] literals with a port too
+_AUTH_HOST_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]"
+                           r"{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 
 
 class _Ctx:
@@ -219,11 +225,19 @@ def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
             if key in table and not str(table[key]).replace("_", "").isalnum():
                 raise c.fail(f"{where}.{key}", "must name an environment variable",
                              hint="credentials are never written into the spec")
+        auth_hosts = c.str_list(table, "auth_hosts", where, default=[])
+        for i, name in enumerate(auth_hosts):
+            if len(name) > 255 or not _AUTH_HOST_RE.fullmatch(name):
+                raise c.fail(f"{where}.auth_hosts[{i}]",
+                             f"{name[:100]!r} is not a host name or host:port",
+                             hint="name the token service's host as in its URL, lower case, "
+                                  'without scheme or path, e.g. "auth.example" or '
+                                  '"auth.example:8443"')
         registries[host] = RegistryConfig(
             host=host, endpoint=endpoint,
             username_env=c.get(table, "username_env", where, str, default=None),
             password_env=c.get(table, "password_env", where, str, default=None),
-            ca_file=ca_path)
+            ca_file=ca_path, auth_hosts=tuple(auth_hosts))
 
     bundles_table = c.get(doc, "bundles", "", dict)
     if not bundles_table:

@@ -31,6 +31,7 @@ from bundler.cache import ContentStore, Downloader
 from bundler.errors import SpecError, TransferError, UpstreamError
 from bundler.limits import Limits
 from bundler.oci import credentials_allowed
+from bundler.spec import load_spec
 from bundler.transport import RetryPolicy, Transport
 from tests.world.hostile import (
     CHART_NAME,
@@ -116,9 +117,12 @@ def child_env(tmp: Path, extra: dict[str, str]) -> dict[str, str]:
 # ---------------------------------------------------------------- the spec
 
 def spec_text(up: HostileUpstream, *, images: bool = True, charts: list[dict[str, Any]] | None
-              = None, creds: bool = False, tls: bool = False) -> str:
+              = None, creds: bool = False, tls: bool = False,
+              auth_hosts: list[str] | None = None) -> str:
     endpoint = up.tls_url if tls else up.url
     reg = [f'[registries."{REGISTRY}"]', f'endpoint = "{endpoint}"']
+    if auth_hosts is not None:
+        reg.append(f"auth_hosts = {json.dumps(auth_hosts)}")
     if creds:
         reg += ['username_env = "HOSTILE_USER"', 'password_env = "HOSTILE_PASS"']
     if tls:
@@ -226,6 +230,26 @@ def _same_host_token(up: HostileUpstream, r: Routes) -> None:
             return Reply(status=401)
         return Reply(body=b'{"token": "tok"}')
     r["/token"] = token
+
+
+def _token_on(host: str) -> Callable[[HostileUpstream, Routes], None]:
+    """A token service that wants Basic credentials, reached under another host name
+    (``localhost``) for the same loopback server the registry is on (127.0.0.1)."""
+    def change(up: HostileUpstream, r: Routes) -> None:
+        _challenge(lambda u: f"http://{host}:{_port_of(u.url)}/token")(up, r)
+        r["/token"] = _same_host_token_route
+    return change
+
+
+def _same_host_token_route(seen: Seen) -> Reply:
+    if not seen.headers.get("Authorization", "").startswith("Basic "):
+        return Reply(status=401)
+    return Reply(body=b'{"token": "tok"}')
+
+
+def _no_basic_credentials(up: HostileUpstream, _: Path) -> None:
+    sent = [s for s in up.log if s.headers.get("Authorization", "").startswith("Basic ")]
+    assert not sent, f"credentials were sent: {sent}"
 
 
 def _token_was_authenticated(up: HostileUpstream, _: Path) -> None:
@@ -351,6 +375,12 @@ SCENARIOS = [
              "only http:// and https://", spec={"creds": True, "charts": []}),
     Scenario("realm-same-host-gets-credentials", _same_host_token, 0, "wrote",
              spec={"creds": True, "charts": []}, then=_token_was_authenticated),
+    Scenario("realm-other-host-name-refused", _token_on("localhost"), 5,
+             "credentials not sent", spec={"creds": True, "charts": []},
+             then=_no_basic_credentials),
+    Scenario("realm-in-auth-hosts-gets-credentials", _token_on("localhost"), 0, "wrote",
+             spec={"creds": True, "charts": [], "auth_hosts": ["localhost"]},
+             then=_token_was_authenticated),
     Scenario("basic-auth-dropped-on-redirect", _basic_then_redirect, 0, "wrote",
              spec={"creds": True, "charts": []},
              then=_no_credentials_to(lambda u: u.other_port())),
@@ -586,3 +616,88 @@ def test_limits_parse_and_refuse() -> None:
     for size in (-1, "1", True, None, 1.5):
         with pytest.raises(UpstreamError):
             lim.check_size("chart", size, what="t", source="s")
+
+
+# ---------------------------------------------------------------- the lock as input
+
+def test_edited_lock_media_type_is_refused_at_load(tmp_path: Path) -> None:
+    """A hand-edited bundles.lock cannot carry a media type the builder would sign into
+    index.json (#16 item 5, lock side): `bundle build` refuses it with exit 2, naming the
+    image and the field, before anything is fetched or written."""
+    with HostileUpstream(tmp_path / "tls") as up:
+        up.reset(baseline())
+        for sub in ("project", "home", "tmp", "xdg"):
+            (tmp_path / sub).mkdir()
+        (tmp_path / "project" / "bundles.toml").write_text(spec_text(up, charts=[]))
+        env = child_env(tmp_path, {})
+        good = run_bundle(["-q", "lock", "--cache", str(tmp_path / "cache")],
+                          cwd=tmp_path / "project", env=env)
+        assert good.code == 0, good.err
+        lock_path = tmp_path / "project" / "bundles.lock"
+        for where in ("image", "platform"):
+            doc = json.loads(lock_path.read_text())
+            image = doc["bundles"]["h"]["images"][0]
+            target = image if where == "image" else image["platforms"]["amd64"]
+            target["media_type"] = 'application/vnd.evil"</x>'
+            lock_path.write_text(json.dumps(doc))
+            before = _snapshot(tmp_path)
+            r = run_bundle(["-q", "build", "--unsigned", "--cache", str(tmp_path / "cache"),
+                            "--out", str(tmp_path / "project" / "dist")],
+                           cwd=tmp_path / "project", env=env)
+            assert "Traceback" not in r.err, r.err
+            assert r.code == 2, r.err
+            assert IMAGE in r.err and "media_type" in r.err and "vnd.evil" in r.err, r.err
+            assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("bad", ["https://auth.example", "auth.example/token", "Auth.Example",
+                                 "a b", "", "auth.example:port"])
+def test_auth_hosts_validated_at_load(tmp_path: Path, bad: str) -> None:
+    """``auth_hosts`` names hosts (``host`` or ``host:port``), nothing else: refused at load
+    with the key named."""
+    spec = tmp_path / "bundles.toml"
+
+    def write(hosts: list[str]) -> None:
+        spec.write_text(f'[k3s]\nreleases = "http://127.0.0.1:1/k3s"\n'
+                        f'[registries."{REGISTRY}"]\nendpoint = "http://127.0.0.1:1"\n'
+                        f"auth_hosts = {json.dumps(hosts)}\n"
+                        '[bundles.h]\nversion = "1.0.0"\narch = ["amd64"]\n'
+                        'k3s = "v1.34.3+k3s1"\n')
+    write(["auth.example", bad])
+    with pytest.raises(SpecError, match=r"auth_hosts\[1\].*not a host name"):
+        load_spec(spec)
+    write(["auth.example:8443", "127.0.0.2"])
+    cfg = load_spec(spec).registries[REGISTRY]
+    assert cfg.auth_hosts == ("auth.example:8443", "127.0.0.2")
+
+
+@pytest.mark.parametrize("kind", ["k3s_binary", "install_script", "config"])
+def test_build_fetch_is_capped_by_kind(tmp_path: Path, kind: str) -> None:
+    """`bundle build` checks each pinned download against its kind's cap (not the 16 GiB
+    layer cap): with the cap lowered below the locked size it refuses (exit 3) before a byte
+    of that artifact enters the cache."""
+    with HostileUpstream(tmp_path / "tls") as up:
+        up.reset(baseline())
+        for sub in ("project", "home", "tmp", "xdg"):
+            (tmp_path / sub).mkdir()
+        (tmp_path / "project" / "bundles.toml").write_text(spec_text(up, charts=[]))
+        lock_cache, build_cache = tmp_path / "lock-cache", tmp_path / "cache"
+        good = run_bundle(["-q", "lock", "--cache", str(lock_cache)],
+                          cwd=tmp_path / "project", env=child_env(tmp_path, {}))
+        assert good.code == 0, good.err
+        r = run_bundle(["-q", "build", "--unsigned", "--jobs", "1", "--cache", str(build_cache),
+                        "--out", str(tmp_path / "project" / "dist")],
+                       cwd=tmp_path / "project",
+                       env=child_env(tmp_path, {"BUNDLE_LIMITS": f"{kind}=10"}))
+        assert "Traceback" not in r.err, r.err
+        assert r.code in (3, 5), r.err
+        assert f"{kind} cap" in r.err, r.err
+        doc = json.loads((tmp_path / "project" / "bundles.lock").read_text())
+        b = doc["bundles"]["h"]
+        sha = {"k3s_binary": b["k3s"]["binaries"]["amd64"]["sha256"],
+               "install_script": b["k3s"]["install_script"]["sha256"],
+               "config": b["images"][0]["platforms"]["amd64"]["config"].split(":")[1]}[kind]
+        cached = {p.name for p in build_cache.rglob("*") if p.is_file()}
+        assert not any(sha in name for name in cached), cached
+        assert not (tmp_path / "project" / "dist").exists() or not any(
+            (tmp_path / "project" / "dist").rglob("*.bundle*"))

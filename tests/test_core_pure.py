@@ -12,6 +12,7 @@ from bundler.errors import SpecError, UpstreamError
 from bundler.helmchart import merge_values
 from bundler.imagearchive import image_names
 from bundler.lockfile import FileLock, Lock, drift
+from bundler.oci import OCI_INDEX, OCI_MANIFEST
 from bundler.refs import normalize
 from bundler.spec import load_spec
 from installer import canonjson
@@ -178,8 +179,9 @@ def test_lock_roundtrip_and_drift(tmp_path: Path) -> None:
                                   "binaries": {"arm64": {"url": "b", "sha256": "s", "size": 2}},
                                   "airgap_images": {}},
                           "images": [{"ref": "docker.io/library/a:1", "digest": "sha256:1",
-                                      "media_type": "m", "platforms": {"arm64": {
-                                          "digest": "sha256:2", "size": 3, "media_type": "m",
+                                      "media_type": OCI_INDEX, "platforms": {"arm64": {
+                                          "digest": "sha256:2", "size": 3,
+                                          "media_type": OCI_MANIFEST,
                                           "config": "sha256:c"}}}],
                           "charts": [], "manifests": []}}}))
     lock = Lock.loads(json.dumps(doc), path=tmp_path / "l")
