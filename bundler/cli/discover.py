@@ -21,10 +21,12 @@ from ..gate import (
     check_fresh,
     check_spec_files,
     gate,
+    lint_lock,
     locked_images,
     missing_error,
     pullable_missing,
 )
+from ..lint import lint_error, lint_json, lint_text
 from ..lockfile import Lock
 from ..sources import Sources
 from ..spec import Spec
@@ -86,24 +88,36 @@ def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> N
               help="Content cache folder.")
 @click.option("--allow-unrendered", is_flag=True,
               help="Do not fail on charts or HelmCharts discovery could not render.")
+@click.option("--strict", is_flag=True,
+              help="Airgap lint warnings are errors (exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def check_cmd(c: Ctx, cache: Path | None, allow_unrendered: bool, as_json: bool) -> None:
+def check_cmd(c: Ctx, cache: Path | None, allow_unrendered: bool, strict: bool,
+              as_json: bool) -> None:
     """CI gate: the lock matches the spec and carries every discovered image.
 
     Uses only the lock and the cache (fetching locked chart archives by digest if needed);
-    resolves no tag. Exit 2 for a stale lock, 9 for missing images.
+    resolves no tag. Exit 2 for a stale lock, 9 for missing images. The airgap lint
+    (imagePullPolicy: Always, :latest or untagged images, custom resources nothing in the
+    bundle defines) warns on stderr, or fails (exit 2) with --strict.
     """
     spec, lock, src = _load(c, cache)
     with src:
         results = gate(spec, lock, src, allow_blind=allow_unrendered)
-    for name, (findings, missing) in results.items():
-        if missing:
-            raise missing_error(name, findings, locked_images(lock.bundles[name]),
-                                add_hint=bool(pullable_missing(missing)))
+        for name, (findings, missing) in results.items():
+            if missing:
+                raise missing_error(name, findings, locked_images(lock.bundles[name]),
+                                    add_hint=bool(pullable_missing(missing)))
+        warnings = lint_lock(spec, lock, src)
+    if strict and any(warnings.values()):
+        raise lint_error(warnings)
+    if any(warnings.values()):
+        click.echo(lint_text(warnings), err=True)
+    count = sum(len(w) for w in warnings.values())
     out(as_json, {"ok": True, "lock": str(c.lock), "spec": str(c.spec),
-                  "bundles": sorted(results)},
-        f"ok: {c.lock} matches {c.spec}; every referenced image is in its bundle")
+                  "bundles": sorted(results), "warnings": lint_json(warnings)},
+        f"ok: {c.lock} matches {c.spec}; every referenced image is in its bundle"
+        + (f" ({count} airgap lint warning(s) above)" if count else ""))
 
 
 commands = [images_cmd, check_cmd]
