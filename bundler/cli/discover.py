@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..discover import compare
+from ..discover import LOCAL_ONLY, REQUIRED_KINDS, Finding, compare
 from ..discover.report import images_report
 from ..errors import MissingImagesError
 from ..gate import (
@@ -44,6 +44,33 @@ def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
     return spec, lock, Sources(spec, cache or default_cache_dir(), frozen=True)
 
 
+def _listing(findings: list[Finding]) -> list[str]:
+    """Each referenced image with every place it was found (file or chart:template, object,
+    field), for the text output of `bundle images`."""
+    where: dict[str, list[Finding]] = {}
+    for f in findings:
+        if f.kind in REQUIRED_KINDS:
+            where.setdefault(f.image, []).append(f)
+    lines = []
+    for image, refs in sorted(where.items()):
+        lines.append(f"  {image}{' (local-only)' if refs[0].kind == LOCAL_ONLY else ''}")
+        lines += [f"    <- {f.source}: {f.location}" for f in refs]
+    return lines
+
+
+def _unlocked(spec: Spec, src: Sources, names: list[str]
+              ) -> dict[str, tuple[list[Finding], list[str]]]:
+    """Without a lock: each chart fetched as `bundle lock` would (into the cache only), and
+    compared with the images the spec lists."""
+    from ..resolve import resolve_chart
+    out = {}
+    for name in names:
+        b = spec.bundle(name)
+        charts = {ch.name: src.fetch_chart(resolve_chart(src, spec, ch)) for ch in b.charts}
+        out[name] = (bundle_findings(spec, b, charts), sorted(str(r) for r in b.images))
+    return out
+
+
 @click.command("images", context_settings=CONTEXT)
 @click.option("--bundle", "only", metavar="NAME", help="Only this bundle.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
@@ -52,21 +79,38 @@ def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
 @pass_ctx
 def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> None:
     """List every image the bundle's manifests and charts reference, where each was found
-    (file, object, field or argument) and whether the bundle carries it.
+    (file or chart template, object, field or argument) and whether the bundle carries it.
 
     Charts are rendered with Helm's own engine (helm-python-sdk) using the bundle's values.
-    Exits 9 when an image is missing or a chart/HelmChart could not be looked into.
+    With no lock yet, charts are fetched as `bundle lock` would (into the cache only; no lock
+    is written) and the bundle is what the spec lists. Exits 9 when an image is missing or a
+    chart/HelmChart could not be looked into.
     """
-    spec, lock, src = _load(c, cache)
+    from ..cache import default_cache_dir
+    from ..spec import load_spec
+    if c.lock.exists():
+        spec, lock, src = _load(c, cache)
+    else:
+        spec = load_spec(c.spec)
+        check_spec_files(spec)
+        lock, src = None, Sources(spec, cache or default_cache_dir())
     with src:
         names = [only] if only else sorted(spec.bundles)
-        reports, any_missing = {}, False
         for name in names:
-            b, bl = spec.bundle(name), lock.bundles[name]
-            findings = bundle_findings(spec, b, chart_paths(src, bl))
-            missing, _ = compare(findings, locked_images(bl))
-            any_missing |= bool(missing)
-            reports[name] = images_report(findings, locked_images(bl), as_json)
+            spec.bundle(name)  # an unknown --bundle is a clear error
+        if lock is None:
+            per_bundle = _unlocked(spec, src, names)
+        else:
+            per_bundle = {n: (bundle_findings(spec, spec.bundle(n),
+                                              chart_paths(src, lock.bundles[n])),
+                              locked_images(lock.bundles[n])) for n in names}
+    reports, any_missing = {}, False
+    for name, (findings, carried) in per_bundle.items():
+        missing, _ = compare(findings, carried)
+        any_missing |= bool(missing)
+        reports[name] = images_report(findings, carried, as_json)
+        if not as_json:
+            reports[name] = "\n".join([*_listing(findings), reports[name]])
     doc = {n: json.loads(r) for n, r in reports.items()} if as_json else None
     if any_missing:  # with --json the report rides in the one error object, as "details"
         error = MissingImagesError("images are missing from the bundle (see the report "
@@ -78,7 +122,8 @@ def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> N
             click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
         for name, text in reports.items():
-            click.echo(f"bundle {name}:\n{text}")
+            click.echo(f"bundle {name}" + ("" if lock else f" (no lock: as {c.spec} lists it)")
+                       + f":\n{text}")
     if any_missing:
         raise error
 
