@@ -14,6 +14,7 @@ from .discover import ChartInput, Finding, compare, discover
 from .discover.model import BLIND_KINDS, INVALID, LOCAL_ONLY, REQUIRED_KINDS, UNRENDERED
 from .discover.report import images_report
 from .errors import MissingImagesError, SpecError
+from .lint import LintWarning, bundle_documents, lint_documents
 from .lockfile import BundleLock, Lock
 from .sources import Sources
 from .spec import BundleSpec, Spec
@@ -84,11 +85,28 @@ def chart_paths(src: Sources, bl: BundleLock) -> dict[str, Path]:
     return {c.name: src.fetch_chart(c) for c in bl.charts}
 
 
+def _chart_inputs(bundle: BundleSpec, charts: dict[str, Path]) -> list[ChartInput]:
+    return [ChartInput(name=c.release or c.name, archive_or_dir=charts[c.name],
+                       values_files=tuple(c.values), namespace=c.namespace)
+            for c in bundle.charts]
+
+
 def bundle_findings(spec: Spec, bundle: BundleSpec, charts: dict[str, Path]) -> list[Finding]:
-    inputs = [ChartInput(name=c.release or c.name, archive_or_dir=charts[c.name],
-                         values_files=tuple(c.values), namespace=c.namespace)
-              for c in bundle.charts]
-    return discover(spec.manifest_files(bundle), inputs)
+    return discover(spec.manifest_files(bundle), _chart_inputs(bundle, charts))
+
+
+def bundle_lint(spec: Spec, bundle: BundleSpec, charts: dict[str, Path]) -> list[LintWarning]:
+    """The airgap lint warnings of one bundle (bundler.lint), over the same manifests and
+    chart renders discovery sees; files named relative to the spec folder."""
+    docs = bundle_documents(spec.manifest_files(bundle), _chart_inputs(bundle, charts),
+                            base=spec.base_dir)
+    return lint_documents(docs)
+
+
+def lint_lock(spec: Spec, lock: Lock, src: Sources) -> dict[str, list[LintWarning]]:
+    """Per bundle of the spec: its airgap lint warnings (charts from the cache by digest)."""
+    return {name: bundle_lint(spec, b, chart_paths(src, lock.bundles[name]))
+            for name, b in spec.bundles.items()}
 
 
 def locked_images(bl: BundleLock) -> list[str]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DriftError, SpecError
-from .gate import gate, missing_error, pullable_missing
+from .gate import gate, lint_lock, missing_error, pullable_missing
+from .lint import LintWarning
 from .lockfile import Lock, drift
 from .refs import parse_image_ref
 from .resolve import resolve
@@ -29,6 +30,7 @@ class LockResult:
     added: dict[str, tuple[str, ...]] = field(default_factory=dict)  # bundle -> refs
     drift: tuple[str, ...] = ()         # only for check=True: empty when up to date
     drift_hint: str = ""
+    warnings: dict[str, list[LintWarning]] = field(default_factory=dict)  # airgap lint
 
     @property
     def changed(self) -> bool:
@@ -114,7 +116,8 @@ def lock_spec(spec: Spec, src: Sources, *, previous: Lock | None, update: Iterab
     ``LockResult.drift`` (raises :class:`DriftError` when there is no previous lock).
     Otherwise the gate runs on the new lock; with ``add_discovered`` the images it finds
     missing are locked too (one more resolve, then the gate again). Raises
-    :class:`MissingImagesError` naming each image still missing.
+    :class:`MissingImagesError` naming each image still missing. The airgap lint of the new
+    lock's bundles is in ``LockResult.warnings`` (the caller decides whether it is fatal).
     """
     update = tuple(update)
     check_update(spec, update, previous)
@@ -143,7 +146,8 @@ def lock_spec(spec: Spec, src: Sources, *, previous: Lock | None, update: Iterab
             raise missing_error(name, findings, sorted(i.ref for i in new.bundles[name].images),
                                 add_hint=not add_discovered and bool(pullable_missing(missing)),
                                 missing=missing)
-    return LockResult(lock=new, previous=previous, added=added)
+    return LockResult(lock=new, previous=previous, added=added,
+                      warnings=lint_lock(spec, new, src))
 
 
 def save(path: Path, result: LockResult) -> bool:

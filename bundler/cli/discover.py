@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..discover import compare
+from ..discover import LOCAL_ONLY, REQUIRED_KINDS, Finding, compare
 from ..discover.report import images_report
 from ..errors import MissingImagesError
 from ..gate import (
@@ -21,10 +21,12 @@ from ..gate import (
     check_fresh,
     check_spec_files,
     gate,
+    lint_lock,
     locked_images,
     missing_error,
     pullable_missing,
 )
+from ..lint import lint_error, lint_json, lint_text
 from ..lockfile import Lock
 from ..sources import Sources
 from ..spec import Spec
@@ -42,6 +44,33 @@ def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
     return spec, lock, Sources(spec, cache or default_cache_dir(), frozen=True)
 
 
+def _listing(findings: list[Finding]) -> list[str]:
+    """Each referenced image with every place it was found (file or chart:template, object,
+    field), for the text output of `bundle images`."""
+    where: dict[str, list[Finding]] = {}
+    for f in findings:
+        if f.kind in REQUIRED_KINDS:
+            where.setdefault(f.image, []).append(f)
+    lines = []
+    for image, refs in sorted(where.items()):
+        lines.append(f"  {image}{' (local-only)' if refs[0].kind == LOCAL_ONLY else ''}")
+        lines += [f"    <- {f.source}: {f.location}" for f in refs]
+    return lines
+
+
+def _unlocked(spec: Spec, src: Sources, names: list[str]
+              ) -> dict[str, tuple[list[Finding], list[str]]]:
+    """Without a lock: each chart fetched as `bundle lock` would (into the cache only), and
+    compared with the images the spec lists."""
+    from ..resolve import resolve_chart
+    out = {}
+    for name in names:
+        b = spec.bundle(name)
+        charts = {ch.name: src.fetch_chart(resolve_chart(src, spec, ch)) for ch in b.charts}
+        out[name] = (bundle_findings(spec, b, charts), sorted(str(r) for r in b.images))
+    return out
+
+
 @click.command("images", context_settings=CONTEXT)
 @click.option("--bundle", "only", metavar="NAME", help="Only this bundle.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
@@ -50,21 +79,38 @@ def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
 @pass_ctx
 def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> None:
     """List every image the bundle's manifests and charts reference, where each was found
-    (file, object, field or argument) and whether the bundle carries it.
+    (file or chart template, object, field or argument) and whether the bundle carries it.
 
     Charts are rendered with Helm's own engine (helm-python-sdk) using the bundle's values.
-    Exits 9 when an image is missing or a chart/HelmChart could not be looked into.
+    With no lock yet, charts are fetched as `bundle lock` would (into the cache only; no lock
+    is written) and the bundle is what the spec lists. Exits 9 when an image is missing or a
+    chart/HelmChart could not be looked into.
     """
-    spec, lock, src = _load(c, cache)
+    from ..cache import default_cache_dir
+    from ..spec import load_spec
+    if c.lock.exists():
+        spec, lock, src = _load(c, cache)
+    else:
+        spec = load_spec(c.spec)
+        check_spec_files(spec)
+        lock, src = None, Sources(spec, cache or default_cache_dir())
     with src:
         names = [only] if only else sorted(spec.bundles)
-        reports, any_missing = {}, False
         for name in names:
-            b, bl = spec.bundle(name), lock.bundles[name]
-            findings = bundle_findings(spec, b, chart_paths(src, bl))
-            missing, _ = compare(findings, locked_images(bl))
-            any_missing |= bool(missing)
-            reports[name] = images_report(findings, locked_images(bl), as_json)
+            spec.bundle(name)  # an unknown --bundle is a clear error
+        if lock is None:
+            per_bundle = _unlocked(spec, src, names)
+        else:
+            per_bundle = {n: (bundle_findings(spec, spec.bundle(n),
+                                              chart_paths(src, lock.bundles[n])),
+                              locked_images(lock.bundles[n])) for n in names}
+    reports, any_missing = {}, False
+    for name, (findings, carried) in per_bundle.items():
+        missing, _ = compare(findings, carried)
+        any_missing |= bool(missing)
+        reports[name] = images_report(findings, carried, as_json)
+        if not as_json:
+            reports[name] = "\n".join([*_listing(findings), reports[name]])
     doc = {n: json.loads(r) for n, r in reports.items()} if as_json else None
     if any_missing:  # with --json the report rides in the one error object, as "details"
         error = MissingImagesError("images are missing from the bundle (see the report "
@@ -76,7 +122,8 @@ def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> N
             click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
         for name, text in reports.items():
-            click.echo(f"bundle {name}:\n{text}")
+            click.echo(f"bundle {name}" + ("" if lock else f" (no lock: as {c.spec} lists it)")
+                       + f":\n{text}")
     if any_missing:
         raise error
 
@@ -86,24 +133,36 @@ def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> N
               help="Content cache folder.")
 @click.option("--allow-unrendered", is_flag=True,
               help="Do not fail on charts or HelmCharts discovery could not render.")
+@click.option("--strict", is_flag=True,
+              help="Airgap lint warnings are errors (exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def check_cmd(c: Ctx, cache: Path | None, allow_unrendered: bool, as_json: bool) -> None:
+def check_cmd(c: Ctx, cache: Path | None, allow_unrendered: bool, strict: bool,
+              as_json: bool) -> None:
     """CI gate: the lock matches the spec and carries every discovered image.
 
     Uses only the lock and the cache (fetching locked chart archives by digest if needed);
-    resolves no tag. Exit 2 for a stale lock, 9 for missing images.
+    resolves no tag. Exit 2 for a stale lock, 9 for missing images. The airgap lint
+    (imagePullPolicy: Always, :latest or untagged images, custom resources nothing in the
+    bundle defines) warns on stderr, or fails (exit 2) with --strict.
     """
     spec, lock, src = _load(c, cache)
     with src:
         results = gate(spec, lock, src, allow_blind=allow_unrendered)
-    for name, (findings, missing) in results.items():
-        if missing:
-            raise missing_error(name, findings, locked_images(lock.bundles[name]),
-                                add_hint=bool(pullable_missing(missing)))
+        for name, (findings, missing) in results.items():
+            if missing:
+                raise missing_error(name, findings, locked_images(lock.bundles[name]),
+                                    add_hint=bool(pullable_missing(missing)))
+        warnings = lint_lock(spec, lock, src)
+    if strict and any(warnings.values()):
+        raise lint_error(warnings)
+    if any(warnings.values()):
+        click.echo(lint_text(warnings), err=True)
+    count = sum(len(w) for w in warnings.values())
     out(as_json, {"ok": True, "lock": str(c.lock), "spec": str(c.spec),
-                  "bundles": sorted(results)},
-        f"ok: {c.lock} matches {c.spec}; every referenced image is in its bundle")
+                  "bundles": sorted(results), "warnings": lint_json(warnings)},
+        f"ok: {c.lock} matches {c.spec}; every referenced image is in its bundle"
+        + (f" ({count} airgap lint warning(s) above)" if count else ""))
 
 
 commands = [images_cmd, check_cmd]

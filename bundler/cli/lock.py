@@ -28,18 +28,23 @@ from .context import CONTEXT, Ctx, out, pass_ctx
                    "does not list (recorded as 'discovered' in the lock).")
 @click.option("--allow-unrendered", is_flag=True,
               help="Do not fail on charts or HelmCharts discovery could not render.")
+@click.option("--strict", is_flag=True,
+              help="Airgap lint warnings are errors: exit 2 and write no lock.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, jobs: int,
-             timeout: float, add_discovered: bool, allow_unrendered: bool,
+             timeout: float, add_discovered: bool, allow_unrendered: bool, strict: bool,
              as_json: bool) -> None:
     """Resolve bundles.toml into bundles.lock (every artifact pinned by digest, per arch).
 
     Entries whose spec is unchanged keep their pins; use --update to move one. Before
     writing, every image the bundle's manifests and charts reference must be in the bundle
     (exit 9 lists each with where it was found); --add-discovered locks them instead.
+    The airgap lint (imagePullPolicy: Always, :latest or untagged images, custom resources
+    nothing in the bundle defines) warns on stderr, or fails with --strict.
     """
     from ..cache import default_cache_dir
+    from ..lint import lint_error, lint_json, lint_text
     from ..lockfile import Lock, read_lock
     from ..locking import lock_spec, save
     from ..sources import Sources
@@ -60,6 +65,10 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
             raise result.drift_error()  # with --json: the error object's details
         out(as_json, {"drift": []}, f"{c.lock} is up to date")
         return
+    if strict and any(result.warnings.values()):
+        raise lint_error(result.warnings)  # before anything is written
+    if any(result.warnings.values()):
+        click.echo(lint_text(result.warnings), err=True)
     changed = save(c.lock, result)
     new = result.lock
     summary: dict[str, dict[str, Any]] = {
@@ -73,7 +82,8 @@ def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, j
         for ref in result.added.get(n, ()):
             lines.append(f"    + {ref} (added by discovery)")
     out(as_json, {"lock": str(c.lock), "changed": changed, "bundles": summary,
-                   "added_discovered": {n: list(r) for n, r in result.added.items()}},
+                   "added_discovered": {n: list(r) for n, r in result.added.items()},
+                   "warnings": lint_json(result.warnings)},
         "\n".join(lines))
 
 
