@@ -175,6 +175,26 @@ def read_index(path: str, *, anchor: bytes, now: int,
                trusted_label: str = "this host trusts") -> PartsIndex:
     """Read and verify an index file: canonical, signed by a threshold of the ``targets`` keys
     of the device's root (advanced through the index's own chain)."""
+    doc, index = _load_index(path)
+    chain = [canonjson.encode(r) for r in doc["roots"]]
+    try:
+        trust.verify_signed_manifest(anchor, chain, canonjson.encode(doc["signed"]),
+                                     canonjson.encode({"signatures": doc["signatures"]}), now)
+    except SignatureError as e:  # the one wording of signature errors, naming both roots
+        message = e.message.replace("bundle manifest", f"parts index {os.path.basename(path)}")
+        raise SignatureError(f"{message} ({verify.root_ids(anchor, chain, trusted_label)})",
+                             hint=e.hint or "split the bundle with the key folder whose root "
+                                            "this device trusts") from None
+    return index
+
+
+def read_index_unverified(path: str) -> PartsIndex:
+    """The index, checked for form only: for ``bundle inspect``, which verifies nothing (the
+    reassembled bundle's own signature still decides wherever it is installed)."""
+    return _load_index(path)[1]
+
+
+def _load_index(path: str) -> Tuple[Dict[str, Any], PartsIndex]:
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_INDEX + 1)
@@ -188,17 +208,7 @@ def read_index(path: str, *, anchor: bytes, now: int,
     roots = doc["roots"]
     if not isinstance(roots, list) or not all(isinstance(r, dict) for r in roots):
         raise FormatError(f"parts index {path}: roots must be a list of root documents")
-    index = parse_index(doc["signed"])
-    chain = [canonjson.encode(r) for r in roots]
-    try:
-        trust.verify_signed_manifest(anchor, chain, canonjson.encode(doc["signed"]),
-                                     canonjson.encode({"signatures": doc["signatures"]}), now)
-    except SignatureError as e:  # the one wording of signature errors, naming both roots
-        message = e.message.replace("bundle manifest", f"parts index {os.path.basename(path)}")
-        raise SignatureError(f"{message} ({verify.root_ids(anchor, chain, trusted_label)})",
-                             hint=e.hint or "split the bundle with the key folder whose root "
-                                            "this device trusts") from None
-    return index
+    return doc, parse_index(doc["signed"])
 
 
 # ---------------------------------------------------------------- reassembly (device side)

@@ -9,11 +9,12 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import bundle_proc
+from tests.cli_helpers import bundle, bundle_proc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bundles import KeyDir, cli, default_spec, tree, write_spec  # noqa: E402
@@ -195,3 +196,32 @@ def test_an_index_signed_by_another_root_is_refused(
         err = json.loads(r.stdout)["error"]
         assert err["kind"] == "SignatureError" and "this host trusts" in err["message"]
     assert not (root / "usr").exists()
+
+
+# ---------------------------------------------------------------- bundle inspect / verify
+
+
+def test_bundle_inspect_and_verify_accept_the_parts_folder(
+        original: Path, keys: KeyDir, split_set: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _copy(split_set, tmp_path)
+    r = bundle(capsys, "inspect", str(folder), "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["file"] == str(folder) and doc["name"] == "edge" and doc["signatures"] == 1
+    assert doc["size"] == original.stat().st_size
+    _part(folder, original, 3).unlink()
+    index = folder / f"{original.name}.parts.json"
+    for target in (folder, index):
+        r = bundle(capsys, "verify", str(target), "--trust", str(keys.root_json), "--json")
+        assert r.code == 0, r.err
+        report = json.loads(r.out)
+        assert report["rebuilt_part"] == f"{original.name}.part-003"
+        assert report["signatures"] == "ok" and report["bundle"] == "edge"
+    _flip(_part(folder, original, 1))
+    r = bundle(capsys, "verify", str(folder), "--trust", str(keys.root_json))
+    assert r.code == 3 and f"{original.name}.part-001, {original.name}.part-003" in r.err
+    stranger = KeyDir(tmp_path / "stranger")
+    r = bundle(capsys, "verify", str(split_set), "--trust", str(stranger.root_json))
+    assert r.code == 3 and "parts index" in r.err and "this trusted root is" in r.err
+    assert not list(Path(tempfile.gettempdir()).glob("bundle-parts-*"))
