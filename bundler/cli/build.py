@@ -70,6 +70,7 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
     from ..lockfile import read_lock
     from ..spec import load_spec
 
+    part_limit = _part_limit(max_part_size)  # a bad size fails before anything is read
     spec = load_spec(c.spec)
     lock = read_lock(c.lock)
     keys_dir = _signing_keys(spec.signing_keys, keys_dir, unsigned)
@@ -95,7 +96,6 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
         from ..provenance import sigstore_preflight
         sigstore_preflight()
     sign = _signer(keys_dir) if keys_dir else None
-    part_limit = _part_limit(max_part_size)
     results: list[dict[str, Any]] = []
     provenance: dict[Path, bytes] = {}
 
