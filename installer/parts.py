@@ -380,9 +380,11 @@ class FromParts:
                 "rebuilt_part": self.rebuilt}
 
 
-def holds_parts(folder: str) -> bool:
-    """True for a folder holding at least one parts index."""
-    return os.path.isdir(folder) and any(n.endswith(INDEX_SUFFIX) for n in os.listdir(folder))
+def holds_parts(source: str) -> bool:
+    """True for a parts index file, or a folder holding at least one."""
+    if source.endswith(INDEX_SUFFIX):
+        return True
+    return os.path.isdir(source) and any(n.endswith(INDEX_SUFFIX) for n in os.listdir(source))
 
 
 def pick_index(folder: str, arch: str) -> Optional[str]:
@@ -419,7 +421,11 @@ def bundle_source(folder: str, *, arch: str, anchor: bytes, now: int, work_dir: 
     while it is copied (once) into a private folder under ``work_dir``, one missing or damaged
     part is rebuilt from parity, and every bad part is named when that is impossible. The
     private folder is removed when the block ends."""
-    path = pick_index(folder, arch)
+    if folder.endswith(INDEX_SUFFIX) and not os.path.isdir(folder):
+        path: Optional[str] = folder  # the index file itself
+        folder = os.path.dirname(folder) or "."
+    else:
+        path = pick_index(folder, arch)
     if path is None:
         yield None
         return

@@ -128,6 +128,11 @@ def test_verify_folder_reports_the_rebuilt_part_and_changes_nothing(
     assert r.returncode == 0, r.stderr
     assert f"rebuilt part {original.name}.part-002 from parity" in r.stdout
     assert r.stdout.startswith("OK ")
+    r = cli("verify", folder / f"{original.name}.parts.json", "--root", root, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["rebuilt_part"] == f"{original.name}.part-002"
+    assert doc["bundle"] == str(folder)
     staging = root / "var/lib/rancher/airgap/staging"
     assert {k: v for k, v in tree(root).items()
             if not k.startswith(str(staging.relative_to(root)))} == before
