@@ -55,9 +55,13 @@ def _root(base: Path, keys: KeyDir) -> Path:
 
 
 def _installed_tree(root: Path) -> dict[str, tuple[str, str, int]]:
-    """The root after an install, without what names the transaction (ids, times)."""
-    skip = ("var/lib/rancher/airgap",)
-    return {k: v for k, v in tree(root).items() if not k.startswith(skip)}
+    """The root after an install (live files, kept release copies, trust anchor), without the
+    state files, which record install times."""
+    skip = tuple(f"var/lib/rancher/airgap/{n}" for n in
+                 ("state.json", "journal.json", "install.lock"))
+    out = {k: v for k, v in tree(root).items() if not k.startswith(skip)}
+    assert any(k.startswith("var/lib/rancher/airgap/releases/") for k in out)
+    return out
 
 
 @pytest.fixture(scope="module")
