@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +79,17 @@ def _parity_chunks(paths: list[Path], size: int) -> Iterator[bytes]:
             f.close()
 
 
+def _drop_stale(folder: Path, name: str, count: int, parity: bool) -> None:
+    """Parts of an earlier split of the same bundle name that the new index does not list
+    (more parts, or a parity part) would only confuse a reader of the folder and its sums."""
+    for p in folder.glob(f"{name}.part-*"):
+        m = fmt.PART_RE.search(p.name)
+        number = int(m.group(1)) if m else None
+        if (number is not None and number > count) or \
+                (p.name == name + fmt.PARITY_SUFFIX and not parity):
+            p.unlink(missing_ok=True)
+
+
 def split(bundle: Path, *, max_part_size: int, parity: bool,
           sign: Callable[[bytes], bytes] | None, roots: list[bytes],
           on_bytes: Callable[[int], None] | None = None) -> SplitResult:
@@ -126,5 +141,40 @@ def split(bundle: Path, *, max_part_size: int, parity: bool,
             p.unlink(missing_ok=True)
         raise
     bundle.unlink()
+    _drop_stale(folder, name, count, parity)
     return SplitResult(folder / fmt.index_name(name), tuple(written[:count]),
                        written[count] if parity else None)
+
+
+def is_parts(path: Path) -> bool:
+    """A folder holding a parts index, or an index file itself."""
+    return path.name.endswith(fmt.INDEX_SUFFIX) or fmt.holds_parts(str(path))
+
+
+def _index_file(path: Path) -> Path:
+    if not path.is_dir():
+        return path
+    found = sorted(p for p in path.iterdir() if p.name.endswith(fmt.INDEX_SUFFIX))
+    if len(found) > 1:
+        raise SpecError(f"{path} holds several parts sets: "
+                        + ", ".join(p.name for p in found),
+                        hint=f"pass one index file, e.g. {found[0]}")
+    return found[0]
+
+
+@contextmanager
+def reassembled(path: Path, *, anchor: bytes | None,
+                trusted_label: str = "this trusted root is") -> Iterator[tuple[Path, str | None]]:
+    """The bundle of a parts folder (or index file) ``path``, reassembled by the installer's
+    own code into a temporary folder (``$TMPDIR``; removed afterwards), and the part rebuilt
+    from parity, if any. With ``anchor`` the index's signature is verified first."""
+    index_path = _index_file(path)
+    index = (fmt.read_index(str(index_path), anchor=anchor, now=int(time.time()),
+                            trusted_label=trusted_label) if anchor is not None
+             else fmt.read_index_unverified(str(index_path)))
+    tmp = tempfile.mkdtemp(prefix="bundle-parts-")
+    try:
+        done = fmt.reassemble(str(index_path.parent), index, tmp)
+        yield Path(done.path), done.rebuilt
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -8,8 +8,10 @@ from pathlib import Path
 from installer.fsio import hash_file
 
 SUMS_NAME = "SHA256SUMS"
-# what goes onto the stick: every bundle, its Sigstore provenance, the installer and its guide
-_PATTERNS = ("*.tar", "*.sigstore.json", "airgap-install.pyz", "INSTALL.txt")
+# what goes onto the stick: every bundle (or its parts, parity part and index), its Sigstore
+# provenance, the installer and its guide
+_PATTERNS = ("*.tar", "*.tar.part-*", "*.tar.parts.json", "*.sigstore.json",
+             "airgap-install.pyz", "INSTALL.txt")
 
 
 def sums_members(folder: Path) -> list[Path]:

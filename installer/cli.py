@@ -191,6 +191,8 @@ def _text(result: Dict[str, Any]) -> List[str]:
         verb = "pinned" if result["changed"] else "already pinned:"
         lines.append(f"{verb} root v{result['root_version']} fingerprint "
                      f"{result['fingerprint']} at {result['pinned']}")
+    if result.get("rebuilt_part"):  # a parts folder (installer/parts.py)
+        lines.append("  rebuilt part {} from parity".format(result["rebuilt_part"]))
     if action in ("installed", "reconfigured", "rolled-back"):
         lines.append("  options: " + _options(result["current"]["options"]))
         changed = result["current"].get("options_changed") or []

@@ -12,14 +12,16 @@ import hashlib
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import IO, Any, Callable, Dict, Optional
+from typing import IO, Any, Callable, ContextManager, Dict, Optional
 
 from . import (
     bundlefmt,
     failpoint,
     imagecache,
     options,
+    parts,
     policy,
     preflight,
     repair,
@@ -85,7 +87,28 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
 
 def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
                   progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """Full check of a bundle (signatures, envelope, every member hashed); writes nothing."""
+    """Full check of a bundle (signatures, envelope, every member hashed); writes nothing
+    but a parts set's reassembled copy, removed again (installer/parts.py)."""
+    with _from_parts(layout, source, arch, progress=progress) as got:
+        result = _verify_bundle(layout, got.source if got else source, arch, progress)
+        return {**result, **got.fields()} if got else result
+
+
+def _from_parts(layout: Layout, source: str, arch: Optional[str], *,
+                report: Optional[Report] = None,
+                progress: Optional[Progress] = None) -> ContextManager[Optional[parts.FromParts]]:
+    """A parts folder (installer/parts.py) as a private folder holding the verified,
+    reassembled bundle; anything else stays as given (None)."""
+    if not parts.holds_parts(source):
+        return nullcontext(None)
+    return parts.bundle_source(source, arch=preflight.host_arch(layout, arch),
+                               anchor=verify.read_anchor(layout),
+                               now=verify.now_for(load_state(layout)[0].time_ratchet),
+                               work_dir=layout.staging, report=report, progress=progress)
+
+
+def _verify_bundle(layout: Layout, source: str, arch: Optional[str],
+                   progress: Optional[Progress]) -> Dict[str, Any]:
     path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
     anchor = verify.read_anchor(layout)
     state, _ = load_state(layout)
@@ -114,7 +137,11 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
         recovered = txn.recover(layout, report, output)
         if recovered:
             report(recovered)
-        return _install_locked(layout, req, report, output, progress)
+        with _from_parts(layout, req.source, req.arch, report=report,
+                         progress=progress) as got:  # a folder of split parts
+            result = _install_locked(layout, replace(req, source=got.source) if got else req,
+                                     report, output, progress)
+            return {**result, **got.fields()} if got else result
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,

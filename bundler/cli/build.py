@@ -41,11 +41,19 @@ from .context import CONTEXT, ArchType, Ctx, pass_ctx
 @click.option("--force", is_flag=True,
               help="Write the bundle even when the output folder already holds an identical, "
                    "verified one (default: leave it in place, 'up to date').")
+@click.option("--max-part-size", "max_part_size", metavar="SIZE", default=None,
+              help="Split each bundle larger than SIZE (e.g. 4G for FAT32; K/M/G/T = 1024 "
+                   "powers) into parts with a signed index, as `bundle split` does "
+                   "(default: one file).")
+@click.option("--parity", type=click.IntRange(0, 1), default=1, show_default=True,
+              help="Parity parts per split bundle: 1 rebuilds any ONE lost or damaged part; "
+                   "0 writes none.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Path,
               frozen: bool, cache: Path | None, keys_dir: Path | None, unsigned: bool,
-              sigstore: bool, jobs: int, timeout: float, force: bool, as_json: bool) -> None:
+              sigstore: bool, jobs: int, timeout: float, force: bool, max_part_size: str | None,
+              parity: int, as_json: bool) -> None:
     """Build DIR/<name>-<version>-<arch>.tar from bundles.lock, in the shape K3s consumes.
 
     Fetches exactly the locked digests (never re-resolves a tag), verifies every byte,
@@ -62,6 +70,7 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
     from ..lockfile import read_lock
     from ..spec import load_spec
 
+    part_limit = _part_limit(max_part_size)  # a bad size fails before anything is read
     spec = load_spec(c.spec)
     lock = read_lock(c.lock)
     keys_dir = _signing_keys(spec.signing_keys, keys_dir, unsigned)
@@ -99,10 +108,12 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
     def done(res: BuildResult) -> None:
         extra = _write_sigstore(res.path, provenance.pop(res.path, None), res.manifest,
                                 sigstore)
+        size = res.path.stat().st_size
+        split = _split(res.path, part_limit, parity=parity == 1, keys_dir=keys_dir)
         _write_usb_extras(out, [r["bundle"] for r in results] + [str(res.path)])
         results.append({"bundle": str(res.path), "name": res.manifest.name,
                         "arch": res.manifest.arch, "version": res.manifest.version,
-                        "size": res.path.stat().st_size, "signed": keys_dir is not None,
+                        "size": size, "signed": keys_dir is not None, "parts": split,
                         "root_fingerprint": fingerprint, "sigstore": extra,
                         "downloads": res.downloads, "cache_hits": res.cache_hits,
                         "up_to_date": res.up_to_date,
@@ -129,7 +140,36 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
             how = f"signed for root {fingerprint}" if r["signed"] else "UNSIGNED"
             state = "up to date" if r["up_to_date"] else "built"
             click.echo(f"{state} {r['bundle']} ({human_bytes(r['size'])}, {how})")
+            if r["parts"]:
+                p = r["parts"]
+                click.echo(f"  split into {len(p['parts'])} parts"
+                           f"{' + parity' if p['parity'] else ''}; index {p['index']}")
         click.echo(f"wrote {out / 'airgap-install.pyz'}, {out / 'INSTALL.txt'} and {sums}")
+
+
+def _part_limit(text: str | None) -> int | None:
+    """``--max-part-size`` in bytes, checked before anything is fetched."""
+    if text is None:
+        return None
+    from ..parts import parse_size, part_size_for
+    limit = parse_size(text)
+    part_size_for(limit)  # refuses a size too small for a part
+    return limit
+
+
+def _split(bundle: Path, limit: int | None, *, parity: bool,
+           keys_dir: Path | None) -> dict[str, Any] | None:
+    """Split a bundle larger than ``limit`` with the one splitter (bundler/parts.py); the
+    index is signed like the bundle (unsigned with it)."""
+    if limit is None or bundle.stat().st_size < limit:
+        return None
+    from .. import keys
+    from ..parts import split
+    res = split(bundle, max_part_size=limit, parity=parity,
+                sign=(lambda b: keys.sign_manifest(keys_dir, b)) if keys_dir else None,
+                roots=keys.root_chain(keys_dir) if keys_dir else [])
+    return {"index": str(res.index), "parts": [str(p) for p in res.parts],
+            "parity": str(res.parity) if res.parity else None}
 
 
 def _signing_keys(from_spec: Path | None, option: Path | None, unsigned: bool) -> Path | None:
@@ -207,7 +247,8 @@ def _write_usb_extras(out: Path, bundle_paths: list[str]) -> Path:
     from installer.fsio import write_verified
 
     from ..sums import sha256sums
-    names = sorted({p.name for p in out.glob("*.tar")} | {Path(b).name for b in bundle_paths})
+    names = sorted({p.name for p in out.glob("*.tar")} | {Path(b).name for b in bundle_paths}
+                   | {p.name[:-len(".parts.json")] for p in out.glob("*.tar.parts.json")})
     for path, data, mode in ((out / "airgap-install.pyz", zipapp.zipapp_bytes(), 0o755),
                              (out / "INSTALL.txt", zipapp.install_txt(names).encode(), 0o644)):
         try:

@@ -48,7 +48,7 @@ def read_sbom(file: Path, member: Any) -> bytes | None:
 
 
 @click.command("inspect", context_settings=CONTEXT)
-@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=Path, exists=True))
 @click.option("--sbom", "show_sbom", is_flag=True,
               help="Print the bundle's CycloneDX SBOM document instead of the summary.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -57,14 +57,19 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
 
     Works on a read-only medium. This does not verify signatures or payload bytes: use
     `bundle verify` or `airgap-install verify` for that. The root fingerprint shown is the
-    newest root the bundle ships; a device shows the same for the same root.
+    newest root the bundle ships; a device shows the same for the same root. FILE may be a
+    folder of split parts (or its .parts.json index): they are reassembled in $TMPDIR first.
     """
     from installer.bundlefmt import BundleReader
     from installer.canonjson import loads_strict
 
     from ..errors import SpecError
+    from ..parts import is_parts, reassembled
     from ..sbom import SBOM_PATH, summary
 
+    shown = file
+    if is_parts(file):
+        file = click.get_current_context().with_resource(reassembled(file, anchor=None))[0]
     with open(file, "rb") as f:
         header = BundleReader(f, what=str(file)).header()
     from ..specfiles import secret_warnings
@@ -82,13 +87,13 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
         return
     bom = summary(json.loads(sbom_bytes)) if sbom_bytes else None
     chain = root_chain_info(header.roots)
-    doc = {**m.to_json(), "file": str(file), "size": os.stat(file).st_size,
+    doc = {**m.to_json(), "file": str(shown), "size": os.stat(file).st_size,
            "signatures": len(sigs), **chain, "sbom": bom}
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
     w = click.echo
-    w(f"{file}: bundle {m.name} {m.version} for {m.arch}, K3s {m.k3s_version}")
+    w(f"{shown}: bundle {m.name} {m.version} for {m.arch}, K3s {m.k3s_version}")
     w(f"  roles: {', '.join(m.roles)}; lock {m.lock_digest}")
     newest = chain["roots"][-1] if chain["roots"] else None
     root_text = (f"v{newest['version']} fingerprint {newest['fingerprint']}" if newest

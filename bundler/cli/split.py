@@ -29,10 +29,10 @@ def split_cmd(bundle_file: Path, max_part_size: str, parity: bool, keys_dir: Pat
     BUNDLE.parts.json beside it; the parts replace BUNDLE.
 
     \b
-    The format and the device-side reassembly (one lost or damaged part rebuilt from
-    parity, every bad part named otherwise) are in installer/parts.py; `airgap-install`
-    does not read parts directly yet: on the device, `cat BUNDLE.part-??? > BUNDLE`
-    rebuilds an undamaged set. A bundle that already fits is left as it is.
+    On the device, `airgap-install verify|install FOLDER` reads the parts set (one lost or
+    damaged part rebuilt from parity, every bad part named otherwise; installer/parts.py).
+    `bundle build --max-part-size` splits as it builds. A bundle that already fits is left
+    as it is.
     """
     from installer.policy import human_bytes
 
