@@ -17,6 +17,7 @@ from typing import IO, Any, Callable, Dict, Optional
 
 from . import (
     bundlefmt,
+    delta,
     failpoint,
     imagecache,
     options,
@@ -114,7 +115,12 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
         recovered = txn.recover(layout, report, output)
         if recovered:
             report(recovered)
-        return _install_locked(layout, req, report, output, progress)
+        with delta.expanded(layout, req.source, report=report) as (source, info):
+            result = _install_locked(layout, replace(req, source=source), report, output,
+                                     progress)
+        if info:  # a delta: installed as the full bundle it rebuilt (installer/delta.py)
+            result.update(bundle=req.source, delta=info)
+        return result
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,
