@@ -121,7 +121,7 @@ def test_delta_over_the_wrong_base_is_refused_before_any_change(
     wrong = write_delta(b["3.0.0"], load_base(b["2.0.0"]))[0]  # type: ignore[index]
     before = tree(root)
     r = cli("install", wrong, "--root", root, "--skip-start")
-    assert r.returncode != 0
+    assert r.returncode == 4, (r.returncode, r.stderr)
     needed = hashlib.sha256(_header(b["2.0.0"]).manifest_bytes).hexdigest()  # type: ignore
     state = json.loads(cli("status", "--root", root, "--json").stdout)
     assert needed in r.stderr and state["installed"]["digest"] in r.stderr, r.stderr
