@@ -282,15 +282,59 @@ class Delta:
     base_version: str
     target_digest: str      # sha256 of this delta's manifest.json (the FULL result)
     carried: Tuple[str, ...]  # member paths present in the delta, in manifest order
+    # path -> segments rebuilding that carried images archive: ("lit", n) is the next n bytes
+    # of its payload entry, ("ref", base path, offset, size, sha256) a blob of the base
+    patches: Tuple[Tuple[str, Tuple[Tuple[Any, ...], ...]], ...] = ()
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": DELTA_FORMAT,
                 "base": {"digest": self.base_digest, "name": self.base_name,
                          "version": self.base_version},
-                "target": self.target_digest, "carried": list(self.carried)}
+                "target": self.target_digest, "carried": list(self.carried),
+                "patches": {p: [list(s) for s in segs] for p, segs in self.patches}}
 
     def to_bytes(self) -> bytes:
         return canonjson.encode(self.to_json())
+
+    def segments(self, path: str) -> Optional[Tuple[Tuple[Any, ...], ...]]:
+        return dict(self.patches).get(path)
+
+
+def delta_payload(manifest: Manifest, delta: Delta) -> List[Member]:
+    """The members a delta's tar holds, as its headers say: the carried ones, a patched
+    archive with only its literal bytes (one rule for the writer and the reader)."""
+    out = []
+    carried = set(delta.carried)
+    for m in manifest.members:
+        if m.path not in carried:
+            continue
+        segs = delta.segments(m.path)
+        if segs is not None:
+            m = Member(m.path, sum(s[1] for s in segs if s[0] == "lit"), "", m.mode, m.kind)
+        out.append(m)
+    return out
+
+
+def _check_segments(path: str, segs: Any, size: int) -> None:
+    total = 0
+    for seg in segs:
+        ok = (isinstance(seg, (list, tuple)) and seg and
+              (seg[0] == "lit" and len(seg) == 2 and _nonneg(seg[1]) or
+               seg[0] == "ref" and len(seg) == 5 and isinstance(seg[1], str) and
+               _nonneg(seg[2]) and _nonneg(seg[3]) and isinstance(seg[4], str) and
+               bool(_SHA_RE.match(seg[4]))))
+        if not ok:
+            raise FormatError(f"{DELTA_NAME}: a segment of {path!r} is malformed")
+        if seg[0] == "ref":
+            check_member_path(seg[1], "images")
+        total += seg[1] if seg[0] == "lit" else seg[3]
+    if total != size:
+        raise FormatError(f"{DELTA_NAME}: the segments of {path!r} make {total} bytes, the "
+                          f"manifest says {size}")
+
+
+def _nonneg(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def validate_delta(delta: Delta, manifest: Manifest, manifest_bytes: bytes) -> Delta:
@@ -314,6 +358,10 @@ def validate_delta(delta: Delta, manifest: Manifest, manifest_bytes: bytes) -> D
         positions.append(order.index(path))
     if positions != sorted(set(positions)):
         raise FormatError(f"{DELTA_NAME}: carried members must be unique and in manifest order")
+    for path, segs in delta.patches:
+        if path not in delta.carried:
+            raise FormatError(f"{DELTA_NAME} patches {path!r}, which it does not carry")
+        _check_segments(path, segs, manifest.member(path).size)
     policy.parse_version(delta.base_version)
     return delta
 
@@ -330,10 +378,16 @@ def parse_delta(data: bytes, manifest: Manifest, manifest_bytes: bytes) -> Delta
     carried = _req(doc, "carried", list, DELTA_NAME)
     if not all(isinstance(p, str) for p in carried):
         raise FormatError(f"{DELTA_NAME}: carried must list member paths")
+    patches = _req(doc, "patches", dict, DELTA_NAME)
+    if not all(isinstance(v, list) for v in patches.values()):
+        raise FormatError(f"{DELTA_NAME}: patches must map paths to segment lists")
     delta = Delta(base_digest=_req(base, "digest", str, "delta.base"),
                   base_name=_req(base, "name", str, "delta.base"),
                   base_version=_req(base, "version", str, "delta.base"),
-                  target_digest=_req(doc, "target", str, DELTA_NAME), carried=tuple(carried))
+                  target_digest=_req(doc, "target", str, DELTA_NAME), carried=tuple(carried),
+                  patches=tuple((p, tuple(tuple(x) if isinstance(x, list) else x
+                                          for x in segs))
+                                for p, segs in sorted(patches.items())))
     if delta.to_bytes() != data:
         raise FormatError(f"{DELTA_NAME} holds fields this installer does not know")
     return validate_delta(delta, manifest, manifest_bytes)
@@ -428,7 +482,7 @@ def iter_bundle(
     if delta is not None:
         validate_delta(delta, manifest, manifest_bytes)
         small.insert(0, (DELTA_NAME, delta.to_bytes()))
-        members = [m for m in manifest.members if m.path in set(delta.carried)]
+        members = delta_payload(manifest, delta)
     for name, data in small:
         block = (_entry_header(name, len(data), 0o644, mtime) + data +
                  bytes(-len(data) % tarfile.BLOCKSIZE))
@@ -567,8 +621,7 @@ class BundleReader:
         header = self.header()
         listed: Sequence[Member] = header.manifest.members
         if self.delta is not None:
-            carried = set(self.delta.carried)
-            listed = [m for m in listed if m.path in carried]
+            listed = delta_payload(header.manifest, self.delta)
         for expected in listed:
             entry = self._next()
             if entry is None:

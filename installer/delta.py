@@ -21,11 +21,12 @@ A crash leaves only ``staging/<tx>/``, which recovery removes.
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Tuple
 
-from . import bundlefmt, failpoint, txn, verify
+from . import bundlefmt, failpoint, tarstream, txn, verify
 from .bundlefmt import Member
 from .errors import DigestMismatch, FormatError, PolicyRefusal
 from .fsio import iter_file, write_verified
@@ -34,6 +35,44 @@ from .state import load_state
 from .tarstream import TarStream
 
 Report = Callable[[str], None]
+_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+MIN_REF = 64 * 1024   # a blob smaller than this travels in the delta (a reference costs ~150 B)
+MAX_ARCHIVE_ENTRIES = 1_000_000
+
+
+def archive_blobs(f: BinaryIO, *, start: int, size: int,
+                  what: str) -> List[Tuple[str, int, int]]:
+    """``(sha256 hex, data offset from start, size)`` of every ``blobs/sha256/<hex>`` file of
+    a plain-tar OCI layout (an images archive as ``bundler/imagearchive.py`` writes it), read
+    from its headers only (``tarstream``'s header parsers; data is seeked over)."""
+    out = []
+    pos = 0
+    for _ in range(MAX_ARCHIVE_ENTRIES):
+        if pos + tarstream.BLOCK > size:
+            break
+        f.seek(start + pos)
+        block = f.read(tarstream.BLOCK)
+        if block == bytes(tarstream.BLOCK):
+            break
+        b = tarstream.parse_block(block, what=what)
+        pos += tarstream.BLOCK
+        name, length = b.name, b.size
+        if b.type == b"x":
+            if length > tarstream.MAX_PAX_HEADER:
+                raise FormatError(f"{what}: a pax header of {length} bytes")
+            pax = tarstream.parse_pax(f.read(length), what=what)
+            pos += length + (-length % tarstream.BLOCK)
+            f.seek(start + pos)
+            b = tarstream.parse_block(f.read(tarstream.BLOCK), what=what)
+            pos += tarstream.BLOCK
+            name, length = pax.get("path", b.name), int(pax.get("size", b.size))
+        if b.type == b"0" and name.startswith("blobs/sha256/") and \
+                _HEX_RE.match(name[len("blobs/sha256/"):]):
+            out.append((name[len("blobs/sha256/"):], pos, length))
+        pos += length + (-length % tarstream.BLOCK)
+    return out
 
 
 def is_delta(path: str) -> bool:
@@ -126,6 +165,10 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
                     f"({'absent' if size < 0 else f'{size} bytes'}, expected {member.size})",
                     hint="run `airgap-install install` of the installed bundle again to "
                          "repair the kept release, or install the full bundle")
+        for member_path, segs in delta.patches:
+            for seg in segs:
+                if seg[0] == "ref":
+                    _check_ref(layout, delta.base_digest, seg, member_path)
         report(f"delta {name}: over {delta.base_name} {delta.base_version}, "
                f"{len(carried)} of {len(m.members)} members carried; rebuilding the full "
                "bundle in staging")
@@ -135,6 +178,10 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
             if member.path in carried:
                 got, data = next(payload)
                 assert got.path == member.path
+                segs = delta.segments(member.path)
+                if segs is not None:
+                    return _checked(_patched(layout, delta.base_digest, segs, data), member,
+                                    what=f"{member.path} rebuilt from the delta and the base")
                 return _checked(iter_file(data, limit=member.size),  # type: ignore[arg-type]
                                 member, what=f"delta member {member.path}")
             return _from_file(have[member.sha256], member)
@@ -158,11 +205,41 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
             shutil.rmtree(folder, ignore_errors=True)
             raise
     failpoint.hit("after-delta-rebuild")
-    carried_bytes = sum(x.size for x in m.members if x.path in carried)
+    carried_bytes = sum(x.size for x in bundlefmt.delta_payload(m, delta))
     return folder, rebuilt, {"base": delta.base_digest, "carried": len(carried),
                              "carried_bytes": carried_bytes,
                              "reused_bytes": m.payload_size - carried_bytes,
                              "delta_size": os.stat(path).st_size}
+
+
+def _check_ref(layout: Layout, base: str, seg: Tuple[Any, ...], member_path: str) -> None:
+    src = layout.release_file(base, seg[1])
+    try:
+        size = os.stat(src).st_size
+    except OSError:
+        size = -1
+    if size < seg[2] + seg[3]:
+        raise DigestMismatch(
+            f"the base file {src} that {member_path} needs (blob sha256:{seg[4][:16]}) is "
+            f"missing or damaged ({'absent' if size < 0 else f'{size} bytes'})",
+            hint="run `airgap-install install` of the installed bundle again to repair the "
+                 "kept release, or install the full bundle")
+
+
+def _patched(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]],
+             data: Any) -> Iterator[bytes]:
+    """An images archive from its segments: literal bytes from the delta, blobs from the
+    base's kept archives (each checked against its sha256 name)."""
+    for seg in segs:
+        if seg[0] == "lit":
+            yield from iter_file(data, limit=seg[1])
+            continue
+        src = layout.release_file(base, seg[1])
+        blob = Member(seg[1], seg[3], seg[4], 0o644, "images")
+        with open(src, "rb") as f:
+            f.seek(seg[2])
+            yield from _checked(iter_file(f, limit=seg[3]), blob,
+                                what=f"blob sha256:{seg[4]} of the base file {src}")
 
 
 def _from_file(path: str, member: Member) -> Iterator[bytes]:

@@ -37,6 +37,8 @@ class Receipt:
     k3s_version: str
     role: str
     members: Tuple[bundlefmt.Member, ...]
+    # images archive path -> its blobs (sha256 hex, data offset, size), for blob deltas
+    blobs: Tuple[Tuple[str, Tuple[Tuple[str, int, int], ...]], ...] = ()
 
     def to_json(self) -> Dict[str, Any]:
         return {"format": FORMAT,
@@ -44,7 +46,8 @@ class Receipt:
                            "digest": self.digest},
                 "k3s_version": self.k3s_version, "role": self.role,
                 "members": [{"path": m.path, "kind": m.kind, "size": m.size,
-                             "sha256": m.sha256} for m in self.members]}
+                             "sha256": m.sha256} for m in self.members],
+                "blobs": {p: [list(b) for b in bl] for p, bl in self.blobs}}
 
     def to_bytes(self) -> bytes:
         return canonjson.encode(self.to_json())
@@ -83,10 +86,22 @@ def parse(data: bytes) -> Receipt:
         if not _SHA_RE.match(member.sha256) or member.size < 0:
             raise FormatError(f"receipt: member {member.path!r} has a bad sha256 or size")
         members.append(member)
+    blobs = []
+    paths = {m.path for m in members}
+    for path, listed in sorted(_get(doc, "blobs", dict).items()):
+        if path not in paths or not isinstance(listed, list):
+            raise FormatError(f"receipt: blobs of {path!r}, which it does not list")
+        for blob in listed:
+            if not (isinstance(blob, list) and len(blob) == 3 and isinstance(blob[0], str)
+                    and _SHA_RE.match(blob[0]) and all(isinstance(x, int) and
+                                                       not isinstance(x, bool) and x >= 0
+                                                       for x in blob[1:])):
+                raise FormatError(f"receipt: a blob entry of {path!r} is malformed")
+        blobs.append((path, tuple((x[0], x[1], x[2]) for x in listed)))
     receipt = Receipt(name=_get(b, "name", str), version=_get(b, "version", str),
                       arch=_get(b, "arch", str), digest=_get(b, "digest", str),
                       k3s_version=_get(doc, "k3s_version", str), role=_get(doc, "role", str),
-                      members=tuple(members))
+                      members=tuple(members), blobs=tuple(blobs))
     if not _SHA_RE.match(receipt.digest):
         raise FormatError("receipt: bundle.digest is not a manifest sha256")
     if receipt.arch not in bundlefmt.ARCHES:
@@ -118,8 +133,20 @@ def of_host(layout: Layout) -> Receipt:
                           hint="run `airgap-install install` of the installed bundle again "
                                "to repair the kept release")
     m = bundlefmt.parse_manifest(data)
+    from .delta import archive_blobs
+    blobs = []
+    for member in m.members:
+        if member.kind == "images" and member.path.endswith(".tar"):
+            kept = layout.release_file(cur.digest, member.path)
+            try:
+                with open(kept, "rb") as f:
+                    found = archive_blobs(f, start=0, size=member.size, what=kept)
+            except (OSError, FormatError):
+                continue  # not an OCI layout we can index: it travels whole if it changes
+            blobs.append((member.path, tuple(found)))
     return Receipt(name=m.name, version=m.version, arch=m.arch, digest=cur.digest,
-                   k3s_version=m.k3s_version, role=cur.role, members=m.members)
+                   k3s_version=m.k3s_version, role=cur.role, members=m.members,
+                   blobs=tuple(blobs))
 
 
 def write(layout: Layout, out: str) -> Dict[str, Any]:
