@@ -208,3 +208,85 @@ def test_a_delta_is_refused_by_plain_readers(world: Dict[str, object]) -> None:
             bundlefmt.BundleReader(f, what="d").header()
     r = cli("verify", world["delta"], "--root", world["v1root"])
     assert r.returncode != 0 and "delta bundle" in r.stderr
+
+
+def _oci_world(base: Path) -> Dict[str, object]:
+    """v1 and v2 whose images archive (written by bundler/imagearchive.py) holds three images
+    sharing a 1 MiB layer; v2 changes one image's top layer."""
+    import random
+
+    from bundler.imagearchive import ArchiveImage, ArchivePlan, Blob
+    blobs = base / "blobs"
+    blobs.mkdir()
+    gz = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+    def blob(data: bytes, media: str = gz) -> Blob:
+        h = hashlib.sha256(data).hexdigest()
+        (blobs / h).write_bytes(data)
+        return Blob("sha256:" + h, len(data), blobs / h, media)
+
+    rng = random.Random(14)
+    shared = blob(bytes(rng.getrandbits(8) for _ in range(MiB)))
+
+    def image(n: int, top: Blob) -> ArchiveImage:
+        config = blob(json.dumps({"n": n, "top": top.digest}).encode(), "config")
+        manifest = blob(json.dumps({"config": config.digest, "layers": [
+            shared.digest, top.digest]}).encode(), "manifest")
+        return ArchiveImage((f"registry.local/app{n}:v1",), manifest,
+                            "application/vnd.oci.image.manifest.v1+json",
+                            (config, shared, top))
+
+    tops = [blob(os.urandom(100 * 1024)) for _ in range(4)]
+    keys = KeyDir(base / "keys")
+    out = {}
+    for v, images in (("1.0.0", [image(n, tops[n]) for n in range(3)]),
+                      ("2.0.0", [image(0, tops[0]), image(1, tops[3]), image(2, tops[2])])):
+        plan = ArchivePlan(tuple(images), False, 1_790_000_000)
+        spec = default_spec(v)
+        spec.images = {"edge-images-amd64.tar": b"".join(plan.chunks())}
+        folder = base / v
+        folder.mkdir()
+        out[v] = write_spec(spec, keys, folder)
+    root = base / "root"
+    assert cli("trust", keys.root_json, "--root", root).returncode == 0
+    assert cli("install", out["1.0.0"], "--root", root, "--server", "--skip-start"
+               ).returncode == 0
+    ref = base / "ref"
+    shutil.copytree(str(root), str(ref), symlinks=True)
+    assert cli("install", out["2.0.0"], "--root", ref, "--skip-start").returncode == 0
+    return {"b": out, "root": root, "ref": ref, "shared": shared.digest.split(":")[1]}
+
+
+def test_blob_delta_rebuilds_the_images_archive_byte_for_byte(tmp_path: Path) -> None:
+    """The changed images archive travels as its new blobs and headers only; the device
+    rebuilds it from the base's kept archive; the tree equals the full install's; from a
+    receipt and from the old bundle alike; a corrupted shared blob on the device is refused
+    before any change."""
+    w = _oci_world(tmp_path)
+    b = w["b"]
+    root = Path(str(w["root"]))
+    rec = tmp_path / "receipt.json"
+    assert cli("receipt", "--root", root, "--out", rec).returncode == 0
+    from_receipt, d1 = write_delta(b["2.0.0"], load_base(rec))  # type: ignore[index]
+    from_bundle, d2 = write_delta(b["2.0.0"], load_base(b["1.0.0"]))  # type: ignore[index]
+    assert d1 == d2 and d1.patches, "the archive is patched, not carried whole"
+    full = os.stat(b["2.0.0"]).st_size  # type: ignore[index]
+    assert os.stat(from_receipt).st_size < full - MiB
+    # a corrupted shared blob in the kept base archive: refused, nothing changes
+    bad = tmp_path / "bad"
+    shutil.copytree(str(root), str(bad), symlinks=True)
+    digest = json.loads(cli("status", "--root", bad, "--json").stdout)["installed"]["digest"]
+    kept = bad / AIRGAP / "releases" / digest / "images/edge-images-amd64.tar"
+    data = bytearray(kept.read_bytes())
+    blobs = dict((h, (off, n)) for h, off, n in json.loads(rec.read_text())["blobs"][
+        "images/edge-images-amd64.tar"])
+    off, _ = blobs[str(w["shared"])]
+    data[off + 10] ^= 1
+    kept.write_bytes(bytes(data))
+    before = tree(bad)
+    r = cli("install", from_receipt, "--root", bad, "--skip-start")
+    assert r.returncode == 3 and "blob sha256:" + str(w["shared"]) in r.stderr, r.stderr
+    assert tree(bad) == before
+    r = cli("install", from_receipt, "--root", root, "--skip-start")
+    assert r.returncode == 0, r.stderr
+    assert _comparable(root) == _comparable(Path(str(w["ref"])))
