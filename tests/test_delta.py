@@ -290,3 +290,20 @@ def test_blob_delta_rebuilds_the_images_archive_byte_for_byte(tmp_path: Path) ->
     r = cli("install", from_receipt, "--root", root, "--skip-start")
     assert r.returncode == 0, r.stderr
     assert _comparable(root) == _comparable(Path(str(w["ref"])))
+
+
+def test_inspect_shows_a_deltas_base_and_savings(world: Dict[str, object],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_helpers import bundle
+    b = world["b"]
+    base_digest = hashlib.sha256(_header(b["1.0.0"]).manifest_bytes).hexdigest()  # type: ignore
+    r = bundle(capsys, "inspect", str(world["delta"]), "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)["delta"]
+    assert doc["base"] == base_digest and doc["base_version"] == "1.0.0"
+    assert "images/shared.tar" not in doc["carried_paths"]
+    assert doc["saved_bytes"] >= 2 * MiB
+    text = bundle(capsys, "inspect", str(world["delta"]))
+    assert text.code == 0 and f"DELTA over edge 1.0.0 (manifest {base_digest})" in text.out
+    full = bundle(capsys, "inspect", str(b["2.0.0"]), "--json")  # type: ignore[index]
+    assert json.loads(full.out)["delta"] is None
