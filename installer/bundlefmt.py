@@ -264,6 +264,135 @@ def parse_manifest(data: bytes) -> Manifest:
     return validate_manifest(manifest)
 
 
+# ---------------------------------------------------------------------------- deltas
+
+DELTA_FORMAT = "k3s-airgap-delta/v1"
+DELTA_NAME = "delta.json"
+DELTA_SUFFIX = ".delta.tar"
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A delta bundle's descriptor (``delta.json``, its first member): the exact base it needs
+    and which of the full manifest's members it carries; every other member is taken from the
+    base release kept on the device (by sha256, whatever its path there)."""
+
+    base_digest: str        # sha256 of the base bundle's signed manifest bytes
+    base_name: str
+    base_version: str
+    target_digest: str      # sha256 of this delta's manifest.json (the FULL result)
+    carried: Tuple[str, ...]  # member paths present in the delta, in manifest order
+    # path -> segments rebuilding that carried images archive: ("lit", n) is the next n bytes
+    # of its payload entry, ("ref", base path, offset, size, sha256) a blob of the base
+    patches: Tuple[Tuple[str, Tuple[Tuple[Any, ...], ...]], ...] = ()
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"format": DELTA_FORMAT,
+                "base": {"digest": self.base_digest, "name": self.base_name,
+                         "version": self.base_version},
+                "target": self.target_digest, "carried": list(self.carried),
+                "patches": {p: [list(s) for s in segs] for p, segs in self.patches}}
+
+    def to_bytes(self) -> bytes:
+        return canonjson.encode(self.to_json())
+
+    def segments(self, path: str) -> Optional[Tuple[Tuple[Any, ...], ...]]:
+        return dict(self.patches).get(path)
+
+
+def delta_payload(manifest: Manifest, delta: Delta) -> List[Member]:
+    """The members a delta's tar holds, as its headers say: the carried ones, a patched
+    archive with only its literal bytes (one rule for the writer and the reader)."""
+    out = []
+    carried = set(delta.carried)
+    for m in manifest.members:
+        if m.path not in carried:
+            continue
+        segs = delta.segments(m.path)
+        if segs is not None:
+            m = Member(m.path, sum(s[1] for s in segs if s[0] == "lit"), "", m.mode, m.kind)
+        out.append(m)
+    return out
+
+
+def _check_segments(path: str, segs: Any, size: int) -> None:
+    total = 0
+    for seg in segs:
+        ok = (isinstance(seg, (list, tuple)) and seg and
+              (seg[0] == "lit" and len(seg) == 2 and _nonneg(seg[1]) or
+               seg[0] == "ref" and len(seg) == 5 and isinstance(seg[1], str) and
+               _nonneg(seg[2]) and _nonneg(seg[3]) and isinstance(seg[4], str) and
+               bool(_SHA_RE.match(seg[4]))))
+        if not ok:
+            raise FormatError(f"{DELTA_NAME}: a segment of {path!r} is malformed")
+        if seg[0] == "ref":
+            check_member_path(seg[1], "images")
+        total += seg[1] if seg[0] == "lit" else seg[3]
+    if total != size:
+        raise FormatError(f"{DELTA_NAME}: the segments of {path!r} make {total} bytes, the "
+                          f"manifest says {size}")
+
+
+def _nonneg(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def validate_delta(delta: Delta, manifest: Manifest, manifest_bytes: bytes) -> Delta:
+    """One validation, run by the writer before writing and by the reader after reading."""
+    import hashlib
+    for digest in (delta.base_digest, delta.target_digest):
+        if not _SHA_RE.match(digest):
+            raise FormatError(f"{DELTA_NAME}: {digest!r} is not a manifest sha256")
+    if hashlib.sha256(manifest_bytes).hexdigest() != delta.target_digest:
+        raise FormatError(f"{DELTA_NAME} describes manifest {delta.target_digest[:16]}, but "
+                          "the delta carries another manifest",
+                          hint="the delta was altered or assembled from two builds")
+    if delta.base_digest == delta.target_digest:
+        raise FormatError(f"{DELTA_NAME}: the base is the target itself")
+    order = [m.path for m in manifest.members]
+    positions = []
+    for path in delta.carried:
+        if path not in order:
+            raise FormatError(f"{DELTA_NAME} carries {path!r}, which the manifest does not "
+                              "list")
+        positions.append(order.index(path))
+    if positions != sorted(set(positions)):
+        raise FormatError(f"{DELTA_NAME}: carried members must be unique and in manifest order")
+    for path, segs in delta.patches:
+        if path not in delta.carried:
+            raise FormatError(f"{DELTA_NAME} patches {path!r}, which it does not carry")
+        _check_segments(path, segs, manifest.member(path).size)
+    policy.parse_version(delta.base_version)
+    return delta
+
+
+def parse_delta(data: bytes, manifest: Manifest, manifest_bytes: bytes) -> Delta:
+    doc = canonjson.loads_canonical(data, what=DELTA_NAME)
+    if not isinstance(doc, dict):
+        raise FormatError(f"{DELTA_NAME} is not a JSON object")
+    fmt = _req(doc, "format", str, DELTA_NAME)
+    if fmt != DELTA_FORMAT:
+        raise FormatError(f"delta format {fmt!r} is not supported (this installer reads "
+                          f"{DELTA_FORMAT})", hint="use the installer shipped with the bundle")
+    base = _req(doc, "base", dict, DELTA_NAME)
+    carried = _req(doc, "carried", list, DELTA_NAME)
+    if not all(isinstance(p, str) for p in carried):
+        raise FormatError(f"{DELTA_NAME}: carried must list member paths")
+    patches = _req(doc, "patches", dict, DELTA_NAME)
+    if not all(isinstance(v, list) for v in patches.values()):
+        raise FormatError(f"{DELTA_NAME}: patches must map paths to segment lists")
+    delta = Delta(base_digest=_req(base, "digest", str, "delta.base"),
+                  base_name=_req(base, "name", str, "delta.base"),
+                  base_version=_req(base, "version", str, "delta.base"),
+                  target_digest=_req(doc, "target", str, DELTA_NAME), carried=tuple(carried),
+                  patches=tuple((p, tuple(tuple(x) if isinstance(x, list) else x
+                                          for x in segs))
+                                for p, segs in sorted(patches.items())))
+    if delta.to_bytes() != data:
+        raise FormatError(f"{DELTA_NAME} holds fields this installer does not know")
+    return validate_delta(delta, manifest, manifest_bytes)
+
+
 # ---------------------------------------------------------------------------- writing
 
 
@@ -334,23 +463,32 @@ def iter_bundle(
     signatures: bytes,
     roots: Sequence[bytes],
     member_chunks: Callable[[Member], Iterable[bytes]],
+    delta: Optional[Delta] = None,
 ) -> Iterator[bytes]:
     """The bytes of the bundle, in order, as chunks: each tar header (pax, as ``tarfile``
     writes it), the member's data exactly as ``member_chunks`` yields it (so callers can
     stream and hash without copies), zero padding, and the trailer (two zero blocks, padded
     to a multiple of ``tarfile.RECORDSIZE``). A member whose chunks are not exactly its
-    manifest size raises ``FormatError`` before any byte past it is produced."""
+    manifest size raises ``FormatError`` before any byte past it is produced.
+
+    With ``delta``, the same writer writes a delta bundle: ``delta.json`` first, then the
+    same envelope, then only the members ``delta.carried`` lists (docs/bundle-format.md)."""
     mtime = manifest.created
     manifest_bytes = check_for_write(manifest)
     offset = 0
     small = [(MANIFEST_NAME, manifest_bytes), (SIGNATURES_NAME, signatures)]
     small += [(f"{ROOTS_DIR}/{n}.root.json", root) for n, root in enumerate(roots, start=1)]
+    members: Sequence[Member] = manifest.members
+    if delta is not None:
+        validate_delta(delta, manifest, manifest_bytes)
+        small.insert(0, (DELTA_NAME, delta.to_bytes()))
+        members = delta_payload(manifest, delta)
     for name, data in small:
         block = (_entry_header(name, len(data), 0o644, mtime) + data +
                  bytes(-len(data) % tarfile.BLOCKSIZE))
         offset += len(block)
         yield block
-    for m in manifest.members:
+    for m in members:
         header = _entry_header(m.path, m.size, m.mode, mtime)
         offset += len(header)
         yield header
@@ -402,8 +540,11 @@ class BundleReader:
     before the bytes are read.
     """
 
-    def __init__(self, fileobj: BinaryIO, *, what: str = "bundle") -> None:
+    def __init__(self, fileobj: BinaryIO, *, what: str = "bundle",
+                 delta_ok: bool = False) -> None:
         self._what = what
+        self._delta_ok = delta_ok
+        self.delta: Optional[Delta] = None  # set by header() for a delta bundle (delta_ok)
         self._tar = TarStream(fileobj, what=what)
         self._header: Optional[Header] = None
         self._pending: Optional[Entry] = None
@@ -440,8 +581,22 @@ class BundleReader:
     def header(self) -> Header:
         if self._header is not None:
             return self._header
-        manifest_bytes = self._read_small(self._expect(MANIFEST_NAME, "first"))
+        first = self._next()
+        delta_bytes = None
+        if first is not None and first.name == DELTA_NAME:
+            if not self._delta_ok:
+                raise FormatError(f"{self._what} is a delta bundle: it holds only what its "
+                                  "base lacks",
+                                  hint="install it with `airgap-install install` on a host "
+                                       "running its base, or use the full bundle")
+            delta_bytes = self._read_small(first)
+            first = None
+        self._pending = first
+        manifest_bytes = self._read_small(
+            self._expect(MANIFEST_NAME, "second" if delta_bytes else "first"))
         manifest = parse_manifest(manifest_bytes)
+        if delta_bytes is not None:
+            self.delta = parse_delta(delta_bytes, manifest, manifest_bytes)
         signatures = self._read_small(self._expect(SIGNATURES_NAME, "second"))
         roots: List[bytes] = []
         while True:
@@ -464,7 +619,10 @@ class BundleReader:
 
     def payload(self) -> Iterator[Tuple[Member, "_Limited"]]:
         header = self.header()
-        for expected in header.manifest.members:
+        listed: Sequence[Member] = header.manifest.members
+        if self.delta is not None:
+            listed = delta_payload(header.manifest, self.delta)
+        for expected in listed:
             entry = self._next()
             if entry is None:
                 raise FormatError(f"{self._what}: member {expected.path!r} listed in the "

@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import Any, Dict, List, NoReturn, Optional
 
-from . import __version__, install, progress, reconfigure, sync, synccli
+from . import __version__, install, progress, receipt, reconfigure, sync, synccli
 from .errors import EXIT_CODES, ConfigError, DigestMismatch, EnvironmentProblem, InstallerError
 from .layout import Layout
 from .options import Given
@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="also hash every placed file and kept copy against the installed "
                          "manifest; exit 3 listing each difference")
 
+    rc = sub.add_parser("receipt", parents=[common],
+                        help="what this host holds, for `bundle build --delta-from`")
+    rc.add_argument("--out", metavar="FILE", default="-",
+                    help="write the receipt to FILE (default: print it on stdout)")
+
     c = sub.add_parser("reconfigure", parents=[common, locking],
                        help="re-run install.sh of the installed release with new options")
     _option_args(c)
@@ -135,6 +140,11 @@ def _request(args: argparse.Namespace) -> install.InstallRequest:
 
 def _text(result: Dict[str, Any]) -> List[str]:
     lines = []
+    if "receipt" in result:
+        if result["receipt"] == "-":
+            return [receipt.Receipt.text(result["document"])]
+        return ["wrote receipt {receipt} ({bytes} bytes): {name} {version} ({arch}), "
+                "{members} members, manifest {digest}".format(**result)]
     if "installed" in result:  # status
         cur, prev = result["installed"], result["previous"]
         lines.append("installed: " + (_release(cur) if cur else "nothing"))
@@ -277,6 +287,8 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
         return install.install(layout, _request(args), report=report, progress=meter)
     if args.command == "reconfigure":
         return reconfigure.reconfigure(layout, _given(args), wait=args.wait, report=report)
+    if args.command == "receipt":
+        return receipt.write(layout, args.out)
     if args.command == "status":
         result = install.status(layout, check=args.verify)
         result["sync"] = sync.sync_status(layout)

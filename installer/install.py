@@ -18,6 +18,7 @@ from typing import IO, Any, Callable, ContextManager, Dict, Optional
 
 from . import (
     bundlefmt,
+    delta,
     failpoint,
     imagecache,
     options,
@@ -139,9 +140,15 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
             report(recovered)
         with _from_parts(layout, req.source, req.arch, report=report,
                          progress=progress) as got:  # a folder of split parts
-            result = _install_locked(layout, replace(req, source=got.source) if got else req,
-                                     report, output, progress)
-            return {**result, **got.fields()} if got else result
+            whole = got.source if got else req.source
+            with delta.expanded(layout, whole, report=report) as (source, info):
+                result = _install_locked(layout, replace(req, source=source), report, output,
+                                         progress)
+            if got:
+                result.update(got.fields())
+        if info:  # a delta: installed as the full bundle it rebuilt (installer/delta.py)
+            result.update(bundle=req.source, delta=info)
+        return result
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,

@@ -48,12 +48,16 @@ from .context import CONTEXT, ArchType, Ctx, pass_ctx
 @click.option("--parity", type=click.IntRange(0, 1), default=1, show_default=True,
               help="Parity parts per split bundle: 1 rebuilds any ONE lost or damaged part; "
                    "0 writes none.")
+@click.option("--delta-from", "delta_from", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, metavar="RECEIPT|OLD_BUNDLE",
+              help="Also write <name>-<version>-<arch>.delta.tar: only the members this "
+                   "device receipt (`airgap-install receipt`) or old bundle lacks.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Path,
               frozen: bool, cache: Path | None, keys_dir: Path | None, unsigned: bool,
               sigstore: bool, jobs: int, timeout: float, force: bool, max_part_size: str | None,
-              parity: int, as_json: bool) -> None:
+              parity: int, delta_from: Path | None, as_json: bool) -> None:
     """Build DIR/<name>-<version>-<arch>.tar from bundles.lock, in the shape K3s consumes.
 
     Fetches exactly the locked digests (never re-resolves a tag), verifies every byte,
@@ -74,6 +78,8 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
     spec = load_spec(c.spec)
     lock = read_lock(c.lock)
     keys_dir = _signing_keys(spec.signing_keys, keys_dir, unsigned)
+    from ..delta import load_base, write_delta
+    base = load_base(delta_from) if delta_from else None  # before any download
     plan: list[tuple[str, str]] = []
     for name in bundles or sorted(lock.bundles):
         if name not in lock.bundles:
@@ -106,6 +112,7 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
             provenance[p.dest] = sigstore_sign(p.signed[0])
 
     def done(res: BuildResult) -> None:
+        delta = write_delta(res.path, base)[0] if base else None
         extra = _write_sigstore(res.path, provenance.pop(res.path, None), res.manifest,
                                 sigstore)
         size = res.path.stat().st_size
@@ -117,6 +124,8 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
                         "root_fingerprint": fingerprint, "sigstore": extra,
                         "downloads": res.downloads, "cache_hits": res.cache_hits,
                         "up_to_date": res.up_to_date,
+                        "delta": str(delta) if delta else None,
+                        "delta_size": delta.stat().st_size if delta else None,
                         "phases": {k: round(v, 3) for k, v in res.phases.items()}})
 
     with c.progress(0, "fetching", unit="B", unit_scale=True, unit_divisor=1024) as bar:
@@ -144,6 +153,8 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
                 p = r["parts"]
                 click.echo(f"  split into {len(p['parts'])} parts"
                            f"{' + parity' if p['parity'] else ''}; index {p['index']}")
+            if r["delta"]:
+                click.echo(f"wrote delta {r['delta']} ({human_bytes(r['delta_size'])})")
         click.echo(f"wrote {out / 'airgap-install.pyz'}, {out / 'INSTALL.txt'} and {sums}")
 
 

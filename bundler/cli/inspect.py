@@ -71,14 +71,17 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
     if is_parts(file):
         file = click.get_current_context().with_resource(reassembled(file, anchor=None))[0]
     with open(file, "rb") as f:
-        header = BundleReader(f, what=str(file)).header()
+        reader = BundleReader(f, what=str(file), delta_ok=True)
+        header = reader.header()
+    delta = _delta_info(reader.delta, header.manifest, os.stat(file).st_size)
     from ..specfiles import secret_warnings
     for warning in secret_warnings(mem.path for mem in header.manifest.members):
         click.echo(warning, err=True)
     m = header.manifest
     sigs = loads_strict(header.signatures, what="signatures").get("signatures", [])
     sbom_member = next((mem for mem in m.members if mem.path == SBOM_PATH), None)
-    sbom_bytes = read_sbom(file, sbom_member) if sbom_member else None
+    sbom_bytes = read_sbom(file, sbom_member) if sbom_member and (
+        delta is None or SBOM_PATH in delta["carried_paths"]) else None
     if show_sbom:
         if sbom_bytes is None:
             raise SpecError(f"{file} carries no readable SBOM ({SBOM_PATH})",
@@ -88,13 +91,18 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
     bom = summary(json.loads(sbom_bytes)) if sbom_bytes else None
     chain = root_chain_info(header.roots)
     doc = {**m.to_json(), "file": str(shown), "size": os.stat(file).st_size,
-           "signatures": len(sigs), **chain, "sbom": bom}
+           "signatures": len(sigs), **chain, "sbom": bom, "delta": delta}
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
     w = click.echo
     w(f"{shown}: bundle {m.name} {m.version} for {m.arch}, K3s {m.k3s_version}")
     w(f"  roles: {', '.join(m.roles)}; lock {m.lock_digest}")
+    if delta:
+        w(f"  DELTA over {delta['base_name']} {delta['base_version']} (manifest "
+          f"{delta['base']}): carries {delta['carried']} of {len(m.members)} members, "
+          f"{human_bytes(delta['carried_bytes'])} of {human_bytes(m.payload_size)}; saves "
+          f"{human_bytes(delta['saved_bytes'])}")
     newest = chain["roots"][-1] if chain["roots"] else None
     root_text = (f"v{newest['version']} fingerprint {newest['fingerprint']}" if newest
                  else "none")
@@ -115,6 +123,18 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
     w(f"  members ({len(m.members)}, {human_bytes(m.payload_size)}):")
     for mem in m.members:
         w(f"    {mem.mode:04o} {mem.size:>12} {mem.sha256}  {mem.path}")
+
+
+def _delta_info(delta: Any, m: Any, size: int) -> dict[str, Any] | None:
+    """A delta bundle's base and what it saves over sending the full bundle."""
+    if delta is None:
+        return None
+    carried = set(delta.carried)
+    carried_bytes = sum(x.size for x in m.members if x.path in carried)
+    return {"base": delta.base_digest, "base_name": delta.base_name,
+            "base_version": delta.base_version, "carried": len(carried),
+            "carried_paths": list(delta.carried), "carried_bytes": carried_bytes,
+            "saved_bytes": m.payload_size - carried_bytes, "delta_size": size}
 
 
 commands = [inspect_cmd]
