@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from installer import parts as fmt
+from installer import partsource
 from installer.fsio import CHUNK, hash_file, iter_file, write_verified
 
 from .errors import LocalError, SpecError
@@ -148,7 +149,7 @@ def split(bundle: Path, *, max_part_size: int, parity: bool,
 
 def is_parts(path: Path) -> bool:
     """A folder holding a parts index, or an index file itself."""
-    return path.name.endswith(fmt.INDEX_SUFFIX) or fmt.holds_parts(str(path))
+    return path.name.endswith(fmt.INDEX_SUFFIX) or partsource.holds_parts(str(path))
 
 
 def _index_file(path: Path) -> Path:

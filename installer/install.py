@@ -22,7 +22,7 @@ from . import (
     failpoint,
     imagecache,
     options,
-    parts,
+    partsource,
     policy,
     preflight,
     repair,
@@ -89,7 +89,7 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
 def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
                   progress: Optional[Progress] = None) -> Dict[str, Any]:
     """Full check of a bundle (signatures, envelope, every member hashed); writes nothing
-    but a parts set's reassembled copy, removed again (installer/parts.py)."""
+    but a parts set's reassembled copy, removed again (installer/partsource.py)."""
     with _from_parts(layout, source, arch, progress=progress) as got:
         result = _verify_bundle(layout, got.source if got else source, arch, progress)
         return {**result, **got.fields()} if got else result
@@ -97,12 +97,13 @@ def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
 
 def _from_parts(layout: Layout, source: str, arch: Optional[str], *,
                 report: Optional[Report] = None,
-                progress: Optional[Progress] = None) -> ContextManager[Optional[parts.FromParts]]:
+                progress: Optional[Progress] = None
+                ) -> ContextManager[Optional[partsource.FromParts]]:
     """A parts folder (installer/parts.py) as a private folder holding the verified,
     reassembled bundle; anything else stays as given (None)."""
-    if not parts.holds_parts(source):
+    if not partsource.holds_parts(source):
         return nullcontext(None)
-    return parts.bundle_source(source, arch=preflight.host_arch(layout, arch),
+    return partsource.bundle_source(source, arch=preflight.host_arch(layout, arch),
                                anchor=verify.read_anchor(layout),
                                now=verify.now_for(load_state(layout)[0].time_ratchet),
                                work_dir=layout.staging, report=report, progress=progress)
@@ -179,25 +180,10 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
             installed_name=cur.name if cur else None,
             installed_version=cur.version if cur else None,
             name=m.name, version=m.version, switch_name=req.switch_bundle)
-        if decision.action == "same" and cur is not None and changes:
-            if cur.digest != opened.digest:
-                report(f"warning: {m.name} {m.version} is installed from a different manifest "
-                       f"({cur.digest[:16]}); the new options are applied to the installed one")
-            report(f"{decision.reason}: applying the new options to it")
-            return apply_options(layout, state, node, report=report, output=output)
         if decision.action == "same":
-            same = cur is not None and cur.digest == opened.digest
-            if same:  # THREATS 35: repair whatever differs from the verified bundle
-                result = repair.reinstall(layout, opened=opened, state=state, report=report,
-                                          output=output)
-                result["bundle"] = path
-                return result
-            if not same:
-                report("warning: {} {} is installed from a different manifest ({}); versions "
-                       "must change when content does".format(m.name, m.version, cur.digest[:16]
-                                                          if cur else "?"))
-            return {"action": "none", "reason": decision.reason, "bundle": path,
-                    "digest": opened.digest, "same_digest": same}
+            return _same_version(layout, opened=opened, state=state, node=node,
+                                 changes=changes, reason=decision.reason, path=path,
+                                 report=report, output=output)
         if cur is not None:
             policy.check_k3s_change(cur.k3s_version, m.k3s_version,
                                     allow_minor_skip=m.allow_k3s_minor_skip,
@@ -205,13 +191,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         targets = targets_for(m.members, role)
         policy.check_space(preflight.space_needs(layout, m, targets), bundle=label)
         failpoint.hit("after-preflight")
-        script_member = [x for x in m.members if x.kind == "install-script"][0]
-        new = Release(digest=opened.digest, name=m.name, version=m.version, arch=m.arch,
-                      k3s_version=m.k3s_version, role=role, options=node.stored(),
-                      targets=tuple(targets), installed_at=int(time.time()),
-                      script=Target("", script_member.path, script_member.sha256,
-                                    script_member.size, script_member.mode),
-                      changes=tuple(str(c) for c in changes))
+        new = _release(opened, role=role, node=node, targets=targets, changes=changes)
         plan = summary.plan(cur, new)  # said before the (long) copy, and before placing
         for line in summary.lines(plan):
             report(line)
@@ -242,6 +222,43 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
     except BaseException:
         _drop_unused_releases(layout)
         raise
+
+
+def _same_version(layout: Layout, *, opened: verify.Opened, state: State, node: NodeOptions,
+                  changes: Any, reason: str, path: str, report: Report,
+                  output: Optional[IO[str]]) -> Dict[str, Any]:
+    """The installed version again: new options are applied to it, the same manifest is
+    repaired where the live tree differs (THREATS 35), another manifest changes nothing."""
+    m = opened.header.manifest
+    cur = state.current
+    if cur is not None and changes:
+        if cur.digest != opened.digest:
+            report(f"warning: {m.name} {m.version} is installed from a different manifest "
+                   f"({cur.digest[:16]}); the new options are applied to the installed one")
+        report(f"{reason}: applying the new options to it")
+        return apply_options(layout, state, node, report=report, output=output)
+    same = cur is not None and cur.digest == opened.digest
+    if same:
+        result = repair.reinstall(layout, opened=opened, state=state, report=report,
+                                  output=output)
+        result["bundle"] = path
+        return result
+    report("warning: {} {} is installed from a different manifest ({}); versions must change "
+           "when content does".format(m.name, m.version, cur.digest[:16] if cur else "?"))
+    return {"action": "none", "reason": reason, "bundle": path, "digest": opened.digest,
+            "same_digest": same}
+
+
+def _release(opened: verify.Opened, *, role: str, node: NodeOptions, targets: Any,
+             changes: Any) -> Release:
+    """The state record of the release this verified bundle becomes once committed."""
+    m = opened.header.manifest
+    script = [x for x in m.members if x.kind == "install-script"][0]
+    return Release(digest=opened.digest, name=m.name, version=m.version, arch=m.arch,
+                   k3s_version=m.k3s_version, role=role, options=node.stored(),
+                   targets=tuple(targets), installed_at=int(time.time()),
+                   script=Target("", script.path, script.sha256, script.size, script.mode),
+                   changes=tuple(str(c) for c in changes))
 
 
 def _place_new(layout: Layout, *, report: Report, output: Optional[IO[str]], staging: str,
