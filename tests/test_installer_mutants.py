@@ -1,0 +1,53 @@
+"""Tests for the survivors of the mutation run (tools/mutate.py; scores in tools/MUTATION.md).
+
+Each test names the mutant it kills (module, line, mutation) and asserts behaviour only: the
+exit code, the error's wording, and that the tree is unchanged.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bundles import KeyDir, cli, default_spec, live_image, tree, write_spec  # noqa: E402
+
+_SPEC11 = default_spec("1.1.0")
+APP11 = live_image("app-1.1.0.tar", _SPEC11.images["app-1.1.0.tar"])
+
+
+@pytest.fixture(scope="module")
+def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
+    return KeyDir(tmp_path_factory.mktemp("keys") / "k")
+
+
+@pytest.fixture
+def host(tmp_path: Path, keydir: KeyDir) -> Dict[str, Any]:
+    root = tmp_path / "root"
+    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
+    b1 = write_spec(default_spec("1.0.0"), keydir, tmp_path)
+    r = cli("install", b1, "--root", root, "--skip-start", "--server")
+    assert r.returncode == 0, r.stderr
+    return {"root": root, "b1": b1, "tmp": tmp_path}
+
+
+def test_folder_at_a_target_path_is_refused_before_placing(host: Dict[str, Any],
+                                                           keydir: KeyDir) -> None:
+    """place.py line 112 (``raise`` -> ``pass``): a folder where the new release puts a file
+    is exit 6 naming it, and nothing is placed (no backup of a folder is attempted)."""
+    root = host["root"]
+    folder = root / APP11
+    folder.mkdir()
+    (folder / "keep").write_text("operator's")
+    before = tree(root)
+    r = cli("install", write_spec(_SPEC11, keydir, host["tmp"]), "--root", root,
+            "--skip-start")
+    assert r.returncode == 6, r.stderr
+    assert "is a folder where a file must go" in r.stderr and APP11 in r.stderr
+    assert "Traceback" not in r.stderr
+    assert tree(root) == before
+    status = json.loads(cli("status", "--root", root, "--json").stdout)
+    assert status["installed"]["version"] == "1.0.0"
