@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bundles import KeyDir, cli, default_spec, live_image, tree, write_spec  # noqa: E402
+from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
 
 _SPEC11 = default_spec("1.1.0")
 APP11 = live_image("app-1.1.0.tar", _SPEC11.images["app-1.1.0.tar"])
@@ -51,3 +51,27 @@ def test_folder_at_a_target_path_is_refused_before_placing(host: Dict[str, Any],
     assert tree(root) == before
     status = json.loads(cli("status", "--root", root, "--json").stdout)
     assert status["installed"]["version"] == "1.0.0"
+
+
+def _release_dir(root: Path) -> Path:
+    digest = json.loads(cli("status", "--root", root, "--json").stdout)["installed"]["digest"]
+    return root / "var/lib/rancher/airgap/releases" / digest
+
+
+def test_upgrade_with_a_kept_copy_missing(host: Dict[str, Any], keydir: KeyDir) -> None:
+    """place.py line 43 (``b is not None`` -> ``b is None``): the installed release's kept copy
+    of an archive the new release also carries is gone; the upgrade still succeeds and lands
+    exactly on a fresh install of the new release (no traceback)."""
+    root, tmp = host["root"], host["tmp"]
+    kept = _release_dir(root)
+    shared = [p for p in kept.rglob("*airgap-images*") if p.is_file()]
+    assert len(shared) == 1, shared
+    shared[0].unlink()
+    b2 = write_spec(_SPEC11, keydir, tmp)
+    ref = tmp / "ref"
+    assert cli("trust", keydir.root_json, "--root", ref).returncode == 0
+    assert cli("install", b2, "--root", ref, "--skip-start", "--server").returncode == 0
+    r = cli("install", b2, "--root", root, "--skip-start")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert live(root) == live(ref)
