@@ -75,3 +75,20 @@ def test_upgrade_with_a_kept_copy_missing(host: Dict[str, Any], keydir: KeyDir) 
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert live(root) == live(ref)
+
+
+def test_failed_upgrade_restores_an_old_only_file_whose_kept_copy_is_gone(
+        host: Dict[str, Any], keydir: KeyDir) -> None:
+    """place.py line 43 (``a is not None`` -> ``a is None``): the installed release's kept copy
+    of a chart the new release drops is gone, so the live chart is backed up; install.sh then
+    fails (exit 6) and undo puts the removed chart back: the live tree is the old one."""
+    root, tmp = host["root"], host["tmp"]
+    before = live(root)
+    kept = [p for p in _release_dir(root).rglob("demo-1.0.0.tgz") if p.is_file()]
+    assert len(kept) == 1, kept
+    kept[0].unlink()
+    r = cli("install", write_spec(_SPEC11, keydir, tmp), "--root", root, "--skip-start",
+            env={"AIRGAP_TEST_SCRIPT_FAIL": "1"})
+    assert r.returncode == 6, r.stderr
+    assert "Traceback" not in r.stderr
+    assert live(root) == before
