@@ -92,3 +92,20 @@ def test_failed_upgrade_restores_an_old_only_file_whose_kept_copy_is_gone(
     assert r.returncode == 6, r.stderr
     assert "Traceback" not in r.stderr
     assert live(root) == before
+
+
+def test_old_image_archives_stay_until_the_commit(host: Dict[str, Any], keydir: KeyDir) -> None:
+    """place.py line 32 (``_GROUPS[0][1]`` -> ``_GROUPS[1][1]``): until the state is committed
+    the old release's image archives stay in place (so an undone change never brings back an
+    archive K3s would import again) while its other files are gone. Killed right after the
+    removal step, the live tree holds the old app archive and no old chart."""
+    root, tmp = host["root"], host["tmp"]
+    old_app = live_image("app-1.0.0.tar", default_spec("1.0.0").images["app-1.0.0.tar"])
+    old_chart = "var/lib/rancher/k3s/server/static/charts/demo-1.0.0.tgz"
+    assert (root / old_app).is_file() and (root / old_chart).is_file()
+    r = cli("install", write_spec(_SPEC11, keydir, tmp), "--root", root, "--skip-start",
+            env={"AIRGAP_INSTALL_FAILPOINT": "after-remove-old"})
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    assert (root / old_app).is_file()
+    assert not (root / old_chart).exists()
+    assert (root / APP11).is_file()
