@@ -4,17 +4,14 @@ THREATS line 12: s >= L, non-canonical points, small-order points and the RFC 80
 must get the same answer from ``cryptography``, ``openssl`` and the pure-Python verifier.
 """
 
-import functools
 import hashlib
 import os
 import stat
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import List
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -142,6 +139,16 @@ def _flip(data: bytes, bit: int) -> bytes:
     return bytes(out)
 
 
+def _message_with_k_mod(r: bytes, a: bytes, modulus: int, residue: int) -> bytes:
+    """A message for which k = H(R||A||M) mod L is ``residue`` modulo ``modulus`` (for an A of
+    order 2 or 4, [k]A is then the identity when the residue is 0)."""
+    for i in range(1000):
+        m = b"pre-check %d" % i
+        if _k(r, a, m) % modulus == residue:
+            return m
+    raise AssertionError("unreachable")
+
+
 def _message_with_k_parity(r: bytes, a: bytes, parity: int) -> bytes:
     """A message for which k = H(R||A||M) mod L has the given parity ([k]A for an order-2 A
     is then the identity (even) or A itself (odd))."""
@@ -159,6 +166,23 @@ class Case:
     signature: bytes
     message: bytes
     expected: bool
+
+
+def _precheck_only() -> List[Case]:
+    y_p, neg_zero = _enc(P), _enc(P - 1, 1)
+    return [
+        Case("A = identity as y = p+1, any k (pre-check only)", _enc(P + 1), B_ENC + _le(1),
+             b"x", False),
+        Case("A = identity with sign bit, any k (pre-check only)", _enc(1, 1), B_ENC + _le(1),
+             b"x", False),
+        Case("A with y = p (order 4), k = 0 mod 4 (pre-check only)", y_p, B_ENC + _le(1),
+             _message_with_k_mod(B_ENC, y_p, 4, 0), False),
+        Case("A = (0,-1) with sign bit, k even (pre-check only)", neg_zero, B_ENC + _le(1),
+             _message_with_k_mod(B_ENC, neg_zero, 2, 0), False),
+    ]
+
+
+PRECHECK_ONLY = _precheck_only()
 
 
 def _cases() -> List[Case]:
@@ -181,14 +205,18 @@ def _cases() -> List[Case]:
         Case("flipped bit in public key", _flip(pub3, 9), sig3, msg3, False),
         Case("flipped sign bit of R", pub3, _flip(sig3, 255), msg3, False),
         Case("flipped sign bit of A", _flip(pub3, 255), sig3, msg3, False),
-        # non-canonical encodings (y >= p, or x == 0 with the sign bit)
-        Case("A = identity as y = p+1 (non-canonical)", _enc(P + 1), B_ENC + _le(1), b"x", False),
-        Case("A = identity with sign bit (negative zero)", _enc(1, 1), B_ENC + _le(1), b"x",
-             False),
+        # non-canonical encodings (y >= p, or x == 0 with the sign bit); the next two would
+        # fail on k alone too ([k]A != identity for m = "x"): PRECHECK_ONLY has the exact ones
         Case("A = (0,-1) with sign bit (negative zero)", _enc(P - 1, 1), B_ENC + _le(1), b"x",
              False),
         Case("A with y = p (non-canonical 0)", _enc(P), B_ENC + _le(1), b"x", False),
         Case("A with y = 2^255-1", _enc(2 ** 255 - 1), B_ENC + _le(1), b"x", False),
+    ]
+    # Refused only by the shared pre-check: OpenSSL (and so cryptography) reduces y mod p and
+    # ignores a sign bit on x == 0, and for these A, [k]A is the identity, so [1]B - [k]A = R.
+    # test_precheck_is_what_refuses proves each verifies on those backends without it.
+    cases += PRECHECK_ONLY
+    cases += [
         Case("R = identity as y = p+1 (non-canonical)", IDENTITY, _enc(P + 1) + _le(0), b"x",
              False),
         Case("R = B + p in y (non-canonical)", PUB1,
@@ -233,6 +261,17 @@ def test_backends_agree(case: Case) -> None:
     answers = {b: ed25519.verify(case.public, case.signature, case.message, b)
                for b in ed25519.available_backends()}
     assert set(answers.values()) == {case.expected}, answers
+
+
+@pytest.mark.parametrize("case", PRECHECK_ONLY, ids=[c.name for c in PRECHECK_ONLY])
+def test_precheck_is_what_refuses(case: Case) -> None:
+    """Each of these is a valid signature to OpenSSL and cryptography once the pre-check is
+    skipped (their own decoding reduces the encoding); ``verify`` refuses it on every backend."""
+    for backend in ("cryptography", "openssl"):
+        assert ed25519._IMPLEMENTATIONS[backend](case.public, case.signature,
+                                                 case.message) is True, backend
+        assert ed25519.verify(case.public, case.signature, case.message, backend) is False
+    assert ed25519._precheck(case.public, case.signature) is False
 
 
 def test_pure_python_is_strict_without_the_shared_precheck() -> None:
@@ -347,25 +386,3 @@ def test_installer_modules_import_with_stdlib_only() -> None:
     backends, third_party = out.stdout.splitlines()
     assert backends == "openssl,python"
     assert third_party == "[]"
-
-
-# --- a plain measurement (printed, not asserted) ------------------------------------------
-
-def _time(fn: Callable[[], bool], runs: int) -> float:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        assert fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
-def test_time_one_verification_per_backend(capsys: pytest.CaptureFixture[str]) -> None:
-    message = bytes.fromhex(_MSG_1024)
-    pub, sig = bytes.fromhex(RFC8032[3].public), bytes.fromhex(RFC8032[3].signature)
-    lines = []
-    for backend in ed25519.BACKENDS:
-        median = _time(functools.partial(ed25519.verify, pub, sig, message, backend), runs=9)
-        lines.append(f"  {backend:<12} {median * 1000:8.3f} ms per verification (median of 9)")
-    with capsys.disabled():
-        print("\nEd25519 verification time, 1023-byte message:\n" + "\n".join(lines))

@@ -1,0 +1,111 @@
+"""Tests for the survivors of the mutation run (tools/mutate.py; scores in tools/MUTATION.md).
+
+Each test names the mutant it kills (module, line, mutation) and asserts behaviour only: the
+exit code, the error's wording, and that the tree is unchanged.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
+
+_SPEC11 = default_spec("1.1.0")
+APP11 = live_image("app-1.1.0.tar", _SPEC11.images["app-1.1.0.tar"])
+
+
+@pytest.fixture(scope="module")
+def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
+    return KeyDir(tmp_path_factory.mktemp("keys") / "k")
+
+
+@pytest.fixture
+def host(tmp_path: Path, keydir: KeyDir) -> Dict[str, Any]:
+    root = tmp_path / "root"
+    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
+    b1 = write_spec(default_spec("1.0.0"), keydir, tmp_path)
+    r = cli("install", b1, "--root", root, "--skip-start", "--server")
+    assert r.returncode == 0, r.stderr
+    return {"root": root, "b1": b1, "tmp": tmp_path}
+
+
+def test_folder_at_a_target_path_is_refused_before_placing(host: Dict[str, Any],
+                                                           keydir: KeyDir) -> None:
+    """place.py line 112 (``raise`` -> ``pass``): a folder where the new release puts a file
+    is exit 6 naming it, and nothing is placed (no backup of a folder is attempted)."""
+    root = host["root"]
+    folder = root / APP11
+    folder.mkdir()
+    (folder / "keep").write_text("operator's")
+    before = tree(root)
+    r = cli("install", write_spec(_SPEC11, keydir, host["tmp"]), "--root", root,
+            "--skip-start")
+    assert r.returncode == 6, r.stderr
+    assert "is a folder where a file must go" in r.stderr and APP11 in r.stderr
+    assert "Traceback" not in r.stderr
+    assert tree(root) == before
+    status = json.loads(cli("status", "--root", root, "--json").stdout)
+    assert status["installed"]["version"] == "1.0.0"
+
+
+def _release_dir(root: Path) -> Path:
+    digest = json.loads(cli("status", "--root", root, "--json").stdout)["installed"]["digest"]
+    return root / "var/lib/rancher/airgap/releases" / digest
+
+
+def test_upgrade_with_a_kept_copy_missing(host: Dict[str, Any], keydir: KeyDir) -> None:
+    """place.py line 43 (``b is not None`` -> ``b is None``): the installed release's kept copy
+    of an archive the new release also carries is gone; the upgrade still succeeds and lands
+    exactly on a fresh install of the new release (no traceback)."""
+    root, tmp = host["root"], host["tmp"]
+    kept = _release_dir(root)
+    shared = [p for p in kept.rglob("*airgap-images*") if p.is_file()]
+    assert len(shared) == 1, shared
+    shared[0].unlink()
+    b2 = write_spec(_SPEC11, keydir, tmp)
+    ref = tmp / "ref"
+    assert cli("trust", keydir.root_json, "--root", ref).returncode == 0
+    assert cli("install", b2, "--root", ref, "--skip-start", "--server").returncode == 0
+    r = cli("install", b2, "--root", root, "--skip-start")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert live(root) == live(ref)
+
+
+def test_failed_upgrade_restores_an_old_only_file_whose_kept_copy_is_gone(
+        host: Dict[str, Any], keydir: KeyDir) -> None:
+    """place.py line 43 (``a is not None`` -> ``a is None``): the installed release's kept copy
+    of a chart the new release drops is gone, so the live chart is backed up; install.sh then
+    fails (exit 6) and undo puts the removed chart back: the live tree is the old one."""
+    root, tmp = host["root"], host["tmp"]
+    before = live(root)
+    kept = [p for p in _release_dir(root).rglob("demo-1.0.0.tgz") if p.is_file()]
+    assert len(kept) == 1, kept
+    kept[0].unlink()
+    r = cli("install", write_spec(_SPEC11, keydir, tmp), "--root", root, "--skip-start",
+            env={"AIRGAP_TEST_SCRIPT_FAIL": "1"})
+    assert r.returncode == 6, r.stderr
+    assert "Traceback" not in r.stderr
+    assert live(root) == before
+
+
+def test_old_image_archives_stay_until_the_commit(host: Dict[str, Any], keydir: KeyDir) -> None:
+    """place.py line 32 (``_GROUPS[0][1]`` -> ``_GROUPS[1][1]``): until the state is committed
+    the old release's image archives stay in place (so an undone change never brings back an
+    archive K3s would import again) while its other files are gone. Killed right after the
+    removal step, the live tree holds the old app archive and no old chart."""
+    root, tmp = host["root"], host["tmp"]
+    old_app = live_image("app-1.0.0.tar", default_spec("1.0.0").images["app-1.0.0.tar"])
+    old_chart = "var/lib/rancher/k3s/server/static/charts/demo-1.0.0.tgz"
+    assert (root / old_app).is_file() and (root / old_chart).is_file()
+    r = cli("install", write_spec(_SPEC11, keydir, tmp), "--root", root, "--skip-start",
+            env={"AIRGAP_INSTALL_FAILPOINT": "after-remove-old"})
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    assert (root / old_app).is_file()
+    assert not (root / old_chart).exists()
+    assert (root / APP11).is_file()
