@@ -19,7 +19,7 @@ from installer.errors import FormatError
 from installer.fsio import write_verified
 from installer.ocidist import OciRef, is_loopback, parse_oci_url
 
-from .errors import LocalError, SpecError, UpstreamError
+from .errors import LocalError, NotFoundError, SpecError, UpstreamError
 from .oci import RegistryClient
 from .spec import RegistryConfig
 from .transport import Transport
@@ -176,7 +176,11 @@ def pull(url: str, out: Path, *, plain_http: bool = False,
     if ref.reference is None:
         raise SpecError(f"{url}: which tag?", hint="write oci://HOST/REPO:TAG")
     client = client_for(ref, endpoint, transport=transport)
-    fetched = client.get_manifest(ref.repository, ref.reference, what=url)
+    try:
+        fetched = client.get_manifest(ref.repository, ref.reference, what=url)
+    except NotFoundError as e:
+        raise NotFoundError(e.message, hint="check the tag: `bundle repo push` tags `repo`, "
+                            "`bundle push` <name>-<version>-<arch>") from None
     try:
         entries = remote.parse_folder_manifest(fetched.data, what=url)
     except FormatError as e:

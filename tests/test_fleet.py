@@ -89,6 +89,8 @@ def test_bundle_push_pull_same_bytes(tmp_path: Path, scratch_registry: Registry,
     assert res.code == 0, res.err
     assert (tmp_path / "out" / b.name).read_bytes() == b.read_bytes()
     assert os.listdir(tmp_path / "out") == [b.name]
+    res = bundle(capsys, "pull", f"{url}:nope", "--out", str(tmp_path / "out"))
+    assert res.code == 3 and "check the tag" in res.err
 
 
 def test_pull_refuses_a_blob_that_is_not_what_the_manifest_says(
@@ -108,7 +110,7 @@ def test_pull_refuses_a_blob_that_is_not_what_the_manifest_says(
     client_for(ref, endpoint).put_manifest("edge/x", "lie", lying,
                                            media_type=remote.MANIFEST_MEDIA_TYPE, what="lie")
     res = bundle(capsys, "pull", url + ":lie", "--out", str(tmp_path / "out"))
-    assert res.code != 0 and "error" in res.err
+    assert res.code == 3 and "lie" in res.err, res.err
     assert not (tmp_path / "out" / "a").exists()
 
 
