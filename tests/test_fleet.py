@@ -133,3 +133,8 @@ def test_plain_http_only_on_loopback_or_when_asked(tmp_path: Path,
     (d / ".hidden").write_bytes(b"x")
     res = bundle(capsys, "repo", "push", str(d), "oci://example.invalid/x")
     assert res.code == 2 and ".hidden" in res.err
+    (d / ".hidden").unlink()
+    (d / "link").symlink_to(d / "f")
+    res = bundle(capsys, "repo", "push", str(d), "oci://example.invalid/x")
+    assert res.code == 2 and "link is not a regular file" in res.err
+    assert bundle_tag(Path("edge-1.0.0+site.1-arm64.tar")) == "edge-1.0.0_site.1-arm64"
