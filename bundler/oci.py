@@ -17,8 +17,9 @@ import re
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
@@ -195,14 +196,15 @@ class RegistryClient:
     def _request(self, method: str, path: str, repo: str, *, headers: dict[str, str],
                  stream: bool = False, what: str, ok: tuple[int, ...] = (200,),
                  allow_status: tuple[int, ...] = (),
-                 expect: int | None = None) -> requests.Response:
-        url = f"{self.config.endpoint}/v2/{repo}/{path}"
+                 expect: int | None = None, url: str | None = None,
+                 body: Any = None) -> requests.Response:
+        url = url or f"{self.config.endpoint}/v2/{repo}/{path}"
         basic = None
         for attempt in range(2):
             resp = self.transport.request(
                 method, url, headers={**headers, **self._auth_headers(repo)}, stream=stream,
                 verify=self._verify, auth=basic, what=what, ok=ok,
-                allow_status=(401, *allow_status), expect=expect)
+                allow_status=(401, *allow_status), expect=expect, body=body)
             if resp.status_code != 401:
                 return resp
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -220,6 +222,47 @@ class RegistryClient:
         raise AuthError(f"{what}: authentication failed at {self.config.endpoint}",
                         hint="set username_env/password_env for this registry in bundles.toml "
                              "and export those variables")
+
+    # -------------------------------------------------------------- uploads
+
+    def blob_exists(self, repo: str, digest: str, *, what: str) -> bool:
+        """Whether the registry already holds blob ``digest`` in ``repo`` (HEAD)."""
+        resp = self._request("HEAD", f"blobs/{digest}", repo, headers={}, what=what,
+                             allow_status=(404,))
+        resp.close()
+        return resp.status_code == 200
+
+    def upload_blob(self, repo: str, digest: str, source: Path | bytes, *, size: int,
+                    what: str) -> None:
+        """Upload ``source`` (a file, or small bytes) as blob ``digest``: POST opens an
+        upload, one monolithic PUT with ``?digest=`` streams the file (re-opened on a
+        retry); the registry checks the digest."""
+        resp = self._request("POST", "blobs/uploads/", repo, headers={"Content-Length": "0"},
+                             what=what, ok=(202,))
+        location = resp.headers.get("Location", "")
+        resp.close()
+        base = f"{self.config.endpoint}/v2/{repo}/blobs/uploads/"
+        target = urljoin(base, location.strip())
+        if not location or urlsplit(target)[:2] != urlsplit(base)[:2]:
+            raise UpstreamError(f"{what}: the registry gave no upload location on its own host "
+                                f"({location[:200]!r})", hint="the registry does not speak the "
+                                "OCI distribution upload protocol")
+        parts = urlsplit(target)
+        query = "&".join(q for q in (parts.query, urlencode({"digest": digest})) if q)
+        self._request("PUT", "", repo, url=urlunsplit(parts._replace(query=query)),
+                      headers={"Content-Type": "application/octet-stream",
+                               "Content-Length": str(size)},
+                      what=what, ok=(201,), expect=size,
+                      body=(lambda: source) if isinstance(source, bytes)
+                      else (lambda: open(source, "rb"))).close()
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, *, media_type: str,
+                     what: str) -> str:
+        """PUT manifest bytes under tag ``reference``; returns their digest."""
+        self._request("PUT", f"manifests/{reference}", repo,
+                      headers={"Content-Type": media_type}, what=what, ok=(201,),
+                      body=lambda: data).close()
+        return sha256_digest(data)
 
     # -------------------------------------------------------------- content
 

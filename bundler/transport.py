@@ -78,12 +78,13 @@ class Transport:
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                 stream: bool = False, verify: Any = True, auth: Any = None,
                 what: str | None = None, ok: tuple[int, ...] = (200,),
-                allow_status: tuple[int, ...] = (), expect: int | None = None
-                ) -> requests.Response:
+                allow_status: tuple[int, ...] = (), expect: int | None = None,
+                body: Callable[[], Any] | None = None) -> requests.Response:
         """Send with retries. Returns a response whose status is in ``ok`` or
         ``allow_status`` (the caller handles those); raises ``TransferError`` otherwise.
         ``expect`` (bytes the body should bring) sets the overall deadline; a streamed
-        response's deadline runs until it is closed."""
+        response's deadline runs until it is closed. ``body`` makes the request body (bytes or
+        an open file), called again for each attempt and hop so a retry re-sends it whole."""
         label = what or url
         check_url(url, what=label)
         last: str = ""
@@ -93,7 +94,8 @@ class Transport:
             deadline = self._watchdog.watch(self.limits.deadline(expect))
             try:
                 resp = self._follow(method, url, headers=dict(headers or {}), stream=stream,
-                                    verify=verify, auth=auth, label=label, deadline=deadline)
+                                    verify=verify, auth=auth, label=label, deadline=deadline,
+                                    body=body)
             except requests.exceptions.SSLError as e:
                 deadline.finish()
                 raise TransferError(
@@ -134,20 +136,24 @@ class Transport:
             hint="the server or the link is failing; retry later (downloads resume)")
 
     def _follow(self, method: str, url: str, *, headers: dict[str, str], stream: bool,
-                verify: Any, auth: Any, label: str, deadline: Deadline) -> requests.Response:
+                verify: Any, auth: Any, label: str, deadline: Deadline,
+                body: Callable[[], Any] | None = None) -> requests.Response:
         """One attempt: the request and at most ``limits.redirects`` validated hops."""
         hops = [url]
         while True:
             with self._lock:
                 self.requests_sent += 1
             set_current(deadline)
+            data = body() if body is not None and method not in ("GET", "HEAD") else None
             try:
                 resp = self._session.request(
                     method, url, headers=headers, stream=stream, verify=verify, auth=auth,
                     timeout=(self.policy.connect_timeout, self.policy.read_timeout),
-                    allow_redirects=False)
+                    allow_redirects=False, data=data)
             finally:
                 set_current(None)
+                if data is not None and hasattr(data, "close"):
+                    data.close()
             resp.bundler_hops = hops  # type: ignore[attr-defined]
             location = resp.headers.get("Location")
             if resp.status_code not in REDIRECT_STATUS or location is None:

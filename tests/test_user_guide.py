@@ -35,6 +35,9 @@ SECTIONS = {
     ('publish',): '### `bundle publish BUNDLES`',
     ('promote',): '### `bundle promote NAME VERSION`',
     ('yank',): '### `bundle yank NAME VERSION`',
+    ('repo', 'push'): '### `bundle repo push DIRECTORY oci://HOST/REPO[:TAG]`',
+    ('push',): '## `bundle push BUNDLE... oci://HOST/REPO[:TAG]`',
+    ('pull',): '## `bundle pull oci://HOST/REPO:TAG`',
     (): "## Global options and machine-readable output",
 }
 _OPT = re.compile(r"`(-{1,2}[a-z][a-z0-9-]*)")

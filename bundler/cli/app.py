@@ -16,7 +16,7 @@ import click
 from installer.errors import ToolError
 
 from ..errors import EXIT_CODES, exit_code_for
-from . import build, diff, discover, inspect, keys, lock, repo, split, verify
+from . import build, diff, discover, fleet, inspect, keys, lock, repo, split, verify
 from .context import CONTEXT, Ctx
 
 
@@ -48,7 +48,7 @@ def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> 
 
 for _cmd in [*lock.commands, *build.commands, *inspect.commands, keys.keys,
              *discover.commands, *verify.commands, *diff.commands, *split.commands,
-             *repo.commands]:
+             *repo.commands, *fleet.commands]:
     cli.add_command(_cmd)
 
 

@@ -1,4 +1,4 @@
-"""``bundle repo init|status|refresh``, ``bundle publish``, ``promote``, ``yank``: the OTA ring
+"""``bundle repo init|status|refresh|push``, ``bundle publish``, ``promote``, ``yank``: the OTA ring
 repository (thin layer over ``bundler.repo``; errors are mapped in ``app``)."""
 
 from __future__ import annotations
@@ -169,5 +169,9 @@ def yank_cmd(name: str, version: str, repo_dir: Path, ring: str, keys_dir: Path,
                 lifetimes=_lt(kw), passphrase_env=passphrase_env)
     out(as_json, done, f"yanked {name} {version} from ring {ring}: {reason}")
 
+
+from .fleet import repo_push_cmd  # noqa: E402 - `bundle repo push` lives with push/pull
+
+repo.add_command(repo_push_cmd, "push")
 
 commands = [repo, publish_cmd, promote_cmd, yank_cmd]

@@ -1,0 +1,204 @@
+"""Push a ring repository folder or bundle files to an OCI registry, and pull one back onto a
+folder (docs/fleet.md). The artifact layout is the device's (``installer.remote``: one manifest,
+one layer per file titled with its path, a file's sha256 is its layer digest); this module only
+writes it. Blobs the registry already holds are skipped (HEAD first), so a second push of an
+unchanged repository moves only the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from installer import remote
+from installer.errors import FormatError
+from installer.fsio import write_verified
+from installer.ocidist import OciRef, is_loopback, parse_oci_url
+
+from .errors import LocalError, NotFoundError, SpecError, UpstreamError
+from .oci import RegistryClient
+from .spec import RegistryConfig
+from .transport import Transport
+
+REPO_TAG = "repo"
+EMPTY = b"{}"  # the empty config blob (remote.EMPTY_CONFIG)
+_TAG_BAD = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass
+class PushReport:
+    target: str
+    digest: str = ""
+    files: int = 0
+    pushed: int = 0            # blobs uploaded
+    skipped: int = 0           # blobs the registry already held
+    bytes_pushed: int = 0
+    bytes_skipped: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PullReport:
+    source: str
+    out: str
+    files: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def target_ref(url: str, *, plain_http: bool) -> tuple[OciRef, str]:
+    """The parsed reference and the registry endpoint: plain HTTP on loopback (as Docker
+    does), https elsewhere unless ``plain_http`` (pure: checked before any traffic)."""
+    ref = parse_oci_url(url)
+    if is_loopback(ref.host):
+        return ref, f"http://{ref.host}"
+    return ref, f"{'http' if plain_http else 'https'}://{ref.host}"
+
+
+def client_for(ref: OciRef, endpoint: str, *, transport: Transport | None = None
+               ) -> RegistryClient:
+    return RegistryClient(transport or Transport(), RegistryConfig(host=ref.host,
+                                                                   endpoint=endpoint))
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def folder_files(directory: Path) -> dict[str, Path]:
+    """Every regular file under ``directory`` by its ``/`` path; a symlink or special file
+    is an error (what is pushed is exactly what a device would verify)."""
+    if not directory.is_dir():
+        raise SpecError(f"{directory} is not a folder", hint="give the ring repository folder "
+                        "made by `bundle repo init`")
+    files: dict[str, Path] = {}
+    for root, dirs, names in os.walk(directory, followlinks=False):
+        dirs.sort()
+        for name in sorted(names) + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            full = Path(root) / name
+            rel = full.relative_to(directory).as_posix()
+            mode = os.lstat(full).st_mode
+            if not stat.S_ISREG(mode):
+                raise SpecError(f"{full} is not a regular file",
+                                hint="a pushed folder holds only regular files; remove it")
+            try:
+                files[remote.check_path(rel)] = full
+            except FormatError as e:
+                raise SpecError(f"{full}: {e.message}", hint=e.hint) from None
+    if not files:
+        raise SpecError(f"{directory} holds no files")
+    return files
+
+
+def push_files(client: RegistryClient, ref: OciRef, files: dict[str, tuple[Path, str]], *,
+               tag: str, artifact_type: str,
+               annotations: dict[str, str] | None = None) -> PushReport:
+    """Push ``{path: (file, media type)}`` as one artifact tagged ``tag``."""
+    report = PushReport(target=f"oci://{ref.host}/{ref.repository}:{tag}")
+    entries: dict[str, tuple[str, int, str]] = {}
+    for path, (file, media_type) in files.items():
+        sha, size = _sha256(file)
+        entries[path] = (sha, size, media_type)
+    # the manifest is built (and parsed back) before the first byte goes out
+    manifest = remote.folder_manifest(entries, artifact_type=artifact_type,
+                                      annotations=annotations)
+    blobs: dict[str, tuple[Path | bytes, int]] = {
+        sha: (files[p][0], size) for p, (sha, size, _) in entries.items()}
+    blobs.setdefault(hashlib.sha256(EMPTY).hexdigest(), (EMPTY, len(EMPTY)))  # the config
+    repo = ref.repository
+    for sha, (source, size) in sorted(blobs.items()):
+        digest = "sha256:" + sha
+        what = f"{report.target}: blob {digest[:19]}"
+        if client.blob_exists(repo, digest, what=what):
+            report.skipped += 1
+            report.bytes_skipped += size
+            continue
+        client.upload_blob(repo, digest, source, size=size, what=what)
+        report.pushed += 1
+        report.bytes_pushed += size
+    report.files = len(entries)
+    report.digest = client.put_manifest(repo, tag, manifest,
+                                        media_type=remote.MANIFEST_MEDIA_TYPE,
+                                        what=f"{report.target}: manifest")
+    return report
+
+
+def push_repo(directory: Path, url: str, *, plain_http: bool = False,
+              transport: Transport | None = None) -> PushReport:
+    ref, endpoint = target_ref(url, plain_http=plain_http)
+    files = {p: (f, remote.FILE_MEDIA_TYPE) for p, f in folder_files(directory).items()}
+    return push_files(client_for(ref, endpoint, transport=transport), ref, files,
+                      tag=ref.reference or REPO_TAG, artifact_type=remote.FOLDER_ARTIFACT)
+
+
+def bundle_tag(path: Path) -> str:
+    """``<name>-<version>-<arch>`` from the bundle's file name (``+`` and other characters a
+    tag cannot hold become ``_``)."""
+    stem = path.name[:-4] if path.name.endswith(".tar") else path.name
+    return _TAG_BAD.sub("_", stem)[:128]
+
+
+def push_bundles(bundles: list[Path], url: str, *, plain_http: bool = False,
+                 transport: Transport | None = None) -> list[PushReport]:
+    ref, endpoint = target_ref(url, plain_http=plain_http)
+    if ref.reference is not None and len(bundles) > 1:
+        raise SpecError(f"{url}: one tag for {len(bundles)} bundles",
+                        hint="leave the tag out: each bundle is tagged <name>-<version>-<arch>")
+    for b in bundles:
+        if not b.is_file():
+            raise SpecError(f"{b} is not a bundle file")
+        remote.check_path(b.name)
+    client = client_for(ref, endpoint, transport=transport)
+    return [push_files(client, ref, {b.name: (b, remote.BUNDLE_MEDIA_TYPE)},
+                       tag=ref.reference or bundle_tag(b), artifact_type=remote.BUNDLE_ARTIFACT)
+            for b in bundles]
+
+
+def pull(url: str, out: Path, *, plain_http: bool = False,
+         transport: Transport | None = None) -> PullReport:
+    """Every file of a folder or bundle artifact onto ``out``, each verified against its layer
+    digest and written atomically; paths are checked before anything is written."""
+    ref, endpoint = target_ref(url, plain_http=plain_http)
+    if ref.reference is None:
+        raise SpecError(f"{url}: which tag?", hint="write oci://HOST/REPO:TAG")
+    client = client_for(ref, endpoint, transport=transport)
+    try:
+        fetched = client.get_manifest(ref.repository, ref.reference, what=url)
+    except NotFoundError as e:
+        raise NotFoundError(e.message, hint="check the tag: `bundle repo push` tags `repo`, "
+                            "`bundle push` <name>-<version>-<arch>") from None
+    try:
+        entries = remote.parse_folder_manifest(fetched.data, what=url)
+    except FormatError as e:
+        raise UpstreamError(e.message, hint=e.hint) from None
+    report = PullReport(source=ref.url, out=str(out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LocalError(f"cannot create {out}: {e.strerror}") from None
+    for path, entry in sorted(entries.items()):
+        dest = out.joinpath(*path.split("/"))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest = "sha256:" + entry.sha256
+        with client.open_blob(ref.repository, digest, what=f"{url}: {path}",
+                              expect=entry.size) as resp:
+            write_verified(dest, resp.iter_content(1 << 20), sha256=entry.sha256,
+                           size=entry.size, what=f"{url}: {path}")
+        report.files.append(path)
+        report.bytes += entry.size
+    return report
+
