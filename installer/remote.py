@@ -188,11 +188,11 @@ class _MirrorClient(ocidist.Client):
 
     def _http_error(self, e: "urllib.error.HTTPError", url: str, what: str) -> TransferError:
         if e.code in (404, 410):
-            return Missing(f"{what}: {url} does not exist (HTTP {e.code})",
+            return Missing(f"{url} does not exist (HTTP {e.code})",
                            hint="serve the whole repository folder (metadata/ and targets/) "
                                 "as `bundle repo` wrote it")
         if e.code in (401, 403):
-            return TransferError(f"{what}: {url} refused access (HTTP {e.code})",
+            return TransferError(f"{url} refused access (HTTP {e.code})",
                                  hint="a ring mirror is a plain static server: allow "
                                       "anonymous reads")
         return super()._http_error(e, url, what)

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from . import canonjson, install, ocidist, preflight, remote, rings, tufclient, verify
-from .errors import ConfigError, HealthGateFailed, InstallerError, PolicyRefusal
+from .errors import (
+    ConfigError,
+    HealthGateFailed,
+    InstallerError,
+    PolicyRefusal,
+    TransferError,
+)
 from .fsio import write_verified
 from .layout import TRUST_DIR, Layout
 from .options import Given
@@ -177,9 +183,15 @@ def copy_target(source: "remote.Source | str", entry: tufclient.Entry, dest_dir:
     try:
         src.fetch(target_path(entry), dest, sha256=entry.sha256, size=entry.length)
     except remote.Missing as e:
-        raise ConfigError(f"{e.message}: the ring lists {entry.path}, the source lacks it",
-                          hint="copy (or serve, or push) the whole repository folder, "
-                               "targets/ included") from None
+        # a stick copied without targets/ is the user's to fix (2); a mirror or registry that
+        # fails to deliver what its own signed metadata lists is a transfer failure (5)
+        if isinstance(src, remote.FolderSource):
+            raise ConfigError(f"{e.message}: the ring lists {entry.path}, the source lacks it",
+                              hint="copy the whole repository folder, targets/ included"
+                              ) from None
+        raise TransferError(f"{e.message}: the ring lists {entry.path}, the source lacks it",
+                            hint="serve (or push) the whole repository folder, targets/ "
+                                 "included, then sync again") from None
     return dest
 
 

@@ -1,0 +1,130 @@
+"""`airgap-install sync --source http://MIRROR`: a ring repository written by the real `bundle
+repo init` / `bundle publish`, served by the real static server of the test world
+(``tests.world.release.StaticServer``, Range-capable) on 127.0.0.1, optionally behind the
+fault proxy (``tests.world.faultproxy.FaultProxy``). What a mirror sync installs must be what a
+folder sync of the same repository installs; a broken or lying transfer installs nothing."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+
+from .bundles import KeyDir, cli, default_spec, live, tree, write_spec
+from .test_rings_e2e import bundle, installed, ok
+from .world.release import StaticServer
+
+SYNC = ("--server", "--skip-start", "--health-cmd", "true")
+INCOMING = "var/lib/rancher/airgap/tuf/incoming"
+
+
+def do_sync(root: Path, source: object, *extra: object) -> "subprocess.CompletedProcess[str]":
+    """``airgap-install sync`` as test_rings_e2e runs it, from a folder or a URL."""
+    return cli("sync", "--source", source, "--root", root, "--arch", "amd64", "--json", *extra)
+
+
+class Published:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.keys = KeyDir(base / "keys")
+        self.served = base / "www"
+        self.repo = self.served / "rings"
+        (base / "b").mkdir()
+        ok(bundle("repo", "init", self.repo, "--keys", self.keys.path))
+
+    def publish(self, version: str) -> None:
+        spec = write_spec(default_spec(version), self.keys, self.base / "b")
+        ok(bundle("publish", spec, "--repo", self.repo, "--ring", "canary", "--keys",
+                  self.keys.path))
+
+    def device(self, name: str) -> Path:
+        root = self.base / name
+        ok(cli("trust", self.repo / "metadata" / "1.root.json", "--root", root, "--ring",
+               "canary"))
+        return root
+
+    def targets(self) -> List[Path]:
+        return sorted(p for p in (self.repo / "targets").rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def pub(tmp_path: Path) -> Published:
+    p = Published(tmp_path)
+    p.publish("1.0.0")
+    return p
+
+
+@pytest.fixture
+def server(pub: Published) -> Iterator[StaticServer]:
+    with StaticServer(pub.served) as s:
+        yield s
+
+
+def files(root: Path, under: str) -> Dict[str, Tuple[str, str, int]]:
+    return {k: v for k, v in tree(root / under).items() if v[0] != "dir"}
+
+
+def test_http_mirror_installs_what_the_folder_installs(pub: Published,
+                                                       server: StaticServer) -> None:
+    by_folder, by_http = pub.device("by-folder"), pub.device("by-http")
+    res = json.loads(ok(do_sync(by_folder, pub.repo, *SYNC)))
+    assert res["action"] == "installed" and res["current"]["version"] == "1.0.0"
+    res = json.loads(ok(do_sync(by_http, server.url + "/rings/", *SYNC)))
+    assert res["action"] == "installed" and res["current"]["version"] == "1.0.0"
+    assert live(by_http) and live(by_http) == live(by_folder)
+    assert installed(by_http) == "1.0.0"
+    # the verified metadata persisted is byte for byte the folder's
+    tuf = "var/lib/rancher/airgap/tuf"
+    meta = {k: v for k, v in files(by_http, tuf).items() if k != "sync.json"}
+    assert meta == {k: v for k, v in files(by_folder, tuf).items() if k != "sync.json"}
+    # everything came over HTTP: metadata, then the target (once, whole)
+    target = pub.targets()[0].relative_to(pub.served).as_posix()
+    got = [e for e in server.log if e.path == "/" + target]
+    assert [(e.status, e.body_bytes) for e in got] == [(200, pub.targets()[0].stat().st_size)]
+    assert any(e.path == "/rings/metadata/timestamp.json" and e.status == 200
+               for e in server.log)
+    assert not files(by_http, INCOMING)
+
+    pub.publish("1.1.0")
+    res = json.loads(ok(do_sync(by_http, server.url + "/rings", "--health-cmd", "true")))
+    assert res["action"] == "installed" and installed(by_http) == "1.1.0"
+    ok(do_sync(by_folder, pub.repo, "--health-cmd", "true"))
+    assert live(by_http) == live(by_folder)
+
+
+def test_plain_http_to_another_host_is_refused_before_any_traffic(pub: Published,
+                                                                  tmp_path: Path) -> None:
+    """Without --plain-http nothing is sent, not even to a proxy the environment names (the
+    proxy here is a loopback server that logs; with --plain-http it does see the request,
+    which shows it would have)."""
+    root = pub.device("dev")
+    before = tree(root)
+    with StaticServer(tmp_path / "empty") as proxy:
+        env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy",)}
+        env.update(http_proxy=proxy.url, HTTP_PROXY=proxy.url)
+        p = cli("sync", "--source", "http://example.invalid/x", "--root", root, "--arch",
+                "amd64", *SYNC, env=env)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert "not loopback" in p.stderr and "--plain-http" in p.stderr
+        assert "Traceback" not in p.stderr
+        assert proxy.log == [] and proxy.connections == 0
+        assert tree(root) == before
+        p = cli("sync", "--source", "http://example.invalid/x", "--root", root, "--arch",
+                "amd64", "--plain-http", *SYNC, env=env)
+        assert p.returncode != 0 and installed(root) == "nothing"
+        assert proxy.log, "the control run should have gone through the loopback proxy"
+
+
+def test_missing_target_on_the_mirror_installs_nothing(pub: Published,
+                                                       server: StaticServer) -> None:
+    root = pub.device("dev")
+    target = pub.targets()[0]
+    target.unlink()
+    p = do_sync(root, server.url + "/rings", *SYNC)
+    assert p.returncode == 5, p.stdout + p.stderr
+    assert "HTTP 404" in p.stderr and "lacks it" in p.stderr and "Traceback" not in p.stderr
+    assert any(e.path.endswith(target.name) and e.status == 404 for e in server.log)
+    assert installed(root) == "nothing" and live(root) == {}
+    assert not files(root, INCOMING)
