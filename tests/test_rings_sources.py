@@ -14,6 +14,7 @@ import pytest
 
 from .bundles import KeyDir, cli, default_spec, live, tree, write_spec
 from .test_rings_e2e import bundle, installed, ok
+from .world.faultproxy import FaultProxy
 from .world.release import StaticServer
 
 SYNC = ("--server", "--skip-start", "--health-cmd", "true")
@@ -128,3 +129,88 @@ def test_missing_target_on_the_mirror_installs_nothing(pub: Published,
     assert any(e.path.endswith(target.name) and e.status == 404 for e in server.log)
     assert installed(root) == "nothing" and live(root) == {}
     assert not files(root, INCOMING)
+
+
+# --- through the fault proxy ---------------------------------------------------------------
+
+TUF = "var/lib/rancher/airgap/tuf"
+
+
+def outside_tuf(root: Path) -> Dict[str, Tuple[str, str, int]]:
+    """The device root without the TUF folder (verified metadata, sync record, staging):
+    the installer state, the releases and the live K3s files."""
+    return {k: v for k, v in tree(root).items() if not k.startswith(TUF)}
+
+
+@pytest.fixture
+def proxy(server: StaticServer) -> Iterator[FaultProxy]:
+    with FaultProxy(server.url) as p:
+        yield p
+
+
+def test_connection_reset_mid_bundle_is_resumed_in_the_same_run(
+        pub: Published, proxy: FaultProxy) -> None:
+    target = pub.targets()[0]
+    size = target.stat().st_size
+    proxy.add_rule(r"/targets/", ("reset", size // 3), count=1)
+    root, ref = pub.device("dev"), pub.device("ref")
+    res = json.loads(ok(do_sync(root, proxy.url + "/rings", *SYNC)))
+    assert res["action"] == "installed" and installed(root) == "1.0.0"
+    got = proxy.requests(r"/targets/", method="GET")
+    assert [r.fault for r in got] == ["reset", None]
+    assert got[0].range is None and got[0].body_bytes == size // 3
+    # the retry asked for the rest only (what arrived before the reset was kept)
+    assert got[1].range is not None and got[1].range.startswith("bytes=")
+    assert got[1].body_bytes == size - int(got[1].range[len("bytes="):].rstrip("-"))
+    ok(do_sync(ref, pub.repo, *SYNC))
+    assert live(root) == live(ref)
+    assert not files(root, INCOMING)
+
+
+def test_cut_on_every_attempt_installs_nothing_and_the_next_sync_resumes(
+        pub: Published, proxy: FaultProxy) -> None:
+    target = pub.targets()[0]
+    size = target.stat().st_size
+    n = size // 8
+    proxy.add_rule(r"/targets/", ("truncate", n), count=None)
+    root, ref = pub.device("dev"), pub.device("ref")
+    before = outside_tuf(root)
+    p = do_sync(root, proxy.url + "/rings", *SYNC)
+    assert p.returncode == 5, p.stdout + p.stderr
+    assert f"{5 * n} of {size} bytes" in p.stderr and "Traceback" not in p.stderr
+    got = proxy.requests(r"/targets/", method="GET")
+    assert [r.range for r in got] == [None] + [f"bytes={i * n}-" for i in range(1, 5)]
+    # nothing unverified reached the installer: state, releases and live files unchanged;
+    # only the partial download waits in staging
+    assert outside_tuf(root) == before and installed(root) == "nothing"
+    assert list(files(root, INCOMING)) == [f".{target.name}.partial"]
+    assert (root / INCOMING / f".{target.name}.partial").stat().st_size == 5 * n
+
+    proxy.clear()
+    res = json.loads(ok(do_sync(root, proxy.url + "/rings", *SYNC)))
+    assert res["action"] == "installed" and installed(root) == "1.0.0"
+    got = proxy.requests(r"/targets/", method="GET")
+    assert [(r.range, r.status, r.body_bytes) for r in got] == [
+        (f"bytes={5 * n}-", 206, size - 5 * n)]
+    ok(do_sync(ref, pub.repo, *SYNC))
+    assert live(root) == live(ref)
+    assert not files(root, INCOMING)
+
+
+def test_corrupted_bundle_body_installs_nothing_and_keeps_no_partial(
+        pub: Published, proxy: FaultProxy) -> None:
+    target = pub.targets()[0]
+    proxy.add_rule(r"/targets/", ("corrupt",), count=None)
+    root = pub.device("dev")
+    before = outside_tuf(root)
+    p = do_sync(root, proxy.url + "/rings", *SYNC)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "sha256" in p.stderr and target.name in p.stderr and "Traceback" not in p.stderr
+    assert proxy.faults_applied()
+    assert outside_tuf(root) == before and installed(root) == "nothing"
+    assert not files(root, INCOMING)
+    assert not [k for k in tree(root) if target.name.split(".", 1)[1] in k]
+
+    proxy.clear()
+    ok(do_sync(root, proxy.url + "/rings", *SYNC))
+    assert installed(root) == "1.0.0"
