@@ -4,6 +4,7 @@ repo init` / `bundle publish`, served by the real static server of the test worl
 fault proxy (``tests.world.faultproxy.FaultProxy``). What a mirror sync installs must be what a
 folder sync of the same repository installs; a broken or lying transfer installs nothing."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,10 +12,16 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
+import requests
+
+from installer import remote
 
 from .bundles import KeyDir, cli, default_spec, live, tree, write_spec
 from .test_rings_e2e import bundle, installed, ok
+from .world import World
 from .world.faultproxy import FaultProxy
+from .world.oci import Blob
+from .world.push import push_content
 from .world.release import StaticServer
 
 SYNC = ("--server", "--skip-start", "--health-cmd", "true")
@@ -214,3 +221,48 @@ def test_corrupted_bundle_body_installs_nothing_and_keeps_no_partial(
     proxy.clear()
     ok(do_sync(root, proxy.url + "/rings", *SYNC))
     assert installed(root) == "1.0.0"
+
+
+# --- oci:// -------------------------------------------------------------------------------
+
+def push_folder(world: World, folder: Path, repository: str, tag: str) -> str:
+    """The repository folder as one folder artifact (remote.folder_manifest), as
+    tests/test_remote.py pushes one, into the world's real registry."""
+    data = {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+    manifest = remote.folder_manifest(
+        {path: (_sha(d), len(d), remote.FILE_MEDIA_TYPE) for path, d in data.items()},
+        artifact_type=remote.FOLDER_ARTIFACT)
+    blobs = [Blob(remote.FILE_MEDIA_TYPE, "sha256:" + _sha(d), len(d), data=d)
+             for d in data.values()]
+    blobs.append(Blob(remote.EMPTY_CONFIG, "sha256:" + _sha(b"{}"), 2, data=b"{}"))
+    top = Blob(remote.MANIFEST_MEDIA_TYPE, "sha256:" + _sha(manifest), len(manifest),
+               data=manifest)
+    push_content(requests.Session(), world.registry.url, repository, blobs=blobs,
+                 children=[], top=top, tags=[tag])
+    return f"oci://{world.registry.host}/{repository}:{tag}"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_oci_source_installs_what_the_folder_installs(pub: Published, world: World) -> None:
+    url = push_folder(world, pub.repo, f"sync/{pub.base.name.lower()}", "canary")
+    by_folder, by_oci = pub.device("by-folder"), pub.device("by-oci")
+    res = json.loads(ok(do_sync(by_oci, url, *SYNC)))
+    assert res["action"] == "installed" and installed(by_oci) == "1.0.0"
+    ok(do_sync(by_folder, pub.repo, *SYNC))
+    assert live(by_oci) and live(by_oci) == live(by_folder)
+    assert not files(by_oci, INCOMING)
+
+    pub.publish("1.1.0")
+    url = push_folder(world, pub.repo, f"sync/{pub.base.name.lower()}", "canary")
+    res = json.loads(ok(do_sync(by_oci, url, "--health-cmd", "true")))
+    assert res["action"] == "installed" and installed(by_oci) == "1.1.0"
+    # credentials are for oci:// only; a missing tag is a transfer error
+    p = do_sync(by_oci, pub.repo, "--credentials-file", pub.base / "nope", *SYNC)
+    assert p.returncode == 2 and "oci://" in p.stderr
+    p = do_sync(by_oci, url.rsplit(":", 1)[0] + ":gone", *SYNC)
+    assert p.returncode == 5 and "Traceback" not in p.stderr, p.stderr
+    assert installed(by_oci) == "1.1.0"
