@@ -24,7 +24,7 @@ from .oci import RegistryClient
 from .spec import RegistryConfig
 from .transport import Transport
 
-REPO_TAG = "repo"
+REPO_TAG = remote.DEFAULT_TAG  # what `sync --source oci://HOST/REPO` reads
 EMPTY = b"{}"  # the empty config blob (remote.EMPTY_CONFIG)
 _TAG_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 

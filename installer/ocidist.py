@@ -318,6 +318,16 @@ class Client:
         against ``digest`` and ``size`` before it is moved into place."""
         if not _DIGEST_RE.match(digest):
             raise FormatError(f"blob digest {digest!r} is not sha256:<64 hex digits>")
+        self.download(f"/v2/{repository}/blobs/{digest}", dest, sha256=digest.split(":", 1)[1],
+                      size=size, what=f"blob {digest} of {repository}",
+                      scope=f"repository:{repository}:pull", on_bytes=on_bytes)
+
+    def download(self, path: str, dest: str, *, sha256: str, size: int, what: str,
+                 scope: str, on_bytes: OnBytes = None) -> None:
+        """GET ``path`` on this host into ``dest``: resumed with Range from a partial file
+        beside it (``.<name>.partial``, kept across attempts and runs), retried on transient
+        failures, hashed while written and moved into place only when size and sha256 match
+        (``fsio.adopt_verified``; a mismatch removes the partial file)."""
         partial = os.path.join(os.path.dirname(dest) or ".",
                                f".{os.path.basename(dest)}.partial")
         h = hashlib.sha256()
@@ -327,8 +337,8 @@ class Client:
             if have >= size:
                 break
             try:
-                have, h = self._blob_range(repository, digest, partial, have, size, h,
-                                           on_bytes)
+                have, h = self._range_to(path, partial, have=have, size=size, h=h, what=what,
+                                         scope=scope, on_bytes=on_bytes)
             except Unavailable as e:
                 last = e
                 time.sleep(min(5.0, 0.25 * 2 ** attempt))
@@ -336,18 +346,18 @@ class Client:
                 h = hashlib.sha256()
                 have = _resume_state(partial, size, h)
         if have < size:
-            raise TransferError(f"blob {digest} of {repository}: {have} of {size} bytes after "
-                                f"{ATTEMPTS} attempts ({last})",
+            raise TransferError(f"{what}: {have} of {size} bytes after {ATTEMPTS} attempts "
+                                f"({last})",
                                 hint="run the command again: it resumes where it stopped")
-        adopt_verified(partial, dest, sha256=digest.split(":", 1)[1], size=size,
-                       hashed=h.hexdigest(), what=f"blob {digest}")
+        adopt_verified(partial, dest, sha256=sha256, size=size, hashed=h.hexdigest(),
+                       what=what)
 
-    def _blob_range(self, repository: str, digest: str, partial: str, have: int, size: int,
-                    h: "hashlib._Hash", on_bytes: OnBytes) -> Tuple[int, "hashlib._Hash"]:
+    def _range_to(self, path: str, partial: str, *, have: int, size: int,
+                  h: "hashlib._Hash", what: str, scope: str,
+                  on_bytes: OnBytes) -> Tuple[int, "hashlib._Hash"]:
         """Fetch from byte ``have`` on, appending to ``partial``; ``(bytes held, hash)``."""
         headers = {"Range": f"bytes={have}-"} if have else {}
-        resp = self.request(f"/v2/{repository}/blobs/{digest}", what=f"blob {digest}",
-                            scope=f"repository:{repository}:pull", headers=headers)
+        resp = self.request(path, what=what, scope=scope, headers=headers)
         with resp:
             if have and resp.status != 206:   # the server ignored Range: start again
                 have, h = 0, hashlib.sha256()
@@ -366,12 +376,11 @@ class Client:
                         have += len(data)
                         if on_bytes is not None:
                             on_bytes(len(data))
-                except (OSError, ValueError) as e:  # reset, timeout, IncompleteRead
-                    out.flush()
-                    raise Unavailable(f"blob {digest}: transfer broke at {have} bytes: "
-                                      f"{e}") from None
+                except (OSError, ValueError, http.client.HTTPException) as e:
+                    out.flush()   # reset, timeout, IncompleteRead: keep what arrived
+                    raise Unavailable(f"{what}: transfer broke at {have} bytes: {e}") from None
         if have < size:
-            raise Unavailable(f"blob {digest}: the connection closed at {have} of {size}")
+            raise Unavailable(f"{what}: the connection closed at {have} of {size} bytes")
         return have, h
 
     def _retrying(self, call: Callable[[], http.client.HTTPResponse]

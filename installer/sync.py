@@ -2,20 +2,25 @@
 
 The thin I/O shell around ``tufclient`` (metadata) and ``rings`` (which bundle):
 
-    lock -> read the ring (local config) -> TUF refresh over the source folder -> persist the
-    verified metadata and the time ratchet -> choose -> copy the target into local staging
-    while hashing it against the ring's entry -> unlock -> the existing install path (all its
-    checks) or, for a yanked version, rollback to the kept previous release -> health command
-    until it passes or times out -> on failure: rollback, record the version as failed, exit 7.
+    lock -> read the ring (local config) -> TUF refresh over the source (a folder, an
+    http(s) mirror or an oci:// registry, all through ``remote.open_source``) -> persist the
+    verified metadata and the time ratchet -> choose -> fetch the target into local staging,
+    verified against the ring's entry before it appears there -> unlock -> the existing
+    install path (all its checks) or, for a yanked version, rollback to the kept previous
+    release -> health command until it passes or times out -> on failure: rollback, record
+    the version as failed, exit 7.
 
 Files::
 
     <root>/etc/rancher/airgap/ring.json           {"ring": ..., "device_id": ...} (local only)
     <root>/var/lib/rancher/airgap/tuf/*.json      the metadata verified last (TUF "trusted")
     <root>/var/lib/rancher/airgap/tuf/sync.json   ratchet, last sync, failed versions
+    <root>/var/lib/rancher/airgap/tuf/incoming/   the target being fetched (a partial
+                                                  download is resumed by the next sync)
 """
 
 import os
+import posixpath
 import shutil
 import subprocess
 import time
@@ -23,9 +28,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
-from . import canonjson, install, preflight, rings, tufclient, verify
-from .errors import ConfigError, HealthGateFailed, InstallerError, PolicyRefusal
-from .fsio import iter_file, write_verified
+from . import canonjson, install, ocidist, preflight, remote, rings, tufclient, verify
+from .errors import (
+    ConfigError,
+    HealthGateFailed,
+    InstallerError,
+    PolicyRefusal,
+    TransferError,
+)
+from .fsio import write_verified
 from .layout import TRUST_DIR, Layout
 from .options import Given
 from .state import Options, RunLock, load_state
@@ -131,45 +142,56 @@ def _persist(layout: Layout, refreshed: tufclient.Refreshed) -> None:
         write_verified(layout.trust_anchor, [refreshed.root_bytes], mode=0o644)
 
 
-def folder_fetcher(source: str) -> tufclient.Fetch:
-    """Metadata files from ``SOURCE/metadata/`` (a stick holding `bundle repo` output)."""
-    folder = os.path.join(source, "metadata")
-    if not os.path.isdir(folder):
-        raise ConfigError(f"{source} holds no metadata/ folder",
+def source_fetcher(src: remote.Source) -> tufclient.Fetch:
+    """Metadata files from ``SOURCE/metadata/`` (`bundle repo` output on a stick, behind a
+    static HTTP server, or pushed to a registry), each size-capped; absent is ``None``."""
+    if isinstance(src, remote.FolderSource) and not os.path.isdir(
+            os.path.join(src.folder, "metadata")):
+        raise ConfigError(f"{src.folder} holds no metadata/ folder",
                           hint="pass the folder `bundle repo init` made (copied as is)")
 
     def fetch(name: str) -> Optional[bytes]:
         if "/" in name or name.startswith("."):
             return None
         try:
-            with open(os.path.join(folder, name), "rb") as f:
-                return f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
-        except FileNotFoundError:
+            return src.read("metadata/" + name, max_size=canonjson.MAX_DOCUMENT_BYTES)
+        except remote.Missing:
             return None
     return fetch
 
 
-def target_file(source: str, entry: tufclient.Entry) -> str:
-    """Consistent snapshots: ``targets/<dir>/<sha256>.<basename>``."""
-    head, base = os.path.split(entry.path)
-    return os.path.join(source, "targets", head, f"{entry.sha256}.{base}")
+def folder_fetcher(source: str) -> tufclient.Fetch:
+    """:func:`source_fetcher` of a folder."""
+    return source_fetcher(remote.FolderSource(source))
 
 
-def copy_target(source: str, entry: tufclient.Entry, dest_dir: str) -> str:
-    """Copy the target into ``dest_dir`` while checking the ring's length and sha256; only
-    this verified local copy is used afterwards (THREATS 7)."""
-    src = target_file(source, entry)
+def target_path(entry: tufclient.Entry) -> str:
+    """Consistent snapshots: ``targets/<dir>/<sha256>.<basename>`` in the source."""
+    head, base = posixpath.split(entry.path)
+    return posixpath.join("targets", head, f"{entry.sha256}.{base}")
+
+
+def copy_target(source: "remote.Source | str", entry: tufclient.Entry, dest_dir: str) -> str:
+    """Fetch the target into ``dest_dir``, checked against the ring's length and sha256
+    before it appears there; only this verified local copy is used afterwards (THREATS 7).
+    From a network source a partial download stays beside it and the next sync resumes it."""
+    src = remote.FolderSource(source) if isinstance(source, str) else source
     if not entry.sha256:
         raise PolicyRefusal(f"ring entry {entry.path} gives no sha256")
     os.makedirs(dest_dir, exist_ok=True)
     dest = os.path.join(dest_dir, f"{entry.sha256}.{os.path.basename(entry.path)}")
     try:
-        with open(src, "rb") as f:
-            write_verified(dest, iter_file(f, limit=entry.length + 1), sha256=entry.sha256,
-                           size=entry.length, what=f"target {entry.path} ({src})")
-    except FileNotFoundError:
-        raise ConfigError(f"{src} is missing on the source",
-                          hint="copy the whole repository folder, targets/ included") from None
+        src.fetch(target_path(entry), dest, sha256=entry.sha256, size=entry.length)
+    except remote.Missing as e:
+        # a stick copied without targets/ is the user's to fix (2); a mirror or registry that
+        # fails to deliver what its own signed metadata lists is a transfer failure (5)
+        if isinstance(src, remote.FolderSource):
+            raise ConfigError(f"{e.message}: the ring lists {entry.path}, the source lacks it",
+                              hint="copy the whole repository folder, targets/ included"
+                              ) from None
+        raise TransferError(f"{e.message}: the ring lists {entry.path}, the source lacks it",
+                            hint="serve (or push) the whole repository folder, targets/ "
+                                 "included, then sync again") from None
     return dest
 
 
@@ -183,6 +205,9 @@ class SyncRequest:
     options: Optional[Options] = None   # first install only; later the installed ones
     arch: Optional[str] = None
     wait: bool = False
+    plain_http: bool = False            # network sources: see installer/remote.py
+    ca_file: Optional[str] = None
+    credentials: Optional[ocidist.Credentials] = None
 
 
 def _health(layout: Layout, cmd: str, timeout: float, interval: float,
@@ -212,16 +237,15 @@ def _health(layout: Layout, cmd: str, timeout: float, interval: float,
 def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
          now: Optional[int] = None) -> Dict[str, Any]:
     clock = int(time.time()) if now is None else now
-    if "://" in req.source:
-        raise ConfigError(f"--source {req.source}: only a folder is supported so far",
-                          hint="copy the repository folder onto the medium")
+    src = remote.open_source(req.source, plain_http=req.plain_http, ca_file=req.ca_file,
+                             credentials=req.credentials)
     arch = preflight.host_arch(layout, req.arch)
     with RunLock(layout, wait=req.wait):
         cfg = _config(layout)
         record = _record(layout)
         state, _ = load_state(layout)
         trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
-        refreshed = tufclient.refresh(trusted, folder_fetcher(req.source), ring=cfg["ring"],
+        refreshed = tufclient.refresh(trusted, source_fetcher(src), ring=cfg["ring"],
                                       now=clock)
         _persist(layout, refreshed)
         record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
@@ -247,7 +271,9 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
                 "not the previous release kept here",
                 hint="install that version by hand with `airgap-install install`")
         incoming = os.path.join(_tuf_dir(layout), "incoming")
-        copy = None if choice.action == "downgrade" else copy_target(req.source, entry,
+        _prune_incoming(incoming, keep=f".{entry.sha256}.{os.path.basename(entry.path)}"
+                                       ".partial")
+        copy = None if choice.action == "downgrade" else copy_target(src, entry,
                                                                      incoming)
         _save_record(layout, dict(record, result="installing " + entry.path))
     label = f"{entry.custom.get('name')} {entry.custom.get('version')}"
@@ -294,6 +320,22 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
         f"back to {back['current']['name']} {back['current']['version']}; {label} will not be "
         "retried until the ring lists something newer",
         hint="fix the release and publish a newer version")
+
+
+def _prune_incoming(folder: str, *, keep: str) -> None:
+    """Drop what an earlier sync left in staging, except the partial download of the target
+    about to be fetched (resumed, then verified as a whole)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name != keep:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
 
 
 def _note(layout: Layout, result: str) -> None:

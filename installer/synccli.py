@@ -5,7 +5,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List
 
-from . import sync
+from . import ocidist, sync
 from .errors import ConfigError
 from .layout import Layout
 from .state import Options
@@ -22,8 +22,20 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser,
 
     s = sub.add_parser("sync", parents=[common, locking],
                        help="install what this device's ring lists (TUF ring repository)")
-    s.add_argument("--source", required=True, metavar="FOLDER",
-                   help="the ring repository folder (`bundle repo` output, e.g. a USB stick)")
+    s.add_argument("--source", required=True, metavar="FOLDER|URL",
+                   help="the ring repository: a folder (`bundle repo` output, e.g. a USB "
+                        "stick), http(s)://MIRROR (that folder behind a static web server) "
+                        "or oci://HOST/REPO[:TAG] (pushed to a registry)")
+    s.add_argument("--ca-file", metavar="PEM",
+                   help="CA certificates for an https mirror or a registry (default: the "
+                        "system's)")
+    s.add_argument("--plain-http", action="store_true",
+                   help="allow plain http to a host that is not loopback (what is fetched "
+                        "is verified either way)")
+    s.add_argument("--credentials-file", metavar="FILE",
+                   help="registry credentials for oci:// ({\"username\": .., \"password\": "
+                        "..} or user:password; default: $AIRGAP_REGISTRY_USERNAME and "
+                        "$AIRGAP_REGISTRY_PASSWORD)")
     s.add_argument("--health-cmd", metavar="CMD", default=None,
                    help="shell command that exits 0 when the update is healthy (default: "
                         "K3s /readyz and every kube-system Deployment available)")
@@ -56,10 +68,19 @@ def run(args: argparse.Namespace, layout: Layout,
         report: Callable[[str], None]) -> Dict[str, Any]:
     if args.command == "config":
         return sync.set_ring(layout, args.value)
+    credentials = None
+    if args.source.startswith("oci://"):
+        credentials = ocidist.credentials_from(args.credentials_file, os.environ)
+    elif args.credentials_file:
+        raise ConfigError("--credentials-file is for an oci:// source",
+                          hint="a folder or http(s) mirror is read without credentials")
     req = sync.SyncRequest(source=args.source, health_cmd=args.health_cmd,
                            health_timeout=args.health_timeout,
                            health_interval=args.health_interval, role=args.role,
-                           options=_options(args), arch=args.arch, wait=args.wait)
+                           options=_options(args), arch=args.arch, wait=args.wait,
+                           plain_http=args.plain_http,
+                           ca_file=os.path.abspath(args.ca_file) if args.ca_file else None,
+                           credentials=credentials)
     return sync.sync(layout, req, report=report)
 
 

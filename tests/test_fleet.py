@@ -55,7 +55,7 @@ def test_repo_push_read_back_by_the_device_then_nothing_to_push(
     assert first["files"] == len(want) and first["skipped"] == 0
     assert first["bytes_pushed"] == sum(s for _, s in want.values()) + 2  # + the empty config
 
-    source = remote.open_source(url + ":repo")
+    source = remote.open_source(url)  # the default tag on both sides
     assert isinstance(source, remote.OciSource)
     got = {p: (e.sha256, e.size) for p, e in source.entries().items()}
     assert got == want
@@ -69,7 +69,7 @@ def test_repo_push_read_back_by_the_device_then_nothing_to_push(
     assert second["skipped"] == len(want) + 1 and second["digest"] == first["digest"]
 
     out = r.parent / "stick"
-    res = bundle(capsys, "pull", url + ":repo", "--out", str(out), "--json")
+    res = bundle(capsys, "pull", url + ":latest", "--out", str(out), "--json")
     assert res.code == 0, res.err
     assert _files(out) == want
 

@@ -92,5 +92,5 @@ def test_folder_manifest_rules() -> None:
                                artifact_type=remote.FOLDER_ARTIFACT)
     with pytest.raises(FormatError, match="not a k3s-airgap"):
         remote.parse_folder_manifest(b'{"layers": []}', what="x")
-    with pytest.raises(ConfigError):
-        remote.open_source("https://example.invalid/x")
+    with pytest.raises(ConfigError, match="expected a folder"):
+        remote.open_source("ftp://example.invalid/x")
