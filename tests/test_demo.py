@@ -29,3 +29,13 @@ def test_readme_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert [p.name for p in (root / "var/lib/rancher/k3s/agent/images").glob(
         "demo-images-arm64-*.tar")], "the images archive is placed under a content name"
     assert (root / "var/lib/rancher/k3s/server/static/charts/demo-app-0.1.0.tgz").is_file()
+    # the demo ends with OTA rings: stable lists nothing until the promotion, then the stable
+    # device installs the very bundle canary had (same sha256)
+    assert "nothing to install: ring stable lists nothing for arm64 yet" in out
+    promoted = out.index("promoted demo-1.0.0-arm64.tar to stable")
+    assert out.index("nothing to install: ring stable") < promoted
+    assert out.index("installed demo 1.0.0 (ring stable", promoted) > promoted
+    status = out[out.rindex("installed: demo 1.0.0"):]
+    assert "ring: stable" in status and "last sync:" in status
+    assert (tmp_path / "gateway-root/usr/local/bin/k3s").read_bytes() == \
+        (root / "usr/local/bin/k3s").read_bytes()

@@ -8,7 +8,10 @@
    image), ``bundle lock --add-discovered``, ``bundle build --arch arm64`` (signed by default),
    ``bundle inspect``, ``bundle verify``, ``sha256sum -c SHA256SUMS`` on the output folder;
 4. installs the arm64 bundle into a temporary root with the zipapp, as when preparing an SD
-   card for a Raspberry Pi (``--arch arm64 --root``), and prints ``status``.
+   card for a Raspberry Pi (``--arch arm64 --root``), and prints ``status``;
+5. OTA rings: ``bundle repo init``, ``bundle publish`` to canary, a device pinned to the stable
+   ring syncs (nothing listed yet), ``bundle promote`` canary -> stable, ``bundle repo status``,
+   and the stable device's next ``airgap-install sync`` installs the promoted bundle.
 
 Every command is printed before it runs, so the output reads as a walkthrough. The install.sh
 in this world is a stand-in that records its environment inside the root; nothing on this
@@ -93,7 +96,26 @@ def main() -> None:
         rel = p.relative_to(root)
         if p.is_file() and not str(rel).startswith("var/lib/rancher/airgap/"):
             print(f"  /{rel}  ({p.stat().st_size} bytes)")
-    print(f"\ndemo complete: bundle {tar}, root {root}")
+
+    # OTA rings: the same bytes reach canary first, then stable by a signed promotion; a
+    # stable device syncing from the ring repository (a folder on the stick) follows it.
+    print("\n--- OTA rings: publish to canary, promote to stable, a stable device follows ---")
+    ring, gw = base / "ring-repo", base / "gateway-root"
+    kp = ["--keys", str(base / "keys"), "--passphrase-env", "DEMO_KEYS_PASSPHRASE"]
+    sync = [*pyz, "sync", "--source", str(ring), "--root", str(gw), "--arch", "arm64",
+            "--server", "--skip-start", "--health-cmd", "true"]
+    run([*bundle, "repo", "init", str(ring), *kp], cwd=base)
+    run([*bundle, "publish", str(tar), "--repo", str(ring), "--ring", "canary", *kp], cwd=base)
+    run([*pyz, "trust", "--root", str(gw), "--ring", "stable",
+         str(ring / "metadata" / "1.root.json")], cwd=base)
+    run(sync, cwd=base)  # stable lists nothing yet: the device stays as it is
+    run([*bundle, "promote", "demo", "1.0.0", "--repo", str(ring), "--from", "canary",
+         "--to", "stable", *kp], cwd=base)
+    run([*bundle, "repo", "status", str(ring)], cwd=base)
+    run(sync, cwd=base)  # now it installs the promoted bundle
+    run([*pyz, "status", "--root", str(gw)], cwd=base)
+    print(f"\ndemo complete: bundle {tar}, root {root}, ring repository {ring}, "
+          f"stable device {gw}")
 
 
 if __name__ == "__main__":
