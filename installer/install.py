@@ -99,14 +99,14 @@ def _from_parts(layout: Layout, source: str, arch: Optional[str], *,
                 report: Optional[Report] = None,
                 progress: Optional[Progress] = None
                 ) -> ContextManager[Optional[partsource.FromParts]]:
-    """A parts folder (installer/parts.py) as a private folder holding the verified,
+    """A parts folder (installer/partsource.py) as a private folder holding the verified,
     reassembled bundle; anything else stays as given (None)."""
     if not partsource.holds_parts(source):
         return nullcontext(None)
     return partsource.bundle_source(source, arch=preflight.host_arch(layout, arch),
-                               anchor=verify.read_anchor(layout),
-                               now=verify.now_for(load_state(layout)[0].time_ratchet),
-                               work_dir=layout.staging, report=report, progress=progress)
+                                    anchor=verify.read_anchor(layout),
+                                    now=verify.now_for(load_state(layout)[0].time_ratchet),
+                                    work_dir=layout.staging, report=report, progress=progress)
 
 
 def _verify_bundle(layout: Layout, source: str, arch: Optional[str],
