@@ -32,7 +32,7 @@ from installer.bundlefmt import (
     member_header,
 )
 from installer.errors import FormatError, InstallerError
-from installer.fsio import atomic_output, iter_file
+from installer.fsio import atomic_output, checked_chunks, iter_file
 from installer.policy import human_bytes
 from installer.verify import check_envelope
 
@@ -63,17 +63,12 @@ class StreamMismatch(LocalError):
 def hashed(chunks: Iterable[bytes], member: Member, dest: Path) -> Iterator[bytes]:
     """Pass ``chunks`` through, hashing them; at their end, raise unless they are exactly
     the member's sha256 and size (the bundle's temp file is then discarded)."""
-    h = hashlib.sha256()
-    size = 0
-    for chunk in chunks:
-        h.update(chunk)
-        size += len(chunk)
-        yield chunk
-    if (h.hexdigest(), size) != (member.sha256, member.size):
-        raise StreamMismatch(
+    def mismatch(sha: str, size: int) -> Exception:
+        return StreamMismatch(
             f"{member.path} changed while {dest.name} was written: expected sha256 "
-            f"{member.sha256} ({member.size} bytes), got {h.hexdigest()} ({size} bytes)",
+            f"{member.sha256} ({member.size} bytes), got {sha} ({size} bytes)",
             hint="the cache was modified during the build; run the build again")
+    return checked_chunks(chunks, sha256=member.sha256, size=member.size, mismatch=mismatch)
 
 
 def write_bundle_file(dest: Path, *, manifest: Manifest, signatures: bytes,

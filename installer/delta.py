@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Tupl
 from . import bundlefmt, failpoint, tarstream, txn, verify
 from .bundlefmt import Member
 from .errors import DigestMismatch, FormatError, PolicyRefusal
-from .fsio import iter_file, write_verified
+from .fsio import checked_chunks, iter_file, write_verified
 from .layout import Layout
 from .state import load_state
 from .tarstream import TarStream
@@ -254,16 +254,11 @@ def _from_file(path: str, member: Member) -> Iterator[bytes]:
 
 
 def _checked(chunks: Iterable[bytes], member: Member, *, what: str) -> Iterator[bytes]:
-    h = hashlib.sha256()
-    size = 0
-    for data in chunks:
-        h.update(data)
-        size += len(data)
-        yield data
-    if size != member.size or h.hexdigest() != member.sha256:
-        raise DigestMismatch(f"{what}: expected sha256 {member.sha256} ({member.size} bytes), "
-                             f"got {h.hexdigest()} ({size} bytes)",
-                             hint="run `airgap-install install` of the installed bundle "
-                                  "again to repair the kept release, or install the full "
-                                  "bundle")
+    def mismatch(sha: str, size: int) -> Exception:
+        return DigestMismatch(f"{what}: expected sha256 {member.sha256} ({member.size} bytes), "
+                              f"got {sha} ({size} bytes)",
+                              hint="run `airgap-install install` of the installed bundle "
+                                   "again to repair the kept release, or install the full "
+                                   "bundle")
+    return checked_chunks(chunks, sha256=member.sha256, size=member.size, mismatch=mismatch)
 

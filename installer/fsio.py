@@ -47,6 +47,20 @@ def hash_chunks(chunks: Iterable[bytes],
     return h.hexdigest(), size
 
 
+def checked_chunks(chunks: Iterable[bytes], *, sha256: str, size: int,
+                   mismatch: Callable[[str, int], Exception]) -> Iterator[bytes]:
+    """Pass ``chunks`` through, hashing them; at their end raise ``mismatch(got_sha256,
+    got_size)`` unless they were exactly ``sha256`` and ``size`` (the one streaming check)."""
+    h = hashlib.sha256()
+    got = 0
+    for data in chunks:
+        h.update(data)
+        got += len(data)
+        yield data
+    if got != size or h.hexdigest() != sha256:
+        raise mismatch(h.hexdigest(), got)
+
+
 def hash_file(path: "os.PathLike[str] | str") -> Tuple[str, int]:
     """Return ``(sha256 hex, size)`` of a file, streaming."""
     with open(path, "rb") as f:
