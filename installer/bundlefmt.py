@@ -61,7 +61,9 @@ KIND_PREFIX = {
 K3S_BINARY_PATH = "k3s/k3s"
 INSTALL_SCRIPT_PATH = "k3s/install.sh"
 
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# A sha256 in hex, as every format here writes it (manifest, parts index, receipt, delta).
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA_RE = SHA256_HEX
 # one or two path components of safe characters; no dot-files, no "..", no empty components
 _PATH_RE = re.compile(
     r"^(k3s|images|charts|manifests|sbom)/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")

@@ -21,7 +21,6 @@ A crash leaves only ``staging/<tx>/``, which recovery removes.
 import contextlib
 import hashlib
 import os
-import re
 import shutil
 import time
 from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Tuple
@@ -35,7 +34,6 @@ from .state import load_state
 from .tarstream import TarStream
 
 Report = Callable[[str], None]
-_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 MIN_REF = 64 * 1024   # a blob smaller than this travels in the delta (a reference costs ~150 B)
@@ -69,7 +67,7 @@ def archive_blobs(f: BinaryIO, *, start: int, size: int,
             pos += tarstream.BLOCK
             name, length = pax.get("path", b.name), int(pax.get("size", b.size))
         if b.type == b"0" and name.startswith("blobs/sha256/") and \
-                _HEX_RE.match(name[len("blobs/sha256/"):]):
+                bundlefmt.SHA256_HEX.match(name[len("blobs/sha256/"):]):
             out.append((name[len("blobs/sha256/"):], pos, length))
         pos += length + (-length % tarstream.BLOCK)
     return out

@@ -31,7 +31,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import canonjson, trust, verify
+from . import bundlefmt, canonjson, trust, verify
 from .errors import (
     ConfigError,
     DigestMismatch,
@@ -49,7 +49,6 @@ PARITY_SUFFIX = ".part-parity"
 MAX_PARTS = 999
 MAX_INDEX = 4 * 1024 * 1024
 MIN_PART_SIZE = 1024 * 1024
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _BUNDLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.tar$")
 
 OnBytes = Optional[Callable[[int], None]]
@@ -100,7 +99,7 @@ def _part(obj: Any, what: str) -> PartFile:
         raise FormatError(f"{what}: bad file name {name!r}")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 < size < 1 << 50:
         raise FormatError(f"{what}: bad size {size!r}")
-    if not isinstance(sha, str) or not _SHA_RE.match(sha):
+    if not isinstance(sha, str) or not bundlefmt.SHA256_HEX.match(sha):
         raise FormatError(f"{what}: sha256 must be 64 lowercase hex digits")
     return PartFile(name, size, sha)
 
@@ -110,7 +109,7 @@ def validate(index: PartsIndex) -> PartsIndex:
     b = index.bundle
     if not _BUNDLE_RE.match(b):
         raise FormatError(f"parts index: bad bundle name {b!r}")
-    if not _SHA_RE.match(index.sha256):
+    if not bundlefmt.SHA256_HEX.match(index.sha256):
         raise FormatError("parts index: bundle sha256 must be 64 lowercase hex digits")
     if not 1 <= len(index.parts) <= MAX_PARTS:
         raise FormatError(f"parts index: {len(index.parts)} parts (1 to {MAX_PARTS} allowed)")

@@ -14,7 +14,6 @@ in ``releases/<digest>/`` holds it. One function parses it for both sides (``par
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
@@ -25,7 +24,6 @@ from .state import load_state
 
 FORMAT = "k3s-airgap-receipt/v1"
 MAX_RECEIPT = 4 * 1024 * 1024
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def parse(data: bytes) -> Receipt:
                                   sha256=_get(m, "sha256", str), mode=0o644,
                                   kind=_get(m, "kind", str))
         bundlefmt.check_member_path(member.path, member.kind)
-        if not _SHA_RE.match(member.sha256) or member.size < 0:
+        if not bundlefmt.SHA256_HEX.match(member.sha256) or member.size < 0:
             raise FormatError(f"receipt: member {member.path!r} has a bad sha256 or size")
         members.append(member)
     blobs = []
@@ -93,7 +91,7 @@ def parse(data: bytes) -> Receipt:
             raise FormatError(f"receipt: blobs of {path!r}, which it does not list")
         for blob in listed:
             if not (isinstance(blob, list) and len(blob) == 3 and isinstance(blob[0], str)
-                    and _SHA_RE.match(blob[0]) and all(isinstance(x, int) and
+                    and bundlefmt.SHA256_HEX.match(blob[0]) and all(isinstance(x, int) and
                                                        not isinstance(x, bool) and x >= 0
                                                        for x in blob[1:])):
                 raise FormatError(f"receipt: a blob entry of {path!r} is malformed")
@@ -102,7 +100,7 @@ def parse(data: bytes) -> Receipt:
                       arch=_get(b, "arch", str), digest=_get(b, "digest", str),
                       k3s_version=_get(doc, "k3s_version", str), role=_get(doc, "role", str),
                       members=tuple(members), blobs=tuple(blobs))
-    if not _SHA_RE.match(receipt.digest):
+    if not bundlefmt.SHA256_HEX.match(receipt.digest):
         raise FormatError("receipt: bundle.digest is not a manifest sha256")
     if receipt.arch not in bundlefmt.ARCHES:
         raise FormatError(f"receipt: unknown arch {receipt.arch!r}")
