@@ -13,8 +13,7 @@ import requests
 from installer import remote
 from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
 from tests.world import World
-from tests.world.oci import Blob
-from tests.world.push import push_content
+from tests.world.push import push_folder_artifact
 
 FILES = {"timestamp.json": b'{"signed": 1}',
          "targets/abc.edge-1.0.0-arm64.tar": os.urandom(300_000)}
@@ -26,16 +25,8 @@ def _sha(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def pushed(world: World) -> str:
-    manifest = remote.folder_manifest(
-        {p: (_sha(d), len(d), remote.FILE_MEDIA_TYPE) for p, d in FILES.items()},
-        artifact_type=remote.FOLDER_ARTIFACT)
-    blobs = [Blob(remote.FILE_MEDIA_TYPE, "sha256:" + _sha(d), len(d), data=d)
-             for d in FILES.values()]
-    blobs.append(Blob(remote.EMPTY_CONFIG, "sha256:" + _sha(b"{}"), 2, data=b"{}"))
-    top = Blob(remote.MANIFEST_MEDIA_TYPE, "sha256:" + _sha(manifest), len(manifest),
-               data=manifest)
-    push_content(requests.Session(), world.registry.url, "site/ring", blobs=blobs,
-                 children=[], top=top, tags=["stable"])
+    push_folder_artifact(requests.Session(), world.registry.url, "site/ring", files=FILES,
+                         tag="stable")
     return f"oci://{world.registry.host}/site/ring:stable"
 
 

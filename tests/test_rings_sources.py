@@ -4,7 +4,6 @@ repo init` / `bundle publish`, served by the real static server of the test worl
 fault proxy (``tests.world.faultproxy.FaultProxy``). What a mirror sync installs must be what a
 folder sync of the same repository installs; a broken or lying transfer installs nothing."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -14,14 +13,11 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 import requests
 
-from installer import remote
-
 from .bundles import KeyDir, cli, default_spec, live, tree, write_spec
 from .test_rings_e2e import bundle, installed, ok
 from .world import World
 from .world.faultproxy import FaultProxy
-from .world.oci import Blob
-from .world.push import push_content
+from .world.push import push_folder_artifact
 from .world.release import StaticServer
 
 SYNC = ("--server", "--skip-start", "--health-cmd", "true")
@@ -237,23 +233,11 @@ def push_folder_raw(world: World, folder: Path, repository: str, tag: str) -> st
     """The same artifact written by hand (remote.folder_manifest), as tests/test_remote.py
     does: a second writer, so the builder's and the device's reading of the layout are
     checked against it."""
-    data = {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-    manifest = remote.folder_manifest(
-        {path: (_sha(d), len(d), remote.FILE_MEDIA_TYPE) for path, d in data.items()},
-        artifact_type=remote.FOLDER_ARTIFACT)
-    blobs = [Blob(remote.FILE_MEDIA_TYPE, "sha256:" + _sha(d), len(d), data=d)
-             for d in data.values()]
-    blobs.append(Blob(remote.EMPTY_CONFIG, "sha256:" + _sha(b"{}"), 2, data=b"{}"))
-    top = Blob(remote.MANIFEST_MEDIA_TYPE, "sha256:" + _sha(manifest), len(manifest),
-               data=manifest)
-    push_content(requests.Session(), world.registry.url, repository, blobs=blobs,
-                 children=[], top=top, tags=[tag])
+    files = {p.relative_to(folder).as_posix(): p.read_bytes()
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    push_folder_artifact(requests.Session(), world.registry.url, repository, files=files,
+                         tag=tag)
     return f"oci://{world.registry.host}/{repository}:{tag}"
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_oci_source_installs_what_the_folder_installs(pub: Published, world: World) -> None:

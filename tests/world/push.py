@@ -85,3 +85,25 @@ def push_content(session: requests.Session, base_url: str, repository: str, *,
     for ref in list(tags) or [top.digest]:
         digest = put_manifest(session, base_url, repository, ref, top)
     return digest
+
+
+def push_folder_artifact(session: requests.Session, base_url: str, repository: str, *,
+                         files: dict[str, bytes], tag: str) -> str:
+    """``files`` (path -> bytes) as one folder artifact in the layout installer/remote.py
+    reads, written by hand (independent of `bundle repo push`); returns the manifest digest."""
+    import hashlib
+
+    from installer import remote
+
+    def sha(d: bytes) -> str:
+        return hashlib.sha256(d).hexdigest()
+    manifest = remote.folder_manifest(
+        {p: (sha(d), len(d), remote.FILE_MEDIA_TYPE) for p, d in files.items()},
+        artifact_type=remote.FOLDER_ARTIFACT)
+    blobs = [Blob(remote.FILE_MEDIA_TYPE, "sha256:" + sha(d), len(d), data=d)
+             for d in files.values()]
+    blobs.append(Blob(remote.EMPTY_CONFIG, "sha256:" + sha(b"{}"), 2, data=b"{}"))
+    top = Blob(remote.MANIFEST_MEDIA_TYPE, "sha256:" + sha(manifest), len(manifest),
+               data=manifest)
+    return push_content(session, base_url, repository, blobs=blobs, children=[], top=top,
+                        tags=[tag])
