@@ -33,7 +33,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import bundlefmt, canonjson, trust, verify
 from .errors import (
-    ConfigError,
     DigestMismatch,
     EnvironmentProblem,
     FormatError,
@@ -191,11 +190,8 @@ def read_index_unverified(path: str) -> PartsIndex:
 
 
 def _load_index(path: str) -> Tuple[Dict[str, Any], PartsIndex]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_INDEX + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"parts index {path} does not exist") from None
+    with verify.open_regular(path, what="parts index") as f:  # a FIFO must not hang us
+        data = f.read(MAX_INDEX + 1)
     if len(data) > MAX_INDEX:
         raise FormatError(f"parts index {path} is larger than {MAX_INDEX} bytes")
     doc = canonjson.loads_canonical(data, what=f"parts index {os.path.basename(path)}")

@@ -234,3 +234,17 @@ def test_bundle_inspect_and_verify_accept_the_parts_folder(
     r = bundle(capsys, "verify", str(split_set), "--trust", str(stranger.root_json))
     assert r.code == 3 and "parts index" in r.err and "this trusted root is" in r.err
     assert not list(Path(tempfile.gettempdir()).glob("bundle-parts-*"))
+
+
+def test_a_fifo_as_the_parts_index_is_refused_not_waited_on(keys: KeyDir,
+                                                            tmp_path: Path) -> None:
+    """THREATS 36 on the parts path: only a regular file is opened as an index."""
+    folder = tmp_path / "stick"
+    folder.mkdir()
+    fifo = folder / "edge-1.0.0-amd64.tar.parts.json"
+    os.mkfifo(fifo)
+    root = _root(tmp_path, keys)
+    for cmd, source in (("verify", fifo), ("install", fifo), ("install", folder)):
+        r = cli(cmd, source, "--root", root, timeout=30)
+        assert r.returncode == 2 and "FIFO" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
