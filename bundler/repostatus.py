@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from installer import policy
+from installer import policy, trust, tufoverride
+from installer.errors import InstallerError
 
 from .repo import YANKED, Repo, _iso
 
@@ -50,7 +51,27 @@ def status(directory: Path | str, *, now: int | None = None) -> dict[str, Any]:
                                      "sha256": t.hashes["sha256"]}
         rings[ring] = {"arches": arches, "listed": sorted(md.signed.targets),
                        "yanked": list(md.signed.unrecognized_fields.get(YANKED, []))}
-    return {"repository": str(repo.dir), "roles": roles, "rings": rings, "warnings": warnings}
+    override = _override(repo, now, warnings)
+    return {"repository": str(repo.dir), "roles": roles, "rings": rings, "override": override,
+            "warnings": warnings}
+
+
+def _override(repo: Repo, now: int, warnings: list[str]) -> dict[str, Any] | None:
+    """``metadata/override.json`` as devices would judge it now (``bundle repo extend``)."""
+    path = repo.meta / tufoverride.FILE
+    if not path.is_file():
+        return None
+    try:
+        anchor = (repo.meta / f"{repo.root().signed.version}.root.json").read_bytes()
+        found = tufoverride.parse(path.read_bytes(), trust.load_trusted_root(anchor))
+    except InstallerError as e:
+        warnings.append(f"{path} is refused by devices: {e.message}")
+        return {"valid": False, "error": e.message}
+    if now >= found.expires:
+        warnings.append(f"override v{found.version} expired at {_iso(found.expires)}")
+    return {"valid": True, "version": found.version, "expires": _iso(found.expires),
+            "reason": found.reason,
+            "extend": [{"role": r, "version": v, "sha256": h} for r, v, h in found.extends]}
 
 
 def status_text(report: dict[str, Any]) -> list[str]:
@@ -69,5 +90,10 @@ def status_text(report: dict[str, Any]) -> list[str]:
     for name, r in report["roles"].items():
         lines.append(f"  {name:<10} v{r['version']:<4} expires {r['expires']} "
                      f"({r['expires_in_days']} days)")
+    o = report.get("override")
+    if o and o.get("valid"):
+        lines.append(f"override v{o['version']} until {o['expires']}: "
+                     + ", ".join(f"{e['role']} v{e['version']}" for e in o["extend"])
+                     + f" ({o['reason']})")
     lines += ["warning: " + w for w in report["warnings"]]
     return lines

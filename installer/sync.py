@@ -249,14 +249,19 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
                                       now=clock)
         _persist(layout, refreshed)
         record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
-                      metadata=refreshed.versions)
+                      metadata=refreshed.versions, override=refreshed.override)
+        if refreshed.override is not None:
+            o = refreshed.override
+            report(f"warning: expired {', '.join(o['roles'])} accepted under root-signed "
+                   f"override v{o['version']} until {o['expires']}: {o['reason']}")
         cur = state.current
         choice = rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
                               installed_name=cur.name if cur else None,
                               installed_version=cur.version if cur else None,
                               yanked=refreshed.yanked,
                               failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
-        base = {"ring": cfg["ring"], "reason": choice.reason, "metadata": refreshed.versions}
+        base = {"ring": cfg["ring"], "reason": choice.reason, "metadata": refreshed.versions,
+                "override": refreshed.override}
         if choice.entry is None:
             record["result"] = "up to date"
             _save_record(layout, record)

@@ -19,7 +19,9 @@ The TUF client workflow (spec 5.3-5.6), for one ring:
 Time: expiry is checked at ``max(now, ratchet)``; the ratchet is the newest ``x-airgap-issued``
 of verified metadata, ignoring any dated more than a day after that time (a build host with a
 wrong clock must not lock devices out). A clock reset to 1970 thus cannot revive stale metadata,
-and a clock years ahead shows an "expired" error naming both times.
+and a clock years ahead shows an "expired" error naming both times. An expired timestamp,
+snapshot, targets or ring document passes only when ``metadata/override.json`` (root-signed,
+unexpired, naming that document's exact bytes: ``tufoverride``) extends it (THREATS 17).
 
 Signature counting, key parsing, the root chain and canonical JSON are ``trust``'s and
 ``canonjson``'s; nothing is re-implemented here.
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import canonjson, trust
+from . import canonjson, trust, tufoverride
 from .errors import ConfigError, DigestMismatch, FormatError, SignatureError, TransferError
 
 Fetch = Callable[[str], Optional[bytes]]  # metadata file name -> bytes, None when absent
@@ -108,6 +110,7 @@ class Refreshed:
     yanked: Tuple[Mapping[str, Any], ...]
     versions: Dict[str, Dict[str, int]]   # role -> {"version", "expires"}
     now: int                          # the time expiry was checked at
+    override: Optional[Mapping[str, Any]] = None   # when expired documents passed under one
 
 
 def parse_meta(data: bytes, kind: str, *, what: str) -> Meta:
@@ -172,13 +175,39 @@ def _require_version(meta: Meta, expected: int, what: str) -> None:
                                 "repository again as a whole")
 
 
-def _fresh(meta: Meta, now: int, what: str) -> None:
-    if now >= meta.expires:
+class _Freshness:
+    """Expiry at the clock's time; an expired document passes only when a valid, unexpired,
+    root-signed override (``tufoverride``) names its exact bytes (THREATS 17)."""
+
+    def __init__(self, fetch: Fetch, root: trust.Root, now: int) -> None:
+        self._fetch, self._root, self.now = fetch, root, now
+        self._loaded = False
+        self._override: Optional[tufoverride.Override] = None
+        self._why = ""
+        self.used: List[str] = []
+
+    def check(self, meta: Meta, *, role: str, what: str) -> None:
+        if self.now < meta.expires:
+            return
+        if not self._loaded:
+            self._override, self._why = tufoverride.usable(
+                self._fetch(tufoverride.FILE), self._root, self.now)
+            self._loaded = True
+        sha = hashlib.sha256(meta.data).hexdigest()
+        if self._override is not None and self._override.covers(
+                role=role, version=meta.version, sha256=sha):
+            self.used.append(role)
+            return
         raise ExpiredError(
             f"{what} v{meta.version} expired at {trust._iso(meta.expires)} (now is "
-            f"{trust._iso(now)})",
-            hint="bring freshly refreshed metadata (`bundle repo refresh`), or check this "
-                 "host's clock")
+            f"{trust._iso(self.now)}){self._why}",
+            hint="bring freshly refreshed metadata (`bundle repo refresh`), a root-signed "
+                 "override (`bundle repo extend`), or check this host's clock")
+
+    def summary(self) -> Optional[Mapping[str, Any]]:
+        if not self.used or self._override is None:
+            return None
+        return tufoverride.summary(self._override, tuple(self.used))
 
 
 def _delegation(targets: Meta, ring: str) -> Tuple[trust.Root, Tuple[str, ...]]:
@@ -272,6 +301,7 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
         chain.append(data)
     root = trust.advance_root(trusted.root, chain, clock.now)
     root_bytes = chain[-1] if chain and root.version > current.version else None
+    fresh = _Freshness(fetch, root, clock.now)
 
     # 2. timestamp
     new_ts = parse_meta(_fetch(fetch, "timestamp.json"), "timestamp", what="timestamp.json")
@@ -291,7 +321,7 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
                                 f"older than v{old_snap} already seen here")
         if new_ts.version == old.version:
             ts = old
-    _fresh(ts, clock.now, "timestamp")
+    fresh.check(ts, role="timestamp", what="timestamp")
     clock.saw(ts)
 
     # 3. snapshot
@@ -317,7 +347,7 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
                 raise RollbackError(
                     f"snapshot v{snap.version} lists {name} v{newer['version']}, older than "
                     f"v{entry['version']} already seen here")
-    _fresh(snap, clock.now, "snapshot")
+    fresh.check(snap, role="snapshot", what="snapshot")
     clock.saw(snap)
 
     # 4. targets, 5. the ring
@@ -342,7 +372,7 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
                     f"own keys (delegated by targets v{delegator.version}), found {found}",
                     hint="sign the ring with its keys; a key of another ring does not count")
         _require_version(meta, file["version"], role)
-        _fresh(meta, clock.now, "targets" if delegator is None else f"ring {ring}")
+        fresh.check(meta, role=role, what="targets" if delegator is None else f"ring {ring}")
         clock.saw(meta)
         metas[role] = meta
         delegator = meta
@@ -363,5 +393,6 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
                           targets=metas["targets"].data, ring=ring_meta.data,
                           ratchet=clock.ratchet)
     return Refreshed(new_trusted, root, root_bytes, ring, entries,
-                     tuple(MappingProxyType(dict(y)) for y in yanked), versions, clock.now)
+                     tuple(MappingProxyType(dict(y)) for y in yanked), versions, clock.now,
+                     fresh.summary())
 

@@ -262,3 +262,30 @@ def test_oci_source_installs_what_the_folder_installs(pub: Published, world: Wor
     p = do_sync(by_oci, url.rsplit(":", 1)[0] + ":gone", *SYNC)
     assert p.returncode == 5 and "Traceback" not in p.stderr, p.stderr
     assert installed(by_oci) == "1.1.0"
+
+
+def test_http_sync_goes_through_the_proxy_the_environment_names(pub: Published,
+                                                                server: StaticServer) -> None:
+    """A site network with a forward proxy: `http_proxy` is honoured as curl and pip honour
+    it (urllib's environment proxies), `no_proxy` bypasses it, and what arrives is verified
+    exactly as without a proxy."""
+    from .world.fwdproxy import ForwardProxy
+    clean = {k: "" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                             "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY")}
+    with ForwardProxy() as proxy:
+        via = pub.device("via-proxy")
+        p = cli("sync", "--source", server.url + "/rings/", "--root", via, "--arch", "amd64",
+                "--json", *SYNC, env=dict(clean, http_proxy=proxy.url))
+        res = json.loads(ok(p))
+        assert res["action"] == "installed" and res["current"]["version"] == "1.0.0"
+        urls = [u for _, u in proxy.log]
+        assert any(u.endswith("/rings/metadata/timestamp.json") for u in urls), urls
+        assert any("/rings/targets/" in u for u in urls), urls
+        direct = pub.device("bypass")
+        seen = len(proxy.log)
+        p = cli("sync", "--source", server.url + "/rings/", "--root", direct, "--arch",
+                "amd64", "--json", *SYNC,
+                env=dict(clean, http_proxy=proxy.url, no_proxy="127.0.0.1"))
+        assert json.loads(ok(p))["action"] == "installed"
+        assert len(proxy.log) == seen  # no_proxy: nothing went through it
+    assert live(via) == live(direct)

@@ -32,6 +32,7 @@ SECTIONS = {
     ('repo', 'init'): '### `bundle repo init DIRECTORY`',
     ('repo', 'status'): '### `bundle repo status DIRECTORY`',
     ('repo', 'refresh'): '### `bundle repo refresh DIRECTORY`',
+    ('repo', 'extend'): '### `bundle repo extend DIRECTORY`',
     ('publish',): '### `bundle publish BUNDLES`',
     ('promote',): '### `bundle promote NAME VERSION`',
     ('yank',): '### `bundle yank NAME VERSION`',

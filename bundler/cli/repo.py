@@ -1,5 +1,5 @@
-"""``bundle repo init|status|refresh|push``, ``bundle publish``, ``promote``, ``yank``: the OTA ring
-repository (thin layer over ``bundler.repo``; errors are mapped in ``app``)."""
+"""``bundle repo init|status|refresh|extend|push``, ``bundle publish``, ``promote``, ``yank``:
+the OTA ring repository (thin layer over ``bundler.repo``; errors are mapped in ``app``)."""
 
 from __future__ import annotations
 
@@ -168,6 +168,34 @@ def yank_cmd(name: str, version: str, repo_dir: Path, ring: str, keys_dir: Path,
     done = yank(name, version, directory=repo_dir, keys_dir=keys_dir, ring=ring, reason=reason,
                 lifetimes=_lt(kw), passphrase_env=passphrase_env)
     out(as_json, done, f"yanked {name} {version} from ring {ring}: {reason}")
+
+
+@repo.command("extend")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_keys_opt
+@click.option("--days", type=int, default=14, show_default=True,
+              help="How long the override lasts (at most 90).")
+@click.option("--reason", required=True, help="Why; recorded in the signed override.")
+@click.option("--role", "roles", multiple=True, metavar="ROLE",
+              help="timestamp, snapshot, targets or a ring; repeatable (default: every role "
+                   "that expires within --days).")
+@_pass_opt
+@_json_opt
+def extend_cmd(*, directory: Path, keys_dir: Path, days: int, reason: str,
+               roles: tuple[str, ...], passphrase_env: str | None, as_json: bool) -> None:
+    """Sign, with the ROOT keys, metadata/override.json: devices accept the named roles'
+    current (possibly expired) documents, byte for byte, for --days more days (THREATS 17).
+
+    Use it when metadata on a cut-off site expired and its ring keys are out of reach;
+    otherwise `bundle repo refresh` (and publish/promote) are the normal way to stay fresh.
+    Copy the repository folder to the stick (or push it) afterwards as usual.
+    """
+    from ..repoextend import extend
+    done = extend(directory=directory, keys_dir=keys_dir, days=days, reason=reason,
+                  roles=list(roles) or None, passphrase_env=passphrase_env)
+    names = ", ".join(f"{e['role']} v{e['version']}" for e in done["extend"])
+    out(as_json, done, f"wrote {done['written']}: override v{done['version']} extends {names} "
+                       f"until {done['expires']}")
 
 
 from .fleet import repo_push_cmd  # noqa: E402 - `bundle repo push` lives with push/pull
