@@ -14,9 +14,9 @@ from typing import Any
 import docker
 import pytest
 
-from tests.cli_helpers import Result, bundle
+from tests.cli_helpers import Result, bundle, bundle_proc_rss
 from tests.containerd import Containerd
-from tests.world import World
+from tests.world import ARM64, World
 from tests.world.dockerd import Dockerd
 
 LOCAL = "local/app:1"
@@ -201,3 +201,27 @@ def test_spec_refuses_digest_and_double_listing(world: World, tmp_path: Path,
     assert r.code == 2, r.err
     assert "docker.io/library/alpine:3.20 twice: from a registry and from the Docker engine" \
         in r.err
+
+
+BIG = 256 * 1024 * 1024
+RSS_LIMIT_MB = 160   # measured: lock 95 MB, build 67 MB; buffering the layer: 554, 561 MB
+
+
+def test_large_image_streams_with_flat_memory(world: World, engine: docker.DockerClient,
+                                              dockerd: Dockerd, tmp_path: Path) -> None:
+    image = world.factory.image("big/app", "1", platforms=[ARM64], single=True, app_size=BIG)
+    world.push(image)
+    _pull_as(engine, world, "docker.io/big/app:1", "local/big:1")
+    folder = _project(tmp_path, world, images=("docker-daemon:local/big:1",))
+    env = {"DOCKER_HOST": dockerd.host}
+    spec = ("--spec", str(folder / "bundles.toml"), "-q")
+    lock, lock_rss = bundle_proc_rss(*spec, "lock", "--cache", str(tmp_path / "c1"),
+                                     cwd=folder, env=env)
+    assert lock.code == 0, lock.err
+    # a cold cache: the build exports the image again, and writes it into the bundle
+    built, build_rss = bundle_proc_rss(*spec, "build", "--arch", "arm64", "--unsigned",
+                                       "--out", str(tmp_path / "dist"), "--cache",
+                                       str(tmp_path / "c2"), cwd=folder, env=env)
+    assert built.code == 0, built.err
+    assert (tmp_path / "dist" / "demo-1.0.0-arm64.tar").stat().st_size > BIG
+    assert lock_rss < RSS_LIMIT_MB and build_rss < RSS_LIMIT_MB, (lock_rss, build_rss)
