@@ -189,6 +189,13 @@ def test_engine_image_changed_after_lock(world: World, engine: docker.DockerClie
     assert "local/moving:1 changed since bundles.lock was written" in r.err
     assert "bundle lock --update docker-daemon:docker.io/local/moving:1" in r.err
     assert not list((tmp_path / "dist").glob("*.tar"))
+    r = _run(capsys, folder, "lock", "--check")
+    assert r.code == 8 and "docker-daemon:docker.io/local/moving:1" in r.err, r.err
+    # the hint's fix works: the new content is pinned and builds
+    r = _run(capsys, folder, "lock", "--update", "docker-daemon:local/moving:1")
+    assert r.code == 0, r.err
+    r = _build(capsys, folder, tmp_path / "dist", cache=tmp_path / "cold-cache")
+    assert r.code == 0, r.err
 
 
 def test_spec_refuses_digest_and_double_listing(world: World, tmp_path: Path,
