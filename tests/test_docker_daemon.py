@@ -18,6 +18,8 @@ from tests.cli_helpers import Result, bundle, bundle_proc_rss
 from tests.containerd import Containerd
 from tests.world import ARM64, World
 from tests.world.dockerd import Dockerd
+from tests.world.oci import OCI_CONFIG, LayerFile, build_layer, json_blob
+from tests.world.push import push_content
 
 LOCAL = "local/app:1"
 REF = "docker-daemon:docker.io/local/app:1"
@@ -232,3 +234,40 @@ def test_large_image_streams_with_flat_memory(world: World, engine: docker.Docke
     assert built.code == 0, built.err
     assert (tmp_path / "dist" / "demo-1.0.0-arm64.tar").stat().st_size > BIG
     assert lock_rss < RSS_LIMIT_MB and build_rss < RSS_LIMIT_MB, (lock_rss, build_rss)
+
+
+def test_repeated_layer(world: World, engine: docker.DockerClient, on_engine: Dockerd,
+                        containerd: Containerd, tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    """An image whose layers are [A, B, A]: the engine's export writes the second A as a
+    symlink to the first, and before it in the stream."""
+    a, b = (build_layer([LayerFile(n, data=f"{n}\n".encode())]) for n in ("a", "b"))
+    layers = [a, b, a]
+    config = json_blob({"architecture": "arm64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [ly.diff_id for ly in layers]}}, OCI_CONFIG)
+    top = json_blob({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                     "config": config.descriptor(),
+                     "layers": [ly.descriptor() for ly in layers]}, OCI_MANIFEST)
+    push_content(world.registry.session(), world.registry.url, "dup/app",
+                 blobs=[*layers, config], children=[], top=top, tags=["1"])
+    _pull_as(engine, world, "docker.io/dup/app:1", "local/app:1")
+    try:
+        folder = _project(tmp_path, world)
+        r = _run(capsys, folder, "lock")
+        assert r.code == 0, r.err
+        plat = _locked_image(folder)["platforms"]["arm64"]
+        assert plat["config"] == config.digest
+        r = _build(capsys, folder, folder / "dist")
+        assert r.code == 0, r.err
+        with tarfile.open(folder / "dist" / "demo-1.0.0-arm64.tar") as tar:
+            name = next(n for n in tar.getnames() if n.endswith(".tar.zst"))
+            archive = tmp_path / "engine.tar.zst"
+            archive.write_bytes(tar.extractfile(name).read())  # type: ignore[union-attr]
+        containerd.remove_all()
+        p = containerd.import_zst(archive)
+        assert p.returncode == 0, p.stderr.decode()
+        assert containerd.images()["docker.io/local/app:1"] == plat["digest"]
+        doc = json.loads(containerd.ctr("content", "get", plat["digest"]).stdout)
+        assert [ly["digest"] for ly in doc["layers"]] == [ly.diff_id for ly in layers]
+    finally:
+        _pull_as(engine, world, SOURCE, LOCAL)   # the module's local/app:1 again
