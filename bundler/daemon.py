@@ -50,6 +50,9 @@ from .refs import ImageRef
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+# Seconds the engine may stay silent. Docker 20.10 writes the whole export to a temp folder
+# before its first byte (daemon/images tarexport), so a large image is slow to start.
+ENGINE_TIMEOUT = 900
 # files of a `docker save` tar that are not content: small metadata, never stored
 _SKIP_NAMES = {"repositories", "index.json", "oci-layout"}
 _SKIP_BASENAMES = {"VERSION", "json"}
@@ -129,7 +132,7 @@ class DaemonSource:
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = docker.from_env()
+                    self._client = docker.from_env(timeout=ENGINE_TIMEOUT)
                     self._client.ping()
                 except docker.errors.DockerException as e:
                     self._client = None

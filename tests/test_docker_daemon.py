@@ -137,6 +137,7 @@ def test_lock_build_import(world: World, engine: docker.DockerClient, on_engine:
 
 def test_same_engine_content_same_bytes(world: World, engine: docker.DockerClient,
                                         on_engine: Dockerd, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     folder = _project(tmp_path, world)
     assert _run(capsys, folder, "lock").code == 0
@@ -147,6 +148,11 @@ def test_same_engine_content_same_bytes(world: World, engine: docker.DockerClien
     assert second.code == 0, second.err
     a = (tmp_path / "a" / "demo-1.0.0-arm64.tar").read_bytes()
     assert a == (tmp_path / "b" / "demo-1.0.0-arm64.tar").read_bytes()
+    # with every blob cached, the build needs no engine at all
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    third = _build(capsys, folder, tmp_path / "c")
+    assert third.code == 0, third.err
+    assert a == (tmp_path / "c" / "demo-1.0.0-arm64.tar").read_bytes()
 
 
 def test_wrong_arch_refused(world: World, engine: docker.DockerClient, on_engine: Dockerd,
