@@ -45,7 +45,7 @@ from .errors import SpecError
 from .gate import check_lock
 from .imagearchive import ArchiveImage, ArchivePlan, image_names, plan_archives
 from .lockfile import BundleLock, Lock
-from .refs import parse_image_ref
+from .refs import ImageRef, parse_image_ref
 from .sources import Sources
 from .spec import Spec
 
@@ -76,7 +76,8 @@ class Plan:
     images: tuple[ImageEntry, ...]
     charts: tuple[ChartEntry, ...]
     jobs: dict[str, Callable[[], Path]]                    # K3s files and charts
-    blobs: dict[str, tuple[tuple[str, str, str, int], str, str]]  # digest -> args, what, cap
+    # blob digest -> ((image, its platform manifest, digest, size), what, cap kind)
+    blobs: dict[str, tuple[tuple[ImageRef, str, str, int], str, str]]
     manifest: Manifest | None = None
     signed: tuple[bytes, bytes, list[bytes]] | None = None   # manifest bytes, sigs, roots
     up_to_date: bool = False
@@ -146,11 +147,12 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
 
     locked = sorted(bl.images, key=lambda i: i.ref)
     found = image_manifests(src, locked, arch, workers=workers)
-    archived = [ArchiveImage(names=image_names(img.ref), manifest=mb, media_type=mt,
+    archived = [ArchiveImage(names=image_names(parse_image_ref(img.ref).runtime_name),
+                             manifest=mb, media_type=mt,
                              blobs=blobs) for img, (mb, mt, blobs) in zip(locked, found,
                                                                            strict=True)]
     where: dict[ArchiveImage, str] = {}
-    blob_jobs: dict[str, tuple[tuple[str, str, str, int], str, str]] = {}
+    blob_jobs: dict[str, tuple[tuple[ImageRef, str, str, int], str, str]] = {}
     for ap in plan_archives(archived, mtime=lock.source_date_epoch):
         path = f"images/{bundle}-images-{arch}{ap.suffix}"
         sha_size = _cached_archive_digest(src, ap)
@@ -161,7 +163,7 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
     for lk, a in zip(locked, archived, strict=True):
         r = parse_image_ref(lk.ref)
         for b in a.blobs:  # one fetch per distinct blob (shared layers once)
-            blob_jobs.setdefault(b.digest, ((r.registry, r.repository, b.digest, b.size),
+            blob_jobs.setdefault(b.digest, ((r, lk.platforms[arch].digest, b.digest, b.size),
                                             f"image {lk.ref} ({arch}) blob {b.digest[:19]}",
                                             "config" if b.digest == lk.platforms[arch].config
                                             else "layer"))
@@ -280,7 +282,7 @@ def fetch_plan(plan: Plan, src: Sources, *, workers: int) -> None:
             ThreadPoolExecutor(max_workers=max(1, len(pending))) as hashers:
         files = [pool.submit(job) for job in plan.jobs.values()]
         blobs: dict[str, Future[Path]] = {
-            d: pool.submit(src.fetch_blob, *args, what=what, kind=cap)
+            d: pool.submit(src.image_blob, *args, what=what, kind=cap)
             for d, (args, what, cap) in sorted(plan.blobs.items())}
         hashes = {path: hashers.submit(_hash_archive, e, blobs, src) for path, e in pending}
         for fut in [*files, *blobs.values()]:

@@ -53,7 +53,7 @@ def image_manifests(src: Sources, images: list[ImageLock], arch: str, *,
 def _image_manifest(src: Sources, ref: str, plat: Any, arch: str) -> Found:
     r = parse_image_ref(ref)
     what = f"image {ref} ({arch})"
-    m = src.manifest(r.registry, r.repository, plat.digest, what=what, size=plat.size)
+    m = src.image_manifest(r, plat.digest, what=what, size=plat.size)
     doc = m.json()
     config = doc.get("config") or {}
     if not isinstance(config, dict) or config.get("digest") != plat.config:

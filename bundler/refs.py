@@ -5,6 +5,11 @@
 distribution/reference (``ParseNormalizedNamed``): the first path component is a registry host
 only if it contains ``.`` or ``:`` or is ``localhost``.
 See https://github.com/distribution/reference/blob/main/normalize.go
+
+``docker-daemon:NAME:TAG`` (skopeo's transport name) is an image taken from the local Docker
+engine instead of a registry (``bundler.daemon``): ``daemon`` is set, the rest normalises as
+above (``docker-daemon:app:1`` -> ``docker-daemon:docker.io/library/app:1``). It is pinned by
+the lock, never by a digest in the spec.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ _LEGACY_REGISTRIES = {"index.docker.io", "registry-1.docker.io"}
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _PATH_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+DAEMON_TRANSPORT = "docker-daemon:"
 _HOST_RE = re.compile(r"^(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
 
 
@@ -28,6 +34,7 @@ class ImageRef:
     repository: str
     tag: str | None = None
     digest: str | None = None
+    daemon: bool = False    # from the local Docker engine (``docker-daemon:``)
 
     @property
     def name(self) -> str:
@@ -39,7 +46,9 @@ class ImageRef:
         """What to ask the registry for: the digest when pinned, else the tag."""
         return self.digest or self.tag or "latest"
 
-    def __str__(self) -> str:
+    @property
+    def runtime_name(self) -> str:
+        """The name a container runtime knows the image by (no transport prefix)."""
         s = self.name
         if self.tag:
             s += f":{self.tag}"
@@ -47,14 +56,24 @@ class ImageRef:
             s += f"@{self.digest}"
         return s
 
+    def __str__(self) -> str:
+        return (DAEMON_TRANSPORT if self.daemon else "") + self.runtime_name
+
     def with_digest(self, digest: str) -> ImageRef:
-        return ImageRef(self.registry, self.repository, self.tag, digest)
+        return ImageRef(self.registry, self.repository, self.tag, digest, self.daemon)
 
 
 def parse_image_ref(text: str) -> ImageRef:
     """Parse and normalise an image reference, or raise ``SpecError`` naming it."""
     original = text
     text = text.strip()
+    daemon = text.startswith(DAEMON_TRANSPORT)
+    if daemon:
+        text = text[len(DAEMON_TRANSPORT):]
+        if "@" in text:
+            raise SpecError(f"invalid image reference {original!r}: an image from the Docker "
+                            "engine is pinned by bundles.lock, not by a digest",
+                            hint="write docker-daemon:NAME:TAG")
     if not text or any(c.isspace() for c in text):
         raise SpecError(f"invalid image reference {original!r}: empty or contains whitespace")
     digest = None
@@ -87,7 +106,7 @@ def parse_image_ref(text: str) -> ImageRef:
                             f"{comp!r} (lowercase letters, digits and . _ - only)")
     if tag is None and digest is None:
         tag = "latest"
-    return ImageRef(registry, "/".join(path), tag, digest)
+    return ImageRef(registry, "/".join(path), tag, digest, daemon)
 
 
 def normalize(text: str) -> str:

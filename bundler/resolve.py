@@ -19,7 +19,7 @@ from . import k3sfacts, platforms, specfiles
 from .cache import hex_of
 from .errors import BundleError, NotFoundError, UpstreamError
 from .lockfile import BundleLock, ChartLock, FileLock, ImageLock, K3sLock, Lock, PlatformLock
-from .oci import INDEX_TYPES, MANIFEST_TYPES
+from .oci import INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST
 from .refs import ImageRef, parse_image_ref
 from .sources import Sources
 from .spec import BundleSpec, ChartSpec, Spec
@@ -32,6 +32,8 @@ T = TypeVar("T")
 
 def resolve_image(src: Sources, ref: ImageRef, arches: Iterable[str]) -> ImageLock:
     what = f"image {ref}"
+    if ref.daemon:
+        return _resolve_daemon_image(src, ref, tuple(arches), what=what)
     top = src.manifest(ref.registry, ref.repository, ref.reference, what=what)
     doc = top.json()
     media_type = top.media_type   # from the verified bytes, never from a header
@@ -48,6 +50,17 @@ def resolve_image(src: Sources, ref: ImageRef, arches: Iterable[str]) -> ImageLo
             result[arch] = _platform_lock(src, ref, digest=top.digest, size=len(top.data),
                                           arch=arch, what=what, single=True)
     return ImageLock(ref=str(ref), digest=top.digest, media_type=media_type, platforms=result)
+
+
+def _resolve_daemon_image(src: Sources, ref: ImageRef, arches: tuple[str, ...], *,
+                          what: str) -> ImageLock:
+    """An image of the local Docker engine: one platform, which must be every arch's; its
+    synthesized OCI manifest (``bundler.daemon``) is what the lock pins, for each arch."""
+    found = src.engine_image(ref, arches, what=what)
+    plat = PlatformLock(digest=found.digest, size=len(found.manifest), media_type=OCI_MANIFEST,
+                        config=found.config)
+    return ImageLock(ref=str(ref), digest=found.digest, media_type=OCI_MANIFEST,
+                     platforms={a: plat for a in arches})
 
 
 def _platform_lock(src: Sources, ref: ImageRef, *, digest: str, size: int, arch: str,

@@ -21,10 +21,12 @@ from installer.fsio import adopt_verified, write_verified
 from . import safeyaml
 from .cache import Check, ContentStore, Downloader
 from .chartcheck import chart_checker
+from .daemon import DaemonSource, Exported
 from .errors import BundleError, NotFoundError, SpecError, TransferError, UpstreamError
 from .limits import Limits, human
 from .lockfile import ChartLock
 from .oci import Fetched, RegistryClient
+from .refs import ImageRef
 from .spec import Spec
 from .transport import RetryPolicy, Transport, hops, iter_raw, read_capped
 
@@ -50,6 +52,7 @@ class Sources:
         self.downloader = Downloader(self.store, attempts=pol.attempts, backoff=pol.backoff,
                                      on_bytes=on_bytes, on_total=on_total)
         self._clients: dict[str, RegistryClient] = {}
+        self.daemon = DaemonSource(self.store, self.limits)   # docker-daemon: images
         self._lock = threading.Lock()
         # chart repository index.yaml: fetched once per URL, parsed once per content digest
         self._index_locks: dict[str, threading.Lock] = {}
@@ -217,6 +220,31 @@ class Sources:
         if fetched.digest.startswith("sha256:") and not self.store.path(fetched.digest).exists():
             self.store.put(fetched.digest, len(fetched.data), [fetched.data], what=what)
         return fetched
+
+    # ------------------------------------------------------------ images, any source
+
+    def engine_image(self, ref: ImageRef, arches: Iterable[str], *, what: str) -> Exported:
+        """Lock time: a ``docker-daemon:`` image exported from the Docker engine (a lookup
+        by tag, so refused with ``--frozen``)."""
+        self._not_frozen(what)
+        return self.daemon.resolve(ref, arches, what=what)
+
+    def image_manifest(self, ref: ImageRef, digest: str, *, what: str, size: int) -> Fetched:
+        """A locked platform manifest of ``ref``: from its registry, or from the Docker
+        engine for a ``docker-daemon:`` image (which must still hold that content)."""
+        if ref.daemon:
+            self.limits.check_size("manifest", size, what=what, source="the lock")
+            return self.daemon.manifest(ref, digest, size, what=what)
+        return self.manifest(ref.registry, ref.repository, digest, what=what, size=size)
+
+    def image_blob(self, ref: ImageRef, manifest: str, digest: str, declared: object, *,
+                   what: str, kind: str = "layer") -> Path:
+        """A blob of ``ref``'s locked platform manifest ``manifest``, from its source."""
+        if ref.daemon:
+            size = self.limits.check_size(kind, declared, what=what, source="the lock")
+            return self.daemon.blob(ref, manifest=manifest, digest=digest, size=size, what=what)
+        return self.fetch_blob(ref.registry, ref.repository, digest, declared, what=what,
+                               kind=kind)
 
     def read_cached(self, digest: str, size: int) -> bytes | None:
         p = self.store.lookup(digest, size)

@@ -304,6 +304,12 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
             raise c.fail(f"{where}.images[{i}]", e.message) from None
     if len({str(i) for i in images}) != len(images):
         raise c.fail(f"{where}.images", "lists an image twice")
+    if len({i.runtime_name for i in images}) != len(images):  # docker-daemon: and registry
+        twice = next(i for i in images if i.daemon and any(
+            j.runtime_name == i.runtime_name and not j.daemon for j in images))
+        raise c.fail(f"{where}.images", f"lists {twice.runtime_name} twice: from a registry "
+                     "and from the Docker engine (docker-daemon:)",
+                     hint="keep one of the two")
     charts = []
     for i, ct in enumerate(c.get(table, "charts", where, list, default=[])):
         cw = f"{where}.charts[{i}]"

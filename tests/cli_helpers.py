@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,3 +41,23 @@ def bundle_proc(*args: str, cwd: Path, env: dict[str, str] | None = None,
     p = subprocess.run([sys.executable, "-m", "bundler", *args], cwd=cwd, env=full_env,
                        capture_output=True, text=True, timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr)
+
+
+def bundle_proc_rss(*args: str, cwd: Path, env: dict[str, str] | None = None,
+                    timeout: float = 300) -> tuple[Result, float]:
+    """:func:`bundle_proc`, plus the process's peak RSS in MiB (``ru_maxrss`` from wait4)."""
+    full_env = {**os.environ, **(env or {})}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen([sys.executable, "-m", "bundler", *args], cwd=cwd, env=full_env,
+                             stdout=out, stderr=err)
+        killer = threading.Timer(timeout, p.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        finally:
+            killer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return (Result(p.returncode, out.read().decode(errors="replace"),
+                       err.read().decode(errors="replace")), usage.ru_maxrss / 1024)

@@ -11,6 +11,7 @@ README demo (``python -m tests.world``). Modules:
   OCI layouts, and pushing them;
 - ``charts``: the ``demo-app`` Helm chart and an HTTP chart repository;
 - ``k3s`` / ``release``: a stand-in K3s release, install.sh, and a static server with Range;
+- ``dockerd``: a real Docker engine on a private unix socket (``docker-daemon:`` images);
 - ``world``: all of the above together, plus ``bundles.toml`` generation.
 
 Nothing here binds or contacts anything but 127.0.0.1.
