@@ -30,15 +30,19 @@ from pathlib import Path
 from installer.bundlefmt import (
     INSTALL_SCRIPT_PATH,
     K3S_BINARY_PATH,
+    K3S_CONFIG_PATH,
+    REGISTRIES_PATH,
     ChartEntry,
     ImageEntry,
     Manifest,
     Member,
     unsigned_signatures,
+    validate_manifest,
 )
+from installer.errors import InstallerError
 from installer.fsio import atomic_output, hash_chunks
 
-from . import bundlewrite, helmchart, sbom
+from . import bundlewrite, helmchart, k3sconfig, sbom
 from .buildinputs import image_manifests, pin_local_files
 from .bundlewrite import Chunks, SpaceNeed, bytes_chunks, file_chunks
 from .errors import SpecError
@@ -47,7 +51,7 @@ from .imagearchive import ArchiveImage, ArchivePlan, image_names, plan_archives
 from .lockfile import BundleLock, Lock
 from .refs import parse_image_ref
 from .sources import Sources
-from .spec import Spec
+from .spec import BundleSpec, Spec
 
 Signer = Callable[[bytes], "tuple[bytes, list[bytes]]"]
 
@@ -143,6 +147,9 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
     for mf in bl.manifests:
         add(f"manifests/{Path(mf.url).name}",
             Entry(mf.sha256, mf.size, 0o644, "manifest", file_chunks(local[mf.url])))
+    for path, kind, data in k3s_config_members(spec.bundle(bundle)):
+        sha, size = hash_chunks([data])
+        add(path, Entry(sha, size, 0o644, kind, bytes_chunks(data)))
 
     locked = sorted(bl.images, key=lambda i: i.ref)
     found = image_manifests(src, locked, arch, workers=workers)
@@ -174,6 +181,17 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                 tuple(charts), jobs, blob_jobs)
     plan.phases["plan"] = time.perf_counter() - start
     return plan
+
+
+def k3s_config_members(b: BundleSpec) -> list[tuple[str, str, bytes]]:
+    """(member path, kind, bytes) of the K3s configuration the bundle carries: the names and
+    kinds are the format's own (installer.bundlefmt.FIXED_PATHS), the bytes k3sconfig's."""
+    out = []
+    if b.k3s_config:
+        out.append((K3S_CONFIG_PATH, "k3s-config", k3sconfig.config_yaml(b.name, b.k3s_config)))
+    if b.mirrors:
+        out.append((REGISTRIES_PATH, "registries", k3sconfig.registries_yaml(b.name, b.mirrors)))
+    return out
 
 
 def _ref_file(src: Sources, ap: ArchivePlan) -> Path:
@@ -217,6 +235,11 @@ def sign_plan(plan: Plan, sign: Signer | None) -> None:
         roles=bl.roles, lock_digest=bl.digest(), created=plan.mtime, members=members,
         images=plan.images, charts=plan.charts, allow_k3s_minor_skip=bl.allow_k3s_minor_skip,
         allow_k3s_downgrade=bl.allow_k3s_downgrade)
+    try:  # the installer's own rules (member names, kinds, modes): never write what it refuses
+        validate_manifest(plan.manifest)
+    except InstallerError as e:
+        raise SpecError(f"bundle {plan.bundle} ({plan.arch}) would be refused by devices: "
+                        f"{e.message}", hint=e.hint) from None
     data = plan.manifest.to_bytes()
     sigs, roots = sign(data) if sign else (unsigned_signatures(), [])
     plan.signed = (data, sigs, list(roots))
