@@ -206,8 +206,8 @@ def _document(comment: str, doc: dict[str, Any]) -> bytes:
 
 def config_yaml(bundle: str, config: dict[str, Any]) -> bytes:
     """The drop-in's bytes."""
-    return _document(f"K3s configuration of bundle {bundle} (bundles.toml "
-                     f"[bundles.{bundle}.k3s_config]), placed by airgap-install.\n"
+    return _document(f"K3s configuration of bundle {bundle} "
+                     f"([bundles.{bundle}.k3s_config]), placed by airgap-install.\n"
                      "Replaced or removed with the bundle: put your own settings in "
                      "config.yaml or another drop-in.", config)
 
@@ -220,7 +220,7 @@ def registries_yaml(bundle: str, mirrors: dict[str, dict[str, Any]]) -> bytes:
                for m in mirrors.values() if "tls" in m for url in m["endpoint"]}
     if configs:
         doc["configs"] = configs
-    return _document(f"K3s registries of bundle {bundle} (bundles.toml "
-                     f"[bundles.{bundle}.mirrors]), placed by airgap-install.\n"
+    return _document(f"K3s registries of bundle {bundle} "
+                     f"([bundles.{bundle}.mirrors]), placed by airgap-install.\n"
                      "The bundle owns this file; a hand-written one found here is kept as "
                      "registries.yaml.airgap-backup.", doc)

@@ -1,9 +1,9 @@
 """What a change does to the live tree, said before it is done (pure).
 
 ``plan`` compares the release being replaced with the new one: K3s version, and per folder
-(image archives, charts, manifests, the K3s config drop-in, registries.yaml) which files are added, removed, replaced in place (same
-name, other content) or kept. The installer prints ``lines(plan)`` before placing anything and
-returns the plan in ``--json``.
+(image archives, charts, manifests, the K3s config drop-in, registries.yaml) which files are
+added, removed, replaced in place (same name, other content) or kept. The installer prints
+``lines(plan)`` before placing anything and returns the plan in ``--json``.
 """
 
 import posixpath

@@ -28,7 +28,7 @@ ca_file = "/etc/ssl/site-ca.pem"
 """
 # exactly what the device gets (the emitter is deterministic: sorted keys, quoted strings)
 DROPIN = b"""\
-# K3s configuration of bundle demo (bundles.toml [bundles.demo.k3s_config]), placed by airgap-install.
+# K3s configuration of bundle demo ([bundles.demo.k3s_config]), placed by airgap-install.
 # Replaced or removed with the bundle: put your own settings in config.yaml or another drop-in.
 disable:
   - "traefik"
@@ -40,7 +40,7 @@ tls-san:
 write-kubeconfig-mode: "0644"
 """
 REGISTRIES = b"""\
-# K3s registries of bundle demo (bundles.toml [bundles.demo.mirrors]), placed by airgap-install.
+# K3s registries of bundle demo ([bundles.demo.mirrors]), placed by airgap-install.
 # The bundle owns this file; a hand-written one found here is kept as registries.yaml.airgap-backup.
 configs:
   "registry.site.local:5000":
@@ -149,9 +149,9 @@ def test_build_install_places_config_and_rollback_restores(
 
     root = tmp_path / "root"
     assert cli("trust", keys / "root.json", "--root", root).returncode == 0
-    r = cli("install", built["1.0.0"], "--root", root, "--arch", "amd64", "--server",
+    p = cli("install", built["1.0.0"], "--root", root, "--arch", "amd64", "--server",
             "--skip-start")
-    assert r.returncode == 0, r.stderr
+    assert p.returncode == 0, p.stderr
     assert not (root / DROPIN_PATH).exists() and not (root / REGISTRIES_PATH).exists()
     # the operator's own files
     own_config = b"# operator\nnode-name: north-1\n"
@@ -160,32 +160,32 @@ def test_build_install_places_config_and_rollback_restores(
     (root / "etc/rancher/k3s/config.yaml").write_bytes(own_config)
     (root / REGISTRIES_PATH).write_bytes(hand_written)
 
-    r = cli("install", built["1.1.0"], "--root", root, "--arch", "amd64")
-    assert r.returncode == 0, r.stderr
+    p = cli("install", built["1.1.0"], "--root", root, "--arch", "amd64")
+    assert p.returncode == 0, p.stderr
     assert (root / DROPIN_PATH).read_bytes() == DROPIN
     assert (root / REGISTRIES_PATH).read_bytes() == REGISTRIES
     assert (root / KEPT_PATH).read_bytes() == hand_written
     assert (root / "etc/rancher/k3s/config.yaml").read_bytes() == own_config
-    assert f"kept the hand-written /{REGISTRIES_PATH} as /{KEPT_PATH}" in r.stderr, r.stderr
+    assert f"kept the hand-written /{REGISTRIES_PATH} as /{KEPT_PATH}" in p.stderr, p.stderr
     status = _status(root)
     assert status["registries_backup"] == str(root / KEPT_PATH)
     # placed files are verified like every other (status --verify hashes them)
-    r = cli("status", "--root", root, "--verify", "--json")
-    assert r.returncode == 0, r.stderr
+    p = cli("status", "--root", root, "--verify", "--json")
+    assert p.returncode == 0, p.stderr
 
-    r = cli("rollback", "--root", root)
-    assert r.returncode == 0, r.stderr
+    p = cli("rollback", "--root", root)
+    assert p.returncode == 0, p.stderr
     assert not (root / DROPIN_PATH).exists()
     assert (root / REGISTRIES_PATH).read_bytes() == hand_written
     assert not (root / KEPT_PATH).exists()
     assert (root / "etc/rancher/k3s/config.yaml").read_bytes() == own_config
-    assert f"put the hand-written /{REGISTRIES_PATH} back" in r.stderr, r.stderr
+    assert f"put the hand-written /{REGISTRIES_PATH} back" in p.stderr, p.stderr
     assert _status(root)["registries_backup"] is None
 
     # forward again, and an install.sh that fails: the tree is put back as it was
     before = {p: (root / p).read_bytes() for p in (REGISTRIES_PATH,)}
-    r = cli("install", built["1.1.0"], "--root", root, "--arch", "amd64",
+    p = cli("install", built["1.1.0"], "--root", root, "--arch", "amd64",
             env={"AIRGAP_INSTALL_RECORD": "/nonexistent-dir/record"})
-    assert r.returncode != 0
+    assert p.returncode != 0
     assert not (root / DROPIN_PATH).exists() and not (root / KEPT_PATH).exists()
     assert {p: (root / p).read_bytes() for p in before} == before
