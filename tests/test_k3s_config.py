@@ -169,9 +169,16 @@ def test_build_install_places_config_and_rollback_restores(
     assert f"kept the hand-written /{REGISTRIES_PATH} as /{KEPT_PATH}" in p.stderr, p.stderr
     status = _status(root)
     assert status["registries_backup"] == str(root / KEPT_PATH)
-    # placed files are verified like every other (status --verify hashes them)
+    # placed files are verified and repaired like every other: a hand edit of the drop-in is
+    # found by `status --verify` and undone by installing the same bundle again
+    (root / DROPIN_PATH).write_bytes(DROPIN + b"disable-agent: true\n")
     p = cli("status", "--root", root, "--verify", "--json")
+    verify = json.loads(p.stdout)["verify"]
+    assert not verify["ok"] and DROPIN_PATH in json.dumps(verify["damaged"]), verify
+    p = cli("install", built["1.1.0"], "--root", root, "--arch", "amd64")
     assert p.returncode == 0, p.stderr
+    assert (root / DROPIN_PATH).read_bytes() == DROPIN
+    assert (root / KEPT_PATH).read_bytes() == hand_written
 
     p = cli("rollback", "--root", root)
     assert p.returncode == 0, p.stderr
