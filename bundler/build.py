@@ -30,6 +30,8 @@ from pathlib import Path
 from installer.bundlefmt import (
     INSTALL_SCRIPT_PATH,
     K3S_BINARY_PATH,
+    K3S_CONFIG_PATH,
+    REGISTRIES_PATH,
     ChartEntry,
     ImageEntry,
     Manifest,
@@ -38,7 +40,7 @@ from installer.bundlefmt import (
 )
 from installer.fsio import atomic_output, hash_chunks
 
-from . import bundlewrite, helmchart, sbom
+from . import bundlewrite, helmchart, k3sconfig, sbom
 from .buildinputs import image_manifests, pin_local_files
 from .bundlewrite import Chunks, SpaceNeed, bytes_chunks, file_chunks
 from .errors import SpecError
@@ -47,7 +49,7 @@ from .imagearchive import ArchiveImage, ArchivePlan, image_names, plan_archives
 from .lockfile import BundleLock, Lock
 from .refs import ImageRef, parse_image_ref
 from .sources import Sources
-from .spec import Spec
+from .spec import BundleSpec, Spec
 
 Signer = Callable[[bytes], "tuple[bytes, list[bytes]]"]
 
@@ -144,6 +146,9 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
     for mf in bl.manifests:
         add(f"manifests/{Path(mf.url).name}",
             Entry(mf.sha256, mf.size, 0o644, "manifest", file_chunks(local[mf.url])))
+    for path, kind, data in k3s_config_members(spec.bundle(bundle)):
+        sha, size = hash_chunks([data])
+        add(path, Entry(sha, size, 0o644, kind, bytes_chunks(data)))
 
     locked = sorted(bl.images, key=lambda i: i.ref)
     found = image_manifests(src, locked, arch, workers=workers)
@@ -176,6 +181,17 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                 tuple(charts), jobs, blob_jobs)
     plan.phases["plan"] = time.perf_counter() - start
     return plan
+
+
+def k3s_config_members(b: BundleSpec) -> list[tuple[str, str, bytes]]:
+    """(member path, kind, bytes) of the K3s configuration the bundle carries: the names and
+    kinds are the format's own (installer.bundlefmt.FIXED_PATHS), the bytes k3sconfig's."""
+    out = []
+    if b.k3s_config:
+        out.append((K3S_CONFIG_PATH, "k3s-config", k3sconfig.config_yaml(b.name, b.k3s_config)))
+    if b.mirrors:
+        out.append((REGISTRIES_PATH, "registries", k3sconfig.registries_yaml(b.name, b.mirrors)))
+    return out
 
 
 def _ref_file(src: Sources, ap: ArchivePlan) -> Path:

@@ -18,7 +18,7 @@ from installer.arch import normalize as arch_name
 from installer.bundlefmt import ARCHES, ROLES, check_member_path
 from installer.errors import InstallerError
 
-from . import specfiles
+from . import k3sconfig, specfiles
 from .errors import SpecError
 from .refs import ImageRef, parse_image_ref
 from .specfiles import LocalFile
@@ -72,6 +72,10 @@ class BundleSpec:
     roles: tuple[str, ...] = ROLES
     allow_k3s_minor_skip: bool = False
     allow_k3s_downgrade: bool = False
+    # K3s configuration the bundle carries (bundler/k3sconfig.py): config.yaml keys for the
+    # drop-in, and registry -> mirror entry for registries.yaml; both validated at load
+    k3s_config: dict[str, Any] = field(default_factory=dict, hash=False)
+    mirrors: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ class Spec:
 
 _TOP_KEYS = {"k3s", "registries", "bundles", "signing", "files"}
 _BUNDLE_KEYS = {"version", "arch", "k3s", "images", "manifests", "charts", "k3s_airgap_images",
-                "roles", "allow_k3s_minor_skip", "allow_k3s_downgrade"}
+                "roles", "allow_k3s_minor_skip", "allow_k3s_downgrade", "k3s_config", "mirrors"}
 _CHART_KEYS = {"name", "repo", "version", "namespace", "values", "release"}
 _REGISTRY_KEYS = {"endpoint", "username_env", "password_env", "ca_file", "auth_hosts"}
 # a DNS name or IPv4 address, optionally with a port; [v6] literals with a port too
@@ -340,7 +344,13 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
     for r in roles:
         if r not in ROLES:
             raise c.fail(f"{where}.roles", f"unknown role {r!r} (server, agent)")
+    k3s_config = k3sconfig.check_k3s_config(table["k3s_config"], k3s=k3s,
+                                            where=f"{where}.k3s_config", fail=c.fail) \
+        if "k3s_config" in table else {}
+    mirrors = k3sconfig.check_mirrors(table["mirrors"], where=f"{where}.mirrors",
+                                      fail=c.fail) if "mirrors" in table else {}
     return BundleSpec(
+        k3s_config=k3s_config, mirrors=mirrors,
         name=name, version=version, arch=tuple(arches), k3s=k3s, images=tuple(images),
         manifests=tuple(c.str_list(table, "manifests", where, default=[])),
         charts=tuple(charts),

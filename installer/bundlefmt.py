@@ -57,16 +57,23 @@ KIND_PREFIX = {
     "chart": "charts/",
     "manifest": "manifests/",
     "sbom": "sbom/",          # the bundle's CycloneDX SBOM: verified like any member, not placed
+    "k3s-config": "config/",  # a config.yaml drop-in (docs/bundle-format.md "K3s configuration")
+    "registries": "config/",  # K3s's registries.yaml
 }
 K3S_BINARY_PATH = "k3s/k3s"
 INSTALL_SCRIPT_PATH = "k3s/install.sh"
+# The K3s configuration members have exactly one name each (at most one of each per bundle):
+# the installer maps them to fixed live paths (layout.K3S_DROPIN_TARGET, REGISTRIES_TARGET).
+K3S_CONFIG_PATH = "config/50-airgap-bundle.yaml"
+REGISTRIES_PATH = "config/registries.yaml"
+FIXED_PATHS = {"k3s-config": K3S_CONFIG_PATH, "registries": REGISTRIES_PATH}
 
 # A sha256 in hex, as every format here writes it (manifest, parts index, receipt, delta).
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _SHA_RE = SHA256_HEX
 # one or two path components of safe characters; no dot-files, no "..", no empty components
 _PATH_RE = re.compile(
-    r"^(k3s|images|charts|manifests|sbom)/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
+    r"^(k3s|images|charts|manifests|sbom|config)/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
 _ROOT_RE = re.compile(r"^roots/([1-9][0-9]{0,8})\.root\.json$")
 _ALLOWED_MODES = (0o644, 0o755)
 IMAGE_ARCHIVE_SUFFIXES = (".tar", ".tar.zst", ".tzst", ".tar.gz", ".tgz")
@@ -169,12 +176,17 @@ def check_member_path(path: str, kind: str) -> None:
     """Reject any path that could escape, hide or collide; pure."""
     if not _PATH_RE.match(path) or ".." in path:
         raise UnsafeMember(f"bundle member path {path!r} is not allowed",
-                           hint="paths are <k3s|images|charts|manifests|sbom>/<safe name>")
+                           hint="paths are <k3s|images|charts|manifests|sbom|config>/<safe name>")
     prefix = KIND_PREFIX.get(kind)
     if prefix is None:
         raise FormatError(f"bundle member {path!r} has unknown kind {kind!r}")
     if not path.startswith(prefix):
         raise UnsafeMember(f"bundle member {path!r} of kind {kind} must live under {prefix}")
+    fixed = FIXED_PATHS.get(kind)
+    if (fixed is not None and path != fixed) or (path.startswith("config/")
+                                                  and path not in FIXED_PATHS.values()):
+        raise UnsafeMember(f"bundle member {path!r} of kind {kind} must be "
+                           f"{fixed or ' or '.join(sorted(FIXED_PATHS.values()))}")
     # K3s reads other names in agent/images differently (.txt: a pre-pull list) or not at all
     if kind == "images" and not path.endswith(IMAGE_ARCHIVE_SUFFIXES):
         raise FormatError(f"bundle member {path!r} of kind images is not an image archive "

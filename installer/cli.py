@@ -165,6 +165,9 @@ def _text(result: Dict[str, Any]) -> List[str]:
         if result["foreign_images"]:
             lines.append("image archives not placed by airgap-install (left alone): "
                          + ", ".join(result["foreign_images"]))
+        if result["registries_backup"]:
+            lines.append("hand-written registries.yaml kept (a bundle owns registries.yaml): "
+                         + result["registries_backup"])
         checked = result.get("verify")
         if checked is not None:
             lines.append("verified {} placed files and kept copies: {}".format(

@@ -33,7 +33,7 @@ from . import (
 )
 from .errors import ConfigError, InstallerError
 from .fsio import fsync_dir, write_verified
-from .layout import Layout, Target, targets_for
+from .layout import REGISTRIES_KEPT, Layout, Target, targets_for
 from .options import Given, NodeOptions
 from .place import foreign_files
 from .reconfigure import apply_options, checked, report_options, summary_of
@@ -376,6 +376,12 @@ def recover(layout: Layout, *, wait: bool = False, report: Report = _quiet,
     return {"action": "recovered" if done else "none", "detail": done or "nothing to do"}
 
 
+def _kept_registries(layout: Layout) -> Optional[str]:
+    """The hand-written registries.yaml a bundle's replaced, kept aside (place.apply)."""
+    path = layout.path(REGISTRIES_KEPT)
+    return path if os.path.lexists(path) else None
+
+
 def status(layout: Layout, *, check: bool = False) -> Dict[str, Any]:
     """What is installed; read-only (no lock, no repair). ``check``: also hash every placed
     file against the installed manifest (``status --verify``)."""
@@ -403,6 +409,7 @@ def status(layout: Layout, *, check: bool = False) -> Dict[str, Any]:
         "state_copies_damaged": read.bad + read.stale,
         "image_import_cache": imagecache.enabled(layout),
         "foreign_images": foreign_files(layout, state.current),
+        "registries_backup": _kept_registries(layout),
         "ok": journal is None and not read.bad,
         "verify": repair.check(layout, state) if check else None,
     }

@@ -14,6 +14,9 @@
     <root>/var/lib/rancher/k3s/agent/images/     image archives, named by content; .cache.json
     <root>/var/lib/rancher/k3s/server/static/charts/   chart archives (server role)
     <root>/var/lib/rancher/k3s/server/manifests/       manifests (server role)
+    <root>/etc/rancher/k3s/config.yaml.d/50-airgap-bundle.yaml   the bundle's K3s config drop-in
+    <root>/etc/rancher/k3s/registries.yaml       the bundle's registries.yaml (when it has one)
+    <root>/etc/rancher/k3s/registries.yaml.airgap-backup   a hand-written one it replaced
 """
 
 import os
@@ -30,6 +33,15 @@ K3S_TARGET = BIN_DIR + "/k3s"
 IMAGES_DIR = "var/lib/rancher/k3s/agent/images"
 CHARTS_DIR = "var/lib/rancher/k3s/server/static/charts"
 MANIFESTS_DIR = "var/lib/rancher/k3s/server/manifests"
+K3S_ETC_DIR = "etc/rancher/k3s"
+K3S_DROPIN_DIR = K3S_ETC_DIR + "/config.yaml.d"
+# K3s reads config.yaml, then config.yaml.d/*.yaml in name order; the operator's config.yaml is
+# never touched. registries.yaml has no drop-ins: a bundle with mirrors owns it, and a
+# hand-written one found there is kept beside it (place.apply) and put back when a release
+# without mirrors replaces it.
+K3S_DROPIN_TARGET = K3S_DROPIN_DIR + "/" + bundlefmt.K3S_CONFIG_PATH.split("/", 1)[1]
+REGISTRIES_TARGET = K3S_ETC_DIR + "/registries.yaml"
+REGISTRIES_KEPT = REGISTRIES_TARGET + ".airgap-backup"
 AIRGAP_DIR = "var/lib/rancher/airgap"
 TRUST_DIR = "etc/rancher/airgap"
 
@@ -42,7 +54,12 @@ _KIND_DEST = {
     "chart": (CHARTS_DIR, ("server",)),
     "manifest": (MANIFESTS_DIR, ("server",)),
 }
-MANAGED_DIRS = (BIN_DIR, IMAGES_DIR, CHARTS_DIR, MANIFESTS_DIR)
+# kind -> (live path, placed for these roles): K3s servers and agents both read them
+_FIXED_DEST = {
+    "k3s-config": (K3S_DROPIN_TARGET, ("server", "agent")),
+    "registries": (REGISTRIES_TARGET, ("server", "agent")),
+}
+MANAGED_DIRS = (BIN_DIR, IMAGES_DIR, CHARTS_DIR, MANIFESTS_DIR, K3S_DROPIN_DIR, K3S_ETC_DIR)
 # a release id is the sha256 of its signed manifest; a transaction id is txn.new_tx()'s
 _RELEASE_RE = re.compile(r"^[0-9a-f]{64}$")
 _TX_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -107,12 +124,29 @@ def targets_for(members: Sequence[Member], role: str) -> List[Target]:
                 if m.kind == "images":
                     name = image_archive_name(name, m.sha256)
                 out.append(Target(folder + "/" + name, m.path, m.sha256, m.size, m.mode))
+        elif m.kind in _FIXED_DEST:
+            dest, roles = _FIXED_DEST[m.kind]
+            if role in roles:
+                out.append(Target(dest, m.path, m.sha256, m.size, m.mode))
     return out
+
+
+def touched_paths(new: Sequence[Target], old: Sequence[Target]) -> List[str]:
+    """Every live path a change from ``old`` to ``new`` touches: the new release's, the old
+    one's leftovers, and the kept hand-written registries.yaml when either owns that file."""
+    seen = [t.target for t in new]
+    seen += [t.target for t in old if t.target not in set(seen)]
+    if REGISTRIES_TARGET in seen:
+        seen.append(REGISTRIES_KEPT)
+    return seen
 
 
 def _kind_of(t: Target) -> str:
     if t.target == K3S_TARGET:
         return "k3s-binary"
+    for kind, path in bundlefmt.FIXED_PATHS.items():
+        if t.member == path:
+            return kind
     for kind, prefix in bundlefmt.KIND_PREFIX.items():
         if kind not in ("k3s-binary", "install-script") and t.member.startswith(prefix):
             return kind

@@ -19,7 +19,15 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .errors import EnvironmentProblem
 from .fsio import fsync_dir, hash_file, iter_file, reflink, write_verified
-from .layout import LIVE_TMP_PREFIX, MANAGED_DIRS, Layout, Target
+from .layout import (
+    LIVE_TMP_PREFIX,
+    MANAGED_DIRS,
+    REGISTRIES_KEPT,
+    REGISTRIES_TARGET,
+    Layout,
+    Target,
+    touched_paths,
+)
 from .state import Release
 
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP)
@@ -28,6 +36,7 @@ _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTS
 _GROUPS = (("images", "var/lib/rancher/k3s/agent/images/"),
            ("charts", "var/lib/rancher/k3s/server/static/charts/"),
            ("manifests", "var/lib/rancher/k3s/server/manifests/"),
+           ("config", "etc/rancher/k3s/"),
            ("binary", "usr/local/bin/"))
 IMAGES_PREFIX = _GROUPS[0][1]
 
@@ -89,11 +98,9 @@ def _backup(path: str, backup: str) -> None:
 
 
 def union_targets(old: Optional[Release], new: Release) -> List[str]:
-    """Every live path the change touches: the new release's, then the old one's leftovers."""
-    seen = [t.target for t in new.targets]
-    if old is not None:
-        seen += [t.target for t in old.targets if t.target not in set(seen)]
-    return seen
+    """Every live path the change touches: the new release's, then the old one's leftovers
+    (and the kept hand-written registries.yaml: ``layout.touched_paths``)."""
+    return touched_paths(new.targets, old.targets if old is not None else ())
 
 
 def prepare(layout: Layout, backup_dir: str, old: Optional[Release],
@@ -139,9 +146,11 @@ def _already_placed(dest: str, src: str, t: Target, old_t: Optional[Target],
 
 
 def apply(layout: Layout, old: Optional[Release], new: Release,
-          hit: Callable[[str], None]) -> None:
-    """Place ``new`` and remove what only ``old`` had. Idempotent."""
+          hit: Callable[[str], None]) -> List[str]:
+    """Place ``new`` and remove what only ``old`` had. Idempotent. Returns sentences for the
+    operator (a hand-written registries.yaml kept aside or put back)."""
     old_map = {t.target: t for t in old.targets} if old else {}
+    notes = _keep_registries(layout, old_map, new)
     for group, prefix in _GROUPS:
         for t in new.targets:
             if not t.target.startswith(prefix):
@@ -156,7 +165,38 @@ def apply(layout: Layout, old: Optional[Release], new: Release,
     for t in old.targets if old else ():
         if t.target not in keep and not t.target.startswith(IMAGES_PREFIX):
             _remove(layout.path(t.target))
+            if t.target == REGISTRIES_TARGET:
+                notes += _restore_registries(layout)
     hit("after-remove-old")
+    return notes
+
+
+def _keep_registries(layout: Layout, old_map: Dict[str, Target], new: Release) -> List[str]:
+    """A registries.yaml we did not place, about to be replaced by the bundle's: keep it as
+    ``registries.yaml.airgap-backup`` (the undo records cover that path too)."""
+    if REGISTRIES_TARGET in old_map or all(t.target != REGISTRIES_TARGET for t in new.targets):
+        return []
+    live = layout.path(REGISTRIES_TARGET)
+    st = _lstat(live)
+    if st is None or stat.S_ISDIR(st.st_mode):
+        return []
+    kept = layout.path(REGISTRIES_KEPT)
+    put(live, kept, sha256=None, size=None, mode=stat.S_IMODE(st.st_mode))
+    return [f"kept the hand-written /{REGISTRIES_TARGET} as /{REGISTRIES_KEPT}: bundle "
+            f"{new.name} {new.version} brings its own (it is put back when a release "
+            "without registry mirrors replaces this one)"]
+
+
+def _restore_registries(layout: Layout) -> List[str]:
+    """The bundle's registries.yaml is gone: put a kept hand-written one back."""
+    kept = layout.path(REGISTRIES_KEPT)
+    st = _lstat(kept)
+    if st is None or stat.S_ISDIR(st.st_mode):
+        return []
+    live = layout.path(REGISTRIES_TARGET)
+    os.replace(kept, live)
+    fsync_dir(os.path.dirname(live))
+    return [f"put the hand-written /{REGISTRIES_TARGET} back from /{REGISTRIES_KEPT}"]
 
 
 def remove_replaced_images(layout: Layout, old: Optional[Release], new: Release) -> List[str]:

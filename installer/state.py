@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import canonjson, failpoint, rootfs
 from .errors import EnvironmentProblem, FormatError, InstallerError, UnsafeMember
 from .fsio import fsync_dir, write_verified
-from .layout import Layout, Target, check_release_id, check_release_targets
+from .layout import Layout, Target, check_release_id, check_release_targets, touched_paths
 
 STATE_FORMAT = "airgap-install-state/v1"
 JOURNAL_FORMAT = "airgap-install-journal/v1"
@@ -304,7 +304,7 @@ def check_journal(layout: Layout, doc: Dict[str, Any]) -> None:
     new = Release.from_json(doc["to"])
     old = release_or_none(doc.get("from"))
     State.from_json(doc["state_after"])
-    paths = {t.target for t in new.targets} | {t.target for t in (old.targets if old else ())}
+    paths = set(touched_paths(new.targets, old.targets if old else ()))
     for rec in doc["undo"]:
         _fields(rec, "undo record", {"target": str, "kind": str})
         if rec["target"] not in paths or rec["kind"] not in _UNDO_KINDS:

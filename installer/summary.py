@@ -1,19 +1,20 @@
 """What a change does to the live tree, said before it is done (pure).
 
 ``plan`` compares the release being replaced with the new one: K3s version, and per folder
-(image archives, charts, manifests) which files are added, removed, replaced in place (same
-name, other content) or kept. The installer prints ``lines(plan)`` before placing anything and
-returns the plan in ``--json``.
+(image archives, charts, manifests, the K3s config drop-in, registries.yaml) which files are
+added, removed, replaced in place (same name, other content) or kept. The installer prints
+``lines(plan)`` before placing anything and returns the plan in ``--json``.
 """
 
 import posixpath
 from typing import Any, Dict, List, Optional
 
-from .layout import CHARTS_DIR, IMAGES_DIR, MANIFESTS_DIR
+from .layout import CHARTS_DIR, IMAGES_DIR, K3S_DROPIN_DIR, K3S_ETC_DIR, MANIFESTS_DIR
 from .policy import human_bytes
 from .state import Release
 
-GROUPS = (("images", IMAGES_DIR), ("charts", CHARTS_DIR), ("manifests", MANIFESTS_DIR))
+GROUPS = (("images", IMAGES_DIR), ("charts", CHARTS_DIR), ("manifests", MANIFESTS_DIR),
+          ("k3s_config", K3S_DROPIN_DIR), ("registries", K3S_ETC_DIR))
 
 
 def _files(release: Optional[Release], folder: str) -> Dict[str, Any]:

@@ -119,10 +119,12 @@ def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_
     try:
         if any(t.target.startswith(place.IMAGES_PREFIX) for t in new.targets):
             imagecache.opt_in(layout)  # before K3s can start with the new archives
-        place.apply(layout, old, new, failpoint.hit)
+        notes = place.apply(layout, old, new, failpoint.hit)
     except BaseException:
         _undo(layout, journal)
         raise
+    for note in notes:
+        report(note)
     journal["phase"] = "placed"
     save_journal(layout, journal)
     failpoint.hit("after-placed")

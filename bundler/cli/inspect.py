@@ -32,9 +32,10 @@ def root_chain_info(roots: tuple[bytes, ...]) -> dict[str, Any]:
             "root_fingerprint": chain[-1]["fingerprint"] if chain else None}
 
 
-def read_sbom(file: Path, member: Any) -> bytes | None:
-    """The SBOM member's bytes, found by seeking over tar headers (a multi-GB bundle is not
-    read through), and only if they match the manifest's sha256 and size."""
+def read_member(file: Path, member: Any) -> bytes | None:
+    """A small member's bytes (the SBOM, the K3s configuration), found by seeking over tar
+    headers (a multi-GB bundle is not read through), and only if they match the manifest's
+    sha256 and size."""
     import hashlib
     try:
         with tarfile.open(file, "r:") as tar:
@@ -80,7 +81,7 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
     m = header.manifest
     sigs = loads_strict(header.signatures, what="signatures").get("signatures", [])
     sbom_member = next((mem for mem in m.members if mem.path == SBOM_PATH), None)
-    sbom_bytes = read_sbom(file, sbom_member) if sbom_member and (
+    sbom_bytes = read_member(file, sbom_member) if sbom_member and (
         delta is None or SBOM_PATH in delta["carried_paths"]) else None
     if show_sbom:
         if sbom_bytes is None:
@@ -90,8 +91,10 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
         return
     bom = summary(json.loads(sbom_bytes)) if sbom_bytes else None
     chain = root_chain_info(header.roots)
+    k3s_config = _k3s_config(file, m, delta)
     doc = {**m.to_json(), "file": str(shown), "size": os.stat(file).st_size,
-           "signatures": len(sigs), **chain, "sbom": bom, "delta": delta}
+           "signatures": len(sigs), **chain, "sbom": bom, "delta": delta,
+           "k3s_config": k3s_config}
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
@@ -114,6 +117,15 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
     w(f"  charts ({len(m.charts)}):")
     for ch in m.charts:
         w(f"    {ch.name} {ch.version} -> namespace {ch.namespace}")
+    if k3s_config:
+        for item in k3s_config:
+            w(f"  {item['what']} -> {item['target']}:")
+            text = item["text"] if item["text"] is not None else \
+                "(not readable here: not carried by this delta, or damaged)"
+            for line in text.splitlines():
+                w(f"    {line}")
+    else:
+        w("  k3s config: none (K3s runs with the host's own config.yaml and registries.yaml)")
     if bom:
         counts = ", ".join(f"{n} {k}" for k, n in sorted(bom["components"].items()))
         w(f"  sbom: {bom['format']} at {SBOM_PATH}, components: {counts} "
@@ -123,6 +135,24 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
     w(f"  members ({len(m.members)}, {human_bytes(m.payload_size)}):")
     for mem in m.members:
         w(f"    {mem.mode:04o} {mem.size:>12} {mem.sha256}  {mem.path}")
+
+
+def _k3s_config(file: Path, m: Any, delta: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The K3s configuration members: where each goes on a device and its text."""
+    from installer.bundlefmt import FIXED_PATHS
+    from installer.layout import targets_for
+    out = []
+    for mem in m.members:
+        if mem.kind not in FIXED_PATHS:
+            continue
+        data = read_member(file, mem) if delta is None or mem.path in delta["carried_paths"] \
+            else None
+        target = targets_for([mem], "server")[0].target
+        out.append({"member": mem.path, "kind": mem.kind, "target": "/" + target,
+                    "what": "k3s config drop-in" if mem.kind == "k3s-config"
+                    else "registries.yaml",
+                    "text": data.decode("utf-8", "replace") if data is not None else None})
+    return out
 
 
 def _delta_info(delta: Any, m: Any, size: int) -> dict[str, Any] | None:
