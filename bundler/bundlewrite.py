@@ -135,7 +135,7 @@ def member_offsets(header: Any) -> Iterator[tuple[str, int, int, str | None]]:
     entries += [(mem.path, mem.size, mem.mode, mem.sha256) for mem in m.members]
     offset = 0
     for name, size, mode, sha in entries:
-        offset += len(member_header(name, size, mode, m.created).tobuf(
+        offset += len(member_header(name, size, mode, mtime=m.created).tobuf(
             tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         yield name, offset, size, sha
         offset += size + (-size % tarfile.BLOCKSIZE)

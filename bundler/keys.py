@@ -396,7 +396,7 @@ def sign_manifest(directory: Path | str, manifest_bytes: bytes, *,
                       for s in signers), key=lambda e: e["keyid"])
     doc = canonjson.encode({"signatures": entries})
     trust.verify_threshold(trust.parse_root(root_bytes), "targets", manifest_bytes,
-                           trust.parse_signatures_doc(doc), what="bundle manifest")
+                           signatures=trust.parse_signatures_doc(doc), what="bundle manifest")
     return doc
 
 

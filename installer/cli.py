@@ -241,7 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     meter = None if args.json or args.quiet else progress.factory(report)
     try:
-        result = _run(args, layout, report, meter)
+        result = _run(args, layout, report, meter=meter)
     except InstallerError as e:
         return _fail(args, e)
     except OSError as e:
@@ -255,7 +255,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         if args.json:
             print(json.dumps(error_object(1, "InternalError", f"{type(e).__name__}: {e}",
-                                          "please report it with the output on stderr"),
+                                          hint="please report it with the output on stderr"),
                              indent=1, sort_keys=True))
         return 1
     if args.json:
@@ -273,7 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
-         meter: Optional[install.Progress]) -> Dict[str, Any]:
+         *, meter: Optional[install.Progress]) -> Dict[str, Any]:
     if args.command == "trust":
         result = install.trust_root(layout, args.root_json, wait=args.wait)
         if args.ring:
@@ -299,7 +299,7 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
     return install.recover(layout, wait=args.wait, report=report)
 
 
-def error_object(code: int, kind: str, message: str, hint: Optional[str]) -> Dict[str, Any]:
+def error_object(code: int, kind: str, message: str, *, hint: Optional[str]) -> Dict[str, Any]:
     """The one JSON error shape of ``--json`` (docs/exit-codes.md)."""
     return {"error": {"code": code, "kind": kind, "message": message, "hint": hint}}
 
@@ -307,7 +307,7 @@ def error_object(code: int, kind: str, message: str, hint: Optional[str]) -> Dic
 def _fail(args: argparse.Namespace, e: InstallerError) -> int:
     print(f"airgap-install: error: {e}", file=sys.stderr)
     if getattr(args, "json", False):
-        print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, e.hint),
+        print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, hint=e.hint),
                          indent=1, sort_keys=True))
     return e.exit_code
 

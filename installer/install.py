@@ -91,7 +91,7 @@ def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
     """Full check of a bundle (signatures, envelope, every member hashed); writes nothing
     but a parts set's reassembled copy, removed again (installer/partsource.py)."""
     with _from_parts(layout, source, arch, progress=progress) as got:
-        result = _verify_bundle(layout, got.source if got else source, arch, progress)
+        result = _verify_bundle(layout, got.source if got else source, arch, progress=progress)
         return {**result, **got.fields()} if got else result
 
 
@@ -110,7 +110,7 @@ def _from_parts(layout: Layout, source: str, arch: Optional[str], *,
 
 
 def _verify_bundle(layout: Layout, source: str, arch: Optional[str],
-                   progress: Optional[Progress]) -> Dict[str, Any]:
+                   *, progress: Optional[Progress]) -> Dict[str, Any]:
     path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
     anchor = verify.read_anchor(layout)
     state, _ = load_state(layout)
@@ -143,8 +143,8 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
                          progress=progress) as got:  # a folder of split parts
             whole = got.source if got else req.source
             with delta.expanded(layout, whole, report=report) as (source, info):
-                result = _install_locked(layout, replace(req, source=source), report, output,
-                                         progress)
+                result = _install_locked(layout, replace(req, source=source), report, output=output,
+                                         progress=progress)
             if got:
                 result.update(got.fields())
         if info:  # a delta: installed as the full bundle it rebuilt (installer/delta.py)
@@ -153,7 +153,7 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,
-                    output: Optional[IO[str]], progress: Optional[Progress]) -> Dict[str, Any]:
+                    *, output: Optional[IO[str]], progress: Optional[Progress]) -> Dict[str, Any]:
     arch = preflight.host_arch(layout, req.arch)
     path, chosen = preflight.resolve_source(req.source, arch)
     state, _ = load_state(layout)
@@ -195,7 +195,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         plan = summary.plan(cur, new)  # said before the (long) copy, and before placing
         for line in summary.lines(plan):
             report(line)
-        report_options(report, req.given, node, changes, first=cur is None)
+        report_options(report, req.given, node, changes=changes, first=cur is None)
         size = policy.human_bytes(m.payload_size)
         report(f"verified signatures of {label}; copying {size} into staging")
         staging = _new_staging(layout)
@@ -343,7 +343,7 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
                               hint="`airgap-install status` shows what is installed")
         policy.check_k3s_change(cur.k3s_version, prev.k3s_version, allow_minor_skip=True,
                                 allow_downgrade=allow_k3s_downgrade)
-        repair.mend_kept(layout, prev, cur, report)  # never roll back onto a damaged copy
+        repair.mend_kept(layout, prev, cur, report=report)  # never roll back onto a damaged copy
         recorded = NodeOptions.of(prev)  # as that release last ran; the command line overrides
         node = options.merge(recorded, Given(skip_start=skip_start), role=prev.role)
         options.check(node)
