@@ -104,7 +104,7 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                 out_dir: Path, workers: int = 8) -> Plan:
     """Everything about one bundle+arch that needs no image blob (see the module doc)."""
     start = time.perf_counter()
-    bl = check_lock(spec, lock, bundle, arch)
+    bl = check_lock(spec, lock, bundle, arch=arch)
     local = pin_local_files(src, spec, bl)
     store = src.store
     entries: dict[str, Entry] = {}
@@ -241,7 +241,7 @@ def check_current(plan: Plan) -> bool:
 
 
 def space_needs(plans: list[Plan], src: Sources, out_dir: Path,
-                extras: int) -> list[SpaceNeed]:
+                *, extras: int) -> list[SpaceNeed]:
     """What the rest of the run writes: the bundles not up to date (sizes from the plan),
     the files beside them, and every download the cache does not hold yet."""
     todo = [p for p in plans if not p.up_to_date]
@@ -280,7 +280,8 @@ def fetch_plan(plan: Plan, src: Sources, *, workers: int) -> None:
             ThreadPoolExecutor(max_workers=max(1, len(pending))) as hashers:
         files = [pool.submit(job) for job in plan.jobs.values()]
         blobs: dict[str, Future[Path]] = {
-            d: pool.submit(src.fetch_blob, *args, what=what, kind=cap)
+            d: pool.submit(src.fetch_blob, *args[:3], declared=args[3], what=what,
+                           kind=cap)
             for d, (args, what, cap) in sorted(plan.blobs.items())}
         hashes = {path: hashers.submit(_hash_archive, e, blobs, src) for path, e in pending}
         for fut in [*files, *blobs.values()]:
@@ -334,7 +335,7 @@ def build_all(spec: Spec, lock: Lock, targets: list[tuple[str, str]], *, src: So
             sign_plan(plan, sign)
             if not force:
                 check_current(plan)
-    bundlewrite.check_space(space_needs(plans, src, out_dir, extras))
+    bundlewrite.check_space(space_needs(plans, src, out_dir, extras=extras))
     results = []
     for plan in plans:
         before = (src.downloader.downloads, src.downloader.cache_hits)

@@ -176,7 +176,7 @@ class Sources:
                                           ok=(200, 206), expect=size - start)
         return self.downloader.fetch(sha256, size, opener, what=what, check=check)
 
-    def fetch_blob(self, host: str, repo: str, digest: str, declared: object, *, what: str,
+    def fetch_blob(self, host: str, repo: str, digest: str, *, declared: object, what: str,
                    kind: str = "layer", source: str = "the lock",
                    check: Check | None = None) -> Path:
         """A blob by digest; its ``declared`` size is checked against the kind's cap first."""
@@ -198,8 +198,8 @@ class Sources:
         check = self.chart_check(chart.name, chart.version)
         if chart.url.startswith("oci://"):
             host, _, repo = chart.url[len("oci://"):].split("@", 1)[0].partition("/")
-            return self.fetch_blob(host, repo, "sha256:" + chart.sha256, chart.size, what=what,
-                                   kind="chart", check=check)
+            return self.fetch_blob(host, repo, "sha256:" + chart.sha256, declared=chart.size,
+                                   what=what, kind="chart", check=check)
         return self.fetch_url(chart.url, chart.sha256, chart.size, what=what, kind="chart",
                               check=check)
 
