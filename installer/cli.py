@@ -275,14 +275,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
          *, meter: Optional[install.Progress]) -> Dict[str, Any]:
     if args.command == "trust":
-        result = install.trust_root(layout, args.root_json, wait=args.wait)
+        result = install.trust_root(layout, args.root_json, wait=args.wait).to_json()
         if args.ring:
             result["ring"] = sync.set_ring(layout, args.ring)["ring"]
         return result
     if args.command in synccli.COMMANDS:
         return synccli.run(args, layout, report)
     if args.command == "verify":
-        return install.verify_bundle(layout, args.bundle, arch=args.arch, progress=meter)
+        return install.verify_bundle(layout, args.bundle, arch=args.arch,
+                                     progress=meter).to_json()
     if args.command == "install":
         return install.install(layout, _request(args), report=report, progress=meter)
     if args.command == "reconfigure":
@@ -290,13 +291,14 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
     if args.command == "receipt":
         return receipt.write(layout, args.out)
     if args.command == "status":
-        result = install.status(layout, check=args.verify)
+        result = install.status(layout, check=args.verify).to_json()
         result["sync"] = sync.sync_status(layout)
         return result
     if args.command == "rollback":
         return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
-                                allow_k3s_downgrade=args.allow_k3s_downgrade, report=report)
-    return install.recover(layout, wait=args.wait, report=report)
+                                allow_k3s_downgrade=args.allow_k3s_downgrade,
+                                report=report).to_json()
+    return install.recover(layout, wait=args.wait, report=report).to_json()
 
 
 def error_object(code: int, kind: str, message: str, *, hint: Optional[str]) -> Dict[str, Any]:

@@ -280,7 +280,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
     try:
         if copy is None:
             report(f"{choice.reason}: rolling back to {label}")
-            result = install.rollback(layout, wait=req.wait, report=report)
+            result = install.rollback(layout, wait=req.wait, report=report).to_json()
         else:
             report(f"{choice.reason}: installing {label}")
             result = install.install(layout, _request(req, copy, cur, arch=arch), report=report)
@@ -317,7 +317,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
         _save_record(layout, record)
     raise HealthGateFailed(
         f"health check of {label} failed after {req.health_timeout:g}s ({failure}); rolled "
-        f"back to {back['current']['name']} {back['current']['version']}; {label} will not be "
+        f"back to {back.current['name']} {back.current['version']}; {label} will not be "
         "retried until the ring lists something newer",
         hint="fix the release and publish a newer version")
 
