@@ -52,6 +52,8 @@ from .sources import Sources
 from .spec import BundleSpec, Spec
 
 Signer = Callable[[bytes], "tuple[bytes, list[bytes]]"]
+BlobJob = tuple[tuple[ImageRef, str, str, int], str, str]  # (image, its platform manifest,
+#   digest, size), what, cap kind
 
 
 @dataclass
@@ -78,8 +80,7 @@ class Plan:
     images: tuple[ImageEntry, ...]
     charts: tuple[ChartEntry, ...]
     jobs: dict[str, Callable[[], Path]]                    # K3s files and charts
-    # blob digest -> ((image, its platform manifest, digest, size), what, cap kind)
-    blobs: dict[str, tuple[tuple[ImageRef, str, str, int], str, str]]
+    blobs: dict[str, BlobJob]                              # digest -> its fetch
     manifest: Manifest | None = None
     signed: tuple[bytes, bytes, list[bytes]] | None = None   # manifest bytes, sigs, roots
     up_to_date: bool = False
@@ -103,53 +104,98 @@ def bundle_filename(name: str, version: str, arch: str) -> str:
 # ---------------------------------------------------------------- step 1: plan
 
 
+class _Members:
+    """The members planned so far (no two artifacts on one path) and the fetch job of each
+    file or chart downloaded whole."""
+
+    def __init__(self, bundle: str) -> None:
+        self.bundle = bundle
+        self.entries: dict[str, Entry] = {}
+        self.jobs: dict[str, Callable[[], Path]] = {}
+
+    def add(self, path: str, entry: Entry, job: Callable[[], Path] | None = None) -> None:
+        if path in self.entries:
+            raise SpecError(f"two artifacts of bundle {self.bundle} would both be {path}",
+                            hint="rename one of the manifests")
+        self.entries[path] = entry
+        if job is not None:
+            self.jobs[path] = job
+
+
 def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                 out_dir: Path, workers: int = 8) -> Plan:
     """Everything about one bundle+arch that needs no image blob (see the module doc)."""
     start = time.perf_counter()
-    bl = check_lock(spec, lock, bundle, arch)
+    bl = check_lock(spec, lock, bundle, arch=arch)
     local = pin_local_files(src, spec, bl)
-    store = src.store
-    entries: dict[str, Entry] = {}
+    members = _Members(bundle)
+    _plan_k3s(members, src, bl, arch=arch)
+    charts = _plan_charts(members, src, bl, local=local)
+    _plan_manifests(members, bl, local)
+    _plan_k3s_config(members, spec.bundle(bundle))
+    images, blob_jobs = _plan_images(members, src, lock, bl=bl, arch=arch, workers=workers)
+    plan = Plan(bundle, arch, bl, lock.source_date_epoch,
+                out_dir / bundle_filename(bundle, bl.version, arch), members.entries, images,
+                charts, members.jobs, blob_jobs)
+    plan.phases["plan"] = time.perf_counter() - start
+    return plan
 
-    def add(path: str, entry: Entry) -> None:
-        if path in entries:
-            raise SpecError(f"two artifacts of bundle {bundle} would both be {path}",
-                            hint="rename one of the manifests")
-        entries[path] = entry
 
+def _plan_k3s(members: _Members, src: Sources, bl: BundleLock, *, arch: str) -> None:
+    """The K3s binary, install.sh and (when locked for ``arch``) K3s's own airgap images
+    tarball, as shipped (zstd)."""
     k3s = bl.k3s
-    jobs: dict[str, Callable[[], Path]] = {}
     # (member, entry kind, mode, pin, what, fetch cap kind in bundler.limits)
     pinned = [(K3S_BINARY_PATH, "k3s-binary", 0o755, k3s.binaries[arch],
                f"K3s {k3s.version} binary ({arch})", "k3s_binary"),
               (INSTALL_SCRIPT_PATH, "install-script", 0o755, k3s.install_script,
                "K3s install.sh", "install_script")]
-    if arch in k3s.airgap_images:  # K3s's own tarball, as shipped (zstd)
+    if arch in k3s.airgap_images:
         pinned.append((f"images/k3s-airgap-images-{arch}.tar.zst", "images", 0o644,
                        k3s.airgap_images[arch], f"K3s {k3s.version} airgap images ({arch})",
                        "airgap_images"))
     for path, kind, mode, f, what, cap in pinned:
-        add(path, Entry(f.sha256, f.size, mode, kind, file_chunks(store.path(f.sha256))))
-        jobs[path] = partial(src.fetch_url, f.url, f.sha256, f.size, what=what, kind=cap)
+        chunks = file_chunks(src.store.path(f.sha256))
+        members.add(path, Entry(f.sha256, f.size, mode, kind, chunks),
+                    partial(src.fetch_url, f.url, f.sha256, f.size, what=what, kind=cap))
+
+
+def _plan_charts(members: _Members, src: Sources, bl: BundleLock, *,
+                 local: dict[str, Path]) -> tuple[ChartEntry, ...]:
+    """Each chart archive and the generated HelmChart manifest that installs it."""
     charts: list[ChartEntry] = []
     for c in sorted(bl.charts, key=lambda c: c.name):
         member = f"charts/{c.name}-{c.version}.tgz"
-        add(member, Entry(c.sha256, c.size, 0o644, "chart", file_chunks(store.path(c.sha256))))
-        jobs[member] = partial(src.fetch_chart, c)
+        members.add(member, Entry(c.sha256, c.size, 0o644, "chart",
+                                  file_chunks(src.store.path(c.sha256))),
+                    partial(src.fetch_chart, c))
         charts.append(ChartEntry(name=c.name, version=c.version, path=member,
                                  namespace=c.namespace))
         data = helmchart.render(c, member.split("/", 1)[1], [local[v.url] for v in c.values])
         sha, size = hash_chunks([data])
-        add(f"manifests/{helmchart.file_name(c.release)}",
-            Entry(sha, size, 0o644, "manifest", bytes_chunks(data)))
-    for mf in bl.manifests:
-        add(f"manifests/{Path(mf.url).name}",
-            Entry(mf.sha256, mf.size, 0o644, "manifest", file_chunks(local[mf.url])))
-    for path, kind, data in k3s_config_members(spec.bundle(bundle)):
-        sha, size = hash_chunks([data])
-        add(path, Entry(sha, size, 0o644, kind, bytes_chunks(data)))
+        members.add(f"manifests/{helmchart.file_name(c.release)}",
+                    Entry(sha, size, 0o644, "manifest", bytes_chunks(data)))
+    return tuple(charts)
 
+
+def _plan_k3s_config(members: _Members, b: BundleSpec) -> None:
+    """The K3s configuration drop-in and registries.yaml the spec asks for, if any."""
+    for path, kind, data in k3s_config_members(b):
+        sha, size = hash_chunks([data])
+        members.add(path, Entry(sha, size, 0o644, kind, bytes_chunks(data)))
+
+
+def _plan_manifests(members: _Members, bl: BundleLock, local: dict[str, Path]) -> None:
+    """The spec's own manifests, from their verified local copies."""
+    for mf in bl.manifests:
+        members.add(f"manifests/{Path(mf.url).name}",
+                    Entry(mf.sha256, mf.size, 0o644, "manifest", file_chunks(local[mf.url])))
+
+
+def _plan_images(members: _Members, src: Sources, lock: Lock, *, bl: BundleLock, arch: str,
+                 workers: int) -> tuple[tuple[ImageEntry, ...], dict[str, BlobJob]]:
+    """The images archives (platform manifests fetched, blobs not), the manifest's image
+    entries and one fetch per distinct blob (shared layers once)."""
     locked = sorted(bl.images, key=lambda i: i.ref)
     found = image_manifests(src, locked, arch, workers=workers)
     archived = [ArchiveImage(names=image_names(parse_image_ref(img.ref).runtime_name),
@@ -157,17 +203,17 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                              blobs=blobs) for img, (mb, mt, blobs) in zip(locked, found,
                                                                            strict=True)]
     where: dict[ArchiveImage, str] = {}
-    blob_jobs: dict[str, tuple[tuple[ImageRef, str, str, int], str, str]] = {}
     for ap in plan_archives(archived, mtime=lock.source_date_epoch):
-        path = f"images/{bundle}-images-{arch}{ap.suffix}"
+        path = f"images/{members.bundle}-images-{arch}{ap.suffix}"
         sha_size = _cached_archive_digest(src, ap)
-        add(path, Entry(sha_size[0] if sha_size else None,
-                        sha_size[1] if sha_size else (None if ap.zstd else ap.tar_size()),
-                        0o644, "images", ap.chunks, archive=ap))
+        members.add(path, Entry(sha_size[0] if sha_size else None,
+                                sha_size[1] if sha_size else (None if ap.zstd else ap.tar_size()),
+                                0o644, "images", ap.chunks, archive=ap))
         where.update((a, path) for a in ap.images)
+    blob_jobs: dict[str, BlobJob] = {}
     for lk, a in zip(locked, archived, strict=True):
         r = parse_image_ref(lk.ref)
-        for b in a.blobs:  # one fetch per distinct blob (shared layers once)
+        for b in a.blobs:
             blob_jobs.setdefault(b.digest, ((r, lk.platforms[arch].digest, b.digest, b.size),
                                             f"image {lk.ref} ({arch}) blob {b.digest[:19]}",
                                             "config" if b.digest == lk.platforms[arch].config
@@ -176,11 +222,7 @@ def plan_bundle(spec: Spec, lock: Lock, *, bundle: str, arch: str, src: Sources,
                               index_digest=i.digest if i.digest != i.platforms[arch].digest
                               else "", archive=where[a])
                    for i, a in zip(locked, archived, strict=True))
-    plan = Plan(bundle, arch, bl, lock.source_date_epoch,
-                out_dir / bundle_filename(bundle, bl.version, arch), entries, images,
-                tuple(charts), jobs, blob_jobs)
-    plan.phases["plan"] = time.perf_counter() - start
-    return plan
+    return images, blob_jobs
 
 
 def k3s_config_members(b: BundleSpec) -> list[tuple[str, str, bytes]]:
@@ -259,7 +301,7 @@ def check_current(plan: Plan) -> bool:
 
 
 def space_needs(plans: list[Plan], src: Sources, out_dir: Path,
-                extras: int) -> list[SpaceNeed]:
+                *, extras: int) -> list[SpaceNeed]:
     """What the rest of the run writes: the bundles not up to date (sizes from the plan),
     the files beside them, and every download the cache does not hold yet."""
     todo = [p for p in plans if not p.up_to_date]
@@ -298,7 +340,8 @@ def fetch_plan(plan: Plan, src: Sources, *, workers: int) -> None:
             ThreadPoolExecutor(max_workers=max(1, len(pending))) as hashers:
         files = [pool.submit(job) for job in plan.jobs.values()]
         blobs: dict[str, Future[Path]] = {
-            d: pool.submit(src.image_blob, *args, what=what, kind=cap)
+            d: pool.submit(src.image_blob, *args[:3], declared=args[3], what=what,
+                           kind=cap)
             for d, (args, what, cap) in sorted(plan.blobs.items())}
         hashes = {path: hashers.submit(_hash_archive, e, blobs, src) for path, e in pending}
         for fut in [*files, *blobs.values()]:
@@ -352,7 +395,7 @@ def build_all(spec: Spec, lock: Lock, targets: list[tuple[str, str]], *, src: So
             sign_plan(plan, sign)
             if not force:
                 check_current(plan)
-    bundlewrite.check_space(space_needs(plans, src, out_dir, extras))
+    bundlewrite.check_space(space_needs(plans, src, out_dir, extras=extras))
     results = []
     for plan in plans:
         before = (src.downloader.downloads, src.downloader.cache_hits)

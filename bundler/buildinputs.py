@@ -45,12 +45,12 @@ def image_manifests(src: Sources, images: list[ImageLock], arch: str, *,
     """The locked platform manifest of each image (verified by digest, concurrently) and
     its blob descriptors, in the order given."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(_image_manifest, src, img.ref, img.platforms[arch], arch)
+        futures = [pool.submit(_image_manifest, src, img.ref, img.platforms[arch], arch=arch)
                    for img in images]
         return [f.result() for f in futures]
 
 
-def _image_manifest(src: Sources, ref: str, plat: Any, arch: str) -> Found:
+def _image_manifest(src: Sources, ref: str, plat: Any, *, arch: str) -> Found:
     r = parse_image_ref(ref)
     what = f"image {ref} ({arch})"
     m = src.image_manifest(r, plat.digest, what=what, size=plat.size)

@@ -115,7 +115,7 @@ def is_current(dest: Path, *, manifest_bytes: bytes, signatures: bytes,
             buf = bytearray(READ_CHUNK)
             view = memoryview(buf)
             for _name, offset, size, sha in member_offsets(header):
-                if sha is not None and _hash_at(f, offset, size, view) != sha:
+                if sha is not None and _hash_at(f, offset, size, view=view) != sha:
                     return False
         return True
     except (OSError, InstallerError, tarfile.TarError, EOFError):
@@ -135,13 +135,13 @@ def member_offsets(header: Any) -> Iterator[tuple[str, int, int, str | None]]:
     entries += [(mem.path, mem.size, mem.mode, mem.sha256) for mem in m.members]
     offset = 0
     for name, size, mode, sha in entries:
-        offset += len(member_header(name, size, mode, m.created).tobuf(
+        offset += len(member_header(name, size, mode, mtime=m.created).tobuf(
             tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         yield name, offset, size, sha
         offset += size + (-size % tarfile.BLOCKSIZE)
 
 
-def _hash_at(f: io.FileIO, offset: int, size: int, view: memoryview) -> str:
+def _hash_at(f: io.FileIO, offset: int, size: int, *, view: memoryview) -> str:
     h = hashlib.sha256()
     f.seek(offset)
     left = size

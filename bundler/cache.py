@@ -124,9 +124,9 @@ class Downloader:
                 self._count("cache_hits")
                 return hit
             self._count("downloads")
-            return self._download(digest, size, opener, what, check)
+            return self._download(digest, size, opener, what=what, check=check)
 
-    def _download(self, digest: str, size: int, opener: Opener, what: str,
+    def _download(self, digest: str, size: int, opener: Opener, *, what: str,
                   check: Check | None) -> Path:
         partial = self.store.partial / hex_of(digest)
         if self.on_total is not None:
@@ -148,7 +148,7 @@ class Downloader:
                         h.update(chunk)
             try:
                 if have < size:
-                    h = self._stream_into(partial, have, size, opener, what, h)
+                    h = self._stream_into(partial, have, size, opener=opener, what=what, h=h)
                 elif not partial.exists():
                     partial.touch()  # a zero-byte blob: nothing to transfer
                 if partial.stat().st_size < size:
@@ -185,7 +185,7 @@ class Downloader:
         raise TransferError(f"{what}: download failed after {self.attempts} attempts: {last}",
                             hint="the link is failing; re-run to resume where it stopped")
 
-    def _stream_into(self, partial: Path, have: int, size: int, opener: Opener,
+    def _stream_into(self, partial: Path, have: int, size: int, *, opener: Opener,
                      what: str, h: Any) -> Any:
         """Append the rest of the body to ``partial``, updating and returning the hash."""
         resp = opener(have)

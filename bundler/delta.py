@@ -99,7 +99,7 @@ def write_delta(full: Path, base: Base) -> tuple[Path, Delta]:
         patches = []
         for x in m.members:
             if x.path in carried and x.kind == "images" and x.path.endswith(".tar"):
-                segs = _segments(f, offsets[x.path], x, base)
+                segs = _segments(f, offsets[x.path], x, base=base)
                 if segs is not None:
                     patches.append((x.path, segs))
         delta = Delta(base_digest=base.digest, base_name=base.name,
@@ -124,7 +124,7 @@ def write_delta(full: Path, base: Base) -> tuple[Path, Delta]:
 
 
 def _segments(f: object, start: int, member: bundlefmt.Member,
-              base: Base) -> tuple[tuple[object, ...], ...] | None:
+              *, base: Base) -> tuple[tuple[object, ...], ...] | None:
     """How to rebuild an images archive from literal bytes and the base's blobs; None when
     the base holds none of its (large) blobs or it is not an OCI layout tar."""
     try:

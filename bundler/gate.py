@@ -66,7 +66,7 @@ def check_fresh(spec: Spec, lock: Lock, *, only: str | None = None) -> None:
                                 hint="run `bundle lock` to pin it (and review the change)")
 
 
-def check_lock(spec: Spec, lock: Lock, bundle: str, arch: str) -> BundleLock:
+def check_lock(spec: Spec, lock: Lock, bundle: str, *, arch: str) -> BundleLock:
     """The locked bundle, after refusing a stale lock (spec or local files changed, whatever
     the cache holds) or an arch it does not hold."""
     if bundle not in lock.bundles:

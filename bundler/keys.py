@@ -194,7 +194,7 @@ def _signers_for(root: Root, role: str,
     return found
 
 
-def _require(count: int, root: Root, role: str, directory: Path) -> None:
+def _require(count: int, root: Root, role: str, *, directory: Path) -> None:
     threshold = root.roles[role].threshold
     if count < threshold:
         raise SpecError(
@@ -305,7 +305,7 @@ def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: in
     new_root.roles[role].threshold = threshold
 
     old_signers = _signers_for(old, "root", available)
-    _require(len(old_signers), old, "root", directory)
+    _require(len(old_signers), old, "root", directory=directory)
     signers = {s.public_key.keyid: s for s in old_signers}
     if role == "root":
         signers.update({k.signer.public_key.keyid: k.signer for k in new})
@@ -359,7 +359,7 @@ def check_signing(directory: Path | str, *, passphrase_env: str | None = None) -
     _, md = _load_root(directory / "root.json")
     signers = _signers_for(md.signed, "targets", _load_private_keys(
         directory, _passphrase_env(directory, passphrase_env)))
-    _require(len(signers), md.signed, "targets", directory)
+    _require(len(signers), md.signed, "targets", directory=directory)
     return fingerprint(chain[-1])
 
 
@@ -391,12 +391,12 @@ def sign_manifest(directory: Path | str, manifest_bytes: bytes, *,
     root = root_md.signed
     signers = _signers_for(root, "targets", _load_private_keys(
         directory, _passphrase_env(directory, passphrase_env)))
-    _require(len(signers), root, "targets", directory)
+    _require(len(signers), root, "targets", directory=directory)
     entries = sorted(({"keyid": s.public_key.keyid, "sig": s.sign(manifest_bytes).signature}
                       for s in signers), key=lambda e: e["keyid"])
     doc = canonjson.encode({"signatures": entries})
     trust.verify_threshold(trust.parse_root(root_bytes), "targets", manifest_bytes,
-                           trust.parse_signatures_doc(doc), what="bundle manifest")
+                           signatures=trust.parse_signatures_doc(doc), what="bundle manifest")
     return doc
 
 

@@ -257,7 +257,7 @@ def bundle_documents(manifests: list[Path], charts: list[ChartInput], *,
         try:
             ident = f"{loaded.name}@{loaded.version}"
             values = compose_values(chart.values_files)
-            for template, text in _render(loaded, values, chart.name, chart.namespace):
+            for template, text in _render(loaded, values, chart.name, namespace=chart.namespace):
                 docs += _parsed(yamldocs.split_helm(text), f"{ident}:{template}")
             for crd in loaded.crds:
                 docs += _parsed(yamldocs.split_helm(str(crd.get("data", ""))),

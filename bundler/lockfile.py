@@ -230,7 +230,7 @@ def drift(old: Lock, new: Lock) -> list[str]:
         if name not in old.bundles:
             out.append(f"bundle {name}: in the spec but not in the lock")
             continue
-        _diff(f"bundle {name}", old.bundles[name].to_json(), new.bundles[name].to_json(), out)
+        _diff(f"bundle {name}", old.bundles[name].to_json(), new.bundles[name].to_json(), out=out)
     return out
 
 
@@ -242,7 +242,7 @@ def _key_of(item: Any) -> str | None:
     return None
 
 
-def _diff(where: str, a: Any, b: Any, out: list[str]) -> None:
+def _diff(where: str, a: Any, b: Any, *, out: list[str]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if k not in b:
@@ -250,7 +250,7 @@ def _diff(where: str, a: Any, b: Any, out: list[str]) -> None:
             elif k not in a:
                 out.append(f"{where}.{k}: new ({_short(b[k])})")
             else:
-                _diff(f"{where}.{k}", a[k], b[k], out)
+                _diff(f"{where}.{k}", a[k], b[k], out=out)
     elif isinstance(a, list) and isinstance(b, list) and all(_key_of(x) for x in a + b):
         ka = {str(_key_of(x)): x for x in a}
         kb = {str(_key_of(x)): x for x in b}
@@ -260,7 +260,7 @@ def _diff(where: str, a: Any, b: Any, out: list[str]) -> None:
             elif k not in ka:
                 out.append(f"{where}[{k}]: added")
             else:
-                _diff(f"{where}[{k}]", ka[k], kb[k], out)
+                _diff(f"{where}[{k}]", ka[k], kb[k], out=out)
     elif a != b:
         out.append(f"{where}: {_short(a)} -> {_short(b)}")
 

@@ -80,7 +80,7 @@ def _parity_chunks(paths: list[Path], size: int) -> Iterator[bytes]:
             f.close()
 
 
-def _drop_stale(folder: Path, name: str, count: int, parity: bool) -> None:
+def _drop_stale(folder: Path, name: str, count: int, *, parity: bool) -> None:
     """Parts of an earlier split of the same bundle name that the new index does not list
     (more parts, or a parity part) would only confuse a reader of the folder and its sums."""
     for p in folder.glob(f"{name}.part-*"):
@@ -142,7 +142,7 @@ def split(bundle: Path, *, max_part_size: int, parity: bool,
             p.unlink(missing_ok=True)
         raise
     bundle.unlink()
-    _drop_stale(folder, name, count, parity)
+    _drop_stale(folder, name, count, parity=parity)
     return SplitResult(folder / fmt.index_name(name), tuple(written[:count]),
                        written[count] if parity else None)
 

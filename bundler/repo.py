@@ -77,7 +77,7 @@ def init_repo(directory: Path | str, keys_dir: Path | str, *,
     for role in ("targets", "snapshot", "timestamp"):  # before anything is written
         public = [k for k in (root.keys[i] for i in root.roles[role].keyids)
                   if isinstance(k, SSlibKey)]
-        repo._sign(Metadata(Snapshot()), public, root.roles[role].threshold, role)
+        repo._sign(Metadata(Snapshot()), public, root.roles[role].threshold, role=role)
     written = repo.sync_roots()
     for ring in rings:
         n, threshold = counts.get(ring, (1, 1))

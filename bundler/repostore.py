@@ -169,7 +169,7 @@ class Repo:
     # --- signing ------------------------------------------------------------------------
 
     def _sign(self, md: Metadata[Any], public: list[SSlibKey], threshold: int,
-              role: str) -> None:
+              *, role: str) -> None:
         signers = keys.signers_for_keys(self.keys_dir, public,
                                         passphrase_env=self.passphrase_env)
         if len(signers) < threshold:
@@ -183,14 +183,14 @@ class Repo:
     def _sign_top(self, md: Metadata[Any], role: str, root: Root) -> None:
         r = root.roles[role]
         public = [root.keys[k] for k in r.keyids]
-        self._sign(md, [k for k in public if isinstance(k, SSlibKey)], r.threshold, role)
+        self._sign(md, [k for k in public if isinstance(k, SSlibKey)], r.threshold, role=role)
 
     def _sign_ring(self, md: Metadata[Targets], ring: str, targets: Targets) -> None:
         assert targets.delegations is not None and targets.delegations.roles is not None
         role = targets.delegations.roles[ring]
         public = [targets.delegations.keys[k] for k in role.keyids]
         self._sign(md, [k for k in public if isinstance(k, SSlibKey)], role.threshold,
-                   f"ring {ring}")
+                   role=f"ring {ring}")
         targets.verify_delegate(ring, md.signed_bytes, md.signatures)
 
     # --- one publication ----------------------------------------------------------------

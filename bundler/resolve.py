@@ -77,9 +77,9 @@ def _platform_lock(src: Sources, ref: ImageRef, *, digest: str, size: int, arch:
     if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
         raise UpstreamError(f"{what}: {arch} manifest {digest} has no config descriptor")
     _check_layers(src, doc.get("layers"), what=f"{what} ({arch})", source=f"manifest {digest}")
-    path = src.fetch_blob(ref.registry, ref.repository, config["digest"], config.get("size"),
-                          what=f"{what} config ({arch})", kind="config",
-                          source=f"manifest {digest}")
+    path = src.fetch_blob(ref.registry, ref.repository, config["digest"],
+                          declared=config.get("size"), what=f"{what} config ({arch})",
+                          kind="config", source=f"manifest {digest}")
     cfg = _json(path.read_bytes(), what=f"{what} config")
     try:
         platforms.check_config(cfg, arch, what=what)
@@ -181,7 +181,7 @@ def resolve_chart(src: Sources, spec: Spec, chart: ChartSpec) -> ChartLock:
                                 "Helm chart layer", hint="is it a Helm chart pushed with "
                                 "`helm push`?")
         layer = layers[0]
-        src.fetch_blob(host, repo, layer["digest"], layer.get("size"), what=what,
+        src.fetch_blob(host, repo, layer["digest"], declared=layer.get("size"), what=what,
                        kind="chart", source=f"OCI manifest {m.digest}", check=check)
         url = f"oci://{host}/{repo}@{m.digest}"
         sha, size = layer["digest"].split(":", 1)[1], int(layer["size"])

@@ -50,7 +50,7 @@ def load(text: str, *, what: str, limits: Limits = DEFAULT) -> Any:
                 value: Any = ev.value
                 if ev.implicit[0] and not ev.style and value in _NULLS:
                     value = None
-                _add(stack, root, value, what)
+                _add(stack, root, value, what=what)
             elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 nodes += 1
                 if len(stack) >= limits.yaml_depth:
@@ -58,7 +58,7 @@ def load(text: str, *, what: str, limits: Limits = DEFAULT) -> Any:
                                         f"{limits.yaml_depth} levels")
                 frame: list[Any] | _Map = (_Map() if isinstance(ev, yaml.MappingStartEvent)
                                            else [])
-                _add(stack, root, frame.d if isinstance(frame, _Map) else frame, what)
+                _add(stack, root, frame.d if isinstance(frame, _Map) else frame, what=what)
                 stack.append(frame)
             elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 stack.pop()
@@ -71,7 +71,7 @@ def load(text: str, *, what: str, limits: Limits = DEFAULT) -> Any:
     return root[0] if root else None
 
 
-def _add(stack: list[list[Any] | _Map], root: list[Any], value: Any, what: str) -> None:
+def _add(stack: list[list[Any] | _Map], root: list[Any], value: Any, *, what: str) -> None:
     if not stack:
         root.append(value)
         return

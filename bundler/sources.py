@@ -179,7 +179,7 @@ class Sources:
                                           ok=(200, 206), expect=size - start)
         return self.downloader.fetch(sha256, size, opener, what=what, check=check)
 
-    def fetch_blob(self, host: str, repo: str, digest: str, declared: object, *, what: str,
+    def fetch_blob(self, host: str, repo: str, digest: str, *, declared: object, what: str,
                    kind: str = "layer", source: str = "the lock",
                    check: Check | None = None) -> Path:
         """A blob by digest; its ``declared`` size is checked against the kind's cap first."""
@@ -201,8 +201,8 @@ class Sources:
         check = self.chart_check(chart.name, chart.version)
         if chart.url.startswith("oci://"):
             host, _, repo = chart.url[len("oci://"):].split("@", 1)[0].partition("/")
-            return self.fetch_blob(host, repo, "sha256:" + chart.sha256, chart.size, what=what,
-                                   kind="chart", check=check)
+            return self.fetch_blob(host, repo, "sha256:" + chart.sha256, declared=chart.size,
+                                   what=what, kind="chart", check=check)
         return self.fetch_url(chart.url, chart.sha256, chart.size, what=what, kind="chart",
                               check=check)
 
@@ -237,13 +237,13 @@ class Sources:
             return self.daemon.manifest(ref, digest, size, what=what)
         return self.manifest(ref.registry, ref.repository, digest, what=what, size=size)
 
-    def image_blob(self, ref: ImageRef, manifest: str, digest: str, declared: object, *,
+    def image_blob(self, ref: ImageRef, manifest: str, digest: str, *, declared: object,
                    what: str, kind: str = "layer") -> Path:
         """A blob of ``ref``'s locked platform manifest ``manifest``, from its source."""
         if ref.daemon:
             size = self.limits.check_size(kind, declared, what=what, source="the lock")
             return self.daemon.blob(ref, manifest=manifest, digest=digest, size=size, what=what)
-        return self.fetch_blob(ref.registry, ref.repository, digest, declared, what=what,
+        return self.fetch_blob(ref.registry, ref.repository, digest, declared=declared, what=what,
                                kind=kind)
 
     def read_cached(self, digest: str, size: int) -> bytes | None:

@@ -155,7 +155,7 @@ class _Ctx:
     def fail(self, key: str, msg: str, hint: str | None = None) -> SpecError:
         return SpecError(f"{self.path}: {key}: {msg}", hint=hint)
 
-    def get(self, table: dict[str, Any], key: str, where: str, typ: type, *,
+    def get(self, table: dict[str, Any], key: str, where: str, *, typ: type,
             default: Any = ...) -> Any:
         if key not in table:
             if default is ...:
@@ -174,8 +174,8 @@ class _Ctx:
                             hint=f"allowed: {', '.join(sorted(allowed))}")
 
     def str_list(self, table: dict[str, Any], key: str, where: str,
-                 default: Any = ...) -> list[str]:
-        value = self.get(table, key, where, list, default=default)
+                 *, default: Any = ...) -> list[str]:
+        value = self.get(table, key, where, typ=list, default=default)
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise self.fail(f"{where}.{key}[{i}]", "must be a string")
@@ -199,28 +199,28 @@ def load_spec(path: Path) -> Spec:
 def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
     c = _Ctx(path)
     c.check_keys(doc, _TOP_KEYS, "")
-    k3s = c.get(doc, "k3s", "", dict, default={})
+    k3s = c.get(doc, "k3s", "", typ=dict, default={})
     c.check_keys(k3s, {"releases", "install_script"}, "k3s")
-    releases = c.get(k3s, "releases", "k3s", str, default=DEFAULT_RELEASES).rstrip("/")
-    files = c.get(doc, "files", "", dict, default={})
+    releases = c.get(k3s, "releases", "k3s", typ=str, default=DEFAULT_RELEASES).rstrip("/")
+    files = c.get(doc, "files", "", typ=dict, default={})
     c.check_keys(files, {"extra_roots"}, "files")
     extra_roots = tuple(c.str_list(files, "extra_roots", "files", default=[]))
     for i, root in enumerate(extra_roots):
         if not (path.parent / root).is_dir():
             raise c.fail(f"files.extra_roots[{i}]", f"{root!r} is not a folder")
     c.allowed = specfiles.roots(path.parent, extra_roots)
-    install_script = c.get(k3s, "install_script", "k3s", str, default=DEFAULT_INSTALL_SCRIPT)
+    install_script = c.get(k3s, "install_script", "k3s", typ=str, default=DEFAULT_INSTALL_SCRIPT)
 
     registries: dict[str, RegistryConfig] = {}
-    for host, table in c.get(doc, "registries", "", dict, default={}).items():
+    for host, table in c.get(doc, "registries", "", typ=dict, default={}).items():
         where = f"registries.{host!r}"
         if not isinstance(table, dict):
             raise c.fail(where, "must be a table")
         c.check_keys(table, _REGISTRY_KEYS, where)
-        endpoint = c.get(table, "endpoint", where, str, default=f"https://{host}").rstrip("/")
+        endpoint = c.get(table, "endpoint", where, typ=str, default=f"https://{host}").rstrip("/")
         if not endpoint.startswith(("http://", "https://")):
             raise c.fail(f"{where}.endpoint", f"{endpoint!r} must start with http:// or https://")
-        ca = c.get(table, "ca_file", where, str, default=None)
+        ca = c.get(table, "ca_file", where, typ=str, default=None)
         ca_path = None
         if ca:
             ca_path = c.local(ca, f"{where}.ca_file (CA file)").path
@@ -239,17 +239,17 @@ def parse_spec(doc: dict[str, Any], path: Path) -> Spec:
                                   '"auth.example:8443"')
         registries[host] = RegistryConfig(
             host=host, endpoint=endpoint,
-            username_env=c.get(table, "username_env", where, str, default=None),
-            password_env=c.get(table, "password_env", where, str, default=None),
+            username_env=c.get(table, "username_env", where, typ=str, default=None),
+            password_env=c.get(table, "password_env", where, typ=str, default=None),
             ca_file=ca_path, auth_hosts=tuple(auth_hosts))
 
-    bundles_table = c.get(doc, "bundles", "", dict)
+    bundles_table = c.get(doc, "bundles", "", typ=dict)
     if not bundles_table:
         raise c.fail("bundles", "defines no bundle", hint="add a [bundles.<name>] table")
     bundles = {name: _parse_bundle(c, name, table) for name, table in bundles_table.items()}
-    signing = c.get(doc, "signing", "", dict, default={})
+    signing = c.get(doc, "signing", "", typ=dict, default={})
     c.check_keys(signing, {"keys"}, "signing")
-    keys_dir = c.get(signing, "keys", "signing", str, default=None)
+    keys_dir = c.get(signing, "keys", "signing", typ=str, default=None)
     if keys_dir == "":
         raise c.fail("signing.keys", "is empty", hint="name the key folder of `bundle keys init`")
     # Where the keys live says nothing about what is locked: not part of the spec digest.
@@ -283,7 +283,7 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
     if not name.replace("-", "").isalnum() or not name[:1].isalnum() or name != name.lower():
         raise c.fail(where, f"bundle name {name!r} must be lowercase letters, digits and '-'")
     c.check_keys(table, _BUNDLE_KEYS, where)
-    version = c.get(table, "version", where, str)
+    version = c.get(table, "version", where, typ=str)
     if not version or not all(part.isdigit() for part in version.split("-")[0].split(".")):
         raise c.fail(f"{where}.version", f"{version!r} is not a version like 1.2.3",
                      hint="devices compare versions numerically to refuse downgrades")
@@ -297,7 +297,7 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
                               "x86_64, aarch64, armhf and armv7l are accepted too)") from None
     if not arches or len(set(arches)) != len(arches):
         raise c.fail(f"{where}.arch", "must list at least one architecture, each once")
-    k3s = c.get(table, "k3s", where, str)
+    k3s = c.get(table, "k3s", where, typ=str)
     if not k3s.startswith("v") or "+k3s" not in k3s:
         raise c.fail(f"{where}.k3s", f"{k3s!r} is not a K3s release like v1.34.3+k3s1")
     images = []
@@ -315,20 +315,20 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
                      "and from the Docker engine (docker-daemon:)",
                      hint="keep one of the two")
     charts = []
-    for i, ct in enumerate(c.get(table, "charts", where, list, default=[])):
+    for i, ct in enumerate(c.get(table, "charts", where, typ=list, default=[])):
         cw = f"{where}.charts[{i}]"
         if not isinstance(ct, dict):
             raise c.fail(cw, "must be a table")
         c.check_keys(ct, _CHART_KEYS, cw)
-        repo = c.get(ct, "repo", cw, str)
+        repo = c.get(ct, "repo", cw, typ=str)
         if not repo.startswith(("http://", "https://", "oci://")):
             raise c.fail(f"{cw}.repo", f"{repo!r} must be an http(s):// or oci:// URL")
         values = tuple(c.local(v, f"{cw}.values[{j}] (values file)")
                        for j, v in enumerate(c.str_list(ct, "values", cw, default=[])))
-        chart = ChartSpec(name=c.get(ct, "name", cw, str), repo=repo.rstrip("/"),
-                          version=c.get(ct, "version", cw, str),
-                          namespace=c.get(ct, "namespace", cw, str, default="default"),
-                          value_files=values, release=c.get(ct, "release", cw, str, default=""))
+        chart = ChartSpec(name=c.get(ct, "name", cw, typ=str), repo=repo.rstrip("/"),
+                          version=c.get(ct, "version", cw, typ=str),
+                          namespace=c.get(ct, "namespace", cw, typ=str, default="default"),
+                          value_files=values, release=c.get(ct, "release", cw, typ=str, default=""))
         chart = replace(chart, release=chart.release or chart.name)
         charts.append(_check_chart(c, cw, chart))
     for key, label in (("name", "chart name"), ("release", "release")):
@@ -354,10 +354,10 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
         name=name, version=version, arch=tuple(arches), k3s=k3s, images=tuple(images),
         manifests=tuple(c.str_list(table, "manifests", where, default=[])),
         charts=tuple(charts),
-        k3s_airgap_images=c.get(table, "k3s_airgap_images", where, bool, default=True),
+        k3s_airgap_images=c.get(table, "k3s_airgap_images", where, typ=bool, default=True),
         roles=roles,
-        allow_k3s_minor_skip=c.get(table, "allow_k3s_minor_skip", where, bool, default=False),
-        allow_k3s_downgrade=c.get(table, "allow_k3s_downgrade", where, bool, default=False))
+        allow_k3s_minor_skip=c.get(table, "allow_k3s_minor_skip", where, typ=bool, default=False),
+        allow_k3s_downgrade=c.get(table, "allow_k3s_downgrade", where, typ=bool, default=False))
 
 
 # Helm: chart names are lowercase letters, digits and dashes (dots and underscores exist in the

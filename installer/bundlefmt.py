@@ -162,7 +162,7 @@ class Manifest:
         return sum(m.size for m in self.members)
 
 
-def _req(d: Dict[str, Any], key: str, typ: Any, where: str) -> Any:
+def _req(d: Dict[str, Any], key: str, typ: Any, *, where: str) -> Any:
     if key not in d:
         raise FormatError(f"bundle manifest: {where} is missing {key!r}")
     value = d[key]
@@ -242,38 +242,42 @@ def parse_manifest(data: bytes) -> Manifest:
     doc = canonjson.loads_canonical(data, what="bundle manifest")
     if not isinstance(doc, dict):
         raise FormatError("bundle manifest is not a JSON object")
-    fmt = _req(doc, "format", str, "manifest")
+    fmt = _req(doc, "format", str, where="manifest")
     if fmt != FORMAT:
         raise FormatError(f"bundle format {fmt!r} is not supported (this installer reads "
                           f"{FORMAT})", hint="use the installer shipped with the bundle")
-    k3s = _req(doc, "k3s", dict, "manifest")
-    upgrade = _req(doc, "upgrade", dict, "manifest")
+    k3s = _req(doc, "k3s", dict, where="manifest")
+    upgrade = _req(doc, "upgrade", dict, where="manifest")
     members = tuple(
-        Member(path=_req(m, "path", str, "member"), size=_req(m, "size", int, "member"),
-               sha256=_req(m, "sha256", str, "member"), mode=_req(m, "mode", int, "member"),
-               kind=_req(m, "kind", str, "member"))
-        for m in _req(doc, "members", list, "manifest"))
+        Member(path=_req(m, "path", str, where="member"),
+               size=_req(m, "size", int, where="member"),
+               sha256=_req(m, "sha256", str, where="member"),
+               mode=_req(m, "mode", int, where="member"),
+               kind=_req(m, "kind", str, where="member"))
+        for m in _req(doc, "members", list, where="manifest"))
     images = tuple(
-        ImageEntry(ref=_req(i, "ref", str, "image"), digest=_req(i, "digest", str, "image"),
-                   index_digest=_req(i, "index_digest", str, "image"),
-                   archive=_req(i, "archive", str, "image"))
-        for i in _req(doc, "images", list, "manifest"))
+        ImageEntry(ref=_req(i, "ref", str, where="image"),
+                   digest=_req(i, "digest", str, where="image"),
+                   index_digest=_req(i, "index_digest", str, where="image"),
+                   archive=_req(i, "archive", str, where="image"))
+        for i in _req(doc, "images", list, where="manifest"))
     charts = tuple(
-        ChartEntry(name=_req(c, "name", str, "chart"), version=_req(c, "version", str, "chart"),
-                   path=_req(c, "path", str, "chart"),
-                   namespace=_req(c, "namespace", str, "chart"))
-        for c in _req(doc, "charts", list, "manifest"))
+        ChartEntry(name=_req(c, "name", str, where="chart"),
+                   version=_req(c, "version", str, where="chart"),
+                   path=_req(c, "path", str, where="chart"),
+                   namespace=_req(c, "namespace", str, where="chart"))
+        for c in _req(doc, "charts", list, where="manifest"))
     manifest = Manifest(
-        name=_req(doc, "name", str, "manifest"),
-        version=_req(doc, "version", str, "manifest"),
-        arch=_req(doc, "arch", str, "manifest"),
-        k3s_version=_req(k3s, "version", str, "manifest.k3s"),
-        roles=tuple(_req(doc, "roles", list, "manifest")),
-        lock_digest=_req(doc, "lock_digest", str, "manifest"),
-        created=_req(doc, "created", int, "manifest"),
+        name=_req(doc, "name", str, where="manifest"),
+        version=_req(doc, "version", str, where="manifest"),
+        arch=_req(doc, "arch", str, where="manifest"),
+        k3s_version=_req(k3s, "version", str, where="manifest.k3s"),
+        roles=tuple(_req(doc, "roles", list, where="manifest")),
+        lock_digest=_req(doc, "lock_digest", str, where="manifest"),
+        created=_req(doc, "created", int, where="manifest"),
         members=members, images=images, charts=charts,
-        allow_k3s_minor_skip=_req(upgrade, "allow_k3s_minor_skip", bool, "manifest.upgrade"),
-        allow_k3s_downgrade=_req(upgrade, "allow_k3s_downgrade", bool, "manifest.upgrade"),
+        allow_k3s_minor_skip=_req(upgrade, "allow_k3s_minor_skip", bool, where="manifest.upgrade"),
+        allow_k3s_downgrade=_req(upgrade, "allow_k3s_downgrade", bool, where="manifest.upgrade"),
     )
     return validate_manifest(manifest)
 
@@ -384,21 +388,21 @@ def parse_delta(data: bytes, manifest: Manifest, manifest_bytes: bytes) -> Delta
     doc = canonjson.loads_canonical(data, what=DELTA_NAME)
     if not isinstance(doc, dict):
         raise FormatError(f"{DELTA_NAME} is not a JSON object")
-    fmt = _req(doc, "format", str, DELTA_NAME)
+    fmt = _req(doc, "format", str, where=DELTA_NAME)
     if fmt != DELTA_FORMAT:
         raise FormatError(f"delta format {fmt!r} is not supported (this installer reads "
                           f"{DELTA_FORMAT})", hint="use the installer shipped with the bundle")
-    base = _req(doc, "base", dict, DELTA_NAME)
-    carried = _req(doc, "carried", list, DELTA_NAME)
+    base = _req(doc, "base", dict, where=DELTA_NAME)
+    carried = _req(doc, "carried", list, where=DELTA_NAME)
     if not all(isinstance(p, str) for p in carried):
         raise FormatError(f"{DELTA_NAME}: carried must list member paths")
-    patches = _req(doc, "patches", dict, DELTA_NAME)
+    patches = _req(doc, "patches", dict, where=DELTA_NAME)
     if not all(isinstance(v, list) for v in patches.values()):
         raise FormatError(f"{DELTA_NAME}: patches must map paths to segment lists")
-    delta = Delta(base_digest=_req(base, "digest", str, "delta.base"),
-                  base_name=_req(base, "name", str, "delta.base"),
-                  base_version=_req(base, "version", str, "delta.base"),
-                  target_digest=_req(doc, "target", str, DELTA_NAME), carried=tuple(carried),
+    delta = Delta(base_digest=_req(base, "digest", str, where="delta.base"),
+                  base_name=_req(base, "name", str, where="delta.base"),
+                  base_version=_req(base, "version", str, where="delta.base"),
+                  target_digest=_req(doc, "target", str, where=DELTA_NAME), carried=tuple(carried),
                   patches=tuple((p, tuple(tuple(x) if isinstance(x, list) else x
                                           for x in segs))
                                 for p, segs in sorted(patches.items())))
@@ -410,7 +414,7 @@ def parse_delta(data: bytes, manifest: Manifest, manifest_bytes: bytes) -> Delta
 # ---------------------------------------------------------------------------- writing
 
 
-def member_header(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
+def member_header(name: str, size: int, mode: int, *, mtime: int) -> tarfile.TarInfo:
     """The exact tar header the writer uses for a member (the verifier rebuilds it too)."""
     info = tarfile.TarInfo(name)
     info.size = size
@@ -466,8 +470,8 @@ def write_bundle(
 _COPY_CHUNK = 1024 * 1024
 
 
-def _entry_header(name: str, size: int, mode: int, mtime: int) -> bytes:
-    return member_header(name, size, mode, mtime).tobuf(tarfile.PAX_FORMAT, "utf-8",
+def _entry_header(name: str, size: int, mode: int, *, mtime: int) -> bytes:
+    return member_header(name, size, mode, mtime=mtime).tobuf(tarfile.PAX_FORMAT, "utf-8",
                                                          "surrogateescape")
 
 
@@ -498,12 +502,12 @@ def iter_bundle(
         small.insert(0, (DELTA_NAME, delta.to_bytes()))
         members = delta_payload(manifest, delta)
     for name, data in small:
-        block = (_entry_header(name, len(data), 0o644, mtime) + data +
+        block = (_entry_header(name, len(data), 0o644, mtime=mtime) + data +
                  bytes(-len(data) % tarfile.BLOCKSIZE))
         offset += len(block)
         yield block
     for m in members:
-        header = _entry_header(m.path, m.size, m.mode, mtime)
+        header = _entry_header(m.path, m.size, m.mode, mtime=mtime)
         offset += len(header)
         yield header
         written = 0

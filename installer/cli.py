@@ -244,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     meter = None if args.json or args.quiet else progress.factory(report)
     try:
-        result = _run(args, layout, report, meter)
+        result = _run(args, layout, report, meter=meter)
     except InstallerError as e:
         return _fail(args, e)
     except OSError as e:
@@ -258,7 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         if args.json:
             print(json.dumps(error_object(1, "InternalError", f"{type(e).__name__}: {e}",
-                                          "please report it with the output on stderr"),
+                                          hint="please report it with the output on stderr"),
                              indent=1, sort_keys=True))
         return 1
     if args.json:
@@ -276,16 +276,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
-         meter: Optional[install.Progress]) -> Dict[str, Any]:
+         *, meter: Optional[install.Progress]) -> Dict[str, Any]:
     if args.command == "trust":
-        result = install.trust_root(layout, args.root_json, wait=args.wait)
+        result = install.trust_root(layout, args.root_json, wait=args.wait).to_json()
         if args.ring:
             result["ring"] = sync.set_ring(layout, args.ring)["ring"]
         return result
     if args.command in synccli.COMMANDS:
         return synccli.run(args, layout, report)
     if args.command == "verify":
-        return install.verify_bundle(layout, args.bundle, arch=args.arch, progress=meter)
+        return install.verify_bundle(layout, args.bundle, arch=args.arch,
+                                     progress=meter).to_json()
     if args.command == "install":
         return install.install(layout, _request(args), report=report, progress=meter)
     if args.command == "reconfigure":
@@ -293,16 +294,17 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
     if args.command == "receipt":
         return receipt.write(layout, args.out)
     if args.command == "status":
-        result = install.status(layout, check=args.verify)
+        result = install.status(layout, check=args.verify).to_json()
         result["sync"] = sync.sync_status(layout)
         return result
     if args.command == "rollback":
         return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
-                                allow_k3s_downgrade=args.allow_k3s_downgrade, report=report)
-    return install.recover(layout, wait=args.wait, report=report)
+                                allow_k3s_downgrade=args.allow_k3s_downgrade,
+                                report=report).to_json()
+    return install.recover(layout, wait=args.wait, report=report).to_json()
 
 
-def error_object(code: int, kind: str, message: str, hint: Optional[str]) -> Dict[str, Any]:
+def error_object(code: int, kind: str, message: str, *, hint: Optional[str]) -> Dict[str, Any]:
     """The one JSON error shape of ``--json`` (docs/exit-codes.md)."""
     return {"error": {"code": code, "kind": kind, "message": message, "hint": hint}}
 
@@ -310,7 +312,7 @@ def error_object(code: int, kind: str, message: str, hint: Optional[str]) -> Dic
 def _fail(args: argparse.Namespace, e: InstallerError) -> int:
     print(f"airgap-install: error: {e}", file=sys.stderr)
     if getattr(args, "json", False):
-        print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, e.hint),
+        print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, hint=e.hint),
                          indent=1, sort_keys=True))
     return e.exit_code
 

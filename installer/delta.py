@@ -166,7 +166,7 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
         for member_path, segs in delta.patches:
             for seg in segs:
                 if seg[0] == "ref":
-                    _check_ref(layout, delta.base_digest, seg, member_path)
+                    _check_ref(layout, delta.base_digest, seg, member_path=member_path)
         report(f"delta {name}: over {delta.base_name} {delta.base_version}, "
                f"{len(carried)} of {len(m.members)} members carried; rebuilding the full "
                "bundle in staging")
@@ -178,7 +178,7 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
                 assert got.path == member.path
                 segs = delta.segments(member.path)
                 if segs is not None:
-                    return _checked(_patched(layout, delta.base_digest, segs, data), member,
+                    return _checked(_patched(layout, delta.base_digest, segs, data=data), member,
                                     what=f"{member.path} rebuilt from the delta and the base")
                 return _checked(iter_file(data, limit=member.size),  # type: ignore[arg-type]
                                 member, what=f"delta member {member.path}")
@@ -210,7 +210,7 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
                              "delta_size": os.stat(path).st_size}
 
 
-def _check_ref(layout: Layout, base: str, seg: Tuple[Any, ...], member_path: str) -> None:
+def _check_ref(layout: Layout, base: str, seg: Tuple[Any, ...], *, member_path: str) -> None:
     src = layout.release_file(base, seg[1])
     try:
         size = os.stat(src).st_size
@@ -225,7 +225,7 @@ def _check_ref(layout: Layout, base: str, seg: Tuple[Any, ...], member_path: str
 
 
 def _patched(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]],
-             data: Any) -> Iterator[bytes]:
+             *, data: Any) -> Iterator[bytes]:
     """An images archive from its segments: literal bytes from the delta, blobs from the
     base's kept archives (each checked against its sha256 name)."""
     for seg in segs:

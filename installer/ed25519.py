@@ -155,7 +155,7 @@ _B = _decode_point(bytes.fromhex(
 _IDENTITY = (0, 1, 1, 0)
 
 
-def _double_scalar_mult(a: int, p1: _Point, b: int, p2: _Point) -> _Point:
+def _double_scalar_mult(a: int, p1: _Point, b: int, *, p2: _Point) -> _Point:
     """[a]P1 + [b]P2 by one shared double-and-add (Straus), variable time: inputs are public."""
     both = _add(p1, p2)
     acc = _IDENTITY
@@ -186,7 +186,7 @@ def _verify_python(public_key: bytes, signature: bytes, message: bytes) -> bool:
     neg_a = ((-ax) % _P, ay, az, (-at) % _P)
     assert _B is not None
     # [S]B - [k]A must encode to exactly the R bytes given.
-    return _encode_point(_double_scalar_mult(s, _B, k, neg_a)) == r_enc
+    return _encode_point(_double_scalar_mult(s, _B, k, p2=neg_a)) == r_enc
 
 
 # --- cryptography -----------------------------------------------------------------------
@@ -340,7 +340,7 @@ def select_backend(backend: Optional[str] = None) -> str:
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes,
-           backend: Optional[str] = None) -> bool:
+           *, backend: Optional[str] = None) -> bool:
     """True when ``signature`` is a valid Ed25519 signature of ``message`` by the 32-byte
     ``public_key``; False for anything else, including malformed lengths and encodings."""
     name = select_backend(backend)

@@ -1,5 +1,6 @@
 """The installer's commands as functions over a ``Layout``: trust, verify, install, rollback,
-recover, status. Each returns a plain dict the CLI prints; errors are ``InstallerError``s.
+recover, status. Each returns a frozen record (installer/results.py; install: a dict still)
+whose ``to_json`` the CLI prints; errors are ``InstallerError``s.
 
 Install order (ARCHITECTURE.md data flow): lock -> recover -> read envelope -> verify
 signatures and tar envelope -> policy (arch, role, version, K3s minor) -> free space -> copy
@@ -37,6 +38,7 @@ from .layout import REGISTRIES_KEPT, Layout, Target, targets_for
 from .options import Given, NodeOptions
 from .place import foreign_files
 from .reconfigure import apply_options, checked, report_options, summary_of
+from .results import Pinned, Recovered, RolledBack, Status, Verified
 from .state import Release, RunLock, State, load_journal, load_state
 
 Report = Callable[[str], None]
@@ -57,7 +59,7 @@ class InstallRequest:
     wait: bool = False
 
 
-def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[str, Any]:
+def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Pinned:
     """Pin the trust anchor (first use only); later roots arrive signed inside bundles."""
     try:
         with verify.open_regular(root_json, what="root") as f:
@@ -70,8 +72,8 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
             with open(layout.trust_anchor, "rb") as f:
                 pinned = trust.parse_root(f.read(), what=layout.trust_anchor)
             if pinned.signed_bytes == root.signed_bytes:
-                return {"pinned": layout.trust_anchor, "root_version": pinned.version,
-                        "fingerprint": trust.root_fingerprint(pinned), "changed": False}
+                return Pinned(layout.trust_anchor, pinned.version,
+                              trust.root_fingerprint(pinned), changed=False)
             raise ConfigError(
                 f"a trust anchor is already pinned at {layout.trust_anchor} "
                 f"(root v{pinned.version}, fingerprint {trust.root_fingerprint(pinned)}); "
@@ -81,18 +83,17 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Dict[st
                      "this host, remove that file first (you then trust whatever you pin)")
         os.makedirs(os.path.dirname(layout.trust_anchor), exist_ok=True)
         write_verified(layout.trust_anchor, [data], mode=0o644)
-    return {"pinned": layout.trust_anchor, "root_version": root.version,
-            "fingerprint": trust.root_fingerprint(root), "expires": root.expires,
-            "changed": True}
+    return Pinned(layout.trust_anchor, root.version, trust.root_fingerprint(root),
+                  changed=True, expires=root.expires)
 
 
 def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
-                  progress: Optional[Progress] = None) -> Dict[str, Any]:
+                  progress: Optional[Progress] = None) -> Verified:
     """Full check of a bundle (signatures, envelope, every member hashed); writes nothing
     but a parts set's reassembled copy, removed again (installer/partsource.py)."""
     with _from_parts(layout, source, arch, progress=progress) as got:
-        result = _verify_bundle(layout, got.source if got else source, arch, progress)
-        return {**result, **got.fields()} if got else result
+        result = _verify_bundle(layout, got.source if got else source, arch, progress=progress)
+        return replace(result, parts=got.fields()) if got else result
 
 
 def _from_parts(layout: Layout, source: str, arch: Optional[str], *,
@@ -110,7 +111,7 @@ def _from_parts(layout: Layout, source: str, arch: Optional[str], *,
 
 
 def _verify_bundle(layout: Layout, source: str, arch: Optional[str],
-                   progress: Optional[Progress]) -> Dict[str, Any]:
+                   *, progress: Optional[Progress]) -> Verified:
     path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
     anchor = verify.read_anchor(layout)
     state, _ = load_state(layout)
@@ -125,11 +126,10 @@ def _verify_bundle(layout: Layout, source: str, arch: Optional[str],
     finally:
         opened.close()
     m = opened.header.manifest
-    return {"bundle": path, "ok": True, "name": m.name, "version": m.version, "arch": m.arch,
-            "k3s_version": m.k3s_version, "roles": list(m.roles), "digest": opened.digest,
-            "members": len(m.members), "bytes": checked,
-            "root_version": opened.root.version,
-            "root_fingerprint": trust.root_fingerprint(opened.root)}
+    return Verified(bundle=path, name=m.name, version=m.version, arch=m.arch,
+                    k3s_version=m.k3s_version, roles=tuple(m.roles), digest=opened.digest,
+                    members=len(m.members), bytes=checked, root_version=opened.root.version,
+                    root_fingerprint=trust.root_fingerprint(opened.root))
 
 
 def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
@@ -143,8 +143,8 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
                          progress=progress) as got:  # a folder of split parts
             whole = got.source if got else req.source
             with delta.expanded(layout, whole, report=report) as (source, info):
-                result = _install_locked(layout, replace(req, source=source), report, output,
-                                         progress)
+                result = _install_locked(layout, replace(req, source=source), report, output=output,
+                                         progress=progress)
             if got:
                 result.update(got.fields())
         if info:  # a delta: installed as the full bundle it rebuilt (installer/delta.py)
@@ -153,7 +153,7 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,
-                    output: Optional[IO[str]], progress: Optional[Progress]) -> Dict[str, Any]:
+                    *, output: Optional[IO[str]], progress: Optional[Progress]) -> Dict[str, Any]:
     arch = preflight.host_arch(layout, req.arch)
     path, chosen = preflight.resolve_source(req.source, arch)
     state, _ = load_state(layout)
@@ -195,7 +195,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         plan = summary.plan(cur, new)  # said before the (long) copy, and before placing
         for line in summary.lines(plan):
             report(line)
-        report_options(report, req.given, node, changes, first=cur is None)
+        report_options(report, req.given, node, changes=changes, first=cur is None)
         size = policy.human_bytes(m.payload_size)
         report(f"verified signatures of {label}; copying {size} into staging")
         staging = _new_staging(layout)
@@ -330,7 +330,7 @@ def _promote(layout: Layout, staging: str, digest: str) -> None:
 
 def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = False,
              skip_start: Optional[bool] = None, report: Report = _quiet,
-             output: Optional[IO[str]] = None) -> Dict[str, Any]:
+             output: Optional[IO[str]] = None) -> RolledBack:
     """Back to the previous release, atomically; the release left becomes the previous one."""
     with RunLock(layout, wait=wait):
         recovered = txn.recover(layout, report, output)
@@ -343,7 +343,7 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
                               hint="`airgap-install status` shows what is installed")
         policy.check_k3s_change(cur.k3s_version, prev.k3s_version, allow_minor_skip=True,
                                 allow_downgrade=allow_k3s_downgrade)
-        repair.mend_kept(layout, prev, cur, report)  # never roll back onto a damaged copy
+        repair.mend_kept(layout, prev, cur, report=report)  # never roll back onto a damaged copy
         recorded = NodeOptions.of(prev)  # as that release last ran; the command line overrides
         node = options.merge(recorded, Given(skip_start=skip_start), role=prev.role)
         options.check(node)
@@ -364,16 +364,15 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
                + (" INSTALL_K3S_SKIP_START=true" if node.skip_start else ""))
         written = txn.run(layout, op="rollback", old=cur, new=target, state_after=after,
                           report=report, output=output)
-        return {"action": "rolled-back", "current": summary_of(target),
-                "previous": summary_of(cur), "options_changed": [c.to_json() for c in changes],
-                "generation": written.generation}
+        return RolledBack(current=summary_of(target) or {}, previous=summary_of(cur),
+                          options_changed=[c.to_json() for c in changes],
+                          generation=written.generation)
 
 
 def recover(layout: Layout, *, wait: bool = False, report: Report = _quiet,
-            output: Optional[IO[str]] = None) -> Dict[str, Any]:
+            output: Optional[IO[str]] = None) -> Recovered:
     with RunLock(layout, wait=wait):
-        done = txn.recover(layout, report, output)
-    return {"action": "recovered" if done else "none", "detail": done or "nothing to do"}
+        return Recovered(txn.recover(layout, report, output))
 
 
 def _kept_registries(layout: Layout) -> Optional[str]:
@@ -382,7 +381,7 @@ def _kept_registries(layout: Layout) -> Optional[str]:
     return path if os.path.lexists(path) else None
 
 
-def status(layout: Layout, *, check: bool = False) -> Dict[str, Any]:
+def status(layout: Layout, *, check: bool = False) -> Status:
     """What is installed; read-only (no lock, no repair). ``check``: also hash every placed
     file against the installed manifest (``status --verify``)."""
     state, read = load_state(layout)
@@ -396,20 +395,20 @@ def status(layout: Layout, *, check: bool = False) -> Dict[str, Any]:
             data = f.read()
         anchor = verify.anchor_version(data)
         fingerprint = _fingerprint(data)
-    return {
-        "root": layout.root,
-        "installed": summary_of(state.current),
-        "previous": summary_of(state.previous),
-        "trust_root_version": anchor,
-        "trust_root_fingerprint": fingerprint,
-        "time_ratchet": state.time_ratchet,
-        "pending": None if journal is None else {
+    return Status(
+        root=layout.root,
+        installed=summary_of(state.current),
+        previous=summary_of(state.previous),
+        trust_root_version=anchor,
+        trust_root_fingerprint=fingerprint,
+        time_ratchet=state.time_ratchet,
+        pending=None if journal is None else {
             "op": journal.get("op"), "phase": journal.get("phase"),
             "hint": "run `airgap-install recover` (or any install/rollback) to finish it"},
-        "state_copies_damaged": read.bad + read.stale,
-        "image_import_cache": imagecache.enabled(layout),
-        "foreign_images": foreign_files(layout, state.current),
-        "registries_backup": _kept_registries(layout),
-        "ok": journal is None and not read.bad,
-        "verify": repair.check(layout, state) if check else None,
-    }
+        state_copies_damaged=read.bad + read.stale,
+        image_import_cache=imagecache.enabled(layout),
+        foreign_images=foreign_files(layout, state.current),
+        registries_backup=_kept_registries(layout),
+        ok=journal is None and not read.bad,
+        verify=repair.check(layout, state) if check else None,
+    )

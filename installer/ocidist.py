@@ -312,7 +312,7 @@ class Client:
             raise DigestMismatch(f"{what}: the registry sent content with digest {digest}")
         return data, media_type, digest
 
-    def blob_to(self, repository: str, digest: str, size: int, dest: str, *,
+    def blob_to(self, repository: str, digest: str, size: int, *, dest: str,
                 on_bytes: OnBytes = None) -> None:
         """Download a blob to ``dest``, resuming a partial download left beside it, verified
         against ``digest`` and ``size`` before it is moved into place."""

@@ -173,8 +173,9 @@ def read_index(path: str, *, anchor: bytes, now: int,
     doc, index = _load_index(path)
     chain = [canonjson.encode(r) for r in doc["roots"]]
     try:
-        trust.verify_signed_manifest(anchor, chain, canonjson.encode(doc["signed"]),
-                                     canonjson.encode({"signatures": doc["signatures"]}), now)
+        trust.verify_signed_manifest(
+            anchor, chain, canonjson.encode(doc["signed"]),
+            signatures_doc=canonjson.encode({"signatures": doc["signatures"]}), now=now)
     except SignatureError as e:  # the one wording of signature errors, naming both roots
         message = e.message.replace("bundle manifest", f"parts index {os.path.basename(path)}")
         raise SignatureError(f"{message} ({verify.root_ids(anchor, chain, trusted_label)})",
@@ -217,7 +218,7 @@ def _xor_into(acc: bytearray, data: bytes) -> None:
     acc[:n] = x.to_bytes(n, "little")
 
 
-def _copy_part(src: str, out: Any, part: PartFile, on_bytes: OnBytes) -> bool:
+def _copy_part(src: str, out: Any, part: PartFile, *, on_bytes: OnBytes) -> bool:
     """Copy one part into ``out`` at its offset while hashing; True when it matched."""
     h = hashlib.sha256()
     size = 0
@@ -276,13 +277,13 @@ def reassemble(folder: str, index: PartsIndex, dest_dir: str, *,
                 out.seek(i * index.part_size)
                 if p.name in missing:
                     continue
-                if not _copy_part(os.path.join(folder, p.name), out, p, on_bytes):
+                if not _copy_part(os.path.join(folder, p.name), out, p, on_bytes=on_bytes):
                     bad.append(p.name)
             if len(bad) > 1 or (bad and not parity_ok):
                 raise _beyond_repair(index, sorted(bad), parity_ok)
             rebuilt = bad[0] if bad else None
             if rebuilt is not None:
-                _rebuild(folder, index, out, rebuilt)
+                _rebuild(folder, index, out, name=rebuilt)
             out.truncate(index.size)
             out.flush()
             os.fsync(out.fileno())
@@ -302,7 +303,7 @@ def reassemble(folder: str, index: PartsIndex, dest_dir: str, *,
         raise
 
 
-def _rebuild(folder: str, index: PartsIndex, out: Any, name: str) -> None:
+def _rebuild(folder: str, index: PartsIndex, out: Any, *, name: str) -> None:
     """Rebuild part ``name`` from the parity part and the other parts' local copies in
     ``out``; check it against the index."""
     assert index.parity is not None

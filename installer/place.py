@@ -104,7 +104,7 @@ def union_targets(old: Optional[Release], new: Release) -> List[str]:
 
 
 def prepare(layout: Layout, backup_dir: str, old: Optional[Release],
-            new: Release) -> List[Dict[str, Any]]:
+            *, new: Release) -> List[Dict[str, Any]]:
     """Record how to restore every path the change touches; back up foreign files."""
     old_map = {t.target: t for t in old.targets} if old else {}
     os.makedirs(backup_dir, exist_ok=True)
@@ -130,7 +130,7 @@ def prepare(layout: Layout, backup_dir: str, old: Optional[Release],
     return records
 
 
-def _already_placed(dest: str, src: str, t: Target, old_t: Optional[Target],
+def _already_placed(dest: str, src: str, t: Target, *, old_t: Optional[Target],
                     old_src: Optional[str]) -> bool:
     st = _lstat(dest)
     if st is None or not stat.S_ISREG(st.st_mode):
@@ -146,7 +146,7 @@ def _already_placed(dest: str, src: str, t: Target, old_t: Optional[Target],
 
 
 def apply(layout: Layout, old: Optional[Release], new: Release,
-          hit: Callable[[str], None]) -> List[str]:
+          *, hit: Callable[[str], None]) -> List[str]:
     """Place ``new`` and remove what only ``old`` had. Idempotent. Returns sentences for the
     operator (a hand-written registries.yaml kept aside or put back)."""
     old_map = {t.target: t for t in old.targets} if old else {}
@@ -158,7 +158,7 @@ def apply(layout: Layout, old: Optional[Release], new: Release,
             src = layout.release_file(new.digest, t.member)
             old_t = old_map.get(t.target)
             old_src = layout.release_file(old.digest, old_t.member) if old and old_t else None
-            if not _already_placed(layout.path(t.target), src, t, old_t, old_src):
+            if not _already_placed(layout.path(t.target), src, t, old_t=old_t, old_src=old_src):
                 put(src, layout.path(t.target), sha256=t.sha256, size=t.size, mode=t.mode)
         hit("after-place-" + group)
     keep = {t.target for t in new.targets}
@@ -215,7 +215,7 @@ def remove_replaced_images(layout: Layout, old: Optional[Release], new: Release)
 
 
 def undo(layout: Layout, backup_dir: str, old: Optional[Release],
-         records: List[Dict[str, Any]]) -> None:
+         *, records: List[Dict[str, Any]]) -> None:
     """Put every recorded path back as it was before ``prepare``. Idempotent."""
     old_map = {t.target: t for t in old.targets} if old else {}
     for rec in reversed(records):
@@ -231,7 +231,7 @@ def undo(layout: Layout, backup_dir: str, old: Optional[Release],
             t = old_map[rec["target"]]
             assert old is not None  # check_journal: "release" records need a "from"
             src = layout.release_file(old.digest, t.member)
-            if not _already_placed(path, src, t, None, None):
+            if not _already_placed(path, src, t, old_t=None, old_src=None):
                 put(src, path, sha256=t.sha256, size=t.size, mode=t.mode)
 
 

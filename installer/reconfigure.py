@@ -45,8 +45,8 @@ def checked(node: NodeOptions) -> NodeOptions:
     return node
 
 
-def report_options(report: Report, given: Given, node: NodeOptions,
-                   changes: List[options.Change], *, first: bool) -> None:
+def report_options(report: Report, given: Given, node: NodeOptions, *,
+                   changes: List[options.Change], first: bool) -> None:
     kept = options.carried(given, node)
     if kept and not first:
         report("keeping the installed options: " + ", ".join(kept)

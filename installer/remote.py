@@ -143,7 +143,8 @@ class OciSource:
         tmp_dir = tempfile.mkdtemp(prefix=".airgap-remote-")
         dest = os.path.join(tmp_dir, "blob")
         try:
-            self.client.blob_to(self.ref.repository, "sha256:" + entry.sha256, entry.size, dest)
+            self.client.blob_to(self.ref.repository, "sha256:" + entry.sha256, entry.size,
+                                dest=dest)
             with open(dest, "rb") as f:
                 return f.read()
         finally:
@@ -156,7 +157,7 @@ class OciSource:
                                  f"({entry.size} bytes) in the registry; the signed metadata "
                                  f"wants sha256:{sha256} ({size} bytes)",
                                  hint="the registry holds another publication: push it again")
-        self.client.blob_to(self.ref.repository, "sha256:" + sha256, size, dest)
+        self.client.blob_to(self.ref.repository, "sha256:" + sha256, size, dest=dest)
 
 
 class _MirrorRedirects(ocidist._Redirects):

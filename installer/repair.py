@@ -99,7 +99,7 @@ def _replace_kept(src: str, dest: str, t: Target) -> None:
 
 
 def mend_kept(layout: Layout, release: Release, donor: Optional[Release],
-              report: Report) -> None:
+              *, report: Report) -> None:
     """Make every kept copy of ``release`` verify, from a verified file with the same sha256
     kept for ``donor``; refuse (exit 3) when one cannot be mended (THREATS 35)."""
     donors: Dict[str, str] = {}
@@ -168,7 +168,7 @@ def reinstall(layout: Layout, *, opened: verify.Opened, state: State, report: Re
         shutil.rmtree(staging, ignore_errors=True)
     if state.previous is not None and prev_kept:
         try:
-            mend_kept(layout, state.previous, cur, report)
+            mend_kept(layout, state.previous, cur, report=report)
         except DigestMismatch as e:
             report(f"warning: {e.message} (the previous release cannot be rolled back to)")
     repaired = [d["path"] for d in live + kept + prev_kept]

@@ -210,7 +210,7 @@ class SyncRequest:
     credentials: Optional[ocidist.Credentials] = None
 
 
-def _health(layout: Layout, cmd: str, timeout: float, interval: float,
+def _health(layout: Layout, cmd: str, timeout: float, *, interval: float,
             env_extra: Dict[str, str]) -> Optional[str]:
     """Run ``cmd`` until it exits 0 (None) or ``timeout`` passes (the last failure)."""
     env = dict(os.environ)
@@ -285,10 +285,10 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
     try:
         if copy is None:
             report(f"{choice.reason}: rolling back to {label}")
-            result = install.rollback(layout, wait=req.wait, report=report)
+            result = install.rollback(layout, wait=req.wait, report=report).to_json()
         else:
             report(f"{choice.reason}: installing {label}")
-            result = install.install(layout, _request(req, copy, cur, arch), report=report)
+            result = install.install(layout, _request(req, copy, cur, arch=arch), report=report)
     except InstallerError as e:
         _note(layout, f"{label} not installed: {e.message}")
         raise
@@ -301,7 +301,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
                             f"holds {installed.get('digest')}: rolled back",
                             hint="the repository is inconsistent; re-publish the bundle")
     failure = _health(layout, req.health_cmd or DEFAULT_HEALTH, req.health_timeout,
-                      req.health_interval, {"AIRGAP_RING": cfg["ring"],
+                      interval=req.health_interval, env_extra={"AIRGAP_RING": cfg["ring"],
                                             "AIRGAP_VERSION": str(entry.custom.get("version")),
                                             "AIRGAP_ROOT": layout.root})
     with RunLock(layout, wait=True):
@@ -322,7 +322,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
         _save_record(layout, record)
     raise HealthGateFailed(
         f"health check of {label} failed after {req.health_timeout:g}s ({failure}); rolled "
-        f"back to {back['current']['name']} {back['current']['version']}; {label} will not be "
+        f"back to {back.current['name']} {back.current['version']}; {label} will not be "
         "retried until the ring lists something newer",
         hint="fix the release and publish a newer version")
 
@@ -350,7 +350,7 @@ def _note(layout: Layout, result: str) -> None:
         _save_record(layout, record)
 
 
-def _request(req: SyncRequest, path: str, cur: Any, arch: str) -> install.InstallRequest:
+def _request(req: SyncRequest, path: str, cur: Any, *, arch: str) -> install.InstallRequest:
     # options given to sync replace the recorded ones; otherwise install keeps what the
     # device last ran with (installer/options.py merges the two)
     o = req.options

@@ -102,7 +102,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _get(obj: Dict[str, Any], key: str, kind: type, what: str) -> Any:
+def _get(obj: Dict[str, Any], key: str, kind: type, *, what: str) -> Any:
     if key not in obj:
         raise FormatError(f"{what}: missing {key!r}")
     value = obj[key]
@@ -135,12 +135,12 @@ def parse_expires(value: str, what: str = "expires") -> int:
 def _parse_key(keyid: str, obj: Any, what: str) -> Key:
     if not isinstance(obj, dict):
         raise FormatError(f"{what} must be an object")
-    keytype = _get(obj, "keytype", str, what)
-    scheme = _get(obj, "scheme", str, what)
-    keyval = _get(obj, "keyval", dict, what)
+    keytype = _get(obj, "keytype", str, what=what)
+    scheme = _get(obj, "scheme", str, what=what)
+    keyval = _get(obj, "keyval", dict, what=what)
     public = None
     if keytype == ED25519 and scheme == ED25519:
-        public_hex = _get(keyval, "public", str, what + ".keyval")
+        public_hex = _get(keyval, "public", str, what=what + ".keyval")
         public = _hex(public_hex, what + ".keyval.public")
         if len(public) != ed25519.PUBLIC_KEY_LEN:
             raise FormatError(f"{what}: an Ed25519 public key is 32 bytes, found {len(public)}")
@@ -150,8 +150,8 @@ def _parse_key(keyid: str, obj: Any, what: str) -> Key:
 def _parse_role(obj: Any, what: str) -> Role:
     if not isinstance(obj, dict):
         raise FormatError(f"{what} must be an object")
-    keyids = _get(obj, "keyids", list, what)
-    threshold = _get(obj, "threshold", int, what)
+    keyids = _get(obj, "keyids", list, what=what)
+    threshold = _get(obj, "threshold", int, what=what)
     if not all(isinstance(k, str) for k in keyids):
         raise FormatError(f"{what}: keyids must be strings")
     if len(set(keyids)) != len(keyids):
@@ -173,8 +173,8 @@ def parse_signatures(obj: Any, what: str, *, allow_repeats: bool) -> Tuple[Signa
         where = f"{what}[{i}]"
         if not isinstance(entry, dict):
             raise FormatError(f"{where} must be an object")
-        keyid = _get(entry, "keyid", str, where)
-        sig = _hex(_get(entry, "sig", str, where), where + ".sig")
+        keyid = _get(entry, "keyid", str, what=where)
+        sig = _hex(_get(entry, "sig", str, what=where), where + ".sig")
         if keyid in seen and not allow_repeats:
             raise FormatError(f"{what}: more than one signature by keyid {keyid}")
         seen.add(keyid)
@@ -187,24 +187,24 @@ def parse_root(data: bytes, *, what: str = "root.json") -> Root:
     doc = canonjson.loads_strict(data, what=what)
     if not isinstance(doc, dict):
         raise FormatError(f"{what} must be a JSON object")
-    signed = _get(doc, "signed", dict, what)
-    sigs = parse_signatures(_get(doc, "signatures", list, what), what + " signatures",
+    signed = _get(doc, "signed", dict, what=what)
+    sigs = parse_signatures(_get(doc, "signatures", list, what=what), what + " signatures",
                             allow_repeats=False)
     where = what + " signed"
     if signed.get("_type") != "root":
         raise FormatError(f"{where}: _type must be 'root', found {signed.get('_type')!r}")
-    spec = _get(signed, "spec_version", str, where)
+    spec = _get(signed, "spec_version", str, what=where)
     if not _SPEC_RE.fullmatch(spec) or spec.split(".")[0] != "1":
         raise FormatError(f"{where}: unsupported spec_version {spec!r} (1.x expected)")
-    version = _get(signed, "version", int, where)
+    version = _get(signed, "version", int, what=where)
     if version < 1:
         raise FormatError(f"{where}: version must be at least 1, found {version}")
-    expires = parse_expires(_get(signed, "expires", str, where), where + " expires")
+    expires = parse_expires(_get(signed, "expires", str, what=where), where + " expires")
     if "consistent_snapshot" in signed and not isinstance(signed["consistent_snapshot"], bool):
         raise FormatError(f"{where}: consistent_snapshot must be a boolean")
     keys = {keyid: _parse_key(keyid, obj, f"{where} key {keyid}")
-            for keyid, obj in _get(signed, "keys", dict, where).items()}
-    roles_obj = _get(signed, "roles", dict, where)
+            for keyid, obj in _get(signed, "keys", dict, what=where).items()}
+    roles_obj = _get(signed, "roles", dict, what=where)
     if sorted(roles_obj) != sorted(TOP_LEVEL_ROLES):
         found = ", ".join(sorted(roles_obj)) or "none"
         raise FormatError(f"{where}: roles must be exactly {', '.join(sorted(TOP_LEVEL_ROLES))}, "
@@ -217,7 +217,7 @@ def parse_root(data: bytes, *, what: str = "root.json") -> Root:
 
 
 def count_valid(root: Root, role: str, payload: bytes,
-                signatures: Sequence[Signature]) -> int:
+                *, signatures: Sequence[Signature]) -> int:
     """How many distinct Ed25519 keys of ``role`` in ``root`` validly signed ``payload``."""
     wanted = root.roles.get(role)
     if wanted is None:
@@ -233,15 +233,15 @@ def count_valid(root: Root, role: str, payload: bytes,
     return len(valid)
 
 
-def verify_threshold(root: Root, role: str, payload: bytes, signatures: Sequence[Signature],
-                     *, what: Optional[str] = None) -> None:
+def verify_threshold(root: Root, role: str, payload: bytes, *,
+                     signatures: Sequence[Signature], what: Optional[str] = None) -> None:
     """Raise ``SignatureError`` unless a threshold of distinct keys of ``role`` (as defined by
     ``root``) signed ``payload``. Keys outside the role and non-Ed25519 keys are ignored."""
     wanted = root.roles.get(role)
     label = what or f"{role} metadata"
     if wanted is None:
         raise SignatureError(f"{label}: root v{root.version} defines no role {role!r}")
-    found = count_valid(root, role, payload, signatures)
+    found = count_valid(root, role, payload, signatures=signatures)
     if found < wanted.threshold:
         in_role = sum(1 for s in signatures if s.keyid in wanted.keyids)
         raise SignatureError(
@@ -255,7 +255,7 @@ def load_trusted_root(data: bytes) -> Root:
     """Parse the device's stored root and check it is signed by its own root role (it is
     the anchor; this catches corruption). Expiry is left to ``advance_root``."""
     root = parse_root(data, what="trusted root.json")
-    verify_threshold(root, "root", root.signed_bytes, root.signatures,
+    verify_threshold(root, "root", root.signed_bytes, signatures=root.signatures,
                      what=f"trusted root v{root.version}")
     return root
 
@@ -266,10 +266,10 @@ def _step(trusted: Root, new: Root) -> Root:
             f"root chain: after trusted root v{trusted.version} the next root must be "
             f"v{trusted.version + 1}, found v{new.version}",
             hint=f"the bundle must carry every root from v{trusted.version + 1} up to the newest")
-    verify_threshold(trusted, "root", new.signed_bytes, new.signatures,
+    verify_threshold(trusted, "root", new.signed_bytes, signatures=new.signatures,
                      what=f"root v{new.version} (checked with the keys of trusted root "
                           f"v{trusted.version})")
-    verify_threshold(new, "root", new.signed_bytes, new.signatures,
+    verify_threshold(new, "root", new.signed_bytes, signatures=new.signatures,
                      what=f"root v{new.version} (checked with its own root keys)")
     return new
 
@@ -322,12 +322,12 @@ def parse_signatures_doc(data: bytes) -> Tuple[Signature, ...]:
 
 
 def verify_signed_manifest(trusted_root_bytes: bytes, chain: Sequence[bytes],
-                           manifest_bytes: bytes, signatures_doc: bytes, now: int) -> Root:
+                           manifest_bytes: bytes, *, signatures_doc: bytes, now: int) -> Root:
     """Advance the root through ``chain``, then require ``manifest_bytes`` to be canonical
     JSON signed by a threshold of the newest root's ``targets`` role. Returns that root, for
     the caller to persist once the install has succeeded."""
     root = advance_root(trusted_root_bytes, chain, now)
     canonjson.loads_canonical(manifest_bytes, what="bundle manifest")
     signatures = parse_signatures_doc(signatures_doc)
-    verify_threshold(root, "targets", manifest_bytes, signatures, what="bundle manifest")
+    verify_threshold(root, "targets", manifest_bytes, signatures=signatures, what="bundle manifest")
     return root

@@ -118,18 +118,19 @@ def parse_meta(data: bytes, kind: str, *, what: str) -> Meta:
     doc = canonjson.loads_strict(data, what=what)
     if not isinstance(doc, dict) or set(doc) != {"signed", "signatures"}:
         raise FormatError(f"{what} must be an object holding exactly signed and signatures")
-    signed = trust._get(doc, "signed", dict, what)
+    signed = trust._get(doc, "signed", dict, what=what)
     sigs = trust.parse_signatures(doc["signatures"], what + " signatures", allow_repeats=False)
     where = what + " signed"
     if signed.get("_type") != kind:
         raise FormatError(f"{where}: _type must be {kind!r}, found {signed.get('_type')!r}")
-    spec = trust._get(signed, "spec_version", str, where)
+    spec = trust._get(signed, "spec_version", str, what=where)
     if not trust._SPEC_RE.fullmatch(spec) or spec.split(".")[0] != "1":
         raise FormatError(f"{where}: unsupported spec_version {spec!r} (1.x expected)")
-    version = trust._get(signed, "version", int, where)
+    version = trust._get(signed, "version", int, what=where)
     if version < 1:
         raise FormatError(f"{where}: version must be at least 1, found {version}")
-    expires = trust.parse_expires(trust._get(signed, "expires", str, where), where + " expires")
+    expires = trust.parse_expires(trust._get(signed, "expires", str, what=where),
+                                  where + " expires")
     return Meta(kind, version, expires, MappingProxyType(signed), sigs, data)
 
 
@@ -138,12 +139,12 @@ def _signed_bytes(meta: Meta) -> bytes:
 
 
 def _meta_file(meta: Meta, name: str, what: str) -> Dict[str, Any]:
-    files = trust._get(dict(meta.signed), "meta", dict, what)
+    files = trust._get(dict(meta.signed), "meta", dict, what=what)
     entry = files.get(name)
     if not isinstance(entry, dict):
         raise MixAndMatchError(f"{what} lists no {name}",
                                hint="the repository is incomplete; run `bundle repo refresh`")
-    version = trust._get(entry, "version", int, f"{what} meta {name}")
+    version = trust._get(entry, "version", int, what=f"{what} meta {name}")
     if version < 1:
         raise FormatError(f"{what} meta {name}: version must be at least 1")
     return entry
@@ -218,8 +219,8 @@ def _delegation(targets: Meta, ring: str) -> Tuple[trust.Root, Tuple[str, ...]]:
     if not isinstance(d, dict):
         raise ConfigError(f"targets v{targets.version} delegates to no rings",
                           hint="the repository was not made with `bundle repo init`")
-    keys_obj = trust._get(d, "keys", dict, what)
-    roles = trust._get(d, "roles", list, what)
+    keys_obj = trust._get(d, "keys", dict, what=what)
+    roles = trust._get(d, "roles", list, what=what)
     found = [r for r in roles if isinstance(r, dict) and r.get("name") == ring]
     if not found:
         names = ", ".join(str(r.get("name")) for r in roles if isinstance(r, dict))
@@ -250,14 +251,14 @@ def _covered(path: str, patterns: Tuple[str, ...]) -> bool:
 
 
 def _entries(ring_meta: Meta, patterns: Tuple[str, ...], what: str) -> Tuple[Entry, ...]:
-    targets = trust._get(dict(ring_meta.signed), "targets", dict, what)
+    targets = trust._get(dict(ring_meta.signed), "targets", dict, what=what)
     out: List[Entry] = []
     for path, obj in sorted(targets.items()):
         where = f"{what} target {path}"
         if not isinstance(obj, dict):
             raise FormatError(f"{where} must be an object")
-        length = trust._get(obj, "length", int, where)
-        hashes = trust._get(obj, "hashes", dict, where)
+        length = trust._get(obj, "length", int, what=where)
+        hashes = trust._get(obj, "hashes", dict, what=where)
         if length < 0 or not hashes or not all(isinstance(v, str) for v in hashes.values()):
             raise FormatError(f"{where}: needs a length >= 0 and hashes")
         custom = obj.get("custom", {})
@@ -305,7 +306,7 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
 
     # 2. timestamp
     new_ts = parse_meta(_fetch(fetch, "timestamp.json"), "timestamp", what="timestamp.json")
-    trust.verify_threshold(root, "timestamp", _signed_bytes(new_ts), new_ts.signatures,
+    trust.verify_threshold(root, "timestamp", _signed_bytes(new_ts), signatures=new_ts.signatures,
                            what=f"timestamp v{new_ts.version}")
     ts = new_ts
     if trusted.timestamp is not None:
@@ -330,7 +331,7 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
     snap_data = _fetch(fetch, snap_name)
     _check_file(snap_file, snap_data, snap_name)
     snap = parse_meta(snap_data, "snapshot", what=snap_name)
-    trust.verify_threshold(root, "snapshot", _signed_bytes(snap), snap.signatures,
+    trust.verify_threshold(root, "snapshot", _signed_bytes(snap), signatures=snap.signatures,
                            what=f"snapshot v{snap.version}")
     _require_version(snap, snap_file["version"], "snapshot")
     if trusted.snapshot is not None:
@@ -338,12 +339,13 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
         if snap.version < old.version:
             raise RollbackError(f"snapshot v{snap.version} is older than v{old.version} "
                                 "already seen here")
-        new_files = trust._get(dict(snap.signed), "meta", dict, snap_name)
-        for name, entry in trust._get(dict(old.signed), "meta", dict, "trusted snapshot").items():
+        new_files = trust._get(dict(snap.signed), "meta", dict, what=snap_name)
+        old_files = trust._get(dict(old.signed), "meta", dict, what="trusted snapshot")
+        for name, entry in old_files.items():
             newer = new_files.get(name)
             if not isinstance(newer, dict) or not isinstance(entry, dict):
                 raise RollbackError(f"snapshot v{snap.version} drops {name}, listed before")
-            if trust._get(newer, "version", int, snap_name) < entry.get("version", 0):
+            if trust._get(newer, "version", int, what=snap_name) < entry.get("version", 0):
                 raise RollbackError(
                     f"snapshot v{snap.version} lists {name} v{newer['version']}, older than "
                     f"v{entry['version']} already seen here")
@@ -360,11 +362,11 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
         _check_file(file, data, name)
         meta = parse_meta(data, "targets", what=name)
         if delegator is None:
-            trust.verify_threshold(root, "targets", _signed_bytes(meta), meta.signatures,
+            trust.verify_threshold(root, "targets", _signed_bytes(meta), signatures=meta.signatures,
                                    what=f"targets v{meta.version}")
         else:
             holder, patterns = _delegation(delegator, ring)
-            found = trust.count_valid(holder, ring, _signed_bytes(meta), meta.signatures)
+            found = trust.count_valid(holder, ring, _signed_bytes(meta), signatures=meta.signatures)
             need = holder.roles[ring].threshold
             if found < need:
                 raise SignatureError(

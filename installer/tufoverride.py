@@ -63,16 +63,17 @@ def parse(data: bytes, root: trust.Root, *, what: str = FILE) -> Override:
     doc = canonjson.loads_strict(data, what=what)
     if not isinstance(doc, dict) or set(doc) != {"signed", "signatures"}:
         raise FormatError(f"{what} must be an object holding exactly signed and signatures")
-    signed = trust._get(doc, "signed", dict, what)
+    signed = trust._get(doc, "signed", dict, what=what)
     sigs = trust.parse_signatures(doc["signatures"], what + " signatures", allow_repeats=False)
     where = what + " signed"
     if signed.get("_type") != TYPE:
         raise FormatError(f"{where}: _type must be {TYPE!r}, found {signed.get('_type')!r}")
-    version = trust._get(signed, "version", int, where)
-    issued = trust._get(signed, ISSUED, int, where)
-    expires = trust.parse_expires(trust._get(signed, "expires", str, where), where + " expires")
-    reason = trust._get(signed, "reason", str, where)
-    entries = trust._get(signed, "extend", list, where)
+    version = trust._get(signed, "version", int, what=where)
+    issued = trust._get(signed, ISSUED, int, what=where)
+    expires = trust.parse_expires(trust._get(signed, "expires", str, what=where),
+                                  where + " expires")
+    reason = trust._get(signed, "reason", str, what=where)
+    entries = trust._get(signed, "extend", list, what=where)
     if version < 1 or issued < 0:
         raise FormatError(f"{where}: version must be >= 1 and {ISSUED} >= 0")
     if not 0 < expires - issued <= MAX_DAYS * 86400:
@@ -87,13 +88,13 @@ def parse(data: bytes, root: trust.Root, *, what: str = FILE) -> Override:
         at = f"{where} extend[{i}]"
         if not isinstance(entry, dict) or set(entry) != {"role", "version", "sha256"}:
             raise FormatError(f"{at} must be an object of exactly role, version, sha256")
-        role = trust._get(entry, "role", str, at)
-        number = trust._get(entry, "version", int, at)
-        sha = trust._get(entry, "sha256", str, at)
+        role = trust._get(entry, "role", str, what=at)
+        number = trust._get(entry, "version", int, what=at)
+        sha = trust._get(entry, "sha256", str, what=at)
         if role == "root" or not role or not _SHA.fullmatch(sha) or number < 1:
             raise FormatError(f"{at}: a non-root role, a version >= 1 and a sha256 hex digest")
         extends.append((role, number, sha))
-    trust.verify_threshold(root, "root", canonjson.encode(signed), sigs,
+    trust.verify_threshold(root, "root", canonjson.encode(signed), signatures=sigs,
                            what=f"override v{version} (needs the root keys)")
     return Override(version, expires, issued, reason, tuple(extends))
 

@@ -106,7 +106,7 @@ def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_
     tx = new_tx()
     backup_dir = _backup_dir(layout, tx)
     try:
-        records = place.prepare(layout, backup_dir, old, new)
+        records = place.prepare(layout, backup_dir, old, new=new)
     except BaseException:
         shutil.rmtree(layout.tx_dir(tx), ignore_errors=True)
         raise
@@ -119,7 +119,7 @@ def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_
     try:
         if any(t.target.startswith(place.IMAGES_PREFIX) for t in new.targets):
             imagecache.opt_in(layout)  # before K3s can start with the new archives
-        notes = place.apply(layout, old, new, failpoint.hit)
+        notes = place.apply(layout, old, new, hit=failpoint.hit)
     except BaseException:
         _undo(layout, journal)
         raise
@@ -128,11 +128,11 @@ def run(layout: Layout, *, op: str, old: Optional[Release], new: Release, state_
     journal["phase"] = "placed"
     save_journal(layout, journal)
     failpoint.hit("after-placed")
-    return _finish(layout, journal, report, output)
+    return _finish(layout, journal, report, output=output)
 
 
 def _finish(layout: Layout, journal: Dict[str, Any], report: Report,
-            output: Optional[IO[str]]) -> State:
+            *, output: Optional[IO[str]]) -> State:
     new = Release.from_json(journal["to"])
     old = release_or_none(journal["from"])
     try:
@@ -200,7 +200,7 @@ def _chain_to(layout: Layout, release: Release, version: int) -> Optional[bytes]
 
 def _undo(layout: Layout, journal: Dict[str, Any]) -> None:
     old = release_or_none(journal["from"])
-    place.undo(layout, _backup_dir(layout, journal["tx"]), old, journal["undo"])
+    place.undo(layout, _backup_dir(layout, journal["tx"]), old, records=journal["undo"])
     failpoint.hit("after-undo")
     clear_journal(layout)
     shutil.rmtree(layout.tx_dir(journal["tx"]), ignore_errors=True)
@@ -252,7 +252,7 @@ def recover(layout: Layout, report: Report, output: Optional[IO[str]] = None) ->
             done = f"undid the interrupted {label}"
         else:
             report(f"an interrupted {label} was found: finishing it")
-            state = _finish(layout, journal, report, output)
+            state = _finish(layout, journal, report, output=output)
             done = f"finished the interrupted {label}"
     state, read = load_state(layout)
     if read.bad or read.stale:

@@ -62,7 +62,7 @@ def check_signatures(anchor: bytes, header: Header, now: int, *,
     signature error names both roots (``root_ids``; ``trusted_label`` says whose anchor)."""
     try:
         root = trust.verify_signed_manifest(anchor, list(header.roots), header.manifest_bytes,
-                                            header.signatures, now)
+                                            signatures_doc=header.signatures, now=now)
         check_signed_bytes(anchor, header)
     except SignatureError as e:
         raise SignatureError(f"{e.message} ({root_ids(anchor, header.roots, trusted_label)})",
@@ -240,8 +240,8 @@ def open_bundle(path: str, *, anchor: bytes, now: int, clock: Optional[int] = No
         raise
 
 
-def _expected_header(name: str, size: int, mode: int, mtime: int) -> bytes:
-    info = bundlefmt.member_header(name, size, mode, mtime)
+def _expected_header(name: str, size: int, mode: int, *, mtime: int) -> bytes:
+    info = bundlefmt.member_header(name, size, mode, mtime=mtime)
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
@@ -287,7 +287,7 @@ def check_envelope(fd: int, header: Header, *, what: str) -> None:
     layout = []
     offset = 0
     for name, size, mode in entries:
-        expected = _expected_header(name, size, mode, m.created)
+        expected = _expected_header(name, size, mode, mtime=m.created)
         layout.append((offset, expected, name, size))
         pad = -size % tarfile.BLOCKSIZE
         offset += len(expected) + size + pad

@@ -207,7 +207,7 @@ def write_sparse_bundle(spec: Spec, keydir: KeyDir, out: Path, *, big_name: str,
     data = {m.path: d for m, d in pairs}
 
     def header(name: str, size: int, mode: int) -> bytes:
-        return bundlefmt.member_header(name, size, mode, spec.created).tobuf(
+        return bundlefmt.member_header(name, size, mode, mtime=spec.created).tobuf(
             tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
     with open(out, "wb") as f:

@@ -253,12 +253,13 @@ def test_all_three_backends_are_available_here() -> None:
 @pytest.mark.parametrize("backend", ed25519.BACKENDS)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case_on_backend(case: Case, backend: str) -> None:
-    assert ed25519.verify(case.public, case.signature, case.message, backend) is case.expected
+    assert ed25519.verify(case.public, case.signature, case.message,
+                          backend=backend) is case.expected
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_backends_agree(case: Case) -> None:
-    answers = {b: ed25519.verify(case.public, case.signature, case.message, b)
+    answers = {b: ed25519.verify(case.public, case.signature, case.message, backend=b)
                for b in ed25519.available_backends()}
     assert set(answers.values()) == {case.expected}, answers
 
@@ -270,7 +271,7 @@ def test_precheck_is_what_refuses(case: Case) -> None:
     for backend in ("cryptography", "openssl"):
         assert ed25519._IMPLEMENTATIONS[backend](case.public, case.signature,
                                                  case.message) is True, backend
-        assert ed25519.verify(case.public, case.signature, case.message, backend) is False
+        assert ed25519.verify(case.public, case.signature, case.message, backend=backend) is False
     assert ed25519._precheck(case.public, case.signature) is False
 
 
@@ -290,14 +291,14 @@ def test_random_keys_agree() -> None:
         message = os.urandom(i * 7)
         sig = private.sign(message)
         for backend in ed25519.BACKENDS:
-            assert ed25519.verify(public, sig, message, backend) is True
-            assert ed25519.verify(public, sig, message + b"!", backend) is False
+            assert ed25519.verify(public, sig, message, backend=backend) is True
+            assert ed25519.verify(public, sig, message + b"!", backend=backend) is False
 
 
 def test_non_bytes_arguments_are_false() -> None:
-    assert ed25519.verify(PUB1.hex(), SIG1, b"", "python") is False  # type: ignore[arg-type]
-    assert ed25519.verify(PUB1, SIG1.hex(), b"", "python") is False  # type: ignore[arg-type]
-    assert ed25519.verify(PUB1, SIG1, "", "python") is False  # type: ignore[arg-type]
+    assert ed25519.verify(PUB1.hex(), SIG1, b"", backend="python") is False  # type: ignore[arg-type]
+    assert ed25519.verify(PUB1, SIG1.hex(), b"", backend="python") is False  # type: ignore[arg-type]
+    assert ed25519.verify(PUB1, SIG1, "", backend="python") is False  # type: ignore[arg-type]
 
 
 # --- backend selection --------------------------------------------------------------------
@@ -327,7 +328,7 @@ def test_forcing_unavailable_openssl_is_clear(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "openssl" not in ed25519.available_backends()
     with pytest.raises(EnvironmentProblem, match="'openssl'.*not available"):
-        ed25519.verify(PUB1, SIG1, b"", "openssl")
+        ed25519.verify(PUB1, SIG1, b"", backend="openssl")
 
 
 def test_old_openssl_is_not_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -342,7 +343,7 @@ def test_forcing_unavailable_cryptography_is_clear(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(ed25519._cryptography, "loaded", None)
     assert ed25519.available_backends()[0] == "openssl"
     with pytest.raises(EnvironmentProblem, match="cryptography"):
-        ed25519.verify(PUB1, SIG1, b"", "cryptography")
+        ed25519.verify(PUB1, SIG1, b"", backend="cryptography")
 
 
 def test_openssl_call_is_hygienic(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -364,10 +365,10 @@ def test_openssl_call_is_hygienic(monkeypatch: pytest.MonkeyPatch) -> None:
     v2 = RFC8032[1]
     monkeypatch.setenv("OPENSSL_CONF", "/nonexistent/evil.cnf")
     monkeypatch.setattr(ed25519.subprocess, "run", spy)
-    assert ed25519.verify(PUB1, SIG1, b"", "openssl") is True
+    assert ed25519.verify(PUB1, SIG1, b"", backend="openssl") is True
     assert seen == {}  # OpenSSL 3.0 cannot read an empty message: answered in Python
     assert ed25519.verify(bytes.fromhex(v2.public), bytes.fromhex(v2.signature),
-                          bytes.fromhex(v2.message), "openssl") is True
+                          bytes.fromhex(v2.message), backend="openssl") is True
     assert os.path.isabs(seen["args"][0])
     assert "OPENSSL_CONF" not in seen["env"]
     assert seen["dir_mode"] == 0o700

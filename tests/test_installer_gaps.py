@@ -258,7 +258,7 @@ def test_nonzero_padding_after_a_member(tmp_path: Path, good: Path, keydir: KeyD
 
 
 def test_header_variants_accept_both_dev_forms() -> None:
-    expected = verify._expected_header("k3s/k3s", 10, 0o755, 1_790_000_000)
+    expected = verify._expected_header("k3s/k3s", 10, 0o755, mtime=1_790_000_000)
     variants = verify.header_variants(expected)
     assert expected in variants and len(set(variants)) == 2
     for v in variants:
@@ -760,8 +760,8 @@ def test_root_consistent_snapshot_bool_and_other_schemes(keydir: KeyDir) -> None
         scheme="rsassa-pss-sha256")))
     assert any(k.public is None for k in other.keys.values())
     with pytest.raises(SignatureError, match="defines no role 'mirror'"):
-        trust.verify_threshold(root, "mirror", b"x", ())
-    assert trust.count_valid(root, "mirror", b"x", ()) == 0
+        trust.verify_threshold(root, "mirror", b"x", signatures=())
+    assert trust.count_valid(root, "mirror", b"x", signatures=()) == 0
 
 
 def test_threshold_message_counts_in_role(keydir: KeyDir) -> None:
@@ -769,7 +769,7 @@ def test_threshold_message_counts_in_role(keydir: KeyDir) -> None:
     keyid = root.roles["root"].keyids[0]
     sigs = (trust.Signature(keyid, bytes(64)), trust.Signature("ff" * 32, bytes(64)))
     with pytest.raises(SignatureError, match=r"found 0 \(2 signature\(s\) given, 1 by keyids"):
-        trust.verify_threshold(root, "root", b"payload", sigs)
+        trust.verify_threshold(root, "root", b"payload", signatures=sigs)
 
 
 def test_manifest_signatures_may_repeat_root_signatures_may_not(keydir: KeyDir) -> None:

@@ -103,10 +103,11 @@ def test_rotate_targets_then_root_chain_verifies_everywhere(tmp_path: Path) -> N
     # the old targets keys no longer count
     signed_by_new = keys.sign_manifest(d, MANIFEST)
     assert len(json.loads(signed_by_new)["signatures"]) == 2
-    assert trust.verify_signed_manifest(chain[0], chain, MANIFEST, signed_by_new,
-                                        NOW + 3 * DAY).version == 3
+    assert trust.verify_signed_manifest(chain[0], chain, MANIFEST, signatures_doc=signed_by_new,
+                                        now=NOW + 3 * DAY).version == 3
     with pytest.raises(SignatureError, match="targets"):
-        trust.verify_signed_manifest(chain[0], chain, MANIFEST, signed_by_old, NOW + 3 * DAY)
+        trust.verify_signed_manifest(chain[0], chain, MANIFEST, signatures_doc=signed_by_old,
+                                     now=NOW + 3 * DAY)
 
 
 def test_rotate_needs_the_old_root_keys(tmp_path: Path) -> None:

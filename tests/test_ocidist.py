@@ -45,7 +45,7 @@ def test_manifest_and_blob_from_the_plain_registry(world: World, big: tuple[str,
     assert by_digest == data
     layer, size = big
     dest = tmp_path / "layer"
-    client.blob_to("library/ocibig", layer, size, str(dest))
+    client.blob_to("library/ocibig", layer, size, dest=str(dest))
     assert _sha(dest) == layer
     assert [p.name for p in tmp_path.iterdir()] == ["layer"]   # no partial file left
 
@@ -97,7 +97,7 @@ def test_interrupted_blob_resumes_with_range(
     fault_proxy.add_rule(f"/blobs/{layer}", ("reset", size // 3), count=1, method="GET")
     client = ocidist.Client(fault_proxy.host)
     dest = tmp_path / "layer"
-    client.blob_to("library/ocibig", layer, size, str(dest))
+    client.blob_to("library/ocibig", layer, size, dest=str(dest))
     assert _sha(dest) == layer
     gets = fault_proxy.requests(f"/blobs/{layer}", method="GET")
     assert len(gets) == 2 and gets[0].fault is not None
@@ -110,10 +110,10 @@ def test_a_partial_file_from_a_killed_run_is_resumed(
         tmp_path: Path) -> None:
     layer, size = big
     full = tmp_path / "full"
-    ocidist.Client(world.registry.host).blob_to("library/ocibig", layer, size, str(full))
+    ocidist.Client(world.registry.host).blob_to("library/ocibig", layer, size, dest=str(full))
     dest = tmp_path / "layer"
     (tmp_path / ".layer.partial").write_bytes(full.read_bytes()[:size // 2])
-    ocidist.Client(fault_proxy.host).blob_to("library/ocibig", layer, size, str(dest))
+    ocidist.Client(fault_proxy.host).blob_to("library/ocibig", layer, size, dest=str(dest))
     assert _sha(dest) == layer
     (get,) = fault_proxy.requests(f"/blobs/{layer}", method="GET")
     assert get.range == f"bytes={size // 2}-"
@@ -126,7 +126,7 @@ def test_corrupted_blob_is_never_moved_into_place(
     fault_proxy.add_rule(f"/blobs/{layer}", ("corrupt",), count=1, method="GET")
     dest = tmp_path / "layer"
     with pytest.raises(DigestMismatch):
-        ocidist.Client(fault_proxy.host).blob_to("library/ocibig", layer, size, str(dest))
+        ocidist.Client(fault_proxy.host).blob_to("library/ocibig", layer, size, dest=str(dest))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -381,8 +381,8 @@ def test_verify_threshold_counts_a_repeated_signature_once(k: SimpleNamespace) -
     payload = b"payload"
     sig = trust.Signature(k.t1.keyid, bytes.fromhex(k.t1.sign(payload)))
     with pytest.raises(SignatureError, match=r"'targets' role of root v1 needs 2.*found 1"):
-        trust.verify_threshold(root, "targets", payload, [sig, sig, sig])
-    assert trust.count_valid(root, "targets", payload, [sig, sig]) == 1
+        trust.verify_threshold(root, "targets", payload, signatures=[sig, sig, sig])
+    assert trust.count_valid(root, "targets", payload, signatures=[sig, sig]) == 1
 
 
 def test_verify_threshold_counts_a_key_listed_twice_once(k: SimpleNamespace) -> None:
@@ -393,17 +393,17 @@ def test_verify_threshold_counts_a_key_listed_twice_once(k: SimpleNamespace) -> 
         (k.t1.keyid, k.t1.keyid), 2)})
     payload = b"payload"
     sig = trust.Signature(k.t1.keyid, bytes.fromhex(k.t1.sign(payload)))
-    assert trust.count_valid(doubled, "targets", payload, [sig, sig]) == 1
+    assert trust.count_valid(doubled, "targets", payload, signatures=[sig, sig]) == 1
     with pytest.raises(SignatureError):
-        trust.verify_threshold(doubled, "targets", payload, [sig, sig])
+        trust.verify_threshold(doubled, "targets", payload, signatures=[sig, sig])
 
 
 def test_keyid_is_a_label_not_a_hash(k: SimpleNamespace) -> None:
     """Like python-tuf we do not recompute keyids; any label works, material is what counts."""
     label = k.t1.alias("release-key-2027")
     root = trust.parse_root(root_doc(k, 1, [k.r1], targets=([label], 1)))
-    trust.verify_threshold(root, "targets", b"m", [trust.Signature(label.keyid, bytes.fromhex(
-        label.sign(b"m")))])
+    sig = trust.Signature(label.keyid, bytes.fromhex(label.sign(b"m")))
+    trust.verify_threshold(root, "targets", b"m", signatures=[sig])
 
 
 # --- signed manifests -----------------------------------------------------------------------
@@ -451,7 +451,7 @@ def _manifest_inputs(case: ManifestCase, k: SimpleNamespace) -> Tuple[bytes, byt
 
 def _ours_manifest(root: bytes, sigs: bytes) -> bool:
     try:
-        trust.verify_signed_manifest(root, [root], MANIFEST, sigs, NOW)
+        trust.verify_signed_manifest(root, [root], MANIFEST, signatures_doc=sigs, now=NOW)
     except InstallerError:
         return False
     return True
@@ -478,13 +478,13 @@ def test_manifest_uses_the_newest_root(k: SimpleNamespace) -> None:
     v2 = root_doc(k, 2, [k.r1], targets=([k.t2], 1))  # targets key rotated t1 -> t2
     by_t2 = canonjson.encode({"signatures": [{"keyid": k.t2.keyid, "sig": k.t2.sign(MANIFEST)}]})
     by_t1 = canonjson.encode({"signatures": [{"keyid": k.t1.keyid, "sig": k.t1.sign(MANIFEST)}]})
-    newest = trust.verify_signed_manifest(v1, [v1, v2], MANIFEST, by_t2, NOW)
+    newest = trust.verify_signed_manifest(v1, [v1, v2], MANIFEST, signatures_doc=by_t2, now=NOW)
     assert newest.version == 2
     with pytest.raises(SignatureError, match="bundle manifest.*root v2"):
-        trust.verify_signed_manifest(v1, [v1, v2], MANIFEST, by_t1, NOW)
+        trust.verify_signed_manifest(v1, [v1, v2], MANIFEST, signatures_doc=by_t1, now=NOW)
     # an old bundle (old chain, revoked key) replayed to a device that already holds v2
     with pytest.raises(SignatureError, match="bundle manifest.*root v2"):
-        trust.verify_signed_manifest(v2, [v1], MANIFEST, by_t1, NOW)
+        trust.verify_signed_manifest(v2, [v1], MANIFEST, signatures_doc=by_t1, now=NOW)
 
 
 # --- formats (THREATS 11) -------------------------------------------------------------------
@@ -519,7 +519,7 @@ def test_format_rejected(name: str, build: Callable[[SimpleNamespace], Tuple[byt
     root = root_doc(k, 1, [k.r1], targets=([k.t1], 1))
     manifest, sigs = build(k)
     with pytest.raises(FormatError):
-        trust.verify_signed_manifest(root, [root], manifest, sigs, NOW)
+        trust.verify_signed_manifest(root, [root], manifest, signatures_doc=sigs, now=NOW)
 
 
 @pytest.mark.parametrize("doc,match", [

@@ -33,7 +33,7 @@ def _short(text: str) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars (also when not a terminal).")
 @click.version_option(package_name="k3s-airgap-bundler")
 @click.pass_context
-def cli(ctx: click.Context, spec: Path, lock_path: Path | None, quiet: bool) -> None:
+def cli(ctx: click.Context, *, spec: Path, lock_path: Path | None, quiet: bool) -> None:
     """Build signed, reproducible K3s airgap bundles.
 
     \b

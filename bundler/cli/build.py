@@ -54,7 +54,7 @@ from .context import CONTEXT, ArchType, Ctx, pass_ctx
                    "device receipt (`airgap-install receipt`) or old bundle lacks.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Path,
+def build_cmd(c: Ctx, *, arches: tuple[str, ...], bundles: tuple[str, ...], out: Path,
               frozen: bool, cache: Path | None, keys_dir: Path | None, unsigned: bool,
               sigstore: bool, jobs: int, timeout: float, force: bool, max_part_size: str | None,
               parity: int, delta_from: Path | None, as_json: bool) -> None:
@@ -88,7 +88,7 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
         locked = lock.bundles[name].arch
         plan += [(name, a) for a in arches or locked if bundles or a in locked]
     # every (bundle, arch) is checked before the first download
-    targets = [out / bundle_filename(name, check_lock(spec, lock, name, arch).version, arch)
+    targets = [out / bundle_filename(name, check_lock(spec, lock, name, arch=arch).version, arch)
                for name, arch in plan]
     if not plan:
         raise SpecError(f"nothing to build: no locked bundle has arch {', '.join(arches)}")
@@ -114,7 +114,7 @@ def build_cmd(c: Ctx, arches: tuple[str, ...], bundles: tuple[str, ...], out: Pa
     def done(res: BuildResult) -> None:
         delta = write_delta(res.path, base)[0] if base else None
         extra = _write_sigstore(res.path, provenance.pop(res.path, None), res.manifest,
-                                sigstore)
+                                wanted=sigstore)
         size = res.path.stat().st_size
         split = _split(res.path, part_limit, parity=parity == 1, keys_dir=keys_dir)
         _write_usb_extras(out, [r["bundle"] for r in results] + [str(res.path)])
@@ -228,7 +228,7 @@ def _signer(keys_dir: Path) -> Any:
 
 
 def _write_sigstore(bundle: Path, data: bytes | None, manifest: Any,
-                    wanted: bool) -> str | None:
+                    *, wanted: bool) -> str | None:
     """``<bundle>.sigstore.json``: written with a new bundle; an up-to-date bundle keeps
     the one beside it, or gets one when it has none."""
     if not wanted:

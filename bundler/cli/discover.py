@@ -77,7 +77,7 @@ def _unlocked(spec: Spec, src: Sources, names: list[str]
               help="Content cache folder.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> None:
+def images_cmd(c: Ctx, *, only: str | None, cache: Path | None, as_json: bool) -> None:
     """List every image the bundle's manifests and charts reference, where each was found
     (file or chart template, object, field or argument) and whether the bundle carries it.
 
@@ -137,7 +137,7 @@ def images_cmd(c: Ctx, only: str | None, cache: Path | None, as_json: bool) -> N
               help="Airgap lint warnings are errors (exit 2).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def check_cmd(c: Ctx, cache: Path | None, allow_unrendered: bool, strict: bool,
+def check_cmd(c: Ctx, *, cache: Path | None, allow_unrendered: bool, strict: bool,
               as_json: bool) -> None:
     """CI gate: the lock matches the spec and carries every discovered image.
 

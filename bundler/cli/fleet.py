@@ -43,7 +43,7 @@ def push_cmd(items: tuple[str, ...], plain_http: bool, as_json: bool) -> None:
 @click.argument("target", metavar="oci://HOST/REPO[:TAG]")
 @_plain_opt
 @_json_opt
-def repo_push_cmd(directory: Path, target: str, plain_http: bool, as_json: bool) -> None:
+def repo_push_cmd(*, directory: Path, target: str, plain_http: bool, as_json: bool) -> None:
     """Push a ring repository folder (every regular file) as one artifact, tag `repo` by
     default; devices then sync with `airgap-install sync --source oci://HOST/REPO:repo`."""
     from ..ocipush import push_repo
@@ -58,7 +58,7 @@ def repo_push_cmd(directory: Path, target: str, plain_http: bool, as_json: bool)
               help="The folder to write the files into (a stick, a share).")
 @_plain_opt
 @_json_opt
-def pull_cmd(source: str, out_dir: Path, plain_http: bool, as_json: bool) -> None:
+def pull_cmd(*, source: str, out_dir: Path, plain_http: bool, as_json: bool) -> None:
     """Pull a pushed ring repository or bundle onto a folder, each file verified against
     its digest and written atomically."""
     from ..ocipush import pull

@@ -94,7 +94,7 @@ def show_cmd(directory: Path, as_json: bool) -> None:
 @_expires_opt
 @_passphrase_opt
 @_json_opt
-def init_cmd(directory: Path, root_keys: int, root_threshold: int, targets_keys: int,
+def init_cmd(*, directory: Path, root_keys: int, root_threshold: int, targets_keys: int,
              targets_threshold: int, snapshot_keys: int, timestamp_keys: int,
              expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
     """Create DIRECTORY with fresh keys and root.json version 1."""
@@ -116,7 +116,7 @@ def init_cmd(directory: Path, root_keys: int, root_threshold: int, targets_keys:
 @_expires_opt
 @_passphrase_opt
 @_json_opt
-def rotate_cmd(directory: Path, role: str, new_keys: int, threshold: int | None,
+def rotate_cmd(*, directory: Path, role: str, new_keys: int, threshold: int | None,
                expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
     """Write the next root.json version with new keys for ROLE.
 

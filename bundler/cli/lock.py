@@ -32,7 +32,7 @@ from .context import CONTEXT, Ctx, out, pass_ctx
               help="Airgap lint warnings are errors: exit 2 and write no lock.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def lock_cmd(c: Ctx, check: bool, update: tuple[str, ...], cache: Path | None, jobs: int,
+def lock_cmd(c: Ctx, *, check: bool, update: tuple[str, ...], cache: Path | None, jobs: int,
              timeout: float, add_discovered: bool, allow_unrendered: bool, strict: bool,
              as_json: bool) -> None:
     """Resolve bundles.toml into bundles.lock (every artifact pinned by digest, per arch).

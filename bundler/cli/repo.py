@@ -67,7 +67,7 @@ def _ring_keys(values: tuple[str, ...]) -> dict[str, tuple[int, int]]:
 @_lifetimes
 @_pass_opt
 @_json_opt
-def init_cmd(directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[str, ...],
+def init_cmd(*, directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[str, ...],
              passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Create a ring repository in DIRECTORY signed by the keys in KEYS."""
     from ..repo import init_repo
@@ -95,7 +95,7 @@ def status_cmd(directory: Path, as_json: bool) -> None:
 @_lifetimes
 @_pass_opt
 @_json_opt
-def refresh_cmd(directory: Path, keys_dir: Path, passphrase_env: str | None, as_json: bool,
+def refresh_cmd(*, directory: Path, keys_dir: Path, passphrase_env: str | None, as_json: bool,
                 **kw: Any) -> None:
     """New timestamp and snapshot (and new roots from KEYS) just before a stick is written."""
     from ..repo import refresh
@@ -113,7 +113,7 @@ def refresh_cmd(directory: Path, keys_dir: Path, passphrase_env: str | None, as_
 @_lifetimes
 @_pass_opt
 @_json_opt
-def publish_cmd(bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_dir: Path,
+def publish_cmd(*, bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_dir: Path,
                 passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Verify BUNDLES against the repository's root, store them by content, list them in RING."""
     from ..repo import publish
@@ -138,7 +138,7 @@ def publish_cmd(bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_dir: 
 @_lifetimes
 @_pass_opt
 @_json_opt
-def promote_cmd(name: str, version: str, repo_dir: Path, source: str, dest: str,
+def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: str,
                 keys_dir: Path, min_soak: str, percent: int, passphrase_env: str | None,
                 as_json: bool, **kw: Any) -> None:
     """List in --to the very entries (same hashes) --from lists for NAME VERSION."""
@@ -161,7 +161,7 @@ def promote_cmd(name: str, version: str, repo_dir: Path, source: str, dest: str,
 @_lifetimes
 @_pass_opt
 @_json_opt
-def yank_cmd(name: str, version: str, repo_dir: Path, ring: str, keys_dir: Path, reason: str,
+def yank_cmd(*, name: str, version: str, repo_dir: Path, ring: str, keys_dir: Path, reason: str,
              passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Sign the decision that NAME VERSION must not run in RING."""
     from ..repo import yank

@@ -23,7 +23,7 @@ from .context import CONTEXT
               help="Key folder whose targets keys sign the parts index (as for build).")
 @click.option("--unsigned", is_flag=True, help="Write an unsigned index (devices refuse it).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def split_cmd(bundle_file: Path, max_part_size: str, parity: bool, keys_dir: Path | None,
+def split_cmd(*, bundle_file: Path, max_part_size: str, parity: bool, keys_dir: Path | None,
               unsigned: bool, as_json: bool) -> None:
     """Split BUNDLE into BUNDLE.part-001, -002, ..., BUNDLE.part-parity and a signed index
     BUNDLE.parts.json beside it; the parts replace BUNDLE.

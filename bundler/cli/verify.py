@@ -42,7 +42,7 @@ def _is_bundle(file: Path) -> bool:
                    "with sigstore-python). Never fetched.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
-def verify_cmd(c: Ctx, file: Path, trust_root: Path | None, sigstore_identity: str | None,
+def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity: str | None,
                sigstore_issuer: str | None, trust_config: Path | None, as_json: bool) -> None:
     """Verify FILE offline: a bundle's signatures and every member's sha256 (with --trust),
     and/or its Sigstore provenance (with --sigstore-identity and --sigstore-issuer).

@@ -128,7 +128,7 @@ def _open(chart: Path | bytes) -> Any:
 
 
 def _render(loaded: Any, values: dict[str, Any], release: str,
-            namespace: str) -> list[tuple[str, str]]:
+            *, namespace: str) -> list[tuple[str, str]]:
     helm = helm_sdk()
     try:
         out = loaded.render(values, name=release, namespace=namespace)
@@ -151,7 +151,7 @@ def render_chart(chart: Path, values: list[Path] | dict[str, Any], *, release: s
     user = values if isinstance(values, dict) else compose_values(values)
     loaded = _open(Path(chart))
     try:
-        return _render(loaded, user, release, namespace)
+        return _render(loaded, user, release, namespace=namespace)
     finally:
         loaded.close()
 
@@ -182,7 +182,7 @@ def scan_loaded(loaded: Any, values: dict[str, Any], *, release: str, namespace:
     """Render an open chart and scan every rendered document; add annotation hints."""
     ident = f"{loaded.name}@{loaded.version}"
     result = ScanResult()
-    for template, text in _render(loaded, values, release, namespace):
+    for template, text in _render(loaded, values, release, namespace=namespace):
         scanner = Scanner(f"{ident}:{template}", policy=policy)
         scanner.text(yamldocs.split_helm(text), prefix=via)
         result.extend(scanner.result)

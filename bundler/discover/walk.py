@@ -145,7 +145,7 @@ class Scanner:
                 if not strict:
                     continue
                 self._add("", f"{prefix}document {number}", INVALID,
-                          f"not valid YAML, scanned as text only: {_one_line(exc)}")
+                          detail=f"not valid YAML, scanned as text only: {_one_line(exc)}")
                 for raw in yamldocs.image_lines(chunk):
                     self._emit(raw, f"{prefix}document {number}: image", strict=True,
                                why="found by text search in a document that is not valid YAML")
@@ -155,7 +155,7 @@ class Scanner:
                     self.document(doc, index, prefix=prefix, depth=depth)
                 except RecursionError:
                     self._add("", f"{prefix}{object_label(doc, index)}", INVALID,
-                              "nested too deeply to scan")
+                              detail="nested too deeply to scan")
                 index += 1
 
     def document(self, doc: Any, index: int, *, prefix: str = "", depth: int = 0) -> None:
@@ -180,18 +180,19 @@ class Scanner:
                 return
             if (group == "helm.toolkit.fluxcd.io" and kind == "HelmRelease") or (
                     group == "argoproj.io" and kind in ("Application", "ApplicationSet")):
-                self._add("", label, UNRENDERED, f"{kind} ({api}): its chart or manifests live "
-                          "elsewhere; discovery renders K3s HelmCharts and charts given to it")
+                self._add("", label, UNRENDERED,
+                          detail=f"{kind} ({api}): its chart or manifests live elsewhere; "
+                          "discovery renders K3s HelmCharts and charts given to it")
                 return
             if kind == "ConfigMap" and isinstance(doc.get("data"), dict):
                 for key, value in doc["data"].items():
                     if isinstance(key, str) and ENV_IMAGE_RE.search(key):
                         self._candidate(value, f"{label}: {path_str(['data', key])}",
                                         why=f"ConfigMap key {key}")
-        self._walk(doc, [], label, depth)
+        self._walk(doc, [], label, depth=depth)
 
     # -- generic walk ------------------------------------------------------------------
-    def _walk(self, node: Any, path: list[str | int], label: str, depth: int) -> None:
+    def _walk(self, node: Any, path: list[str | int], label: str, *, depth: int) -> None:
         if isinstance(node, (dict, list)):
             if id(node) in self._seen:
                 return
@@ -214,16 +215,16 @@ class Scanner:
                     self._image_volumes(value, [*path, key], label)
                 if key == _LAST_APPLIED and path and path[-1] == "annotations":
                     continue
-                self._walk(value, [*path, key], label, depth)
+                self._walk(value, [*path, key], label, depth=depth)
         elif isinstance(node, list):
             for i, item in enumerate(node):
-                self._walk(item, [*path, i], label, depth)
+                self._walk(item, [*path, i], label, depth=depth)
         elif isinstance(node, str) and depth < MAX_EMBED_DEPTH and _looks_like_manifest(node):
             self.text(yamldocs.split_manifest(node), prefix=f"{label}: {path_str(path)} -> ",
                       depth=depth + 1, strict=False)
 
     def _container(self, c: dict[str, Any], path: list[str | int], label: str,
-                   image: Any = None) -> None:
+                   *, image: Any = None) -> None:
         if image is not None or "image" in c:
             raw = c.get("image") if image is None else image
             where = f"{label}: {path_str([*path, 'image'])}"
@@ -231,7 +232,7 @@ class Scanner:
                 self._emit(raw, where, strict=True, pull_policy=c.get("imagePullPolicy"))
             else:
                 self._add("" if raw is None else str(raw), where, INVALID,
-                          "container image is empty or not a string")
+                          detail="container image is empty or not a string")
         for key in ("command", "args"):
             if isinstance(c.get(key), list):
                 self._flags(c[key], [*path, key], label)
@@ -311,7 +312,7 @@ class Scanner:
                     raw = f"{raw.strip()}:{version}"
                 elif spec.get("channel"):
                     self._add("", f"{label}: {path_str([*path, 'image'])}", UNRENDERED,
-                              f"the tag of {raw.strip()} comes at run time from channel "
+                              detail=f"the tag of {raw.strip()} comes at run time from channel "
                               f"{spec['channel']}; set spec.version to pin it")
                     self._container({k: v for k, v in c.items() if k != "image"}, path, label)
                     continue
@@ -333,19 +334,20 @@ class Scanner:
         raw = raw.strip().strip("\"'")
         unknown = unknown_placeholders(raw)
         if unknown:
-            self._add(raw, where, INVALID, f"uses K3s placeholder {', '.join(unknown)} whose "
+            self._add(raw, where, INVALID,
+                      detail=f"uses K3s placeholder {', '.join(unknown)} whose "
                       "value discovery does not know (pass it in k3s_vars)")
             return
         try:
             ref = parse_image_ref(raw)
         except SpecError as exc:
             if strict:
-                self._add(raw, where, INVALID, exc.message)
+                self._add(raw, where, INVALID, detail=exc.message)
             return
         local, reason = classify(raw, ref, pull_policy=pull_policy, policy=self.policy)
-        self._add(str(ref), where, LOCAL_ONLY if local else IMAGE, reason or why)
+        self._add(str(ref), where, LOCAL_ONLY if local else IMAGE, detail=reason or why)
 
-    def _add(self, image: str, where: str, kind: str, detail: str = "") -> None:
+    def _add(self, image: str, where: str, kind: str, *, detail: str = "") -> None:
         self.result.findings.append(Finding(image, self.source, where, kind, detail))
 
 
