@@ -115,9 +115,16 @@ def sha256_digest(data: bytes) -> str:
 class RegistryClient:
     """Talks to one registry endpoint. Thread-safe; tokens are cached per repository."""
 
-    def __init__(self, transport: Transport, config: RegistryConfig) -> None:
+    def __init__(self, transport: Transport, config: RegistryConfig, *,
+                 credentials: tuple[str, str] | None = None,
+                 auth_hint: str | None = None) -> None:
+        """``credentials`` given here (a credentials file or environment variable read by the
+        CLI, ``ocipush.access_from``) take the place of the spec's ``username_env``;
+        ``auth_hint`` is what a refusal tells the user to check."""
         self.transport = transport
         self.config = config
+        self._given_credentials = credentials
+        self._auth_hint = auth_hint
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
         self._verify: Any = str(config.ca_file) if config.ca_file else True
@@ -131,6 +138,8 @@ class RegistryClient:
 
     def _credentials(self) -> tuple[str, str] | None:
         cfg = self.config
+        if self._given_credentials is not None:
+            return self._given_credentials
         if not cfg.username_env:
             return None
         user = os.environ.get(cfg.username_env)
@@ -173,9 +182,11 @@ class RegistryClient:
                 raise AuthError(
                     f"registry {self.config.host}: token service refused access to {repo} "
                     f"(HTTP {resp.status_code})",
-                    hint="check the credentials named by username_env/password_env"
-                    if creds else "this repository needs credentials: set username_env and "
-                                  "password_env for the registry in bundles.toml")
+                    hint=self._auth_hint or ("check the credentials named by "
+                                             "username_env/password_env" if creds else
+                                             "this repository needs credentials: set "
+                                             "username_env and password_env for the "
+                                             "registry in bundles.toml"))
             data = read_capped(resp, limit=cap, what=what, kind="token")
         try:
             body = json.loads(data)
@@ -219,9 +230,10 @@ class RegistryClient:
                 basic = self._checked_credentials(url)
                 if basic is None:
                     break
-        raise AuthError(f"{what}: authentication failed at {self.config.endpoint}",
-                        hint="set username_env/password_env for this registry in bundles.toml "
-                             "and export those variables")
+        raise AuthError(f"{what}: authentication failed at {self.config.endpoint}"
+                        + (" (the registry refused the credentials)" if basic else ""),
+                        hint=self._auth_hint or "set username_env/password_env for this "
+                             "registry in bundles.toml and export those variables")
 
     # -------------------------------------------------------------- uploads
 
@@ -229,6 +241,13 @@ class RegistryClient:
         """Whether the registry already holds blob ``digest`` in ``repo`` (HEAD)."""
         resp = self._request("HEAD", f"blobs/{digest}", repo, headers={}, what=what,
                              allow_status=(404,))
+        resp.close()
+        return resp.status_code == 200
+
+    def manifest_exists(self, repo: str, reference: str, *, what: str) -> bool:
+        """Whether the registry already holds manifest ``reference`` in ``repo`` (HEAD)."""
+        resp = self._request("HEAD", f"manifests/{reference}", repo,
+                             headers={"Accept": ACCEPT}, what=what, allow_status=(404,))
         resp.close()
         return resp.status_code == 200
 

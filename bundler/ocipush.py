@@ -14,13 +14,13 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from installer import remote
+from installer import ocidist, remote
 from installer.errors import FormatError
 from installer.fsio import write_verified
 from installer.ocidist import OciRef, is_loopback, parse_oci_url
 
 from .errors import LocalError, NotFoundError, SpecError, UpstreamError
-from .oci import RegistryClient
+from .oci import RegistryClient, credentials_allowed
 from .spec import RegistryConfig
 from .transport import Transport
 
@@ -54,19 +54,70 @@ class PullReport:
         return dict(self.__dict__)
 
 
-def target_ref(url: str, *, plain_http: bool) -> tuple[OciRef, str]:
-    """The parsed reference and the registry endpoint: plain HTTP on loopback (as Docker
-    does), https elsewhere unless ``plain_http`` (pure: checked before any traffic)."""
+@dataclass(frozen=True)
+class Access:
+    """How to reach a registry from the CLI: ``--plain-http``, ``--ca-file`` and the
+    credentials (from ``--credentials-file`` or the environment, never the command line;
+    ``access_from``)."""
+
+    plain_http: bool = False
+    ca_file: Path | None = None
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
+
+
+AUTH_HINT = ("give --credentials-file FILE (user:password, or {\"username\": .., "
+             "\"password\": ..}) or set $" + ocidist.USER_ENV + " and $" + ocidist.PASSWORD_ENV
+             + "; check them and the account's rights on the repository")
+
+
+def access_from(*, plain_http: bool = False, ca_file: Path | None = None,
+                credentials_file: Path | None = None) -> Access:
+    """The CLI's registry options, checked before any traffic: the same credentials file
+    format and environment variables as `airgap-install sync --source oci://`
+    (``installer.ocidist.credentials_from``)."""
+    if plain_http and ca_file is not None:
+        raise SpecError("--plain-http and --ca-file contradict each other",
+                        hint="a CA file is for https; drop one of them")
+    if ca_file is not None and not ca_file.is_file():
+        raise SpecError(f"--ca-file {ca_file} is not a file",
+                        hint="give the PEM file of the CA that signed the registry's "
+                             "certificate")
+    creds = ocidist.credentials_from(str(credentials_file) if credentials_file else None,
+                                     os.environ)
+    return Access(plain_http=plain_http, ca_file=ca_file,
+                  credentials=(creds.username, creds.password) if creds else None)
+
+
+def endpoint_for(host: str, access: Access) -> str:
+    """Plain HTTP on loopback unless a CA file is given (as Docker does, and as the device's
+    ``installer.ocidist.Client``), https elsewhere unless ``plain_http`` (pure)."""
+    if access.plain_http or (is_loopback(host) and access.ca_file is None):
+        return f"http://{host}"
+    return f"https://{host}"
+
+
+def target_ref(url: str, *, plain_http: bool = False,
+               access: Access | None = None) -> tuple[OciRef, str]:
+    """The parsed reference and the registry endpoint (pure: checked before any traffic)."""
     ref = parse_oci_url(url)
-    if is_loopback(ref.host):
-        return ref, f"http://{ref.host}"
-    return ref, f"{'http' if plain_http else 'https'}://{ref.host}"
+    return ref, endpoint_for(ref.host, access or Access(plain_http=plain_http))
 
 
-def client_for(ref: OciRef, endpoint: str, *, transport: Transport | None = None
-               ) -> RegistryClient:
-    return RegistryClient(transport or Transport(), RegistryConfig(host=ref.host,
-                                                                   endpoint=endpoint))
+def client_for(ref: OciRef, endpoint: str, *, transport: Transport | None = None,
+               access: Access | None = None) -> RegistryClient:
+    """The builder's registry client for a CLI target. Credentials over plain HTTP to a host
+    that is not loopback are refused here, before the first connection."""
+    access = access or Access()
+    if access.credentials is not None:
+        why = credentials_allowed(endpoint, endpoint)
+        if why is not None:
+            raise SpecError(f"oci://{ref.host}: credentials not sent: {why}",
+                            hint="serve the registry over https (--ca-file for a private CA) "
+                                 "instead of --plain-http, or unset the credentials")
+    return RegistryClient(transport or Transport(),
+                          RegistryConfig(host=ref.host, endpoint=endpoint,
+                                         ca_file=access.ca_file),
+                          credentials=access.credentials, auth_hint=AUTH_HINT)
 
 
 def _sha256(path: Path) -> tuple[str, int]:
@@ -137,11 +188,12 @@ def push_files(client: RegistryClient, ref: OciRef, files: dict[str, tuple[Path,
     return report
 
 
-def push_repo(directory: Path, url: str, *, plain_http: bool = False,
+def push_repo(directory: Path, url: str, *, access: Access | None = None,
               transport: Transport | None = None) -> PushReport:
-    ref, endpoint = target_ref(url, plain_http=plain_http)
+    ref, endpoint = target_ref(url, access=access)
     files = {p: (f, remote.FILE_MEDIA_TYPE) for p, f in folder_files(directory).items()}
-    return push_files(client_for(ref, endpoint, transport=transport), ref, files,
+    client = client_for(ref, endpoint, transport=transport, access=access)
+    return push_files(client, ref, files,
                       tag=ref.reference or REPO_TAG, artifact_type=remote.FOLDER_ARTIFACT)
 
 
@@ -152,9 +204,9 @@ def bundle_tag(path: Path) -> str:
     return _TAG_BAD.sub("_", stem)[:128]
 
 
-def push_bundles(bundles: list[Path], url: str, *, plain_http: bool = False,
+def push_bundles(bundles: list[Path], url: str, *, access: Access | None = None,
                  transport: Transport | None = None) -> list[PushReport]:
-    ref, endpoint = target_ref(url, plain_http=plain_http)
+    ref, endpoint = target_ref(url, access=access)
     if ref.reference is not None and len(bundles) > 1:
         raise SpecError(f"{url}: one tag for {len(bundles)} bundles",
                         hint="leave the tag out: each bundle is tagged <name>-<version>-<arch>")
@@ -162,20 +214,20 @@ def push_bundles(bundles: list[Path], url: str, *, plain_http: bool = False,
         if not b.is_file():
             raise SpecError(f"{b} is not a bundle file")
         remote.check_path(b.name)
-    client = client_for(ref, endpoint, transport=transport)
+    client = client_for(ref, endpoint, transport=transport, access=access)
     return [push_files(client, ref, {b.name: (b, remote.BUNDLE_MEDIA_TYPE)},
                        tag=ref.reference or bundle_tag(b), artifact_type=remote.BUNDLE_ARTIFACT)
             for b in bundles]
 
 
-def pull(url: str, out: Path, *, plain_http: bool = False,
+def pull(url: str, out: Path, *, access: Access | None = None,
          transport: Transport | None = None) -> PullReport:
     """Every file of a folder or bundle artifact onto ``out``, each verified against its layer
     digest and written atomically; paths are checked before anything is written."""
-    ref, endpoint = target_ref(url, plain_http=plain_http)
+    ref, endpoint = target_ref(url, access=access)
     if ref.reference is None:
         raise SpecError(f"{url}: which tag?", hint="write oci://HOST/REPO:TAG")
-    client = client_for(ref, endpoint, transport=transport)
+    client = client_for(ref, endpoint, transport=transport, access=access)
     try:
         fetched = client.get_manifest(ref.repository, ref.reference, what=url)
     except NotFoundError as e:

@@ -39,6 +39,7 @@ SECTIONS = {
     ('repo', 'push'): '### `bundle repo push DIRECTORY oci://HOST/REPO[:TAG]`',
     ('push',): '## `bundle push BUNDLE... oci://HOST/REPO[:TAG]`',
     ('pull',): '## `bundle pull oci://HOST/REPO:TAG`',
+    ('mirror',): '## `bundle mirror --to oci://HOST[/PREFIX]`',
     (): "## Global options and machine-readable output",
 }
 _OPT = re.compile(r"`(-{1,2}[a-z][a-z0-9-]*)")
