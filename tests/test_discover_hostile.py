@@ -175,3 +175,27 @@ def test_hostile_discovery_input_is_bounded(tmp_path: Path, make: object, says: 
     assert says in " ".join(r.out.replace(f"{tmp_path}/proj/", "").split()), r.out[-3000:]
     assert r.seconds < seconds
     assert r.rss_mb < MAX_RSS_MB, r.rss_mb
+
+
+@pytest.mark.parametrize("template,limit,says", [
+    ('x: {{ repeat 2097152 "x" }}\n', "render_output=1MiB",
+     "its rendered output passed the render_output cap of 1 MiB"),
+    ("{{- range until 100000000 }}{{- end }}\n", "render_seconds=1",
+     "rendering did not finish within render_seconds (1 s)"),
+], ids=["output-cap", "time-cap"])
+def test_render_is_stopped_at_its_cap(tmp_path: Path, template: str, limit: str,
+                                      says: str) -> None:
+    from bundler.discover.helm import open_chart, render_loaded
+    from bundler.errors import SpecError
+    from bundler.limits import Limits
+
+    loaded = open_chart(chart("capped", template))
+    start = time.monotonic()
+    try:
+        with pytest.raises(SpecError) as caught:
+            render_loaded(loaded, {}, release="r", namespace="d", limits=Limits.parse(limit))
+    finally:
+        loaded.close()
+    assert f"chart capped@0.1.0: {says}" in caught.value.message
+    assert "BUNDLE_LIMITS" in (caught.value.hint or "")
+    assert time.monotonic() - start < 20
