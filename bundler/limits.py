@@ -42,6 +42,13 @@ class Limits:
     # untrusted YAML (index.yaml, Chart.yaml)
     yaml_depth: int = 64             # nesting of mappings/sequences
     yaml_nodes: int = 20_000_000     # scalars + collections in one document
+    # what discovery reads (manifest files, rendered templates, YAML embedded in strings)
+    manifest_bytes: int = 64 * MiB   # one YAML text
+    manifest_nodes: int = 1_000_000  # scalars + collections in one such text
+    render_output: int = 64 * MiB    # everything one chart render prints
+    render_memory: int = 512 * MiB   # data segment of the process that renders one chart
+    render_seconds: float = 300.0    # wall time of one chart render
+    helmchart_renders: int = 64      # HelmChart charts rendered per bundle (nested ones too)
     # requests
     redirects: int = 5               # hops followed per request
     deadline_floor: float = 60.0     # seconds every request gets, whatever its size

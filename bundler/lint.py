@@ -15,7 +15,8 @@ Codes (each warning names the file, the object and, for containers, the containe
   airgap nothing will (e.g. a MetalLB ``IPAddressPool`` without MetalLB).
 
 :func:`lint_documents` is pure (objects in, warnings out); :func:`bundle_documents` reads the
-manifest files and renders the charts (in-process, offline) the way discovery does.
+manifest files and renders the charts (offline, in a capped child process) the way discovery
+does.
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .discover import ChartInput, yamldocs
 from .discover import k3s as k3s_placeholders
 
 # discovery's own file walk, reader and renderer, so lint sees exactly what discovery sees
-from .discover.core import _manifest_paths, _read
-from .discover.helm import _render, compose_values, open_chart
-from .errors import SpecError
+from .discover.core import manifest_paths, read_manifest
+from .discover.helm import compose_values, open_chart, render_loaded
+from .errors import SpecError, UpstreamError
 
 PULL_ALWAYS = "pull-always"
 LATEST_TAG = "latest-tag"
@@ -220,9 +219,9 @@ def _parsed(texts: Iterable[str], source: str) -> list[Document]:
     docs: list[Document] = []
     for text in texts:
         try:
-            loaded = yamldocs.load_all(text)
-        except yaml.YAMLError:
-            continue  # discovery reports documents that do not parse
+            loaded = yamldocs.load_all(text, what=source)
+        except UpstreamError:
+            continue  # discovery reports documents that do not parse or are refused
         for obj in loaded:
             items = obj.get("items") if isinstance(obj, Mapping) and str(
                 obj.get("kind", "")).endswith("List") else None
@@ -240,14 +239,14 @@ def bundle_documents(manifests: list[Path], charts: list[ChartInput], *,
     that does not render adds nothing (discovery reports it). Paths are shown relative to
     ``base`` when under it."""
     docs: list[Document] = []
-    for path in _manifest_paths(manifests):
+    for path in manifest_paths(manifests):
         shown = str(path)
         if base is not None:
             try:
                 shown = str(path.relative_to(base))
             except ValueError:
                 pass
-        text = k3s_placeholders.substitute(_read(path))
+        text = k3s_placeholders.substitute(read_manifest(path))
         docs += _parsed(yamldocs.split_manifest(text), shown)
     for chart in charts:
         try:
@@ -257,7 +256,8 @@ def bundle_documents(manifests: list[Path], charts: list[ChartInput], *,
         try:
             ident = f"{loaded.name}@{loaded.version}"
             values = compose_values(chart.values_files)
-            for template, text in _render(loaded, values, chart.name, namespace=chart.namespace):
+            for template, text in render_loaded(loaded, values, release=chart.name,
+                                                namespace=chart.namespace):
                 docs += _parsed(yamldocs.split_helm(text), f"{ident}:{template}")
             for crd in loaded.crds:
                 docs += _parsed(yamldocs.split_helm(str(crd.get("data", ""))),

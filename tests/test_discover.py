@@ -450,9 +450,11 @@ def test_odd_input_never_crashes(name: str, text: str) -> None:
         assert f.kind in (IMAGE, INVALID, UNRENDERED)
 
 
-def test_yaml_alias_bomb_is_walked_once_per_object() -> None:
+def test_yaml_alias_bomb_is_refused_as_a_blind_spot() -> None:
     levels = "abcdefghij"
     text = 'a: &a ["image", "x"]\n' + "".join(
         f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in itertools.pairwise(levels))
     text += "kind: Pod\nspec: {containers: [{name: c, image: nginx, args: *j}], x: *j}\n"
-    assert images(scan_manifest_text(text, "bomb.yaml")) == {"docker.io/library/nginx:latest"}
+    findings = scan_manifest_text(text, "bomb.yaml")
+    assert [(f.kind, f.location) for f in findings] == [(INVALID, "document 1")]
+    assert "refused" in findings[0].detail and "aliases (*a)" in findings[0].detail

@@ -1,6 +1,7 @@
 """Discovery's entry points: manifests and charts in, findings out; and the bundle check.
 
-Pure apart from reading the files it is given and rendering charts (in-process, offline).
+Pure apart from reading the files it is given and rendering charts (offline, in a capped child
+process: see :func:`.helm.render_loaded`).
 It prints nothing and contacts nothing.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from ..errors import SpecError
+from ..limits import Limits
 from ..refs import ImageRef, parse_image_ref
 from . import k3s, yamldocs
 from .helm import compose_values, open_chart, scan_loaded
@@ -54,7 +56,9 @@ def scan_manifest_text(text: str, source: str, *, policy: LocalImagePolicy = DEF
     return result.findings + _resolve_helmcharts(result, {}, policy=policy)
 
 
-def _manifest_paths(paths: Iterable[Path]) -> list[Path]:
+def manifest_paths(paths: Iterable[Path]) -> list[Path]:
+    """The manifest files ``paths`` name (a directory: its .yaml/.yml/.json files, sorted),
+    leaving out those with a K3s ``<name>.skip`` sibling."""
     out: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -66,7 +70,8 @@ def _manifest_paths(paths: Iterable[Path]) -> list[Path]:
     return [p for p in out if not p.with_name(p.name + ".skip").exists()]
 
 
-def _read(path: Path) -> str:
+def read_manifest(path: Path) -> str:
+    """A manifest file's text; ``SpecError`` naming it when missing, unreadable or not UTF-8."""
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -80,8 +85,8 @@ def _read(path: Path) -> str:
 def _scan_files(paths: Iterable[Path], *, policy: LocalImagePolicy,
                 k3s_vars: Mapping[str, str] | None) -> ScanResult:
     result = ScanResult()
-    for path in _manifest_paths(paths):
-        result.extend(_scan_text(_read(path), str(path), policy=policy, k3s_vars=k3s_vars))
+    for path in manifest_paths(paths):
+        result.extend(_scan_text(read_manifest(path), str(path), policy=policy, k3s_vars=k3s_vars))
     return result
 
 
@@ -110,8 +115,23 @@ def _source_keys(hc: HelmChartSpec) -> list[str]:
     return [k for k in dict.fromkeys(keys) if k]
 
 
+@dataclasses.dataclass
+class _Renders:
+    """HelmChart renders left for one bundle (``helmchart_renders``): a chart's output may
+    hold HelmCharts with ``spec.chartContent`` whose output holds more, N^depth renders from
+    a few KB."""
+
+    left: int
+
+    @classmethod
+    def new(cls) -> _Renders:
+        return cls(Limits.from_env().helmchart_renders)
+
+
 def _resolve_helmcharts(result: ScanResult, sources: Mapping[str, Path], *,
-                        policy: LocalImagePolicy) -> list[Finding]:
+                        policy: LocalImagePolicy, renders: _Renders | None = None
+                        ) -> list[Finding]:
+    renders = renders or _Renders.new()
     configs: dict[tuple[str, str], HelmChartConfigSpec] = {
         (c.namespace, c.name): c for c in result.configs}
     findings: list[Finding] = []
@@ -130,6 +150,13 @@ def _resolve_helmcharts(result: ScanResult, sources: Mapping[str, Path], *,
                 continue
         else:
             chart = next((sources[k] for k in _source_keys(hc) if k in sources), None)
+        if chart is not None and renders.left <= 0:
+            cap = Limits.from_env().helmchart_renders
+            findings.append(_no_source(hc, f"not rendered: over the helmchart_renders cap of "
+                                       f"{cap} HelmChart renders in one bundle (HelmCharts "
+                                       "whose charts render more HelmCharts?); if that is "
+                                       "real, raise it: BUNDLE_LIMITS=\"helmchart_renders=N\""))
+            continue
         if chart is None:
             findings.append(_no_source(hc, "the chart"
                                        f"{' from ' + hc.repo if hc.repo else ''}"
@@ -138,6 +165,7 @@ def _resolve_helmcharts(result: ScanResult, sources: Mapping[str, Path], *,
                                        "pass it in helmchart_sources (keys tried: "
                                        f"{', '.join(_source_keys(hc))})"))
             continue
+        renders.left -= 1
         try:
             loaded = open_chart(chart)
         except SpecError as exc:
@@ -161,7 +189,8 @@ def _resolve_helmcharts(result: ScanResult, sources: Mapping[str, Path], *,
             continue
         finally:
             loaded.close()
-        findings += rendered.findings + _resolve_helmcharts(rendered, sources, policy=policy)
+        findings += rendered.findings + _resolve_helmcharts(rendered, sources, policy=policy,
+                                                            renders=renders)
     return findings
 
 
@@ -182,7 +211,9 @@ def discover(manifests: list[Path], charts: list[ChartInput], *,
     sources = {k3s.substitute(str(k), k3s_vars): Path(v)
                for k, v in (helmchart_sources or {}).items()}
     result = _scan_files(manifests, policy=policy, k3s_vars=k3s_vars)
-    findings = result.findings + _resolve_helmcharts(result, sources, policy=policy)
+    renders = _Renders.new()
+    findings = result.findings + _resolve_helmcharts(result, sources, policy=policy,
+                                                     renders=renders)
     for chart in charts:
         where = f"chart {chart.name} ({chart.archive_or_dir})"
         try:
@@ -201,7 +232,8 @@ def discover(manifests: list[Path], charts: list[ChartInput], *,
             continue
         finally:
             loaded.close()
-        findings += rendered.findings + _resolve_helmcharts(rendered, sources, policy=policy)
+        findings += rendered.findings + _resolve_helmcharts(rendered, sources, policy=policy,
+                                                            renders=renders)
     return findings
 
 

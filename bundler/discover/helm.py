@@ -15,18 +15,25 @@ environment when it loads; if something imported ``helm_python`` earlier, its se
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import os
 import re
+import select
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import yaml
-
-from ..errors import LocalError, SpecError
+from .. import safeyaml
+from ..errors import BundleError, LocalError, SpecError
+from ..limits import Limits, human
 from ..refs import parse_image_ref
 from . import yamldocs
 from .localonly import DEFAULT_POLICY, LocalImagePolicy
@@ -127,17 +134,123 @@ def _open(chart: Path | bytes) -> Any:
                         hint="a chart is a directory with Chart.yaml or a .tgz") from exc
 
 
-def _render(loaded: Any, values: dict[str, Any], release: str,
-            *, namespace: str) -> list[tuple[str, str]]:
+_CHILD = Path(__file__).with_name("renderchild.py")
+_STDERR_TAIL = 64 * 1024
+_RENDER_CACHE_BYTES = 64 * 1024 * 1024
+_renders: OrderedDict[str, tuple[list[tuple[str, str]], int]] = OrderedDict()
+_rendered_bytes = [0]
+
+
+def render_loaded(loaded: Any, values: dict[str, Any], *, release: str, namespace: str,
+                  limits: Limits | None = None) -> list[tuple[str, str]]:
+    """``helm template`` of an open chart: (template path, rendered text), sorted, without
+    ``NOTES.txt`` and empty templates.
+
+    Rendered in a child process (Helm's engine has no output limit, and a template such as
+    ``{{ repeat 1500000000 "x" }}`` would take the builder down with it): its data segment is
+    capped at ``render_memory``, its output is read as a stream and it is killed past
+    ``render_output`` bytes or ``render_seconds``. The same chart, values, release and
+    namespace are rendered once per run. Raises ``SpecError`` when the chart does not
+    render or passes a cap (the message names the chart and the cap).
+    """
+    limits = limits or Limits.from_env()
+    ident = f"chart {loaded.name}@{loaded.version}"
+    with tempfile.TemporaryDirectory(prefix="bundler-render-") as tmp:
+        archive = Path(helm_call(lambda: loaded.save(tmp), f"cannot package {ident}"))
+        data = archive.read_bytes()
+        request = json.dumps({"chart": str(archive), "values": values, "name": release,
+                              "namespace": namespace}, sort_keys=True, default=str)
+        key = hashlib.sha256(data + b"\0" + request.replace(str(archive), "").encode()
+                             ).hexdigest() + repr(limits)
+        hit = _renders.get(key)
+        if hit is not None:
+            return list(hit[0])
+        out = _render_in_child(request, ident=ident, limits=limits)
+    # helm template leaves NOTES.txt out of the manifests, and empty templates produce nothing
+    result = sorted((path, text) for path, text in out.items()
+                    if not path.endswith("NOTES.txt") and text.strip())
+    size = sum(len(t) for _, t in result)
+    _renders[key] = (result, size)
+    _rendered_bytes[0] += size
+    while _rendered_bytes[0] > _RENDER_CACHE_BYTES and _renders:
+        _rendered_bytes[0] -= _renders.popitem(last=False)[1][1]
+    return list(result)
+
+
+def helm_call(call: Callable[[], Any], what: str) -> Any:
+    """``call()``, a ``HelmError`` becoming a ``SpecError`` that starts with ``what``."""
     helm = helm_sdk()
     try:
-        out = loaded.render(values, name=release, namespace=namespace)
+        return call()
     except helm.HelmError as exc:
-        raise SpecError(f"chart {loaded.name}@{loaded.version} does not render with these "
-                        f"values: {exc}") from exc
-    # helm template leaves NOTES.txt out of the manifests, and empty templates produce nothing
-    return sorted((path, text) for path, text in out.items()
-                  if not path.endswith("NOTES.txt") and text.strip())
+        raise SpecError(f"{what}: {exc}") from exc
+
+
+def _render_in_child(request: str, *, ident: str, limits: Limits) -> dict[str, str]:
+    hint = "if the chart really is that large, raise it: BUNDLE_LIMITS=\"{}=<{}>\" " \
+           "(docs/builder-trust.md)"
+    child = subprocess.Popen([sys.executable, str(_CHILD), str(limits.render_memory)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    assert child.stdin and child.stdout and child.stderr
+    out = bytearray()
+    err = bytearray()
+    over: str | None = None
+    deadline = time.monotonic() + limits.render_seconds
+    try:
+        try:
+            child.stdin.write(request.encode())
+            child.stdin.close()
+        except BrokenPipeError:
+            pass
+        streams = {child.stdout.fileno(): out, child.stderr.fileno(): err}
+        while streams and over is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                over = "time"
+                break
+            ready, _, _ = select.select(list(streams), [], [], left)
+            for fd in ready:
+                chunk = os.read(fd, 1024 * 1024)
+                if not chunk:
+                    del streams[fd]
+                    continue
+                buf = streams[fd]
+                buf += chunk
+                if buf is err and len(err) > _STDERR_TAIL:
+                    del err[:-_STDERR_TAIL]
+                if buf is out and len(out) > limits.render_output:
+                    over = "output"
+    finally:
+        if over is not None:
+            child.kill()
+        code = child.wait()
+        child.stdout.close()
+        child.stderr.close()
+    if over == "output":
+        raise SpecError(f"{ident}: its rendered output passed the render_output cap of "
+                        f"{human(limits.render_output)}; rendering was stopped",
+                        hint=hint.format("render_output", "size"))
+    if over == "time":
+        raise SpecError(f"{ident}: rendering did not finish within render_seconds "
+                        f"({limits.render_seconds:g} s); it was stopped",
+                        hint=hint.format("render_seconds", "seconds"))
+    tail = err.decode("utf-8", "replace")
+    if code != 0:
+        if "out of memory" in tail or code in (3, -6, 134):
+            raise SpecError(f"{ident}: rendering needed more than the render_memory cap of "
+                            f"{human(limits.render_memory)}; it was stopped",
+                            hint=hint.format("render_memory", "size"))
+        first = next((line for line in tail.splitlines() if line.strip()), "no message")
+        raise SpecError(f"{ident}: the chart renderer failed (exit {code}): {first[:300]}")
+    try:
+        reply = json.loads(out)
+    except ValueError:
+        raise SpecError(f"{ident}: the chart renderer gave no answer") from None
+    if "error" in reply:
+        raise SpecError(f"{ident} does not render with these values: {reply['error']}")
+    rendered: dict[str, str] = reply["ok"]
+    return rendered
 
 
 def render_chart(chart: Path, values: list[Path] | dict[str, Any], *, release: str,
@@ -151,7 +264,7 @@ def render_chart(chart: Path, values: list[Path] | dict[str, Any], *, release: s
     user = values if isinstance(values, dict) else compose_values(values)
     loaded = _open(Path(chart))
     try:
-        return _render(loaded, user, release, namespace=namespace)
+        return render_loaded(loaded, user, release=release, namespace=namespace)
     finally:
         loaded.close()
 
@@ -167,9 +280,9 @@ def annotated_images(metadata: Mapping[str, Any]) -> list[str]:
                 key == "images" or key.endswith("/images")):
             continue
         try:
-            entries = yaml.safe_load(value)
-        except yaml.YAMLError:
-            continue
+            entries = safeyaml.load(value, what=f"Chart.yaml annotation {key}")
+        except BundleError:
+            continue  # not YAML, or aliases/caps: a hint only, never worth the risk
         for entry in entries if isinstance(entries, list) else []:
             image = entry.get("image") if isinstance(entry, dict) else entry
             if isinstance(image, str) and image.strip():
@@ -182,7 +295,7 @@ def scan_loaded(loaded: Any, values: dict[str, Any], *, release: str, namespace:
     """Render an open chart and scan every rendered document; add annotation hints."""
     ident = f"{loaded.name}@{loaded.version}"
     result = ScanResult()
-    for template, text in _render(loaded, values, release, namespace=namespace):
+    for template, text in render_loaded(loaded, values, release=release, namespace=namespace):
         scanner = Scanner(f"{ident}:{template}", policy=policy)
         scanner.text(yamldocs.split_helm(text), prefix=via)
         result.extend(scanner.result)

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..refs import parse_image_ref
+from ..safeyaml import YamlRefused
 from . import yamldocs
 from .k3s import unknown_placeholders
 from .localonly import DEFAULT_POLICY, LocalImagePolicy, classify
@@ -126,9 +127,10 @@ class Scanner:
         self.source = source
         self.policy = policy
         self.result = ScanResult()
-        # YAML aliases make one object appear in many places (a "billion laughs" file has
-        # billions of paths to a few objects): each mapping or list is walked once. Holding
-        # the objects keeps their ids from being reused.
+        # each mapping or list of a document is walked once (the loader refuses aliases, so
+        # this only guards against shared objects); holding them keeps their ids unique. Per
+        # document: the loader hands back the same objects for the same text (its cache by
+        # content digest), and a manifest embedded twice is reported at both places.
         self._seen: dict[int, Any] = {}
 
     # -- documents ---------------------------------------------------------------------
@@ -137,15 +139,22 @@ class Scanner:
         """Scan already-split YAML chunks; a chunk that does not parse is ``invalid``."""
         index = 0
         for number, chunk in enumerate(chunks, 1):
+            what = f"{self.source}: {prefix}document {number}"
             try:
-                docs = yamldocs.load_all(chunk)
-            # anything the YAML library raises (bad syntax, 2024-02-30 as a date, nesting
-            # deeper than the interpreter allows) means "not a document we can read"
+                docs = yamldocs.load_all(chunk, what=what)
+            # the loader's refusals (aliases, caps) and anything else it raises (bad syntax,
+            # 2024-02-30 as a date) mean "not a document we can read"
             except Exception as exc:
-                if not strict:
-                    continue
+                refused = isinstance(exc, YamlRefused)
+                if not strict and not refused:
+                    continue  # a string that merely looked like YAML; a refusal is a blind spot
+                why = "refused" if refused else "not valid YAML"
+                text = str(getattr(exc, "message", exc)).removeprefix(f"{what}: ")
+                text = text.removeprefix("not valid YAML: ")
+                hint = getattr(exc, "hint", None)
                 self._add("", f"{prefix}document {number}", INVALID,
-                          detail=f"not valid YAML, scanned as text only: {_one_line(exc)}")
+                          detail=f"{why}, scanned as text only: {_one_line(text)}"
+                          + (f" ({hint})" if hint else ""))
                 for raw in yamldocs.image_lines(chunk):
                     self._emit(raw, f"{prefix}document {number}: image", strict=True,
                                why="found by text search in a document that is not valid YAML")
@@ -159,6 +168,13 @@ class Scanner:
                 index += 1
 
     def document(self, doc: Any, index: int, *, prefix: str = "", depth: int = 0) -> None:
+        outer, self._seen = self._seen, {}
+        try:
+            self._document(doc, index, prefix=prefix, depth=depth)
+        finally:
+            self._seen = outer
+
+    def _document(self, doc: Any, index: int, *, prefix: str, depth: int) -> None:
         label = prefix + object_label(doc, index)
         if isinstance(doc, dict) and isinstance(doc.get("kind"), str):
             kind, api = doc["kind"], str(doc.get("apiVersion", ""))
@@ -374,5 +390,5 @@ def _name_only(raw: str) -> bool:
     return "@" not in raw and ":" not in raw.rsplit("/", 1)[-1]
 
 
-def _one_line(exc: Exception) -> str:
+def _one_line(exc: Exception | str) -> str:
     return " ".join(str(exc).split())[:300]

@@ -8,7 +8,8 @@ Two splitters, each copying the program whose view of the file matters:
   ``(?:^|\\s*\\n)---\\s*`` on the trimmed output, each part trimmed, so ``---# comment``
   ends a document too.
 
-Each part is then loaded on its own, so one broken document cannot hide the others.
+Each part is then loaded on its own, so one broken document cannot hide the others, by the
+one loader for untrusted YAML (:func:`bundler.safeyaml.load_all`).
 """
 
 from __future__ import annotations
@@ -16,30 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import yaml
-
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """Safe loading that tolerates what Kubernetes tolerates.
-
-    PyYAML refuses a bare ``=`` (YAML 1.1's "value" tag) and unknown ``!tags``; Kubernetes
-    (sigs.k8s.io/yaml) reads both as plain data.
-    """
-
-
-def _plain(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:value",
-                        lambda loader, node: loader.construct_scalar(node))
-_Loader.add_multi_constructor("", _plain)
+from .. import safeyaml
+from ..limits import Limits
 
 _HELM_SEP = re.compile(r"(?:^|\s*\n)---\s*")
 _IMAGE_LINE = re.compile(r"""^[ \t-]*image:[ \t]*["']?([^\s"'#]+)""", re.MULTILINE)
@@ -66,9 +45,13 @@ def split_helm(text: str) -> list[str]:
     return [d.strip() for d in _HELM_SEP.split(text.strip()) if d.strip()]
 
 
-def load_all(text: str) -> list[Any]:
-    """Every non-empty YAML document in ``text``; raises ``yaml.YAMLError`` when invalid."""
-    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
+def load_all(text: str, *, what: str = "YAML document", limits: Limits | None = None
+             ) -> list[Any]:
+    """Every non-empty YAML document in ``text``, by :func:`bundler.safeyaml.load_all` (no
+    aliases, depth/node/size caps, parsed once per content digest; unknown ``!tags`` and a
+    bare ``=`` read as plain data, like Kubernetes does). Raises ``UpstreamError`` (a
+    :class:`~bundler.safeyaml.YamlRefused` for a refusal) when it cannot be read."""
+    return safeyaml.load_all(text, what=what, limits=limits or Limits.from_env())
 
 
 def image_lines(text: str) -> list[str]:
