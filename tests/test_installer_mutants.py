@@ -184,3 +184,31 @@ def test_policy_space_and_pick_edges() -> None:
     assert short == [policy.Shortfall("fs", 1 + policy.SPACE_MARGIN_BYTES, 0)]
     files = ["edge-1.0.0-amd64.tar", "edge-1.1.0-amd64.tar"]
     assert policy.pick_bundle(files, "amd64", folder="/usb").version == "1.1.0"
+
+
+def test_trust_small_edges() -> None:
+    """trust.py line 169 (``raise`` -> ``pass``: a signatures value that is not a list),
+    line 158 (``count(k) > 1`` -> ``>= 1`` / ``> 2``: the message names exactly the repeated
+    keyid) and line 94 (the fingerprint is 12 hex digits)."""
+    import hashlib
+
+    from installer import errors, trust
+    with pytest.raises(errors.FormatError, match="manifest signatures must be a list"):
+        trust.parse_signatures_doc(b'{"signatures":5}')
+    with pytest.raises(errors.FormatError, match=r"role x lists keyid a more than once$"):
+        trust._parse_role({"keyids": ["a", "b", "a"], "threshold": 1}, "role x")
+    root = trust.Root(version=1, expires=0, keys={}, roles={}, signed={}, signatures=(),
+                      signed_bytes=b"{}")
+    assert trust.root_fingerprint(root) == hashlib.sha256(b"{}").hexdigest()[:12]
+
+
+def test_trust_threshold_message_counts_signatures_by_role_keyids() -> None:
+    """trust.py line 246 (``s.keyid in wanted.keyids`` -> ``not in``): the refusal counts the
+    given signatures whose keyid is in the role (2 of 3 here)."""
+    from installer import errors, trust
+    root = trust.Root(version=1, expires=0, keys={},
+                      roles={"targets": trust.Role(("k1", "k2"), 2)}, signed={},
+                      signatures=(), signed_bytes=b"{}")
+    sigs = [trust.Signature("k1", b""), trust.Signature("k2", b""), trust.Signature("zz", b"")]
+    with pytest.raises(errors.SignatureError, match=r"3 signature\(s\) given, 2 by keyids"):
+        trust.verify_threshold(root, "targets", b"x", sigs)
