@@ -109,3 +109,106 @@ def test_old_image_archives_stay_until_the_commit(host: Dict[str, Any], keydir: 
     assert (root / old_app).is_file()
     assert not (root / old_chart).exists()
     assert (root / APP11).is_file()
+
+
+def test_install_sh_output_goes_to_stderr_so_json_stays_clean(host: Dict[str, Any],
+                                                              keydir: KeyDir) -> None:
+    """txn.py line 79 (``output is not None`` -> ``is None``): install.sh's own output goes to
+    stderr, so ``--json`` leaves exactly one JSON object on stdout (the stand-in writes its
+    record to its stdout here)."""
+    r = cli("install", write_spec(_SPEC11, keydir, host["tmp"]), "--root", host["root"],
+            "--skip-start", "--json", env={"AIRGAP_TEST_RECORD": "/dev/stdout"})
+    assert r.returncode == 0, r.stderr
+    assert "--- " in r.stderr and "INSTALL_K3S_EXEC=server" in r.stderr
+    assert json.loads(r.stdout)["current"]["version"] == "1.1.0"
+
+
+def test_failed_upgrade_runs_the_old_install_sh_again(host: Dict[str, Any],
+                                                      keydir: KeyDir) -> None:
+    """txn.py line 140 (``old is not None`` -> ``is None``): when the new install.sh fails,
+    the files are put back AND the old release's install.sh is run again, so its service
+    settings are the old ones (here the stand-in records both runs)."""
+    record = host["tmp"] / "record"
+    r = cli("install", write_spec(_SPEC11, keydir, host["tmp"]), "--root", host["root"],
+            "--skip-start", env={"AIRGAP_TEST_SCRIPT_FAIL": "1", "AIRGAP_TEST_RECORD": str(record)})
+    assert r.returncode == 6, r.stderr
+    assert "running install.sh of edge 1.0.0 again" in r.stderr
+    runs = [line for line in record.read_text().splitlines() if line.startswith("--- ")]
+    assert runs == ["--- edge 1.1.0", "--- edge 1.0.0"]
+
+
+def test_failed_first_install_sh_is_a_clear_error(tmp_path: Path, keydir: KeyDir) -> None:
+    """txn.py line 140 the other way: with no installed release nothing is re-run, and the
+    failure is exit 6 without a traceback, nothing installed."""
+    root = tmp_path / "root"
+    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
+    r = cli("install", write_spec(default_spec("1.0.0"), keydir, tmp_path), "--root", root,
+            "--skip-start", "--server", env={"AIRGAP_TEST_SCRIPT_FAIL": "1"})
+    assert r.returncode == 6, r.stderr
+    assert "Traceback" not in r.stderr and "again" not in r.stderr
+    assert json.loads(cli("status", "--root", root, "--json").stdout)["installed"] is None
+
+
+def test_recovery_of_a_committed_change_only_cleans_up(host: Dict[str, Any],
+                                                       keydir: KeyDir) -> None:
+    """txn.py line 242 (``is not None`` -> ``is None``; ``==`` -> ``!=``): killed after the
+    state commit, recovery sees the change committed and only cleans up: install.sh is not
+    run a second time."""
+    record = host["tmp"] / "record"
+    r = cli("install", write_spec(_SPEC11, keydir, host["tmp"]), "--root", host["root"],
+            "--skip-start", env={"AIRGAP_INSTALL_FAILPOINT": "after-state:kill",
+                                 "AIRGAP_TEST_RECORD": str(record)})
+    assert r.returncode == -9, r.stderr
+    r = cli("recover", "--root", host["root"], env={"AIRGAP_TEST_RECORD": str(record)})
+    assert r.returncode == 0, r.stderr
+    assert "cleaned up after the committed install of edge 1.1.0" in r.stdout + r.stderr
+    runs = [line for line in record.read_text().splitlines() if line.startswith("--- ")]
+    assert runs == ["--- edge 1.1.0"]
+
+
+def test_policy_bad_versions_are_format_errors() -> None:
+    """policy.py lines 44 and 101 (``raise`` -> ``pass``): text that is not a version is a
+    FormatError naming it, not an AttributeError."""
+    from installer import errors, policy
+    with pytest.raises(errors.FormatError, match="'one.two' is not a dotted version"):
+        policy.parse_version("one.two")
+    with pytest.raises(errors.FormatError, match="'1.34' is not like v1.34.3"):
+        policy.parse_k3s_version("1.34")
+
+
+def test_policy_space_and_pick_edges() -> None:
+    """policy.py line 221 (``need <= 0`` -> ``<= 1``), 225 (``free.get(fs, 0)`` -> ``1``) and
+    293 (``mine[1:]`` -> ``mine[2:]``)."""
+    from installer import policy
+    short = policy.space_shortfalls({"fs": 1}, {}, {})
+    assert short == [policy.Shortfall("fs", 1 + policy.SPACE_MARGIN_BYTES, 0)]
+    files = ["edge-1.0.0-amd64.tar", "edge-1.1.0-amd64.tar"]
+    assert policy.pick_bundle(files, "amd64", folder="/usb").version == "1.1.0"
+
+
+def test_trust_small_edges() -> None:
+    """trust.py line 169 (``raise`` -> ``pass``: a signatures value that is not a list),
+    line 158 (``count(k) > 1`` -> ``>= 1`` / ``> 2``: the message names exactly the repeated
+    keyid) and line 94 (the fingerprint is 12 hex digits)."""
+    import hashlib
+
+    from installer import errors, trust
+    with pytest.raises(errors.FormatError, match="manifest signatures must be a list"):
+        trust.parse_signatures_doc(b'{"signatures":5}')
+    with pytest.raises(errors.FormatError, match=r"role x lists keyid a more than once$"):
+        trust._parse_role({"keyids": ["a", "b", "a"], "threshold": 1}, "role x")
+    root = trust.Root(version=1, expires=0, keys={}, roles={}, signed={}, signatures=(),
+                      signed_bytes=b"{}")
+    assert trust.root_fingerprint(root) == hashlib.sha256(b"{}").hexdigest()[:12]
+
+
+def test_trust_threshold_message_counts_signatures_by_role_keyids() -> None:
+    """trust.py line 246 (``s.keyid in wanted.keyids`` -> ``not in``): the refusal counts the
+    given signatures whose keyid is in the role (2 of 3 here)."""
+    from installer import errors, trust
+    root = trust.Root(version=1, expires=0, keys={},
+                      roles={"targets": trust.Role(("k1", "k2"), 2)}, signed={},
+                      signatures=(), signed_bytes=b"{}")
+    sigs = [trust.Signature("k1", b""), trust.Signature("k2", b""), trust.Signature("zz", b"")]
+    with pytest.raises(errors.SignatureError, match=r"3 signature\(s\) given, 2 by keyids"):
+        trust.verify_threshold(root, "targets", b"x", sigs)

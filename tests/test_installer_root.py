@@ -10,6 +10,7 @@ anchor and no promoted release behind).
 
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict
@@ -317,9 +318,21 @@ def test_anchor_moves_only_with_the_commit_across_kill9(rotated: Dict[str, Any],
     assert r.returncode == -9, r.stderr
     if point != "after-anchor":
         assert _anchor(root) == rotated["v1"], "anchor moved before the state was committed"
-    assert cli("recover", "--root", root).returncode == 0
+    r = cli("recover", "--root", root)
+    assert r.returncode == 0, r.stderr
+    # txn.py line 188 (``>=`` -> ``>``): an anchor pinned already is not re-read as a chain
+    assert "not advanced" not in r.stderr
     assert _anchor(root) == rotated[anchor]
     assert not (root / AIRGAP / "journal.json").exists()
+
+
+def test_advanced_anchor_is_world_readable_0644(rotated: Dict[str, Any]) -> None:
+    """txn.py line 169 (``mode=0o644`` -> ``0o645``): the advanced anchor is written 0644,
+    like the one ``trust`` pins."""
+    root = rotated["root"]
+    assert _install(root, rotated["bundle"], "--server").returncode == 0
+    assert _anchor(root) == rotated["v2"]
+    assert stat.S_IMODE((root / "etc/rancher/airgap/root.json").stat().st_mode) == 0o644
 
 
 def test_anchor_not_advanced_from_a_damaged_kept_root_and_recovery_converges(
