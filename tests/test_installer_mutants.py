@@ -211,4 +211,4 @@ def test_trust_threshold_message_counts_signatures_by_role_keyids() -> None:
                       signatures=(), signed_bytes=b"{}")
     sigs = [trust.Signature("k1", b""), trust.Signature("k2", b""), trust.Signature("zz", b"")]
     with pytest.raises(errors.SignatureError, match=r"3 signature\(s\) given, 2 by keyids"):
-        trust.verify_threshold(root, "targets", b"x", sigs)
+        trust.verify_threshold(root, "targets", b"x", signatures=sigs)
