@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -43,21 +46,43 @@ def bundle_proc(*args: str, cwd: Path, env: dict[str, str] | None = None,
     return Result(p.returncode, p.stdout, p.stderr)
 
 
-def bundle_proc_rss(*args: str, cwd: Path, env: dict[str, str] | None = None,
-                    timeout: float = 300) -> tuple[Result, float]:
-    """:func:`bundle_proc`, plus the process's peak RSS in MiB (``ru_maxrss`` from wait4)."""
-    full_env = {**os.environ, **(env or {})}
+@dataclass(frozen=True)
+class Outcome:
+    """A child's exit code, output, wall time and peak RSS (MiB)."""
+
+    code: int
+    out: str
+    err: str
+    seconds: float
+    rss_mb: float
+
+
+def bundle_child(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300,
+                 limits: Callable[[], None] | None = None) -> Outcome:
+    """``python3 -m bundler ARGS`` as a child in its own session, ``limits`` (setrlimit calls)
+    applied in it before exec; killed with its process group after ``timeout``. The peak RSS
+    is wait4's ``ru_maxrss``: the largest of the child and the children it waited for (such
+    as the chart render child)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([sys.executable, "-m", "bundler", *args], cwd=cwd, env=full_env,
-                             stdout=out, stderr=err)
-        killer = threading.Timer(timeout, p.kill)
+        start = time.monotonic()
+        p = subprocess.Popen([sys.executable, "-m", "bundler", *args], cwd=cwd, env=env,
+                             stdout=out, stderr=err, preexec_fn=limits,
+                             start_new_session=True)
+        killer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
         killer.start()
         try:
             _, status, usage = os.wait4(p.pid, 0)
         finally:
             killer.cancel()
-        p.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - start
         out.seek(0)
         err.seek(0)
-        return (Result(p.returncode, out.read().decode(errors="replace"),
-                       err.read().decode(errors="replace")), usage.ru_maxrss / 1024)
+        return Outcome(os.waitstatus_to_exitcode(status), out.read().decode(errors="replace"),
+                       err.read().decode(errors="replace"), seconds, usage.ru_maxrss / 1024)
+
+
+def bundle_proc_rss(*args: str, cwd: Path, env: dict[str, str] | None = None,
+                    timeout: float = 300) -> tuple[Result, float]:
+    """:func:`bundle_proc`, plus the peak RSS in MiB (see :func:`bundle_child`)."""
+    o = bundle_child(list(args), cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+    return Result(o.code, o.out, o.err), o.rss_mb

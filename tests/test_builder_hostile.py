@@ -12,11 +12,7 @@ import io
 import json
 import os
 import resource
-import subprocess
-import sys
 import tarfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +29,7 @@ from bundler.limits import Limits
 from bundler.oci import credentials_allowed
 from bundler.spec import load_spec
 from bundler.transport import RetryPolicy, Transport
+from tests.cli_helpers import Outcome, bundle_child
 from tests.world.hostile import (
     CHART_NAME,
     CHART_VERSION,
@@ -71,15 +68,6 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileUpstre
 
 # ---------------------------------------------------------------- the child process
 
-@dataclass
-class Outcome:
-    code: int
-    out: str
-    err: str
-    seconds: float
-    rss_mb: float
-
-
 def _limits() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024 * 1024, 64 * 1024 * 1024))
     resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
@@ -88,21 +76,7 @@ def _limits() -> None:
 def run_bundle(args: list[str], *, cwd: Path, env: dict[str, str],
                timeout: float = 60) -> Outcome:
     """``python3 -m bundler ARGS`` with a file-size and CPU limit; peak RSS from wait4."""
-    out_f, err_f = cwd.parent / "stdout", cwd.parent / "stderr"
-    start = time.monotonic()
-    with open(out_f, "wb") as o, open(err_f, "wb") as e:
-        p = subprocess.Popen([sys.executable, "-m", "bundler", *args], cwd=cwd, env=env,
-                             stdout=o, stderr=e, preexec_fn=_limits)
-    killer = threading.Timer(timeout, p.kill)
-    killer.start()
-    try:
-        _, status, usage = os.wait4(p.pid, 0)
-    finally:
-        killer.cancel()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return Outcome(p.returncode, out_f.read_text(errors="replace"),
-                   err_f.read_text(errors="replace"), time.monotonic() - start,
-                   usage.ru_maxrss / 1024)
+    return bundle_child(args, cwd=cwd, env=env, timeout=timeout, limits=_limits)
 
 
 def child_env(tmp: Path, extra: dict[str, str]) -> dict[str, str]:

@@ -19,16 +19,13 @@ import itertools
 import json
 import os
 import resource
-import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.cli_helpers import Outcome, bundle_child
 from tests.world.oci import LayerFile, targz_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,15 +88,6 @@ def huge_render() -> str:
     return helmchart("huge", chart("huge", 'x: {{ repeat 1500000000 "x" }}\n'))
 
 
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-    seconds: float
-    rss_mb: float
-
-
 def _limits() -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (MEMORY, MEMORY))
     resource.setrlimit(resource.RLIMIT_CPU, (120, 120))
@@ -111,25 +99,9 @@ def run_images(folder: Path, *, timeout: float) -> Outcome:
            "TMPDIR": str(folder / "tmp"), "XDG_CACHE_HOME": str(folder / "xdg"),
            "PYTHONPATH": str(ROOT)}
     (folder / "tmp").mkdir()
-    start = time.monotonic()
-    with open(folder / "stdout", "wb") as o, open(folder / "stderr", "wb") as e:
-        p = subprocess.Popen([sys.executable, "-m", "bundler", "--spec",
-                              str(folder / "proj" / "bundles.toml"), "-q", "images",
-                              "--cache", str(folder / "cache")],
-                             cwd=folder, env=env, stdout=o, stderr=e, preexec_fn=_limits,
-                             start_new_session=True)
-    killer = threading.Timer(timeout, lambda: os.killpg(p.pid, 9))
-    killer.start()
-    try:
-        # wait4's usage of the child covers the render children it waited for
-        _, status, usage = os.wait4(p.pid, 0)
-    finally:
-        killer.cancel()
-    seconds = time.monotonic() - start
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return Outcome(p.returncode, (folder / "stdout").read_text(errors="replace"),
-                   (folder / "stderr").read_text(errors="replace"), seconds,
-                   usage.ru_maxrss / 1024)
+    return bundle_child(["--spec", str(folder / "proj" / "bundles.toml"), "-q", "images",
+                         "--cache", str(folder / "cache")], cwd=folder, env=env,
+                        timeout=timeout, limits=_limits)
 
 
 def spec_folder(root: Path, manifest: str) -> Path:
