@@ -310,6 +310,21 @@ def advance_root(trusted_bytes: bytes, chain: Sequence[bytes], now: int) -> Root
     return current
 
 
+def parse_envelope(data: bytes, kind: str, *,
+                   what: str) -> Tuple[Dict[str, Any], Tuple[Signature, ...]]:
+    """A metadata envelope ``{"signed": {"_type": kind, ...}, "signatures": [...]}``, parsed
+    strictly (bounded JSON, exactly those two keys, no repeated keyid); no signature check."""
+    doc = canonjson.loads_strict(data, what=what)
+    if not isinstance(doc, dict) or set(doc) != {"signed", "signatures"}:
+        raise FormatError(f"{what} must be an object holding exactly signed and signatures")
+    signed = _get(doc, "signed", dict, what=what)
+    sigs = parse_signatures(doc["signatures"], what + " signatures", allow_repeats=False)
+    if signed.get("_type") != kind:
+        raise FormatError(f"{what} signed: _type must be {kind!r}, found "
+                          f"{signed.get('_type')!r}")
+    return signed, sigs
+
+
 def parse_signatures_doc(data: bytes) -> Tuple[Signature, ...]:
     """The canonical ``{"signatures": [{"keyid": .., "sig": hex}, ..]}`` next to a manifest."""
     doc = canonjson.loads_canonical(data, what="manifest signatures")

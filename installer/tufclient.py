@@ -115,14 +115,8 @@ class Refreshed:
 
 def parse_meta(data: bytes, kind: str, *, what: str) -> Meta:
     """Parse a TUF metadata envelope strictly (``trust``'s rules); no signature check."""
-    doc = canonjson.loads_strict(data, what=what)
-    if not isinstance(doc, dict) or set(doc) != {"signed", "signatures"}:
-        raise FormatError(f"{what} must be an object holding exactly signed and signatures")
-    signed = trust._get(doc, "signed", dict, what=what)
-    sigs = trust.parse_signatures(doc["signatures"], what + " signatures", allow_repeats=False)
+    signed, sigs = trust.parse_envelope(data, kind, what=what)
     where = what + " signed"
-    if signed.get("_type") != kind:
-        raise FormatError(f"{where}: _type must be {kind!r}, found {signed.get('_type')!r}")
     spec = trust._get(signed, "spec_version", str, what=where)
     if not trust._SPEC_RE.fullmatch(spec) or spec.split(".")[0] != "1":
         raise FormatError(f"{where}: unsupported spec_version {spec!r} (1.x expected)")

@@ -60,14 +60,8 @@ class Override:
 def parse(data: bytes, root: trust.Root, *, what: str = FILE) -> Override:
     """Parse ``override.json`` strictly and check the root threshold signed it; raises
     ``FormatError`` or ``SignatureError``. Its own expiry is the caller's (``usable``)."""
-    doc = canonjson.loads_strict(data, what=what)
-    if not isinstance(doc, dict) or set(doc) != {"signed", "signatures"}:
-        raise FormatError(f"{what} must be an object holding exactly signed and signatures")
-    signed = trust._get(doc, "signed", dict, what=what)
-    sigs = trust.parse_signatures(doc["signatures"], what + " signatures", allow_repeats=False)
+    signed, sigs = trust.parse_envelope(data, TYPE, what=what)
     where = what + " signed"
-    if signed.get("_type") != TYPE:
-        raise FormatError(f"{where}: _type must be {TYPE!r}, found {signed.get('_type')!r}")
     version = trust._get(signed, "version", int, what=where)
     issued = trust._get(signed, ISSUED, int, what=where)
     expires = trust.parse_expires(trust._get(signed, "expires", str, what=where),
