@@ -212,3 +212,69 @@ def test_trust_threshold_message_counts_signatures_by_role_keyids() -> None:
     sigs = [trust.Signature("k1", b""), trust.Signature("k2", b""), trust.Signature("zz", b"")]
     with pytest.raises(errors.SignatureError, match=r"3 signature\(s\) given, 2 by keyids"):
         trust.verify_threshold(root, "targets", b"x", sigs)
+
+
+def test_verify_missing_anchor_names_the_root_flag(tmp_path: Path) -> None:
+    """verify.py line 52 (``raise`` -> ``pass``) and line 55 (``layout.root == "/"`` ->
+    ``!=``, ``" --root " + root`` -> ``-``): no anchor is a ConfigError (exit 2) whose hint gives
+    the ``trust`` command with this host's ``--root``."""
+    from installer import errors, verify
+    from installer.layout import Layout
+    with pytest.raises(errors.ConfigError, match="no trust anchor is pinned at") as e:
+        verify.read_anchor(Layout(root=str(tmp_path)))
+    assert e.value.hint is not None
+    assert f"airgap-install trust ROOT_JSON --root {tmp_path}` once" in e.value.hint
+
+
+def test_verify_reads_an_anchor_of_the_maximum_size_whole(tmp_path: Path) -> None:
+    """verify.py line 50 (``MAX_HEADER_MEMBER + 1`` -> ``- 1``): a pinned anchor as large as
+    the bundle's metadata limit is read whole, not cut."""
+    from installer import bundlefmt, verify
+    from installer.layout import Layout
+    layout = Layout(root=str(tmp_path))
+    Path(layout.trust_anchor).parent.mkdir(parents=True)
+    data = b"{" + b" " * (bundlefmt.MAX_HEADER_MEMBER - 2) + b"}"
+    Path(layout.trust_anchor).write_bytes(data)
+    assert verify.read_anchor(layout) == data
+
+
+def test_verify_root_ids_wording(keydir: KeyDir) -> None:
+    """verify.py line 79 (``!=`` -> ``==``: root versions only in ``bundle verify``'s wording),
+    line 86 (``root is None`` -> ``is not None``: an empty chain is "none", no traceback) and
+    line 92 (``and`` -> ``or``, ``not chain`` -> ``chain``: "ships no root chain" only for an
+    empty chain in ``bundle verify``'s wording)."""
+    from installer import trust, verify
+    anchor = keydir.root_json.read_bytes()
+    chain = keydir.chain()
+    fp = trust.root_fingerprint(trust.parse_root(anchor))
+    assert verify.root_ids(anchor, chain) == f"signed for root {fp}, this host trusts {fp}"
+    assert verify.root_ids(anchor, []) == f"signed for root none, this host trusts {fp}"
+    label = "this trusted root is"
+    assert verify.root_ids(anchor, chain, label) == \
+        f"signed for root {fp} (v1), this trusted root is {fp} (v1)"
+    assert verify.root_ids(anchor, [], label) == \
+        f"the bundle ships no root chain, it is unsigned; this trusted root is {fp} (v1)"
+
+
+def test_verify_open_regular_refuses_a_file_turned_fifo_after_stat(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify.py line 178 (``raise`` -> ``pass``) and 184 (re-``raise`` -> ``pass``): a
+    regular file replaced by a FIFO between the ``stat`` and the ``open`` is refused (the
+    swap really happens on disk, right after the real ``stat``), not read or hung on."""
+    import os
+
+    from installer import errors, verify
+    path = tmp_path / "b.tar"
+    path.write_bytes(b"x")
+    real_stat = os.stat
+
+    def stat_then_swap(p: Any, *a: Any, **kw: Any) -> os.stat_result:
+        st = real_stat(p, *a, **kw)
+        if str(p) == str(path) and not a and not kw:
+            path.unlink()
+            os.mkfifo(path)
+        return st
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    with pytest.raises(errors.ConfigError, match="changed into a FIFO while being opened"):
+        verify.open_regular(str(path), what="bundle")
