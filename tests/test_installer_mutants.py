@@ -278,3 +278,102 @@ def test_verify_open_regular_refuses_a_file_turned_fifo_after_stat(
     monkeypatch.setattr(os, "stat", stat_then_swap)
     with pytest.raises(errors.ConfigError, match="changed into a FIFO while being opened"):
         verify.open_regular(str(path), what="bundle")
+
+
+def _delta_world() -> Any:
+    import hashlib
+
+    from bundles import _members, manifest_for
+
+    from installer import bundlefmt
+    spec = default_spec("2.0.0")
+    manifest = manifest_for(spec, [m for m, _ in _members(spec)])
+    mbytes = manifest.to_bytes()
+    image = manifest.member("images/app-2.0.0.tar")
+    good = bundlefmt.Delta(
+        base_digest="b" * 64, base_name="edge-1.0.0-amd64.tar", base_version="1.0.0",
+        target_digest=hashlib.sha256(mbytes).hexdigest(),
+        carried=("k3s/k3s", "images/app-2.0.0.tar"),
+        patches=(("images/app-2.0.0.tar", (("lit", 100), ("ref", "images/old.tar", 0,
+                                                          image.size - 100, "c" * 64))),))
+    return manifest, mbytes, good
+
+
+def _delta_doc(edit: Any) -> Any:
+    def apply(doc: Dict[str, Any]) -> Dict[str, Any]:
+        edit(doc)
+        return doc
+    return apply
+
+
+_DELTA_CASES = [
+    ("not an object", lambda d: [d], r"delta.json is not a JSON object"),
+    ("format", _delta_doc(lambda d: d.update(format="k3s-airgap-delta/v2")),
+     r"delta format 'k3s-airgap-delta/v2' is not supported"),
+    ("carried types", _delta_doc(lambda d: d.update(carried=["k3s/k3s", 5])),
+     r"carried must list member paths"),
+    ("patch values", _delta_doc(lambda d: d.update(patches={"k3s/k3s": 5})),
+     r"patches must map paths to segment lists"),
+    ("other target", _delta_doc(lambda d: d.update(target="d" * 64)),
+     r"describes manifest dddddddddddddddd, but the delta carries another manifest"),
+    ("base is target", _delta_doc(lambda d: d["base"].update(digest=d["target"])),
+     r"the base is the target itself"),
+    ("order", _delta_doc(lambda d: d.update(carried=list(reversed(d["carried"])))),
+     r"carried members must be unique and in manifest order"),
+    ("twice", _delta_doc(lambda d: d.update(carried=["k3s/k3s", "k3s/k3s",
+                                                     "images/app-2.0.0.tar"])),
+     r"carried members must be unique and in manifest order"),
+    ("negative lit", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"].insert(
+        0, ["lit", -1])), r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("bool lit", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"].insert(
+        0, ["lit", True])), r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("short", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"].pop(0)),
+     r"the segments of 'images/app-2.0.0.tar' make 8400 bytes, the manifest says 8500"),
+    ("unknown field", _delta_doc(lambda d: d.update(note="x")),
+     r"delta.json holds fields this installer does not know"),
+]
+
+
+@pytest.mark.parametrize("case,edit,message", _DELTA_CASES, ids=[c[0] for c in _DELTA_CASES])
+def test_bundlefmt_delta_descriptor_rules(case: str, edit: Any, message: str) -> None:
+    """bundlefmt.py lines 321 (``total = 0`` -> ``1``), 333/334, 339 (``and`` -> ``or``),
+    348/349, 352/353, 361/362, 373/374, 376/377, 381/382, 384/385 and 393/394 (each check's comparison
+    flipped or its ``raise`` -> ``pass``): the good descriptor reads back as itself, and each
+    broken one is a FormatError naming delta.json's fault (in-process; the delta CLI tests
+    build real deltas but never these)."""
+    from installer import bundlefmt, canonjson
+    from installer.errors import FormatError
+    manifest, mbytes, good = _delta_world()
+    assert bundlefmt.parse_delta(good.to_bytes(), manifest, mbytes) == good
+    data = canonjson.encode(edit(json.loads(good.to_bytes())))
+    with pytest.raises(FormatError, match=message):
+        bundlefmt.parse_delta(data, manifest, mbytes)
+
+
+def test_bundlefmt_images_member_must_be_an_image_archive() -> None:
+    """bundlefmt.py line 180 (``raise`` -> ``pass``): a member of kind images under
+    ``images/`` whose name K3s would not import (a ``.txt`` pre-pull list) is refused."""
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    with pytest.raises(FormatError, match=r"'images/pull\.txt' of kind images is not an image "
+                                          r"archive \(expected \.tar, \.tar\.zst"):
+        bundlefmt.check_member_path("images/pull.txt", "images")
+    bundlefmt.check_member_path("images/app.tar.zst", "images")
+
+
+def test_bundlefmt_writer_refuses_a_manifest_that_does_not_round_trip() -> None:
+    """bundlefmt.py line 421/422 (``!=`` -> ``==``, ``raise`` -> ``pass``): a manifest whose
+    bytes read back as another manifest (roles given as a list, read back as a tuple) is not
+    written; a good one is."""
+    from dataclasses import replace
+
+    from bundles import _members, manifest_for
+
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    spec = default_spec("2.0.0")
+    manifest = manifest_for(spec, [m for m, _ in _members(spec)])
+    assert bundlefmt.check_for_write(manifest) == manifest.to_bytes()
+    odd = replace(manifest, roles=list(manifest.roles))
+    with pytest.raises(FormatError, match="does not survive its own encoding"):
+        bundlefmt.check_for_write(odd)
