@@ -337,10 +337,10 @@ _DELTA_CASES = [
 @pytest.mark.parametrize("case,edit,message", _DELTA_CASES, ids=[c[0] for c in _DELTA_CASES])
 def test_bundlefmt_delta_descriptor_rules(case: str, edit: Any, message: str) -> None:
     """bundlefmt.py lines 321 (``total = 0`` -> ``1``), 333/334, 339 (``and`` -> ``or``),
-    348/349, 352/353, 361/362, 373/374, 376/377, 381/382, 384/385 and 393/394 (each check's comparison
-    flipped or its ``raise`` -> ``pass``): the good descriptor reads back as itself, and each
-    broken one is a FormatError naming delta.json's fault (in-process; the delta CLI tests
-    build real deltas but never these)."""
+    348/349, 352/353, 361/362, 373/374, 376/377, 381/382, 384/385 and 393/394 (each check's
+    comparison flipped or its ``raise`` -> ``pass``): the good descriptor reads back as
+    itself, and each broken one is a FormatError naming delta.json's fault (in-process; the
+    delta CLI tests build real deltas but never these)."""
     from installer import bundlefmt, canonjson
     from installer.errors import FormatError
     manifest, mbytes, good = _delta_world()
@@ -377,3 +377,45 @@ def test_bundlefmt_writer_refuses_a_manifest_that_does_not_round_trip() -> None:
     odd = replace(manifest, roles=list(manifest.roles))
     with pytest.raises(FormatError, match="does not survive its own encoding"):
         bundlefmt.check_for_write(odd)
+
+
+def _envelope_tar(smalls: Any) -> Any:
+    import io
+    import tarfile
+
+    from bundles import _members, manifest_for
+    spec = default_spec("2.0.0")
+    manifest = manifest_for(spec, [m for m, _ in _members(spec)])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [("manifest.json", manifest.to_bytes())] + list(smalls):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def test_bundlefmt_envelope_limits() -> None:
+    """bundlefmt.py line 45 (``MAX_HEADER_MEMBER`` 4 MiB -> 5 MiB / 4100 KiB), 46
+    (``MAX_HEADER_TOTAL`` 8 MiB -> 9 MiB / 8200 KiB) and 47 (``MAX_ROOTS`` 256 -> 257): the
+    envelope's limits are exactly the documented ones, checked before the bytes are read."""
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    limit = bundlefmt.MAX_HEADER_MEMBER
+    assert (limit, bundlefmt.MAX_HEADER_TOTAL, bundlefmt.MAX_ROOTS) == (4 << 20, 8 << 20, 256)
+
+    def header(smalls: Any) -> Any:
+        return bundlefmt.BundleReader(_envelope_tar(smalls), what="b.tar").header()
+
+    with pytest.raises(FormatError, match=r"'roots/1.root.json' is 4194305 bytes, over the "
+                                          r"4194304 limit"):
+        header([("signatures.json", b"{}"), ("roots/1.root.json", b" " * (limit + 1))])
+    assert len(header([("signatures.json", b"{}"), ("roots/1.root.json", b" " * limit)])
+               .roots[0]) == limit
+    with pytest.raises(FormatError, match=r"exceed 8388608 bytes together"):
+        header([("signatures.json", b" " * limit), ("roots/1.root.json", b" " * limit)])
+    chain = [(f"roots/{n}.root.json", b"{}") for n in range(1, 258)]
+    assert len(header([("signatures.json", b"{}")] + chain[:256]).roots) == 256
+    with pytest.raises(FormatError, match=r"the root chain holds more than 256 roots"):
+        header([("signatures.json", b"{}")] + chain)
