@@ -331,6 +331,18 @@ _DELTA_CASES = [
      r"the segments of 'images/app-2.0.0.tar' make 8400 bytes, the manifest says 8500"),
     ("unknown field", _delta_doc(lambda d: d.update(note="x")),
      r"delta.json holds fields this installer does not know"),
+    ("bad base digest", _delta_doc(lambda d: d["base"].update(digest="xyz")),
+     r"'xyz' is not a manifest sha256"),
+    ("unlisted", _delta_doc(lambda d: d["carried"].append("manifests/nope.yaml")),
+     r"carries 'manifests/nope.yaml', which the manifest does not list"),
+    ("patch not carried", _delta_doc(lambda d: d["patches"].update({"k3s/install.sh": []})),
+     r"patches 'k3s/install.sh', which it does not carry"),
+    ("segment kind", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"].insert(
+        0, ["cp", 0])), r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("short ref", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"][1].pop()),
+     r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("ref path", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"][1].__setitem__(
+        1, "images/x.txt")), r"'images/x.txt' of kind images is not an image archive"),
 ]
 
 
@@ -345,6 +357,10 @@ def test_bundlefmt_delta_descriptor_rules(case: str, edit: Any, message: str) ->
     from installer.errors import FormatError
     manifest, mbytes, good = _delta_world()
     assert bundlefmt.parse_delta(good.to_bytes(), manifest, mbytes) == good
+    image = manifest.member("images/app-2.0.0.tar")
+    assert bundlefmt.delta_payload(manifest, good) == [
+        manifest.member("k3s/k3s"),
+        bundlefmt.Member(image.path, 100, "", image.mode, image.kind)]
     data = canonjson.encode(edit(json.loads(good.to_bytes())))
     with pytest.raises(FormatError, match=message):
         bundlefmt.parse_delta(data, manifest, mbytes)
@@ -398,7 +414,8 @@ def _envelope_tar(smalls: Any) -> Any:
 
 def test_bundlefmt_envelope_limits() -> None:
     """bundlefmt.py line 45 (``MAX_HEADER_MEMBER`` 4 MiB -> 5 MiB / 4100 KiB), 46
-    (``MAX_HEADER_TOTAL`` 8 MiB -> 9 MiB / 8200 KiB) and 47 (``MAX_ROOTS`` 256 -> 257): the
+    (``MAX_HEADER_TOTAL`` 8 MiB -> 9 MiB / 8200 KiB), 47 (``MAX_ROOTS`` 256 -> 257) and 553
+    (the metadata count starting at 1, not 0): the
     envelope's limits are exactly the documented ones, checked before the bytes are read."""
     from installer import bundlefmt
     from installer.errors import FormatError
@@ -415,7 +432,34 @@ def test_bundlefmt_envelope_limits() -> None:
                .roots[0]) == limit
     with pytest.raises(FormatError, match=r"exceed 8388608 bytes together"):
         header([("signatures.json", b" " * limit), ("roots/1.root.json", b" " * limit)])
+    manifest_bytes = bundlefmt.BundleReader(_envelope_tar([("signatures.json", b"")])) \
+        .header().manifest_bytes
+    rest = bundlefmt.MAX_HEADER_TOTAL - limit - len(manifest_bytes)
+    full = header([("signatures.json", b" " * limit), ("roots/1.root.json", b" " * rest)])
+    assert len(full.roots[0]) == rest  # exactly MAX_HEADER_TOTAL together is allowed
     chain = [(f"roots/{n}.root.json", b"{}") for n in range(1, 258)]
     assert len(header([("signatures.json", b"{}")] + chain[:256]).roots) == 256
     with pytest.raises(FormatError, match=r"the root chain holds more than 256 roots"):
         header([("signatures.json", b"{}")] + chain)
+
+
+def test_bundlefmt_writer_refuses_a_member_shorter_than_its_size() -> None:
+    """bundlefmt.py line 504 (``raise`` -> ``pass``): a member whose chunks end before its
+    manifest size is refused ("37 bytes, the manifest says 38") before its padding or any
+    later member is produced."""
+    from bundles import _members, manifest_for
+
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    spec = default_spec("2.0.0")
+    pairs = _members(spec)
+    manifest = manifest_for(spec, [m for m, _ in pairs])
+    data = {m.path: d for m, d in pairs}
+    out = []
+    chunks = bundlefmt.iter_bundle(
+        manifest=manifest, signatures=bundlefmt.unsigned_signatures(), roots=[],
+        member_chunks=lambda m: [data[m.path][:-1] if m.path == "k3s/k3s" else data[m.path]])
+    with pytest.raises(FormatError, match=r"'k3s/k3s': 37 bytes, the manifest says 38"):
+        for chunk in chunks:
+            out.append(chunk)
+    assert out[-1] == data["k3s/k3s"][:-1]
