@@ -341,6 +341,9 @@ _DELTA_CASES = [
         0, ["cp", 0])), r"a segment of 'images/app-2.0.0.tar' is malformed"),
     ("short ref", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"][1].pop()),
      r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("negative offset", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"][1]
+                                   .__setitem__(2, -1)),
+     r"a segment of 'images/app-2.0.0.tar' is malformed"),
     ("ref path", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"][1].__setitem__(
         1, "images/x.txt")), r"'images/x.txt' of kind images is not an image archive"),
 ]
@@ -463,3 +466,54 @@ def test_bundlefmt_writer_refuses_a_member_shorter_than_its_size() -> None:
         for chunk in chunks:
             out.append(chunk)
     assert out[-1] == data["k3s/k3s"][:-1]
+
+
+def test_bundlefmt_writer_stops_at_a_member_longer_than_its_size() -> None:
+    """bundlefmt.py line 501 (``raise`` -> ``pass``): a member whose chunks run past its
+    manifest size is refused at the first extra chunk, which is never produced."""
+    from bundles import _members, manifest_for
+
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    spec = default_spec("2.0.0")
+    pairs = _members(spec)
+    manifest = manifest_for(spec, [m for m, _ in pairs])
+    data = {m.path: d for m, d in pairs}
+    out = []
+    chunks = bundlefmt.iter_bundle(
+        manifest=manifest, signatures=bundlefmt.unsigned_signatures(), roots=[],
+        member_chunks=lambda m: [data[m.path], b"EXTRA"] if m.path == "k3s/k3s"
+        else [data[m.path]])
+    with pytest.raises(FormatError, match=r"'k3s/k3s': more than its 38 bytes"):
+        for chunk in chunks:
+            out.append(chunk)
+    assert b"EXTRA" not in b"".join(out)
+
+
+def test_bundlefmt_delta_bundle_round_trip_in_process() -> None:
+    """bundlefmt.py line 486 (``small.insert(0, delta.json)`` -> ``insert(1, ...)``), 546
+    (``delta_ok`` default ``False`` -> ``True``), 588/589/590 (the plain reader's "is a delta
+    bundle" refusal) and 659 (``n < 0`` -> ``<= 0`` / ``< 1``: ``read(0)`` is empty): a delta
+    written by ``iter_bundle`` reads back with its descriptor first, only with ``delta_ok``."""
+    import io
+
+    from bundles import _members
+
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    manifest, mbytes, good = _delta_world()
+    data = {m.path: d for m, d in _members(default_spec("2.0.0"))}
+    blob = b"".join(bundlefmt.iter_bundle(
+        manifest=manifest, signatures=bundlefmt.unsigned_signatures(), roots=[], delta=good,
+        member_chunks=lambda m: [data[m.path][:m.size]]))
+    with pytest.raises(FormatError, match=r"d.tar is a delta bundle: it holds only what its "
+                                          r"base lacks"):
+        bundlefmt.BundleReader(io.BytesIO(blob), what="d.tar").header()
+    reader = bundlefmt.BundleReader(io.BytesIO(blob), what="d.tar", delta_ok=True)
+    assert reader.header().manifest_bytes == mbytes and reader.delta == good
+    got = []
+    for member, f in reader.payload():
+        assert f.read(0) == b""
+        got.append((member.path, f.read()))
+    assert got == [("k3s/k3s", data["k3s/k3s"]),
+                   ("images/app-2.0.0.tar", data["images/app-2.0.0.tar"][:100])]
