@@ -212,3 +212,308 @@ def test_trust_threshold_message_counts_signatures_by_role_keyids() -> None:
     sigs = [trust.Signature("k1", b""), trust.Signature("k2", b""), trust.Signature("zz", b"")]
     with pytest.raises(errors.SignatureError, match=r"3 signature\(s\) given, 2 by keyids"):
         trust.verify_threshold(root, "targets", b"x", signatures=sigs)
+
+
+def test_verify_missing_anchor_names_the_root_flag(tmp_path: Path) -> None:
+    """verify.py line 52 (``raise`` -> ``pass``) and line 55 (``layout.root == "/"`` ->
+    ``!=``, ``" --root " + root`` -> ``-``): no anchor is a ConfigError (exit 2) whose hint gives
+    the ``trust`` command with this host's ``--root``."""
+    from installer import errors, verify
+    from installer.layout import Layout
+    with pytest.raises(errors.ConfigError, match="no trust anchor is pinned at") as e:
+        verify.read_anchor(Layout(root=str(tmp_path)))
+    assert e.value.hint is not None
+    assert f"airgap-install trust ROOT_JSON --root {tmp_path}` once" in e.value.hint
+
+
+def test_verify_reads_an_anchor_of_the_maximum_size_whole(tmp_path: Path) -> None:
+    """verify.py line 50 (``MAX_HEADER_MEMBER + 1`` -> ``- 1``): a pinned anchor as large as
+    the bundle's metadata limit is read whole, not cut."""
+    from installer import bundlefmt, verify
+    from installer.layout import Layout
+    layout = Layout(root=str(tmp_path))
+    Path(layout.trust_anchor).parent.mkdir(parents=True)
+    data = b"{" + b" " * (bundlefmt.MAX_HEADER_MEMBER - 2) + b"}"
+    Path(layout.trust_anchor).write_bytes(data)
+    assert verify.read_anchor(layout) == data
+
+
+def test_verify_root_ids_wording(keydir: KeyDir) -> None:
+    """verify.py line 79 (``!=`` -> ``==``: root versions only in ``bundle verify``'s wording),
+    line 86 (``root is None`` -> ``is not None``: an empty chain is "none", no traceback) and
+    line 92 (``and`` -> ``or``, ``not chain`` -> ``chain``: "ships no root chain" only for an
+    empty chain in ``bundle verify``'s wording)."""
+    from installer import trust, verify
+    anchor = keydir.root_json.read_bytes()
+    chain = keydir.chain()
+    fp = trust.root_fingerprint(trust.parse_root(anchor))
+    assert verify.root_ids(anchor, chain) == f"signed for root {fp}, this host trusts {fp}"
+    assert verify.root_ids(anchor, []) == f"signed for root none, this host trusts {fp}"
+    label = "this trusted root is"
+    assert verify.root_ids(anchor, chain, label) == \
+        f"signed for root {fp} (v1), this trusted root is {fp} (v1)"
+    assert verify.root_ids(anchor, [], label) == \
+        f"the bundle ships no root chain, it is unsigned; this trusted root is {fp} (v1)"
+
+
+def test_verify_open_regular_refuses_a_file_turned_fifo_after_stat(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify.py line 178 (``raise`` -> ``pass``) and 184 (re-``raise`` -> ``pass``): a
+    regular file replaced by a FIFO between the ``stat`` and the ``open`` is refused (the
+    swap really happens on disk, right after the real ``stat``), not read or hung on."""
+    import os
+
+    from installer import errors, verify
+    path = tmp_path / "b.tar"
+    path.write_bytes(b"x")
+    real_stat = os.stat
+
+    def stat_then_swap(p: Any, *a: Any, **kw: Any) -> os.stat_result:
+        st = real_stat(p, *a, **kw)
+        if str(p) == str(path) and not a and not kw:
+            path.unlink()
+            os.mkfifo(path)
+        return st
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    with pytest.raises(errors.ConfigError, match="changed into a FIFO while being opened"):
+        verify.open_regular(str(path), what="bundle")
+
+
+def _delta_world() -> Any:
+    import hashlib
+
+    from bundles import _members, manifest_for
+
+    from installer import bundlefmt
+    spec = default_spec("2.0.0")
+    manifest = manifest_for(spec, [m for m, _ in _members(spec)])
+    mbytes = manifest.to_bytes()
+    image = manifest.member("images/app-2.0.0.tar")
+    good = bundlefmt.Delta(
+        base_digest="b" * 64, base_name="edge-1.0.0-amd64.tar", base_version="1.0.0",
+        target_digest=hashlib.sha256(mbytes).hexdigest(),
+        carried=("k3s/k3s", "images/app-2.0.0.tar"),
+        patches=(("images/app-2.0.0.tar", (("lit", 100), ("ref", "images/old.tar", 0,
+                                                          image.size - 100, "c" * 64))),))
+    return manifest, mbytes, good
+
+
+def _delta_doc(edit: Any) -> Any:
+    def apply(doc: Dict[str, Any]) -> Dict[str, Any]:
+        edit(doc)
+        return doc
+    return apply
+
+
+_DELTA_CASES = [
+    ("not an object", lambda d: [d], r"delta.json is not a JSON object"),
+    ("format", _delta_doc(lambda d: d.update(format="k3s-airgap-delta/v2")),
+     r"delta format 'k3s-airgap-delta/v2' is not supported"),
+    ("carried types", _delta_doc(lambda d: d.update(carried=["k3s/k3s", 5])),
+     r"carried must list member paths"),
+    ("patch values", _delta_doc(lambda d: d.update(patches={"k3s/k3s": 5})),
+     r"patches must map paths to segment lists"),
+    ("other target", _delta_doc(lambda d: d.update(target="d" * 64)),
+     r"describes manifest dddddddddddddddd, but the delta carries another manifest"),
+    ("base is target", _delta_doc(lambda d: d["base"].update(digest=d["target"])),
+     r"the base is the target itself"),
+    ("order", _delta_doc(lambda d: d.update(carried=list(reversed(d["carried"])))),
+     r"carried members must be unique and in manifest order"),
+    ("twice", _delta_doc(lambda d: d.update(carried=["k3s/k3s", "k3s/k3s",
+                                                     "images/app-2.0.0.tar"])),
+     r"carried members must be unique and in manifest order"),
+    ("negative lit", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"].insert(
+        0, ["lit", -1])), r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("bool lit", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"].insert(
+        0, ["lit", True])), r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("short", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"].pop(0)),
+     r"the segments of 'images/app-2.0.0.tar' make 8400 bytes, the manifest says 8500"),
+    ("unknown field", _delta_doc(lambda d: d.update(note="x")),
+     r"delta.json holds fields this installer does not know"),
+    ("bad base digest", _delta_doc(lambda d: d["base"].update(digest="xyz")),
+     r"'xyz' is not a manifest sha256"),
+    ("unlisted", _delta_doc(lambda d: d["carried"].append("manifests/nope.yaml")),
+     r"carries 'manifests/nope.yaml', which the manifest does not list"),
+    ("patch not carried", _delta_doc(lambda d: d["patches"].update({"k3s/install.sh": []})),
+     r"patches 'k3s/install.sh', which it does not carry"),
+    ("segment kind", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"].insert(
+        0, ["cp", 0])), r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("short ref", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"][1].pop()),
+     r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("negative offset", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"][1]
+                                   .__setitem__(2, -1)),
+     r"a segment of 'images/app-2.0.0.tar' is malformed"),
+    ("ref path", _delta_doc(lambda d: d["patches"]["images/app-2.0.0.tar"][1].__setitem__(
+        1, "images/x.txt")), r"'images/x.txt' of kind images is not an image archive"),
+]
+
+
+@pytest.mark.parametrize("case,edit,message", _DELTA_CASES, ids=[c[0] for c in _DELTA_CASES])
+def test_bundlefmt_delta_descriptor_rules(case: str, edit: Any, message: str) -> None:
+    """bundlefmt.py lines 321 (``total = 0`` -> ``1``), 333/334, 339 (``and`` -> ``or``),
+    348/349, 352/353, 361/362, 373/374, 376/377, 381/382, 384/385 and 393/394 (each check's
+    comparison flipped or its ``raise`` -> ``pass``): the good descriptor reads back as
+    itself, and each broken one is a FormatError naming delta.json's fault (in-process; the
+    delta CLI tests build real deltas but never these)."""
+    from installer import bundlefmt, canonjson
+    from installer.errors import FormatError
+    manifest, mbytes, good = _delta_world()
+    assert bundlefmt.parse_delta(good.to_bytes(), manifest, mbytes) == good
+    image = manifest.member("images/app-2.0.0.tar")
+    assert bundlefmt.delta_payload(manifest, good) == [
+        manifest.member("k3s/k3s"),
+        bundlefmt.Member(image.path, 100, "", image.mode, image.kind)]
+    data = canonjson.encode(edit(json.loads(good.to_bytes())))
+    with pytest.raises(FormatError, match=message):
+        bundlefmt.parse_delta(data, manifest, mbytes)
+
+
+def test_bundlefmt_images_member_must_be_an_image_archive() -> None:
+    """bundlefmt.py line 180 (``raise`` -> ``pass``): a member of kind images under
+    ``images/`` whose name K3s would not import (a ``.txt`` pre-pull list) is refused."""
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    with pytest.raises(FormatError, match=r"'images/pull\.txt' of kind images is not an image "
+                                          r"archive \(expected \.tar, \.tar\.zst"):
+        bundlefmt.check_member_path("images/pull.txt", "images")
+    bundlefmt.check_member_path("images/app.tar.zst", "images")
+
+
+def test_bundlefmt_writer_refuses_a_manifest_that_does_not_round_trip() -> None:
+    """bundlefmt.py line 421/422 (``!=`` -> ``==``, ``raise`` -> ``pass``): a manifest whose
+    bytes read back as another manifest (roles given as a list, read back as a tuple) is not
+    written; a good one is."""
+    from dataclasses import replace
+
+    from bundles import _members, manifest_for
+
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    spec = default_spec("2.0.0")
+    manifest = manifest_for(spec, [m for m, _ in _members(spec)])
+    assert bundlefmt.check_for_write(manifest) == manifest.to_bytes()
+    odd = replace(manifest, roles=list(manifest.roles))
+    with pytest.raises(FormatError, match="does not survive its own encoding"):
+        bundlefmt.check_for_write(odd)
+
+
+def _envelope_tar(smalls: Any) -> Any:
+    import io
+    import tarfile
+
+    from bundles import _members, manifest_for
+    spec = default_spec("2.0.0")
+    manifest = manifest_for(spec, [m for m, _ in _members(spec)])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [("manifest.json", manifest.to_bytes())] + list(smalls):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def test_bundlefmt_envelope_limits() -> None:
+    """bundlefmt.py line 45 (``MAX_HEADER_MEMBER`` 4 MiB -> 5 MiB / 4100 KiB), 46
+    (``MAX_HEADER_TOTAL`` 8 MiB -> 9 MiB / 8200 KiB), 47 (``MAX_ROOTS`` 256 -> 257) and 553
+    (the metadata count starting at 1, not 0): the
+    envelope's limits are exactly the documented ones, checked before the bytes are read."""
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    limit = bundlefmt.MAX_HEADER_MEMBER
+    assert (limit, bundlefmt.MAX_HEADER_TOTAL, bundlefmt.MAX_ROOTS) == (4 << 20, 8 << 20, 256)
+
+    def header(smalls: Any) -> Any:
+        return bundlefmt.BundleReader(_envelope_tar(smalls), what="b.tar").header()
+
+    with pytest.raises(FormatError, match=r"'roots/1.root.json' is 4194305 bytes, over the "
+                                          r"4194304 limit"):
+        header([("signatures.json", b"{}"), ("roots/1.root.json", b" " * (limit + 1))])
+    assert len(header([("signatures.json", b"{}"), ("roots/1.root.json", b" " * limit)])
+               .roots[0]) == limit
+    with pytest.raises(FormatError, match=r"exceed 8388608 bytes together"):
+        header([("signatures.json", b" " * limit), ("roots/1.root.json", b" " * limit)])
+    manifest_bytes = bundlefmt.BundleReader(_envelope_tar([("signatures.json", b"")])) \
+        .header().manifest_bytes
+    rest = bundlefmt.MAX_HEADER_TOTAL - limit - len(manifest_bytes)
+    full = header([("signatures.json", b" " * limit), ("roots/1.root.json", b" " * rest)])
+    assert len(full.roots[0]) == rest  # exactly MAX_HEADER_TOTAL together is allowed
+    chain = [(f"roots/{n}.root.json", b"{}") for n in range(1, 258)]
+    assert len(header([("signatures.json", b"{}")] + chain[:256]).roots) == 256
+    with pytest.raises(FormatError, match=r"the root chain holds more than 256 roots"):
+        header([("signatures.json", b"{}")] + chain)
+
+
+def test_bundlefmt_writer_refuses_a_member_shorter_than_its_size() -> None:
+    """bundlefmt.py line 504 (``raise`` -> ``pass``): a member whose chunks end before its
+    manifest size is refused ("37 bytes, the manifest says 38") before its padding or any
+    later member is produced."""
+    from bundles import _members, manifest_for
+
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    spec = default_spec("2.0.0")
+    pairs = _members(spec)
+    manifest = manifest_for(spec, [m for m, _ in pairs])
+    data = {m.path: d for m, d in pairs}
+    out = []
+    chunks = bundlefmt.iter_bundle(
+        manifest=manifest, signatures=bundlefmt.unsigned_signatures(), roots=[],
+        member_chunks=lambda m: [data[m.path][:-1] if m.path == "k3s/k3s" else data[m.path]])
+    with pytest.raises(FormatError, match=r"'k3s/k3s': 37 bytes, the manifest says 38"):
+        for chunk in chunks:
+            out.append(chunk)
+    assert out[-1] == data["k3s/k3s"][:-1]
+
+
+def test_bundlefmt_writer_stops_at_a_member_longer_than_its_size() -> None:
+    """bundlefmt.py line 501 (``raise`` -> ``pass``): a member whose chunks run past its
+    manifest size is refused at the first extra chunk, which is never produced."""
+    from bundles import _members, manifest_for
+
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    spec = default_spec("2.0.0")
+    pairs = _members(spec)
+    manifest = manifest_for(spec, [m for m, _ in pairs])
+    data = {m.path: d for m, d in pairs}
+    out = []
+    chunks = bundlefmt.iter_bundle(
+        manifest=manifest, signatures=bundlefmt.unsigned_signatures(), roots=[],
+        member_chunks=lambda m: [data[m.path], b"EXTRA"] if m.path == "k3s/k3s"
+        else [data[m.path]])
+    with pytest.raises(FormatError, match=r"'k3s/k3s': more than its 38 bytes"):
+        for chunk in chunks:
+            out.append(chunk)
+    assert b"EXTRA" not in b"".join(out)
+
+
+def test_bundlefmt_delta_bundle_round_trip_in_process() -> None:
+    """bundlefmt.py line 486 (``small.insert(0, delta.json)`` -> ``insert(1, ...)``), 546
+    (``delta_ok`` default ``False`` -> ``True``), 588/589/590 (the plain reader's "is a delta
+    bundle" refusal) and 659 (``n < 0`` -> ``<= 0`` / ``< 1``: ``read(0)`` is empty): a delta
+    written by ``iter_bundle`` reads back with its descriptor first, only with ``delta_ok``."""
+    import io
+
+    from bundles import _members
+
+    from installer import bundlefmt
+    from installer.errors import FormatError
+    manifest, mbytes, good = _delta_world()
+    data = {m.path: d for m, d in _members(default_spec("2.0.0"))}
+    blob = b"".join(bundlefmt.iter_bundle(
+        manifest=manifest, signatures=bundlefmt.unsigned_signatures(), roots=[], delta=good,
+        member_chunks=lambda m: [data[m.path][:m.size]]))
+    with pytest.raises(FormatError, match=r"d.tar is a delta bundle: it holds only what its "
+                                          r"base lacks"):
+        bundlefmt.BundleReader(io.BytesIO(blob), what="d.tar").header()
+    reader = bundlefmt.BundleReader(io.BytesIO(blob), what="d.tar", delta_ok=True)
+    assert reader.header().manifest_bytes == mbytes and reader.delta == good
+    got = []
+    for member, f in reader.payload():
+        assert f.read(0) == b""
+        got.append((member.path, f.read()))
+    assert got == [("k3s/k3s", data["k3s/k3s"]),
+                   ("images/app-2.0.0.tar", data["images/app-2.0.0.tar"][:100])]
