@@ -20,7 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
 
 from installer import place  # noqa: E402
-from installer.layout import AIRGAP_DIR, LIVE_TMP_PREFIX, Layout, Target  # noqa: E402
+from installer.layout import (  # noqa: E402
+    AIRGAP_DIR,
+    LIVE_TMP_PREFIX,
+    REGISTRIES_KEPT,
+    REGISTRIES_TARGET,
+    Layout,
+    Target,
+)
 from installer.state import Options, Release  # noqa: E402
 
 _SPEC11 = default_spec("1.1.0")
@@ -536,3 +543,48 @@ def test_place_listing_follows_folder_symlinks_inside_the_root_only(tmp_path: Pa
     place.sweep_temp_files(lay)
     assert sorted(os.listdir(outside)) == [LIVE_TMP_PREFIX + "host", "host.tar"]
     assert os.listdir(inside) == ["in.tar"]
+
+
+def test_place_hand_written_registries_yaml_kept_and_put_back(tmp_path: Path) -> None:
+    """place.py _keep_registries / _restore_registries: a hand-written registries.yaml is kept
+    aside (content and mode) when a release brings its own, and put back when a release
+    without one replaces it; nothing is kept when the old release owned the file, when the new
+    one has none, or when there is none; a folder in either place is left alone."""
+    lay = Layout(root=str(tmp_path))
+    live_reg, kept = tmp_path / REGISTRIES_TARGET, tmp_path / REGISTRIES_KEPT
+    plain = _release(tmp_path, "a", {_MAN: b"m"})
+    assert place.apply(lay, None, plain, hit=lambda _: None) == []   # none there, none brought
+    live_reg.parent.mkdir(parents=True)
+    live_reg.write_bytes(b"mine")
+    os.chmod(live_reg, 0o600)
+    assert place.apply(lay, plain, plain, hit=lambda _: None) == []  # none brought: left alone
+    assert live_reg.read_bytes() == b"mine" and not kept.exists()
+    mirrors = _release(tmp_path, "b", {_MAN: b"m", REGISTRIES_TARGET: b"bundle's"})
+    notes = place.apply(lay, plain, mirrors, hit=lambda _: None)
+    assert len(notes) == 1 and f"kept the hand-written /{REGISTRIES_TARGET}" in notes[0]
+    assert f"as /{REGISTRIES_KEPT}: bundle t b brings its own" in notes[0]
+    assert kept.read_bytes() == b"mine" and stat.S_IMODE(os.lstat(kept).st_mode) == 0o600
+    assert live_reg.read_bytes() == b"bundle's"
+    mirrors2 = _release(tmp_path, "c", {_MAN: b"m", REGISTRIES_TARGET: b"bundle's 2"})
+    assert place.apply(lay, mirrors, mirrors2, hit=lambda _: None) == []  # old owned it
+    assert kept.read_bytes() == b"mine" and live_reg.read_bytes() == b"bundle's 2"
+    plain2 = _release(tmp_path, "d", {_MAN: b"m2"})
+    notes = place.apply(lay, mirrors2, plain2, hit=lambda _: None)
+    assert notes == [f"put the hand-written /{REGISTRIES_TARGET} back from /{REGISTRIES_KEPT}"]
+    assert live_reg.read_bytes() == b"mine" and not kept.exists()
+    # the bundle's file removed with no kept one: no note, nothing there
+    place.apply(lay, plain2, mirrors2, hit=lambda _: None)
+    kept.unlink()
+    assert place.apply(lay, mirrors2, plain2, hit=lambda _: None) == []
+    assert not live_reg.exists()
+    # a folder where the kept copy would be: not put back
+    place.apply(lay, plain2, mirrors2, hit=lambda _: None)
+    kept.mkdir()
+    assert place.apply(lay, mirrors2, plain2, hit=lambda _: None) == []
+    assert kept.is_dir() and not live_reg.exists()
+    kept.rmdir()
+    # a folder where registries.yaml goes: nothing kept (the placing then fails on it)
+    live_reg.mkdir()
+    with pytest.raises(OSError):
+        place.apply(lay, plain2, mirrors2, hit=lambda _: None)
+    assert live_reg.is_dir() and not kept.exists()
