@@ -893,3 +893,27 @@ def test_place_hand_written_registries_yaml_kept_and_put_back(tmp_path: Path) ->
     with pytest.raises(OSError):
         place.apply(lay, plain2, mirrors2, hit=lambda _: None)
     assert live_reg.is_dir() and not kept.exists()
+
+
+def test_txn_install_sh_past_its_timeout_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """txn.py line 86 (``raise`` -> ``pass`` on ``TimeoutExpired``): an install.sh that
+    outlives the timeout is an EnvironmentProblem naming the release and the limit, not an
+    UnboundLocalError. The real script runs; only the limit is shortened (3600 s -> 1 s)."""
+    from types import SimpleNamespace
+
+    from installer import errors, txn
+    from installer.layout import Layout
+    layout = Layout(root=str(tmp_path))
+    digest = "a" * 64
+    script = Path(layout.release_file(digest, "bin/install.sh"))
+    script.parent.mkdir(parents=True)
+    script.write_text("sleep 30\n")
+    release = SimpleNamespace(digest=digest, name="edge", version="1.0.0", role="server",
+                              script=SimpleNamespace(member="bin/install.sh"),
+                              options=SimpleNamespace(exec_args="", url=None, token_file=None,
+                                                      skip_start=True))
+    monkeypatch.setattr(txn, "SCRIPT_TIMEOUT", 1)
+    with open(os.devnull, "w") as sink, \
+            pytest.raises(errors.EnvironmentProblem, match="did not finish in 1 s"):
+        txn.run_script(layout, release, sink)  # type: ignore[arg-type]
