@@ -54,6 +54,11 @@ class ContentStore:
             raise LocalError(f"cannot create the cache folder {root}: {e.strerror}",
                              hint="pass --cache DIR with a writable folder") from None
 
+    def full(self, doing: str) -> LocalError:
+        """The error for ENOSPC while writing into the store (``doing``: what was going on)."""
+        return LocalError(f"no space left in the cache {self.root} while {doing}",
+                          hint="free space or pass --cache DIR on a larger filesystem")
+
     def path(self, digest: str) -> Path:
         return self.blobs / hex_of(digest)
 
@@ -174,9 +179,7 @@ class Downloader:
                 continue
             except OSError as e:
                 if e.errno == errno.ENOSPC:
-                    raise LocalError(f"no space left in the cache {self.store.root} while "
-                                     f"fetching {what}", hint="free space or pass --cache "
-                                     "DIR on a larger filesystem") from None
+                    raise self.store.full(f"fetching {what}") from None
                 raise
         if mismatch:  # classified by what was caught, never by the message text
             raise UpstreamError(f"{what}: content never matched its digest {digest} after "

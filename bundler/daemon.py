@@ -325,9 +325,7 @@ class DaemonSource:
             return digest, size
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise LocalError(f"no space left in the cache {self.store.root} while "
-                                 f"exporting {what}", hint="free space or pass --cache DIR on "
-                                 "a larger filesystem") from None
+                raise self.store.full(f"exporting {what}") from None
             raise
         finally:
             tmp.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.containerd import Containerd
 from tests.world import FaultProxy, Registry, ReleaseServer, TokenAuthFront, World
 
 _USER_DIRS = {
@@ -95,3 +96,13 @@ def scratch_release(tmp_path: Path) -> Iterator[ReleaseServer]:
     """A fresh release server (install.sh only; add releases/charts as the test needs)."""
     with ReleaseServer(tmp_path / "scratch-release") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def containerd() -> Iterator[Containerd]:
+    """A real containerd on a private socket, one per test module (.ci/setup installs it)."""
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.fail("containerd is not installed (.ci/setup installs it)")
+    c = Containerd().start()
+    yield c
+    c.stop()

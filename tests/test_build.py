@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,6 @@ from tests.world.images import ARM64
 
 IMAGES = ("docker.io/library/nginx:1.27", "quay.io/metallb/controller:v0.16.1",
           "docker.io/library/alpine:3.20", "docker.io/library/busybox:1.37")
-
-
-@pytest.fixture(scope="module")
-def containerd() -> Iterator[Containerd]:
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.skip("containerd is not installed (.ci/setup installs it)")
-    c = Containerd().start()
-    yield c
-    c.stop()
 
 
 def _project(tmp_path: Path, world: World, **spec: Any) -> Path:

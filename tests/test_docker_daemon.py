@@ -56,15 +56,6 @@ def _pull_as(client: docker.DockerClient, world: World, public: str, local: str,
     return image
 
 
-@pytest.fixture(scope="module")
-def containerd() -> Iterator[Containerd]:
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.fail("containerd is not installed (.ci/setup installs it)")
-    c = Containerd().start()
-    yield c
-    c.stop()
-
-
 @pytest.fixture
 def on_engine(dockerd: Dockerd, monkeypatch: pytest.MonkeyPatch) -> Dockerd:
     monkeypatch.setenv("DOCKER_HOST", dockerd.host)

@@ -461,18 +461,21 @@ def test_bundlefmt_envelope_limits() -> None:
         header([("signatures.json", b"{}")] + chain)
 
 
+def _unsigned_manifest_and_members() -> "tuple[Any, Dict[str, bytes]]":
+    """The manifest of a default 2.0.0 bundle and each member's bytes by path."""
+    from bundles import _members, manifest_for
+    spec = default_spec("2.0.0")
+    pairs = _members(spec)
+    return manifest_for(spec, [m for m, _ in pairs]), {m.path: d for m, d in pairs}
+
+
 def test_bundlefmt_writer_refuses_a_member_shorter_than_its_size() -> None:
     """bundlefmt.py line 504 (``raise`` -> ``pass``): a member whose chunks end before its
     manifest size is refused ("37 bytes, the manifest says 38") before its padding or any
     later member is produced."""
-    from bundles import _members, manifest_for
-
     from installer import bundlefmt
     from installer.errors import FormatError
-    spec = default_spec("2.0.0")
-    pairs = _members(spec)
-    manifest = manifest_for(spec, [m for m, _ in pairs])
-    data = {m.path: d for m, d in pairs}
+    manifest, data = _unsigned_manifest_and_members()
     out = []
     chunks = bundlefmt.iter_bundle(
         manifest=manifest, signatures=bundlefmt.unsigned_signatures(), roots=[],
@@ -486,14 +489,9 @@ def test_bundlefmt_writer_refuses_a_member_shorter_than_its_size() -> None:
 def test_bundlefmt_writer_stops_at_a_member_longer_than_its_size() -> None:
     """bundlefmt.py line 501 (``raise`` -> ``pass``): a member whose chunks run past its
     manifest size is refused at the first extra chunk, which is never produced."""
-    from bundles import _members, manifest_for
-
     from installer import bundlefmt
     from installer.errors import FormatError
-    spec = default_spec("2.0.0")
-    pairs = _members(spec)
-    manifest = manifest_for(spec, [m for m, _ in pairs])
-    data = {m.path: d for m, d in pairs}
+    manifest, data = _unsigned_manifest_and_members()
     out = []
     chunks = bundlefmt.iter_bundle(
         manifest=manifest, signatures=bundlefmt.unsigned_signatures(), roots=[],

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +83,6 @@ def test_mirror_by_digest_then_nothing_to_push(
     # human output names the new index
     res = _mirror(capsys, locked, "--to", to)
     assert res.code == 0 and "new index: restricted to arm64" in res.out, res.out
-
-
-@pytest.fixture(scope="module")
-def containerd() -> Iterator[Containerd]:
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.skip("containerd is not installed (.ci/setup installs it)")
-    c = Containerd().start()
-    yield c
-    c.stop()
 
 
 def test_k3s_style_pull_by_locked_digest_gives_the_same_bytes(
