@@ -1,0 +1,1 @@
+"""bundle build: bundle files from a lock (archives, writer, SBOM, deltas, parts)."""

@@ -1,0 +1,1 @@
+"""Bytes from upstream: HTTP transport, OCI client, sources, the cache, the engine."""

@@ -1,0 +1,1 @@
+"""bundle lock: resolve a spec into a lock, the discovery gate."""

@@ -1,0 +1,1 @@
+"""OCI registries as a destination: push, pull, mirror."""

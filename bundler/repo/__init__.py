@@ -1,0 +1,1 @@
+"""The OTA ring repository: store, publish/promote/yank, status, extend."""

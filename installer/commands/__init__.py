@@ -1,0 +1,1 @@
+"""The installer commands as functions over a Layout, and their results."""

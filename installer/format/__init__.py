@@ -1,0 +1,1 @@
+"""The bundle formats, pure: envelope, manifest, tar reader, canonical JSON."""

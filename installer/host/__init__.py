@@ -1,0 +1,1 @@
+"""The device: install root, layout, state, staging, placement, journal, repair."""

@@ -1,0 +1,1 @@
+"""Where bundles and ring repositories come from: folders, http(s), OCI, split parts."""
