@@ -4,11 +4,12 @@
     python3 benchmarks/delta.py --base-mib 30    # quick run
 
 Ten images share one base layer (``--base-mib`` of pseudo-random bytes: gzip layers, so the
-plain-tar images archive of ``bundler/imagearchive.py``, written by its own writer) and each
+plain-tar images archive of ``bundler/assemble/imagearchive.py``, written by its own writer) and
+each
 has its own 1 MiB top layer, config and manifest. Version 2 changes image 7's top layer (and
 so its config and manifest). Both bundles are signed with real keys; v1 is installed, its
 receipt written by ``airgap-install receipt``, and the v2 delta built from the receipt with
-``bundler.delta.write_delta``. Then, each on its own copy of the v1 root, ``airgap-install
+``bundler.assemble.delta.write_delta``. Then, each on its own copy of the v1 root, ``airgap-install
 install`` of the full v2 bundle and of the delta are timed (child processes, warm cache).
 
 Prints, from one run: the receipt's size; the full bundle and delta sizes; the bytes that
@@ -36,10 +37,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bundles import KeyDir, Spec, _members, manifest_for, tree  # noqa: E402
 
-from bundler.delta import load_base, write_delta  # noqa: E402
-from bundler.imagearchive import ArchiveImage, ArchivePlan, Blob  # noqa: E402
-from installer import bundlefmt  # noqa: E402
-from installer.bundlefmt import Member  # noqa: E402
+from bundler.assemble.delta import load_base, write_delta  # noqa: E402
+from bundler.assemble.imagearchive import ArchiveImage, ArchivePlan, Blob  # noqa: E402
+from installer.format import bundlefmt  # noqa: E402
+from installer.format.bundlefmt import Member  # noqa: E402
 
 MiB = 1 << 20
 GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -161,7 +162,7 @@ def main() -> None:
         old_members = {m.sha256 for m in m1.members}
         changed_files = sum(m.size for m in m2.members
                             if m.sha256 not in old_members and not m.path.startswith("images/"))
-        from bundler.imagearchive import index_json
+        from bundler.assemble.imagearchive import index_json
         changed = changed_blobs + len(index_json(plan2.images)) + changed_files
 
         root1 = work / "root-v1"

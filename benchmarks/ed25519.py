@@ -1,9 +1,9 @@
-"""Benchmark: one Ed25519 verification per backend of ``installer.ed25519``, as a ratio.
+"""Benchmark: one Ed25519 verification per backend of ``installer.trust.ed25519``, as a ratio.
 
     python3 benchmarks/ed25519.py                 # 9 runs per backend (median)
     BENCH_REPEAT=31 python3 benchmarks/ed25519.py
 
-Verifies RFC 8032's TEST 1024 (a 1023-byte message) through ``installer.ed25519.verify`` with
+Verifies RFC 8032's TEST 1024 (a 1023-byte message) through ``installer.trust.ed25519.verify`` with
 each backend (cryptography, openssl, python) and, as the baseline measured in the same run,
 ``cryptography``'s own ``Ed25519PublicKey.verify`` called directly (no pre-check, no backend
 choice). Prints the median milliseconds of each and its ratio to the baseline. Every run's
@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: E402
 
-from installer import ed25519  # noqa: E402
+from installer.trust import ed25519  # noqa: E402
 from tests.test_ed25519 import _MSG_1024, RFC8032  # noqa: E402
 
 

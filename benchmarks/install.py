@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bundles import KeyDir, Spec, _members, manifest_for  # noqa: E402
 
-from installer import bundlefmt  # noqa: E402
-from installer.bundlefmt import Member  # noqa: E402
+from installer.format import bundlefmt  # noqa: E402
+from installer.format.bundlefmt import Member  # noqa: E402
 
 CHUNK = 1 << 20
 

@@ -31,13 +31,13 @@ from securesystemslib.signer import CryptoSigner, SSlibKey
 from tuf.api.metadata import Metadata, Root
 from tuf.api.serialization.json import JSONSerializer
 
-from installer import canonjson, trust
+from bundler.errors import LocalError, SpecError
 from installer.errors import InstallerError
+from installer.format import canonjson
 from installer.fsio import write_verified
+from installer.trust import rootmeta
 
-from .errors import LocalError, SpecError
-
-ROLES = trust.TOP_LEVEL_ROLES  # the TUF top-level roles, signing order
+ROLES = rootmeta.TOP_LEVEL_ROLES  # the TUF top-level roles, signing order
 KEYRING = "keyring.json"
 _KEY_NAME = re.compile(r"^([a-z]+)-([0-9]+)\.pem$")
 
@@ -51,7 +51,7 @@ class KeyDirReport:
     expires: str
     written: tuple[Path, ...]
     roles: dict[str, dict[str, object]] = field(default_factory=dict)
-    fingerprint: str = ""       # trust.root_fingerprint of root.json: what devices show
+    fingerprint: str = ""       # rootmeta.root_fingerprint of root.json: what devices show
     encrypted: bool = True      # False: the private keys written are plain PEM
 
     def to_json(self) -> dict[str, object]:
@@ -265,7 +265,7 @@ def init_keys(directory: Path | str, *, root_keys: int = 1, root_threshold: int 
             md.sign(key.signer, append=True)
     data = _serialize(md)
     root.verify_delegate("root", md.signed_bytes, md.signatures)
-    trust.load_trusted_root(data)  # the device's verifier must accept what we wrote
+    rootmeta.load_trusted_root(data)  # the device's verifier must accept what we wrote
 
     directory.mkdir(parents=True, exist_ok=True)
     written = _write_keys(directory, new, passphrase)
@@ -316,7 +316,7 @@ def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: in
     result = new_root.get_root_verification_result(old, md.signed_bytes, md.signatures)
     if not result.verified:
         raise SpecError(f"root v{new_root.version} would not verify: {result}")
-    trust.update_root(trust.parse_root(old_bytes), data)  # and the device verifier agrees
+    rootmeta.update_root(rootmeta.parse_root(old_bytes), data)  # and the device verifier agrees
 
     written = _write_keys(directory, new, passphrase)
     written += _write_root(directory, data, new_root.version)
@@ -329,7 +329,7 @@ def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: in
 def fingerprint(root_bytes: bytes) -> str:
     """The short name devices show for a root (``installer.trust.root_fingerprint``)."""
     try:
-        return trust.root_fingerprint(trust.parse_root(root_bytes))
+        return rootmeta.root_fingerprint(rootmeta.parse_root(root_bytes))
     except InstallerError as e:
         raise SpecError(f"not a valid root.json: {e}") from None
 
@@ -368,7 +368,7 @@ def root_chain(directory: Path | str) -> list[bytes]:
     directory = Path(directory)
     current = _read(directory / "root.json")
     try:
-        version = trust.parse_root(current).version
+        version = rootmeta.parse_root(current).version
     except InstallerError as e:
         raise SpecError(f"{directory / 'root.json'}: {e}") from None
     chain = [_read(directory / "roots" / f"{v}.root.json") for v in range(1, version + 1)]
@@ -395,8 +395,8 @@ def sign_manifest(directory: Path | str, manifest_bytes: bytes, *,
     entries = sorted(({"keyid": s.public_key.keyid, "sig": s.sign(manifest_bytes).signature}
                       for s in signers), key=lambda e: e["keyid"])
     doc = canonjson.encode({"signatures": entries})
-    trust.verify_threshold(trust.parse_root(root_bytes), "targets", manifest_bytes,
-                           signatures=trust.parse_signatures_doc(doc), what="bundle manifest")
+    rootmeta.verify_threshold(rootmeta.parse_root(root_bytes), "targets", manifest_bytes,
+                           signatures=rootmeta.parse_signatures_doc(doc), what="bundle manifest")
     return doc
 
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
-from .errors import SpecError, UpstreamError
+from bundler.errors import SpecError, UpstreamError
 
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
 ENV_VAR = "BUNDLE_LIMITS"

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from .errors import UpstreamError
-from .limits import DEFAULT, Limits, human
+from bundler.errors import UpstreamError
+from bundler.limits import DEFAULT, Limits, human
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})

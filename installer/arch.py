@@ -8,7 +8,7 @@ installer's ``--arch``), these aliases mean the K3s name. Standard library only,
 
 from typing import Dict, Tuple
 
-from .bundlefmt import ARCHES
+from installer.format.bundlefmt import ARCHES
 
 # alias -> K3s name (the K3s names map to themselves)
 ALIASES: Dict[str, str] = {

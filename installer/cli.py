@@ -9,10 +9,18 @@ import sys
 import traceback
 from typing import Any, Dict, List, NoReturn, Optional
 
-from . import __version__, install, progress, receipt, reconfigure, sync, synccli
-from .errors import EXIT_CODES, ConfigError, DigestMismatch, EnvironmentProblem, InstallerError
-from .layout import Layout
-from .options import Given
+from installer import __version__
+from installer.commands import install, progress, reconfigure, sync, synccli
+from installer.errors import (
+    EXIT_CODES,
+    ConfigError,
+    DigestMismatch,
+    EnvironmentProblem,
+    InstallerError,
+)
+from installer.host import receipt
+from installer.host.layout import Layout
+from installer.host.options import Given
 
 
 class UsageError(ConfigError):
@@ -34,7 +42,8 @@ def epilog() -> str:
 
 
 def _option_args(p: argparse.ArgumentParser, *, role: bool = True) -> None:
-    """Node options; each one not given keeps the installed value (see installer/options.py)."""
+    """Node options; each one not given keeps the installed value (see
+    installer/host/options.py)."""
     if role:
         r = p.add_mutually_exclusive_group()
         r.add_argument("--server", dest="role", action="store_const", const="server",
@@ -204,7 +213,7 @@ def _text(result: Dict[str, Any]) -> List[str]:
         verb = "pinned" if result["changed"] else "already pinned:"
         lines.append(f"{verb} root v{result['root_version']} fingerprint "
                      f"{result['fingerprint']} at {result['pinned']}")
-    if result.get("rebuilt_part"):  # a parts folder (installer/parts.py)
+    if result.get("rebuilt_part"):  # a parts folder (installer/sources/parts.py)
         lines.append("  rebuilt part {} from parity".format(result["rebuilt_part"]))
     if action in ("installed", "reconfigured", "rolled-back"):
         lines.append("  options: " + _options(result["current"]["options"]))

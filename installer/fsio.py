@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Tuple
 
-from .errors import DigestMismatch, EnvironmentProblem
+from installer.errors import DigestMismatch, EnvironmentProblem
 
 CHUNK = 1024 * 1024
 

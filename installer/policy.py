@@ -9,7 +9,7 @@ caller (``preflight``, ``install``) gathers the facts and passes them in.
 import re
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .errors import ConfigError, EnvironmentProblem, FormatError, PolicyRefusal
+from installer.errors import ConfigError, EnvironmentProblem, FormatError, PolicyRefusal
 
 # platform.machine() -> bundle arch. 32-bit ARM: K3s ships `k3s-armhf` but names images `arm`.
 MACHINE_ARCH = {

@@ -10,7 +10,7 @@ import os
 import zipfile
 from typing import List, Optional, Sequence
 
-from .fsio import write_verified
+from installer.fsio import write_verified
 
 SHEBANG = b"#!/usr/bin/env python3\n"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -28,8 +28,16 @@ _MAIN = VERSION_GATE + b"from installer.cli import main\nsys.exit(main())\n"
 
 
 def _sources(package_dir: str) -> List[str]:
-    return sorted(n for n in os.listdir(package_dir)
-                  if n.endswith(".py") and os.path.isfile(os.path.join(package_dir, n)))
+    """Every ``.py`` file of the package and its subpackages, as sorted relative '/' paths
+    (caches and anything that is not a regular ``.py`` file are left out)."""
+    found = []
+    for folder, dirs, files in os.walk(package_dir):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        rel = os.path.relpath(folder, package_dir)
+        for n in files:
+            if n.endswith(".py") and os.path.isfile(os.path.join(folder, n)):
+                found.append(n if rel == "." else rel.replace(os.sep, "/") + "/" + n)
+    return sorted(found)
 
 
 def zipapp_bytes(package_dir: Optional[str] = None) -> bytes:
@@ -41,7 +49,7 @@ def zipapp_bytes(package_dir: Optional[str] = None) -> bytes:
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
         entries = [("__main__.py", _MAIN)]
         for name in _sources(package_dir):
-            with open(os.path.join(package_dir, name), "rb") as f:
+            with open(os.path.join(package_dir, *name.split("/")), "rb") as f:
                 entries.append(("installer/" + name, f.read()))
         for arcname, data in sorted(entries):
             info = zipfile.ZipInfo(arcname, date_time=_EPOCH)

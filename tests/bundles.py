@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from bundler import keys
-from installer import bundlefmt
-from installer.bundlefmt import Manifest, Member
-from installer.layout import IMAGES_DIR, image_archive_name
+from installer.format import bundlefmt
+from installer.format.bundlefmt import Manifest, Member
+from installer.host.layout import IMAGES_DIR, image_archive_name
 
 STANDIN_INSTALL_SH = """#!/bin/sh
 # stand-in install.sh for %(name)s %(version)s: records how it was run

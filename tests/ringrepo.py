@@ -1,6 +1,6 @@
 """Ring repositories for the tests: real key directories, real bundles, ``bundler.repo`` and
 two device-side clients fed the same folder: python-tuf's ``ngclient.Updater`` (with a
-local-folder fetcher) and the stdlib ``installer.tufclient`` (as ``airgap-install sync`` runs
+local-folder fetcher) and the stdlib ``installer.trust.tufclient`` (as ``airgap-install sync`` runs
 it). Nothing is mocked; attacks are made by re-signing real metadata with real keys."""
 
 import os
@@ -16,9 +16,12 @@ from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 from tuf.ngclient import FetcherInterface, Updater
 
-from bundler import keys, repo
-from installer import policy, rings, sync, tufclient
+from bundler import keys
+from bundler.repo import ringops
+from installer import policy
+from installer.commands import sync
 from installer.errors import InstallerError
+from installer.trust import rings, tufclient
 
 from .bundles import KeyDir, default_spec, write_spec
 
@@ -38,7 +41,7 @@ class FolderFetcher(FetcherInterface):
 
 
 def newest_for(targets: Targets, arch: str) -> Optional[str]:
-    """Independent of installer.rings: the highest version for ``arch``, percent 100."""
+    """Independent of installer.trust.rings: the highest version for ``arch``, percent 100."""
     best: Optional[Tuple[str, str]] = None
     for path, t in targets.targets.items():
         c = t.custom
@@ -83,7 +86,7 @@ class PyTufDevice:
 
 @dataclass
 class StdlibDevice:
-    """``installer.tufclient`` + ``installer.rings`` + ``sync.copy_target``, its trusted
+    """``installer.trust.tufclient`` + ``installer.trust.rings`` + ``sync.copy_target``, its trusted
     state in memory as ``sync`` would persist it."""
 
     folder: Path
@@ -121,7 +124,7 @@ class World:
 
     def publish(self, version: str, ring: str = "canary", **kw: object) -> None:
         path = write_spec(default_spec(version), self.keydir, self.base / "b")
-        repo.publish([path], directory=self.repo, keys_dir=self.keydir.path, ring=ring,
+        ringops.publish([path], directory=self.repo, keys_dir=self.keydir.path, ring=ring,
                      **kw)  # type: ignore[arg-type]
 
     def snapshot_copy(self, name: str) -> Path:
@@ -140,7 +143,7 @@ class World:
 def make_world(base: Path, *, ring_keys: Optional[dict] = None) -> World:  # type: ignore
     (base / "b").mkdir(parents=True)
     kd = KeyDir(base / "keys")
-    repo.init_repo(base / "repo", kd.path, ring_keys=ring_keys or {"stable": (3, 2)})
+    ringops.init_repo(base / "repo", kd.path, ring_keys=ring_keys or {"stable": (3, 2)})
     return World(base, kd, base / "repo", [])
 
 
@@ -156,7 +159,7 @@ def resign_ring(w: World, ring: str, *, signer_ring: Optional[str] = None,
                 signers: int = 99) -> None:
     """Write the next version of ``ring`` signed by ``signers`` keys of ``signer_ring`` (default
     its own), then a snapshot and timestamp that name it, correctly signed."""
-    r = repo.Repo(w.repo, w.keydir.path)
+    r = ringops.Repo(w.repo, w.keydir.path)
     snap = r.snapshot()
     top = r.targets(snap).signed
     md = r.ring(ring, snap)
@@ -174,7 +177,7 @@ def resign_ring(w: World, ring: str, *, signer_ring: Optional[str] = None,
 
 def write_snapshot_timestamp(w: World, snap: Metadata[Snapshot], *,
                              ts_version: Optional[int] = None) -> None:
-    r = repo.Repo(w.repo, w.keydir.path)
+    r = ringops.Repo(w.repo, w.keydir.path)
     root = r.root().signed
     old_ts = r.timestamp()
     snap.signed.version = max(int(p.name.split(".")[0]) for p in
@@ -188,7 +191,7 @@ def write_snapshot_timestamp(w: World, snap: Metadata[Snapshot], *,
 
 
 def sign_timestamp(w: World, snapshot_meta: MetaFile, version: int) -> None:
-    r = repo.Repo(w.repo, w.keydir.path)
+    r = ringops.Repo(w.repo, w.keydir.path)
     root = r.root().signed
     ts = Metadata(Timestamp(version=version, expires=r.timestamp().signed.expires,
                             snapshot_meta=snapshot_meta))

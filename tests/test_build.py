@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from installer.bundlefmt import BundleReader
+from installer.format.bundlefmt import BundleReader
 from tests.cli_helpers import Result, bundle
 from tests.containerd import Containerd
 from tests.world import World

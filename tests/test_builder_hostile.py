@@ -23,12 +23,12 @@ import pytest
 import requests
 import zstandard
 
-from bundler.cache import ContentStore, Downloader
 from bundler.errors import SpecError, TransferError, UpstreamError
+from bundler.fetch.cache import ContentStore, Downloader
+from bundler.fetch.oci import credentials_allowed
+from bundler.fetch.transport import RetryPolicy, Transport
 from bundler.limits import Limits
-from bundler.oci import credentials_allowed
-from bundler.spec import load_spec
-from bundler.transport import RetryPolicy, Transport
+from bundler.spec.spec import load_spec
 from tests.cli_helpers import Outcome, bundle_child
 from tests.world.hostile import (
     CHART_NAME,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bundler.cli import main
-from installer import trust
+from installer.trust import rootmeta
 from tests.cli_helpers import Result, bundle
 from tests.world import World
 
@@ -62,7 +62,7 @@ def _b(capsys: pytest.CaptureFixture[str], p: Project, *args: str) -> Result:
 
 
 def _fingerprint(root_json: Path) -> str:
-    return trust.root_fingerprint(trust.parse_root(root_json.read_bytes()))
+    return rootmeta.root_fingerprint(rootmeta.parse_root(root_json.read_bytes()))
 
 
 # --- defect 4: unsigned by accident -------------------------------------------------------
@@ -263,7 +263,7 @@ def test_sbom_is_a_signed_valid_cyclonedx_member(project: Project, tmp_path: Pat
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
-    from installer.bundlefmt import BundleReader
+    from installer.format.bundlefmt import BundleReader
     out = tmp_path / "dist"
     assert _b(capsys, project, "build", "--arch", "arm64", "--out", str(out), "--keys",
               str(project.keys)).code == 0
@@ -339,7 +339,8 @@ def test_sha256sums_beside_the_bundles_checks_with_sha256sum(
 # --- pure parts ------------------------------------------------------------------------------
 
 def test_arch_aliases_are_one_table() -> None:
-    from installer import arch, bundlefmt
+    from installer import arch
+    from installer.format import bundlefmt
     assert [arch.normalize(a) for a in ("x86_64", "aarch64", "armhf", "armv7l", "ARM64")] == \
         ["amd64", "arm64", "arm", "arm", "arm64"]
     assert all(arch.normalize(a) == a for a in bundlefmt.ARCHES)
@@ -350,7 +351,7 @@ def test_arch_aliases_are_one_table() -> None:
 
 def test_spec_arch_aliases_normalise(tmp_path: Path) -> None:
     from bundler.errors import SpecError
-    from bundler.spec import parse_spec
+    from bundler.spec.spec import parse_spec
     doc = {"bundles": {"edge": {"version": "1.0.0", "arch": ["x86_64", "aarch64", "armhf"],
                                 "k3s": "v1.34.3+k3s1"}}}
     assert parse_spec(doc, tmp_path / "bundles.toml").bundles["edge"].arch == \
@@ -361,7 +362,7 @@ def test_spec_arch_aliases_normalise(tmp_path: Path) -> None:
 
 
 def test_signing_table_is_relative_to_the_spec_and_outside_the_digest(tmp_path: Path) -> None:
-    from bundler.spec import parse_spec
+    from bundler.spec.spec import parse_spec
     base = {"bundles": {"edge": {"version": "1.0.0", "arch": ["arm64"], "k3s": "v1.34.3+k3s1"}}}
     plain = parse_spec(base, tmp_path / "bundles.toml")
     signed = parse_spec({**base, "signing": {"keys": "keys"}}, tmp_path / "bundles.toml")

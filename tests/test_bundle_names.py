@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bundler.errors import SpecError
-from bundler.resolve import local_files
-from bundler.spec import load_spec
-from installer import bundlefmt
+from bundler.lock.resolve import local_files
+from bundler.spec.spec import load_spec
 from installer.errors import InstallerError
+from installer.format import bundlefmt
 from tests.bundles import KeyDir, cli, default_spec, manifest_for, write_spec
 from tests.cli_helpers import bundle
 from tests.test_spec_paths import POD, _spec, _write

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from bundler import k3sfacts, platforms
+from bundler.assemble.helmchart import merge_values
+from bundler.assemble.imagearchive import image_names
 from bundler.errors import SpecError, UpstreamError
-from bundler.helmchart import merge_values
-from bundler.imagearchive import image_names
-from bundler.lockfile import FileLock, Lock, drift
-from bundler.oci import OCI_INDEX, OCI_MANIFEST
-from bundler.refs import normalize
-from bundler.spec import load_spec
-from installer import canonjson
+from bundler.fetch.oci import OCI_INDEX, OCI_MANIFEST
+from bundler.spec import k3sfacts, platforms
+from bundler.spec.lockfile import FileLock, Lock, drift
+from bundler.spec.refs import normalize
+from bundler.spec.spec import load_spec
 from installer.errors import FormatError
+from installer.format import canonjson
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bundles import KeyDir, cli, default_spec, live, tree, write_spec  # noqa: E402
 
-from bundler.delta import delta_path, load_base, write_delta  # noqa: E402
-from installer import bundlefmt, receipt  # noqa: E402
+from bundler.assemble.delta import delta_path, load_base, write_delta  # noqa: E402
 from installer.errors import FormatError  # noqa: E402
+from installer.format import bundlefmt  # noqa: E402
+from installer.host import receipt  # noqa: E402
 
 MiB = 1 << 20
 AIRGAP = "var/lib/rancher/airgap"
@@ -211,11 +212,12 @@ def test_a_delta_is_refused_by_plain_readers(world: Dict[str, object]) -> None:
 
 
 def _oci_world(base: Path) -> Dict[str, object]:
-    """v1 and v2 whose images archive (written by bundler/imagearchive.py) holds three images
+    """v1 and v2 whose images archive (written by bundler/assemble/imagearchive.py) holds three
+    images
     sharing a 1 MiB layer; v2 changes one image's top layer."""
     import random
 
-    from bundler.imagearchive import ArchiveImage, ArchivePlan, Blob
+    from bundler.assemble.imagearchive import ArchiveImage, ArchivePlan, Blob
     blobs = base / "blobs"
     blobs.mkdir()
     gz = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -22,7 +22,7 @@ from bundler.discover import (
     scan_manifest_files,
     scan_manifest_text,
 )
-from bundler.refs import normalize
+from bundler.spec.refs import normalize
 from tests.paths import REAL
 
 K3S = REAL / "k3s" / "v1.34.3+k3s1"

@@ -31,7 +31,7 @@ from bundler.discover import (
 from bundler.discover.walk import Scanner
 from bundler.discover.yamldocs import load_all, split_helm
 from bundler.errors import SpecError
-from bundler.refs import normalize
+from bundler.spec.refs import normalize
 from tests.paths import REAL
 
 CHARTS = REAL / "charts"

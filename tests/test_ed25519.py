@@ -17,8 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from installer import ed25519
 from installer.errors import ConfigError, EnvironmentProblem
+from installer.trust import ed25519
 
 REPO = Path(__file__).resolve().parent.parent
 P = 2 ** 255 - 19
@@ -378,8 +378,8 @@ def test_openssl_call_is_hygienic(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_installer_modules_import_with_stdlib_only() -> None:
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r});"
-            "import installer.trust, installer.ed25519;"
-            "print(','.join(installer.ed25519.available_backends()));"
+            "import installer.trust, installer.trust.ed25519;"
+            "print(','.join(installer.trust.ed25519.available_backends()));"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('cryptography', 'tuf', 'securesystemslib')))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,

@@ -1,5 +1,5 @@
 """Bundles and ring repositories through a real loopback registry (docs/fleet.md): `bundle repo
-push` / `bundle push` / `bundle pull`, read back by the device's own `installer.remote`."""
+push` / `bundle push` / `bundle pull`, read back by the device's own `installer.sources.remote`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.ocipush import bundle_tag, target_ref
-from installer import remote
+from bundler.registry.ocipush import bundle_tag, target_ref
+from installer.sources import remote
 from tests.world import Registry
 
 from .bundles import KeyDir, default_spec, write_spec
@@ -96,7 +96,7 @@ def test_bundle_push_pull_same_bytes(tmp_path: Path, scratch_registry: Registry,
 def test_pull_refuses_a_blob_that_is_not_what_the_manifest_says(
         tmp_path: Path, scratch_registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     """A manifest whose layer digest names another blob: nothing is written under its path."""
-    from bundler.ocipush import client_for
+    from bundler.registry.ocipush import client_for
     a, bad = tmp_path / "a", tmp_path / "bad"
     a.write_bytes(b"aaaa")
     bad.write_bytes(b"bbbb")

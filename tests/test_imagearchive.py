@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from bundler.bundlewrite import StreamMismatch, write_bundle_file
-from bundler.imagearchive import (
+from bundler.assemble.bundlewrite import StreamMismatch, write_bundle_file
+from bundler.assemble.imagearchive import (
     ArchiveImage,
     ArchivePlan,
     Blob,
@@ -22,8 +22,14 @@ from bundler.imagearchive import (
     plan_archives,
     wants_zstd,
 )
-from installer.bundlefmt import Manifest, Member, check_member_path, iter_bundle, write_bundle
 from installer.errors import FormatError
+from installer.format.bundlefmt import (
+    Manifest,
+    Member,
+    check_member_path,
+    iter_bundle,
+    write_bundle,
+)
 
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
 TAR = "application/vnd.oci.image.layer.v1.tar"

@@ -95,3 +95,73 @@ def test_each_cli_module_imports_on_its_own(module: str) -> None:
     p = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO,
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+# The layers (docs/code-map.md): a module imports only modules of its own folder or of a
+# lower layer. The builder may use any installer module (format, trust and the device's
+# readers are the one definition both sides share); the installer imports nothing of bundler.
+LAYERS = {
+    "installer": 0, "installer.errors": 0,
+    "installer.fsio": 1, "installer.policy": 1,
+    "installer.format": 2,
+    "installer.arch": 3, "installer.trust": 3,
+    "installer.sources": 4,
+    "installer.host": 5,
+    "installer.commands": 6,
+    "installer.cli": 7, "installer.zipapp": 7,
+    "installer.__main__": 8,
+    "bundler": 0, "bundler.errors": 0,
+    "bundler.limits": 1,
+    "bundler.safeyaml": 2,
+    "bundler.spec": 3, "bundler.keys": 3,
+    "bundler.discover": 4, "bundler.fetch": 4,
+    "bundler.lock": 5,
+    "bundler.assemble": 6, "bundler.repo": 6,
+    "bundler.registry": 7,
+    "bundler.cli": 8,
+    "bundler.__main__": 9,
+}
+LOOSE_LIMIT = 8
+
+
+def _unit(module: str) -> str:
+    """The folder (``installer.trust``) or loose module (``installer.fsio``) a module is in."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {_unit(m) for m in _graph(top_level_only=False)}
+    assert sorted(units - set(LAYERS)) == []
+
+
+def test_imports_flow_down_the_layers() -> None:
+    wrong = []
+    for m, deps in _graph(top_level_only=False).items():
+        src = _unit(m)
+        for d in deps:
+            dst = _unit(d)
+            if dst == src or (src.startswith("bundler") and dst.startswith("installer")):
+                continue
+            if LAYERS[dst] >= LAYERS[src]:
+                wrong.append(f"{m} -> {d}")
+    assert sorted(wrong) == []
+
+
+def test_the_layer_check_catches_an_upward_import() -> None:
+    assert LAYERS[_unit("installer.format.bundlefmt")] < LAYERS[_unit("installer.host.state")]
+    assert LAYERS[_unit("installer.trust.verify")] < LAYERS[_unit("installer.sources.remote")]
+    assert LAYERS[_unit("bundler.spec.lockfile")] < LAYERS[_unit("bundler.fetch.oci")]
+
+
+def test_builder_cli_is_imported_by_nothing_but_its_entry_points() -> None:
+    graph = _graph(top_level_only=False)
+    users = sorted(m for m, deps in graph.items()
+                   if not m.startswith("bundler.cli") and m != "bundler.__main__"
+                   and any(d.startswith("bundler.cli") for d in deps))
+    assert users == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_few_modules_are_left_loose(package: str) -> None:
+    loose = sorted(p.name for p in (REPO / package).glob("*.py"))
+    assert len(loose) <= LOOSE_LIMIT, loose

@@ -32,8 +32,7 @@ from bundles import (  # noqa: E402
 )
 from cli_helpers import bundle_proc  # noqa: E402
 
-from installer import bundlefmt, canonjson, policy, trust, verify  # noqa: E402
-from installer.bundlefmt import BundleReader, Manifest, Member  # noqa: E402
+from installer import policy  # noqa: E402
 from installer.errors import (  # noqa: E402
     ConfigError,
     DigestMismatch,
@@ -43,6 +42,9 @@ from installer.errors import (  # noqa: E402
     SignatureError,
     UnsafeMember,
 )
+from installer.format import bundlefmt, canonjson  # noqa: E402
+from installer.format.bundlefmt import BundleReader, Manifest, Member  # noqa: E402
+from installer.trust import rootmeta, verify  # noqa: E402
 
 NOW = 1_800_000_000  # after every spec's `created` (1_790_000_000), before the roots expire
 
@@ -186,7 +188,7 @@ def test_next_ratchet(ratchet: int, created: int, expires: int, clock: int,
 def test_expired_root_at_the_ratchet_is_refused(good: Path, keydir: KeyDir) -> None:
     """Expiry is checked at max(clock, ratchet): with the ratchet past the root's expiry the
     bundle is refused even though the clock says the root is still valid (max -> min)."""
-    root = trust.parse_root(keydir.root_json.read_bytes())
+    root = rootmeta.parse_root(keydir.root_json.read_bytes())
     with pytest.raises(SignatureError, match="expired"):
         _open(good, keydir, now=verify.now_for(root.expires + 1, NOW))
     _open(good, keydir, now=verify.now_for(NOW - 10 ** 6, NOW)).close()
@@ -197,8 +199,8 @@ def test_install_uses_ratchet_and_caps_it(tmp_path: Path, keydir: KeyDir) -> Non
     `created`; a state ratchet past the root's expiry (clock behind the ratchet) refuses."""
     import time as _time
 
-    from installer import state as state_mod
-    from installer.layout import Layout
+    from installer.host import state as state_mod
+    from installer.host.layout import Layout
     root = tmp_path / "root"
     assert cli("trust", keydir.root_json, "--root", root).returncode == 0
     soon = int(_time.time()) + 12 * 3600
@@ -210,7 +212,7 @@ def test_install_uses_ratchet_and_caps_it(tmp_path: Path, keydir: KeyDir) -> Non
     layout = Layout(str(root))
     doc = state_mod.read_dual(layout.state).doc
     assert doc is not None
-    expires = trust.parse_root(keydir.root_json.read_bytes()).expires
+    expires = rootmeta.parse_root(keydir.root_json.read_bytes()).expires
     doc["time_ratchet"] = expires + 1
     state_mod.write_dual(layout.state, doc)
     before = tree(root)
@@ -313,7 +315,7 @@ def test_bundle_root_differs_from_the_pinned_one(tmp_path: Path, good: Path,
     doc = json.loads(keydir.root_json.read_bytes())
     doc["signatures"].append({"keyid": "ab" * 32, "sig": "00" * 64})
     anchor = canonjson.encode(doc)
-    trust.load_trusted_root(anchor)  # the anchor itself is fine
+    rootmeta.load_trusted_root(anchor)  # the anchor itself is fine
     with pytest.raises(SignatureError, match="differs from the root pinned on this host"):
         _open(good, keydir, anchor=anchor)
 
@@ -347,10 +349,10 @@ def test_newer_root_and_anchor_version() -> None:
     class R:
         version = 3
     chain = [b"1", b"2", b"3"]
-    assert verify.newer_root(2, cast(trust.Root, R()), chain) == b"3"
-    assert verify.newer_root(3, cast(trust.Root, R()), chain) is None
-    assert verify.newer_root(None, cast(trust.Root, R()), chain) is None
-    assert verify.newer_root(1, cast(trust.Root, R()), chain[:2]) is None
+    assert verify.newer_root(2, cast(rootmeta.Root, R()), chain) == b"3"
+    assert verify.newer_root(3, cast(rootmeta.Root, R()), chain) is None
+    assert verify.newer_root(None, cast(rootmeta.Root, R()), chain) is None
+    assert verify.newer_root(1, cast(rootmeta.Root, R()), chain[:2]) is None
     assert verify.anchor_version(b'{"signed": {"version": 4}}') == 4
     assert verify.anchor_version(b'{"signed": {"version": "4"}}') is None
     assert verify.anchor_version(b"[") is None
@@ -669,7 +671,7 @@ def test_open_regular_refuses_a_fifo_in_process(tmp_path: Path) -> None:
 
 
 def test_clock_skew_is_the_documented_24_hours() -> None:
-    assert verify.MAX_CLOCK_SKEW == 24 * 3600  # docs/trust.md names this value
+    assert verify.MAX_CLOCK_SKEW == 24 * 3600  # docs/rootmeta.md names this value
 
 
 def test_flipped_tar_header_byte_in_process(tmp_path: Path, good: Path, keydir: KeyDir) -> None:
@@ -749,35 +751,35 @@ ROOT_CASES = {
 def test_root_structure_refused(keydir: KeyDir, case: str) -> None:
     edit, needle = ROOT_CASES[case]
     with pytest.raises(FormatError, match=re.escape(needle)):
-        trust.parse_root(_root_edit(keydir, edit))
+        rootmeta.parse_root(_root_edit(keydir, edit))
 
 
 def test_root_consistent_snapshot_bool_and_other_schemes(keydir: KeyDir) -> None:
-    root = trust.parse_root(_root_edit(keydir, lambda d: d["signed"].update(
+    root = rootmeta.parse_root(_root_edit(keydir, lambda d: d["signed"].update(
         consistent_snapshot=False)))
     assert root.version == 1
-    other = trust.parse_root(_root_edit(keydir, lambda d: _first_key(d).update(
+    other = rootmeta.parse_root(_root_edit(keydir, lambda d: _first_key(d).update(
         scheme="rsassa-pss-sha256")))
     assert any(k.public is None for k in other.keys.values())
     with pytest.raises(SignatureError, match="defines no role 'mirror'"):
-        trust.verify_threshold(root, "mirror", b"x", signatures=())
-    assert trust.count_valid(root, "mirror", b"x", signatures=()) == 0
+        rootmeta.verify_threshold(root, "mirror", b"x", signatures=())
+    assert rootmeta.count_valid(root, "mirror", b"x", signatures=()) == 0
 
 
 def test_threshold_message_counts_in_role(keydir: KeyDir) -> None:
-    root = trust.parse_root(keydir.root_json.read_bytes())
+    root = rootmeta.parse_root(keydir.root_json.read_bytes())
     keyid = root.roles["root"].keyids[0]
-    sigs = (trust.Signature(keyid, bytes(64)), trust.Signature("ff" * 32, bytes(64)))
+    sigs = (rootmeta.Signature(keyid, bytes(64)), rootmeta.Signature("ff" * 32, bytes(64)))
     with pytest.raises(SignatureError, match=r"found 0 \(2 signature\(s\) given, 1 by keyids"):
-        trust.verify_threshold(root, "root", b"payload", signatures=sigs)
+        rootmeta.verify_threshold(root, "root", b"payload", signatures=sigs)
 
 
 def test_manifest_signatures_may_repeat_root_signatures_may_not(keydir: KeyDir) -> None:
     sig = {"keyid": "ab" * 32, "sig": "00" * 64}
     doc = canonjson.encode({"signatures": [sig, sig]})
-    assert len(trust.parse_signatures_doc(doc)) == 2
+    assert len(rootmeta.parse_signatures_doc(doc)) == 2
     with pytest.raises(FormatError, match="more than one signature"):
-        trust.parse_signatures([sig, sig], "x", allow_repeats=False)
+        rootmeta.parse_signatures([sig, sig], "x", allow_repeats=False)
 
 
 # ---------------------------------------------------------------------------- policy, pure

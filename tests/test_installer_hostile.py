@@ -36,9 +36,10 @@ from bundles import (  # noqa: E402
     write_spec,
 )
 
-from installer import bundlefmt, canonjson, state  # noqa: E402
-from installer.bundlefmt import ImageEntry  # noqa: E402
-from installer.layout import Layout  # noqa: E402
+from installer.format import bundlefmt, canonjson  # noqa: E402
+from installer.format.bundlefmt import ImageEntry  # noqa: E402
+from installer.host import state  # noqa: E402
+from installer.host.layout import Layout  # noqa: E402
 
 RSS_LIMIT_KIB = 64 * 1024
 AS_LIMIT = 1 << 30

@@ -35,7 +35,7 @@ from bundles import (  # noqa: E402
     write_spec,
 )
 
-from installer.bundlefmt import Member  # noqa: E402
+from installer.format.bundlefmt import Member  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
 
-from installer import place  # noqa: E402
-from installer.layout import (  # noqa: E402
+from installer.host import place  # noqa: E402
+from installer.host.layout import (  # noqa: E402
     AIRGAP_DIR,
     LIVE_TMP_PREFIX,
     REGISTRIES_KEPT,
@@ -28,7 +28,7 @@ from installer.layout import (  # noqa: E402
     Layout,
     Target,
 )
-from installer.state import Options, Release  # noqa: E402
+from installer.host.state import Options, Release, read_anchor  # noqa: E402
 
 _SPEC11 = default_spec("1.1.0")
 APP11 = live_image("app-1.1.0.tar", _SPEC11.images["app-1.1.0.tar"])
@@ -202,41 +202,44 @@ def test_policy_space_and_pick_edges() -> None:
 
 
 def test_trust_small_edges() -> None:
-    """trust.py line 169 (``raise`` -> ``pass``: a signatures value that is not a list),
+    """rootmeta.py line 169 (``raise`` -> ``pass``: a signatures value that is not a list),
     line 158 (``count(k) > 1`` -> ``>= 1`` / ``> 2``: the message names exactly the repeated
     keyid) and line 94 (the fingerprint is 12 hex digits)."""
     import hashlib
 
-    from installer import errors, trust
+    from installer import errors
+    from installer.trust import rootmeta
     with pytest.raises(errors.FormatError, match="manifest signatures must be a list"):
-        trust.parse_signatures_doc(b'{"signatures":5}')
+        rootmeta.parse_signatures_doc(b'{"signatures":5}')
     with pytest.raises(errors.FormatError, match=r"role x lists keyid a more than once$"):
-        trust._parse_role({"keyids": ["a", "b", "a"], "threshold": 1}, "role x")
-    root = trust.Root(version=1, expires=0, keys={}, roles={}, signed={}, signatures=(),
+        rootmeta._parse_role({"keyids": ["a", "b", "a"], "threshold": 1}, "role x")
+    root = rootmeta.Root(version=1, expires=0, keys={}, roles={}, signed={}, signatures=(),
                       signed_bytes=b"{}")
-    assert trust.root_fingerprint(root) == hashlib.sha256(b"{}").hexdigest()[:12]
+    assert rootmeta.root_fingerprint(root) == hashlib.sha256(b"{}").hexdigest()[:12]
 
 
 def test_trust_threshold_message_counts_signatures_by_role_keyids() -> None:
-    """trust.py line 246 (``s.keyid in wanted.keyids`` -> ``not in``): the refusal counts the
+    """rootmeta.py line 246 (``s.keyid in wanted.keyids`` -> ``not in``): the refusal counts the
     given signatures whose keyid is in the role (2 of 3 here)."""
-    from installer import errors, trust
-    root = trust.Root(version=1, expires=0, keys={},
-                      roles={"targets": trust.Role(("k1", "k2"), 2)}, signed={},
+    from installer import errors
+    from installer.trust import rootmeta
+    root = rootmeta.Root(version=1, expires=0, keys={},
+                      roles={"targets": rootmeta.Role(("k1", "k2"), 2)}, signed={},
                       signatures=(), signed_bytes=b"{}")
-    sigs = [trust.Signature("k1", b""), trust.Signature("k2", b""), trust.Signature("zz", b"")]
+    sigs = [rootmeta.Signature("k1", b""), rootmeta.Signature("k2", b""),
+            rootmeta.Signature("zz", b"")]
     with pytest.raises(errors.SignatureError, match=r"3 signature\(s\) given, 2 by keyids"):
-        trust.verify_threshold(root, "targets", b"x", signatures=sigs)
+        rootmeta.verify_threshold(root, "targets", b"x", signatures=sigs)
 
 
 def test_verify_missing_anchor_names_the_root_flag(tmp_path: Path) -> None:
     """verify.py line 52 (``raise`` -> ``pass``) and line 55 (``layout.root == "/"`` ->
     ``!=``, ``" --root " + root`` -> ``-``): no anchor is a ConfigError (exit 2) whose hint gives
     the ``trust`` command with this host's ``--root``."""
-    from installer import errors, verify
-    from installer.layout import Layout
+    from installer import errors
+    from installer.host.layout import Layout
     with pytest.raises(errors.ConfigError, match="no trust anchor is pinned at") as e:
-        verify.read_anchor(Layout(root=str(tmp_path)))
+        read_anchor(Layout(root=str(tmp_path)))
     assert e.value.hint is not None
     assert f"airgap-install trust ROOT_JSON --root {tmp_path}` once" in e.value.hint
 
@@ -244,13 +247,13 @@ def test_verify_missing_anchor_names_the_root_flag(tmp_path: Path) -> None:
 def test_verify_reads_an_anchor_of_the_maximum_size_whole(tmp_path: Path) -> None:
     """verify.py line 50 (``MAX_HEADER_MEMBER + 1`` -> ``- 1``): a pinned anchor as large as
     the bundle's metadata limit is read whole, not cut."""
-    from installer import bundlefmt, verify
-    from installer.layout import Layout
+    from installer.format import bundlefmt
+    from installer.host.layout import Layout
     layout = Layout(root=str(tmp_path))
     Path(layout.trust_anchor).parent.mkdir(parents=True)
     data = b"{" + b" " * (bundlefmt.MAX_HEADER_MEMBER - 2) + b"}"
     Path(layout.trust_anchor).write_bytes(data)
-    assert verify.read_anchor(layout) == data
+    assert read_anchor(layout) == data
 
 
 def test_verify_root_ids_wording(keydir: KeyDir) -> None:
@@ -258,10 +261,10 @@ def test_verify_root_ids_wording(keydir: KeyDir) -> None:
     line 86 (``root is None`` -> ``is not None``: an empty chain is "none", no traceback) and
     line 92 (``and`` -> ``or``, ``not chain`` -> ``chain``: "ships no root chain" only for an
     empty chain in ``bundle verify``'s wording)."""
-    from installer import trust, verify
+    from installer.trust import rootmeta, verify
     anchor = keydir.root_json.read_bytes()
     chain = keydir.chain()
-    fp = trust.root_fingerprint(trust.parse_root(anchor))
+    fp = rootmeta.root_fingerprint(rootmeta.parse_root(anchor))
     assert verify.root_ids(anchor, chain) == f"signed for root {fp}, this host trusts {fp}"
     assert verify.root_ids(anchor, []) == f"signed for root none, this host trusts {fp}"
     label = "this trusted root is"
@@ -278,7 +281,8 @@ def test_verify_open_regular_refuses_a_file_turned_fifo_after_stat(
     swap really happens on disk, right after the real ``stat``), not read or hung on."""
     import os
 
-    from installer import errors, verify
+    from installer import errors
+    from installer.trust import verify
     path = tmp_path / "b.tar"
     path.write_bytes(b"x")
     real_stat = os.stat
@@ -300,7 +304,7 @@ def _delta_world() -> Any:
 
     from bundles import _members, manifest_for
 
-    from installer import bundlefmt
+    from installer.format import bundlefmt
     spec = default_spec("2.0.0")
     manifest = manifest_for(spec, [m for m, _ in _members(spec)])
     mbytes = manifest.to_bytes()
@@ -371,8 +375,8 @@ def test_bundlefmt_delta_descriptor_rules(case: str, edit: Any, message: str) ->
     comparison flipped or its ``raise`` -> ``pass``): the good descriptor reads back as
     itself, and each broken one is a FormatError naming delta.json's fault (in-process; the
     delta CLI tests build real deltas but never these)."""
-    from installer import bundlefmt, canonjson
     from installer.errors import FormatError
+    from installer.format import bundlefmt, canonjson
     manifest, mbytes, good = _delta_world()
     assert bundlefmt.parse_delta(good.to_bytes(), manifest, mbytes) == good
     image = manifest.member("images/app-2.0.0.tar")
@@ -387,8 +391,8 @@ def test_bundlefmt_delta_descriptor_rules(case: str, edit: Any, message: str) ->
 def test_bundlefmt_images_member_must_be_an_image_archive() -> None:
     """bundlefmt.py line 180 (``raise`` -> ``pass``): a member of kind images under
     ``images/`` whose name K3s would not import (a ``.txt`` pre-pull list) is refused."""
-    from installer import bundlefmt
     from installer.errors import FormatError
+    from installer.format import bundlefmt
     with pytest.raises(FormatError, match=r"'images/pull\.txt' of kind images is not an image "
                                           r"archive \(expected \.tar, \.tar\.zst"):
         bundlefmt.check_member_path("images/pull.txt", "images")
@@ -403,8 +407,8 @@ def test_bundlefmt_writer_refuses_a_manifest_that_does_not_round_trip() -> None:
 
     from bundles import _members, manifest_for
 
-    from installer import bundlefmt
     from installer.errors import FormatError
+    from installer.format import bundlefmt
     spec = default_spec("2.0.0")
     manifest = manifest_for(spec, [m for m, _ in _members(spec)])
     assert bundlefmt.check_for_write(manifest) == manifest.to_bytes()
@@ -435,8 +439,8 @@ def test_bundlefmt_envelope_limits() -> None:
     (``MAX_HEADER_TOTAL`` 8 MiB -> 9 MiB / 8200 KiB), 47 (``MAX_ROOTS`` 256 -> 257) and 553
     (the metadata count starting at 1, not 0): the
     envelope's limits are exactly the documented ones, checked before the bytes are read."""
-    from installer import bundlefmt
     from installer.errors import FormatError
+    from installer.format import bundlefmt
     limit = bundlefmt.MAX_HEADER_MEMBER
     assert (limit, bundlefmt.MAX_HEADER_TOTAL, bundlefmt.MAX_ROOTS) == (4 << 20, 8 << 20, 256)
 
@@ -473,8 +477,8 @@ def test_bundlefmt_writer_refuses_a_member_shorter_than_its_size() -> None:
     """bundlefmt.py line 504 (``raise`` -> ``pass``): a member whose chunks end before its
     manifest size is refused ("37 bytes, the manifest says 38") before its padding or any
     later member is produced."""
-    from installer import bundlefmt
     from installer.errors import FormatError
+    from installer.format import bundlefmt
     manifest, data = _unsigned_manifest_and_members()
     out = []
     chunks = bundlefmt.iter_bundle(
@@ -489,8 +493,8 @@ def test_bundlefmt_writer_refuses_a_member_shorter_than_its_size() -> None:
 def test_bundlefmt_writer_stops_at_a_member_longer_than_its_size() -> None:
     """bundlefmt.py line 501 (``raise`` -> ``pass``): a member whose chunks run past its
     manifest size is refused at the first extra chunk, which is never produced."""
-    from installer import bundlefmt
     from installer.errors import FormatError
+    from installer.format import bundlefmt
     manifest, data = _unsigned_manifest_and_members()
     out = []
     chunks = bundlefmt.iter_bundle(
@@ -512,8 +516,8 @@ def test_bundlefmt_delta_bundle_round_trip_in_process() -> None:
 
     from bundles import _members
 
-    from installer import bundlefmt
     from installer.errors import FormatError
+    from installer.format import bundlefmt
     manifest, mbytes, good = _delta_world()
     data = {m.path: d for m, d in _members(default_spec("2.0.0"))}
     blob = b"".join(bundlefmt.iter_bundle(
@@ -900,8 +904,9 @@ def test_txn_install_sh_past_its_timeout_is_a_clear_error(
     UnboundLocalError. The real script runs; only the limit is shortened (3600 s -> 1 s)."""
     from types import SimpleNamespace
 
-    from installer import errors, txn
-    from installer.layout import Layout
+    from installer import errors
+    from installer.host import txn
+    from installer.host.layout import Layout
     layout = Layout(root=str(tmp_path))
     digest = "a" * 64
     script = Path(layout.release_file(digest, "bin/install.sh"))

@@ -29,7 +29,8 @@ from bundles import (  # noqa: E402
     write_spec,
 )
 
-from installer import errors, trust, zipapp  # noqa: E402
+from installer import errors, zipapp  # noqa: E402
+from installer.trust import rootmeta  # noqa: E402
 
 IMAGES = "var/lib/rancher/k3s/agent/images"
 
@@ -47,7 +48,7 @@ def host(tmp_path: Path, keydir: KeyDir) -> Path:
 
 
 def _fp(path: Path) -> str:
-    return trust.root_fingerprint(trust.parse_root(path.read_bytes()))
+    return rootmeta.root_fingerprint(rootmeta.parse_root(path.read_bytes()))
 
 
 # ---------------------------------------------------------------------------- #10 defect 5
@@ -58,7 +59,7 @@ def test_root_fingerprint_in_trust_status_and_signature_errors(tmp_path: Path, k
     mine = _fp(keydir.root_json)
     assert len(mine) == 12 and int(mine, 16) >= 0
     doc = json.loads(keydir.root_json.read_bytes())  # whitespace does not change it
-    assert trust.root_fingerprint(trust.parse_root(json.dumps(doc).encode())) == mine
+    assert rootmeta.root_fingerprint(rootmeta.parse_root(json.dumps(doc).encode())) == mine
     r = cli("trust", keydir.root_json, "--root", host)
     assert r.returncode == 0 and f"fingerprint {mine}" in r.stdout
     st = json.loads(cli("status", "--root", host, "--json").stdout)
@@ -150,7 +151,7 @@ def test_entry_points_parse_on_old_grammar() -> None:
 
 
 def test_meter_emits_a_line_every_few_percent() -> None:
-    from installer.progress import Meter
+    from installer.commands.progress import Meter
     seen: List[str] = []
     ticks = iter(range(100))
     m = Meter(1000, "copied", seen.append, step=25, clock=lambda: float(next(ticks)))
@@ -292,7 +293,7 @@ def test_internal_error_is_the_same_json_object(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     """A bug (any unexpected exception) still gives one JSON object, code 1, with --json."""
     from installer import cli as installer_cli
-    from installer import install
+    from installer.commands import install
 
     def broken(layout: object, **_: object) -> None:
         raise RuntimeError("boom")

@@ -237,7 +237,7 @@ def test_reconfigure_is_journaled(dev: Host, point: str, finished: bool) -> None
 
 def test_merge_rules() -> None:
     from installer.errors import ConfigError
-    from installer.options import Given, NodeOptions, check, diff, merge
+    from installer.host.options import Given, NodeOptions, check, diff, merge
 
     rec = NodeOptions("server", exec_args=TLS, skip_start=True)
     assert merge(rec, Given(), role="server") == rec

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bundles import KeyDir, cli, default_spec, live, live_image, write_spec  # noqa: E402
 
-from installer import fsio, place  # noqa: E402
+from installer import fsio  # noqa: E402
+from installer.host import place  # noqa: E402
 
 AIRGAP = "var/lib/rancher/airgap"
 K3S = "usr/local/bin/k3s"

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
 
-from installer import errors, fsio, place, rootfs, state  # noqa: E402
+from installer import errors, fsio  # noqa: E402
+from installer.host import place, rootfs, state  # noqa: E402
 
 AIRGAP = "var/lib/rancher/airgap"
 

@@ -1,4 +1,4 @@
-"""K3s configuration a bundle carries (bundler/k3sconfig.py): checked at `bundle lock` and
+"""K3s configuration a bundle carries (bundler/spec/k3sconfig.py): checked at `bundle lock` and
 `check` against K3s's flags, built as signed members, placed by `airgap-install` as the
 config.yaml.d drop-in and registries.yaml, rolled back with the release, shown by `inspect`."""
 

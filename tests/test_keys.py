@@ -14,8 +14,9 @@ from tuf.ngclient.config import EnvelopeType
 from bundler import keys
 from bundler.cli.keys import keys as keys_group
 from bundler.errors import SpecError
-from installer import canonjson, trust
 from installer.errors import SignatureError
+from installer.format import canonjson
+from installer.trust import rootmeta
 
 NOW = 1_800_000_000
 DAY = 86400
@@ -49,7 +50,7 @@ def test_init_writes_root_v1_and_private_keys(tmp_path: Path) -> None:
         assert _mode(pem) == 0o600, pem
         assert b"BEGIN PRIVATE KEY" in pem.read_bytes()
     assert _mode(d / "keys") == 0o700
-    root = trust.load_trusted_root((d / "root.json").read_bytes())
+    root = rootmeta.load_trusted_root((d / "root.json").read_bytes())
     assert root.roles["root"].threshold == 2 and len(root.roles["root"].keyids) == 3
     assert root.roles["targets"].threshold == 2
     assert report.roles["targets"]["threshold"] == 2
@@ -78,7 +79,7 @@ def test_init_rejects_bad_counts(tmp_path: Path, kwargs: dict, match: str) -> No
 def test_rotate_targets_then_root_chain_verifies_everywhere(tmp_path: Path) -> None:
     d = tmp_path / "k"
     keys.init_keys(d, root_keys=2, root_threshold=2, now=NOW)
-    old_targets = trust.parse_root((d / "root.json").read_bytes()).roles["targets"].keyids
+    old_targets = rootmeta.parse_root((d / "root.json").read_bytes()).roles["targets"].keyids
     signed_by_old = keys.sign_manifest(d, MANIFEST)
 
     r2 = keys.rotate(d, role="targets", new_keys=2, threshold=2, now=NOW + DAY)
@@ -87,26 +88,26 @@ def test_rotate_targets_then_root_chain_verifies_everywhere(tmp_path: Path) -> N
     assert r3.root_version == 3
 
     chain = keys.root_chain(d)
-    assert [trust.parse_root(c).version for c in chain] == [1, 2, 3]
+    assert [rootmeta.parse_root(c).version for c in chain] == [1, 2, 3]
     assert chain[-1] == (d / "root.json").read_bytes()
-    v3 = trust.parse_root(chain[2])
+    v3 = rootmeta.parse_root(chain[2])
     assert set(v3.roles["targets"].keyids).isdisjoint(old_targets)
     assert v3.roles["targets"].threshold == 2 and v3.roles["root"].threshold == 2
     assert set(v3.roles["root"].keyids).isdisjoint(
-        trust.parse_root(chain[1]).roles["root"].keyids)
+        rootmeta.parse_root(chain[1]).roles["root"].keyids)
 
     # our verifier and python-tuf both walk 1 -> 2 -> 3
-    assert trust.advance_root(chain[0], chain, NOW + 3 * DAY).version == 3
+    assert rootmeta.advance_root(chain[0], chain, NOW + 3 * DAY).version == 3
     assert _python_tuf_accepts(chain, NOW + 3 * DAY) == 3
 
     # a manifest signed with the new targets keys verifies against a device still on v1;
     # the old targets keys no longer count
     signed_by_new = keys.sign_manifest(d, MANIFEST)
     assert len(json.loads(signed_by_new)["signatures"]) == 2
-    assert trust.verify_signed_manifest(chain[0], chain, MANIFEST, signatures_doc=signed_by_new,
+    assert rootmeta.verify_signed_manifest(chain[0], chain, MANIFEST, signatures_doc=signed_by_new,
                                         now=NOW + 3 * DAY).version == 3
     with pytest.raises(SignatureError, match="targets"):
-        trust.verify_signed_manifest(chain[0], chain, MANIFEST, signatures_doc=signed_by_old,
+        rootmeta.verify_signed_manifest(chain[0], chain, MANIFEST, signatures_doc=signed_by_old,
                                      now=NOW + 3 * DAY)
 
 
@@ -153,7 +154,7 @@ def test_encrypted_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert keys.rotate(d, role="root", now=NOW).root_version == 2
     assert b"ENCRYPTED" in (d / "keys" / "root-2.pem").read_bytes()
     chain = keys.root_chain(d)
-    assert trust.advance_root(chain[0], chain, NOW).version == 2
+    assert rootmeta.advance_root(chain[0], chain, NOW).version == 2
 
 
 def test_encrypted_keys_without_configured_variable(tmp_path: Path,

@@ -1,4 +1,5 @@
-"""Airgap lint (bundler/lint.py): over real manifests and charts (fixtures/real), small written
+"""Airgap lint (bundler/discover/lint.py): over real manifests and charts (fixtures/real), small
+written
 manifests where no real one shows the case, and through `bundle lock`/`bundle check` in the
 test world (warnings by default, errors with --strict, nothing written)."""
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from bundler.discover import ChartInput
-from bundler.lint import (
+from bundler.discover.lint import (
     LATEST_TAG,
     PULL_ALWAYS,
     UNDEFINED_KIND,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from bundler.lockfile import read_lock
+from bundler.spec.lockfile import read_lock
 from tests.cli_helpers import Result, bundle, bundle_proc
 from tests.containerd import Containerd
 from tests.world import Registry, World

@@ -1,4 +1,4 @@
-"""The device's stdlib OCI client (installer/ocidist.py) against the test world's real
+"""The device's stdlib OCI client (installer/sources/ocidist.py) against the test world's real
 registries: plain, TLS + htpasswd, Bearer token service, and the fault proxy in front of the
 plain registry. One tiny stdlib server plays a registry whose token realm is on another host,
 a fault a real registry cannot be configured into."""
@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from installer import ocidist
 from installer.errors import ConfigError, DigestMismatch, TransferError
+from installer.sources import ocidist
 from tests.world import FaultProxy, World
 from tests.world.images import ARM64
 

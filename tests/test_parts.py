@@ -1,4 +1,5 @@
-"""Split bundles with parity (installer/parts.py, bundler/parts.py): every single part lost or
+"""Split bundles with parity (installer/sources/parts.py, bundler/assemble/parts.py): every single
+part lost or
 damaged is rebuilt; two are refused naming both; the index is signed and checked against the
 device's root; the reassembled file is the very bundle that was split."""
 
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from installer import parts
 from installer.errors import ConfigError, FormatError, SignatureError, UntrustedContent
+from installer.sources import parts
 from tests.cli_helpers import bundle_proc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

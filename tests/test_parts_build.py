@@ -1,5 +1,6 @@
 """`bundle build --max-part-size SIZE [--parity 0|1]` on the loopback world: the parts are
-written by the one splitter (bundler/parts.py), reassemble to the very bundle a one-file build
+written by the one splitter (bundler/assemble/parts.py), reassemble to the very bundle a one-file
+build
 writes, and SHA256SUMS covers every part, the parity part and the index."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from installer import parts
+from installer.sources import parts
 from tests.cli_helpers import bundle
 from tests.world import World
 

@@ -1,4 +1,5 @@
-"""`airgap-install install|verify FOLDER` on a folder of split parts (installer/parts.py): the
+"""`airgap-install install|verify FOLDER` on a folder of split parts (installer/sources/parts.py):
+the
 index is verified against the pinned root first, one lost or damaged part is rebuilt from parity
 (and named), anything worse is refused naming every bad part before the root is touched, and
 the installed tree is the one a one-file install gives."""

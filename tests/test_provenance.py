@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bundler import provenance
+from bundler.assemble import provenance
 from bundler.errors import SpecError, UpstreamError
 from tests.paths import SIGSTORE as FIXTURES
 

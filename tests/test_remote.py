@@ -1,4 +1,4 @@
-"""Sources a device reads from (installer/remote.py): a folder, and a folder artifact in the
+"""Sources a device reads from (installer/sources/remote.py): a folder, and a folder artifact in the
 world's real registry (pushed with the test world's push helper)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from installer import remote
 from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
+from installer.sources import remote
 from tests.world import World
 from tests.world.push import push_folder_artifact
 

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from bundler import repo
-from installer import rings, sync, tufclient
+from bundler.repo import ringops
+from installer.commands import sync
+from installer.trust import rings, tufclient
 
 from .bundles import REPO, KeyDir, cli, default_spec, live, write_spec
 
@@ -118,11 +119,11 @@ def test_hanging_health_command_rolls_back(tmp_path: Path) -> None:
     kd = KeyDir(tmp_path / "keys")
     (tmp_path / "b").mkdir()
     r = tmp_path / "repo"
-    repo.init_repo(r, kd.path)
+    ringops.init_repo(r, kd.path)
     root = tmp_path / "dev"
     ok(cli("trust", r / "metadata" / "1.root.json", "--root", root, "--ring", "canary"))
     for version in ("1.0.0", "1.1.0"):
-        repo.publish([write_spec(default_spec(version), kd, tmp_path / "b")], directory=r,
+        ringops.publish([write_spec(default_spec(version), kd, tmp_path / "b")], directory=r,
                      keys_dir=kd.path, ring="canary")
         start = time.monotonic()
         p = do_sync(root, r, "--server", "--skip-start", "--health-cmd",
@@ -137,10 +138,10 @@ def test_k3s_minor_skip_through_a_ring_is_refused(tmp_path: Path) -> None:
     kd = KeyDir(tmp_path / "keys")
     (tmp_path / "b").mkdir()
     r = tmp_path / "repo"
-    repo.init_repo(r, kd.path)
+    ringops.init_repo(r, kd.path)
     root = tmp_path / "dev"
     ok(cli("trust", r / "metadata" / "1.root.json", "--root", root, "--ring", "canary"))
-    repo.publish([write_spec(default_spec("1.0.0"), kd, tmp_path / "b")], directory=r,
+    ringops.publish([write_spec(default_spec("1.0.0"), kd, tmp_path / "b")], directory=r,
                  keys_dir=kd.path, ring="canary")
     ok(do_sync(root, r, "--server", "--skip-start", "--health-cmd", "true"))
     # THREATS 18: the time ratchet is persisted: the newest verified signing time
@@ -148,7 +149,7 @@ def test_k3s_minor_skip_through_a_ring_is_refused(tmp_path: Path) -> None:
     issued = json.loads((r / "metadata" / "timestamp.json").read_bytes())["signed"]
     assert record["ratchet"] == issued["x-airgap-issued"] > 1_790_000_000
     skip = default_spec("2.0.0", k3s_version="v1.35.1+k3s1")
-    repo.publish([write_spec(skip, kd, tmp_path / "b")], directory=r, keys_dir=kd.path,
+    ringops.publish([write_spec(skip, kd, tmp_path / "b")], directory=r, keys_dir=kd.path,
                  ring="canary")
     p = do_sync(root, r, "--health-cmd", "true")
     assert p.returncode == 4 and "v1.35" in p.stderr, p.stderr
@@ -159,13 +160,13 @@ def test_percent_rollout_is_stable_and_near_the_fraction(tmp_path: Path) -> None
     kd = KeyDir(tmp_path / "keys")
     (tmp_path / "b").mkdir()
     r = tmp_path / "repo"
-    repo.init_repo(r, kd.path)
-    repo.publish([write_spec(default_spec("1.0.0"), kd, tmp_path / "b")], directory=r,
+    ringops.init_repo(r, kd.path)
+    ringops.publish([write_spec(default_spec("1.0.0"), kd, tmp_path / "b")], directory=r,
                  keys_dir=kd.path, ring="canary")
     root = (r / "metadata" / "1.root.json").read_bytes()
 
     def movers(percent: int) -> set:  # type: ignore[type-arg]
-        repo.promote("edge", "1.0.0", directory=r, keys_dir=kd.path, source="canary",
+        ringops.promote("edge", "1.0.0", directory=r, keys_dir=kd.path, source="canary",
                      dest="stable", percent=percent)
         out = set()
         for i in range(100):
@@ -190,7 +191,7 @@ def test_publish_refuses_a_bundle_of_another_key_directory(tmp_path: Path) -> No
     mine, theirs = KeyDir(tmp_path / "mine"), KeyDir(tmp_path / "theirs")
     (tmp_path / "b").mkdir()
     r = tmp_path / "repo"
-    repo.init_repo(r, mine.path)
+    ringops.init_repo(r, mine.path)
     foreign = write_spec(default_spec("1.0.0"), theirs, tmp_path / "b")
     before = sorted(os.listdir(r / "metadata"))
     p = bundle("publish", foreign, "--repo", r, "--ring", "canary", "--keys", mine.path)

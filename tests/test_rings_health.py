@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 from typing import List
 
-from bundler import repo
-from installer import sync
+from bundler.repo import ringops
+from installer.commands import sync
 
 from .bundles import REPO, KeyDir, cli, default_spec, write_spec
 from .test_rings_e2e import do_sync, installed, ok
@@ -46,7 +46,7 @@ def test_default_health_command_gates_and_rolls_back(tmp_path: Path) -> None:
     kd = KeyDir(tmp_path / "keys")
     (tmp_path / "b").mkdir()
     r = tmp_path / "repo"
-    repo.init_repo(r, kd.path)
+    ringops.init_repo(r, kd.path)
     root = tmp_path / "dev"
     ok(cli("trust", r / "metadata" / "1.root.json", "--root", root, "--ring", "canary"))
     calls = root / "k3s-calls"
@@ -55,7 +55,7 @@ def test_default_health_command_gates_and_rolls_back(tmp_path: Path) -> None:
     def publish(version: str) -> None:
         spec = default_spec(version)
         spec.binary = STAND_IN
-        repo.publish([write_spec(spec, kd, tmp_path / "b")], directory=r, keys_dir=kd.path,
+        ringops.publish([write_spec(spec, kd, tmp_path / "b")], directory=r, keys_dir=kd.path,
                      ring="canary")
 
     publish("1.0.0")

@@ -1,5 +1,5 @@
 """THREATS 17, second half: expired metadata is refused (a freeze) UNLESS a signed override
-exists. The override (``bundle repo extend``, ``installer.tufoverride``) is signed by the root
+exists. The override (``bundle repo extend``, ``installer.trust.tufoverride``) is signed by the root
 keys, names each document it extends by role, version and sha256, and has its own short expiry.
 
 Real key directories, real repositories, the real stdlib client and the real CLIs.
@@ -13,11 +13,13 @@ from typing import Any, Dict, List
 
 import pytest
 
-from bundler import keys, repo
+from bundler import keys
 from bundler.errors import SpecError
-from bundler.repoextend import extend
-from installer import canonjson, tufoverride
-from installer.tufclient import ExpiredError, RollbackError
+from bundler.repo import ringops
+from bundler.repo.repoextend import extend
+from installer.format import canonjson
+from installer.trust import tufoverride
+from installer.trust.tufclient import ExpiredError, RollbackError
 
 from .bundles import cli
 from .ringrepo import StdlibDevice, World, make_world
@@ -30,8 +32,8 @@ def expired_world(tmp_path: Path) -> World:
     """A device-ready repository whose canary ring expired a day ago (timestamp and snapshot
     fresh): what a site cut off for longer than the ring lifetime holds."""
     w = make_world(tmp_path)
-    w.publish("1.0.0", lifetimes=repo.Lifetimes(ring_days=1), now=int(time.time()) - 2 * DAY)
-    repo.refresh(directory=w.repo, keys_dir=w.keydir.path)
+    w.publish("1.0.0", lifetimes=ringops.Lifetimes(ring_days=1), now=int(time.time()) - 2 * DAY)
+    ringops.refresh(directory=w.repo, keys_dir=w.keydir.path)
     return w
 
 
@@ -43,7 +45,7 @@ def device(w: World, name: str) -> StdlibDevice:
 
 def sign_override(w: World, signed: Dict[str, Any], role: str = "root") -> None:
     """A hand-made override signed by ``role``'s keys (for documents our builder refuses)."""
-    root = repo.Repo(w.repo, w.keydir.path).root().signed
+    root = ringops.Repo(w.repo, w.keydir.path).root().signed
     public = [root.keys[k] for k in root.roles[role].keyids]
     payload = canonjson.encode(signed)
     sigs = [{"keyid": s.public_key.keyid, "sig": s.sign(payload).signature}
@@ -68,7 +70,8 @@ def test_expired_ring_is_refused_then_accepted_under_a_root_signed_override(
 
 
 def test_override_summary_reaches_the_refresh_result(tmp_path: Path) -> None:
-    from installer import sync, tufclient
+    from installer.commands import sync
+    from installer.trust import tufclient
     w = expired_world(tmp_path)
     extend(directory=w.repo, keys_dir=w.keydir.path, days=3, reason="road closed")
     r = tufclient.refresh(tufclient.Trusted(root=w.root()), sync.folder_fetcher(str(w.repo)),
@@ -105,7 +108,7 @@ def test_override_signed_by_a_non_root_key_is_refused(tmp_path: Path) -> None:
     assert ring.exists()
     import hashlib
     signed = {"_type": tufoverride.TYPE, "spec_version": "1.0.31", "version": 1,
-              "expires": repo._iso(now + 5 * DAY), tufoverride.ISSUED: now, "reason": "r",
+              "expires": ringops._iso(now + 5 * DAY), tufoverride.ISSUED: now, "reason": "r",
               "extend": [{"role": "canary", "version": 2,
                           "sha256": hashlib.sha256(ring.read_bytes()).hexdigest()}]}
     sign_override(w, signed, role="timestamp")
@@ -126,7 +129,7 @@ def test_override_limits(tmp_path: Path, span_days: int, issued_ago: int, want: 
     now = int(time.time()) - issued_ago * DAY
     ring = w.repo / "metadata" / "2.canary.json"
     sign_override(w, {"_type": tufoverride.TYPE, "spec_version": "1.0.31", "version": 1,
-                      "expires": repo._iso(now + span_days * DAY), tufoverride.ISSUED: now,
+                      "expires": ringops._iso(now + span_days * DAY), tufoverride.ISSUED: now,
                       "reason": "r",
                       "extend": [{"role": "canary", "version": 2,
                                   "sha256": hashlib.sha256(ring.read_bytes()).hexdigest()}]})
@@ -208,7 +211,7 @@ def test_device_cli_syncs_under_override_and_says_so(tmp_path: Path) -> None:
 
 
 def test_repo_status_shows_the_override(tmp_path: Path) -> None:
-    from bundler.repostatus import status, status_text
+    from bundler.repo.repostatus import status, status_text
     w = expired_world(tmp_path)
     assert status(w.repo)["override"] is None
     extend(directory=w.repo, keys_dir=w.keydir.path, days=7, reason="site cut off")

@@ -18,9 +18,10 @@ from typing import Callable, Dict, Optional, Tuple
 import pytest
 from tuf.api.metadata import MetaFile
 
-from bundler import keys, repo
-from installer import tufclient
+from bundler import keys
+from bundler.repo import ringops
 from installer.errors import DigestMismatch, SignatureError
+from installer.trust import tufclient
 
 from .ringrepo import (
     PyTufDevice,
@@ -58,7 +59,7 @@ def happy(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
 def rotation(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
     keys.rotate(w.keydir.path, role="timestamp")
     keys.rotate(w.keydir.path, role="snapshot")
-    repo.refresh(directory=w.repo, keys_dir=w.keydir.path)
+    ringops.refresh(directory=w.repo, keys_dir=w.keydir.path)
     w.publish("2.0.0")
     return w.repo, (True, "edge-2.0.0-amd64.tar")
 
@@ -70,7 +71,7 @@ def replayed_timestamp(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
 
 def rolled_back_snapshot(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
     # the timestamp key signs a NEW timestamp naming the previous snapshot
-    r = repo.Repo(w.repo, w.keydir.path)
+    r = ringops.Repo(w.repo, w.keydir.path)
     ts = r.timestamp().signed
     old = ts.snapshot_meta.version - 1
     data = (w.repo / "metadata" / f"{old}.snapshot.json").read_bytes()
@@ -81,14 +82,14 @@ def rolled_back_snapshot(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
 def mix_and_match(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
     w.publish("2.0.0")
     meta = w.repo / "metadata"
-    current = repo.Repo(w.repo, w.keydir.path).snapshot().signed.meta["canary.json"].version
+    current = ringops.Repo(w.repo, w.keydir.path).snapshot().signed.meta["canary.json"].version
     shutil.copy(meta / f"{current - 1}.canary.json", meta / f"{current}.canary.json")
     return w.repo, (False, None)
 
 
 def expired_ring(w: World) -> Tuple[Path, Tuple[bool, Optional[str]]]:
-    w.publish("2.0.0", lifetimes=repo.Lifetimes(ring_days=1), now=int(time.time()) - 2 * DAY)
-    repo.refresh(directory=w.repo, keys_dir=w.keydir.path)  # timestamp + snapshot fresh
+    w.publish("2.0.0", lifetimes=ringops.Lifetimes(ring_days=1), now=int(time.time()) - 2 * DAY)
+    ringops.refresh(directory=w.repo, keys_dir=w.keydir.path)  # timestamp + snapshot fresh
     return w.repo, (False, None)
 
 
@@ -129,13 +130,13 @@ def test_stdlib_client_agrees_with_python_tuf(tmp_path: Path, case: str) -> None
     ring, attack = CASES[case]
     w = make_world(tmp_path)
     w.publish("1.0.0")
-    repo.promote("edge", "1.0.0", directory=w.repo, keys_dir=w.keydir.path, source="canary",
+    ringops.promote("edge", "1.0.0", directory=w.repo, keys_dir=w.keydir.path, source="canary",
                  dest="stable")
     w.stick_before = w.snapshot_copy("stick-before")  # type: ignore[attr-defined]
     a, b = both(w, ring, tmp_path)
     w.publish("1.1.0")  # the state both devices see first
     if ring == "stable":
-        repo.promote("edge", "1.1.0", directory=w.repo, keys_dir=w.keydir.path,
+        ringops.promote("edge", "1.1.0", directory=w.repo, keys_dir=w.keydir.path,
                      source="canary", dest="stable")
     assert agree(a, b, w.repo) == (True, "edge-1.1.0-amd64.tar")
     source, expected = attack(w)
@@ -173,14 +174,14 @@ def test_clock_at_1970_uses_the_ratchet_and_far_future_names_both_times(tmp_path
     years ahead, the error names the expiry and the clock."""
     w = make_world(tmp_path)
     now = int(time.time())
-    w.publish("1.0.0", lifetimes=repo.Lifetimes(timestamp_days=1), now=now - 3 * DAY)
+    w.publish("1.0.0", lifetimes=ringops.Lifetimes(timestamp_days=1), now=now - 3 * DAY)
     stale = w.snapshot_copy("stale")  # its timestamp expired two days ago
     fresh_dev = StdlibDevice(tmp_path / "fresh", "canary")
     fresh_dev.pin(w.root())
     assert fresh_dev.sync(stale, now=0) == (True, "edge-1.0.0-amd64.tar")  # no ratchet yet
     dev = StdlibDevice(tmp_path / "d", "canary")
     dev.pin(w.root())
-    repo.refresh(directory=w.repo, keys_dir=w.keydir.path, now=now)
+    ringops.refresh(directory=w.repo, keys_dir=w.keydir.path, now=now)
     assert dev.sync(w.repo, now=now)[0]
     assert dev.trusted is not None and dev.trusted.ratchet == now
     replay = tmp_path / "replay"
@@ -198,8 +199,8 @@ def test_future_dated_metadata_does_not_move_the_ratchet(tmp_path: Path) -> None
     but does not drag the ratchet forward (it would lock the device out later)."""
     w = make_world(tmp_path)
     now = int(time.time())
-    repo.refresh(directory=w.repo, keys_dir=w.keydir.path, now=now + 200 * DAY,
-                 lifetimes=repo.Lifetimes(timestamp_days=400, snapshot_days=400))
+    ringops.refresh(directory=w.repo, keys_dir=w.keydir.path, now=now + 200 * DAY,
+                 lifetimes=ringops.Lifetimes(timestamp_days=400, snapshot_days=400))
     dev = StdlibDevice(tmp_path / "d", "canary")
     dev.pin(w.root())
     assert dev.sync(w.repo, now=now)[0]

@@ -16,8 +16,8 @@ import pytest
 
 from bundler import keys
 from bundler.errors import SpecError
-from bundler.resolve import chart_values, local_files
-from bundler.spec import load_spec
+from bundler.lock.resolve import chart_values, local_files
+from bundler.spec.spec import load_spec
 from tests.cli_helpers import bundle
 
 DEAD = "http://127.0.0.1:9"

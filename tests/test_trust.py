@@ -27,8 +27,9 @@ from tuf.api.metadata import Metadata, Root
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
 from tuf.ngclient.config import EnvelopeType
 
-from installer import canonjson, trust
 from installer.errors import FormatError, InstallerError, SignatureError
+from installer.format import canonjson
+from installer.trust import rootmeta
 
 NOW = 1_800_000_000  # 2027-01-15, passed explicitly: the clock is never patched
 DAY = 86400
@@ -116,7 +117,7 @@ def root_doc(k: SimpleNamespace, version: int, signers: Sequence[KP], **kw: Any)
 
 def ours(trusted: bytes, chain: Sequence[bytes], now: int) -> bool:
     try:
-        trust.advance_root(trusted, chain, now)
+        rootmeta.advance_root(trusted, chain, now)
     except InstallerError:
         return False
     return True
@@ -349,61 +350,61 @@ def test_root_chain_matches_python_tuf(case: ChainCase, k: SimpleNamespace) -> N
 
 
 def test_update_root_messages_name_expected_and_found(k: SimpleNamespace) -> None:
-    v1 = trust.load_trusted_root(root_doc(k, 1, [k.r1]))
+    v1 = rootmeta.load_trusted_root(root_doc(k, 1, [k.r1]))
     with pytest.raises(SignatureError, match=r"next root must be v2, found v3"):
-        trust.update_root(v1, root_doc(k, 3, [k.r1]))
+        rootmeta.update_root(v1, root_doc(k, 3, [k.r1]))
     lacks_new = root_doc(k, 2, [k.r1, k.n1], root=([k.n1, k.n2], 2))
     with pytest.raises(SignatureError, match=r"its own root keys.*needs 2.*found 1"):
-        trust.update_root(v1, lacks_new)
+        rootmeta.update_root(v1, lacks_new)
     lacks_old = root_doc(k, 2, [k.n1, k.n2], root=([k.n1, k.n2], 2))
     with pytest.raises(SignatureError, match=r"keys of trusted root v1.*needs 1.*found 0"):
-        trust.update_root(v1, lacks_old)
-    v2 = trust.update_root(v1, root_doc(k, 2, [k.r1, k.n1, k.n2], root=([k.n1, k.n2], 2)))
+        rootmeta.update_root(v1, lacks_old)
+    v2 = rootmeta.update_root(v1, root_doc(k, 2, [k.r1, k.n1, k.n2], root=([k.n1, k.n2], 2)))
     assert v2.version == 2 and v2.roles["root"].threshold == 2
 
 
 def test_expired_message_names_dates(k: SimpleNamespace) -> None:
     v1 = root_doc(k, 1, [k.r1], expires=NOW - DAY)
     with pytest.raises(SignatureError, match=r"root v1 expired at 2027-01-14T.*now is 2027-01"):
-        trust.advance_root(v1, [], NOW)
+        rootmeta.advance_root(v1, [], NOW)
 
 
 def test_intermediate_expiry_is_not_checked_by_update_root(k: SimpleNamespace) -> None:
-    v1 = trust.load_trusted_root(root_doc(k, 1, [k.r1], expires=NOW - YEAR))
-    v2 = trust.update_root(v1, root_doc(k, 2, [k.r1], expires=NOW - DAY))
+    v1 = rootmeta.load_trusted_root(root_doc(k, 1, [k.r1], expires=NOW - YEAR))
+    v2 = rootmeta.update_root(v1, root_doc(k, 2, [k.r1], expires=NOW - DAY))
     assert v2.version == 2
 
 
 # --- thresholds on a parsed root (THREATS 9) ------------------------------------------------
 
 def test_verify_threshold_counts_a_repeated_signature_once(k: SimpleNamespace) -> None:
-    root = trust.parse_root(root_doc(k, 1, [k.r1], targets=([k.t1, k.t2], 2)))
+    root = rootmeta.parse_root(root_doc(k, 1, [k.r1], targets=([k.t1, k.t2], 2)))
     payload = b"payload"
-    sig = trust.Signature(k.t1.keyid, bytes.fromhex(k.t1.sign(payload)))
+    sig = rootmeta.Signature(k.t1.keyid, bytes.fromhex(k.t1.sign(payload)))
     with pytest.raises(SignatureError, match=r"'targets' role of root v1 needs 2.*found 1"):
-        trust.verify_threshold(root, "targets", payload, signatures=[sig, sig, sig])
-    assert trust.count_valid(root, "targets", payload, signatures=[sig, sig]) == 1
+        rootmeta.verify_threshold(root, "targets", payload, signatures=[sig, sig, sig])
+    assert rootmeta.count_valid(root, "targets", payload, signatures=[sig, sig]) == 1
 
 
 def test_verify_threshold_counts_a_key_listed_twice_once(k: SimpleNamespace) -> None:
     """parse_root refuses a role listing one keyid twice (as python-tuf does); a Root built in
     code that does so still counts the key once."""
-    root = trust.parse_root(root_doc(k, 1, [k.r1], targets=([k.t1], 1)))
-    doubled = replace(root, roles={**root.roles, "targets": trust.Role(
+    root = rootmeta.parse_root(root_doc(k, 1, [k.r1], targets=([k.t1], 1)))
+    doubled = replace(root, roles={**root.roles, "targets": rootmeta.Role(
         (k.t1.keyid, k.t1.keyid), 2)})
     payload = b"payload"
-    sig = trust.Signature(k.t1.keyid, bytes.fromhex(k.t1.sign(payload)))
-    assert trust.count_valid(doubled, "targets", payload, signatures=[sig, sig]) == 1
+    sig = rootmeta.Signature(k.t1.keyid, bytes.fromhex(k.t1.sign(payload)))
+    assert rootmeta.count_valid(doubled, "targets", payload, signatures=[sig, sig]) == 1
     with pytest.raises(SignatureError):
-        trust.verify_threshold(doubled, "targets", payload, signatures=[sig, sig])
+        rootmeta.verify_threshold(doubled, "targets", payload, signatures=[sig, sig])
 
 
 def test_keyid_is_a_label_not_a_hash(k: SimpleNamespace) -> None:
     """Like python-tuf we do not recompute keyids; any label works, material is what counts."""
     label = k.t1.alias("release-key-2027")
-    root = trust.parse_root(root_doc(k, 1, [k.r1], targets=([label], 1)))
-    sig = trust.Signature(label.keyid, bytes.fromhex(label.sign(b"m")))
-    trust.verify_threshold(root, "targets", b"m", signatures=[sig])
+    root = rootmeta.parse_root(root_doc(k, 1, [k.r1], targets=([label], 1)))
+    sig = rootmeta.Signature(label.keyid, bytes.fromhex(label.sign(b"m")))
+    rootmeta.verify_threshold(root, "targets", b"m", signatures=[sig])
 
 
 # --- signed manifests -----------------------------------------------------------------------
@@ -451,7 +452,7 @@ def _manifest_inputs(case: ManifestCase, k: SimpleNamespace) -> Tuple[bytes, byt
 
 def _ours_manifest(root: bytes, sigs: bytes) -> bool:
     try:
-        trust.verify_signed_manifest(root, [root], MANIFEST, signatures_doc=sigs, now=NOW)
+        rootmeta.verify_signed_manifest(root, [root], MANIFEST, signatures_doc=sigs, now=NOW)
     except InstallerError:
         return False
     return True
@@ -478,13 +479,13 @@ def test_manifest_uses_the_newest_root(k: SimpleNamespace) -> None:
     v2 = root_doc(k, 2, [k.r1], targets=([k.t2], 1))  # targets key rotated t1 -> t2
     by_t2 = canonjson.encode({"signatures": [{"keyid": k.t2.keyid, "sig": k.t2.sign(MANIFEST)}]})
     by_t1 = canonjson.encode({"signatures": [{"keyid": k.t1.keyid, "sig": k.t1.sign(MANIFEST)}]})
-    newest = trust.verify_signed_manifest(v1, [v1, v2], MANIFEST, signatures_doc=by_t2, now=NOW)
+    newest = rootmeta.verify_signed_manifest(v1, [v1, v2], MANIFEST, signatures_doc=by_t2, now=NOW)
     assert newest.version == 2
     with pytest.raises(SignatureError, match="bundle manifest.*root v2"):
-        trust.verify_signed_manifest(v1, [v1, v2], MANIFEST, signatures_doc=by_t1, now=NOW)
+        rootmeta.verify_signed_manifest(v1, [v1, v2], MANIFEST, signatures_doc=by_t1, now=NOW)
     # an old bundle (old chain, revoked key) replayed to a device that already holds v2
     with pytest.raises(SignatureError, match="bundle manifest.*root v2"):
-        trust.verify_signed_manifest(v2, [v1], MANIFEST, signatures_doc=by_t1, now=NOW)
+        rootmeta.verify_signed_manifest(v2, [v1], MANIFEST, signatures_doc=by_t1, now=NOW)
 
 
 # --- formats (THREATS 11) -------------------------------------------------------------------
@@ -519,7 +520,7 @@ def test_format_rejected(name: str, build: Callable[[SimpleNamespace], Tuple[byt
     root = root_doc(k, 1, [k.r1], targets=([k.t1], 1))
     manifest, sigs = build(k)
     with pytest.raises(FormatError):
-        trust.verify_signed_manifest(root, [root], manifest, signatures_doc=sigs, now=NOW)
+        rootmeta.verify_signed_manifest(root, [root], manifest, signatures_doc=sigs, now=NOW)
 
 
 @pytest.mark.parametrize("doc,match", [
@@ -530,7 +531,7 @@ def test_format_rejected(name: str, build: Callable[[SimpleNamespace], Tuple[byt
 ])
 def test_parse_root_rejects(doc: bytes, match: str) -> None:
     with pytest.raises(FormatError, match=match):
-        trust.parse_root(doc)
+        rootmeta.parse_root(doc)
 
 
 def test_parse_root_reads_python_tuf_output(k: SimpleNamespace) -> None:
@@ -540,7 +541,7 @@ def test_parse_root_reads_python_tuf_output(k: SimpleNamespace) -> None:
     root.add_key(signer.public_key, "root")
     md = Metadata(root)
     md.sign(signer)
-    parsed = trust.load_trusted_root(md.to_bytes())
+    parsed = rootmeta.load_trusted_root(md.to_bytes())
     assert parsed.version == 1 and parsed.expires == NOW + YEAR
     assert parsed.signed_bytes == md.signed_bytes
     assert parsed.keys[k.r1.keyid].public == bytes.fromhex(k.r1.key["keyval"]["public"])
@@ -548,7 +549,7 @@ def test_parse_root_reads_python_tuf_output(k: SimpleNamespace) -> None:
 
 def test_upper_case_signature_hex_is_rejected() -> None:
     """Hex case is outside every signature: one document must have one byte form."""
-    from installer.trust import parse_signatures
+    from installer.trust.rootmeta import parse_signatures
     good = [{"keyid": "k", "sig": "ab" * 64}]
     assert parse_signatures(good, "sigs", allow_repeats=False)[0].sig == bytes.fromhex("ab" * 64)
     with pytest.raises(FormatError, match="lowercase hex"):

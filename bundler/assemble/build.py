@@ -27,7 +27,18 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from installer.bundlefmt import (
+from bundler.assemble import bundlewrite, helmchart, sbom
+from bundler.assemble.buildinputs import image_manifests, pin_local_files
+from bundler.assemble.bundlewrite import Chunks, SpaceNeed, bytes_chunks, file_chunks
+from bundler.assemble.imagearchive import ArchiveImage, ArchivePlan, image_names, plan_archives
+from bundler.errors import SpecError
+from bundler.fetch.sources import Sources
+from bundler.lock.gate import check_lock
+from bundler.spec import k3sconfig
+from bundler.spec.lockfile import BundleLock, Lock
+from bundler.spec.refs import ImageRef, parse_image_ref
+from bundler.spec.spec import BundleSpec, Spec
+from installer.format.bundlefmt import (
     INSTALL_SCRIPT_PATH,
     K3S_BINARY_PATH,
     K3S_CONFIG_PATH,
@@ -39,17 +50,6 @@ from installer.bundlefmt import (
     unsigned_signatures,
 )
 from installer.fsio import atomic_output, hash_chunks
-
-from . import bundlewrite, helmchart, k3sconfig, sbom
-from .buildinputs import image_manifests, pin_local_files
-from .bundlewrite import Chunks, SpaceNeed, bytes_chunks, file_chunks
-from .errors import SpecError
-from .gate import check_lock
-from .imagearchive import ArchiveImage, ArchivePlan, image_names, plan_archives
-from .lockfile import BundleLock, Lock
-from .refs import ImageRef, parse_image_ref
-from .sources import Sources
-from .spec import BundleSpec, Spec
 
 Signer = Callable[[bytes], "tuple[bytes, list[bytes]]"]
 BlobJob = tuple[tuple[ImageRef, str, str, int], str, str]  # (image, its platform manifest,
@@ -227,7 +227,7 @@ def _plan_images(members: _Members, src: Sources, lock: Lock, *, bl: BundleLock,
 
 def k3s_config_members(b: BundleSpec) -> list[tuple[str, str, bytes]]:
     """(member path, kind, bytes) of the K3s configuration the bundle carries: the names and
-    kinds are the format's own (installer.bundlefmt.FIXED_PATHS), the bytes k3sconfig's."""
+    kinds are the format's own (installer.format.bundlefmt.FIXED_PATHS), the bytes k3sconfig's."""
     out = []
     if b.k3s_config:
         out.append((K3S_CONFIG_PATH, "k3s-config", k3sconfig.config_yaml(b.name, b.k3s_config)))
@@ -421,7 +421,7 @@ def _check_writable(out_dir: Path) -> None:
     """Fail before any download when the output folder cannot take a file."""
     import os
 
-    from .errors import LocalError
+    from bundler.errors import LocalError
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".probe-{os.getpid()}"

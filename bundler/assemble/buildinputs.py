@@ -7,15 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bundler.assemble.imagearchive import Blob
+from bundler.errors import SpecError, UpstreamError
+from bundler.fetch.sources import Sources
+from bundler.spec.lockfile import BundleLock, ImageLock
+from bundler.spec.refs import parse_image_ref
+from bundler.spec.spec import Spec
 from installer.errors import DigestMismatch
 from installer.fsio import iter_file
-
-from .errors import SpecError, UpstreamError
-from .imagearchive import Blob
-from .lockfile import BundleLock, ImageLock
-from .refs import parse_image_ref
-from .sources import Sources
-from .spec import Spec
 
 Found = tuple[Blob, str, tuple[Blob, ...]]   # manifest, its media type, config + layers
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from installer.bundlefmt import (
+from bundler.errors import LocalError
+from installer.errors import FormatError, InstallerError
+from installer.format.bundlefmt import (
     MANIFEST_NAME,
     ROOTS_DIR,
     SIGNATURES_NAME,
@@ -31,12 +33,9 @@ from installer.bundlefmt import (
     iter_bundle,
     member_header,
 )
-from installer.errors import FormatError, InstallerError
 from installer.fsio import atomic_output, checked_chunks, iter_file
 from installer.policy import human_bytes
-from installer.verify import check_envelope
-
-from .errors import LocalError
+from installer.trust.verify import check_envelope
 
 FREE_SPACE_MARGIN = 4 * 1024 * 1024   # plus 1% of the bytes: filesystem overhead
 HEADER_ALLOWANCE = 8 * 1024           # per member: pax + ustar headers and padding
@@ -100,7 +99,7 @@ def is_current(dest: Path, *, manifest_bytes: bytes, signatures: bytes,
     """True when ``dest`` holds exactly this envelope and every member verifies (one pass).
     A damaged or different file is False: it gets rebuilt.
 
-    The envelope check (``installer.verify.check_envelope``) proves every header, padding and
+    The envelope check (``installer.trust.verify.check_envelope``) proves every header, padding and
     the trailer canonical, so each member's data sits at an offset known from the manifest:
     hashed there with large reads, not through ``tarfile``'s 10 KiB stream blocks.
     """

@@ -1,5 +1,5 @@
 """Delta bundles: a built bundle minus every member its base already holds (format:
-``installer/bundlefmt.py``, ``Delta``; docs/bundle-format.md).
+``installer/format/bundlefmt.py``, ``Delta``; docs/bundle-format.md).
 
 The base is a device's receipt (``airgap-install receipt``) or the old bundle file. The delta
 carries the full bundle's signed envelope unchanged (so the device rebuilds, with the same
@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from installer import bundlefmt, receipt
-from installer.bundlefmt import BundleReader, Delta
-from installer.delta import MIN_REF, archive_blobs
+from bundler.assemble.bundlewrite import hashed, member_offsets
+from bundler.errors import SpecError
 from installer.errors import InstallerError
+from installer.format import bundlefmt
+from installer.format.bundlefmt import BundleReader, Delta
 from installer.fsio import atomic_output, iter_file
-from installer.verify import check_envelope
-
-from .bundlewrite import hashed, member_offsets
-from .errors import SpecError
+from installer.host import receipt
+from installer.host.delta import MIN_REF, archive_blobs
+from installer.trust.verify import check_envelope
 
 
 @dataclass(frozen=True)

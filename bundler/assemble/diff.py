@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from installer.bundlefmt import BundleReader, Header, Manifest
+from bundler.assemble.bundlewrite import member_offsets
+from bundler.errors import SpecError
+from bundler.spec.lockfile import Lock, read_lock
 from installer.errors import InstallerError
+from installer.format.bundlefmt import BundleReader, Header, Manifest
 from installer.policy import human_bytes
-from installer.verify import check_envelope
-
-from .bundlewrite import member_offsets
-from .errors import SpecError
-from .lockfile import Lock, read_lock
+from installer.trust.verify import check_envelope
 
 MAX_TEXT = 1 << 20  # a manifest larger than this is compared by hash only
 _SHA_RE = re.compile(r"sha256:([0-9a-f]{64})")

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
-from .lockfile import ChartLock
+from bundler.errors import SpecError
+from bundler.spec.lockfile import ChartLock
 
 _RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

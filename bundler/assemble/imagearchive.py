@@ -30,9 +30,8 @@ from typing import Any
 
 import zstandard
 
+from bundler.fetch.oci import OCI_INDEX
 from installer.fsio import iter_file
-
-from .oci import OCI_INDEX
 
 ZSTD_LEVEL = 3
 ZSTD_WINDOW_LOG = 23          # 8 MiB; K3s accepts at most 25 (32 MiB)

@@ -1,5 +1,5 @@
 """Split a built bundle into parts with XOR parity and a signed index (format:
-``installer/parts.py``, docs/bundle-format.md).
+``installer/sources/parts.py``, docs/bundle-format.md).
 
 Two reads of the bundle's bytes: the bundle once, front to back, into the parts (each written
 by the one verified writer while hashed), then the parts once, column by column, into the
@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer import parts as fmt
-from installer import partsource
+from bundler.errors import LocalError, SpecError
 from installer.fsio import CHUNK, hash_file, iter_file, write_verified
-
-from .errors import LocalError, SpecError
+from installer.sources import parts as fmt
+from installer.sources import partsource
 
 MiB = 1 << 20
 _SIZE_RE = re.compile(r"^([0-9]+)\s*([KMGT]?)(i?B)?$", re.IGNORECASE)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError, TransferError, UpstreamError
+from bundler.errors import SpecError, TransferError, UpstreamError
 
 
 def _sigstore() -> Any:

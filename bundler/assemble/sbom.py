@@ -30,9 +30,8 @@ from cyclonedx.model.dependency import Dependency
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
-from installer.bundlefmt import ChartEntry, ImageEntry, Member
-
-from .refs import parse_image_ref
+from bundler.spec.refs import parse_image_ref
+from installer.format.bundlefmt import ChartEntry, ImageEntry, Member
 
 SBOM_PATH = "sbom/bom.cdx.json"
 SBOM_KIND = "sbom"

@@ -5,6 +5,6 @@
 - ``app``: the group, command registration, and the one place errors become exit codes.
 """
 
-from .app import cli, main
+from bundler.cli.app import cli, main
 
 __all__ = ["cli", "main"]

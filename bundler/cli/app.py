@@ -13,11 +13,10 @@ from typing import Any, NoReturn
 
 import click
 
+from bundler.cli import build, diff, discover, fleet, inspect, keys, lock, repo, split, verify
+from bundler.cli.context import CONTEXT, Ctx
+from bundler.errors import EXIT_CODES, exit_code_for
 from installer.errors import ToolError
-
-from ..errors import EXIT_CODES, exit_code_for
-from . import build, diff, discover, fleet, inspect, keys, lock, repo, split, verify
-from .context import CONTEXT, Ctx
 
 
 def _short(text: str) -> str:

@@ -8,9 +8,8 @@ from typing import Any
 
 import click
 
+from bundler.cli.context import CONTEXT, ArchType, Ctx, pass_ctx
 from installer.policy import human_bytes
-
-from .context import CONTEXT, ArchType, Ctx, pass_ctx
 
 
 @click.command("build", context_settings=CONTEXT)
@@ -67,18 +66,18 @@ def build_cmd(c: Ctx, *, arches: tuple[str, ...], bundles: tuple[str, ...], out:
     with the same manifest is verified once and left in place (--force rewrites it). Also writes
     airgap-install.pyz, INSTALL.txt and SHA256SUMS so DIR can go onto a USB stick as is.
     """
-    from ..build import BuildResult, Plan, build_all, bundle_filename
-    from ..cache import default_cache_dir
-    from ..errors import SpecError
-    from ..gate import check_lock
-    from ..lockfile import read_lock
-    from ..spec import load_spec
+    from bundler.assemble.build import BuildResult, Plan, build_all, bundle_filename
+    from bundler.errors import SpecError
+    from bundler.fetch.cache import default_cache_dir
+    from bundler.lock.gate import check_lock
+    from bundler.spec.lockfile import read_lock
+    from bundler.spec.spec import load_spec
 
     part_limit = _part_limit(max_part_size)  # a bad size fails before anything is read
     spec = load_spec(c.spec)
     lock = read_lock(c.lock)
     keys_dir = _signing_keys(spec.signing_keys, keys_dir, unsigned)
-    from ..delta import load_base, write_delta
+    from bundler.assemble.delta import load_base, write_delta
     base = load_base(delta_from) if delta_from else None  # before any download
     plan: list[tuple[str, str]] = []
     for name in bundles or sorted(lock.bundles):
@@ -94,12 +93,12 @@ def build_cmd(c: Ctx, *, arches: tuple[str, ...], bundles: tuple[str, ...], out:
         raise SpecError(f"nothing to build: no locked bundle has arch {', '.join(arches)}")
     fingerprint = None
     if keys_dir is not None:
-        from ..keys import check_signing
+        from bundler.keys import check_signing
         fingerprint = check_signing(keys_dir)
     else:
         _refuse_unsigned_over_signed(targets)
     if sigstore:  # before anything is fetched or written
-        from ..provenance import sigstore_preflight
+        from bundler.assemble.provenance import sigstore_preflight
         sigstore_preflight()
     sign = _signer(keys_dir) if keys_dir else None
     results: list[dict[str, Any]] = []
@@ -108,7 +107,7 @@ def build_cmd(c: Ctx, *, arches: tuple[str, ...], bundles: tuple[str, ...], out:
     def before_write(p: Plan) -> None:
         if sigstore:
             assert p.signed is not None
-            from ..provenance import sigstore_sign
+            from bundler.assemble.provenance import sigstore_sign
             provenance[p.dest] = sigstore_sign(p.signed[0])
 
     def done(res: BuildResult) -> None:
@@ -132,8 +131,8 @@ def build_cmd(c: Ctx, *, arches: tuple[str, ...], bundles: tuple[str, ...], out:
         def grow(n: int) -> None:
             bar.total = (bar.total or 0) + n
             bar.refresh()
-        from ..sources import Sources
-        from ..transport import RetryPolicy
+        from bundler.fetch.sources import Sources
+        from bundler.fetch.transport import RetryPolicy
         with Sources(spec, cache or default_cache_dir(), frozen=frozen, pool_size=max(16, jobs),
                      policy=RetryPolicy(read_timeout=timeout),
                      on_bytes=bar.update, on_total=grow) as src:
@@ -162,7 +161,7 @@ def _part_limit(text: str | None) -> int | None:
     """``--max-part-size`` in bytes, checked before anything is fetched."""
     if text is None:
         return None
-    from ..parts import parse_size, part_size_for
+    from bundler.assemble.parts import parse_size, part_size_for
     limit = parse_size(text)
     part_size_for(limit)  # refuses a size too small for a part
     return limit
@@ -170,12 +169,12 @@ def _part_limit(text: str | None) -> int | None:
 
 def _split(bundle: Path, limit: int | None, *, parity: bool,
            keys_dir: Path | None) -> dict[str, Any] | None:
-    """Split a bundle larger than ``limit`` with the one splitter (bundler/parts.py); the
+    """Split a bundle larger than ``limit`` with the one splitter (bundler/assemble/parts.py); the
     index is signed like the bundle (unsigned with it)."""
     if limit is None or bundle.stat().st_size < limit:
         return None
-    from .. import keys
-    from ..parts import split
+    from bundler import keys
+    from bundler.assemble.parts import split
     res = split(bundle, max_part_size=limit, parity=parity,
                 sign=(lambda b: keys.sign_manifest(keys_dir, b)) if keys_dir else None,
                 roots=keys.root_chain(keys_dir) if keys_dir else [])
@@ -185,7 +184,7 @@ def _split(bundle: Path, limit: int | None, *, parity: bool,
 
 def _signing_keys(from_spec: Path | None, option: Path | None, unsigned: bool) -> Path | None:
     """The key folder to sign with, or None for an explicit --unsigned build."""
-    from ..errors import SpecError
+    from bundler.errors import SpecError
     if unsigned and option is not None:
         raise SpecError("--keys and --unsigned contradict each other", hint="pass one of them")
     if unsigned:
@@ -200,11 +199,10 @@ def _signing_keys(from_spec: Path | None, option: Path | None, unsigned: bool) -
 
 def _refuse_unsigned_over_signed(targets: list[Path]) -> None:
     """An unsigned build must not silently replace a signed bundle of the same name."""
-    from installer.bundlefmt import BundleReader
-    from installer.canonjson import loads_strict
+    from bundler.errors import SpecError
     from installer.errors import InstallerError
-
-    from ..errors import SpecError
+    from installer.format.bundlefmt import BundleReader
+    from installer.format.canonjson import loads_strict
     for path in targets:
         try:
             with open(path, "rb") as f:
@@ -220,7 +218,7 @@ def _refuse_unsigned_over_signed(targets: list[Path]) -> None:
 
 
 def _signer(keys_dir: Path) -> Any:
-    from .. import keys
+    from bundler import keys
 
     def sign(manifest_bytes: bytes) -> tuple[bytes, list[bytes]]:
         return keys.sign_manifest(keys_dir, manifest_bytes), keys.root_chain(keys_dir)
@@ -233,14 +231,13 @@ def _write_sigstore(bundle: Path, data: bytes | None, manifest: Any,
     the one beside it, or gets one when it has none."""
     if not wanted:
         return None
+    from bundler.cli.verify import sigstore_path
     from installer.fsio import write_verified
-
-    from .verify import sigstore_path
     out = sigstore_path(bundle)
     if data is None:
         if out.is_file():
             return str(out)
-        from ..provenance import sigstore_sign
+        from bundler.assemble.provenance import sigstore_sign
         data = sigstore_sign(manifest.to_bytes())
     write_verified(out, [data])
     return str(out)
@@ -254,10 +251,9 @@ def _extras_size() -> int:
 def _write_usb_extras(out: Path, bundle_paths: list[str]) -> Path:
     """The installer zipapp, INSTALL.txt and SHA256SUMS beside the bundles, each rewritten
     only when its bytes change; returns the SHA256SUMS path."""
+    from bundler.assemble.sums import sha256sums
     from installer import zipapp
     from installer.fsio import write_verified
-
-    from ..sums import sha256sums
     names = sorted({p.name for p in out.glob("*.tar")} | {Path(b).name for b in bundle_paths}
                    | {p.name[:-len(".parts.json")] for p in out.glob("*.tar.parts.json")})
     for path, data, mode in ((out / "airgap-install.pyz", zipapp.zipapp_bytes(), 0o755),

@@ -45,7 +45,7 @@ class ArchType(click.ParamType):  # type: ignore[type-arg]  # generic in newer c
                        incomplete: str) -> list[Any]:
         from click.shell_completion import CompletionItem
 
-        from installer.bundlefmt import ARCHES
+        from installer.format.bundlefmt import ARCHES
         return [CompletionItem(a) for a in ARCHES if a.startswith(incomplete)]
 
     def convert(self, value: Any, param: click.Parameter | None,

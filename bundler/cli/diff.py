@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .context import CONTEXT
+from bundler.cli.context import CONTEXT
 
 
 @click.command("diff", context_settings=CONTEXT)
@@ -24,7 +24,7 @@ def diff_cmd(old: Path, new: Path, as_json: bool) -> None:
     size change. Reads only headers and manifest texts; verifies no signature.
     Exit 0: no change; 1: changes (like diff(1)); 2: bad input.
     """
-    from ..diff import diff_files, render_text
+    from bundler.assemble.diff import diff_files, render_text
 
     result = diff_files(old, new)
     if as_json:

@@ -1,5 +1,5 @@
 """`bundle images` and `bundle check`: discovery wired to the spec and the lock (the checks
-themselves live in ``bundler.gate``).
+themselves live in ``bundler.lock.gate``).
 
 Charts are read from the content cache by their locked digest (fetched by digest only when the
 cache lacks them), so these commands touch the network no more than they must.
@@ -12,10 +12,13 @@ from pathlib import Path
 
 import click
 
-from ..discover import LOCAL_ONLY, REQUIRED_KINDS, Finding, compare
-from ..discover.report import images_report
-from ..errors import MissingImagesError
-from ..gate import (
+from bundler.cli.context import CONTEXT, Ctx, out, pass_ctx
+from bundler.discover import LOCAL_ONLY, REQUIRED_KINDS, Finding, compare
+from bundler.discover.lint import lint_error, lint_json, lint_text
+from bundler.discover.report import images_report
+from bundler.errors import MissingImagesError
+from bundler.fetch.sources import Sources
+from bundler.lock.gate import (
     bundle_findings,
     chart_paths,
     check_fresh,
@@ -26,17 +29,14 @@ from ..gate import (
     missing_error,
     pullable_missing,
 )
-from ..lint import lint_error, lint_json, lint_text
-from ..lockfile import Lock
-from ..sources import Sources
-from ..spec import Spec
-from .context import CONTEXT, Ctx, out, pass_ctx
+from bundler.spec.lockfile import Lock
+from bundler.spec.spec import Spec
 
 
 def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
-    from ..cache import default_cache_dir
-    from ..lockfile import read_lock
-    from ..spec import load_spec
+    from bundler.fetch.cache import default_cache_dir
+    from bundler.spec.lockfile import read_lock
+    from bundler.spec.spec import load_spec
     spec = load_spec(c.spec)
     check_spec_files(spec)
     lock = read_lock(c.lock)
@@ -62,7 +62,7 @@ def _unlocked(spec: Spec, src: Sources, names: list[str]
               ) -> dict[str, tuple[list[Finding], list[str]]]:
     """Without a lock: each chart fetched as `bundle lock` would (into the cache only), and
     compared with the images the spec lists."""
-    from ..resolve import resolve_chart
+    from bundler.lock.resolve import resolve_chart
     out = {}
     for name in names:
         b = spec.bundle(name)
@@ -86,8 +86,8 @@ def images_cmd(c: Ctx, *, only: str | None, cache: Path | None, as_json: bool) -
     is written) and the bundle is what the spec lists. Exits 9 when an image is missing or a
     chart/HelmChart could not be looked into.
     """
-    from ..cache import default_cache_dir
-    from ..spec import load_spec
+    from bundler.fetch.cache import default_cache_dir
+    from bundler.spec.spec import load_spec
     if c.lock.exists():
         spec, lock, src = _load(c, cache)
     else:

@@ -11,21 +11,20 @@ from typing import Any
 
 import click
 
+from bundler.cli.context import CONTEXT
 from installer.policy import human_bytes
-
-from .context import CONTEXT
 
 
 def root_chain_info(roots: tuple[bytes, ...]) -> dict[str, Any]:
     """Versions and fingerprints of a bundle's shipped root chain (newest last); a chain
     that does not parse is reported, not raised: inspect verifies nothing."""
-    from installer import trust
     from installer.errors import InstallerError
+    from installer.trust import rootmeta
     chain = []
     for n, data in enumerate(roots, start=1):
         try:
-            root = trust.parse_root(data, what=f"roots/{n}.root.json")
-            chain.append({"version": root.version, "fingerprint": trust.root_fingerprint(root)})
+            root = rootmeta.parse_root(data, what=f"roots/{n}.root.json")
+            chain.append({"version": root.version, "fingerprint": rootmeta.root_fingerprint(root)})
         except InstallerError as e:
             chain.append({"version": n, "fingerprint": None, "error": e.message})
     return {"root_chain": len(roots), "roots": chain,
@@ -61,12 +60,11 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
     newest root the bundle ships; a device shows the same for the same root. FILE may be a
     folder of split parts (or its .parts.json index): they are reassembled in $TMPDIR first.
     """
-    from installer.bundlefmt import BundleReader
-    from installer.canonjson import loads_strict
-
-    from ..errors import SpecError
-    from ..parts import is_parts, reassembled
-    from ..sbom import SBOM_PATH, summary
+    from bundler.assemble.parts import is_parts, reassembled
+    from bundler.assemble.sbom import SBOM_PATH, summary
+    from bundler.errors import SpecError
+    from installer.format.bundlefmt import BundleReader
+    from installer.format.canonjson import loads_strict
 
     shown = file
     if is_parts(file):
@@ -75,7 +73,7 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
         reader = BundleReader(f, what=str(file), delta_ok=True)
         header = reader.header()
     delta = _delta_info(reader.delta, header.manifest, os.stat(file).st_size)
-    from ..specfiles import secret_warnings
+    from bundler.spec.specfiles import secret_warnings
     for warning in secret_warnings(mem.path for mem in header.manifest.members):
         click.echo(warning, err=True)
     m = header.manifest
@@ -139,8 +137,8 @@ def inspect_cmd(file: Path, show_sbom: bool, as_json: bool) -> None:
 
 def _k3s_config(file: Path, m: Any, delta: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The K3s configuration members: where each goes on a device and its text."""
-    from installer.bundlefmt import FIXED_PATHS
-    from installer.layout import targets_for
+    from installer.format.bundlefmt import FIXED_PATHS
+    from installer.host.layout import targets_for
     out = []
     for mem in m.members:
         if mem.kind not in FIXED_PATHS:

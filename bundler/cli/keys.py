@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .context import CONTEXT
+from bundler.cli.context import CONTEXT
 
 if TYPE_CHECKING:  # bundler.keys pulls in python-tuf and securesystemslib: import on use
-    from ..keys import KeyDirReport
+    from bundler.keys import KeyDirReport
 
-from installer.trust import TOP_LEVEL_ROLES as ROLES
+from installer.trust.rootmeta import TOP_LEVEL_ROLES as ROLES
 
 _dir_arg = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 _json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
@@ -65,7 +65,7 @@ def show_cmd(directory: Path, as_json: bool) -> None:
     The fingerprint is what `airgap-install trust` and `status` show on a device: equal
     fingerprints mean the same root.
     """
-    from ..keys import describe
+    from bundler.keys import describe
     report = describe(directory)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
@@ -98,7 +98,7 @@ def init_cmd(*, directory: Path, root_keys: int, root_threshold: int, targets_ke
              targets_threshold: int, snapshot_keys: int, timestamp_keys: int,
              expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
     """Create DIRECTORY with fresh keys and root.json version 1."""
-    from ..keys import init_keys
+    from bundler.keys import init_keys
     _report(init_keys(directory, root_keys=root_keys, root_threshold=root_threshold,
                       targets_keys=targets_keys, targets_threshold=targets_threshold,
                       snapshot_keys=snapshot_keys, timestamp_keys=timestamp_keys,
@@ -123,6 +123,6 @@ def rotate_cmd(*, directory: Path, role: str, new_keys: int, threshold: int | No
     The old root keys (and, for --role root, the new ones) sign it; devices accept it
     when a bundle carries the whole chain roots/1..N.
     """
-    from ..keys import rotate
+    from bundler.keys import rotate
     _report(rotate(directory, role=role, new_keys=new_keys, threshold=threshold,
                    expires_days=expires_days, passphrase_env=passphrase_env), as_json)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .context import CONTEXT, Ctx, out, pass_ctx
+from bundler.cli.context import CONTEXT, Ctx, out, pass_ctx
 
 
 @click.command("lock", context_settings=CONTEXT)
@@ -43,13 +43,13 @@ def lock_cmd(c: Ctx, *, check: bool, update: tuple[str, ...], cache: Path | None
     The airgap lint (imagePullPolicy: Always, :latest or untagged images, custom resources
     nothing in the bundle defines) warns on stderr, or fails with --strict.
     """
-    from ..cache import default_cache_dir
-    from ..lint import lint_error, lint_json, lint_text
-    from ..lockfile import Lock, read_lock
-    from ..locking import lock_spec, save
-    from ..sources import Sources
-    from ..spec import load_spec
-    from ..transport import RetryPolicy
+    from bundler.discover.lint import lint_error, lint_json, lint_text
+    from bundler.fetch.cache import default_cache_dir
+    from bundler.fetch.sources import Sources
+    from bundler.fetch.transport import RetryPolicy
+    from bundler.lock.locking import lock_spec, save
+    from bundler.spec.lockfile import Lock, read_lock
+    from bundler.spec.spec import load_spec
 
     spec = load_spec(c.spec)
     previous: Lock | None = read_lock(c.lock) if c.lock.exists() else None

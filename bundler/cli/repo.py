@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import click
 
-from .context import CONTEXT, out
+from bundler.cli.context import CONTEXT, out
 
 _keys_opt = click.option("--keys", "keys_dir", required=True,
                          type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -31,7 +31,7 @@ def _lifetimes(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _lt(kw: dict[str, Any]) -> Any:
-    from ..repo import Lifetimes
+    from bundler.repo.ringops import Lifetimes
     return Lifetimes(timestamp_days=kw.pop("timestamp_days"),
                      snapshot_days=kw.pop("snapshot_days"), ring_days=kw.pop("ring_days"))
 
@@ -70,7 +70,7 @@ def _ring_keys(values: tuple[str, ...]) -> dict[str, tuple[int, int]]:
 def init_cmd(*, directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[str, ...],
              passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Create a ring repository in DIRECTORY signed by the keys in KEYS."""
-    from ..repo import init_repo
+    from bundler.repo.ringops import init_repo
     names = tuple(r.strip() for r in rings.split(",") if r.strip())
     written = init_repo(directory, keys_dir, rings=names, ring_keys=_ring_keys(ring_keys),
                         lifetimes=_lt(kw), passphrase_env=passphrase_env)
@@ -84,7 +84,7 @@ def init_cmd(*, directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[st
 @_json_opt
 def status_cmd(directory: Path, as_json: bool) -> None:
     """Per ring and arch: version, since when, percent, yanks; every role's expiry."""
-    from ..repostatus import status, status_text
+    from bundler.repo.repostatus import status, status_text
     report = status(directory)
     out(as_json, report, "\n".join(status_text(report)))
 
@@ -98,7 +98,7 @@ def status_cmd(directory: Path, as_json: bool) -> None:
 def refresh_cmd(*, directory: Path, keys_dir: Path, passphrase_env: str | None, as_json: bool,
                 **kw: Any) -> None:
     """New timestamp and snapshot (and new roots from KEYS) just before a stick is written."""
-    from ..repo import refresh
+    from bundler.repo.ringops import refresh
     written = refresh(directory=directory, keys_dir=keys_dir, lifetimes=_lt(kw),
                       passphrase_env=passphrase_env)
     out(as_json, {"written": [str(p) for p in written]}, _written(written))
@@ -116,7 +116,7 @@ def refresh_cmd(*, directory: Path, keys_dir: Path, passphrase_env: str | None, 
 def publish_cmd(*, bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_dir: Path,
                 passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Verify BUNDLES against the repository's root, store them by content, list them in RING."""
-    from ..repo import publish
+    from bundler.repo.ringops import publish
     added = publish(list(bundles), directory=repo_dir, keys_dir=keys_dir, ring=ring,
                     lifetimes=_lt(kw), passphrase_env=passphrase_env)
     out(as_json, {"published": added}, "\n".join(
@@ -142,7 +142,7 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
                 keys_dir: Path, min_soak: str, percent: int, passphrase_env: str | None,
                 as_json: bool, **kw: Any) -> None:
     """List in --to the very entries (same hashes) --from lists for NAME VERSION."""
-    from ..repo import parse_duration, promote
+    from bundler.repo.ringops import parse_duration, promote
     done = promote(name, version, directory=repo_dir, keys_dir=keys_dir, source=source,
                    dest=dest, min_soak=parse_duration(min_soak), percent=percent,
                    lifetimes=_lt(kw), passphrase_env=passphrase_env)
@@ -164,7 +164,7 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
 def yank_cmd(*, name: str, version: str, repo_dir: Path, ring: str, keys_dir: Path, reason: str,
              passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Sign the decision that NAME VERSION must not run in RING."""
-    from ..repo import yank
+    from bundler.repo.ringops import yank
     done = yank(name, version, directory=repo_dir, keys_dir=keys_dir, ring=ring, reason=reason,
                 lifetimes=_lt(kw), passphrase_env=passphrase_env)
     out(as_json, done, f"yanked {name} {version} from ring {ring}: {reason}")
@@ -190,7 +190,7 @@ def extend_cmd(*, directory: Path, keys_dir: Path, days: int, reason: str,
     otherwise `bundle repo refresh` (and publish/promote) are the normal way to stay fresh.
     Copy the repository folder to the stick (or push it) afterwards as usual.
     """
-    from ..repoextend import extend
+    from bundler.repo.repoextend import extend
     done = extend(directory=directory, keys_dir=keys_dir, days=days, reason=reason,
                   roles=list(roles) or None, passphrase_env=passphrase_env)
     names = ", ".join(f"{e['role']} v{e['version']}" for e in done["extend"])
@@ -198,7 +198,7 @@ def extend_cmd(*, directory: Path, keys_dir: Path, days: int, reason: str,
                        f"until {done['expires']}")
 
 
-from .fleet import repo_push_cmd  # noqa: E402 - `bundle repo push` lives with push/pull
+from bundler.cli.fleet import repo_push_cmd  # noqa: E402 - `bundle repo push` lives with push/pull
 
 repo.add_command(repo_push_cmd, "push")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .context import CONTEXT
+from bundler.cli.context import CONTEXT
 
 
 @click.command("split", context_settings=CONTEXT)
@@ -30,15 +30,14 @@ def split_cmd(*, bundle_file: Path, max_part_size: str, parity: bool, keys_dir: 
 
     \b
     On the device, `airgap-install verify|install FOLDER` reads the parts set (one lost or
-    damaged part rebuilt from parity, every bad part named otherwise; installer/parts.py).
+    damaged part rebuilt from parity, every bad part named otherwise; installer/sources/parts.py).
     `bundle build --max-part-size` splits as it builds. A bundle that already fits is left
     as it is.
     """
+    from bundler import keys
+    from bundler.assemble.parts import parse_size, split
+    from bundler.errors import SpecError
     from installer.policy import human_bytes
-
-    from .. import keys
-    from ..errors import SpecError
-    from ..parts import parse_size, split
 
     if keys_dir is None and not unsigned:
         raise SpecError("the parts index must be signed",

@@ -1,4 +1,4 @@
-"""`bundle verify`: check a bundle with the very code devices run (``installer.verify``), and
+"""`bundle verify`: check a bundle with the very code devices run (``installer.trust.verify``), and
 optionally its Sigstore provenance, fully offline."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .context import CONTEXT, Ctx, pass_ctx
+from bundler.cli.context import CONTEXT, Ctx, pass_ctx
 
 
 def sigstore_path(file: Path) -> Path:
@@ -51,14 +51,14 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
     parts (or its .parts.json index): the index is verified with --trust, the parts
     reassembled in $TMPDIR (one lost or damaged part rebuilt from parity), then checked.
     """
-    from ..errors import SpecError
+    from bundler.errors import SpecError
     if not trust_root and not sigstore_identity:
         raise SpecError("nothing to verify against", hint="pass --trust root.json and/or "
                         "--sigstore-identity ID --sigstore-issuer URL")
     if bool(sigstore_identity) != bool(sigstore_issuer):
         raise SpecError("--sigstore-identity and --sigstore-issuer go together")
     report: dict[str, Any] = {"file": str(file)}
-    from ..parts import is_parts, reassembled
+    from bundler.assemble.parts import is_parts, reassembled
     if is_parts(file):
         folder = file if file.is_dir() else file.parent
         file, rebuilt = click.get_current_context().with_resource(reassembled(
@@ -72,9 +72,9 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
     if trust_root:
         if not bundle:
             raise SpecError(f"{file} is not a bundle; --trust applies to bundles only")
-        from installer import verify
+        from installer.trust import verify
         anchor = trust_root.read_bytes()
-        # a signature error names both roots (installer.verify.root_ids), in this wording
+        # a signature error names both roots (installer.trust.verify.root_ids), in this wording
         opened = verify.open_bundle(str(file), anchor=anchor, now=int(time.time()),
                                     trusted_label="this trusted root is")
         try:
@@ -84,7 +84,7 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
         finally:
             opened.close()
         m = opened.header.manifest
-        from ..specfiles import secret_warnings
+        from bundler.spec.specfiles import secret_warnings
         for warning in secret_warnings(mem.path for mem in m.members):
             click.echo(warning, err=True)
         report.update({"bundle": m.name, "version": m.version, "arch": m.arch,
@@ -92,11 +92,11 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
                        "bytes_checked": checked})
         payload = opened.header.manifest_bytes
     elif bundle:
-        from installer.bundlefmt import BundleReader
+        from installer.format.bundlefmt import BundleReader
         with open(file, "rb") as f:
             payload = BundleReader(f).header().manifest_bytes
     if sigstore_identity:
-        from ..provenance import sigstore_verify
+        from bundler.assemble.provenance import sigstore_verify
         sig = sigstore_path(sig_file)
         if not sig.is_file():
             raise SpecError(f"no Sigstore bundle at {sig}",

@@ -14,17 +14,17 @@ All scanners also take keyword-only ``policy`` (:class:`LocalImagePolicy`) and t
 scanners ``k3s_vars`` (K3s placeholder values, see :func:`k3s_vars`). See docs/discovery.md.
 """
 
-from .core import (
+from bundler.discover.core import (
     compare,
     discover,
     referenced_images,
     scan_manifest_files,
     scan_manifest_text,
 )
-from .helm import render_chart, scan_chart
-from .k3s import k3s_vars
-from .localonly import LocalImagePolicy
-from .model import (
+from bundler.discover.helm import render_chart, scan_chart
+from bundler.discover.k3s import k3s_vars
+from bundler.discover.localonly import LocalImagePolicy
+from bundler.discover.model import (
     BLIND_KINDS,
     DECLARED,
     IMAGE,

@@ -14,13 +14,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from ..errors import SpecError
-from ..limits import Limits
-from ..refs import ImageRef, parse_image_ref
-from . import k3s, yamldocs
-from .helm import compose_values, open_chart, scan_loaded
-from .localonly import DEFAULT_POLICY, LocalImagePolicy
-from .model import (
+from bundler.discover import k3s, yamldocs
+from bundler.discover.helm import compose_values, open_chart, scan_loaded
+from bundler.discover.localonly import DEFAULT_POLICY, LocalImagePolicy
+from bundler.discover.model import (
     BLIND_KINDS,
     DECLARED,
     REQUIRED_KINDS,
@@ -28,7 +25,10 @@ from .model import (
     ChartInput,
     Finding,
 )
-from .walk import HelmChartConfigSpec, HelmChartSpec, Scanner, ScanResult
+from bundler.discover.walk import HelmChartConfigSpec, HelmChartSpec, Scanner, ScanResult
+from bundler.errors import SpecError
+from bundler.limits import Limits
+from bundler.spec.refs import ImageRef, parse_image_ref
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -31,14 +31,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .. import safeyaml
-from ..errors import BundleError, LocalError, SpecError
-from ..limits import Limits, human
-from ..refs import parse_image_ref
-from . import yamldocs
-from .localonly import DEFAULT_POLICY, LocalImagePolicy
-from .model import DECLARED, IMAGE, LOCAL_ONLY, Finding
-from .walk import Scanner, ScanResult
+from bundler import safeyaml
+from bundler.discover import yamldocs
+from bundler.discover.localonly import DEFAULT_POLICY, LocalImagePolicy
+from bundler.discover.model import DECLARED, IMAGE, LOCAL_ONLY, Finding
+from bundler.discover.walk import Scanner, ScanResult
+from bundler.errors import BundleError, LocalError, SpecError
+from bundler.limits import Limits, human
+from bundler.spec.refs import parse_image_ref
 
 _helm_module: ModuleType | None = None
 _COMMA_RE = re.compile(r"\\*,")

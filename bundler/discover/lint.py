@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .discover import ChartInput, yamldocs
-from .discover import k3s as k3s_placeholders
+from bundler.discover import ChartInput, yamldocs
+from bundler.discover import k3s as k3s_placeholders
 
 # discovery's own file walk, reader and renderer, so lint sees exactly what discovery sees
-from .discover.core import manifest_paths, read_manifest
-from .discover.helm import compose_values, open_chart, render_loaded
-from .errors import SpecError, UpstreamError
+from bundler.discover.core import manifest_paths, read_manifest
+from bundler.discover.helm import compose_values, open_chart, render_loaded
+from bundler.errors import SpecError, UpstreamError
 
 PULL_ALWAYS = "pull-always"
 LATEST_TAG = "latest-tag"

@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from ..errors import SpecError
-from ..refs import ImageRef, parse_image_ref
+from bundler.errors import SpecError
+from bundler.spec.refs import ImageRef, parse_image_ref
 
 # The library/ folder of docker-library/official-images (the official image list), plus
 # deprecated official images that can still be pulled. A name missing here only changes a

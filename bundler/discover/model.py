@@ -3,7 +3,7 @@
 A ``Finding`` is one place where a manifest or a rendered chart asks for an image, or one
 thing discovery could not look into. ``kind`` says which:
 
-- ``image``: an image reference, fully qualified by :func:`bundler.refs.normalize`.
+- ``image``: an image reference, fully qualified by :func:`bundler.spec.refs.normalize`.
 - ``local_only``: an image that looks built on the user's machine and not pullable from any
   registry (see :mod:`bundler.discover.localonly` for the rule); it still has to be in the
   bundle, but the builder cannot fetch it: the user has to supply it.

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from installer.canonjson import encode
-
-from .core import compare
-from .model import BLIND_KINDS, DECLARED, LOCAL_ONLY, REQUIRED_KINDS, Finding
+from bundler.discover.core import compare
+from bundler.discover.model import BLIND_KINDS, DECLARED, LOCAL_ONLY, REQUIRED_KINDS, Finding
+from installer.format.canonjson import encode
 
 
 def _grouped(findings: Iterable[Finding]) -> list[dict[str, object]]:

@@ -32,13 +32,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SpecError
-from ..refs import parse_image_ref
-from ..safeyaml import YamlRefused
-from . import yamldocs
-from .k3s import unknown_placeholders
-from .localonly import DEFAULT_POLICY, LocalImagePolicy, classify
-from .model import IMAGE, INVALID, LOCAL_ONLY, UNRENDERED, Finding
+from bundler.discover import yamldocs
+from bundler.discover.k3s import unknown_placeholders
+from bundler.discover.localonly import DEFAULT_POLICY, LocalImagePolicy, classify
+from bundler.discover.model import IMAGE, INVALID, LOCAL_ONLY, UNRENDERED, Finding
+from bundler.errors import SpecError
+from bundler.safeyaml import YamlRefused
+from bundler.spec.refs import parse_image_ref
 
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 CONTAINER_HINTS = ("imagePullPolicy", "command", "args", "env", "ports", "volumeMounts",

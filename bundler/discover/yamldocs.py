@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import safeyaml
-from ..limits import Limits
+from bundler import safeyaml
+from bundler.limits import Limits
 
 _HELM_SEP = re.compile(r"(?:^|\s*\n)---\s*")
 _IMAGE_LINE = re.compile(r"""^[ \t-]*image:[ \t]*["']?([^\s"'#]+)""", re.MULTILINE)

@@ -23,11 +23,10 @@ from typing import Any
 import requests
 import urllib3
 
+from bundler.errors import BundleError, LocalError, TransferError, UpstreamError
+from bundler.fetch.transport import iter_raw
 from installer.errors import DigestMismatch
 from installer.fsio import adopt_verified, iter_file, verify_file, write_verified
-
-from .errors import BundleError, LocalError, TransferError, UpstreamError
-from .transport import iter_raw
 
 
 def default_cache_dir() -> Path:

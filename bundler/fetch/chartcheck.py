@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import safeyaml
-from .errors import UpstreamError
-from .limits import DEFAULT, Limits
+from bundler import safeyaml
+from bundler.errors import UpstreamError
+from bundler.limits import DEFAULT, Limits
 
 
 class _Capped(io.RawIOBase):

@@ -7,7 +7,7 @@ of the bundle before anything is exported, then its config again.
 
 The image is exported by its ID (``GET /images/<id>/get``, what ``docker save`` does), so a tag
 moved meanwhile cannot mix two images. The export tar is streamed: each file is hashed on its
-way into the builder's one content store (``bundler.cache.ContentStore``), never held in
+way into the builder's one content store (``bundler.fetch.cache.ContentStore``), never held in
 memory. From it an OCI image manifest is synthesized, canonical JSON:
 
 - config: the engine's config bytes unchanged (``application/vnd.oci.image.config.v1+json``),
@@ -37,15 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from installer import canonjson
+from bundler.errors import DriftError, LocalError, NotFoundError, TransferError, UpstreamError
+from bundler.fetch.cache import ContentStore
+from bundler.fetch.oci import OCI_MANIFEST, Fetched
+from bundler.limits import Limits
+from bundler.spec import platforms
+from bundler.spec.refs import ImageRef
+from installer.format import canonjson
 from installer.fsio import adopt_verified, iter_file, write_verified
-
-from . import platforms
-from .cache import ContentStore
-from .errors import DriftError, LocalError, NotFoundError, TransferError, UpstreamError
-from .limits import Limits
-from .oci import OCI_MANIFEST, Fetched
-from .refs import ImageRef
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"

@@ -23,24 +23,36 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
-from installer.ocidist import is_loopback
-
-from .errors import AuthError, NotFoundError, UpstreamError
-from .limits import DEFAULT as DEFAULT_LIMITS
-from .spec import RegistryConfig
-from .transport import Transport, check_url, read_capped
+from bundler.errors import AuthError, NotFoundError, UpstreamError
+from bundler.fetch.transport import Transport, check_url, read_capped
+from bundler.limits import DEFAULT as DEFAULT_LIMITS
+from bundler.spec.refs import (  # re-exported: the client's callers name them from here
+    DOCKER_LIST as DOCKER_LIST,
+)
+from bundler.spec.refs import (
+    DOCKER_MANIFEST as DOCKER_MANIFEST,
+)
+from bundler.spec.refs import (
+    INDEX_TYPES as INDEX_TYPES,
+)
+from bundler.spec.refs import (
+    MANIFEST_TYPES as MANIFEST_TYPES,
+)
+from bundler.spec.refs import (
+    MEDIA_TYPES as MEDIA_TYPES,
+)
+from bundler.spec.refs import (
+    OCI_INDEX as OCI_INDEX,
+)
+from bundler.spec.refs import (
+    OCI_MANIFEST as OCI_MANIFEST,
+)
+from bundler.spec.spec import RegistryConfig
+from installer.sources.ocidist import is_loopback
 
 MAX_MANIFEST_BYTES = DEFAULT_LIMITS.manifest
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
-# The only media types a manifest may have; taken from its verified bytes, never a header.
-MEDIA_TYPES = frozenset((*INDEX_TYPES, *MANIFEST_TYPES))
 # Token services on another host than the registry, known for the registries that use one.
 # Any other host must be named in the registry's spec table (``auth_hosts``).
 DEFAULT_AUTH_HOSTS = {"docker.io": ("auth.docker.io",)}

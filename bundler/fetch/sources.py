@@ -16,19 +16,18 @@ from typing import Any
 import requests
 import urllib3
 
+from bundler import safeyaml
+from bundler.errors import BundleError, NotFoundError, SpecError, TransferError, UpstreamError
+from bundler.fetch.cache import Check, ContentStore, Downloader
+from bundler.fetch.chartcheck import chart_checker
+from bundler.fetch.daemon import DaemonSource, Exported
+from bundler.fetch.oci import Fetched, RegistryClient
+from bundler.fetch.transport import RetryPolicy, Transport, hops, iter_raw, read_capped
+from bundler.limits import Limits, human
+from bundler.spec.lockfile import ChartLock
+from bundler.spec.refs import ImageRef
+from bundler.spec.spec import Spec
 from installer.fsio import adopt_verified, write_verified
-
-from . import safeyaml
-from .cache import Check, ContentStore, Downloader
-from .chartcheck import chart_checker
-from .daemon import DaemonSource, Exported
-from .errors import BundleError, NotFoundError, SpecError, TransferError, UpstreamError
-from .limits import Limits, human
-from .lockfile import ChartLock
-from .oci import Fetched, RegistryClient
-from .refs import ImageRef
-from .spec import Spec
-from .transport import RetryPolicy, Transport, hops, iter_raw, read_capped
 
 
 def _refuse_404(resp: requests.Response, url: str, *, what: str, hint: str | None = None) -> None:

@@ -22,9 +22,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from .deadline import Deadline, DeadlineAdapter, Watchdog, set_current
-from .errors import TransferError, UpstreamError
-from .limits import Limits, human
+from bundler.errors import TransferError, UpstreamError
+from bundler.fetch.deadline import Deadline, DeadlineAdapter, Watchdog, set_current
+from bundler.limits import Limits, human
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .discover import ChartInput, Finding, compare, discover
-from .discover.model import BLIND_KINDS, INVALID, LOCAL_ONLY, REQUIRED_KINDS, UNRENDERED
-from .discover.report import images_report
-from .errors import MissingImagesError, SpecError
-from .lint import LintWarning, bundle_documents, lint_documents
-from .lockfile import BundleLock, Lock
-from .sources import Sources
-from .spec import BundleSpec, Spec
+from bundler.discover import ChartInput, Finding, compare, discover
+from bundler.discover.lint import LintWarning, bundle_documents, lint_documents
+from bundler.discover.model import BLIND_KINDS, INVALID, LOCAL_ONLY, REQUIRED_KINDS, UNRENDERED
+from bundler.discover.report import images_report
+from bundler.errors import MissingImagesError, SpecError
+from bundler.fetch.sources import Sources
+from bundler.spec.lockfile import BundleLock, Lock
+from bundler.spec.spec import BundleSpec, Spec
 
 
 def check_spec_files(spec: Spec) -> None:
     """Every rule for the spec's local files (roots, key material, member names), with no
     lock needed: what `bundle lock` applies before resolving anything."""
-    from .resolve import chart_values, local_files
+    from bundler.lock.resolve import chart_values, local_files
     for b in spec.bundles.values():
         local_files(spec, b)
         for c in b.charts:
@@ -38,7 +38,7 @@ def check_fresh(spec: Spec, lock: Lock, *, only: str | None = None) -> None:
         raise SpecError(f"the lock was made from another spec ({lock.spec_digest[:19]}... vs "
                         f"{spec.digest[:19]}... for {spec.path})",
                         hint="run `bundle lock` to update bundles.lock")
-    from .resolve import chart_values, local_files
+    from bundler.lock.resolve import chart_values, local_files
     for name, b in spec.bundles.items():
         if only is not None and name != only:
             continue
@@ -96,7 +96,7 @@ def bundle_findings(spec: Spec, bundle: BundleSpec, charts: dict[str, Path]) -> 
 
 
 def bundle_lint(spec: Spec, bundle: BundleSpec, charts: dict[str, Path]) -> list[LintWarning]:
-    """The airgap lint warnings of one bundle (bundler.lint), over the same manifests and
+    """The airgap lint warnings of one bundle (bundler.discover.lint), over the same manifests and
     chart renders discovery sees; files named relative to the spec folder."""
     docs = bundle_documents(spec.manifest_files(bundle), _chart_inputs(bundle, charts),
                             base=spec.base_dir)

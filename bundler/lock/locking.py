@@ -11,14 +11,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DriftError, SpecError
-from .gate import gate, lint_lock, missing_error, pullable_missing
-from .lint import LintWarning
-from .lockfile import Lock, drift
-from .refs import parse_image_ref
-from .resolve import resolve
-from .sources import Sources
-from .spec import Spec
+from bundler.discover.lint import LintWarning
+from bundler.errors import DriftError, SpecError
+from bundler.fetch.sources import Sources
+from bundler.lock.gate import gate, lint_lock, missing_error, pullable_missing
+from bundler.lock.resolve import resolve
+from bundler.spec.lockfile import Lock, drift
+from bundler.spec.refs import parse_image_ref
+from bundler.spec.spec import Spec
 
 
 @dataclass(frozen=True)

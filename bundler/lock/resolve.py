@@ -15,16 +15,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
-from . import k3sfacts, platforms, specfiles
-from .cache import hex_of
-from .errors import BundleError, NotFoundError, UpstreamError
-from .lockfile import BundleLock, ChartLock, FileLock, ImageLock, K3sLock, Lock, PlatformLock
-from .oci import INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST
-from .refs import ImageRef, parse_image_ref
-from .sources import Sources
-from .spec import BundleSpec, ChartSpec, Spec
-from .specfiles import LocalFile
-from .transport import check_url
+from bundler.errors import BundleError, NotFoundError, UpstreamError
+from bundler.fetch.cache import hex_of
+from bundler.fetch.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST
+from bundler.fetch.sources import Sources
+from bundler.fetch.transport import check_url
+from bundler.spec import k3sfacts, platforms, specfiles
+from bundler.spec.lockfile import (
+    BundleLock,
+    ChartLock,
+    FileLock,
+    ImageLock,
+    K3sLock,
+    Lock,
+    PlatformLock,
+)
+from bundler.spec.refs import ImageRef, parse_image_ref
+from bundler.spec.spec import BundleSpec, ChartSpec, Spec
+from bundler.spec.specfiles import LocalFile
 
 HELM_CHART_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 T = TypeVar("T")
@@ -55,7 +63,7 @@ def resolve_image(src: Sources, ref: ImageRef, arches: Iterable[str]) -> ImageLo
 def _resolve_daemon_image(src: Sources, ref: ImageRef, arches: tuple[str, ...], *,
                           what: str) -> ImageLock:
     """An image of the local Docker engine: one platform, which must be every arch's; its
-    synthesized OCI manifest (``bundler.daemon``) is what the lock pins, for each arch."""
+    synthesized OCI manifest (``bundler.fetch.daemon``) is what the lock pins, for each arch."""
     found = src.engine_image(ref, arches, what=what)
     plat = PlatformLock(digest=found.digest, size=len(found.manifest), media_type=OCI_MANIFEST,
                         config=found.config)

@@ -22,17 +22,16 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from installer import canonjson
-from installer.ocidist import OciRef
-
-from .buildinputs import image_manifests
-from .errors import SpecError, UpstreamError
-from .imagearchive import Blob
-from .lockfile import ImageLock, Lock
-from .oci import INDEX_TYPES, RegistryClient, sha256_digest
-from .ocipush import Access, client_for, endpoint_for
-from .refs import ImageRef, parse_image_ref
-from .sources import Sources
+from bundler.assemble.buildinputs import image_manifests
+from bundler.assemble.imagearchive import Blob
+from bundler.errors import SpecError, UpstreamError
+from bundler.fetch.oci import INDEX_TYPES, RegistryClient, sha256_digest
+from bundler.fetch.sources import Sources
+from bundler.registry.ocipush import Access, client_for, endpoint_for
+from bundler.spec.lockfile import ImageLock, Lock
+from bundler.spec.refs import ImageRef, parse_image_ref
+from installer.format import canonjson
+from installer.sources.ocidist import OciRef
 
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 

@@ -1,5 +1,6 @@
 """Push a ring repository folder or bundle files to an OCI registry, and pull one back onto a
-folder (docs/fleet.md). The artifact layout is the device's (``installer.remote``: one manifest,
+folder (docs/fleet.md). The artifact layout is the device's (``installer.sources.remote``: one
+manifest,
 one layer per file titled with its path, a file's sha256 is its layer digest); this module only
 writes it. Blobs the registry already holds are skipped (HEAD first), so a second push of an
 unchanged repository moves only the manifest.
@@ -14,15 +15,14 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from installer import ocidist, remote
+from bundler.errors import LocalError, NotFoundError, SpecError, UpstreamError
+from bundler.fetch.oci import RegistryClient, credentials_allowed
+from bundler.fetch.transport import Transport
+from bundler.spec.spec import RegistryConfig
 from installer.errors import FormatError
 from installer.fsio import write_verified
-from installer.ocidist import OciRef, is_loopback, parse_oci_url
-
-from .errors import LocalError, NotFoundError, SpecError, UpstreamError
-from .oci import RegistryClient, credentials_allowed
-from .spec import RegistryConfig
-from .transport import Transport
+from installer.sources import ocidist, remote
+from installer.sources.ocidist import OciRef, is_loopback, parse_oci_url
 
 REPO_TAG = remote.DEFAULT_TAG  # what `sync --source oci://HOST/REPO` reads
 EMPTY = b"{}"  # the empty config blob (remote.EMPTY_CONFIG)
@@ -74,7 +74,7 @@ def access_from(*, plain_http: bool = False, ca_file: Path | None = None,
                 credentials_file: Path | None = None) -> Access:
     """The CLI's registry options, checked before any traffic: the same credentials file
     format and environment variables as `airgap-install sync --source oci://`
-    (``installer.ocidist.credentials_from``)."""
+    (``installer.sources.ocidist.credentials_from``)."""
     if plain_http and ca_file is not None:
         raise SpecError("--plain-http and --ca-file contradict each other",
                         hint="a CA file is for https; drop one of them")
@@ -90,7 +90,7 @@ def access_from(*, plain_http: bool = False, ca_file: Path | None = None,
 
 def endpoint_for(host: str, access: Access) -> str:
     """Plain HTTP on loopback unless a CA file is given (as Docker does, and as the device's
-    ``installer.ocidist.Client``), https elsewhere unless ``plain_http`` (pure)."""
+    ``installer.sources.ocidist.Client``), https elsewhere unless ``plain_http`` (pure)."""
     if access.plain_http or (is_loopback(host) and access.ca_file is None):
         return f"http://{host}"
     return f"https://{host}"

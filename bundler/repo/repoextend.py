@@ -1,6 +1,6 @@
 """``bundle repo extend``: a root-signed reprieve for expired ring metadata (THREATS 17).
 
-What it signs and what a device accepts are ``installer.tufoverride``'s rules; the document
+What it signs and what a device accepts are ``installer.trust.tufoverride``'s rules; the document
 is checked with that same parser against the repository's root before it is written.
 """
 
@@ -13,12 +13,12 @@ from typing import Any
 
 from securesystemslib.signer import SSlibKey
 
-from installer import canonjson, trust, tufoverride
+from bundler import keys
+from bundler.errors import SpecError
+from bundler.repo.repostore import DAY, Repo, _iso, _write
 from installer.errors import InstallerError
-
-from . import keys
-from .errors import SpecError
-from .repostore import DAY, Repo, _iso, _write
+from installer.format import canonjson
+from installer.trust import rootmeta, tufoverride
 
 
 def _documents(repo: Repo) -> dict[str, tuple[int, int, bytes]]:
@@ -96,7 +96,7 @@ def extend(*, directory: Path | str, keys_dir: Path | str, days: int, reason: st
     data = canonjson.encode({"signed": signed, "signatures": sigs}) + b"\n"
     anchor = (repo.meta / f"{root.version}.root.json").read_bytes()
     try:  # the device's own rules, before anything is written
-        tufoverride.parse(data, trust.load_trusted_root(anchor))
+        tufoverride.parse(data, rootmeta.load_trusted_root(anchor))
     except InstallerError as e:
         raise SpecError(f"the override would be refused by devices: {e.message}") from None
     _write(path, data)

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from installer import policy, trust, tufoverride
+from bundler.repo.ringops import YANKED, Repo, _iso
+from installer import policy
 from installer.errors import InstallerError
-
-from .repo import YANKED, Repo, _iso
+from installer.trust import rootmeta, tufoverride
 
 WARN_DAYS = 7
 
@@ -63,7 +63,7 @@ def _override(repo: Repo, now: int, warnings: list[str]) -> dict[str, Any] | Non
         return None
     try:
         anchor = (repo.meta / f"{repo.root().signed.version}.root.json").read_bytes()
-        found = tufoverride.parse(path.read_bytes(), trust.load_trusted_root(anchor))
+        found = tufoverride.parse(path.read_bytes(), rootmeta.load_trusted_root(anchor))
     except InstallerError as e:
         warnings.append(f"{path} is refused by devices: {e.message}")
         return {"valid": False, "error": e.message}

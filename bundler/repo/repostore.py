@@ -38,12 +38,11 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from installer import tufclient
+from bundler import keys
+from bundler.errors import BundleError, LocalError, SpecError
 from installer.errors import InstallerError
 from installer.fsio import write_verified
-
-from . import keys
-from .errors import BundleError, LocalError, SpecError
+from installer.trust import tufclient
 
 DEFAULT_RINGS = ("canary", "beta", "stable")
 ISSUED = "x-airgap-issued"
@@ -252,7 +251,8 @@ class Repo:
 
     def _device_check(self, pending: dict[Path, bytes], now: int) -> None:
         """Before anything is written: a device pinned at root v1 must accept the new
-        publication for every ring, with the very client devices run (``installer.tufclient``)."""
+        publication for every ring, with the very client devices run
+        (``installer.trust.tufclient``)."""
         def fetch(name: str) -> bytes | None:
             path = self.meta / name
             if path in pending:

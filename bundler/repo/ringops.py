@@ -20,13 +20,9 @@ from tuf.api.metadata import (
     Targets,
 )
 
-from installer import verify
-from installer.errors import InstallerError
-from installer.fsio import hash_file, iter_file, write_verified
-
-from . import keys
-from .errors import LocalError, SpecError
-from .repostore import (
+from bundler import keys
+from bundler.errors import LocalError, SpecError
+from bundler.repo.repostore import (
     DAY,
     DEFAULT_LIFETIMES,
     DEFAULT_RINGS,
@@ -37,6 +33,9 @@ from .repostore import (
     UntrustedBundle,
     _iso,
 )
+from installer.errors import InstallerError
+from installer.fsio import hash_file, iter_file, write_verified
+from installer.trust import verify
 
 __all__ = ["DEFAULT_RINGS", "YANKED", "Lifetimes", "Repo", "RepoRefusal", "UntrustedBundle",
            "_iso", "init_repo", "parse_duration", "promote", "publish", "refresh", "yank"]

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import k3sfacts
-from .errors import SpecError
+from bundler.errors import SpecError
+from bundler.spec import k3sfacts
 
 Fail = Callable[..., SpecError]   # _Ctx.fail(key, message, hint=None)
 
@@ -62,7 +62,7 @@ def check_k3s_config(table: Any, *, k3s: str, where: str, fail: Fail) -> dict[st
     if known is None:
         minors = ", ".join(f"v{a}.{b}" for a, b in sorted(k3sfacts.CONFIG_KEYS))
         raise fail(where, f"no table of K3s config keys is kept for {k3s}'s minor (known: "
-                   f"{minors})", hint="add that minor's flags to bundler/k3sfacts.py "
+                   f"{minors})", hint="add that minor's flags to bundler/spec/k3sfacts.py "
                    "CONFIG_KEYS (from its `k3s server --help`), or drop k3s_config")
     out: dict[str, Any] = {}
     for key in sorted(table):
@@ -72,7 +72,7 @@ def check_k3s_config(table: Any, *, k3s: str, where: str, fail: Fail) -> dict[st
         if name not in known:
             raise fail(kw, f"{key!r} is not a K3s {k3s} config key: {_nearest(name, known)}",
                        hint="keys are `k3s server`/`k3s agent` flag names without the "
-                            "leading --, as in config.yaml (bundler/k3sfacts.py lists them)")
+                            "leading --, as in config.yaml (bundler/spec/k3sfacts.py lists them)")
         if name in k3sfacts.SECRET_KEYS:
             raise fail(kw, "is a secret: a bundle is copied to every host and medium",
                        hint=f"use {k3sfacts.SECRET_KEYS[name]!r} naming a file on the device "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from .errors import UpstreamError
+from bundler.errors import UpstreamError
 
 BINARY_NAMES = {"amd64": "k3s", "arm64": "k3s-arm64", "arm": "k3s-armhf"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from installer import canonjson
-
-from .errors import SpecError
+from bundler.errors import SpecError
+from bundler.spec.refs import MEDIA_TYPES
+from installer.format import canonjson
 
 LOCK_VERSION = 1
 
@@ -72,8 +72,7 @@ class ImageLock:
 
 def _media_type(d: dict[str, Any], *, where: str) -> str:
     """A locked media type, which must be one of the OCI/Docker types the builder knows
-    (bundler.oci.MEDIA_TYPES): the lock is edited by hand and signed into bundles."""
-    from .oci import MEDIA_TYPES  # late: oci imports the network stack
+    (bundler.spec.refs.MEDIA_TYPES): the lock is edited by hand and signed into bundles."""
     value = d["media_type"]
     if not isinstance(value, str) or value not in MEDIA_TYPES:
         raise SpecError(f"bundles.lock: {where}: field media_type {str(value)[:100]!r} is not "

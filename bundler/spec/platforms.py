@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UpstreamError
+from bundler.errors import UpstreamError
 
 
 @dataclass(frozen=True)

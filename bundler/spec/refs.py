@@ -7,7 +7,7 @@ only if it contains ``.`` or ``:`` or is ``localhost``.
 See https://github.com/distribution/reference/blob/main/normalize.go
 
 ``docker-daemon:NAME:TAG`` (skopeo's transport name) is an image taken from the local Docker
-engine instead of a registry (``bundler.daemon``): ``daemon`` is set, the rest normalises as
+engine instead of a registry (``bundler.fetch.daemon``): ``daemon`` is set, the rest normalises as
 above (``docker-daemon:app:1`` -> ``docker-daemon:docker.io/library/app:1``). It is pinned by
 the lock, never by a digest in the spec.
 """
@@ -17,7 +17,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import SpecError
+from bundler.errors import SpecError
+
+# Image manifest media types (OCI and Docker). A manifest's type is taken from its verified
+# bytes, never a header, and must be one of MEDIA_TYPES.
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+MEDIA_TYPES = frozenset((*INDEX_TYPES, *MANIFEST_TYPES))
 
 DEFAULT_REGISTRY = "docker.io"
 _LEGACY_REGISTRIES = {"index.docker.io", "registry-1.docker.io"}

@@ -13,15 +13,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from installer import canonjson
+from bundler.errors import SpecError
+from bundler.spec import k3sconfig, specfiles
+from bundler.spec.refs import ImageRef, parse_image_ref
+from bundler.spec.specfiles import LocalFile
 from installer.arch import normalize as arch_name
-from installer.bundlefmt import ARCHES, ROLES, check_member_path
 from installer.errors import InstallerError
-
-from . import k3sconfig, specfiles
-from .errors import SpecError
-from .refs import ImageRef, parse_image_ref
-from .specfiles import LocalFile
+from installer.format import canonjson
+from installer.format.bundlefmt import ARCHES, ROLES, check_member_path
 
 DEFAULT_RELEASES = "https://github.com/k3s-io/k3s/releases/download"
 DEFAULT_INSTALL_SCRIPT = "https://get.k3s.io"
@@ -72,7 +71,7 @@ class BundleSpec:
     roles: tuple[str, ...] = ROLES
     allow_k3s_minor_skip: bool = False
     allow_k3s_downgrade: bool = False
-    # K3s configuration the bundle carries (bundler/k3sconfig.py): config.yaml keys for the
+    # K3s configuration the bundle carries (bundler/spec/k3sconfig.py): config.yaml keys for the
     # drop-in, and registry -> mirror entry for registries.yaml; both validated at load
     k3s_config: dict[str, Any] = field(default_factory=dict, hash=False)
     mirrors: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)

@@ -10,7 +10,7 @@ from that host into a signed bundle. Every local file a spec names is therefore
   block, a PuTTY key) or lies in a key folder (``bundle keys init``'s layout: ``root.json``
   with ``keys/`` or ``roots/``, or ``keyring.json``);
 - for manifests: given a bundle member name checked with the very rules the installer applies
-  (``installer.bundlefmt``), at lock time, so nothing is built that devices would refuse.
+  (``installer.format.bundlefmt``), at lock time, so nothing is built that devices would refuse.
 
 Reading is the only I/O here; the hashing pass and the key scan read the same bytes.
 """
@@ -25,10 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer import bundlefmt
+from bundler.errors import LocalError, SpecError
 from installer.errors import InstallerError
-
-from .errors import LocalError, SpecError
+from installer.format import bundlefmt
 
 #: Manifest names the builder generates (one HelmChart per chart); a spec file may not use them.
 RESERVED_PREFIX = "helmchart-"

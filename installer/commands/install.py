@@ -1,5 +1,5 @@
 """The installer's commands as functions over a ``Layout``: trust, verify, install, rollback,
-recover, status. Each returns a frozen record (installer/results.py; install: a dict still)
+recover, status. Each returns a frozen record (installer/commands/results.py; install: a dict still)
 whose ``to_json`` the CLI prints; errors are ``InstallerError``s.
 
 Install order (ARCHITECTURE.md data flow): lock -> recover -> read envelope -> verify
@@ -17,29 +17,19 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, ContextManager, Dict, Optional
 
-from . import (
-    bundlefmt,
-    delta,
-    failpoint,
-    imagecache,
-    options,
-    partsource,
-    policy,
-    preflight,
-    repair,
-    summary,
-    trust,
-    txn,
-    verify,
-)
-from .errors import ConfigError, InstallerError
-from .fsio import fsync_dir, write_verified
-from .layout import REGISTRIES_KEPT, Layout, Target, targets_for
-from .options import Given, NodeOptions
-from .place import foreign_files
-from .reconfigure import apply_options, checked, report_options, summary_of
-from .results import Pinned, Recovered, RolledBack, Status, Verified
-from .state import Release, RunLock, State, load_journal, load_state
+from installer import policy
+from installer.commands.reconfigure import apply_options, checked, report_options, summary_of
+from installer.commands.results import Pinned, Recovered, RolledBack, Status, Verified
+from installer.errors import ConfigError, InstallerError
+from installer.format import bundlefmt
+from installer.fsio import fsync_dir, write_verified
+from installer.host import delta, failpoint, imagecache, options, preflight, repair, summary, txn
+from installer.host.layout import REGISTRIES_KEPT, Layout, Target, targets_for
+from installer.host.options import Given, NodeOptions
+from installer.host.place import foreign_files
+from installer.host.state import Release, RunLock, State, load_journal, load_state, read_anchor
+from installer.sources import partsource
+from installer.trust import rootmeta, verify
 
 Report = Callable[[str], None]
 # total bytes, what -> a callback counting bytes as they are copied or hashed (the CLI's meter)
@@ -66,31 +56,31 @@ def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Pinned:
             data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise ConfigError(f"cannot read {root_json}: {e.strerror}") from None
-    root = trust.load_trusted_root(data)  # structure and self-signature
+    root = rootmeta.load_trusted_root(data)  # structure and self-signature
     with RunLock(layout, wait=wait):
         if os.path.exists(layout.trust_anchor):
             with open(layout.trust_anchor, "rb") as f:
-                pinned = trust.parse_root(f.read(), what=layout.trust_anchor)
+                pinned = rootmeta.parse_root(f.read(), what=layout.trust_anchor)
             if pinned.signed_bytes == root.signed_bytes:
                 return Pinned(layout.trust_anchor, pinned.version,
-                              trust.root_fingerprint(pinned), changed=False)
+                              rootmeta.root_fingerprint(pinned), changed=False)
             raise ConfigError(
                 f"a trust anchor is already pinned at {layout.trust_anchor} "
-                f"(root v{pinned.version}, fingerprint {trust.root_fingerprint(pinned)}); "
+                f"(root v{pinned.version}, fingerprint {rootmeta.root_fingerprint(pinned)}); "
                 f"{root_json} is root v{root.version}, fingerprint "
-                f"{trust.root_fingerprint(root)}",
+                f"{rootmeta.root_fingerprint(root)}",
                 hint="newer roots arrive signed inside bundles and advance it; to re-provision "
                      "this host, remove that file first (you then trust whatever you pin)")
         os.makedirs(os.path.dirname(layout.trust_anchor), exist_ok=True)
         write_verified(layout.trust_anchor, [data], mode=0o644)
-    return Pinned(layout.trust_anchor, root.version, trust.root_fingerprint(root),
+    return Pinned(layout.trust_anchor, root.version, rootmeta.root_fingerprint(root),
                   changed=True, expires=root.expires)
 
 
 def verify_bundle(layout: Layout, source: str, *, arch: Optional[str] = None,
                   progress: Optional[Progress] = None) -> Verified:
     """Full check of a bundle (signatures, envelope, every member hashed); writes nothing
-    but a parts set's reassembled copy, removed again (installer/partsource.py)."""
+    but a parts set's reassembled copy, removed again (installer/sources/partsource.py)."""
     with _from_parts(layout, source, arch, progress=progress) as got:
         result = _verify_bundle(layout, got.source if got else source, arch, progress=progress)
         return replace(result, parts=got.fields()) if got else result
@@ -100,12 +90,12 @@ def _from_parts(layout: Layout, source: str, arch: Optional[str], *,
                 report: Optional[Report] = None,
                 progress: Optional[Progress] = None
                 ) -> ContextManager[Optional[partsource.FromParts]]:
-    """A parts folder (installer/partsource.py) as a private folder holding the verified,
+    """A parts folder (installer/sources/partsource.py) as a private folder holding the verified,
     reassembled bundle; anything else stays as given (None)."""
     if not partsource.holds_parts(source):
         return nullcontext(None)
     return partsource.bundle_source(source, arch=preflight.host_arch(layout, arch),
-                                    anchor=verify.read_anchor(layout),
+                                    anchor=read_anchor(layout),
                                     now=verify.now_for(load_state(layout)[0].time_ratchet),
                                     work_dir=layout.staging, report=report, progress=progress)
 
@@ -113,7 +103,7 @@ def _from_parts(layout: Layout, source: str, arch: Optional[str], *,
 def _verify_bundle(layout: Layout, source: str, arch: Optional[str],
                    *, progress: Optional[Progress]) -> Verified:
     path, chosen = preflight.resolve_source(source, preflight.host_arch(layout, arch))
-    anchor = verify.read_anchor(layout)
+    anchor = read_anchor(layout)
     state, _ = load_state(layout)
     clock = int(time.time())
     opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet, clock),
@@ -129,7 +119,7 @@ def _verify_bundle(layout: Layout, source: str, arch: Optional[str],
     return Verified(bundle=path, name=m.name, version=m.version, arch=m.arch,
                     k3s_version=m.k3s_version, roles=tuple(m.roles), digest=opened.digest,
                     members=len(m.members), bytes=checked, root_version=opened.root.version,
-                    root_fingerprint=trust.root_fingerprint(opened.root))
+                    root_fingerprint=rootmeta.root_fingerprint(opened.root))
 
 
 def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
@@ -147,7 +137,7 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
                                          progress=progress)
             if got:
                 result.update(got.fields())
-        if info:  # a delta: installed as the full bundle it rebuilt (installer/delta.py)
+        if info:  # a delta: installed as the full bundle it rebuilt (installer/host/delta.py)
             result.update(bundle=req.source, delta=info)
         return result
 
@@ -157,7 +147,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
     arch = preflight.host_arch(layout, req.arch)
     path, chosen = preflight.resolve_source(req.source, arch)
     state, _ = load_state(layout)
-    anchor = verify.read_anchor(layout)
+    anchor = read_anchor(layout)
     failpoint.hit("after-lock")
     clock = int(time.time())
     opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet, clock),
@@ -305,7 +295,7 @@ def _drop_unused_releases(layout: Layout) -> None:
 
 def _fingerprint(data: bytes) -> Optional[str]:
     try:
-        return str(trust.root_fingerprint(trust.parse_root(data, what="pinned root.json")))
+        return str(rootmeta.root_fingerprint(rootmeta.parse_root(data, what="pinned root.json")))
     except InstallerError:
         return None
 

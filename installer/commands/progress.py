@@ -8,7 +8,7 @@ show anything (not with ``--json`` or ``--quiet``).
 import time
 from typing import Callable
 
-from .policy import human_bytes
+from installer.policy import human_bytes
 
 STEP_PERCENT = 5
 MIN_BYTES = 64 * 1024 * 1024  # smaller copies finish before a line would help

@@ -13,12 +13,14 @@ import time
 from dataclasses import replace
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import bundlefmt, options, policy, summary, txn
-from .errors import ConfigError, DigestMismatch
-from .fsio import verify_file
-from .layout import Layout, Target, targets_for
-from .options import Given, NodeOptions
-from .state import Release, RunLock, State, load_state
+from installer import policy
+from installer.errors import ConfigError, DigestMismatch
+from installer.format import bundlefmt
+from installer.fsio import verify_file
+from installer.host import options, summary, txn
+from installer.host.layout import Layout, Target, targets_for
+from installer.host.options import Given, NodeOptions
+from installer.host.state import Release, RunLock, State, load_state
 
 Report = Callable[[str], None]
 

@@ -1,4 +1,4 @@
-"""What the installer's commands return (installer/install.py): frozen records the callers
+"""What the installer's commands return (installer/commands/install.py): frozen records the callers
 read by attribute; ``to_json`` is the ``--json`` object the CLI prints (docs/user-guide.md),
 and its text lines are made from that same object (installer/cli.py)."""
 
@@ -29,7 +29,7 @@ class Pinned:
 @dataclass(frozen=True)
 class Verified:
     """``verify``: a bundle checked in full; ``parts`` what a parts set adds (it names the
-    folder as the bundle; installer/partsource.py)."""
+    folder as the bundle; installer/sources/partsource.py)."""
 
     bundle: str
     name: str

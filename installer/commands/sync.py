@@ -28,18 +28,22 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
-from . import canonjson, install, ocidist, preflight, remote, rings, tufclient, verify
-from .errors import (
+from installer.commands import install
+from installer.errors import (
     ConfigError,
     HealthGateFailed,
     InstallerError,
     PolicyRefusal,
     TransferError,
 )
-from .fsio import write_verified
-from .layout import TRUST_DIR, Layout
-from .options import Given
-from .state import Options, RunLock, load_state
+from installer.format import canonjson
+from installer.fsio import write_verified
+from installer.host import preflight
+from installer.host.layout import TRUST_DIR, Layout
+from installer.host.options import Given
+from installer.host.state import Options, RunLock, load_state, read_anchor
+from installer.sources import ocidist, remote
+from installer.trust import rings, tufclient
 
 Report = Callable[[str], None]
 DEFAULT_HEALTH = ("k3s kubectl get --raw=/readyz && k3s kubectl -n kube-system wait "
@@ -125,7 +129,7 @@ def _load_trusted(layout: Layout, ring: str, ratchet: int) -> tufclient.Trusted:
                 return f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
         except FileNotFoundError:
             return None
-    return tufclient.Trusted(root=verify.read_anchor(layout), timestamp=read("timestamp.json"),
+    return tufclient.Trusted(root=read_anchor(layout), timestamp=read("timestamp.json"),
                              snapshot=read("snapshot.json"), targets=read("targets.json"),
                              ring=read(f"ring-{ring}.json"), ratchet=ratchet)
 
@@ -205,7 +209,7 @@ class SyncRequest:
     options: Optional[Options] = None   # first install only; later the installed ones
     arch: Optional[str] = None
     wait: bool = False
-    plain_http: bool = False            # network sources: see installer/remote.py
+    plain_http: bool = False            # network sources: see installer/sources/remote.py
     ca_file: Optional[str] = None
     credentials: Optional[ocidist.Credentials] = None
 
@@ -352,7 +356,7 @@ def _note(layout: Layout, result: str) -> None:
 
 def _request(req: SyncRequest, path: str, cur: Any, *, arch: str) -> install.InstallRequest:
     # options given to sync replace the recorded ones; otherwise install keeps what the
-    # device last ran with (installer/options.py merges the two)
+    # device last ran with (installer/host/options.py merges the two)
     o = req.options
     given = Given(role=req.role) if o is None else Given(
         role=req.role, exec_args=o.exec_args, url=o.url, token_file=o.token_file,

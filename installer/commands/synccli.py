@@ -5,10 +5,11 @@ import os
 import time
 from typing import Any, Callable, Dict, List
 
-from . import ocidist, sync
-from .errors import ConfigError
-from .layout import Layout
-from .state import Options
+from installer.commands import sync
+from installer.errors import ConfigError
+from installer.host.layout import Layout
+from installer.host.state import Options
+from installer.sources import ocidist
 
 COMMANDS = ("config", "sync")
 

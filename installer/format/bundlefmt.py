@@ -34,9 +34,10 @@ from typing import (
     Tuple,
 )
 
-from . import canonjson, policy
-from .errors import DigestMismatch, FormatError, UnsafeMember
-from .tarstream import Entry, TarStream
+from installer import policy
+from installer.errors import DigestMismatch, FormatError, UnsafeMember
+from installer.format import canonjson
+from installer.format.tarstream import Entry, TarStream
 
 FORMAT = "k3s-airgap-bundle/v1"
 MANIFEST_NAME = "manifest.json"

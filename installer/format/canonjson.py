@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any, Dict, List, Tuple
 
-from .errors import FormatError
+from installer.errors import FormatError
 
 # Signed documents are small; anything larger is an attack or a mistake.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024

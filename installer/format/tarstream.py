@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO, Dict, Optional
 
-from .errors import FormatError, UnsafeMember
+from installer.errors import FormatError, UnsafeMember
 
 BLOCK = 512
 MAX_PAX_HEADER = 4096          # ours: a path of ~210 characters, a size and an mtime

@@ -25,13 +25,15 @@ import shutil
 import time
 from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Tuple
 
-from . import bundlefmt, failpoint, tarstream, txn, verify
-from .bundlefmt import Member
-from .errors import DigestMismatch, FormatError, PolicyRefusal
-from .fsio import checked_chunks, iter_file, write_verified
-from .layout import Layout
-from .state import load_state
-from .tarstream import TarStream
+from installer.errors import DigestMismatch, FormatError, PolicyRefusal
+from installer.format import bundlefmt, tarstream
+from installer.format.bundlefmt import Member
+from installer.format.tarstream import TarStream
+from installer.fsio import checked_chunks, iter_file, write_verified
+from installer.host import failpoint, txn
+from installer.host.layout import Layout
+from installer.host.state import load_state, read_anchor
+from installer.trust import verify
 
 Report = Callable[[str], None]
 
@@ -43,7 +45,8 @@ MAX_ARCHIVE_ENTRIES = 1_000_000
 def archive_blobs(f: BinaryIO, *, start: int, size: int,
                   what: str) -> List[Tuple[str, int, int]]:
     """``(sha256 hex, data offset from start, size)`` of every ``blobs/sha256/<hex>`` file of
-    a plain-tar OCI layout (an images archive as ``bundler/imagearchive.py`` writes it), read
+    a plain-tar OCI layout (an images archive as ``bundler/assemble/imagearchive.py`` writes it),
+    read
     from its headers only (``tarstream``'s header parsers; data is seeked over)."""
     out = []
     pos = 0
@@ -119,7 +122,7 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
     """Check the delta against this host and rebuild the full bundle; returns (staging
     folder, rebuilt bundle path, summary). Nothing outside the new staging folder changes."""
     state, _ = load_state(layout)
-    anchor = verify.read_anchor(layout)
+    anchor = read_anchor(layout)
     clock = int(time.time())
     now = verify.now_for(state.time_ratchet, clock)
     name = os.path.basename(path)

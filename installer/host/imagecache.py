@@ -17,8 +17,8 @@ keeps path, inode and mtime, so K3s skips it.
 
 import os
 
-from .fsio import fsync_dir
-from .layout import IMAGES_DIR, LIVE_TMP_PREFIX, Layout
+from installer.fsio import fsync_dir
+from installer.host.layout import IMAGES_DIR, LIVE_TMP_PREFIX, Layout
 
 CACHE_NAME = ".cache.json"
 EMPTY = b"{}"

@@ -24,9 +24,10 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
-from . import bundlefmt, rootfs
-from .bundlefmt import Manifest, Member
-from .errors import FormatError, UnsafeMember
+from installer.errors import FormatError, UnsafeMember
+from installer.format import bundlefmt
+from installer.format.bundlefmt import Manifest, Member
+from installer.host import rootfs
 
 BIN_DIR = "usr/local/bin"
 K3S_TARGET = BIN_DIR + "/k3s"

@@ -20,9 +20,9 @@ import shlex
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
-from .bundlefmt import ROLES
-from .errors import ConfigError
-from .state import Options, Release
+from installer.errors import ConfigError
+from installer.format.bundlefmt import ROLES
+from installer.host.state import Options, Release
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import shutil
 import stat
 from typing import Any, Callable, Dict, List, Optional
 
-from .errors import EnvironmentProblem
-from .fsio import fsync_dir, hash_file, iter_file, reflink, write_verified
-from .layout import (
+from installer.errors import EnvironmentProblem
+from installer.fsio import fsync_dir, hash_file, iter_file, reflink, write_verified
+from installer.host.layout import (
     LIVE_TMP_PREFIX,
     MANAGED_DIRS,
     REGISTRIES_KEPT,
@@ -28,7 +28,7 @@ from .layout import (
     Target,
     touched_paths,
 )
-from .state import Release
+from installer.host.state import Release
 
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP)
 # Placement order: image archives first, the binary last, then what the old release no

@@ -5,10 +5,10 @@ import os
 import platform
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import arch, policy
-from .bundlefmt import Manifest
-from .errors import ConfigError, FormatError
-from .layout import Layout, Target
+from installer import arch, policy
+from installer.errors import ConfigError, FormatError
+from installer.format.bundlefmt import Manifest
+from installer.host.layout import Layout, Target
 
 
 def host_arch(layout: Layout, override: Optional[str]) -> str:

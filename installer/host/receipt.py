@@ -17,10 +17,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
-from . import bundlefmt, canonjson
-from .errors import ConfigError, FormatError
-from .layout import Layout
-from .state import load_state
+from installer.errors import ConfigError, FormatError
+from installer.format import bundlefmt, canonjson
+from installer.host.layout import Layout
+from installer.host.state import load_state
 
 FORMAT = "k3s-airgap-receipt/v1"
 MAX_RECEIPT = 4 * 1024 * 1024
@@ -131,7 +131,7 @@ def of_host(layout: Layout) -> Receipt:
                           hint="run `airgap-install install` of the installed bundle again "
                                "to repair the kept release")
     m = bundlefmt.parse_manifest(data)
-    from .delta import archive_blobs
+    from installer.host.delta import archive_blobs
     blobs = []
     for member in m.members:
         if member.kind == "images" and member.path.endswith(".tar"):
@@ -149,7 +149,7 @@ def of_host(layout: Layout) -> Receipt:
 
 def write(layout: Layout, out: str) -> Dict[str, Any]:
     """Write the receipt to ``out`` (``-``: return it only); returns a summary."""
-    from .fsio import write_verified
+    from installer.fsio import write_verified
     receipt = of_host(layout)
     data = receipt.to_bytes()
     if out != "-":

@@ -21,12 +21,15 @@ import shutil
 import stat
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import bundlefmt, failpoint, policy, preflight, txn, verify
-from .errors import DigestMismatch
-from .fsio import hash_file, verify_file
-from .layout import Layout, Target
-from .place import put
-from .state import Release, State, load_state
+from installer import policy
+from installer.errors import DigestMismatch
+from installer.format import bundlefmt
+from installer.fsio import hash_file, verify_file
+from installer.host import failpoint, preflight, txn
+from installer.host.layout import Layout, Target
+from installer.host.place import put
+from installer.host.state import Release, State, load_state
+from installer.trust import verify
 
 Report = Callable[[str], None]
 

@@ -22,7 +22,7 @@ import os
 import stat
 from typing import List
 
-from .errors import EnvironmentProblem
+from installer.errors import EnvironmentProblem
 
 MAX_SYMLINKS = 40  # as Linux (ELOOP)
 

@@ -18,10 +18,24 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import canonjson, failpoint, rootfs
-from .errors import EnvironmentProblem, FormatError, InstallerError, UnsafeMember
-from .fsio import fsync_dir, write_verified
-from .layout import Layout, Target, check_release_id, check_release_targets, touched_paths
+from installer.errors import (
+    ConfigError,
+    EnvironmentProblem,
+    FormatError,
+    InstallerError,
+    UnsafeMember,
+)
+from installer.format import canonjson
+from installer.format.bundlefmt import MAX_HEADER_MEMBER
+from installer.fsio import fsync_dir, write_verified
+from installer.host import failpoint, rootfs
+from installer.host.layout import (
+    Layout,
+    Target,
+    check_release_id,
+    check_release_targets,
+    touched_paths,
+)
 
 STATE_FORMAT = "airgap-install-state/v1"
 JOURNAL_FORMAT = "airgap-install-journal/v1"
@@ -367,3 +381,15 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def read_anchor(layout: Layout) -> bytes:
+    try:
+        with open(layout.trust_anchor, "rb") as f:
+            return f.read(MAX_HEADER_MEMBER + 1)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no trust anchor is pinned at {layout.trust_anchor}",
+            hint="run `airgap-install trust ROOT_JSON%s` once with the root.json your bundle "
+                 "publisher gave you" % ("" if layout.root == "/" else " --root " + layout.root)
+        ) from None

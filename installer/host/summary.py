@@ -9,9 +9,15 @@ added, removed, replaced in place (same name, other content) or kept. The instal
 import posixpath
 from typing import Any, Dict, List, Optional
 
-from .layout import CHARTS_DIR, IMAGES_DIR, K3S_DROPIN_DIR, K3S_ETC_DIR, MANIFESTS_DIR
-from .policy import human_bytes
-from .state import Release
+from installer.host.layout import (
+    CHARTS_DIR,
+    IMAGES_DIR,
+    K3S_DROPIN_DIR,
+    K3S_ETC_DIR,
+    MANIFESTS_DIR,
+)
+from installer.host.state import Release
+from installer.policy import human_bytes
 
 GROUPS = (("images", IMAGES_DIR), ("charts", CHARTS_DIR), ("manifests", MANIFESTS_DIR),
           ("k3s_config", K3S_DROPIN_DIR), ("registries", K3S_ETC_DIR))

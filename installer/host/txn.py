@@ -9,7 +9,7 @@ Steps, each ending at a named fail point (``failpoint``)::
 A newer root from the bundle's verified chain is named in the journal (``anchor``: version
 and sha256 of ``releases/<new>/roots/<N>.root.json``) and written as the pinned anchor only
 after the state is committed, also when a recovery finishes the change: a failed or undone
-change never moves the anchor (docs/trust.md).
+change never moves the anchor (docs/rootmeta.md).
 
 Recovery (``recover``, run under the lock at the start of every changing command):
 
@@ -31,16 +31,18 @@ import sys
 import uuid
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from . import bundlefmt, failpoint, imagecache, place, verify
-from .errors import EnvironmentProblem, InstallerError
-from .fsio import write_verified
-from .layout import Layout
-from .state import (
+from installer.errors import EnvironmentProblem, InstallerError
+from installer.format import bundlefmt
+from installer.fsio import write_verified
+from installer.host import failpoint, imagecache, place
+from installer.host.layout import Layout
+from installer.host.state import (
     Release,
     State,
     clear_journal,
     load_journal,
     load_state,
+    read_anchor,
     release_or_none,
     save_journal,
     save_state,
@@ -183,10 +185,12 @@ _ROOT_READ_CAP = 4 << 20  # a root.json is a small document
 
 def _chain_to(layout: Layout, release: Release, version: int) -> Optional[bytes]:
     """The kept ``roots/<version>.root.json`` of ``release``, re-checked as root updates from
-    the pinned anchor one version at a time (``trust.update_root``); None when the pinned
+    the pinned anchor one version at a time (``rootmeta.update_root``); None when the pinned
     root already is that version or newer."""
-    from . import trust  # only here: every other command reaches it through verify
-    current = trust.load_trusted_root(verify.read_anchor(layout))
+    from installer.trust import (  # only here: every other command reaches it through verify
+        rootmeta,
+    )
+    current = rootmeta.load_trusted_root(read_anchor(layout))
     if current.version >= version:
         return None
     data = b""
@@ -194,7 +198,7 @@ def _chain_to(layout: Layout, release: Release, version: int) -> Optional[bytes]
         path = layout.release_file(release.digest, f"{bundlefmt.ROOTS_DIR}/{v}.root.json")
         with open(path, "rb") as f:
             data = f.read(_ROOT_READ_CAP + 1)
-        current = trust.update_root(current, data)
+        current = rootmeta.update_root(current, data)
     return data
 
 

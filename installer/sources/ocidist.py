@@ -32,8 +32,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
-from .errors import ConfigError, DigestMismatch, FormatError, TransferError
-from .fsio import CHUNK, adopt_verified
+from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
+from installer.fsio import CHUNK, adopt_verified
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",

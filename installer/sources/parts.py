@@ -31,15 +31,16 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import bundlefmt, canonjson, trust, verify
-from .errors import (
+from installer.errors import (
     DigestMismatch,
     EnvironmentProblem,
     FormatError,
     SignatureError,
     UntrustedContent,
 )
-from .fsio import CHUNK, fsync_dir
+from installer.format import bundlefmt, canonjson
+from installer.fsio import CHUNK, fsync_dir
+from installer.trust import rootmeta, verify
 
 FORMAT = "k3s-airgap-parts/v1"
 INDEX_SUFFIX = ".parts.json"
@@ -173,7 +174,7 @@ def read_index(path: str, *, anchor: bytes, now: int,
     doc, index = _load_index(path)
     chain = [canonjson.encode(r) for r in doc["roots"]]
     try:
-        trust.verify_signed_manifest(
+        rootmeta.verify_signed_manifest(
             anchor, chain, canonjson.encode(doc["signed"]),
             signatures_doc=canonjson.encode({"signatures": doc["signatures"]}), now=now)
     except SignatureError as e:  # the one wording of signature errors, naming both roots

@@ -1,6 +1,7 @@
 """The installer's entry point for split bundles: a folder holding a parts set (or its index)
 becomes a private folder holding the one verified, reassembled bundle file, which the ordinary
-install and verify paths then read like a bundle copied from a stick (installer/parts.py has the
+install and verify paths then read like a bundle copied from a stick (installer/sources/parts.py
+has the
 format and the reassembly)."""
 
 import os
@@ -10,9 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from . import policy
-from .errors import EnvironmentProblem, FormatError
-from .parts import INDEX_SUFFIX, PartsIndex, index_name, read_index, reassemble
+from installer import policy
+from installer.errors import EnvironmentProblem, FormatError
+from installer.sources.parts import INDEX_SUFFIX, PartsIndex, index_name, read_index, reassemble
 
 Progress = Optional[Callable[[int, str], Callable[[int], None]]]
 

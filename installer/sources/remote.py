@@ -35,9 +35,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple, Union
 
-from . import canonjson, ocidist
-from .errors import ConfigError, DigestMismatch, FormatError, TransferError
-from .fsio import iter_file, write_verified
+from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
+from installer.format import canonjson
+from installer.fsio import iter_file, write_verified
+from installer.sources import ocidist
 
 FOLDER_ARTIFACT = "application/vnd.k3s-airgap.folder.v1"
 BUNDLE_ARTIFACT = "application/vnd.k3s-airgap.bundle.v1"

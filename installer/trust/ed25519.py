@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .errors import ConfigError, EnvironmentProblem
+from installer.errors import ConfigError, EnvironmentProblem
 
 ENV_BACKEND = "AIRGAP_ED25519_BACKEND"
 BACKENDS = ("cryptography", "openssl", "python")

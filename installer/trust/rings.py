@@ -12,9 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
 
-from . import policy
-from .errors import ConfigError, InstallerError
-from .tufclient import Entry
+from installer import policy
+from installer.errors import ConfigError, InstallerError
+from installer.trust.tufclient import Entry
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from . import canonjson, ed25519
-from .errors import FormatError, SignatureError
+from installer.errors import FormatError, SignatureError
+from installer.format import canonjson
+from installer.trust import ed25519
 
 TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")  # TUF top-level, signing order
 ED25519 = "ed25519"

@@ -3,7 +3,7 @@
 The TUF client workflow (spec 5.3-5.6), for one ring:
 
 1. root: fetch ``N+1.root.json``, ``N+2`` ... until absent; each step checked by
-   ``trust.advance_root`` (threshold of the old and of the new root keys); the final root
+   ``rootmeta.advance_root`` (threshold of the old and of the new root keys); the final root
    must be unexpired.
 2. timestamp: signed by the root's timestamp role; its version and the snapshot version it
    names never go down (rollback); an equal version keeps the trusted one; unexpired.
@@ -33,8 +33,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import canonjson, trust, tufoverride
-from .errors import ConfigError, DigestMismatch, FormatError, SignatureError, TransferError
+from installer.errors import (
+    ConfigError,
+    DigestMismatch,
+    FormatError,
+    SignatureError,
+    TransferError,
+)
+from installer.format import canonjson
+from installer.trust import rootmeta, tufoverride
 
 Fetch = Callable[[str], Optional[bytes]]  # metadata file name -> bytes, None when absent
 
@@ -65,7 +72,7 @@ class Meta:
     version: int
     expires: int
     signed: Mapping[str, Any] = field(repr=False)
-    signatures: Tuple[trust.Signature, ...] = field(repr=False)
+    signatures: Tuple[rootmeta.Signature, ...] = field(repr=False)
     data: bytes = field(repr=False)
 
     @property
@@ -103,7 +110,7 @@ class Entry:
 @dataclass(frozen=True)
 class Refreshed:
     trusted: Trusted                  # to persist: every document verified in this run
-    root: trust.Root
+    root: rootmeta.Root
     root_bytes: Optional[bytes]       # the newest root, when newer than the trusted one
     ring: str
     entries: Tuple[Entry, ...]
@@ -115,15 +122,15 @@ class Refreshed:
 
 def parse_meta(data: bytes, kind: str, *, what: str) -> Meta:
     """Parse a TUF metadata envelope strictly (``trust``'s rules); no signature check."""
-    signed, sigs = trust.parse_envelope(data, kind, what=what)
+    signed, sigs = rootmeta.parse_envelope(data, kind, what=what)
     where = what + " signed"
-    spec = trust._get(signed, "spec_version", str, what=where)
-    if not trust._SPEC_RE.fullmatch(spec) or spec.split(".")[0] != "1":
+    spec = rootmeta._get(signed, "spec_version", str, what=where)
+    if not rootmeta._SPEC_RE.fullmatch(spec) or spec.split(".")[0] != "1":
         raise FormatError(f"{where}: unsupported spec_version {spec!r} (1.x expected)")
-    version = trust._get(signed, "version", int, what=where)
+    version = rootmeta._get(signed, "version", int, what=where)
     if version < 1:
         raise FormatError(f"{where}: version must be at least 1, found {version}")
-    expires = trust.parse_expires(trust._get(signed, "expires", str, what=where),
+    expires = rootmeta.parse_expires(rootmeta._get(signed, "expires", str, what=where),
                                   where + " expires")
     return Meta(kind, version, expires, MappingProxyType(signed), sigs, data)
 
@@ -133,12 +140,12 @@ def _signed_bytes(meta: Meta) -> bytes:
 
 
 def _meta_file(meta: Meta, name: str, what: str) -> Dict[str, Any]:
-    files = trust._get(dict(meta.signed), "meta", dict, what=what)
+    files = rootmeta._get(dict(meta.signed), "meta", dict, what=what)
     entry = files.get(name)
     if not isinstance(entry, dict):
         raise MixAndMatchError(f"{what} lists no {name}",
                                hint="the repository is incomplete; run `bundle repo refresh`")
-    version = trust._get(entry, "version", int, what=f"{what} meta {name}")
+    version = rootmeta._get(entry, "version", int, what=f"{what} meta {name}")
     if version < 1:
         raise FormatError(f"{what} meta {name}: version must be at least 1")
     return entry
@@ -174,7 +181,7 @@ class _Freshness:
     """Expiry at the clock's time; an expired document passes only when a valid, unexpired,
     root-signed override (``tufoverride``) names its exact bytes (THREATS 17)."""
 
-    def __init__(self, fetch: Fetch, root: trust.Root, now: int) -> None:
+    def __init__(self, fetch: Fetch, root: rootmeta.Root, now: int) -> None:
         self._fetch, self._root, self.now = fetch, root, now
         self._loaded = False
         self._override: Optional[tufoverride.Override] = None
@@ -194,8 +201,8 @@ class _Freshness:
             self.used.append(role)
             return
         raise ExpiredError(
-            f"{what} v{meta.version} expired at {trust._iso(meta.expires)} (now is "
-            f"{trust._iso(self.now)}){self._why}",
+            f"{what} v{meta.version} expired at {rootmeta._iso(meta.expires)} (now is "
+            f"{rootmeta._iso(self.now)}){self._why}",
             hint="bring freshly refreshed metadata (`bundle repo refresh`), a root-signed "
                  "override (`bundle repo extend`), or check this host's clock")
 
@@ -205,16 +212,16 @@ class _Freshness:
         return tufoverride.summary(self._override, tuple(self.used))
 
 
-def _delegation(targets: Meta, ring: str) -> Tuple[trust.Root, Tuple[str, ...]]:
-    """The ring's keys and threshold, as a role of a ``trust.Root``-shaped key set, and the
+def _delegation(targets: Meta, ring: str) -> Tuple[rootmeta.Root, Tuple[str, ...]]:
+    """The ring's keys and threshold, as a role of a ``rootmeta.Root``-shaped key set, and the
     path patterns the delegation covers."""
     what = f"targets v{targets.version} delegations"
     d = targets.signed.get("delegations")
     if not isinstance(d, dict):
         raise ConfigError(f"targets v{targets.version} delegates to no rings",
                           hint="the repository was not made with `bundle repo init`")
-    keys_obj = trust._get(d, "keys", dict, what=what)
-    roles = trust._get(d, "roles", list, what=what)
+    keys_obj = rootmeta._get(d, "keys", dict, what=what)
+    roles = rootmeta._get(d, "roles", list, what=what)
     found = [r for r in roles if isinstance(r, dict) and r.get("name") == ring]
     if not found:
         names = ", ".join(str(r.get("name")) for r in roles if isinstance(r, dict))
@@ -222,13 +229,13 @@ def _delegation(targets: Meta, ring: str) -> Tuple[trust.Root, Tuple[str, ...]]:
                           hint="set this device's ring with `airgap-install config ring NAME`")
     if len(found) > 1:
         raise FormatError(f"{what} name ring {ring!r} twice")
-    role = trust._parse_role(found[0], f"{what} role {ring}")
+    role = rootmeta._parse_role(found[0], f"{what} role {ring}")
     paths = found[0].get("paths")
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise FormatError(f"{what} role {ring}: paths must be a list of strings")
-    keys = {k: trust._parse_key(k, keys_obj[k], f"{what} key {k}")
+    keys = {k: rootmeta._parse_key(k, keys_obj[k], f"{what} key {k}")
             for k in role.keyids if k in keys_obj}
-    holder = trust.Root(version=targets.version, expires=targets.expires,
+    holder = rootmeta.Root(version=targets.version, expires=targets.expires,
                         keys=MappingProxyType(keys), roles=MappingProxyType({ring: role}),
                         signed=MappingProxyType({}), signatures=(), signed_bytes=b"")
     return holder, tuple(paths)
@@ -245,14 +252,14 @@ def _covered(path: str, patterns: Tuple[str, ...]) -> bool:
 
 
 def _entries(ring_meta: Meta, patterns: Tuple[str, ...], what: str) -> Tuple[Entry, ...]:
-    targets = trust._get(dict(ring_meta.signed), "targets", dict, what=what)
+    targets = rootmeta._get(dict(ring_meta.signed), "targets", dict, what=what)
     out: List[Entry] = []
     for path, obj in sorted(targets.items()):
         where = f"{what} target {path}"
         if not isinstance(obj, dict):
             raise FormatError(f"{where} must be an object")
-        length = trust._get(obj, "length", int, what=where)
-        hashes = trust._get(obj, "hashes", dict, what=where)
+        length = rootmeta._get(obj, "length", int, what=where)
+        hashes = rootmeta._get(obj, "hashes", dict, what=where)
         if length < 0 or not hashes or not all(isinstance(v, str) for v in hashes.values()):
             raise FormatError(f"{where}: needs a length >= 0 and hashes")
         custom = obj.get("custom", {})
@@ -287,21 +294,22 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
     """Run the TUF client workflow for ``ring`` from ``trusted`` over ``fetch``."""
     clock = _Clock(now, trusted.ratchet)
     # 1. root
-    current = trust.load_trusted_root(trusted.root)
+    current = rootmeta.load_trusted_root(trusted.root)
     chain: List[bytes] = []
     for version in range(current.version + 1, current.version + 1 + MAX_ROOT_STEPS):
         data = fetch(f"{version}.root.json")
         if data is None:
             break
         chain.append(data)
-    root = trust.advance_root(trusted.root, chain, clock.now)
+    root = rootmeta.advance_root(trusted.root, chain, clock.now)
     root_bytes = chain[-1] if chain and root.version > current.version else None
     fresh = _Freshness(fetch, root, clock.now)
 
     # 2. timestamp
     new_ts = parse_meta(_fetch(fetch, "timestamp.json"), "timestamp", what="timestamp.json")
-    trust.verify_threshold(root, "timestamp", _signed_bytes(new_ts), signatures=new_ts.signatures,
-                           what=f"timestamp v{new_ts.version}")
+    rootmeta.verify_threshold(root, "timestamp", _signed_bytes(new_ts),
+                              signatures=new_ts.signatures,
+                              what=f"timestamp v{new_ts.version}")
     ts = new_ts
     if trusted.timestamp is not None:
         old = parse_meta(trusted.timestamp, "timestamp", what="trusted timestamp")
@@ -325,7 +333,7 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
     snap_data = _fetch(fetch, snap_name)
     _check_file(snap_file, snap_data, snap_name)
     snap = parse_meta(snap_data, "snapshot", what=snap_name)
-    trust.verify_threshold(root, "snapshot", _signed_bytes(snap), signatures=snap.signatures,
+    rootmeta.verify_threshold(root, "snapshot", _signed_bytes(snap), signatures=snap.signatures,
                            what=f"snapshot v{snap.version}")
     _require_version(snap, snap_file["version"], "snapshot")
     if trusted.snapshot is not None:
@@ -333,13 +341,13 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
         if snap.version < old.version:
             raise RollbackError(f"snapshot v{snap.version} is older than v{old.version} "
                                 "already seen here")
-        new_files = trust._get(dict(snap.signed), "meta", dict, what=snap_name)
-        old_files = trust._get(dict(old.signed), "meta", dict, what="trusted snapshot")
+        new_files = rootmeta._get(dict(snap.signed), "meta", dict, what=snap_name)
+        old_files = rootmeta._get(dict(old.signed), "meta", dict, what="trusted snapshot")
         for name, entry in old_files.items():
             newer = new_files.get(name)
             if not isinstance(newer, dict) or not isinstance(entry, dict):
                 raise RollbackError(f"snapshot v{snap.version} drops {name}, listed before")
-            if trust._get(newer, "version", int, what=snap_name) < entry.get("version", 0):
+            if rootmeta._get(newer, "version", int, what=snap_name) < entry.get("version", 0):
                 raise RollbackError(
                     f"snapshot v{snap.version} lists {name} v{newer['version']}, older than "
                     f"v{entry['version']} already seen here")
@@ -356,11 +364,13 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int) -> Refreshed
         _check_file(file, data, name)
         meta = parse_meta(data, "targets", what=name)
         if delegator is None:
-            trust.verify_threshold(root, "targets", _signed_bytes(meta), signatures=meta.signatures,
-                                   what=f"targets v{meta.version}")
+            rootmeta.verify_threshold(root, "targets", _signed_bytes(meta),
+                                      signatures=meta.signatures,
+                                      what=f"targets v{meta.version}")
         else:
             holder, patterns = _delegation(delegator, ring)
-            found = trust.count_valid(holder, ring, _signed_bytes(meta), signatures=meta.signatures)
+            found = rootmeta.count_valid(holder, ring, _signed_bytes(meta),
+                                         signatures=meta.signatures)
             need = holder.roles[ring].threshold
             if found < need:
                 raise SignatureError(

@@ -33,8 +33,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
-from . import canonjson, trust
-from .errors import FormatError, SignatureError
+from installer.errors import FormatError, SignatureError
+from installer.format import canonjson
+from installer.trust import rootmeta
 
 FILE = "override.json"
 TYPE = "x-airgap-override"
@@ -57,17 +58,17 @@ class Override:
         return (role, version, sha256) in self.extends
 
 
-def parse(data: bytes, root: trust.Root, *, what: str = FILE) -> Override:
+def parse(data: bytes, root: rootmeta.Root, *, what: str = FILE) -> Override:
     """Parse ``override.json`` strictly and check the root threshold signed it; raises
     ``FormatError`` or ``SignatureError``. Its own expiry is the caller's (``usable``)."""
-    signed, sigs = trust.parse_envelope(data, TYPE, what=what)
+    signed, sigs = rootmeta.parse_envelope(data, TYPE, what=what)
     where = what + " signed"
-    version = trust._get(signed, "version", int, what=where)
-    issued = trust._get(signed, ISSUED, int, what=where)
-    expires = trust.parse_expires(trust._get(signed, "expires", str, what=where),
+    version = rootmeta._get(signed, "version", int, what=where)
+    issued = rootmeta._get(signed, ISSUED, int, what=where)
+    expires = rootmeta.parse_expires(rootmeta._get(signed, "expires", str, what=where),
                                   where + " expires")
-    reason = trust._get(signed, "reason", str, what=where)
-    entries = trust._get(signed, "extend", list, what=where)
+    reason = rootmeta._get(signed, "reason", str, what=where)
+    entries = rootmeta._get(signed, "extend", list, what=where)
     if version < 1 or issued < 0:
         raise FormatError(f"{where}: version must be >= 1 and {ISSUED} >= 0")
     if not 0 < expires - issued <= MAX_DAYS * 86400:
@@ -82,18 +83,18 @@ def parse(data: bytes, root: trust.Root, *, what: str = FILE) -> Override:
         at = f"{where} extend[{i}]"
         if not isinstance(entry, dict) or set(entry) != {"role", "version", "sha256"}:
             raise FormatError(f"{at} must be an object of exactly role, version, sha256")
-        role = trust._get(entry, "role", str, what=at)
-        number = trust._get(entry, "version", int, what=at)
-        sha = trust._get(entry, "sha256", str, what=at)
+        role = rootmeta._get(entry, "role", str, what=at)
+        number = rootmeta._get(entry, "version", int, what=at)
+        sha = rootmeta._get(entry, "sha256", str, what=at)
         if role == "root" or not role or not _SHA.fullmatch(sha) or number < 1:
             raise FormatError(f"{at}: a non-root role, a version >= 1 and a sha256 hex digest")
         extends.append((role, number, sha))
-    trust.verify_threshold(root, "root", canonjson.encode(signed), signatures=sigs,
+    rootmeta.verify_threshold(root, "root", canonjson.encode(signed), signatures=sigs,
                            what=f"override v{version} (needs the root keys)")
     return Override(version, expires, issued, reason, tuple(extends))
 
 
-def usable(data: Optional[bytes], root: trust.Root, now: int) -> Tuple[Optional[Override], str]:
+def usable(data: Optional[bytes], root: rootmeta.Root, now: int) -> Tuple[Optional[Override], str]:
     """The override in ``data`` if it is valid and unexpired at ``now``, else None and why not
     (for the expiry error the device shows)."""
     if data is None:
@@ -103,10 +104,10 @@ def usable(data: Optional[bytes], root: trust.Root, now: int) -> Tuple[Optional[
     except (FormatError, SignatureError) as e:
         return None, f"; {FILE} is present but refused: {e.message}"
     if now >= found.expires:
-        return None, (f"; override v{found.version} expired at {trust._iso(found.expires)}")
+        return None, (f"; override v{found.version} expired at {rootmeta._iso(found.expires)}")
     return found, ""
 
 
 def summary(found: Override, used: Tuple[str, ...]) -> Mapping[str, Any]:
-    return {"version": found.version, "expires": trust._iso(found.expires),
+    return {"version": found.version, "expires": rootmeta._iso(found.expires),
             "reason": found.reason, "roles": list(used)}

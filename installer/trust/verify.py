@@ -16,11 +16,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
 
-from . import bundlefmt, canonjson, tarstream, trust
-from .bundlefmt import BundleReader, Header
-from .errors import ConfigError, DigestMismatch, FormatError, InstallerError, SignatureError
-from .fsio import fsync_dir, hash_chunks, iter_file, write_verified
-from .layout import Layout
+from installer.errors import (
+    ConfigError,
+    DigestMismatch,
+    FormatError,
+    InstallerError,
+    SignatureError,
+)
+from installer.format import bundlefmt, canonjson, tarstream
+from installer.format.bundlefmt import BundleReader, Header
+from installer.fsio import fsync_dir, hash_chunks, iter_file, write_verified
+from installer.trust import rootmeta
 
 READ_BUFFER = 1024 * 1024
 _MAX_TRAILER = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE
@@ -37,31 +43,19 @@ class Opened:
     reader: BundleReader
     header: Header
     digest: str            # sha256 of the signed manifest bytes: the release id
-    root: trust.Root       # the root the manifest verified under
+    root: rootmeta.Root       # the root the manifest verified under
     new_root: Optional[bytes]  # newest root of the bundle's chain, when newer than the anchor
 
     def close(self) -> None:
         self.file.close()
 
 
-def read_anchor(layout: Layout) -> bytes:
-    try:
-        with open(layout.trust_anchor, "rb") as f:
-            return f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"no trust anchor is pinned at {layout.trust_anchor}",
-            hint="run `airgap-install trust ROOT_JSON%s` once with the root.json your bundle "
-                 "publisher gave you" % ("" if layout.root == "/" else " --root " + layout.root)
-        ) from None
-
-
 def check_signatures(anchor: bytes, header: Header, now: int, *,
-                     trusted_label: str = "this host trusts") -> trust.Root:
+                     trusted_label: str = "this host trusts") -> rootmeta.Root:
     """Verify the manifest's signatures via the root chain; returns the trusted Root. A
     signature error names both roots (``root_ids``; ``trusted_label`` says whose anchor)."""
     try:
-        root = trust.verify_signed_manifest(anchor, list(header.roots), header.manifest_bytes,
+        root = rootmeta.verify_signed_manifest(anchor, list(header.roots), header.manifest_bytes,
                                             signatures_doc=header.signatures, now=now)
         check_signed_bytes(anchor, header)
     except SignatureError as e:
@@ -80,12 +74,12 @@ def root_ids(anchor: bytes, chain: Sequence[bytes],
 
     def fp(data: Optional[bytes], what: str) -> str:
         try:
-            root = trust.parse_root(data, what=what) if data else None
+            root = rootmeta.parse_root(data, what=what) if data else None
         except InstallerError:
             return "unreadable"
         if root is None:
             return "none"
-        name: str = trust.root_fingerprint(root)
+        name: str = rootmeta.root_fingerprint(root)
         return name + (f" (v{root.version})" if versions else "")
 
     ours = fp(anchor, "pinned root.json")
@@ -107,7 +101,7 @@ def check_signed_bytes(anchor: bytes, header: Header) -> None:
     root, or an old root the device never re-checks could change without any signature
     failing (``trust`` itself rejects upper-case hex). Here: each root is canonical JSON or
     exactly python-tuf's pretty form; the bundle's chain is a valid chain from its v1
-    (``trust.update_root`` step by step) and agrees with the pinned anchor at its version.
+    (``rootmeta.update_root`` step by step) and agrees with the pinned anchor at its version.
     """
     chain = list(header.roots)
     previous = None
@@ -117,12 +111,12 @@ def check_signed_bytes(anchor: bytes, header: Header) -> None:
         if data != canonjson.encode(doc) and data != _tuf_pretty(doc):
             raise FormatError(f"{what} is neither canonical JSON nor python-tuf's serialization",
                               hint="the bundle was altered or damaged; do not use it")
-        root = (trust.load_trusted_root(data) if previous is None
-                else trust.update_root(previous, data))
+        root = (rootmeta.load_trusted_root(data) if previous is None
+                else rootmeta.update_root(previous, data))
         if root.version != n:
             raise SignatureError(f"{what} holds root version {root.version}")
         previous = root
-    pinned = trust.parse_root(anchor, what="pinned root.json")
+    pinned = rootmeta.parse_root(anchor, what="pinned root.json")
     if len(chain) >= pinned.version:
         ours = canonjson.encode(canonjson.loads_strict(anchor, what="pinned root.json"))
         theirs = canonjson.encode(canonjson.loads_strict(chain[pinned.version - 1]))
@@ -133,7 +127,7 @@ def check_signed_bytes(anchor: bytes, header: Header) -> None:
                 hint="this bundle comes from another key directory; it is not trusted here")
 
 
-def newer_root(anchor_version: Optional[int], root: trust.Root,
+def newer_root(anchor_version: Optional[int], root: rootmeta.Root,
                chain: Sequence[bytes]) -> Optional[bytes]:
     """The chain's bytes for ``root`` when it is newer than the pinned anchor."""
     version = getattr(root, "version", None)

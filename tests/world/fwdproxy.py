@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import urllib.parse
 
-from installer.ocidist import is_loopback
+from installer.sources.ocidist import is_loopback
 
 from .httpbase import LoopbackServer, QuietHandler, ServerLifecycle, relay
 

@@ -89,11 +89,11 @@ def push_content(session: requests.Session, base_url: str, repository: str, *,
 
 def push_folder_artifact(session: requests.Session, base_url: str, repository: str, *,
                          files: dict[str, bytes], tag: str) -> str:
-    """``files`` (path -> bytes) as one folder artifact in the layout installer/remote.py
+    """``files`` (path -> bytes) as one folder artifact in the layout installer/sources/remote.py
     reads, written by hand (independent of `bundle repo push`); returns the manifest digest."""
     import hashlib
 
-    from installer import remote
+    from installer.sources import remote
 
     def sha(d: bytes) -> str:
         return hashlib.sha256(d).hexdigest()
