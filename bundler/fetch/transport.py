@@ -25,6 +25,7 @@ import requests
 from bundler.errors import TransferError, UpstreamError
 from bundler.fetch.deadline import Deadline, DeadlineAdapter, Watchdog, set_current
 from bundler.limits import Limits, human
+from installer.sources import regauth
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
@@ -165,12 +166,11 @@ class Transport:
                 raise UpstreamError(f"{label}: more than {self.limits.redirects} redirects: "
                                     f"{chain[:600]}", hint="the server redirects in a loop")
             check_url(nxt, what=f"{label} (redirected: {chain[:400]})")
-            old, new = urlsplit(url), urlsplit(nxt)
-            if old.scheme == "https" and new.scheme == "http":
+            if regauth.redirect_refusal(url, nxt) is not None:
                 raise UpstreamError(f"{label}: refusing a redirect from https down to http: "
                                     f"{chain[:600]}", hint="the server or a proxy downgrades "
                                     "the connection; do not use it")
-            if (old.scheme, old.netloc) != (new.scheme, new.netloc):
+            if not regauth.keeps_credentials(url, nxt):
                 auth = None  # credentials never follow a redirect to another host or scheme
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             if resp.status_code == 303:

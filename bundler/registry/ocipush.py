@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundler.errors import LocalError, NotFoundError, SpecError, UpstreamError
-from bundler.fetch.oci import RegistryClient, credentials_allowed
+from bundler.fetch.oci import RegistryClient
 from bundler.fetch.transport import Transport
 from bundler.spec.spec import RegistryConfig
 from installer.errors import FormatError
 from installer.fsio import write_verified
-from installer.sources import ocidist, remote
-from installer.sources.ocidist import OciRef, is_loopback, parse_oci_url
+from installer.sources import ocidist, regauth, remote
+from installer.sources.ocidist import OciRef, parse_oci_url
 
 REPO_TAG = remote.DEFAULT_TAG  # what `sync --source oci://HOST/REPO` reads
 EMPTY = b"{}"  # the empty config blob (remote.EMPTY_CONFIG)
@@ -91,7 +91,7 @@ def access_from(*, plain_http: bool = False, ca_file: Path | None = None,
 def endpoint_for(host: str, access: Access) -> str:
     """Plain HTTP on loopback unless a CA file is given (as Docker does, and as the device's
     ``installer.sources.ocidist.Client``), https elsewhere unless ``plain_http`` (pure)."""
-    if access.plain_http or (is_loopback(host) and access.ca_file is None):
+    if access.plain_http or (regauth.is_loopback(host) and access.ca_file is None):
         return f"http://{host}"
     return f"https://{host}"
 
@@ -109,7 +109,7 @@ def client_for(ref: OciRef, endpoint: str, *, transport: Transport | None = None
     that is not loopback are refused here, before the first connection."""
     access = access or Access()
     if access.credentials is not None:
-        why = credentials_allowed(endpoint, endpoint)
+        why = regauth.credentials_refusal(endpoint, endpoint)
         if why is not None:
             raise SpecError(f"oci://{ref.host}: credentials not sent: {why}",
                             hint="serve the registry over https (--ca-file for a private CA) "
