@@ -41,6 +41,7 @@ class Limits:
     token: int = 1 * MiB             # a registry token response
     response: int = 1 * MiB          # any other answer read whole (upload, PUT, HEAD)
     pull_total: int = 64 * GiB       # all files of one `bundle pull`
+    engine_export: int = 64 * GiB    # one image export from the Docker engine, all members
     # untrusted YAML (index.yaml, Chart.yaml)
     yaml_depth: int = 64             # nesting of mappings/sequences
     yaml_nodes: int = 20_000_000     # scalars + collections in one document
