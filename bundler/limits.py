@@ -52,6 +52,8 @@ class Limits:
     render_memory: int = 512 * MiB   # data segment of the process that renders one chart
     render_seconds: float = 300.0    # wall time of one chart render
     helmchart_renders: int = 64      # HelmChart charts rendered per bundle (nested ones too)
+    discovery_nodes: int = 20_000_000  # YAML nodes parsed by discovery in all texts of a lock
+    discovery_seconds: float = 1800.0  # wall time of discovery for a lock, renders included
     # requests
     redirects: int = 5               # hops followed per request
     deadline_floor: float = 60.0     # seconds every request gets, whatever its size

@@ -197,6 +197,9 @@ def _render_in_child(request: str, *, ident: str, limits: Limits) -> dict[str, s
     err = bytearray()
     over: str | None = None
     deadline = time.monotonic() + limits.render_seconds
+    budget = safeyaml.active_budget()   # the lock's discovery_seconds bound every render too
+    if budget is not None:
+        deadline = min(deadline, budget.deadline)
     try:
         try:
             child.stdin.write(request.encode())
@@ -231,6 +234,10 @@ def _render_in_child(request: str, *, ident: str, limits: Limits) -> dict[str, s
         raise SpecError(f"{ident}: its rendered output passed the render_output cap of "
                         f"{human(limits.render_output)}; rendering was stopped",
                         hint=hint.format("render_output", "size"))
+    if over == "time" and budget is not None and budget.seconds_left() <= 0:
+        raise SpecError(f"{ident}: not rendered: discovery used up its discovery_seconds "
+                        f"budget ({limits.discovery_seconds:g} s for the lock)",
+                        hint=hint.format("discovery_seconds", "seconds"))
     if over == "time":
         raise SpecError(f"{ident}: rendering did not finish within render_seconds "
                         f"({limits.render_seconds:g} s); it was stopped",
