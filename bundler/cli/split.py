@@ -4,11 +4,16 @@ limit (FAT32 sticks stop at 4 GiB)."""
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import click
 
+from bundler import keys
+from bundler.assemble.parts import parse_size, split
 from bundler.cli.context import CONTEXT
+from bundler.errors import SpecError
+from installer.policy import human_bytes
 
 
 @click.command("split", context_settings=CONTEXT)
@@ -34,17 +39,12 @@ def split_cmd(*, bundle_file: Path, max_part_size: str, parity: bool, keys_dir: 
     `bundle build --max-part-size` splits as it builds. A bundle that already fits is left
     as it is.
     """
-    from bundler import keys
-    from bundler.assemble.parts import parse_size, split
-    from bundler.errors import SpecError
-    from installer.policy import human_bytes
 
     if keys_dir is None and not unsigned:
         raise SpecError("the parts index must be signed",
                         hint="give --keys DIR (the folder `bundle build --keys` used), or "
                              "--unsigned for a test")
     limit = parse_size(max_part_size)
-    import stat
     if not stat.S_ISREG(bundle_file.stat().st_mode):
         raise SpecError(f"{bundle_file} is not a regular file",
                         hint="give the bundle file that `bundle build` wrote")

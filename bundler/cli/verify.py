@@ -10,23 +10,14 @@ from typing import Any
 
 import click
 
+from bundler.assemble.parts import is_parts, reassembled
+from bundler.assemble.provenance import sigstore_path, sigstore_verify
 from bundler.cli.context import CONTEXT, Ctx, pass_ctx
-
-
-def sigstore_path(file: Path) -> Path:
-    """Where a Sigstore bundle for FILE lives: ``FILE.sigstore.json`` (sigstore's own
-    convention). For a K3s bundle it signs the bundle manifest, which pins every member."""
-    return file.with_name(file.name + ".sigstore.json")
-
-
-def _is_bundle(file: Path) -> bool:
-    import tarfile
-    try:
-        with tarfile.open(file, "r|") as tar:
-            first = tar.next()
-            return first is not None and first.name == "manifest.json"
-    except (tarfile.TarError, OSError):
-        return False
+from bundler.errors import SpecError
+from bundler.spec.specfiles import secret_warnings
+from installer.format import envelope
+from installer.format.bundlefmt import BundleReader
+from installer.trust import verify
 
 
 @click.command("verify", context_settings=CONTEXT)
@@ -51,14 +42,12 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
     parts (or its .parts.json index): the index is verified with --trust, the parts
     reassembled in $TMPDIR (one lost or damaged part rebuilt from parity), then checked.
     """
-    from bundler.errors import SpecError
     if not trust_root and not sigstore_identity:
         raise SpecError("nothing to verify against", hint="pass --trust root.json and/or "
                         "--sigstore-identity ID --sigstore-issuer URL")
     if bool(sigstore_identity) != bool(sigstore_issuer):
         raise SpecError("--sigstore-identity and --sigstore-issuer go together")
     report: dict[str, Any] = {"file": str(file)}
-    from bundler.assemble.parts import is_parts, reassembled
     if is_parts(file):
         folder = file if file.is_dir() else file.parent
         file, rebuilt = click.get_current_context().with_resource(reassembled(
@@ -67,12 +56,11 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
         sig_file = folder / file.name  # provenance sits beside the parts, named for the bundle
     else:
         sig_file = file
-    bundle = _is_bundle(file)
+    bundle = envelope.kind_of(str(file)) == envelope.BUNDLE
     payload = file.read_bytes() if not bundle else b""
     if trust_root:
         if not bundle:
             raise SpecError(f"{file} is not a bundle; --trust applies to bundles only")
-        from installer.trust import verify
         anchor = trust_root.read_bytes()
         # a signature error names both roots (installer.trust.verify.root_ids), in this wording
         opened = verify.open_bundle(str(file), anchor=anchor, now=int(time.time()),
@@ -84,7 +72,6 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
         finally:
             opened.close()
         m = opened.header.manifest
-        from bundler.spec.specfiles import secret_warnings
         for warning in secret_warnings(mem.path for mem in m.members):
             click.echo(warning, err=True)
         report.update({"bundle": m.name, "version": m.version, "arch": m.arch,
@@ -92,11 +79,9 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
                        "bytes_checked": checked})
         payload = opened.header.manifest_bytes
     elif bundle:
-        from installer.format.bundlefmt import BundleReader
         with open(file, "rb") as f:
             payload = BundleReader(f).header().manifest_bytes
     if sigstore_identity:
-        from bundler.assemble.provenance import sigstore_verify
         sig = sigstore_path(sig_file)
         if not sig.is_file():
             raise SpecError(f"no Sigstore bundle at {sig}",

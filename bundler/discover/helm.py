@@ -54,7 +54,7 @@ def helm_sdk() -> ModuleType:
                          ("HELM_DATA_HOME", "data")):
             os.environ[var] = os.path.join(home, sub)
         try:
-            import helm_python
+            import helm_python  # late: starts Go's runtime (~1.7 GB of address space)
         except ImportError as exc:
             raise LocalError("rendering charts needs helm-python-sdk, which is not installed",
                              hint="pip install 'k3s-airgap-bundler[discovery]' "

@@ -142,7 +142,7 @@ class DaemonSource:
             return self._client
 
     def _inspect(self, ref: ImageRef, *, what: str) -> Any:
-        import docker
+        import docker  # late: only docker-daemon: images need the SDK
         try:
             return self.client().images.get(ref.runtime_name)
         except docker.errors.ImageNotFound:
@@ -216,9 +216,9 @@ class DaemonSource:
     # ---------------------------------------------------------------- the export stream
 
     def _export_now(self, ref: ImageRef, image: Any, *, what: str) -> Exported:
-        import docker
-        import requests
-        import urllib3
+        import docker  # late: only docker-daemon: images need the SDK
+        import requests  # late, with the SDK whose errors it names
+        import urllib3  # late, with the SDK whose errors it names
         image_id = str(image.id)
         try:
             files, links, index = self._stream_into_store(image.save(named=False), what=what)

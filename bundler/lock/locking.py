@@ -19,6 +19,7 @@ from bundler.lock.resolve import resolve
 from bundler.spec.lockfile import Lock, drift
 from bundler.spec.refs import parse_image_ref
 from bundler.spec.spec import Spec
+from installer.fsio import write_verified
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,5 @@ def save(path: Path, result: LockResult) -> bool:
     """Write the lock when it changed (durably, all or nothing); True if written."""
     if not result.changed:
         return False
-    from installer.fsio import write_verified
     write_verified(path, [result.lock.dumps().encode()], what=str(path))
     return True
