@@ -213,6 +213,22 @@ def _index_entry(src: Sources, chart: ChartSpec, what: str) -> tuple[str, str | 
     entries = index.get("entries") if isinstance(index, dict) else None
     if not isinstance(entries, dict):
         raise UpstreamError(f"{index_url} is not a Helm repository index (no entries mapping)")
+    entry = _version_entry(entries, chart, what=what, index_url=index_url)
+    urls = entry.get("urls")
+    if not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
+        raise UpstreamError(f"{what}: index entry has no download URL")
+    url = urljoin(chart.repo + "/", urls[0])
+    check_url(url, what=f"{what} (from {index_url})")
+    declared = entry.get("digest")
+    if declared is not None and not isinstance(declared, str):
+        raise UpstreamError(f"{what}: index entry digest is not a string")
+    return url, declared
+
+
+def _version_entry(entries: dict[str, Any], chart: ChartSpec, *, what: str,
+                   index_url: str) -> dict[str, Any]:
+    """The index entry of the chart's locked name and version, or an error naming what the
+    index has instead."""
     versions = entries.get(chart.name) or []
     if not versions:
         names = sorted(str(n)[:100] for n in entries)
@@ -231,15 +247,8 @@ def _index_entry(src: Sources, chart: ChartSpec, what: str) -> tuple[str, str | 
         raise NotFoundError(f"{what}: not in {index_url} (versions: "
                             f"{', '.join(have[-10:]) or 'none'})",
                             hint="fix the version in bundles.toml")
-    urls = match[0].get("urls")
-    if not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
-        raise UpstreamError(f"{what}: index entry has no download URL")
-    url = urljoin(chart.repo + "/", urls[0])
-    check_url(url, what=f"{what} (from {index_url})")
-    declared = match[0].get("digest")
-    if declared is not None and not isinstance(declared, str):
-        raise UpstreamError(f"{what}: index entry digest is not a string")
-    return url, declared
+    found: dict[str, Any] = match[0]
+    return found
 
 
 def _local_file(lf: LocalFile) -> FileLock:
