@@ -66,8 +66,14 @@ class ImageRef:
             s += f"@{self.digest}"
         return s
 
+    @property
+    def transport(self) -> str:
+        """The transport prefix naming the image's source: ``docker-daemon:`` or none (a
+        registry); the key of ``Sources.image_sources``."""
+        return DAEMON_TRANSPORT if self.daemon else ""
+
     def __str__(self) -> str:
-        return (DAEMON_TRANSPORT if self.daemon else "") + self.runtime_name
+        return self.transport + self.runtime_name
 
     def with_digest(self, digest: str) -> ImageRef:
         return ImageRef(self.registry, self.repository, self.tag, digest, self.daemon)
