@@ -116,7 +116,7 @@ def _delta_info(delta: Delta | None, m: Manifest, size: int) -> dict[str, Any] |
 def _text(d: dict[str, Any]) -> list[str]:
     """The human summary of a description document."""
     w = [f"{d['file']}: bundle {d['name']} {d['version']} for {d['arch']}, "
-         f"K3s {d['k3s_version']}",
+         f"K3s {d['k3s']['version']}",
          f"  roles: {', '.join(d['roles'])}; lock {d['lock_digest']}"]
     members = d["members"]
     payload = sum(mem["size"] for mem in members)
