@@ -4,6 +4,7 @@ returns what it wrote. The CLI parses flags into the request and prints the resu
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,21 @@ def _part_limit(text: str | None) -> int | None:
     limit = parse_size(text)
     part_size_for(limit)  # refuses a size too small for a part
     return limit
+
+
+def split_bundle(bundle: Path, *, max_part_size: str, parity: bool, keys_dir: Path | None,
+                 unsigned: bool) -> dict[str, Any] | None:
+    """`bundle split`: the parts of ``bundle`` with their signed (or, with ``unsigned``,
+    unsigned) index, or None when the bundle already fits below ``max_part_size``."""
+    if keys_dir is None and not unsigned:
+        raise SpecError("the parts index must be signed",
+                        hint="give --keys DIR (the folder `bundle build --keys` used), or "
+                             "--unsigned for a test")
+    limit = parse_size(max_part_size)
+    if not stat.S_ISREG(bundle.stat().st_mode):
+        raise SpecError(f"{bundle} is not a regular file",
+                        hint="give the bundle file that `bundle build` wrote")
+    return _split(bundle, limit, parity=parity, keys_dir=keys_dir)
 
 
 def _split(bundle: Path, limit: int | None, *, parity: bool,
