@@ -210,7 +210,7 @@ class SyncRequest:
     options: Optional[Options] = None   # first install only; later the installed ones
     arch: Optional[str] = None
     wait: bool = False
-    plain_http: bool = False            # network sources: see installer/sources/remote.py
+    plain_http: bool = False            # network sources: see installer/sources/mirror.py
     ca_file: Optional[str] = None
     credentials: Optional[ocidist.Credentials] = None
 
