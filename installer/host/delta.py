@@ -118,7 +118,7 @@ def _base_files(layout: Layout, digest: str) -> Dict[str, str]:
     return {m.sha256: layout.release_file(digest, m.path) for m in base.members}
 
 
-def _base_for(layout: Layout, cur: Optional[Release], delta: bundlefmt.Delta, m: Manifest, *,
+def _base_for(layout: Layout, cur: Optional[Release], delta: bundlefmt.Delta, *, m: Manifest,
               name: str) -> Dict[str, str]:
     """The kept files of the base release this delta applies over (sha256 -> path), after
     checking this host runs that base and holds every file the delta does not carry."""
@@ -176,7 +176,7 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
         verify.check_created(header.manifest.created, clock=clock, now=now,
                              what=f"delta bundle {name}")
         m = header.manifest
-        have = _base_for(layout, state.current, delta, m, name=name)
+        have = _base_for(layout, state.current, delta, m=m, name=name)
         carried = set(delta.carried)
         report(f"delta {name}: over {delta.base_name} {delta.base_version}, "
                f"{len(carried)} of {len(m.members)} members carried; rebuilding the full "
