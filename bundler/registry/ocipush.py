@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 import urllib3
 
-from bundler.errors import LocalError, NotFoundError, SpecError, TransferError, UpstreamError
+from bundler.errors import FetchError, LocalError, NotFoundError, SpecError, UpstreamError
 from bundler.fetch.oci import RegistryClient
 from bundler.fetch.transport import Transport, iter_raw
 from bundler.limits import Limits, human
@@ -302,7 +302,7 @@ def _staging(out: Path) -> Path:
 def _pull_one(client: RegistryClient, repository: str, entry: remote.Entry, stage: Path, *,
               what: str) -> Path:
     """One file into ``stage`` (named by its digest), read stopping at its declared size and
-    verified; a broken or dripping transfer is a TransferError (exit 5)."""
+    verified; a broken or dripping transfer is a FetchError (exit 5)."""
     dest = stage / entry.sha256
     label = f"{what}: {entry.path}"
     with client.open_blob(repository, "sha256:" + entry.sha256, what=label,
@@ -312,6 +312,6 @@ def _pull_one(client: RegistryClient, repository: str, entry: remote.Entry, stag
                            size=entry.size, what=label, durable=False)
         except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError,
                 TimeoutError) as e:
-            raise TransferError(f"{label}: the transfer broke: {str(e)[:300]}",
+            raise FetchError(f"{label}: the transfer broke: {str(e)[:300]}",
                                 hint="retry; the registry or the link dropped") from None
     return dest

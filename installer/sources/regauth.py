@@ -36,8 +36,8 @@ _PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
 MAX_CHALLENGE = 8192
 # urllib's own ``no_proxy`` matcher (undocumented, absent from typeshed): the same decision
 # urllib's ProxyHandler makes
-_bypass: Callable[[str, Dict[str, str]], bool] = getattr(urllib.request,
-                                                         "proxy_bypass_environment")
+_bypass: Callable[[str, Dict[str, str]], bool] = getattr(  # noqa: B009 - not in typeshed
+    urllib.request, "proxy_bypass_environment")
 
 
 def is_loopback(host: Optional[str]) -> bool:
