@@ -164,7 +164,7 @@ class EngineSource(ImageSource):
     def _inspect_attrs(self, ref: ImageRef, *, what: str) -> dict[str, Any]:
         """``GET /images/NAME/json`` read through a bounded reader (the SDK's
         ``images.get`` buffers any answer whole): over the ``config`` cap is exit 3."""
-        import docker
+        import docker  # late: only docker-daemon: images need the SDK
         api = self.client().api
         # the SDK's own URL builder (private, stable since docker-py 1.x): version prefix
         url = api._url("/images/{0}/json", ref.runtime_name)

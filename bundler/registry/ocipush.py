@@ -251,7 +251,7 @@ def pull(url: str, out: Path, *, access: Access | None = None,
         raise LocalError(f"cannot create {out}: {e.strerror}") from None
     stage = _staging(out)
     try:
-        staged = [(path, entry, _pull_one(client, ref.repository, entry, stage, what=url))
+        staged = [(path, entry, _pull_one(client, ref.repository, entry, stage=stage, what=url))
                   for path, entry in sorted(entries.items())]
         for path, entry, file in staged:   # every file verified: now they go into --out
             dest = out.joinpath(*path.split("/"))
@@ -299,7 +299,7 @@ def _staging(out: Path) -> Path:
         raise LocalError(f"cannot write beside {out}: {e.strerror}") from None
 
 
-def _pull_one(client: RegistryClient, repository: str, entry: remote.Entry, stage: Path, *,
+def _pull_one(client: RegistryClient, repository: str, entry: remote.Entry, *, stage: Path,
               what: str) -> Path:
     """One file into ``stage`` (named by its digest), read stopping at its declared size and
     verified; a broken or dripping transfer is a FetchError (exit 5)."""
