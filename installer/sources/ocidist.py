@@ -36,7 +36,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
 from installer.fsio import CHUNK, adopt_verified
-from installer.sources import regauth
+from installer.sources import regauth, routing
 from installer.sources.regauth import is_loopback as is_loopback  # one rule, re-exported
 
 MANIFEST_TYPES = (
@@ -47,7 +47,7 @@ MANIFEST_TYPES = (
 )
 MAX_MANIFEST = 4 * 1024 * 1024
 MAX_TOKEN_BODY = 64 * 1024
-MAX_REDIRECTS = 5
+MAX_REDIRECTS = routing.MAX_REDIRECTS
 ATTEMPTS = 5
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
@@ -128,47 +128,6 @@ def credentials_from(file: Optional[str], env: Mapping[str, str]) -> Optional[Cr
     return None
 
 
-class _Proxies(urllib.request.ProxyHandler):
-    """urllib's proxy handler, deciding direct-or-proxy with ``regauth.proxy_for`` over the
-    same ``proxies`` the route was checked against (urllib alone would read ``no_proxy`` from
-    the environment again; where the two differ, the request goes direct, never through a
-    proxy the check did not see)."""
-
-    def __init__(self, proxies: Mapping[str, str]) -> None:
-        super().__init__({k: v for k, v in proxies.items() if k != "no"})
-        self.all = proxies
-
-    def proxy_open(self, req, proxy, type):  # type: ignore[no-untyped-def]  # noqa: A002
-        if regauth.proxy_for(req.full_url, self.all) is None:
-            return None
-        return super().proxy_open(req, proxy, type)
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """Redirects as ``regauth`` allows them: http(s) only, never https -> http, and plain http
-    only over loopback hops (proxy included) unless the user allowed plain http. The
-    Authorization header never follows (it is added unredirected)."""
-
-    max_redirections = MAX_REDIRECTS
-
-    def __init__(self, *, plain_http: bool, proxies: Mapping[str, str]) -> None:
-        super().__init__()
-        self.plain_http = plain_http
-        self.proxies = proxies
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        why = regauth.redirect_refusal(req.full_url, newurl)
-        if why is None and not self.plain_http:
-            why = regauth.clear_route_refusal(newurl,
-                                              proxy=regauth.proxy_for(newurl, self.proxies))
-        if why is not None:
-            raise TransferError(f"redirect not followed: {why}",
-                                hint="the server must not send clients to plain http or "
-                                     "away from http(s); pass --plain-http only if plain "
-                                     "http off loopback is really meant")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
 class Client:
     """One registry host. Not thread-safe (a device fetches one thing at a time)."""
 
@@ -188,11 +147,7 @@ class Client:
         self.timeout = timeout
         self.proxies: Mapping[str, str] = dict(
             urllib.request.getproxies() if proxies is None else proxies)
-        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
-        self._opener = urllib.request.build_opener(
-            _Proxies(self.proxies),
-            urllib.request.HTTPSHandler(context=context),
-            _Redirects(plain_http=plain_http, proxies=self.proxies))
+        self._opener = routing.opener(self.proxies, plain_http=plain_http, ca_file=ca_file)
         self._tokens: Dict[str, str] = {}
         self._basic = False
         self._check_route(plain_http)
