@@ -170,7 +170,7 @@ def _upstream_manifest(src: Sources, img: ImageLock, *, what: str) -> bytes:
     return src.manifest(r.registry, r.repository, img.digest, what=what).data
 
 
-def _exact_index(pusher: _Pusher, src: Sources, img: ImageLock, r: ImageRef, *, repo: str,
+def _exact_index(pusher: _Pusher, src: Sources, img: ImageLock, *, r: ImageRef, repo: str,
                  have: dict[str, str], what: str) -> str:
     """Push the upstream index bytes unchanged (its digest is what workloads pin), after every
     platform manifest it lists (besides those in ``have``, already up) with their config and
@@ -239,7 +239,7 @@ def mirror(lock: Lock, src: Sources, *, to: str, bundles: list[str], access: Acc
                                            tag=r.tag if single else None)
         if img.media_type in INDEX_TYPES and r.digest is not None:
             # pinned by its index digest (image@sha256:<index>): the exact upstream index
-            index_digest = _exact_index(pusher, src, img, r, repo=repo, have=platforms,
+            index_digest = _exact_index(pusher, src, img, r=r, repo=repo, have=platforms,
                                         what=what)
             changed = False
         elif img.media_type in INDEX_TYPES:
