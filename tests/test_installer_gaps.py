@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import sys
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -19,21 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, c
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import (  # noqa: E402
-    KeyDir,
-    _members,
-    cli,
-    default_spec,
-    manifest_for,
-    tree,
-    write_spec,
-)
-from cli_helpers import bundle_proc  # noqa: E402
-
-from installer import policy  # noqa: E402
-from installer.errors import (  # noqa: E402
+from installer import policy
+from installer.errors import (
     ConfigError,
     DigestMismatch,
     EnvironmentProblem,
@@ -42,9 +28,19 @@ from installer.errors import (  # noqa: E402
     SignatureError,
     UnsafeMember,
 )
-from installer.format import bundlefmt, canonjson  # noqa: E402
-from installer.format.bundlefmt import BundleReader, Manifest, Member  # noqa: E402
-from installer.trust import rootmeta, verify  # noqa: E402
+from installer.format import bundlefmt, canonjson
+from installer.format.bundlefmt import BundleReader, Manifest, Member
+from installer.trust import rootmeta, verify
+from tests.bundles import (
+    KeyDir,
+    _members,
+    cli,
+    default_spec,
+    manifest_for,
+    tree,
+    write_spec,
+)
+from tests.cli_helpers import bundle_proc
 
 NOW = 1_800_000_000  # after every spec's `created` (1_790_000_000), before the roots expire
 

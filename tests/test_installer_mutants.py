@@ -9,18 +9,13 @@ import hashlib
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
-
-from installer.host import place  # noqa: E402
-from installer.host.layout import (  # noqa: E402
+from installer.host import place
+from installer.host.layout import (
     AIRGAP_DIR,
     LIVE_TMP_PREFIX,
     REGISTRIES_KEPT,
@@ -28,7 +23,8 @@ from installer.host.layout import (  # noqa: E402
     Layout,
     Target,
 )
-from installer.host.state import Options, Release, read_anchor  # noqa: E402
+from installer.host.state import Options, Release, read_anchor
+from tests.bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec
 
 _SPEC11 = default_spec("1.1.0")
 APP11 = live_image("app-1.1.0.tar", _SPEC11.images["app-1.1.0.tar"])
@@ -302,9 +298,8 @@ def test_verify_open_regular_refuses_a_file_turned_fifo_after_stat(
 def _delta_world() -> Any:
     import hashlib
 
-    from bundles import _members, manifest_for
-
     from installer.format import bundlefmt
+    from tests.bundles import _members, manifest_for
     spec = default_spec("2.0.0")
     manifest = manifest_for(spec, [m for m, _ in _members(spec)])
     mbytes = manifest.to_bytes()
@@ -405,14 +400,13 @@ def test_bundlefmt_writer_refuses_a_manifest_that_does_not_round_trip() -> None:
     written; a good one is."""
     from dataclasses import replace
 
-    from bundles import _members, manifest_for
-
     from installer.errors import FormatError
     from installer.format import bundlefmt
+    from tests.bundles import _members, manifest_for
     spec = default_spec("2.0.0")
     manifest = manifest_for(spec, [m for m, _ in _members(spec)])
     assert bundlefmt.check_for_write(manifest) == manifest.to_bytes()
-    odd = replace(manifest, roles=list(manifest.roles))
+    odd = replace(manifest, roles=list(manifest.roles))  # type: ignore[arg-type]
     with pytest.raises(FormatError, match="does not survive its own encoding"):
         bundlefmt.check_for_write(odd)
 
@@ -421,7 +415,7 @@ def _envelope_tar(smalls: Any) -> Any:
     import io
     import tarfile
 
-    from bundles import _members, manifest_for
+    from tests.bundles import _members, manifest_for
     spec = default_spec("2.0.0")
     manifest = manifest_for(spec, [m for m, _ in _members(spec)])
     buf = io.BytesIO()
@@ -467,7 +461,7 @@ def test_bundlefmt_envelope_limits() -> None:
 
 def _unsigned_manifest_and_members() -> "tuple[Any, Dict[str, bytes]]":
     """The manifest of a default 2.0.0 bundle and each member's bytes by path."""
-    from bundles import _members, manifest_for
+    from tests.bundles import _members, manifest_for
     spec = default_spec("2.0.0")
     pairs = _members(spec)
     return manifest_for(spec, [m for m, _ in pairs]), {m.path: d for m, d in pairs}
@@ -514,10 +508,9 @@ def test_bundlefmt_delta_bundle_round_trip_in_process() -> None:
     written by ``iter_bundle`` reads back with its descriptor first, only with ``delta_ok``."""
     import io
 
-    from bundles import _members
-
     from installer.errors import FormatError
     from installer.format import bundlefmt
+    from tests.bundles import _members
     manifest, mbytes, good = _delta_world()
     data = {m.path: d for m, d in _members(default_spec("2.0.0"))}
     blob = b"".join(bundlefmt.iter_bundle(

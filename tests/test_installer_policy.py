@@ -6,16 +6,12 @@ rules, trust pinning and root advance, and exit codes matching ``installer/error
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
-
-from installer import errors, policy  # noqa: E402
+from installer import errors, policy
+from tests.bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec
 
 # ---------------------------------------------------------------------------- pure tables
 

@@ -10,11 +10,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import REPO, KeyDir, cli, default_spec, live, write_spec  # noqa: E402
-
-from installer import zipapp  # noqa: E402
+from installer import zipapp
+from tests.bundles import REPO, KeyDir, cli, default_spec, live, write_spec
 
 MODULES = sorted(p.stem for p in (REPO / "installer").glob("*.py") if p.stem != "__main__")
 
