@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
+from bundler import __version__
 from bundler.cli import build, diff, discover, fleet, inspect, keys, lock, repo, split, verify
 from bundler.cli.context import CONTEXT, Ctx
 from bundler.errors import EXIT_CODES, exit_code_for
@@ -30,7 +31,7 @@ def _short(text: str) -> str:
 @click.option("--lock", "lock_path", type=click.Path(path_type=Path), default=None,
               help="The lock file (default: bundles.lock beside the spec).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars (also when not a terminal).")
-@click.version_option(package_name="k3s-airgap-bundler")
+@click.version_option(__version__, prog_name="bundle", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, *, spec: Path, lock_path: Path | None, quiet: bool) -> None:
     """Build signed, reproducible K3s airgap bundles.
