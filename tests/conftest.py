@@ -9,6 +9,11 @@
 - ``scratch_registry``, ``scratch_release`` (function): a fresh empty registry / release server
   for tests that mutate content (moving tags, broken releases) without touching the world.
 
+Markers (registered in pyproject.toml): every test that uses one of the fixtures above (directly
+or through another fixture) is marked ``world`` here; modules that start their own servers or
+daemons say ``pytestmark = pytest.mark.world``; long tests say ``@pytest.mark.slow``. The fast
+inner loop is ``python3 -m pytest -m "not world and not slow"``.
+
 Add your own fixtures in your test modules or in a ``conftest.py`` of a sub-folder; nothing
 here needs editing for that.
 """
@@ -31,6 +36,8 @@ _USER_DIRS = {
     "HELM_CACHE_HOME": "helm/cache", "HELM_CONFIG_HOME": "helm/config",
     "HELM_DATA_HOME": "helm/data",
 }
+WORLD_FIXTURES = frozenset({"world", "fault_proxy", "token_front", "scratch_registry",
+                            "scratch_release", "containerd"})
 _saved_env: dict[str, str | None] = {}
 _user_root: list[Path] = []
 
@@ -48,6 +55,14 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[var] = value
         if var in _USER_DIRS:
             Path(value).mkdir(parents=True, exist_ok=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``world`` every test that needs a real server, registry, daemon or containerd
+    through the fixtures of this file (``fixturenames`` is the transitive closure)."""
+    for item in items:
+        if WORLD_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.world)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

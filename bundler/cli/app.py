@@ -7,6 +7,7 @@ and docs/exit-codes.md). Progress bars are created here and passed down as callb
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -61,6 +62,9 @@ def _json_error(error: dict[str, Any]) -> None:
     click.echo(json.dumps({"error": error}, indent=2, sort_keys=True))
 
 
+PIPE_CLOSED = 141  # exit code when the reader of stdout went away, as shells show SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run `bundle`. With --json, any error also prints the one documented error object
     ``{"error": {"code", "kind", "message", "hint"}}`` on stdout (docs/exit-codes.md); the
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         # without standalone mode, click returns the code of a `click.exceptions.Exit`
         # (`bundle diff` exits 1 for "changes") instead of raising it
         code = cli.main(args=args, prog_name="bundle", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except ToolError as e:  # the builder's errors and installer errors from shared code
         click.echo(f"error: {e}", err=True)
         code = exit_code_for(e)
@@ -93,6 +98,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # `bundle inspect X | head -1`: nobody reads stdout any more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # drop what is buffered
+        sys.exit(PIPE_CLOSED)
     except Exception as e:  # a bug: the traceback follows on stderr (exit 1)
         if as_json:
             _json_error({"code": 1, "kind": type(e).__name__, "message": str(e),
