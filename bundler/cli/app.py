@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.utils import PacifyFlushWrapper
 
 from bundler import __version__
 from bundler.cli import build, diff, discover, fleet, inspect, keys, lock, repo, split, verify
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except BrokenPipeError:  # `bundle inspect X | head -1`: nobody reads stdout any more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # drop what is buffered
         sys.exit(PIPE_CLOSED)
+    except SystemExit:  # click's own answer to a closed pipe is a quiet exit 1: say 141
+        if isinstance(sys.stdout, PacifyFlushWrapper):
+            sys.exit(PIPE_CLOSED)
+        raise
     except Exception as e:  # a bug: the traceback follows on stderr (exit 1)
         if as_json:
             _json_error({"code": 1, "kind": type(e).__name__, "message": str(e),
