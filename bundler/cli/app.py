@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -64,6 +66,30 @@ def _json_error(error: dict[str, Any]) -> None:
 
 
 PIPE_CLOSED = 141  # exit code when the reader of stdout went away, as shells show SIGPIPE
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+GRACE = 3.0  # seconds Ctrl-C waits for worker threads stuck in a transfer before exiting anyway
+_exiting = threading.Lock()
+
+
+def _exit_interrupted() -> NoReturn:
+    """One line, exit 130, without waiting for worker threads (a download pool would wait for
+    transfers that may hang). Called once the main thread unwound (its ``finally`` blocks
+    removed their temp files), or by the :data:`GRACE` timer if unwinding is stuck."""
+    _exiting.acquire()  # whoever comes second waits here for the first one's exit
+    click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """SIGINT: unwind the main thread as Python does, with a deadline; a second Ctrl-C ends
+    the process at once."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    timer = threading.Timer(GRACE, _exit_interrupted)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -72,6 +98,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     human line goes to stderr either way and the exit code is the same."""
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         # without standalone mode, click returns the code of a `click.exceptions.Exit`
         # (`bundle diff` exits 1 for "changes") instead of raising it
@@ -93,12 +122,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
             _json_error({"code": 2, "kind": type(e).__name__, "message": e.format_message(),
                          "hint": "see `bundle COMMAND --help`"})
         sys.exit(2)
-    except click.Abort:
+    except click.Abort as e:  # click turns Ctrl-C into Abort; a refused prompt is one too
+        if isinstance(e.__context__, KeyboardInterrupt):
+            _exit_interrupted()
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except KeyboardInterrupt:
-        click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
-        sys.exit(130)
+        _exit_interrupted()
     except BrokenPipeError:  # `bundle inspect X | head -1`: nobody reads stdout any more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # drop what is buffered
         sys.exit(PIPE_CLOSED)
