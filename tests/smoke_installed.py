@@ -48,15 +48,21 @@ def run(cmd: list[str | Path], *, cwd: Path, env: dict[str, str] | None = None,
     return p.stdout
 
 
+def _clean_env() -> dict[str, str]:
+    """The environment without PYTHONPATH: with the checkout on the path, pip would take the
+    checkout's ``*.egg-info`` for an installed copy and skip the wheel."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def build_and_install(source: Path, work: Path) -> Path:
     """sdist + wheel of ``source`` into work/dist, the wheel into the new venv work/venv."""
-    dist, venv = work / "dist", work / "venv"
-    run([sys.executable, "-m", "build", "--outdir", dist, source], cwd=work)
+    dist, venv, env = work / "dist", work / "venv", _clean_env()
+    run([sys.executable, "-m", "build", "--outdir", dist, source], cwd=work, env=env)
     wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
         raise SmokeFailed(f"expected one wheel and one sdist in {dist}: {wheels + sdists}")
-    run([sys.executable, "-m", "venv", venv], cwd=work)
-    run([venv / "bin" / "python", "-m", "pip", "install", "-q", wheels[0]], cwd=work)
+    run([sys.executable, "-m", "venv", venv], cwd=work, env=env)
+    run([venv / "bin" / "python", "-m", "pip", "install", "-q", wheels[0]], cwd=work, env=env)
     return venv
 
 
@@ -83,7 +89,7 @@ def helps(tool: Path, parse: Callable[[str], list[str]], *, cwd: Path, env: dict
 
 def smoke(venv: Path, work: Path) -> None:
     bin_ = venv / "bin"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env = _clean_env()
     env.update(XDG_CACHE_HOME=str(work / "cache"), NO_PROXY="127.0.0.1,localhost",
                SMOKE_PASSPHRASE="smoke test passphrase, long enough")
     where = run([bin_ / "python", "-c", "import bundler.cli, installer.format; "
