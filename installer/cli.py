@@ -149,7 +149,7 @@ def _request(args: argparse.Namespace) -> install.InstallRequest:
                                   switch_bundle=args.switch_bundle, wait=args.wait)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
@@ -231,6 +231,30 @@ def _fail(args: argparse.Namespace, e: InstallerError) -> int:
         print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, hint=e.hint),
                          indent=1, sort_keys=True))
     return e.exit_code
+
+
+
+# Exit codes of the two signals a terminal user sends, as shells report them (128 + signal):
+INTERRUPTED = 130  # Ctrl-C (SIGINT)
+PIPE_CLOSED = 141  # the reader went away (`airgap-install status | head -1`), like SIGPIPE
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``airgap-install``: :func:`_main`, quiet on Ctrl-C and on a closed stdout (no traceback).
+    Every file the installer writes goes through a temp file and a rename (``fsio``), and an
+    interrupted install or sync is finished or undone by the next command (the journal)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except KeyboardInterrupt:
+        print(f"airgap-install: interrupted (exit {INTERRUPTED}); run the command again",
+              file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        # nobody reads stdout any more: send what is still buffered nowhere, exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return PIPE_CLOSED
 
 
 if __name__ == "__main__":  # pragma: no cover
