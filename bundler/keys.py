@@ -39,6 +39,8 @@ from installer.trust import rootmeta
 
 ROLES = rootmeta.TOP_LEVEL_ROLES  # the TUF top-level roles, signing order
 KEYRING = "keyring.json"
+RINGS = "rings.json"  # non-secret: each ring's current public keys, threshold and key serial
+MAX_KEYS = 20         # per role: more is a typo, and each key is a file to guard
 _KEY_NAME = re.compile(r"^([a-z]+)-([0-9]+)\.pem$")
 
 
@@ -227,6 +229,10 @@ def _check_counts(counts: dict[str, tuple[int, int]]) -> None:
     for role, (keys, threshold) in counts.items():
         if keys < 1:
             raise SpecError(f"{role}: at least one key is needed, got {keys}")
+        if keys > MAX_KEYS:
+            raise SpecError(f"{role}: at most {MAX_KEYS} keys, got {str(keys)[:20]}",
+                            hint="a threshold of a few keys held by different people is the "
+                                 "usual choice, e.g. 2 of 3")
         if not 1 <= threshold <= keys:
             raise SpecError(f"{role}: threshold must be between 1 and the {keys} key(s), "
                             f"got {threshold}",
@@ -284,7 +290,8 @@ def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: in
     revoked), signed by a threshold of root v N's root keys and of v N+1's root keys."""
     directory = Path(directory)
     if role not in ROLES:
-        raise SpecError(f"unknown role {role!r}", hint="one of: " + ", ".join(ROLES))
+        return rotate_ring(directory, ring=role, new_keys=new_keys, threshold=threshold,
+                           passphrase_env=passphrase_env)
     old_bytes, old_md = _load_root(directory / "root.json")
     old = old_md.signed
     threshold = old.roles[role].threshold if threshold is None else threshold
@@ -423,3 +430,64 @@ def signers_for_keys(directory: Path | str, wanted: list[SSlibKey], *,
     available = _load_private_keys(directory, _passphrase_env(directory, passphrase_env))
     return [CryptoSigner(available[str(k.keyval.get("public"))], k) for k in wanted
             if k.keytype == "ed25519" and str(k.keyval.get("public")) in available]
+
+
+# --- ring keys: which public keys each ring's delegation should name -----------------------
+
+@dataclass(frozen=True)
+class RingRecord:
+    serial: int           # 1 at `repo init`, +1 at each `keys rotate --role RING`
+    threshold: int
+    keys: tuple[SSlibKey, ...]
+
+
+def ring_records(directory: Path | str) -> dict[str, RingRecord]:
+    """``rings.json`` of a key directory (empty when absent: a folder that holds one person's
+    key has no say about ring keys)."""
+    path = Path(directory) / RINGS
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(_read(path))
+        return {ring: RingRecord(int(r["serial"]), int(r["threshold"]), tuple(
+            SSlibKey.from_dict(k["keyid"], dict(k["key"])) for k in r["keys"]))
+            for ring, r in doc["rings"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise SpecError(f"{path} is not a valid ring key record: {e}",
+                        hint="restore it from the key directory's backup") from None
+
+
+def write_ring_record(directory: Path | str, ring: str, record: RingRecord) -> Path:
+    directory = Path(directory)
+    doc = {r: {"serial": x.serial, "threshold": x.threshold,
+               "keys": [{"keyid": k.keyid, "key": k.to_dict()} for k in x.keys]}
+           for r, x in {**ring_records(directory), ring: record}.items()}
+    return _write(directory / RINGS, json.dumps({"rings": doc}, indent=1, sort_keys=True
+                                                ).encode() + b"\n", 0o644)
+
+
+def rotate_ring(directory: Path, *, ring: str, new_keys: int, threshold: int | None,
+                passphrase_env: str | None) -> KeyDirReport:
+    """Fresh keys for a ring: written to ``keys/`` and recorded in ``rings.json`` with the
+    next serial. The next repository command (``repo refresh``, publish ...) re-signs the
+    ring's delegation in targets (targets keys needed) and the ring with the new keys."""
+    if not re.fullmatch(r"[a-z]+", ring):
+        raise SpecError(f"unknown role {ring!r}",
+                        hint="one of: " + ", ".join(ROLES) + ", or a ring name")
+    old = ring_records(directory).get(ring)
+    if old is None:
+        raise SpecError(f"{directory / RINGS} has no ring {ring!r}",
+                        hint="ring keys are recorded by `bundle repo init` with this key "
+                             "directory; rotate a ring with the folder that created it")
+    threshold = old.threshold if threshold is None else threshold
+    _check_counts({ring: (new_keys, threshold)})
+    public, files = create_role_keys(directory, ring, new_keys, passphrase_env=passphrase_env)
+    record = RingRecord(old.serial + 1, threshold, tuple(public))
+    written = [*files, write_ring_record(directory, ring, record)]
+    data, md = _load_root(directory / "root.json")
+    roles = {ring: {"keyids": [k.keyid for k in public], "threshold": threshold,
+                    "serial": record.serial}}
+    return KeyDirReport(directory, md.signed.version,
+                        md.signed.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(written),
+                        roles, fingerprint(data),
+                        encrypted=_passphrase_env(directory, passphrase_env) is not None)

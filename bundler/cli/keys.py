@@ -107,8 +107,9 @@ def init_cmd(*, directory: Path, root_keys: int, root_threshold: int, targets_ke
 
 @keys.command("rotate")
 @_dir_arg
-@click.option("--role", type=click.Choice(sorted(ROLES)), required=True,
-              help="Role whose keys change.")
+@click.option("--role", required=True, metavar="ROLE",
+              help=f"Role whose keys change: {', '.join(sorted(ROLES))}, or a ring of a "
+                   "repository made with this key directory.")
 @click.option("--keys", "new_keys", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of new keys for the role.")
 @click.option("--threshold", type=click.IntRange(min=1), default=None,
@@ -121,7 +122,9 @@ def rotate_cmd(*, directory: Path, role: str, new_keys: int, threshold: int | No
     """Write the next root.json version with new keys for ROLE.
 
     The old root keys (and, for --role root, the new ones) sign it; devices accept it
-    when a bundle carries the whole chain roots/1..N.
+    when a bundle carries the whole chain roots/1..N. For a ring, new ring keys are
+    recorded in rings.json. Then run `bundle repo refresh REPO --keys DIRECTORY`: it
+    re-signs what the new keys change (targets, the rotated ring) and publishes.
     """
     from bundler.keys import rotate
     _report(rotate(directory, role=role, new_keys=new_keys, threshold=threshold,
