@@ -283,7 +283,8 @@ def init_keys(directory: Path | str, *, root_keys: int = 1, root_threshold: int 
                         encrypted=passphrase is not None)
 
 
-def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: int | None = None,
+def rotate(directory: Path | str, *, role: str, new_keys: int | None = None,
+           threshold: int | None = None,
            expires_days: int = 365, passphrase_env: str | None = None,
            now: int | None = None) -> KeyDirReport:
     """Write root version N+1 in which ``role`` has ``new_keys`` fresh keys (the old ones are
@@ -295,6 +296,7 @@ def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: in
     old_bytes, old_md = _load_root(directory / "root.json")
     old = old_md.signed
     threshold = old.roles[role].threshold if threshold is None else threshold
+    new_keys = len(old.roles[role].keyids) if new_keys is None else new_keys
     _check_counts({role: (new_keys, threshold)})
     env = _passphrase_env(directory, passphrase_env)
     passphrase = _passphrase(env, "keys rotate") if env else None
@@ -466,7 +468,7 @@ def write_ring_record(directory: Path | str, ring: str, record: RingRecord) -> P
                                                 ).encode() + b"\n", 0o644)
 
 
-def rotate_ring(directory: Path, *, ring: str, new_keys: int, threshold: int | None,
+def rotate_ring(directory: Path, *, ring: str, new_keys: int | None, threshold: int | None,
                 passphrase_env: str | None) -> KeyDirReport:
     """Fresh keys for a ring: written to ``keys/`` and recorded in ``rings.json`` with the
     next serial. The next repository command (``repo refresh``, publish ...) re-signs the
@@ -480,6 +482,7 @@ def rotate_ring(directory: Path, *, ring: str, new_keys: int, threshold: int | N
                         hint="ring keys are recorded by `bundle repo init` with this key "
                              "directory; rotate a ring with the folder that created it")
     threshold = old.threshold if threshold is None else threshold
+    new_keys = len(old.keys) if new_keys is None else new_keys
     _check_counts({ring: (new_keys, threshold)})
     public, files = create_role_keys(directory, ring, new_keys, passphrase_env=passphrase_env)
     record = RingRecord(old.serial + 1, threshold, tuple(public))

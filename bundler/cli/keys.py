@@ -110,14 +110,14 @@ def init_cmd(*, directory: Path, root_keys: int, root_threshold: int, targets_ke
 @click.option("--role", required=True, metavar="ROLE",
               help=f"Role whose keys change: {', '.join(sorted(ROLES))}, or a ring of a "
                    "repository made with this key directory.")
-@click.option("--keys", "new_keys", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of new keys for the role.")
+@click.option("--keys", "new_keys", type=click.IntRange(min=1), default=None,
+              help="Number of new keys for the role (default: as many as it has now).")
 @click.option("--threshold", type=click.IntRange(min=1), default=None,
               help="New threshold for the role (default: unchanged).")
 @_expires_opt
 @_passphrase_opt
 @_json_opt
-def rotate_cmd(*, directory: Path, role: str, new_keys: int, threshold: int | None,
+def rotate_cmd(*, directory: Path, role: str, new_keys: int | None, threshold: int | None,
                expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
     """Write the next root.json version with new keys for ROLE.
 

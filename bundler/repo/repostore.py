@@ -218,7 +218,9 @@ class Repo:
     def sync_roots(self) -> list[str]:
         """Add to the change the roots the key directory has and the repository lacks;
         refuse any that differ."""
-        added = []
+        added: list[str] = []
+        if not (self.keys_dir / "roots").is_dir():  # one person's folder: root.json alone
+            return self._check_lone_root()
         for version, data in enumerate(keys.root_chain(self.keys_dir), start=1):
             rel = f"metadata/{version}.root.json"
             path = self.dir / rel
@@ -231,6 +233,22 @@ class Repo:
             self.change.files[rel] = data
             added.append(rel)
         return added
+
+    def _check_lone_root(self) -> list[str]:
+        """A folder without ``roots/`` brings no new root: its ``root.json`` must be one the
+        repository already has."""
+        path = self.keys_dir / "root.json"
+        try:
+            data = path.read_bytes()
+            version = Metadata[Root].from_bytes(data).signed.version
+        except Exception as e:  # OSError, or python-tuf's several kinds for bad metadata
+            raise SpecError(f"{path}: {e}", hint="copy root.json from the key directory"
+                            ) from None
+        if self._bytes(f"metadata/{version}.root.json") != data:
+            raise SpecError(f"{path} (root v{version}) is not a root of {self.dir}",
+                            hint="copy the current root.json and roots/ of the key directory "
+                                 "into this folder")
+        return []
 
     # --- signing ------------------------------------------------------------------------
 
