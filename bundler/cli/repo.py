@@ -102,6 +102,8 @@ def status_cmd(directory: Path, check: bool, warn_days: int, as_json: bool) -> N
     changes and their signatures."""
     from bundler.repo.repostatus import expiry_check, status, status_text
     report = status(directory, warn_days=warn_days)
+    if check and as_json:
+        expiry_check(report)  # --json: exactly one document, the error object
     out(as_json, report, "\n".join(status_text(report)))
     if check:
         expiry_check(report)

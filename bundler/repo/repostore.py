@@ -256,7 +256,7 @@ class Repo:
         return keys.signers_for_keys(self.keys_dir, [k for k in public if isinstance(k, SSlibKey)],
                                      passphrase_env=self.passphrase_env)
 
-    def _sign(self, md: Metadata[Any], public: list[SSlibKey], threshold: int,
+    def _sign(self, md: Metadata[Any], public: list[Any], threshold: int,
               *, role: str) -> None:
         """Sign with every key of ``public`` this folder holds; refuse below ``threshold``."""
         signers = self._signers(public)
@@ -494,10 +494,6 @@ class Repo:
         top = next((d.md for d in docs if d.role == "targets"), None)
         top_signed = (top or self.targets()).signed
         return dict(found, signatures=[_signature_count(d, root, top_signed) for d in docs])
-
-
-def _bytes(md: Metadata[Any]) -> bytes:
-    return md.to_bytes(JSONSerializer(compact=False)) + b"\n"
 
 
 def _what(role: str) -> str:

@@ -28,12 +28,12 @@ from bundler.repo.repostore import (
     DEFAULT_RINGS,
     MAX_DAYS,
     PENDING,
+    RING_SERIALS,
     YANKED,
     Lifetimes,
     Outcome,
     Repo,
     RepoRefusal,
-    RING_SERIALS,
     UntrustedBundle,
     _iso,
 )
@@ -144,7 +144,7 @@ def publish(bundles: list[Path], *, directory: Path | str, keys_dir: Path | str,
     anchor = repo._bytes(f"metadata/{repo.root_version()}.root.json")
     assert anchor is not None
     md = repo.ring(ring)
-    added = []
+    added: list[dict[str, Any]] = []
     copies: dict[str, tuple[Path, str, int]] = {}
     for path in bundles:
         try:
