@@ -55,12 +55,13 @@ class KeyDirReport:
     roles: dict[str, dict[str, object]] = field(default_factory=dict)
     fingerprint: str = ""       # rootmeta.root_fingerprint of root.json: what devices show
     encrypted: bool = True      # False: the private keys written are plain PEM
+    staged: dict[str, object] | None = None  # a new root still short of root signatures
 
     def to_json(self) -> dict[str, object]:
         return {"directory": str(self.directory), "root_version": self.root_version,
                 "expires": self.expires, "written": [str(p) for p in self.written],
                 "roles": self.roles, "fingerprint": self.fingerprint,
-                "encrypted": self.encrypted}
+                "encrypted": self.encrypted, "staged": self.staged}
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -314,7 +315,8 @@ def rotate(directory: Path | str, *, role: str, new_keys: int | None = None,
     new_root.roles[role].threshold = threshold
 
     old_signers = _signers_for(old, "root", available)
-    _require(len(old_signers), old, "root", directory=directory)
+    if not old_signers:
+        _require(0, old, "root", directory=directory)
     signers = {s.public_key.keyid: s for s in old_signers}
     if role == "root":
         signers.update({k.signer.public_key.keyid: k.signer for k in new})
@@ -322,17 +324,80 @@ def rotate(directory: Path | str, *, role: str, new_keys: int | None = None,
     for signer in signers.values():
         md.sign(signer, append=True)
     data = _serialize(md)
-    result = new_root.get_root_verification_result(old, md.signed_bytes, md.signatures)
-    if not result.verified:
-        raise SpecError(f"root v{new_root.version} would not verify: {result}")
-    rootmeta.update_root(rootmeta.parse_root(old_bytes), data)  # and the device verifier agrees
-
+    written = []
+    if len(old_signers) < old.roles["root"].threshold:  # one person's share: stage it
+        if (directory / STAGED_ROOT).exists():
+            raise SpecError(f"{directory / STAGED_ROOT} is already waiting for root "
+                            "signatures", hint=f"`bundle keys sign {directory} --keys FOLDER` "
+                                               "first, or delete that file to start over")
+        written = _write_keys(directory, new, passphrase)
+        written.append(_write(directory / STAGED_ROOT, data, 0o644))
+        return KeyDirReport(directory, old.version, old.expires.strftime(
+            "%Y-%m-%dT%H:%M:%SZ"), tuple(written), _role_summary(new_root),
+            fingerprint(old_bytes), encrypted=passphrase is not None,
+            staged=_root_signatures(old, md))
+    _check_new_root(old_bytes, old, md)
     written = _write_keys(directory, new, passphrase)
     written += _write_root(directory, data, new_root.version)
     return KeyDirReport(directory, new_root.version,
                         new_root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(written),
                         _role_summary(new_root), fingerprint(data),
                         encrypted=passphrase is not None)
+
+
+STAGED_ROOT = "staged-root.json"  # a new root short of root signatures (`keys sign` adds)
+
+
+def _root_signatures(old: Root, md: Metadata[Root]) -> dict[str, object]:
+    new = md.signed
+    a = old.get_verification_result("root", md.signed_bytes, md.signatures)
+    b = new.get_verification_result("root", md.signed_bytes, md.signatures)
+    return {"version": new.version, "old_root": {"present": len(a.signed), "needed": a.threshold},
+            "new_root": {"present": len(b.signed), "needed": b.threshold}}
+
+
+def _check_new_root(old_bytes: bytes, old: Root, md: Metadata[Root]) -> None:
+    result = md.signed.get_root_verification_result(old, md.signed_bytes, md.signatures)
+    if not result.verified:
+        raise SpecError(f"root v{md.signed.version} would not verify: {result}")
+    rootmeta.update_root(rootmeta.parse_root(old_bytes), _serialize(md))  # device agrees
+
+
+def sign_root(directory: Path | str, *, keys_from: Path | str,
+              passphrase_env: str | None = None) -> KeyDirReport:
+    """Add the root signatures ``keys_from`` holds (old and new root keys) to the staged root
+    of ``directory``; once both thresholds are met it becomes ``root.json``."""
+    directory, keys_from = Path(directory), Path(keys_from)
+    old_bytes, old_md = _load_root(directory / "root.json")
+    old = old_md.signed
+    if not (directory / STAGED_ROOT).is_file():
+        raise SpecError(f"{directory} has no staged root to sign",
+                        hint="`bundle keys rotate` with fewer root keys than the threshold "
+                             "stages one")
+    _, md = _load_root(directory / STAGED_ROOT)
+    available = _load_private_keys(keys_from, _passphrase_env(keys_from, passphrase_env))
+    before = set(md.signatures)
+    for signer in _signers_for(old, "root", available) + _signers_for(md.signed, "root",
+                                                                      available):
+        md.sign(signer, append=True)
+    if set(md.signatures) == before:
+        raise SpecError(f"the keys in {keys_from / 'keys'} add no root signature to "
+                        f"{directory / STAGED_ROOT}",
+                        hint="bring a root key of this or the new root")
+    data = _serialize(md)
+    status = _root_signatures(old, md)
+    if not md.signed.get_root_verification_result(old, md.signed_bytes,
+                                                  md.signatures).verified:
+        written = [_write(directory / STAGED_ROOT, data, 0o644)]
+        return KeyDirReport(directory, old.version, old.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            tuple(written), _role_summary(md.signed), fingerprint(old_bytes),
+                            staged=status)
+    _check_new_root(old_bytes, old, md)
+    written = _write_root(directory, data, md.signed.version)
+    (directory / STAGED_ROOT).unlink()
+    return KeyDirReport(directory, md.signed.version,
+                        md.signed.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(written),
+                        _role_summary(md.signed), fingerprint(data))
 
 
 def fingerprint(root_bytes: bytes) -> str:

@@ -43,6 +43,14 @@ def _report(report: KeyDirReport, as_json: bool) -> None:
     for path in report.written:
         note = " (private key, mode 0600)" if path.suffix == ".pem" else ""
         click.echo(f"wrote {path}{note}")
+    if report.staged:
+        s = report.staged
+        old, new = s["old_root"], s["new_root"]
+        assert isinstance(old, dict) and isinstance(new, dict)
+        click.echo(f"root v{s['version']} is staged, not yet root.json: root signatures "
+                   f"{old['present']} of {old['needed']} (current root), {new['present']} of "
+                   f"{new['needed']} (new root); add them with `bundle keys sign "
+                   f"{report.directory} --keys FOLDER`")
     click.echo(f"root.json is version {report.root_version}, fingerprint "
                f"{report.fingerprint}, expires {report.expires}")
     for name, role in report.roles.items():
@@ -129,3 +137,18 @@ def rotate_cmd(*, directory: Path, role: str, new_keys: int | None, threshold: i
     from bundler.keys import rotate
     _report(rotate(directory, role=role, new_keys=new_keys, threshold=threshold,
                    expires_days=expires_days, passphrase_env=passphrase_env), as_json)
+
+
+@keys.command("sign")
+@_dir_arg
+@click.option("--keys", "keys_from", required=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A folder holding one person's root key(s) (keys/*.pem).")
+@_passphrase_opt
+@_json_opt
+def sign_cmd(*, directory: Path, keys_from: Path, passphrase_env: str | None,
+             as_json: bool) -> None:
+    """Add the root signatures of --keys to DIRECTORY's staged root (a rotation started with
+    fewer root keys than the threshold); with enough signatures it becomes root.json."""
+    from bundler.keys import sign_root
+    _report(sign_root(directory, keys_from=keys_from, passphrase_env=passphrase_env), as_json)
