@@ -30,12 +30,14 @@ from bundler.repo.repostore import (
     PENDING,
     RING_SERIALS,
     YANKED,
+    Doc,
     Lifetimes,
     Outcome,
     Repo,
     RepoRefusal,
     UntrustedBundle,
     _iso,
+    _shortfalls,
 )
 from installer.errors import InstallerError
 from installer.fsio import hash_file
@@ -106,6 +108,7 @@ def init_repo(directory: Path | str, keys_dir: Path | str, *,
         delegations.roles[ring] = DelegatedRole(name=ring, keyids=[k.keyid for k in public],
                                                 threshold=threshold, terminating=False,
                                                 paths=["*"])
+    written = list(dict.fromkeys(written))  # rings.json once
     top = Metadata(Targets(version=1, delegations=delegations))
     top.signed.unrecognized_fields[RING_SERIALS] = {ring: 1 for ring in rings}
     ring_md = {ring: Metadata(Targets(version=1)) for ring in rings}
@@ -309,7 +312,7 @@ def _go_live(repo: Repo, *, lifetimes: Lifetimes, now: int, add: bool) -> Outcom
     top = next((d.md for d in docs if d.role == "targets"), None) or repo.targets()
     if add:
         added = sum(repo._add_signatures(d, root, top.signed) for d in docs)
-        if not added:
+        if not added and _short(repo, docs):
             raise SpecError(f"the keys in {repo.keys_dir / 'keys'} add no signature to the "
                             f"staged change ({found['what']})",
                             hint="bring a key of a role it still needs: `bundle repo status "
@@ -323,5 +326,7 @@ def _go_live(repo: Repo, *, lifetimes: Lifetimes, now: int, add: bool) -> Outcom
                         what=found["what"], copies=copies, deletes=staged + [PENDING])
 
 
-def _short(repo: Repo, docs: list[Any]) -> bool:
-    return any(s["present"] < s["needed"] for s in repo.pending_status()["signatures"])
+def _short(repo: Repo, docs: list[Doc]) -> bool:
+    """Some staged document is still short of its threshold."""
+    top = next((d.md for d in docs if d.role == "targets"), None) or repo.targets()
+    return bool(_shortfalls(docs, repo.root().signed, top.signed))
