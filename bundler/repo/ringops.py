@@ -67,25 +67,9 @@ def init_repo(directory: Path | str, keys_dir: Path | str, *,
     if repo.meta.exists() and any(repo.meta.iterdir()):
         raise SpecError(f"{repo.meta} is not empty: refusing to overwrite a repository",
                         hint="choose another folder, or use publish/promote/refresh on it")
-    if not rings or len(set(rings)) != len(rings):
-        raise SpecError(f"rings must be distinct names, got {', '.join(rings) or 'none'}")
     counts = ring_keys or {}
-    unknown = sorted(set(counts) - set(rings))
-    if unknown:
-        raise SpecError(f"--ring-keys names unknown ring(s) {', '.join(unknown)}")
-    for ring in rings:
-        n, threshold = counts.get(ring, (1, 1))
-        if not 1 <= n <= keys.MAX_KEYS:
-            raise SpecError(f"ring {ring}: 1 to {keys.MAX_KEYS} keys, got {str(n)[:20]}",
-                            hint="e.g. --ring-keys stable=2/3")
-        if not 1 <= threshold <= n:
-            raise SpecError(f"ring {ring}: threshold must be between 1 and {n}, got "
-                            f"{str(threshold)[:20]}")
-    taken = sorted(set(rings) & set(keys.ring_records(repo.keys_dir)))
-    if taken:
-        raise SpecError(f"{repo.keys_dir / keys.RINGS} already records ring(s) "
-                        f"{', '.join(taken)} of another repository",
-                        hint="use one key directory per repository, or other ring names")
+    _check_rings(rings, counts)
+    records = keys.ring_records(repo.keys_dir)  # another repository's: keep serials rising
     root = Metadata[Root].from_bytes(keys.root_chain(repo.keys_dir)[-1]).signed
     for role in ("targets", "snapshot", "timestamp"):  # before anything is written
         public = [k for k in (root.keys[i] for i in root.roles[role].keyids)
@@ -101,8 +85,9 @@ def init_repo(directory: Path | str, keys_dir: Path | str, *,
         public, files = keys.create_role_keys(repo.keys_dir, ring, n,
                                               passphrase_env=passphrase_env)
         written += files
+        serial = records[ring].serial if ring in records else 1
         written.append(keys.write_ring_record(repo.keys_dir, ring,
-                                              keys.RingRecord(1, threshold, tuple(public))))
+                                              keys.RingRecord(serial, threshold, tuple(public))))
         for key in public:
             delegations.keys[key.keyid] = key
         delegations.roles[ring] = DelegatedRole(name=ring, keyids=[k.keyid for k in public],
@@ -110,12 +95,30 @@ def init_repo(directory: Path | str, keys_dir: Path | str, *,
                                                 paths=["*"])
     written = list(dict.fromkeys(written))  # rings.json once
     top = Metadata(Targets(version=1, delegations=delegations))
-    top.signed.unrecognized_fields[RING_SERIALS] = {ring: 1 for ring in rings}
+    top.signed.unrecognized_fields[RING_SERIALS] = {
+        ring: records[ring].serial if ring in records else 1 for ring in rings}
     ring_md = {ring: Metadata(Targets(version=1)) for ring in rings}
     written += repo.publish_set(rings=ring_md, lifetimes=lifetimes, now=now, new_targets=top,
                                 what="init").written
     repo.targets_dir.mkdir(parents=True, exist_ok=True)
     return written
+
+
+def _check_rings(rings: tuple[str, ...], counts: dict[str, tuple[int, int]]) -> None:
+    """Ring names and key counts for ``repo init``, before any key is written."""
+    if not rings or len(set(rings)) != len(rings):
+        raise SpecError(f"rings must be distinct names, got {', '.join(rings) or 'none'}")
+    unknown = sorted(set(counts) - set(rings))
+    if unknown:
+        raise SpecError(f"--ring-keys names unknown ring(s) {', '.join(unknown)}")
+    for ring in rings:
+        n, threshold = counts.get(ring, (1, 1))
+        if not 1 <= n <= keys.MAX_KEYS:
+            raise SpecError(f"ring {ring}: 1 to {keys.MAX_KEYS} keys, got {str(n)[:20]}",
+                            hint="e.g. --ring-keys stable=2/3")
+        if not 1 <= threshold <= n:
+            raise SpecError(f"ring {ring}: threshold must be between 1 and {n}, got "
+                            f"{str(threshold)[:20]}")
 
 
 def _entries(md: Metadata[Targets], name: str, version: str) -> dict[str, TargetFile]:
