@@ -97,7 +97,7 @@ def init_cmd(*, directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[st
 @click.option("--warn-days", type=click.IntRange(0, MAX_DAYS), default=7, show_default=True,
               help="How close to its expiry a role counts as expiring.")
 @_json_opt
-def status_cmd(directory: Path, check: bool, warn_days: int, as_json: bool) -> None:
+def status_cmd(*, directory: Path, check: bool, warn_days: int, as_json: bool) -> None:
     """Per ring and arch: version, since when, percent, yanks; every role's expiry; staged
     changes and their signatures."""
     from bundler.repo.repostatus import expiry_check, status, status_text

@@ -287,7 +287,7 @@ class Repo:
 
     # --- rotations ----------------------------------------------------------------------
 
-    def _follow_rotations(self, current: Metadata[Targets], root: Root,
+    def _follow_rotations(self, current: Metadata[Targets], root: Root, *,
                           rings: dict[str, Metadata[Targets]],
                           snap: Metadata[Snapshot]) -> Metadata[Targets] | None:
         """The top-level targets re-signed for key changes, or None when none are needed:
@@ -337,7 +337,8 @@ class Repo:
         if not first and (rings or new_targets is not None or copies):
             self._refuse_if_pending()
         if new_targets is None and not first:
-            new_targets = self._follow_rotations(self.targets(snap), root, rings, snap)
+            new_targets = self._follow_rotations(self.targets(snap), root, rings=rings,
+                                                 snap=snap)
         docs = []
         if new_targets is not None:
             t = new_targets.signed

@@ -71,15 +71,25 @@ class Txn:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        parent = directory.resolve().parent
+        self._lock: IO[bytes] | None = None
+
+    def _base(self) -> Path:
+        """The parent folder when it is writable and on the same filesystem (renames stay
+        atomic), else the repository folder itself."""
+        parent = self.dir.resolve().parent
         try:
-            same = parent.stat().st_dev == directory.stat().st_dev and os.access(parent, os.W_OK)
+            same = parent.stat().st_dev == self.dir.stat().st_dev and os.access(parent, os.W_OK)
         except OSError:
             same = False
-        base = parent if same else directory
-        self.stage = base / f".{directory.resolve().name}.repo-txn"
-        self.lock_path = base / f".{directory.resolve().name}.repo-lock"
-        self._lock: IO[bytes] | None = None
+        return parent if same else self.dir
+
+    @property
+    def stage(self) -> Path:
+        return self._base() / f".{self.dir.resolve().name}.repo-txn"
+
+    @property
+    def lock_path(self) -> Path:
+        return self._base() / f".{self.dir.resolve().name}.repo-lock"
 
     # --- lock and recovery --------------------------------------------------------------
 
