@@ -415,9 +415,13 @@ def describe(directory: Path | str) -> KeyDirReport:
     data, md = _load_root(directory / "root.json")
     present = tuple(sorted((directory / "keys").glob("*.pem")))
     encrypted = all(b"ENCRYPTED PRIVATE KEY" in _read(p) for p in present)
+    staged = None
+    if (directory / STAGED_ROOT).is_file():
+        staged = _root_signatures(md.signed, _load_root(directory / STAGED_ROOT)[1])
     return KeyDirReport(directory, md.signed.version,
                         md.signed.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), present,
-                        _role_summary(md.signed), fingerprint(data), encrypted=encrypted)
+                        _role_summary(md.signed), fingerprint(data), encrypted=encrypted,
+                        staged=staged)
 
 
 def check_signing(directory: Path | str, *, passphrase_env: str | None = None) -> str:

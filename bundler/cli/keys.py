@@ -89,6 +89,12 @@ def show_cmd(directory: Path, as_json: bool) -> None:
     click.echo(f"  private key files here: {state}")
     for path in report.written:
         click.echo(f"    {path.name}")
+    if report.staged:
+        old, new = report.staged["old_root"], report.staged["new_root"]
+        assert isinstance(old, dict) and isinstance(new, dict)
+        click.echo(f"  staged root v{report.staged['version']}: root signatures "
+                   f"{old['present']} of {old['needed']} (current), {new['present']} of "
+                   f"{new['needed']} (new): `bundle keys sign {directory} --keys FOLDER`")
 
 
 @keys.command("init")
