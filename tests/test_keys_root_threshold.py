@@ -31,6 +31,7 @@ def test_root_rotation_signed_by_two_people(tmp_path: Path) -> None:
     out = ok(bundle("keys", "rotate", kd, "--role", "timestamp"))
     assert "root v2 is staged" in out and "1 of 2 (current root)" in out, out
     assert json.loads((kd / "root.json").read_bytes())["signed"]["version"] == 1
+    assert "staged root v2: root signatures 1 of 2" in ok(bundle("keys", "show", kd))
     before = sorted(p.name for p in (r / "metadata").iterdir())
     ok(bundle("repo", "refresh", r, "--keys", kd))  # the staged root is not published
     assert "2.root.json" not in sorted(p.name for p in (r / "metadata").iterdir())

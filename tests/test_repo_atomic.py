@@ -230,3 +230,37 @@ def test_full_disk_leaves_the_repository_byte_identical(tmp_path: Path) -> None:
         assert run(*s.commands(s.kd.path)["publish"]).returncode == 0
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_sign_refused_or_killed_leaves_the_staged_change_as_it_was(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    ringops.promote("edge", "1.0.0", directory=s.repo, keys_dir=s.kd.path, source="canary",
+                    dest="beta")
+    alice = s.without("stable-2.pem", "stable-3.pem", "snapshot-1.pem", "timestamp-1.pem")
+    p = run("promote", "edge", "1.0.0", "--repo", s.repo, "--from", "beta", "--to", "stable",
+            "--keys", alice)
+    assert p.returncode == 0 and "staged, not live" in p.stdout, p.stderr
+    before = tree(s.repo)
+    assert "staged/pending.json" in before
+    p = run("repo", "sign", s.repo, "--keys", alice)  # alice again: nothing to add
+    assert p.returncode == 2 and "add no signature" in p.stderr
+    assert tree(s.repo) == before
+    p = run("repo", "sign", s.repo, "--keys", s.kd.path,
+            env={"AIRGAP_INSTALL_FAILPOINT": "repo-staged"})
+    assert p.returncode == -9
+    assert tree(s.repo) == before
+    p = run("repo", "sign", s.repo, "--keys", s.kd.path)  # every key: live now
+    assert p.returncode == 0 and "live: promote edge 1.0.0" in p.stdout, p.stdout + p.stderr
+    assert not (s.repo / "staged").exists()
+    assert not (tmp_path / ".repo.repo-txn").exists()
+
+
+def test_a_staged_change_can_be_dropped(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    before = tree(s.repo)
+    p = run(*s.commands(s.without("snapshot-1.pem"))["publish"])  # no snapshot key: staged
+    assert p.returncode == 0 and "staged, not live" in p.stdout, p.stderr
+    assert any(k.startswith("staged/targets/") for k in tree(s.repo))
+    p = run("repo", "sign", s.repo, "--keys", s.kd.path, "--drop")
+    assert p.returncode == 0 and "dropped" in p.stdout, p.stderr
+    assert tree(s.repo) == before
