@@ -221,7 +221,7 @@ def test_full_disk_leaves_the_repository_byte_identical(tmp_path: Path) -> None:
         assert p.returncode == 6 and "repository is unchanged" in p.stderr, p.stderr
         assert tree(s.repo) == before
         _fill(mnt, 0)
-        for command in ("refresh", "yank", "promote"):
+        for command in ("refresh", "yank", "promote", "extend"):
             p = run(*s.commands(s.kd.path)[command])
             assert p.returncode == 6, command + p.stdout + p.stderr
             assert tree(s.repo) == before
