@@ -17,7 +17,7 @@ so one key under two keyids or two encodings counts once.
 Backends, chosen as ``ed25519`` chooses them (argument, ``$AIRGAP_ED25519_BACKEND``, or the
 first available of ``cryptography``, ``openssl``, ``python``): all three answer the same
 question the same way, because the strict parsing (PEM, DER, the curve equation, signature
-DER with 1 <= r, s < n, the signature length for RSA) happens here, once, before any backend
+DER with 1 <= r, s < n, 1 to k bytes for an RSA signature) happens here, once, before any backend
 runs; ``tests/test_trust_keytypes.py`` compares them with ``cryptography``.
 """
 
@@ -74,7 +74,9 @@ def verify(scheme: str, public: bytes, signature: bytes, message: bytes,
         return _ECDSA[name](public, signature, message)
     if scheme == RSA_PSS:
         numbers = rsapss.public_numbers(public)
-        if numbers is None or len(signature) != (numbers[0].bit_length() + 7) // 8:
+        # as OpenSSL (and so cryptography) does: a signature may come without its leading
+        # zero bytes, never longer than the modulus and never empty
+        if numbers is None or not 0 < len(signature) <= (numbers[0].bit_length() + 7) // 8:
             return False
         return _RSA[name](public, signature, message)
     return False
