@@ -117,7 +117,7 @@ def _rsa_vectors() -> List[Vector]:
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = _pem(key.public_key())
 
-    def sign(salt: int, msg: bytes = MSG) -> bytes:
+    def sign(salt: Any, msg: bytes = MSG) -> bytes:
         return key.sign(msg, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt),
                         hashes.SHA256())
     sig = sign(32)
@@ -240,5 +240,5 @@ def test_pure_and_openssl_backends_work_without_site_packages() -> None:
                           input=payload, capture_output=True, text=True, timeout=300,
                           check=True)
     answers = json.loads(done.stdout)
-    for v, (python, openssl) in zip(VECTORS, answers):
+    for v, (python, openssl) in zip(VECTORS, answers, strict=True):
         assert python is openssl is reference(v), v.name

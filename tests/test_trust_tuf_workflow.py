@@ -247,7 +247,7 @@ def test_fast_forward_recovery_after_key_rotation(role: str) -> None:
         repo.md["snapshot"].signed.meta.clear()
     repo.publish(["targets"] if role == "targets" else [])
     assert dev.refresh(), dev.error
-    assert dev.store.version(role) < 100
+    assert (dev.store.version(role) or 100) < 100
     assert ("remove", "timestamp") in dev.store.log and ("remove", "snapshot") in dev.store.log
 
 

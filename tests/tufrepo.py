@@ -9,7 +9,7 @@ Metadata API (a dev dependency; the installer never imports it), and a dict stor
 
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from securesystemslib.signer import CryptoSigner, Signer
@@ -34,7 +34,7 @@ TOP = ("root", "timestamp", "snapshot", "targets")
 
 
 def when(epoch: int) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
 
 def new_signer(kind: str = "ed25519") -> Signer:

@@ -86,7 +86,9 @@ def verify_python(numbers: Tuple[int, int], signature: bytes, message: bytes) ->
     unused = 8 * em_len - em_bits
     if unused and masked[0] >> (8 - unused):
         return False
-    db = bytes(a ^ b for a, b in zip(masked, _mgf1(h, len(masked))))
+    mask = _mgf1(h, len(masked))
+    db = (int.from_bytes(masked, "big") ^ int.from_bytes(mask, "big")).to_bytes(len(masked),
+                                                                             "big")
     db = bytes([db[0] & (0xFF >> unused)]) + db[1:]
     sep = len(db) - len(db.lstrip(b"\x00"))
     if sep >= len(db) or db[sep] != 1:

@@ -26,7 +26,7 @@ snapshot had their keys changed by the root update, so it deletes both stored do
 stored document that no longer verifies under the new root is not trusted either.
 """
 
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 from installer.errors import FormatError, SignatureError
 from installer.trust import rootmeta, tufmeta
@@ -64,7 +64,7 @@ def refuse_expired(now: int) -> Expiry:
     return check
 
 
-def _verify(keys: "rootmeta.Mapping[str, rootmeta.Key]", keyids: Sequence[str], threshold: int,
+def _verify(keys: Mapping[str, rootmeta.Key], keyids: Sequence[str], threshold: int,
             meta: tufmeta.Signed, *, what: str, hint: str) -> None:
     found = rootmeta.count_valid_keys(keys, keyids, meta.signed_bytes,
                                       signatures=meta.signatures)

@@ -93,7 +93,7 @@ class DelegatedRole:
 
 def _segments_match(parts: List[str], pattern: List[str]) -> bool:
     return len(parts) == len(pattern) and all(
-        fnmatch.fnmatchcase(part, pat) for part, pat in zip(parts, pattern))
+        fnmatch.fnmatchcase(parts[i], pattern[i]) for i in range(len(parts)))
 
 
 @dataclass(frozen=True)
