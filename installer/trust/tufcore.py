@@ -26,7 +26,7 @@ snapshot had their keys changed by the root update, so it deletes both stored do
 stored document that no longer verifies under the new root is not trusted either.
 """
 
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
 from installer.errors import FormatError, SignatureError
 from installer.trust import rootmeta, tufmeta
@@ -73,7 +73,7 @@ def _verify(keys: Mapping[str, rootmeta.Key], keyids: Sequence[str], threshold: 
                              f"found {found}", hint=hint)
 
 
-def _key_material(root: rootmeta.Root, role: str) -> frozenset:  # type: ignore[type-arg]
+def _key_material(root: rootmeta.Root, role: str) -> FrozenSet[Tuple[str, Optional[bytes]]]:
     r = root.roles[role]
     return frozenset((k, root.keys[k].public if k in root.keys else None) for k in r.keyids)
 

@@ -17,7 +17,7 @@ layer). Caps follow python-tuf: ``MAX_ROOT_ROTATIONS`` new roots per refresh.
 
 from typing import Callable, Dict, List, Optional, Protocol, Set, Tuple
 
-from installer.errors import InstallerError, TransferError
+from installer.errors import DigestMismatch, InstallerError, TransferError
 from installer.trust import tufmeta
 from installer.trust.tufcore import (
     ROOT,
@@ -181,9 +181,9 @@ class Updater:
         """Where ``target`` is on the repository, relative to its targets base (quoted)."""
         name = tufmeta.target_file(target, consistent=self.consistent)
         if name is None:
-            tufmeta.check_length_and_hashes(b"", length=None, hashes=target.hashes,
-                                            what=target.path)
-            raise AssertionError("unreachable")
+            raise DigestMismatch(f"target {target.path}: no supported hash algorithm among "
+                                 f"{', '.join(sorted(target.hashes))} (sha256, sha512 are)",
+                                 hint="publish sha256 or sha512 hashes")
         return name
 
 
