@@ -179,7 +179,7 @@ def ours(v: Vector, backend: str) -> bool:
     except FormatError:
         return False
     assert public is not None
-    return sigkeys.verify(v.scheme, public, v.sig, v.msg, backend=backend)
+    return sigkeys.verify(v.scheme, public, v.sig, message=v.msg, backend=backend)
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=[f"{v.scheme}: {v.name}" for v in VECTORS])
@@ -225,7 +225,7 @@ for v in json.load(sys.stdin):
         out.append([False, False])
         continue
     out.append([sigkeys.verify(v["scheme"], public, bytes.fromhex(v["sig"]),
-                               bytes.fromhex(v["msg"]), backend=b)
+                               message=bytes.fromhex(v["msg"]), backend=b)
                 for b in ("python", "openssl")])
 assert "cryptography" not in sys.modules
 print(json.dumps(out))

@@ -119,7 +119,7 @@ def _affine_x(p1: _Jac) -> Optional[int]:
     return p1[0] * zinv * zinv % P
 
 
-def _mul2(a: int, p1: _Jac, b: int, p2: _Jac) -> _Jac:
+def _mul2(a: int, p1: _Jac, b: int, *, p2: _Jac) -> _Jac:
     """[a]P1 + [b]P2 (Straus-Shamir)."""
     both = _add(p1, p2)
     acc = _INF
@@ -144,5 +144,5 @@ def verify_python(point: bytes, signature: bytes, message: bytes) -> bool:
     r, s = rs
     e = int.from_bytes(hashlib.sha256(message).digest(), "big")   # 256 bits: no truncation
     w = pow(s, N - 2, N)
-    x = _affine_x(_mul2(e * w % N, (GX, GY, 1), r * w % N, (q[0], q[1], 1)))
+    x = _affine_x(_mul2(e * w % N, (GX, GY, 1), r * w % N, p2=(q[0], q[1], 1)))
     return x is not None and x % N == r

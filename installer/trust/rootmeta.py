@@ -235,7 +235,7 @@ def count_valid_keys(keys: Mapping[str, Key], keyids: Sequence[str], payload: by
         key = keys.get(sig.keyid) if sig.keyid in role_keyids else None
         if key is None or key.public is None or (key.scheme, key.public) in valid:
             continue
-        if sigkeys.verify(key.scheme, key.public, sig.sig, payload):
+        if sigkeys.verify(key.scheme, key.public, sig.sig, message=payload):
             valid.add((key.scheme, key.public))
     return len(valid)
 

@@ -61,8 +61,8 @@ def parse_public(keytype: str, scheme: str, public: str, *, what: str) -> Option
     return rsapss.encode_numbers(*numbers)
 
 
-def verify(scheme: str, public: bytes, signature: bytes, message: bytes,
-           *, backend: Optional[str] = None) -> bool:
+def verify(scheme: str, public: bytes, signature: bytes, *, message: bytes,
+           backend: Optional[str] = None) -> bool:
     """True when ``signature`` over ``message`` is valid for the key material ``public`` (as
     ``parse_public`` returns it) under ``scheme``; False for anything else."""
     if scheme == "ed25519":

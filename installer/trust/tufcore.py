@@ -64,8 +64,8 @@ def refuse_expired(now: int) -> Expiry:
     return check
 
 
-def _verify(keys: Mapping[str, rootmeta.Key], keyids: Sequence[str], threshold: int,
-            meta: tufmeta.Signed, *, what: str, hint: str) -> None:
+def _verify(keys: Mapping[str, rootmeta.Key], keyids: Sequence[str], threshold: int, *,
+            meta: tufmeta.Signed, what: str, hint: str) -> None:
     found = rootmeta.count_valid_keys(keys, keyids, meta.signed_bytes,
                                       signatures=meta.signatures)
     if found < threshold:
@@ -118,7 +118,7 @@ class TrustedSet:
         self.check_root()
         new = tufmeta.parse_timestamp(data)
         r = self.root.roles[TIMESTAMP]
-        _verify(self.root.keys, r.keyids, r.threshold, new,
+        _verify(self.root.keys, r.keyids, r.threshold, meta=new,
                 what=f"timestamp v{new.version} (timestamp role of root v{self.root.version})",
                 hint=f"sign with the timestamp keys listed in root v{self.root.version}")
         old = self.timestamp
@@ -153,7 +153,7 @@ class TrustedSet:
                                             what=f"snapshot v{meta.version}")
         new = tufmeta.parse_snapshot(data)
         r = self.root.roles[SNAPSHOT]
-        _verify(self.root.keys, r.keyids, r.threshold, new,
+        _verify(self.root.keys, r.keyids, r.threshold, meta=new,
                 what=f"snapshot v{new.version} (snapshot role of root v{self.root.version})",
                 hint=f"sign with the snapshot keys listed in root v{self.root.version}")
         old = self.snapshot
@@ -202,7 +202,7 @@ class TrustedSet:
         """Signed by a threshold of the keys ``delegator`` names for ``role``."""
         if delegator == ROOT:
             r = self.root.roles[TARGETS]
-            _verify(self.root.keys, r.keyids, r.threshold, meta,
+            _verify(self.root.keys, r.keyids, r.threshold, meta=meta,
                     what=f"targets v{meta.version} (targets role of root v{self.root.version})",
                     hint=f"sign with the targets keys listed in root v{self.root.version}")
             return
@@ -210,7 +210,7 @@ class TrustedSet:
         delegation = parent.delegations.role(role) if parent and parent.delegations else None
         if parent is None or parent.delegations is None or delegation is None:
             raise FormatError(f"{delegator} does not delegate to {role}")
-        _verify(parent.delegations.keys, delegation.keyids, delegation.threshold, meta,
+        _verify(parent.delegations.keys, delegation.keyids, delegation.threshold, meta=meta,
                 what=f"{role} v{meta.version} (delegated by {delegator} v{parent.version})",
                 hint=f"sign {role} with the keys {delegator} names for it; a key of another "
                      "role does not count")
