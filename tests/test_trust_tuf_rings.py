@@ -4,14 +4,17 @@ verified (spec 5.3.8, 5.4.5, 5.5.7) and never what it refused; a timestamp key r
 deletes the stored timestamp and snapshot (5.3.11); the ring is chosen by name and
 checked against its own keys."""
 
+import hashlib
+import json
 from typing import Dict, List, Optional, Tuple
 
 import pytest
 from tuf.api.metadata import Metadata
 
 from installer.errors import ConfigError, SignatureError
-from installer.trust import tufclient
-from tests.tufrepo import Repo, new_signer
+from installer.format import canonjson
+from installer.trust import rootmeta, tufclient, tufoverride
+from tests.tufrepo import DAY, Repo, new_signer
 
 RING = "canary"
 
@@ -92,3 +95,37 @@ def test_unknown_ring_names_the_rings() -> None:
     repo = _repo()
     with pytest.raises(ConfigError, match="its rings: canary"):
         _sync(Disk(), repo, ring="stable")
+
+
+def _override(repo: Repo, issued: int, ring_bytes: bytes, version: int) -> bytes:
+    signed = {"_type": tufoverride.TYPE, "spec_version": "1.0.31", "version": 1,
+              "expires": rootmeta._iso(issued + 30 * DAY), tufoverride.ISSUED: issued,
+              "reason": "site cut off",
+              "extend": [{"role": RING, "version": version,
+                          "sha256": hashlib.sha256(ring_bytes).hexdigest()}]}
+    payload = canonjson.encode(signed)
+    sigs = [{"keyid": s.public_key.keyid, "sig": s.sign(payload).signature}
+            for s in repo.signers["root"]]
+    return json.dumps({"signed": signed, "signatures": sigs}).encode()
+
+
+@pytest.mark.parametrize("ahead,ok", [(0, True), (DAY, True), (DAY + 1, False),
+                                      (365 * DAY, False)])
+def test_override_dated_past_the_clock_plus_a_day_is_refused(ahead: int, ok: bool) -> None:
+    """THREATS 48: a root-signed override dated more than 24 h after the device clock is
+    refused (its reprieve would run from a time the device has not reached)."""
+    repo = _repo()
+    repo.expire(RING, repo.now + DAY)
+    repo.publish([RING])
+    later = repo.now + 2 * DAY                       # the ring has expired by then
+    version = repo.targets(RING).version
+    ring_bytes = repo.served[f"{version}.{RING}.json"]
+    repo.served["override.json"] = _override(repo, later + ahead, ring_bytes, version)
+    try:
+        r = tufclient.refresh(tufclient.Trusted(root=repo.root_bytes(1)), repo.fetch,
+                              ring=RING, now=later)
+    except tufclient.ExpiredError as e:
+        assert not ok
+        assert "more than 24 h after this device's clock" in str(e)
+        return
+    assert ok and r.override is not None and r.override["roles"] == [RING]

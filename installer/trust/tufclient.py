@@ -39,7 +39,7 @@ Persist = Callable[[str, Optional[bytes]], None]  # role -> verified bytes, None
 
 ISSUED = tufmeta.ISSUED
 YANKED = "x-airgap-yanked"
-FUTURE_SLACK = 86400
+FUTURE_SLACK = tufoverride.FUTURE_SLACK
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ class _Freshness:
     """Expiry at the clock's time; an expired document passes only when a valid, unexpired,
     root-signed override (``tufoverride``) names its exact bytes (THREATS 17)."""
 
-    def __init__(self, fetch: Fetch, ring: str, now: int) -> None:
-        self._fetch, self._ring, self.now = fetch, ring, now
+    def __init__(self, fetch: Fetch, ring: str, clock: "_Clock") -> None:
+        self._fetch, self._ring, self.now, self._clock = fetch, ring, clock.now, clock.clock
         self._loaded = False
         self._override: Optional[tufoverride.Override] = None
         self._why = ""
@@ -97,7 +97,7 @@ class _Freshness:
             return
         if not self._loaded:
             self._override, self._why = tufoverride.usable(
-                self._fetch(tufoverride.FILE), root, self.now)
+                self._fetch(tufoverride.FILE), root, self.now, clock=self._clock)
             self._loaded = True
         sha = hashlib.sha256(meta.data).hexdigest()
         if self._override is not None and self._override.covers(
@@ -193,7 +193,7 @@ def refresh(trusted: Trusted, fetch: Fetch, *, ring: str, now: int,
             persist: Optional[Persist] = None) -> Refreshed:
     """Run the TUF client workflow for ``ring`` from ``trusted`` over ``fetch``."""
     clock = _Clock(now, trusted.ratchet)
-    fresh = _Freshness(fetch, ring, clock.now)
+    fresh = _Freshness(fetch, ring, clock)
     store = _Store(trusted, ring, persist)
     updater = tufupdater.Updater(trusted.root, fetch, store, now=clock.now, expiry=fresh.check)
     updater.refresh()
