@@ -28,11 +28,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from installer.errors import ConfigError, FormatError, SignatureError
 from installer.trust import rootmeta, tufmeta, tufoverride, tufupdater
-from installer.trust.tufcore import (  # noqa: F401 (re-exported: the ring errors)
-    ExpiredError,
-    MixAndMatchError,
-    RollbackError,
-)
+from installer.trust.tufcore import ExpiredError as ExpiredError  # re-exported: ring errors
+from installer.trust.tufcore import MixAndMatchError as MixAndMatchError
+from installer.trust.tufcore import RollbackError as RollbackError
 
 Fetch = Callable[[str], Optional[bytes]]  # metadata file name -> bytes, None when absent
 Persist = Callable[[str, Optional[bytes]], None]  # role -> verified bytes, None: delete
