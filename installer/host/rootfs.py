@@ -35,21 +35,23 @@ def resolve(root: str, rel: str, *, follow: bool = False) -> str:
     pending.reverse()  # a stack: pending[-1] is the next component
     done: List[str] = []
     links = 0
-    missing = False
+    missing = -1  # index in ``done`` of the first component that does not exist, or -1
     while pending:
         name = pending.pop()
         if name == "..":
             if done:
                 done.pop()
+            if len(done) <= missing:
+                missing = -1  # the missing component is gone: check what follows again
             continue
-        if missing:
+        if missing >= 0:
             done.append(name)
             continue
         here = os.path.join(root, *done, name)
         try:
             st = os.lstat(here)
         except (FileNotFoundError, NotADirectoryError):
-            missing = True
+            missing = len(done)
             done.append(name)
             continue
         if stat.S_ISLNK(st.st_mode) and (pending or follow):
