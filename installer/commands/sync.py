@@ -26,7 +26,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 from installer.commands import install
 from installer.errors import (
@@ -244,6 +244,9 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
     src = remote.open_source(req.source, plain_http=req.plain_http, ca_file=req.ca_file,
                              credentials=req.credentials)
     arch = preflight.host_arch(layout, req.arch)
+    resumed = _resume_gate(layout, req, report=report, clock=clock)
+    if resumed is not None:
+        return resumed
     with RunLock(layout, wait=req.wait):
         cfg = _config(layout)
         record = _record(layout)
@@ -268,6 +271,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
                 "override": refreshed.override}
         if choice.entry is None:
             record["result"] = "up to date"
+            _refuse_degraded(layout, record, cur, refreshed.yanked)
             _save_record(layout, record)
             return dict(base, action="up-to-date",
                         current=cur.summary() if cur else None)
@@ -284,7 +288,8 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
                                        ".partial")
         copy = None if choice.action == "downgrade" else copy_target(src, entry,
                                                                      incoming)
-        _save_record(layout, dict(record, result="installing " + entry.path))
+        gate = _pending_gate(entry, digest, refreshed.yanked, clock)
+        _save_record(layout, dict(record, result="installing " + entry.path, pending=gate))
     label = f"{entry.custom.get('name')} {entry.custom.get('version')}"
     try:
         if copy is None:
@@ -294,7 +299,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
             report(f"{choice.reason}: installing {label}")
             result = install.install(layout, _request(req, copy, cur, arch=arch), report=report)
     except InstallerError as e:
-        _note(layout, f"{label} not installed: {e.message}")
+        _note(layout, f"{label} not installed: {e.message}", clear_pending=True)
         raise
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
@@ -304,31 +309,13 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
         raise PolicyRefusal(f"ring entry {entry.path} names manifest {digest}, the bundle "
                             f"holds {installed.get('digest')}: rolled back",
                             hint="the repository is inconsistent; re-publish the bundle")
-    failure = _health(layout, req.health_cmd or DEFAULT_HEALTH, req.health_timeout,
-                      interval=req.health_interval, env_extra={"AIRGAP_RING": cfg["ring"],
-                                            "AIRGAP_VERSION": str(entry.custom.get("version")),
-                                            "AIRGAP_ROOT": layout.root})
-    with RunLock(layout, wait=True):
-        record = _record(layout)
-        if failure is None:
-            record["result"] = f"{'installed' if copy else 'rolled back to'} {label}"
-            _save_record(layout, record)
-            return dict(base, action="installed" if copy else "rolled-back",
-                        current=installed, previous=result.get("previous"))
-    report(f"health check of {label} failed ({failure}): rolling back")
-    back = install.rollback(layout, wait=req.wait, report=report)
-    with RunLock(layout, wait=True):
-        record = _record(layout)
-        record["failed"] = [f for f in record["failed"] if f.get("digest") != digest] + [
-            {"digest": digest, "name": entry.custom.get("name"),
-             "version": entry.custom.get("version"), "at": clock, "why": failure}]
-        record["result"] = f"health check of {label} failed; rolled back"
-        _save_record(layout, record)
-    raise HealthGateFailed(
-        f"health check of {label} failed after {req.health_timeout:g}s ({failure}); rolled "
-        f"back to {back.current['name']} {back.current['version']}; {label} will not be "
-        "retried until the ring lists something newer",
-        hint="fix the release and publish a newer version")
+    _note(layout, f"{label} {'installed' if copy else 'back'}; health gate pending")
+    failure = _run_gate(layout, req, ring=cfg["ring"], version=str(entry.custom.get("version")))
+    if failure is None:
+        _note(layout, f"{'installed' if copy else 'rolled back to'} {label}", clear_pending=True)
+        return dict(base, action="installed" if copy else "rolled-back",
+                    current=installed, previous=result.get("previous"))
+    _gate_failed(layout, req, gate, failure, report=report, clock=clock)
 
 
 def _prune_incoming(folder: str, *, keep: str) -> None:
@@ -347,11 +334,127 @@ def _prune_incoming(folder: str, *, keep: str) -> None:
                 os.unlink(path)
 
 
-def _note(layout: Layout, result: str) -> None:
+def _note(layout: Layout, result: str, *, clear_pending: bool = False) -> None:
     with RunLock(layout, wait=True):
         record = _record(layout)
         record["result"] = result
+        if clear_pending:
+            record.pop("pending", None)
         _save_record(layout, record)
+
+
+# ---------------------------------------------------------------------------- the health gate
+# A gate is recorded as pending in sync.json before the install starts (THREATS 46): if the
+# installer dies before the gate passed, the next sync finds the pending release still
+# installed and re-runs its gate first. The rollback target must not be yanked (THREATS 47);
+# a release whose gate failed and that cannot go back stays, and every later sync says the
+# device is degraded (exit 7) until the ring lists something newer.
+
+
+def _pending_gate(entry: tufclient.Entry, digest: str, yanked: Any,
+                  clock: int) -> Dict[str, Any]:
+    return {"digest": digest, "name": str(entry.custom.get("name")),
+            "version": str(entry.custom.get("version")), "since": clock,
+            "yanked": [{"name": str(y.get("name")), "version": str(y.get("version"))}
+                       for y in yanked]}
+
+
+def _run_gate(layout: Layout, req: SyncRequest, *, ring: str, version: str) -> Optional[str]:
+    return _health(layout, req.health_cmd or DEFAULT_HEALTH, req.health_timeout,
+                   interval=req.health_interval,
+                   env_extra={"AIRGAP_RING": ring, "AIRGAP_VERSION": version,
+                              "AIRGAP_ROOT": layout.root})
+
+
+def _resume_gate(layout: Layout, req: SyncRequest, *, report: Report,
+                 clock: int) -> Optional[Dict[str, Any]]:
+    """Re-run the gate a killed sync left pending; None when there is none."""
+    with RunLock(layout, wait=req.wait):
+        record = _record(layout)
+        gate = record.get("pending")
+        if gate is None:
+            return None
+        cur = load_state(layout)[0].current
+        if cur is None or cur.digest != gate["digest"]:
+            record.pop("pending")  # the install it guarded never committed
+            _save_record(layout, record)
+            return None
+        cfg = _config(layout)
+    label = f"{gate['name']} {gate['version']}"
+    failed = [f for f in record["failed"] if f.get("digest") == gate["digest"]]
+    if failed:  # failed before the kill: finish what that run started
+        failure: Optional[str] = str(failed[-1].get("why"))
+    else:
+        report(f"the health gate of {label} was interrupted: running it again")
+        failure = _run_gate(layout, req, ring=cfg["ring"], version=gate["version"])
+    if failure is None:
+        _note(layout, f"installed {label} (its interrupted health gate passed)",
+              clear_pending=True)
+        return {"ring": cfg["ring"], "action": "installed", "gate": "passed",
+                "reason": f"the interrupted health gate of {label} passed",
+                "current": cur.summary(), "metadata": record.get("metadata"),
+                "override": record.get("override")}
+    _gate_failed(layout, req, gate, failure, report=report, clock=clock)
+
+
+def _gate_failed(layout: Layout, req: SyncRequest, gate: Dict[str, Any], failure: str, *,
+                 report: Report, clock: int) -> NoReturn:
+    """Record the release as failed, then roll back unless the way back is yanked or
+    there is none: then stay, degraded. Either way exit 7."""
+    label = f"{gate['name']} {gate['version']}"
+    with RunLock(layout, wait=True):
+        record = _record(layout)
+        record["failed"] = [f for f in record["failed"] if f.get("digest") != gate["digest"]]
+        record["failed"].append({"digest": gate["digest"], "name": gate["name"],
+                                 "version": gate["version"], "at": clock, "why": failure})
+        record["result"] = f"health check of {label} failed"
+        _save_record(layout, record)
+        prev = load_state(layout)[0].previous
+    stay = None
+    if prev is None:
+        stay = "there is no previous release to go back to"
+    elif rings.is_yanked(gate.get("yanked", []), prev.name, prev.version):
+        stay = f"the previous release {prev.name} {prev.version} is yanked"
+    if stay is not None:
+        _note(layout, f"degraded: {label} failed its health check and stays ({stay})",
+              clear_pending=True)
+        raise HealthGateFailed(
+            f"health check of {label} failed ({failure}); not rolled back: {stay}; this "
+            "device is degraded until the ring lists something newer",
+            hint="fix the release and publish a newer version, or install a good bundle "
+                 "by hand with `airgap-install install`")
+    report(f"health check of {label} failed ({failure}): rolling back")
+    back = install.rollback(layout, wait=req.wait, report=report)
+    _note(layout, f"health check of {label} failed; rolled back", clear_pending=True)
+    raise HealthGateFailed(
+        f"health check of {label} failed after {req.health_timeout:g}s ({failure}); rolled "
+        f"back to {back.current['name']} {back.current['version']}; {label} will not be "
+        "retried until the ring lists something newer",
+        hint="fix the release and publish a newer version")
+
+
+def _refuse_degraded(layout: Layout, record: Dict[str, Any], cur: Any, yanked: Any) -> None:
+    """Nothing to install, but the release running here failed its gate or is yanked:
+    say so, non-zero, never "up to date" (THREATS 47)."""
+    if cur is None:
+        return
+    failed = [f for f in record["failed"] if f.get("digest") == cur.digest]
+    if failed:
+        why = f"{cur.name} {cur.version} failed its health check ({failed[-1].get('why')})"
+        err: InstallerError = HealthGateFailed(
+            f"degraded: {why} and the ring lists nothing newer to install",
+            hint="publish a fixed, newer version to the ring, or install a good bundle by "
+                 "hand with `airgap-install install`")
+    elif rings.is_yanked(yanked, cur.name, cur.version):
+        why = f"{cur.name} {cur.version} is yanked"
+        err = PolicyRefusal(f"degraded: {why} and the ring lists nothing to go back to",
+                            hint="publish a good version to the ring, or install one by hand "
+                                 "with `airgap-install install`")
+    else:
+        return
+    record["result"] = f"degraded: {why}"
+    _save_record(layout, record)
+    raise err
 
 
 def _request(req: SyncRequest, path: str, cur: Any, *, arch: str) -> install.InstallRequest:
