@@ -4,8 +4,10 @@ A delta carries the FULL result's signed envelope (``manifest.json``, ``signatur
 root chain: the very bytes of the full bundle) plus only the members its base lacks. Here,
 before anything is placed:
 
-1. the envelope's signatures are checked (as for any bundle) and ``delta.json`` must name
-   this host's current release as its base (else: refused, naming both manifests);
+1. the envelope's signatures are checked (as for any bundle), every byte outside member data
+   (tar headers, padding, trailer, total size) must be what the writer writes for this
+   delta (``verify.check_envelope``, THREATS 49), and ``delta.json`` must name this host's
+   current release as its base (else: refused, naming both manifests);
 2. every member the delta leaves out must be in the kept base release
    (``releases/<base>/``, found by sha256), present with its size;
 3. the full bundle is rebuilt into a fresh ``staging/<tx>/`` by the one bundle writer
@@ -134,6 +136,7 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
         verify.check_signatures(anchor, header, now)
         verify.check_created(header.manifest.created, clock=clock, now=now,
                              what=f"delta bundle {name}")
+        verify.check_envelope(f.fileno(), header, what=path, delta=delta)  # THREATS 49
         m = header.manifest
         cur = state.current
         if cur is None or cur.digest != delta.base_digest:

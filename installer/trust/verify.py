@@ -263,13 +263,16 @@ def header_variants(expected: bytes) -> Tuple[bytes, ...]:
     return tuple(out)
 
 
-def check_envelope(fd: int, header: Header, *, what: str) -> None:
+def check_envelope(fd: int, header: Header, *, what: str,
+                   delta: Optional[bundlefmt.Delta] = None) -> None:
     """Every byte of the bundle outside member data must be exactly what ``write_bundle``
     writes for this signed manifest: tar headers, zero padding, zero trailer, total size.
 
     A flipped byte in a tar header, in padding or after the archive's end is thus caught too
     (tarfile itself skips padding and stops at the first bad header). Reads only headers and
-    padding (pread; the stream position is untouched).
+    padding (pread; the stream position is untouched). With ``delta`` (the parsed
+    ``delta.json`` of a delta bundle) the layout is the delta's: ``delta.json`` first, then
+    the same envelope, then only the members it carries (``bundlefmt.iter_bundle``).
     """
     m = header.manifest
     entries: List[Tuple[str, int, int]] = [
@@ -277,7 +280,10 @@ def check_envelope(fd: int, header: Header, *, what: str) -> None:
         (bundlefmt.SIGNATURES_NAME, len(header.signatures), 0o644)]
     entries += [(f"{bundlefmt.ROOTS_DIR}/{n}.root.json", len(r), 0o644)
                 for n, r in enumerate(header.roots, start=1)]
-    entries += [(mem.path, mem.size, mem.mode) for mem in m.members]
+    members = m.members if delta is None else bundlefmt.delta_payload(m, delta)
+    if delta is not None:
+        entries.insert(0, (bundlefmt.DELTA_NAME, len(delta.to_bytes()), 0o644))
+    entries += [(mem.path, mem.size, mem.mode) for mem in members]
     layout = []
     offset = 0
     for name, size, mode in entries:
