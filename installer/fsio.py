@@ -12,11 +12,12 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Tuple
 
-from installer.errors import DigestMismatch, EnvironmentProblem
+from installer.errors import ConfigError, DigestMismatch, EnvironmentProblem
 
 CHUNK = 1024 * 1024
 
@@ -63,7 +64,7 @@ def checked_chunks(chunks: Iterable[bytes], *, sha256: str, size: int,
 
 def hash_file(path: "os.PathLike[str] | str") -> Tuple[str, int]:
     """Return ``(sha256 hex, size)`` of a file, streaming."""
-    with open(path, "rb") as f:
+    with open_regular(str(path), what="file", must_exist=False) as f:
         return hash_chunks(iter_file(f))
 
 
@@ -285,3 +286,61 @@ def _unlink_quiet(path: Path) -> None:
         os.unlink(str(path))
     except FileNotFoundError:
         pass
+
+
+# ---------------------------------------------------------------------------- reading
+
+READ_BUFFER = 1024 * 1024
+_NOT_REGULAR_HINT = ("replace it with the regular file it should be (a FIFO, device, socket or "
+                     "folder there is never read)")
+
+
+def open_regular(path: str, *, what: str, hint: Optional[str] = None,
+                 must_exist: bool = True) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file: the one opener for everything
+    the installer reads (bundles, parts, state, journal, sync record, trust files, credentials;
+    THREATS 36 and 50).
+
+    A FIFO would block ``open`` and then ``read`` forever, a device could be endless; both,
+    and folders, are refused (``ConfigError``, with ``hint``) before any byte is read.
+    ``O_NONBLOCK`` makes a FIFO swapped in after the ``stat`` fail the ``fstat`` check instead
+    of hanging the open. A missing file is ``ConfigError`` too, or ``FileNotFoundError`` with
+    ``must_exist=False`` (for callers to whom absent is a normal answer).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if not must_exist:
+            raise
+        raise ConfigError(f"{what} {path} does not exist") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what} {path} is {_file_kind(st.st_mode)}, not a regular file",
+                          hint=hint or _NOT_REGULAR_HINT)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} {path} changed into {_file_kind(st.st_mode)} while "
+                              "being opened", hint=hint or _NOT_REGULAR_HINT)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=READ_BUFFER)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str, *, what: str, limit: int,
+                 hint: Optional[str] = None) -> Optional[bytes]:
+    """At most ``limit`` bytes of the regular file ``path`` (read ``limit + 1`` to detect an
+    oversized one); None when it does not exist. Not a regular file: ``ConfigError``."""
+    try:
+        with open_regular(path, what=what, hint=hint, must_exist=False) as f:
+            return f.read(limit)
+    except FileNotFoundError:
+        return None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")

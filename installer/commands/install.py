@@ -22,7 +22,7 @@ from installer.commands.reconfigure import apply_options, checked, report_option
 from installer.commands.results import Pinned, Recovered, RolledBack, Status, Verified
 from installer.errors import ConfigError, InstallerError
 from installer.format import bundlefmt
-from installer.fsio import fsync_dir, write_verified
+from installer.fsio import fsync_dir, open_regular, read_regular, write_verified
 from installer.host import delta, failpoint, imagecache, options, preflight, repair, summary, txn
 from installer.host.layout import REGISTRIES_KEPT, Layout, Target, targets_for
 from installer.host.options import Given, NodeOptions
@@ -52,15 +52,16 @@ class InstallRequest:
 def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Pinned:
     """Pin the trust anchor (first use only); later roots arrive signed inside bundles."""
     try:
-        with verify.open_regular(root_json, what="root") as f:
+        with open_regular(root_json, what="root") as f:
             data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise ConfigError(f"cannot read {root_json}: {e.strerror}") from None
     root = rootmeta.load_trusted_root(data)  # structure and self-signature
     with RunLock(layout, wait=wait):
-        if os.path.exists(layout.trust_anchor):
-            with open(layout.trust_anchor, "rb") as f:
-                pinned = rootmeta.parse_root(f.read(), what=layout.trust_anchor)
+        anchor = read_regular(layout.trust_anchor, what="trust anchor",
+                              limit=bundlefmt.MAX_HEADER_MEMBER + 1)
+        if anchor is not None:
+            pinned = rootmeta.parse_root(anchor, what=layout.trust_anchor)
             if pinned.signed_bytes == root.signed_bytes:
                 return Pinned(layout.trust_anchor, pinned.version,
                               rootmeta.root_fingerprint(pinned), changed=False)
@@ -380,9 +381,12 @@ def status(layout: Layout, *, check: bool = False) -> Status:
     except InstallerError as e:
         journal = {"op": "unknown", "error": e.message}
     anchor = fingerprint = None
-    if os.path.exists(layout.trust_anchor):
-        with open(layout.trust_anchor, "rb") as f:
-            data = f.read()
+    try:
+        data = read_regular(layout.trust_anchor, what="trust anchor",
+                            limit=bundlefmt.MAX_HEADER_MEMBER + 1)
+    except InstallerError:
+        data = None  # `status` keeps working; install and sync name the problem
+    if data is not None:
         anchor = verify.anchor_version(data)
         fingerprint = _fingerprint(data)
     return Status(

@@ -31,17 +31,19 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional
 from installer.commands import install
 from installer.errors import (
     ConfigError,
+    FormatError,
     HealthGateFailed,
     InstallerError,
     PolicyRefusal,
     TransferError,
+    UntrustedContent,
 )
 from installer.format import canonjson
-from installer.fsio import write_verified
+from installer.fsio import read_regular, write_verified
 from installer.host import preflight
 from installer.host.layout import TRUST_DIR, Layout
 from installer.host.options import Given
-from installer.host.state import Options, RunLock, load_state, read_anchor
+from installer.host.state import MAX_EPOCH, Options, RunLock, load_state, read_anchor
 from installer.sources import ocidist, remote
 from installer.trust import rings, tufclient
 
@@ -64,10 +66,8 @@ def _tuf_dir(layout: Layout) -> str:
 
 
 def _read_json(path: str, what: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
-    except FileNotFoundError:
+    data = read_regular(path, what=what, limit=canonjson.MAX_DOCUMENT_BYTES + 1)
+    if data is None:
         return None
     doc = canonjson.loads_strict(data, what=what)
     if not isinstance(doc, dict):
@@ -94,9 +94,9 @@ def set_ring(layout: Layout, ring: str) -> Dict[str, Any]:
 
 def _machine_id(layout: Layout) -> Optional[str]:
     try:
-        with open(layout.path("etc/machine-id")) as f:
-            value = f.read(64).strip()
-    except OSError:
+        data = read_regular(layout.path("etc/machine-id"), what="machine id", limit=64)
+        value = (data or b"").decode("ascii").strip()
+    except (OSError, InstallerError, UnicodeDecodeError):
         return None
     return value or None
 
@@ -111,10 +111,25 @@ def _config(layout: Layout) -> Dict[str, str]:
     return {"ring": doc["ring"], "device_id": doc["device_id"]}
 
 
+RECORD_HINT = ("nothing was changed. Move {path} aside and sync again: it holds only the time "
+               "ratchet, the last sync and the versions recorded as failed here (those are then "
+               "tried again); the verified metadata and the installed state are kept elsewhere")
+
+
 def _record(layout: Layout) -> Dict[str, Any]:
-    doc = _read_json(os.path.join(_tuf_dir(layout), "sync.json"), "sync.json") or {}
+    """``tuf/sync.json``, validated like ``state.json`` (THREATS 50): anything else is
+    refused with the recovery hint (``status`` shows the error and keeps working)."""
+    path = os.path.join(_tuf_dir(layout), "sync.json")
+    try:
+        doc = _read_json(path, "sync.json") or {}
+    except InstallerError as e:
+        raise FormatError(f"{path} is refused: {e.message}",
+                          hint=RECORD_HINT.format(path=path)) from None
     doc.setdefault("failed", [])
     doc.setdefault("ratchet", 0)
+    problem = record_problem(doc)
+    if problem:
+        raise FormatError(f"{path} is refused: {problem}", hint=RECORD_HINT.format(path=path))
     return doc
 
 
@@ -124,11 +139,8 @@ def _save_record(layout: Layout, doc: Dict[str, Any]) -> None:
 
 def _load_trusted(layout: Layout, ring: str, ratchet: int) -> tufclient.Trusted:
     def read(name: str) -> Optional[bytes]:
-        try:
-            with open(os.path.join(_tuf_dir(layout), name), "rb") as f:
-                return f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
-        except FileNotFoundError:
-            return None
+        return read_regular(os.path.join(_tuf_dir(layout), name), what="trusted metadata",
+                            limit=canonjson.MAX_DOCUMENT_BYTES + 1)
     return tufclient.Trusted(root=read_anchor(layout), timestamp=read("timestamp.json"),
                              snapshot=read("snapshot.json"), targets=read("targets.json"),
                              ring=read(f"ring-{ring}.json"), ratchet=ratchet)
@@ -252,8 +264,8 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
         record = _record(layout)
         state, _ = load_state(layout)
         trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
-        refreshed = tufclient.refresh(trusted, source_fetcher(src), ring=cfg["ring"],
-                                      now=clock)
+        refreshed = _refresh(layout, trusted, source_fetcher(src), ring=cfg["ring"],
+                             clock=clock)
         _persist(layout, refreshed)
         record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
                       metadata=refreshed.versions, override=refreshed.override)
@@ -474,7 +486,7 @@ def sync_status(layout: Layout) -> Dict[str, Any]:
         cfg = _read_json(_config_path(layout), "ring.json") or {}
         record = _record(layout)
     except InstallerError as e:
-        return {"error": e.message}
+        return {"error": e.message, "hint": e.hint}
     return {"ring": cfg.get("ring"), "device_id": cfg.get("device_id"),
             "last_sync": record.get("last_sync"), "result": record.get("result"),
             "metadata": record.get("metadata"), "failed": record["failed"]}
@@ -492,3 +504,101 @@ def text(result: Dict[str, Any]) -> List[str]:
             "rolled-back": "rolled back to"}.get(str(action), str(action))
     what = f" {cur.get('name')} {cur.get('version')}" if cur else ""
     return [f"{head}{what} (ring {result.get('ring')}: {result.get('reason')})"]
+
+
+# ---------------------------------------------------------------------------- the sync record
+
+_HEX64 = frozenset("0123456789abcdef")
+MAX_FAILED = 1000
+
+
+def _is_int(v: Any, low: int = 0, high: int = MAX_EPOCH) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _is_digest(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and set(v) <= _HEX64
+
+
+def _fields_problem(d: Any, what: str, kinds: Dict[str, Callable[[Any], bool]]) -> str:
+    if not isinstance(d, dict):
+        return f"{what} must be an object"
+    for key, ok in kinds.items():
+        if key not in d or not ok(d[key]):
+            return f"{what} has a missing or wrong {key!r} ({str(d.get(key))[:40]!r})"
+    return ""
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def record_problem(doc: Dict[str, Any]) -> str:
+    """What is wrong with a sync record, or "" (pure)."""
+    if not _is_int(doc["ratchet"]):
+        return f"ratchet must be a time from 0 to {MAX_EPOCH}, found {str(doc['ratchet'])[:40]!r}"
+    for key in ("last_sync",):
+        if key in doc and not _is_int(doc[key]):
+            return f"{key} must be a time, found {str(doc[key])[:40]!r}"
+    for key in ("ring", "result"):
+        if key in doc and not isinstance(doc[key], str):
+            return f"{key} must be text"
+    failed = doc["failed"]
+    if not isinstance(failed, list) or len(failed) > MAX_FAILED:
+        return f"failed must be a list of at most {MAX_FAILED} records"
+    for i, f in enumerate(failed):
+        problem = _fields_problem(f, f"failed[{i}]", {"digest": _is_digest, "name": _str,
+                                                      "version": _str, "at": _is_int,
+                                                      "why": _str})
+        if problem:
+            return problem
+    metadata = doc.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            return "metadata must be an object"
+        for role, v in metadata.items():
+            problem = _fields_problem(v, f"metadata {str(role)[:40]!r}",
+                                      {"version": _is_int, "expires": _is_int})
+            if problem:
+                return problem
+    if doc.get("override") is not None and not isinstance(doc["override"], dict):
+        return "override must be an object"
+    return _pending_problem(doc.get("pending"))
+
+
+def _pending_problem(gate: Any) -> str:
+    if gate is None:
+        return ""
+    problem = _fields_problem(gate, "pending", {"digest": _is_digest, "name": _str,
+                                               "version": _str, "since": _is_int,
+                                               "yanked": lambda v: isinstance(v, list)})
+    if problem:
+        return problem
+    for y in gate["yanked"]:
+        problem = _fields_problem(y, "pending yanked", {"name": _str, "version": _str})
+        if problem:
+            return problem
+    return ""
+
+
+def _refresh(layout: Layout, trusted: tufclient.Trusted, fetch: tufclient.Fetch, *,
+             ring: str, clock: int) -> tufclient.Refreshed:
+    """``tufclient.refresh``; when it fails while the time ratchet is ahead of this host's
+    clock, say so and how to recover (an edited or poisoned ratchet would otherwise refuse
+    every sync with only "now is <far future>")."""
+    try:
+        return tufclient.refresh(trusted, fetch, ring=ring, now=clock)
+    except UntrustedContent as e:
+        if trusted.ratchet <= clock + tufclient.FUTURE_SLACK:
+            raise
+        path = os.path.join(_tuf_dir(layout), "sync.json")
+        raise type(e)(
+            f"{e.message} (this device's time ratchet, {_iso(trusted.ratchet)}, is ahead of "
+            f"its clock, {_iso(clock)})",
+            hint=f"if this host's clock is right, the ratchet is not: move {path} aside (and "
+                 f"check time_ratchet in {layout.state}) and sync again; if the clock is "
+                 "wrong, set it") from None
+
+
+def _iso(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(epoch, MAX_EPOCH)))

@@ -90,6 +90,9 @@ def text(result: Dict[str, Any]) -> List[str]:
 
 
 def status_lines(info: Dict[str, Any]) -> List[str]:
+    if info.get("error"):
+        return [f"sync record: {info['error']}"] + (
+            [f"  hint: {info['hint']}"] if info.get("hint") else [])
     if not info.get("ring"):
         return ["ring: none (airgap-install config ring NAME)"]
     lines = [f"ring: {info['ring']}"]

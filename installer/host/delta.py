@@ -31,7 +31,7 @@ from installer.errors import DigestMismatch, FormatError, PolicyRefusal
 from installer.format import bundlefmt, tarstream
 from installer.format.bundlefmt import Member
 from installer.format.tarstream import TarStream
-from installer.fsio import checked_chunks, iter_file, write_verified
+from installer.fsio import checked_chunks, iter_file, open_regular, read_regular, write_verified
 from installer.host import failpoint, txn
 from installer.host.layout import Layout
 from installer.host.state import load_state, read_anchor
@@ -83,7 +83,7 @@ def is_delta(path: str) -> bool:
     if not os.path.isfile(path):
         return False
     try:
-        with verify.open_regular(path, what="bundle") as f:
+        with open_regular(path, what="bundle") as f:
             entry = TarStream(f, what=path).next()
     except (OSError, FormatError):
         return False  # not a tar: the normal reader names the problem
@@ -108,11 +108,14 @@ def _base_files(layout: Layout, digest: str) -> Dict[str, str]:
     """sha256 -> kept file of the base release, from its kept manifest (checked by digest)."""
     path = layout.release_file(digest, bundlefmt.MANIFEST_NAME)
     try:
-        with open(path, "rb") as f:
-            data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
+        data = read_regular(path, what="the kept base manifest",
+                            limit=bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise FormatError(f"the kept base release {path} cannot be read: {e.strerror}",
                           hint="install the full bundle instead") from None
+    if data is None:
+        raise FormatError(f"the kept base release {path} cannot be read: it does not exist",
+                          hint="install the full bundle instead")
     if hashlib.sha256(data).hexdigest() != digest:
         raise DigestMismatch(f"the kept base manifest {path} is not manifest {digest[:16]}",
                              hint="install the full bundle instead")
@@ -128,7 +131,7 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
     clock = int(time.time())
     now = verify.now_for(state.time_ratchet, clock)
     name = os.path.basename(path)
-    with verify.open_regular(path, what="delta bundle") as f:
+    with open_regular(path, what="delta bundle") as f:
         reader = bundlefmt.BundleReader(f, what=f"delta bundle {name}", delta_ok=True)
         header = reader.header()
         delta = reader.delta
@@ -240,7 +243,7 @@ def _patched(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]],
             continue
         src = layout.release_file(base, seg[1])
         blob = Member(seg[1], seg[3], seg[4], 0o644, "images")
-        with open(src, "rb") as f:
+        with open_regular(src, what="base file") as f:
             f.seek(seg[2])
             yield from _checked(iter_file(f, limit=seg[3]), blob,
                                 what=f"blob sha256:{seg[4]} of the base file {src}")
@@ -248,7 +251,7 @@ def _patched(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]],
 
 def _from_file(path: str, member: Member) -> Iterator[bytes]:
     try:
-        f = open(path, "rb")
+        f = open_regular(path, what="base file", must_exist=False)
     except OSError as e:
         raise DigestMismatch(f"the base file {path} that {member.path} needs cannot be read: "
                              f"{e.strerror}", hint="install the full bundle instead") from None

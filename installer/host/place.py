@@ -18,7 +18,7 @@ import stat
 from typing import Any, Callable, Dict, List, Optional
 
 from installer.errors import EnvironmentProblem
-from installer.fsio import fsync_dir, hash_file, iter_file, reflink, write_verified
+from installer.fsio import fsync_dir, hash_file, iter_file, open_regular, reflink, write_verified
 from installer.host.layout import (
     LIVE_TMP_PREFIX,
     MANAGED_DIRS,
@@ -71,7 +71,7 @@ def put(src: str, dest: str, *, sha256: Optional[str], size: Optional[int], mode
         except OSError as e:
             if e.errno not in _NO_LINK:
                 raise
-            with open(src, "rb") as f:
+            with open_regular(src, what="staged file") as f:
                 write_verified(dest, iter_file(f), sha256=sha256, size=size, mode=mode,
                                what=dest, tmp_prefix=LIVE_TMP_PREFIX)
             return

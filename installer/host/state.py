@@ -27,7 +27,7 @@ from installer.errors import (
 )
 from installer.format import canonjson
 from installer.format.bundlefmt import MAX_HEADER_MEMBER
-from installer.fsio import fsync_dir, write_verified
+from installer.fsio import fsync_dir, read_regular, write_verified
 from installer.host import failpoint, rootfs
 from installer.host.layout import (
     Layout,
@@ -214,9 +214,11 @@ def read_dual(path: str) -> DualRead:
     result = DualRead(None)
     for p in (path, path + ".bak"):
         try:
-            with open(p, "rb") as f:
-                data = f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
-        except FileNotFoundError:
+            data = read_regular(p, what="state file", limit=canonjson.MAX_DOCUMENT_BYTES + 1)
+        except ConfigError:  # a FIFO, device or folder: never read, never waited on
+            result.bad.append(p)
+            continue
+        if data is None:
             continue
         try:
             doc = _open_envelope(data, p)
@@ -384,12 +386,10 @@ class RunLock:
 
 
 def read_anchor(layout: Layout) -> bytes:
-    try:
-        with open(layout.trust_anchor, "rb") as f:
-            return f.read(MAX_HEADER_MEMBER + 1)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"no trust anchor is pinned at {layout.trust_anchor}",
-            hint="run `airgap-install trust ROOT_JSON%s` once with the root.json your bundle "
-                 "publisher gave you" % ("" if layout.root == "/" else " --root " + layout.root)
-        ) from None
+    data = read_regular(layout.trust_anchor, what="trust anchor", limit=MAX_HEADER_MEMBER + 1)
+    if data is not None:
+        return data
+    raise ConfigError(
+        f"no trust anchor is pinned at {layout.trust_anchor}",
+        hint="run `airgap-install trust ROOT_JSON%s` once with the root.json your bundle "
+             "publisher gave you" % ("" if layout.root == "/" else " --root " + layout.root))

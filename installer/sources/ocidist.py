@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
-from installer.fsio import CHUNK, adopt_verified
+from installer.fsio import CHUNK, adopt_verified, open_regular
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -126,7 +126,7 @@ def credentials_from(file: Optional[str], env: Mapping[str, str]) -> Optional[Cr
     command line, where every user of the host could read them."""
     if file:
         try:
-            with open(file, "rb") as f:
+            with open_regular(file, what="registry credentials") as f:  # never a FIFO
                 data = f.read(MAX_TOKEN_BODY).decode("utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read registry credentials {file}: {e}") from None

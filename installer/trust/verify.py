@@ -10,14 +10,12 @@ staging (``stage_payload``: ``fsio.write_verified`` with the manifest's sha256/s
 import hashlib
 import json
 import os
-import stat
 import tarfile
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
 
 from installer.errors import (
-    ConfigError,
     DigestMismatch,
     FormatError,
     InstallerError,
@@ -25,10 +23,15 @@ from installer.errors import (
 )
 from installer.format import bundlefmt, canonjson, tarstream
 from installer.format.bundlefmt import BundleReader, Header
-from installer.fsio import fsync_dir, hash_chunks, iter_file, write_verified
+from installer.fsio import (
+    fsync_dir,
+    hash_chunks,
+    iter_file,
+    open_regular,
+    write_verified,
+)
 from installer.trust import rootmeta
 
-READ_BUFFER = 1024 * 1024
 _MAX_TRAILER = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE
 
 OnBytes = Optional[Callable[[int], None]]
@@ -150,38 +153,8 @@ def anchor_version(anchor: bytes) -> Optional[int]:
 MAX_CLOCK_SKEW = 24 * 3600  # how far a manifest's signed `created` may be ahead of the clock
 
 
-def open_regular(path: str, *, what: str) -> BinaryIO:
-    """Open ``path`` for reading only if it is a regular file (THREATS 36).
-
-    A FIFO would block ``open`` and then ``read`` forever, a device could be endless; both,
-    and folders, are refused before any byte is read. ``O_NONBLOCK`` makes a FIFO swapped in
-    after the ``stat`` fail the ``fstat`` check instead of hanging the open.
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{what} {path} is {_file_kind(st.st_mode)}, not a regular file",
-                          hint="pass the bundle file itself (a folder is searched for "
-                               "<name>-<version>-<arch>.tar files)")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{what} {path} changed into {_file_kind(st.st_mode)} while "
-                              "being opened")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=READ_BUFFER)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a file")
+BUNDLE_HINT = ("pass the bundle file itself (a folder is searched for "
+               "<name>-<version>-<arch>.tar files)")
 
 
 def check_created(created: int, *, clock: int, now: int, what: str) -> None:
@@ -218,7 +191,7 @@ def open_bundle(path: str, *, anchor: bytes, now: int, clock: Optional[int] = No
 
     Nothing is written. The caller must ``close()`` the result.
     """
-    f = open_regular(path, what="bundle")
+    f = open_regular(path, what="bundle", hint=BUNDLE_HINT)
     try:
         reader = BundleReader(f, what=f"bundle {os.path.basename(path)}")
         header = reader.header()
