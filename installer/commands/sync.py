@@ -38,7 +38,7 @@ from installer.errors import (
     TransferError,
     UntrustedContent,
 )
-from installer.format import canonjson
+from installer.format import canonjson, safetext
 from installer.fsio import read_regular, write_verified
 from installer.host import preflight
 from installer.host.layout import TRUST_DIR, Layout
@@ -82,7 +82,7 @@ def _write_json(path: str, doc: Dict[str, Any]) -> None:
 
 def set_ring(layout: Layout, ring: str) -> Dict[str, Any]:
     """``config ring NAME``: local configuration, never taken from a medium."""
-    if not ring or not ring.replace("-", "").isalnum():
+    if not _ring_name_ok(ring):
         raise ConfigError(f"ring name {ring!r} must be letters, digits and '-'")
     doc = _read_json(_config_path(layout), "ring.json") or {}
     device_id = doc.get("device_id")
@@ -90,6 +90,10 @@ def set_ring(layout: Layout, ring: str) -> Dict[str, Any]:
         device_id = _machine_id(layout) or uuid.uuid4().hex
     _write_json(_config_path(layout), {"ring": ring, "device_id": device_id})
     return {"ring": ring, "device_id": device_id, "config": _config_path(layout)}
+
+
+def _ring_name_ok(ring: str) -> bool:
+    return bool(ring) and ring.replace("-", "").isalnum()
 
 
 def _machine_id(layout: Layout) -> Optional[str]:
@@ -104,7 +108,8 @@ def _machine_id(layout: Layout) -> Optional[str]:
 def _config(layout: Layout) -> Dict[str, str]:
     doc = _read_json(_config_path(layout), "ring.json")
     if doc is None or not isinstance(doc.get("ring"), str) or not isinstance(
-            doc.get("device_id"), str):
+            doc.get("device_id"), str) or not _ring_name_ok(doc["ring"]) or \
+            safetext.control_char(doc["device_id"]):
         raise ConfigError("this device follows no ring yet",
                           hint="run `airgap-install config ring NAME` (or `trust ROOT_JSON "
                                "--ring NAME`)")

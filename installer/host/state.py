@@ -25,7 +25,7 @@ from installer.errors import (
     InstallerError,
     UnsafeMember,
 )
-from installer.format import canonjson
+from installer.format import canonjson, safetext
 from installer.format.bundlefmt import MAX_HEADER_MEMBER
 from installer.fsio import fsync_dir, read_regular, write_verified
 from installer.host import failpoint, rootfs
@@ -58,6 +58,13 @@ class Options:
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Options":
+        for key in ("exec", "url", "token_file"):  # they reach install.sh's env file
+            value = d[key]
+            if value is not None and not isinstance(value, str):
+                raise FormatError(f"options {key} must be text, found {str(value)[:40]!r}")
+            if value and safetext.control_char(value):
+                raise FormatError(f"options {key} holds a control character: "
+                                  f"{safetext.escape(value)[:120]}")
         return cls(exec_args=d["exec"], url=d["url"], token_file=d["token_file"],
                    skip_start=bool(d["skip_start"]))
 
