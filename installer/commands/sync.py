@@ -229,6 +229,7 @@ class SyncRequest:
     plain_http: bool = False            # network sources: see installer/sources/remote.py
     ca_file: Optional[str] = None
     credentials: Optional[ocidist.Credentials] = None
+    transfer_timeout: float = ocidist.TRANSFER_TIMEOUT  # per transfer, + size / MIN_RATE
 
 
 def _health(layout: Layout, cmd: str, timeout: float, *, interval: float,
@@ -260,6 +261,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
     clock = int(time.time()) if now is None else now
     src = remote.open_source(req.source, plain_http=req.plain_http, ca_file=req.ca_file,
                              credentials=req.credentials)
+    _set_deadline(src, req.transfer_timeout)
     arch = preflight.host_arch(layout, req.arch)
     resumed = _resume_gate(layout, req, report=report, clock=clock)
     if resumed is not None:
@@ -603,6 +605,13 @@ def _refresh(layout: Layout, trusted: tufclient.Trusted, fetch: tufclient.Fetch,
             hint=f"if this host's clock is right, the ratchet is not: move {path} aside (and "
                  f"check time_ratchet in {layout.state}) and sync again; if the clock is "
                  "wrong, set it") from None
+
+
+def _set_deadline(src: remote.Source, seconds: float) -> None:
+    """The overall deadline of each transfer from a network source (THREATS 45)."""
+    client = getattr(src, "client", None)
+    if isinstance(client, ocidist.Client):
+        client.transfer_timeout = seconds
 
 
 def _iso(epoch: int) -> str:

@@ -20,7 +20,6 @@ separated). A file's sha256 is its layer digest, so what TUF metadata or a bundl
 exactly what the registry serves by digest; nothing fetched is trusted for being there.
 """
 
-import http.client
 import json
 import os
 import re
@@ -239,13 +238,14 @@ class HttpSource:
 
     def read(self, path: str, *, max_size: int) -> bytes:
         what = f"{self.label}/{path}"
-        for attempt in range(ocidist.ATTEMPTS):
-            try:
-                return self._read_once(path, max_size=max_size, what=what)
-            except ocidist.Unavailable:
-                if attempt == ocidist.ATTEMPTS - 1:
-                    raise
-                time.sleep(min(5.0, 0.25 * 2 ** attempt))
+        with self.client.transfer(max_size):  # one deadline, retries included (THREATS 45)
+            for attempt in range(ocidist.ATTEMPTS):
+                try:
+                    return self._read_once(path, max_size=max_size, what=what)
+                except ocidist.Unavailable:
+                    if attempt == ocidist.ATTEMPTS - 1:
+                        raise
+                    time.sleep(min(5.0, 0.25 * 2 ** attempt))
         raise AssertionError("unreachable")
 
     def _read_once(self, path: str, *, max_size: int, what: str) -> bytes:
@@ -254,10 +254,8 @@ class HttpSource:
             length = resp.headers.get("Content-Length") or ""
             if length.isdigit() and int(length) > max_size:
                 raise FormatError(f"{what} is {length} bytes, over {max_size}")
-            try:
-                data = resp.read(max_size + 1)
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                raise ocidist.Unavailable(f"{what}: transfer broke: {e!r}") from None
+            self.client.narrow(resp)
+            data = self.client.read_body(resp, max_size + 1, what=what)
         if len(data) > max_size:
             raise FormatError(f"{what} is over {max_size} bytes")
         return data
