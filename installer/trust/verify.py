@@ -24,6 +24,7 @@ from installer.errors import (
 from installer.format import bundlefmt, canonjson, tarstream
 from installer.format.bundlefmt import BundleReader, Header
 from installer.fsio import (
+    batched_fsync,
     fsync_dir,
     hash_chunks,
     iter_file,
@@ -318,18 +319,19 @@ def stage_payload(opened: Opened, staging: str, *, on_bytes: OnBytes = None,
     for n, root in enumerate(h.roots, start=1):
         write_verified(os.path.join(staging, bundlefmt.ROOTS_DIR, f"{n}.root.json"), [root])
     made = set()
-    for member, f in opened.reader.payload():
-        folder = os.path.join(staging, os.path.dirname(member.path))
-        if folder not in made:
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        write_verified(os.path.join(staging, member.path), iter_file(f),  # type: ignore
-                       sha256=member.sha256, size=member.size, mode=member.mode,
-                       what=f"bundle member {member.path}", on_bytes=on_bytes)
-        if after_member is not None:
-            after_member(member.path)
-    for folder in made:
-        fsync_dir(folder)
+    with batched_fsync():  # thousands of small members: one sync, not two fsyncs each
+        for member, f in opened.reader.payload():
+            folder = os.path.join(staging, os.path.dirname(member.path))
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            write_verified(os.path.join(staging, member.path), iter_file(f),  # type: ignore
+                           sha256=member.sha256, size=member.size, mode=member.mode,
+                           what=f"bundle member {member.path}", on_bytes=on_bytes)
+            if after_member is not None:
+                after_member(member.path)
+        for folder in made:
+            fsync_dir(folder)
 
 
 def now_for(ratchet: int, clock: Optional[int] = None) -> int:
