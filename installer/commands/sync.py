@@ -19,6 +19,7 @@ Files::
                                                   download is resumed by the next sync)
 """
 
+import hashlib
 import os
 import posixpath
 import shutil
@@ -31,6 +32,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional
 from installer.commands import install
 from installer.errors import (
     ConfigError,
+    DigestMismatch,
     FormatError,
     HealthGateFailed,
     InstallerError,
@@ -39,7 +41,7 @@ from installer.errors import (
     UntrustedContent,
 )
 from installer.format import canonjson, safetext
-from installer.fsio import read_regular, write_verified
+from installer.fsio import iter_file, open_regular, read_regular, write_verified
 from installer.host import preflight
 from installer.host.layout import TRUST_DIR, Layout
 from installer.host.options import Given
@@ -213,7 +215,29 @@ def copy_target(source: "remote.Source | str", entry: tufclient.Entry, dest_dir:
         raise TransferError(f"{e.message}: the ring lists {entry.path}, the source lacks it",
                             hint="serve (or push) the whole repository folder, targets/ "
                                  "included, then sync again") from None
+    _check_other_hashes(dest, entry)
     return dest
+
+
+_OTHER_HASHES = {"sha512": hashlib.sha512}
+
+
+def _check_other_hashes(path: str, entry: tufclient.Entry) -> None:
+    """Every supported hash the ring lists must match, not only the sha256 the download was
+    checked against (THREATS 53); a mismatch removes the copy."""
+    for algo, value in sorted(entry.hashes.items()):
+        make = _OTHER_HASHES.get(algo)
+        if make is None:
+            continue
+        h = make()
+        with open_regular(path, what="fetched target") as f:
+            for chunk in iter_file(f):
+                h.update(chunk)
+        if h.hexdigest() != value:
+            os.unlink(path)
+            raise DigestMismatch(f"{entry.path} matches the ring's sha256 but not its {algo}",
+                                 hint="the source holds damaged or altered bytes; it was not "
+                                      "kept")
 
 
 @dataclass(frozen=True)
