@@ -36,8 +36,17 @@ def test_disk_flushes_do_not_grow_with_the_members(tmp_path: Path, keys: KeyDir,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     calls: List[str] = []
     real_fsync, real_sync = os.fsync, os.sync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "sync", lambda: (calls.append("sync"), real_sync())[1])
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync")
+        real_fsync(fd)
+
+    def sync() -> None:
+        calls.append("sync")
+        real_sync()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "sync", sync)
     counts: Dict[int, int] = {}
     for n in (40, 400):
         layout = Layout(str(tmp_path / f"root{n}"))
