@@ -27,9 +27,10 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Union
 
 from installer.commands import install
+from installer.commands.results import RingSet, Synced
 from installer.errors import (
     ConfigError,
     DigestMismatch,
@@ -82,7 +83,7 @@ def _write_json(path: str, doc: Dict[str, Any]) -> None:
     write_verified(path, [canonjson.encode(doc)], mode=0o644)
 
 
-def set_ring(layout: Layout, ring: str) -> Dict[str, Any]:
+def set_ring(layout: Layout, ring: str) -> RingSet:
     """``config ring NAME``: local configuration, never taken from a medium."""
     if not _ring_name_ok(ring):
         raise ConfigError(f"ring name {ring!r} must be letters, digits and '-'")
@@ -91,7 +92,7 @@ def set_ring(layout: Layout, ring: str) -> Dict[str, Any]:
     if not isinstance(device_id, str) or not device_id:
         device_id = _machine_id(layout) or uuid.uuid4().hex
     _write_json(_config_path(layout), {"ring": ring, "device_id": device_id})
-    return {"ring": ring, "device_id": device_id, "config": _config_path(layout)}
+    return RingSet(ring=ring, device_id=device_id, config=_config_path(layout))
 
 
 def _ring_name_ok(ring: str) -> bool:
@@ -138,6 +139,8 @@ def _record(layout: Layout) -> Dict[str, Any]:
     if problem:
         raise FormatError(f"{path} is refused: {problem}", hint=RECORD_HINT.format(path=path))
     return doc
+
+
 
 
 def _save_record(layout: Layout, doc: Dict[str, Any]) -> None:
@@ -240,6 +243,8 @@ def _check_other_hashes(path: str, entry: tufclient.Entry) -> None:
                                       "kept")
 
 
+
+
 @dataclass(frozen=True)
 class SyncRequest:
     source: str
@@ -250,7 +255,7 @@ class SyncRequest:
     options: Optional[Options] = None   # first install only; later the installed ones
     arch: Optional[str] = None
     wait: bool = False
-    plain_http: bool = False            # network sources: see installer/sources/remote.py
+    plain_http: bool = False            # network sources: see installer/sources/mirror.py
     ca_file: Optional[str] = None
     credentials: Optional[ocidist.Credentials] = None
     transfer_timeout: float = ocidist.TRANSFER_TIMEOUT  # per transfer, + size / MIN_RATE
@@ -280,8 +285,33 @@ def _health(layout: Layout, cmd: str, timeout: float, *, interval: float,
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a refresh chose, decided under the run lock (``copy`` None: a rollback)."""
+
+    ring: str
+    entry: tufclient.Entry
+    reason: str
+    digest: str
+    copy: Optional[str]
+    cur: Any
+    incoming: str
+    metadata: Dict[str, Any]
+    override: Optional[Mapping[str, Any]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.entry.custom.get('name')} {self.entry.custom.get('version')}"
+
+    def result(self, action: str, current: Optional[Dict[str, Any]],
+               previous: Optional[Dict[str, Any]] = None) -> Synced:
+        return Synced(action=action, ring=self.ring, reason=self.reason,
+                      metadata=self.metadata, override=self.override, current=current,
+                      previous=previous)
+
+
 def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
-         now: Optional[int] = None) -> Dict[str, Any]:
+         now: Optional[int] = None) -> Synced:
     clock = int(time.time()) if now is None else now
     src = remote.open_source(req.source, plain_http=req.plain_http, ca_file=req.ca_file,
                              credentials=req.credentials)
@@ -291,73 +321,91 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
     if resumed is not None:
         return resumed
     with RunLock(layout, wait=req.wait):
-        cfg = _config(layout)
-        record = _record(layout)
-        state, _ = load_state(layout)
-        trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
-        refreshed = _refresh(layout, trusted, source_fetcher(src), ring=cfg["ring"],
-                             clock=clock)
-        _persist(layout, refreshed)
-        record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
-                      metadata=refreshed.versions, override=refreshed.override)
-        if refreshed.override is not None:
-            o = refreshed.override
-            report(f"warning: expired {', '.join(o['roles'])} accepted under root-signed "
-                   f"override v{o['version']} until {o['expires']}: {o['reason']}")
-        cur = state.current
-        choice = rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
-                              installed_name=cur.name if cur else None,
-                              installed_version=cur.version if cur else None,
-                              yanked=refreshed.yanked,
-                              failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
-        base = {"ring": cfg["ring"], "reason": choice.reason, "metadata": refreshed.versions,
-                "override": refreshed.override}
-        if choice.entry is None:
-            record["result"] = "up to date"
-            _refuse_degraded(layout, record, cur, refreshed.yanked)
-            _save_record(layout, record)
-            return dict(base, action="up-to-date",
-                        current=cur.summary() if cur else None)
-        entry = choice.entry
-        digest = str(entry.custom.get("manifest_sha256"))
-        if choice.action == "downgrade" and (state.previous is None
-                                             or state.previous.digest != digest):
-            raise PolicyRefusal(
-                f"{choice.reason}; the ring's newest is {entry.custom.get('version')}, which is "
-                "not the previous release kept here",
-                hint="install that version by hand with `airgap-install install`")
-        incoming = os.path.join(_tuf_dir(layout), "incoming")
-        _prune_incoming(incoming, keep=f".{entry.sha256}.{os.path.basename(entry.path)}"
-                                       ".partial")
-        copy = None if choice.action == "downgrade" else copy_target(src, entry,
-                                                                     incoming)
-        gate = _pending_gate(entry, digest, refreshed.yanked, clock)
-        _save_record(layout, dict(record, result="installing " + entry.path, pending=gate))
-    label = f"{entry.custom.get('name')} {entry.custom.get('version')}"
+        plan = _refresh_and_choose(layout, src, arch=arch, clock=clock, report=report)
+    if isinstance(plan, Synced):
+        return plan
     try:
-        if copy is None:
-            report(f"{choice.reason}: rolling back to {label}")
+        if plan.copy is None:
+            report(f"{plan.reason}: rolling back to {plan.label}")
             result = install.rollback(layout, wait=req.wait, report=report).to_json()
         else:
-            report(f"{choice.reason}: installing {label}")
-            result = install.install(layout, _request(req, copy, cur, arch=arch), report=report)
+            report(f"{plan.reason}: installing {plan.label}")
+            result = install.install(layout, _request(req, plan.copy, plan.cur, arch=arch),
+                                     report=report).to_json()
     except InstallerError as e:
-        _note(layout, f"{label} not installed: {e.message}", clear_pending=True)
+        _note(layout, f"{plan.label} not installed: {e.message}", clear_pending=True)
         raise
     finally:
-        shutil.rmtree(incoming, ignore_errors=True)
+        shutil.rmtree(plan.incoming, ignore_errors=True)
     installed = result.get("current") or {}
-    if result.get("action") != "none" and installed.get("digest") != digest:
+    if result.get("action") != "none" and installed.get("digest") != plan.digest:
         install.rollback(layout, wait=req.wait, report=report)
-        raise PolicyRefusal(f"ring entry {entry.path} names manifest {digest}, the bundle "
-                            f"holds {installed.get('digest')}: rolled back",
+        raise PolicyRefusal(f"ring entry {plan.entry.path} names manifest {plan.digest}, the "
+                            f"bundle holds {installed.get('digest')}: rolled back",
                             hint="the repository is inconsistent; re-publish the bundle")
-    _note(layout, f"{label} {'installed' if copy else 'back'}; health gate pending")
-    failure = _run_gate(layout, req, ring=cfg["ring"], version=str(entry.custom.get("version")))
+    return _gate(layout, req, plan, installed=installed, previous=result.get("previous"),
+                 report=report, clock=clock)
+
+
+def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock: int,
+                        report: Report) -> "Union[_Plan, Synced]":
+    """Under the run lock: refresh the ring's metadata, persist it, choose; fetch the chosen
+    target into local staging (a plan) or record that the device is up to date."""
+    cfg = _config(layout)
+    record = _record(layout)
+    state, _ = load_state(layout)
+    trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
+    refreshed = _refresh(layout, trusted, source_fetcher(src), ring=cfg["ring"], clock=clock)
+    _persist(layout, refreshed)
+    record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
+                  metadata=refreshed.versions, override=refreshed.override)
+    if refreshed.override is not None:
+        o = refreshed.override
+        report(f"warning: expired {', '.join(o['roles'])} accepted under root-signed "
+               f"override v{o['version']} until {o['expires']}: {o['reason']}")
+    cur = state.current
+    choice = rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
+                          installed_name=cur.name if cur else None,
+                          installed_version=cur.version if cur else None,
+                          yanked=refreshed.yanked,
+                          failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
+    if choice.entry is None:
+        record["result"] = "up to date"
+        _refuse_degraded(layout, record, cur, refreshed.yanked)
+        _save_record(layout, record)
+        return Synced(action="up-to-date", ring=cfg["ring"], reason=choice.reason,
+                      metadata=refreshed.versions, override=refreshed.override,
+                      current=cur.summary() if cur else None)
+    entry = choice.entry
+    digest = str(entry.custom.get("manifest_sha256"))
+    if choice.action == "downgrade" and (state.previous is None
+                                         or state.previous.digest != digest):
+        raise PolicyRefusal(
+            f"{choice.reason}; the ring's newest is {entry.custom.get('version')}, which is "
+            "not the previous release kept here",
+            hint="install that version by hand with `airgap-install install`")
+    incoming = os.path.join(_tuf_dir(layout), "incoming")
+    _prune_incoming(incoming, keep=f".{entry.sha256}.{os.path.basename(entry.path)}.partial")
+    copy = None if choice.action == "downgrade" else copy_target(src, entry, incoming)
+    gate = _pending_gate(entry, digest, refreshed.yanked, clock)
+    _save_record(layout, dict(record, result="installing " + entry.path, pending=gate))
+    return _Plan(ring=cfg["ring"], entry=entry, reason=choice.reason, digest=digest,
+                 copy=copy, cur=cur, incoming=incoming, metadata=refreshed.versions,
+                 override=refreshed.override)
+
+
+def _gate(layout: Layout, req: SyncRequest, plan: _Plan, *, installed: Dict[str, Any],
+          previous: Optional[Dict[str, Any]], report: Report, clock: int) -> Synced:
+    """The health command after the change (recorded as pending before it: THREATS 46):
+    passed, the result; failed, ``_gate_failed`` (exit 7)."""
+    _note(layout, f"{plan.label} {'installed' if plan.copy else 'back'}; health gate pending")
+    failure = _run_gate(layout, req, ring=plan.ring,
+                        version=str(plan.entry.custom.get("version")))
     if failure is None:
-        _note(layout, f"{'installed' if copy else 'rolled back to'} {label}", clear_pending=True)
-        return dict(base, action="installed" if copy else "rolled-back",
-                    current=installed, previous=result.get("previous"))
+        _note(layout, f"{'installed' if plan.copy else 'rolled back to'} {plan.label}",
+              clear_pending=True)
+        return plan.result("installed" if plan.copy else "rolled-back", installed, previous)
+    gate = _record(layout).get("pending") or _pending_gate(plan.entry, plan.digest, [], clock)
     _gate_failed(layout, req, gate, failure, report=report, clock=clock)
 
 
@@ -386,6 +434,29 @@ def _note(layout: Layout, result: str, *, clear_pending: bool = False) -> None:
         _save_record(layout, record)
 
 
+def _request(req: SyncRequest, path: str, cur: Any, *, arch: str) -> install.InstallRequest:
+    # options given to sync replace the recorded ones; otherwise install keeps what the
+    # device last ran with (installer/host/options.py merges the two)
+    o = req.options
+    given = Given(role=req.role) if o is None else Given(
+        role=req.role, exec_args=o.exec_args, url=o.url, token_file=o.token_file,
+        skip_start=o.skip_start)
+    return install.InstallRequest(source=path, given=given, arch=req.arch and arch,
+                                  wait=req.wait)
+
+
+def sync_status(layout: Layout) -> Dict[str, Any]:
+    """For ``status``: ring, metadata versions and expiry, last sync and its result."""
+    try:
+        cfg = _read_json(_config_path(layout), "ring.json") or {}
+        record = _record(layout)
+    except InstallerError as e:
+        return {"error": e.message, "hint": e.hint}
+    return {"ring": cfg.get("ring"), "device_id": cfg.get("device_id"),
+            "last_sync": record.get("last_sync"), "result": record.get("result"),
+            "metadata": record.get("metadata"), "failed": record["failed"]}
+
+
 # ---------------------------------------------------------------------------- the health gate
 # A gate is recorded as pending in sync.json before the install starts (THREATS 46): if the
 # installer dies before the gate passed, the next sync finds the pending release still
@@ -410,7 +481,7 @@ def _run_gate(layout: Layout, req: SyncRequest, *, ring: str, version: str) -> O
 
 
 def _resume_gate(layout: Layout, req: SyncRequest, *, report: Report,
-                 clock: int) -> Optional[Dict[str, Any]]:
+                 clock: int) -> Optional[Synced]:
     """Re-run the gate a killed sync left pending; None when there is none."""
     with RunLock(layout, wait=req.wait):
         record = _record(layout)
@@ -433,10 +504,10 @@ def _resume_gate(layout: Layout, req: SyncRequest, *, report: Report,
     if failure is None:
         _note(layout, f"installed {label} (its interrupted health gate passed)",
               clear_pending=True)
-        return {"ring": cfg["ring"], "action": "installed", "gate": "passed",
-                "reason": f"the interrupted health gate of {label} passed",
-                "current": cur.summary(), "metadata": record.get("metadata"),
-                "override": record.get("override")}
+        return Synced(action="installed", ring=cfg["ring"], gate="passed",
+                      reason=f"the interrupted health gate of {label} passed",
+                      current=cur.summary(), metadata=record.get("metadata") or {},
+                      override=record.get("override"))
     _gate_failed(layout, req, gate, failure, report=report, clock=clock)
 
 
@@ -498,43 +569,6 @@ def _refuse_degraded(layout: Layout, record: Dict[str, Any], cur: Any, yanked: A
     record["result"] = f"degraded: {why}"
     _save_record(layout, record)
     raise err
-
-
-def _request(req: SyncRequest, path: str, cur: Any, *, arch: str) -> install.InstallRequest:
-    # options given to sync replace the recorded ones; otherwise install keeps what the
-    # device last ran with (installer/host/options.py merges the two)
-    o = req.options
-    given = Given(role=req.role) if o is None else Given(
-        role=req.role, exec_args=o.exec_args, url=o.url, token_file=o.token_file,
-        skip_start=o.skip_start)
-    return install.InstallRequest(source=path, given=given, arch=req.arch and arch,
-                                  wait=req.wait)
-
-
-def sync_status(layout: Layout) -> Dict[str, Any]:
-    """For ``status``: ring, metadata versions and expiry, last sync and its result."""
-    try:
-        cfg = _read_json(_config_path(layout), "ring.json") or {}
-        record = _record(layout)
-    except InstallerError as e:
-        return {"error": e.message, "hint": e.hint}
-    return {"ring": cfg.get("ring"), "device_id": cfg.get("device_id"),
-            "last_sync": record.get("last_sync"), "result": record.get("result"),
-            "metadata": record.get("metadata"), "failed": record["failed"]}
-
-
-def text(result: Dict[str, Any]) -> List[str]:
-    if "device_id" in result and "config" in result:
-        return [f"ring {result['ring']} (device id {result['device_id']}) in {result['config']}"]
-    action = result.get("action")
-    if action == "up-to-date":
-        reason = str(result.get("reason"))
-        return [reason if reason.startswith("up to date") else "nothing to install: " + reason]
-    cur = result.get("current") or {}
-    head = {"up-to-date": "up to date", "installed": "installed",
-            "rolled-back": "rolled back to"}.get(str(action), str(action))
-    what = f" {cur.get('name')} {cur.get('version')}" if cur else ""
-    return [f"{head}{what} (ring {result.get('ring')}: {result.get('reason')})"]
 
 
 # ---------------------------------------------------------------------------- the sync record
