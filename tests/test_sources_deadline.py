@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from installer.sources import ocidist
+from installer.sources import transfer
 from tests.bundles import cli, popen, tree
 from tests.test_rings_e2e import installed, ok
 from tests.test_rings_sources import (
@@ -35,9 +35,9 @@ LOCK = "var/lib/rancher/airgap/install.lock"
 
 
 def test_transfer_deadline_grows_with_size() -> None:
-    assert ocidist.transfer_deadline(0) == ocidist.TRANSFER_TIMEOUT
-    assert ocidist.transfer_deadline(64 * 1024 * 100) == ocidist.TRANSFER_TIMEOUT + 100
-    assert ocidist.transfer_deadline(10, base=2, min_rate=5) == 4
+    assert transfer.transfer_deadline(0) == transfer.TRANSFER_TIMEOUT
+    assert transfer.transfer_deadline(64 * 1024 * 100) == transfer.TRANSFER_TIMEOUT + 100
+    assert transfer.transfer_deadline(10, base=2, min_rate=5) == 4
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from installer.host.layout import REGISTRIES_KEPT, Layout, Target, targets_for
 from installer.host.options import Given, NodeOptions
 from installer.host.place import foreign_files
 from installer.host.state import Release, RunLock, State, load_journal, load_state, read_anchor
+from installer.host.state import anchor_if_readable as anchor_if_readable
 from installer.sources import partsource
 from installer.trust import rootmeta, verify
 
@@ -395,11 +396,7 @@ def status(layout: Layout, *, check: bool = False) -> Status:
     except InstallerError as e:
         journal = {"op": "unknown", "error": e.message}
     anchor = fingerprint = None
-    try:
-        data = read_regular(layout.trust_anchor, what="trust anchor",
-                            limit=bundlefmt.MAX_HEADER_MEMBER + 1)
-    except InstallerError:
-        data = None  # `status` keeps working; install and sync name the problem
+    data = anchor_if_readable(layout)  # `status` keeps working; install and sync name it
     if data is not None:
         anchor = verify.anchor_version(data)
         fingerprint = _fingerprint(data)

@@ -9,7 +9,7 @@ from installer.commands.results import Result
 from installer.errors import ConfigError
 from installer.host.layout import Layout
 from installer.host.state import Options
-from installer.sources import ocidist
+from installer.sources import ocidist, transfer
 
 COMMANDS = ("config", "sync")
 
@@ -37,7 +37,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser,
                    help="registry credentials for oci:// ({\"username\": .., \"password\": "
                         "..} or user:password; default: $AIRGAP_REGISTRY_USERNAME and "
                         "$AIRGAP_REGISTRY_PASSWORD)")
-    s.add_argument("--transfer-timeout", type=float, default=ocidist.TRANSFER_TIMEOUT,
+    s.add_argument("--transfer-timeout", type=float, default=transfer.TRANSFER_TIMEOUT,
                    metavar="SECONDS",
                    help="give up a download from a mirror or registry that has not finished "
                         "by then, plus 1 s per 64 KiB of its size (300); it resumes next time")

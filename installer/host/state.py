@@ -394,6 +394,14 @@ class RunLock:
             self._fd = None
 
 
+def anchor_if_readable(layout: Layout) -> Optional[bytes]:
+    """The pinned root's bytes, or None when there is none or it is not a regular file."""
+    try:
+        return read_regular(layout.trust_anchor, what="trust anchor", limit=MAX_HEADER_MEMBER + 1)
+    except InstallerError:
+        return None
+
+
 def read_anchor(layout: Layout) -> bytes:
     data = read_regular(layout.trust_anchor, what="trust anchor", limit=MAX_HEADER_MEMBER + 1)
     if data is not None:

@@ -96,7 +96,7 @@ class HttpSource:
 
     def read(self, path: str, *, max_size: int) -> bytes:
         what = f"{self.label}/{path}"
-        with self.client.transfer(max_size):  # one deadline, retries included (THREATS 45)
+        with self.client.deadline.transfer(max_size):  # one deadline, retries included (THREATS 45)
             for attempt in range(ocidist.ATTEMPTS):
                 try:
                     return self._read_once(path, max_size=max_size, what=what)
@@ -112,8 +112,8 @@ class HttpSource:
             length = resp.headers.get("Content-Length") or ""
             if length.isdigit() and int(length) > max_size:
                 raise FormatError(f"{what} is {length} bytes, over {max_size}")
-            self.client.narrow(resp)
-            data = self.client.read_body(resp, max_size + 1, what=what)
+            self.client.deadline.narrow(resp)
+            data = self.client.deadline.read_body(resp, max_size + 1, what=what)
         if len(data) > max_size:
             raise FormatError(f"{what} is over {max_size} bytes")
         return data

@@ -18,25 +18,24 @@ got exactly as if it came from a USB stick.
 """
 
 import base64
-import contextlib
 import hashlib
 import http.client
 import ipaddress
 import json
 import os
 import re
-import shutil
 import ssl
-import stat
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
 from installer.fsio import CHUNK, adopt_verified, open_regular
+from installer.sources.transfer import Deadline, clear_odd_partial, resume_state
+from installer.sources.transfer import Unavailable as Unavailable  # ocidist.Unavailable
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -48,31 +47,12 @@ MAX_MANIFEST = 4 * 1024 * 1024
 MAX_TOKEN_BODY = 64 * 1024
 MAX_REDIRECTS = 5
 ATTEMPTS = 5
-# An overall deadline per transfer (THREATS 45): a server, mirror or proxy that sends one byte
-# at a time never trips a per-read timeout, so each transfer (with its retries) gets
-# TRANSFER_TIMEOUT seconds plus one second per MIN_RATE bytes of its size.
-TRANSFER_TIMEOUT = 300.0
-MIN_RATE = 64 * 1024
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 USER_ENV, PASSWORD_ENV = "AIRGAP_REGISTRY_USERNAME", "AIRGAP_REGISTRY_PASSWORD"
 
 OnBytes = Optional[Callable[[int], None]]
-
-
-class Unavailable(TransferError):
-    """A transient failure (reset, timeout, HTTP 5xx): worth another attempt."""
-
-
-class TooSlow(TransferError):
-    """The transfer's overall deadline passed (never retried: exit 5, the lock is freed)."""
-
-
-def transfer_deadline(size: int, *, base: float = TRANSFER_TIMEOUT,
-                      min_rate: float = MIN_RATE) -> float:
-    """Seconds a transfer of ``size`` bytes may take, retries included (pure)."""
-    return base + size / min_rate
 
 
 @dataclass(frozen=True)
@@ -199,66 +179,7 @@ class Client:
             urllib.request.HTTPSHandler(context=context), _Redirects())
         self._tokens: Dict[str, str] = {}
         self._basic = False
-        self.transfer_timeout = TRANSFER_TIMEOUT
-        self.min_rate: float = MIN_RATE
-        self._until: Optional[float] = None   # monotonic deadline of the current transfer
-        self._started = 0.0
-
-    # ---- the deadline of one transfer (THREATS 45) -------------------------------------
-    @contextlib.contextmanager
-    def transfer(self, size: int) -> Iterator[None]:
-        """Everything inside (requests, retries, reads) shares one deadline for ``size``
-        bytes; a nested transfer keeps the outer one."""
-        if self._until is not None:
-            yield
-            return
-        self._started = time.monotonic()
-        self._until = self._started + transfer_deadline(size, base=self.transfer_timeout,
-                                                        min_rate=self.min_rate)
-        try:
-            yield
-        finally:
-            self._until = None
-
-    def narrow(self, resp: http.client.HTTPResponse) -> None:
-        """A transfer sized by its cap gets the deadline of the size the server announces
-        (``Content-Length``) when that is smaller."""
-        length = resp.headers.get("Content-Length") or ""
-        if self._until is not None and length.isdigit() and len(length) < 20:
-            self._until = min(self._until, self._started + transfer_deadline(
-                int(length), base=self.transfer_timeout, min_rate=self.min_rate))
-
-    def time_left(self, what: str, done: int = 0) -> float:
-        """Seconds the current transfer may still wait on one read (at most the per-read
-        timeout); :class:`TooSlow` once its deadline passed."""
-        if self._until is None:
-            return self.timeout
-        left = self._until - time.monotonic()
-        if left <= 0:
-            took = time.monotonic() - self._started
-            raise TooSlow(f"{what}: too slow: {done} bytes in {took:.0f}s, past this "
-                          f"transfer's deadline",
-                          hint="the server, mirror or a proxy on the way sends too slowly or "
-                               "stalls; run again later (a download resumes where it stopped) "
-                               "or raise --transfer-timeout")
-        return min(self.timeout, left)
-
-    def read_body(self, resp: http.client.HTTPResponse, limit: int, *, what: str) -> bytes:
-        """At most ``limit`` bytes of ``resp``, read as they arrive under the deadline (a
-        plain ``read(limit)`` waits for all of them, however slowly they come)."""
-        parts = []
-        got = 0
-        while got < limit:
-            self.time_left(what, got)
-            try:
-                data = resp.read1(min(CHUNK, limit - got))
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                raise Unavailable(f"{what}: transfer broke: {e!r}") from None
-            if not data:
-                break
-            parts.append(data)
-            got += len(data)
-        return b"".join(parts)
+        self.deadline = Deadline(lambda: self.timeout)  # per transfer (THREATS 45)
 
     # ---- auth ------------------------------------------------------------------------
     def _may_send_credentials(self, url: str) -> bool:
@@ -304,7 +225,7 @@ class Client:
                                          f"{PASSWORD_ENV}") from None
             raise self._http_error(e, realm, f"token for {scope}") from None
         with resp:
-            body = self.read_body(resp, MAX_TOKEN_BODY + 1, what=f"token for {scope}")
+            body = self.deadline.read_body(resp, MAX_TOKEN_BODY + 1, what=f"token for {scope}")
         if len(body) > MAX_TOKEN_BODY:
             raise TransferError(f"token response from {realm} is over {MAX_TOKEN_BODY} bytes")
         try:
@@ -319,7 +240,7 @@ class Client:
     def _open(self, req: urllib.request.Request, *, what: str) -> http.client.HTTPResponse:
         try:
             resp: http.client.HTTPResponse = self._opener.open(
-                req, timeout=self.time_left(what))
+                req, timeout=self.deadline.time_left(what))
             return resp
         except urllib.error.HTTPError:
             raise
@@ -378,13 +299,13 @@ class Client:
         """``(bytes, media type, digest)`` of a manifest; a digest reference is checked."""
         what = f"manifest {repository}:{reference}"
         scope = f"repository:{repository}:pull"
-        with self.transfer(MAX_MANIFEST):
+        with self.deadline.transfer(MAX_MANIFEST):
             resp = self._retrying(lambda: self.request(
                 f"/v2/{repository}/manifests/{reference}", what=what, scope=scope,
                 headers={"Accept": ", ".join(MANIFEST_TYPES)}))
             with resp:
-                self.narrow(resp)
-                data = self.read_body(resp, MAX_MANIFEST + 1, what=what)
+                self.deadline.narrow(resp)
+                data = self.deadline.read_body(resp, MAX_MANIFEST + 1, what=what)
                 media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
         if len(data) > MAX_MANIFEST:
             raise FormatError(f"{what} is over {MAX_MANIFEST} bytes")
@@ -411,8 +332,8 @@ class Client:
         (``fsio.adopt_verified``; a mismatch removes the partial file)."""
         partial = os.path.join(os.path.dirname(dest) or ".",
                                f".{os.path.basename(dest)}.partial")
-        _clear_odd_partial(partial)
-        with self.transfer(size):
+        clear_odd_partial(partial)
+        with self.deadline.transfer(size):
             hashed = self._download(path, partial, size=size, what=what, scope=scope,
                                     on_bytes=on_bytes)
         adopt_verified(partial, dest, sha256=sha256, size=size, hashed=hashed, what=what)
@@ -421,7 +342,7 @@ class Client:
                   on_bytes: OnBytes) -> str:
         """Fill ``partial`` up to ``size`` bytes (resumed, retried); its sha256."""
         h = hashlib.sha256()
-        have = _resume_state(partial, size, h)
+        have = resume_state(partial, size, h)
         last: Optional[Exception] = None
         for attempt in range(ATTEMPTS):
             if have >= size:
@@ -434,7 +355,7 @@ class Client:
                 time.sleep(min(5.0, 0.25 * 2 ** attempt))
                 # what reached the disk before the break is kept: hash it again, go on
                 h = hashlib.sha256()
-                have = _resume_state(partial, size, h)
+                have = resume_state(partial, size, h)
         if have < size:
             raise TransferError(f"{what}: {have} of {size} bytes after {ATTEMPTS} attempts "
                                 f"({last})",
@@ -456,7 +377,7 @@ class Client:
             with os.fdopen(fd, "wb") as out:
                 try:
                     while have < size:
-                        self.time_left(what, have)
+                        self.deadline.time_left(what, have)
                         # read1: what has arrived, so a broken transfer keeps its progress
                         data = resp.read1(min(CHUNK, size - have))
                         if not data:
@@ -486,35 +407,3 @@ class Client:
                     raise
                 time.sleep(min(5.0, 0.25 * 2 ** attempt))
         raise AssertionError("unreachable")
-
-
-def _clear_odd_partial(partial: str) -> None:
-    """Something other than a regular file at the partial download's name (a planted
-    symlink, a folder) is removed, never followed, so it cannot fail every later run."""
-    try:
-        st = os.lstat(partial)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(partial)
-    elif not stat.S_ISREG(st.st_mode):
-        os.unlink(partial)
-
-
-def _resume_state(partial: str, size: int, h: "hashlib._Hash") -> int:
-    """Bytes already downloaded (hashed into ``h``), or 0 when there is nothing usable."""
-    try:
-        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW)
-    except (FileNotFoundError, OSError):
-        return 0
-    have = 0
-    with os.fdopen(fd, "rb") as f:
-        if os.fstat(f.fileno()).st_size > size:
-            return 0
-        while True:
-            data = f.read(CHUNK)
-            if not data:
-                break
-            h.update(data)
-            have += len(data)
-    return have
