@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from installer import errors
 from installer.host import rootfs
 from tests.bundles import KeyDir, cli, default_spec, tree, write_spec
 
@@ -59,3 +60,28 @@ def test_install_through_a_dotdot_after_a_missing_component_stays_in_root(
     assert tree(outside) == before
     placed = root / str(outside).lstrip("/") / "local/bin/k3s"
     assert placed.read_bytes().startswith(b"#!/bin/sh\necho k3s")
+
+
+def test_symlink_chain_limit_is_forty_as_linux(tmp_path: Path) -> None:
+    """40 links in a row resolve (Linux's ELOOP limit), the 41st is a loop error."""
+    root = tmp_path / "r"
+    (root / "real").mkdir(parents=True)
+    for n in range(1, 42):
+        os.symlink("real" if n == 1 else f"l{n - 1}", root / f"l{n}")
+    r = str(root)
+    assert rootfs.resolve(r, "l40/x") == f"{r}/real/x"
+    assert rootfs.resolve(r, "l40", follow=True) == f"{r}/real"
+    with pytest.raises(errors.EnvironmentProblem, match="too many levels"):
+        rootfs.resolve(r, "l41/x")
+
+
+def test_open_nofollow(tmp_path: Path) -> None:
+    path = tmp_path / "new"
+    fd = rootfs.open_nofollow(str(path), os.O_CREAT | os.O_WRONLY)
+    os.close(fd)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    os.symlink(str(path), tmp_path / "link")
+    with pytest.raises(errors.EnvironmentProblem, match="became a symbolic link"):
+        rootfs.open_nofollow(str(tmp_path / "link"), os.O_RDONLY)
+    with pytest.raises(FileNotFoundError):
+        rootfs.open_nofollow(str(tmp_path / "none" / "x"), os.O_RDONLY)
