@@ -206,3 +206,51 @@ def test_skipping_unread_data_and_offsets() -> None:
     big = _ustar("big", 3 * tarstream.SKIP_CHUNK + 1) + bytes(3 * tarstream.SKIP_CHUNK + 1)
     t = TarStream(io.BytesIO(big + bytes(-len(big) % 512) + bytes(1024)), what="t")
     assert t.next() is not None and t.next() is None
+
+
+class _Pipe:
+    """A stream that can only be read (a pipe, stdin): no seek, no tell."""
+
+    def __init__(self, data: bytes) -> None:
+        self._b = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._b.read(n)
+
+
+def test_default_reader_never_seeks_and_ends_cleanly() -> None:
+    one = b"1" * 1500
+    data = _ustar("one", len(one)) + one + bytes(-len(one) % 512) + bytes(1024)
+    t = TarStream(_Pipe(data), what="t")  # type: ignore[arg-type]
+    e = t.next()
+    assert e is not None and t.read(1) == b"1"
+    assert t.next() is None
+    assert t.read(10) == b""  # nothing left to read after the end
+
+
+def test_entries_are_frozen() -> None:
+    import dataclasses
+    e = tarstream.Entry(name="a", size=1, mode=0o644, mtime=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.name = "b"  # type: ignore[misc]
+    b = tarstream.parse_block(_ustar("a", 0), what="t")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.size = 5  # type: ignore[misc]
+
+
+def test_header_fields_at_their_exact_offsets() -> None:
+    name = "n" * 100  # a full name field, no NUL
+    head = tarstream.parse_block(_ustar(name, 0, mtime=0o17777777777), what="t")
+    assert head.name == name and head.mtime == 0o17777777777
+    b = _block()
+    b[345] = ord("p")  # a one-byte name prefix
+    with pytest.raises(FormatError, match="name prefix"):
+        tarstream.parse_block(_resum(b), what="t")
+    b = _block()
+    b[500] = 1  # ustar padding after the prefix field is not read
+    assert tarstream.parse_block(_resum(b), what="t").name == "m"
+
+
+def test_pax_record_of_an_empty_key() -> None:
+    with pytest.raises(FormatError, match="is not one bundles use"):
+        tarstream.parse_pax(b"3 \n", what="t")
