@@ -36,12 +36,12 @@ def test_usable_refuses_an_override_dated_past_the_clock_plus_a_day(tmp_path: Pa
     root = rootmeta.load_trusted_root(w.root())
     now = int(time.time())
     ok = _override(w, now + DAY - 60, now + 30 * DAY)
-    assert tufoverride.usable(ok, root, now)[0] is not None
+    assert tufoverride.usable(ok, root, now, clock=now)[0] is not None
     late = _override(w, now + DAY + 60, now + 30 * DAY)
-    found, why = tufoverride.usable(late, root, now)
+    found, why = tufoverride.usable(late, root, now, clock=now)
     assert found is None and "24 h" in why and "clock" in why
     # the same override once the device clock caught up is fine
-    assert tufoverride.usable(late, root, now + 2 * DAY)[0] is not None
+    assert tufoverride.usable(late, root, now + 2 * DAY, clock=now + 2 * DAY)[0] is not None
 
 
 def test_reprieve_is_at_most_90_days_by_the_device_clock(tmp_path: Path) -> None:
@@ -49,10 +49,10 @@ def test_reprieve_is_at_most_90_days_by_the_device_clock(tmp_path: Path) -> None
     root = rootmeta.load_trusted_root(w.root())
     now = int(time.time())
     data = _override(w, now, now + 90 * DAY)
-    assert tufoverride.usable(data, root, now + 90 * DAY - 1)[0] is not None
-    found, why = tufoverride.usable(data, root, now + 90 * DAY)
+    assert tufoverride.usable(data, root, now + 90 * DAY - 1, clock=now + 90 * DAY - 1)[0] is not None
+    found, why = tufoverride.usable(data, root, now + 90 * DAY, clock=now + 90 * DAY)
     assert found is None and "expired" in why
     # signed a day ahead (the most the device accepts): still over at issued + 90 days
     ahead = _override(w, now + DAY, now + 91 * DAY)
-    assert tufoverride.usable(ahead, root, now)[0] is not None
-    assert tufoverride.usable(ahead, root, now + 91 * DAY)[0] is None
+    assert tufoverride.usable(ahead, root, now, clock=now)[0] is not None
+    assert tufoverride.usable(ahead, root, now + 91 * DAY, clock=now + 91 * DAY)[0] is None

@@ -227,7 +227,6 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
     trusted = syncstate.load_trusted(layout, cfg["ring"],
                                      max(record["ratchet"], state.time_ratchet))
     refreshed = _refresh(layout, trusted, source_fetcher(src), ring=cfg["ring"], clock=clock)
-    syncstate.persist(layout, refreshed)
     record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
                   metadata=refreshed.versions, override=refreshed.override)
     if refreshed.override is not None:
@@ -332,7 +331,8 @@ def _refresh(layout: Layout, trusted: tufclient.Trusted, fetch: tufclient.Fetch,
     clock, say so and how to recover (an edited or poisoned ratchet would otherwise refuse
     every sync with only "now is <far future>")."""
     try:
-        return tufclient.refresh(trusted, fetch, ring=ring, now=clock)
+        return tufclient.refresh(trusted, fetch, ring=ring, now=clock,
+                                 persist=syncstate.persister(layout, ring))
     except UntrustedContent as e:
         if trusted.ratchet <= clock + tufclient.FUTURE_SLACK:
             raise

@@ -41,9 +41,9 @@ FILE = "override.json"
 TYPE = "x-airgap-override"
 ISSUED = "x-airgap-issued"
 MAX_DAYS = 90
-MAX_AHEAD = 86400  # as tufclient.FUTURE_SLACK: a signing time past the clock + 24 h is refused
 MAX_REASON = 1000
 MAX_ENTRIES = 64
+FUTURE_SLACK = 86400
 _SHA = re.compile(r"[0-9a-f]{64}")
 
 
@@ -95,31 +95,22 @@ def parse(data: bytes, root: rootmeta.Root, *, what: str = FILE) -> Override:
     return Override(version, expires, issued, reason, tuple(extends))
 
 
-def usable(data: Optional[bytes], root: rootmeta.Root, now: int) -> Tuple[Optional[Override], str]:
+def usable(data: Optional[bytes], root: rootmeta.Root, now: int,
+           *, clock: Optional[int] = None) -> Tuple[Optional[Override], str]:
     """The override in ``data`` if it is valid and unexpired at ``now``, else None and why not
-    (for the expiry error the device shows)."""
+    (for the expiry error the device shows). One dated more than ``FUTURE_SLACK`` after the
+    device ``clock`` is refused (THREATS 48)."""
     if data is None:
         return None, ""
     try:
         found = parse(data, root)
     except (FormatError, SignatureError) as e:
         return None, f"; {FILE} is present but refused: {e.message}"
-    return clock_check(found, now)
-
-
-def clock_check(found: Override, now: int) -> Tuple[Optional[Override], str]:
-    """The device's clock decides (THREATS 48): an override signed more than 24 h past
-    ``now`` is refused (a root-key host whose clock ran ahead must not grant a reprieve that
-    outlives its purpose), and it ends at its expiry, never more than ``MAX_DAYS`` after its
-    signing time, so at most 90 days (and the day of slack) by this device's clock."""
-    if found.issued > now + MAX_AHEAD:
-        return None, (f"; override v{found.version} is refused: signed at "
-                      f"{rootmeta._iso(found.issued)}, more than 24 h past this device's "
-                      f"clock ({rootmeta._iso(now)}); check the root-key host's clock and "
-                      "sign it again")
-    end = min(found.expires, found.issued + MAX_DAYS * 86400)
-    if now >= end:
-        return None, f"; override v{found.version} expired at {rootmeta._iso(end)}"
+    if clock is not None and found.issued > clock + FUTURE_SLACK:
+        return None, (f"; override v{found.version} is dated {rootmeta._iso(found.issued)}, "
+                      f"more than 24 h after this device's clock ({rootmeta._iso(clock)})")
+    if now >= found.expires:
+        return None, (f"; override v{found.version} expired at {rootmeta._iso(found.expires)}")
     return found, ""
 
 
