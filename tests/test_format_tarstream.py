@@ -17,7 +17,7 @@ def _ustar(name: str, size: int, *, mode: int = 0o644, kind: bytes = tarfile.REG
            fmt: int = tarfile.USTAR_FORMAT, mtime: int = 1_790_000_000) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.type, info.mtime = size, mode, kind, mtime
-    return info.tobuf(fmt, "utf-8", "surrogateescape")
+    return info.tobuf(fmt, "utf-8", "surrogateescape")  # type: ignore[arg-type]
 
 
 def _pax_record(key: str, value: str) -> bytes:
@@ -40,7 +40,7 @@ def _tar(*parts: bytes, end: bool = True) -> io.BytesIO:
 
 def _entries(f: io.BytesIO) -> List[tarstream.Entry]:
     t = TarStream(f, what="t")
-    out = []
+    out: List[tarstream.Entry] = []
     while True:
         e = t.next()
         if e is None:
