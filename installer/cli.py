@@ -21,6 +21,7 @@ from installer.errors import (
     EnvironmentProblem,
     InstallerError,
 )
+from installer.format import safetext
 from installer.host import receipt
 from installer.host.layout import Layout
 from installer.host.options import Given
@@ -161,11 +162,15 @@ def _main(argv: Optional[List[str]] = None) -> int:
         args = _parser().parse_args(argv)
     except UsageError as e:
         return _fail(argparse.Namespace(json="--json" in argv), e)
+    try:
+        check_args(args)
+    except InstallerError as e:
+        return _fail(args, e)
     layout = Layout(os.path.abspath(args.root))
 
     def report(message: str) -> None:
         if not args.quiet or message.startswith("warning"):
-            print("airgap-install: " + message, file=sys.stderr)
+            print("airgap-install: " + safetext.escape(message), file=sys.stderr)
 
     meter = None if args.json or args.quiet else progress.factory(report)
     try:
@@ -190,7 +195,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(result.to_json(), indent=1, sort_keys=True))
     else:
         for line in result.to_text():
-            print(line)
+            print(safetext.escape(line))
     damaged = result.damaged()
     if damaged:  # status --verify found differences (or a repair left some): exit 3
         print(f"airgap-install: error: {damaged} placed file(s) differ from the "
@@ -241,8 +246,20 @@ def error_object(code: int, kind: str, message: str, *, hint: Optional[str]) -> 
     return {"error": {"code": code, "kind": kind, "message": message, "hint": hint}}
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every option value is one line of printable text (THREATS 52); a health command is a
+    shell script and may span lines."""
+    for key, value in sorted(vars(args).items()):
+        if isinstance(value, str):
+            safetext.check_value(value, what="--" + key.replace("_args", "").replace("_", "-"),
+                                 allow="\n\t" if key == "health_cmd" else "")
+
+
 def _fail(args: argparse.Namespace, e: InstallerError) -> int:
-    print(f"airgap-install: error: {e}", file=sys.stderr)
+    """The one error printer: what, where and the hint, control characters escaped."""
+    text = safetext.escape(e.message) + (f"\n  hint: {safetext.escape(e.hint)}" if e.hint
+                                           else "")
+    print(f"airgap-install: error: {text}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, hint=e.hint),
                          indent=1, sort_keys=True))

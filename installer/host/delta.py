@@ -4,8 +4,10 @@ A delta carries the FULL result's signed envelope (``manifest.json``, ``signatur
 root chain: the very bytes of the full bundle) plus only the members its base lacks. Here,
 before anything is placed:
 
-1. the envelope's signatures are checked (as for any bundle) and ``delta.json`` must name
-   this host's current release as its base (else: refused, naming both manifests);
+1. the envelope's signatures are checked (as for any bundle), every byte outside member data
+   (tar headers, padding, trailer, total size) must be what the writer writes for this
+   delta (``verify.check_envelope``, THREATS 49), and ``delta.json`` must name this host's
+   current release as its base (else: refused, naming both manifests);
 2. every member the delta leaves out must be in the kept base release
    (``releases/<base>/``, found by sha256), present with its size;
 3. the full bundle is rebuilt into a fresh ``staging/<tx>/`` by the one bundle writer
@@ -28,7 +30,7 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Opti
 from installer.errors import DigestMismatch, FormatError, PolicyRefusal
 from installer.format import bundlefmt, envelope, tarstream
 from installer.format.bundlefmt import Manifest, Member
-from installer.fsio import checked_chunks, iter_file, write_verified
+from installer.fsio import checked_chunks, iter_file, open_regular, read_regular, write_verified
 from installer.host import failpoint, txn
 from installer.host.layout import Layout
 from installer.host.state import Release, load_state, read_anchor
@@ -98,11 +100,14 @@ def _base_files(layout: Layout, digest: str) -> Dict[str, str]:
     """sha256 -> kept file of the base release, from its kept manifest (checked by digest)."""
     path = layout.release_file(digest, bundlefmt.MANIFEST_NAME)
     try:
-        with open(path, "rb") as f:
-            data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
+        data = read_regular(path, what="the kept base manifest",
+                            limit=bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise FormatError(f"the kept base release {path} cannot be read: {e.strerror}",
                           hint="install the full bundle instead") from None
+    if data is None:
+        raise FormatError(f"the kept base release {path} cannot be read: it does not exist",
+                          hint="install the full bundle instead")
     if hashlib.sha256(data).hexdigest() != digest:
         raise DigestMismatch(f"the kept base manifest {path} is not manifest {digest[:16]}",
                              hint="install the full bundle instead")
@@ -159,7 +164,7 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
     clock = int(time.time())
     now = verify.now_for(state.time_ratchet, clock)
     name = os.path.basename(path)
-    with verify.open_regular(path, what="delta bundle") as f:
+    with open_regular(path, what="delta bundle") as f:
         reader = bundlefmt.BundleReader(f, what=f"delta bundle {name}", delta_ok=True)
         header = reader.header()
         delta = reader.delta
@@ -167,6 +172,8 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
         verify.check_signatures(anchor, header, now)
         verify.check_created(header.manifest.created, clock=clock, now=now,
                              what=f"delta bundle {name}")
+        verify.check_envelope(f.fileno(), header, what=path,  # THREATS 49
+                              env=bundlefmt.delta_envelope(header, delta))
         m = header.manifest
         have = _base_for(layout, state.current, delta, m=m, name=name)
         carried = set(delta.carried)
@@ -237,7 +244,7 @@ def _patched(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]],
             continue
         src = layout.release_file(base, seg[1])
         blob = Member(seg[1], seg[3], seg[4], 0o644, "images")
-        with open(src, "rb") as f:
+        with open_regular(src, what="base file") as f:
             f.seek(seg[2])
             yield from _checked(iter_file(f, limit=seg[3]), blob,
                                 what=f"blob sha256:{seg[4]} of the base file {src}")
@@ -245,7 +252,7 @@ def _patched(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]],
 
 def _from_file(path: str, member: Member) -> Iterator[bytes]:
     try:
-        f = open(path, "rb")
+        f = open_regular(path, what="base file", must_exist=False)
     except OSError as e:
         raise DigestMismatch(f"the base file {path} that {member.path} needs cannot be read: "
                              f"{e.strerror}", hint="install the full bundle instead") from None

@@ -24,7 +24,7 @@ from installer.format import bundlefmt, canonjson
 from installer.format.bundlefmt import BundleReader, Header
 from installer.format.envelope import check_envelope as check_envelope  # verify's API
 from installer.format.envelope import header_variants as header_variants
-from installer.fsio import fsync_dir, hash_chunks, iter_file, write_verified
+from installer.fsio import batched_fsync, fsync_dir, hash_chunks, iter_file, write_verified
 from installer.fsio import open_regular as open_regular  # verify.open_regular: callers
 from installer.trust import rootmeta
 
@@ -145,6 +145,8 @@ def anchor_version(anchor: bytes) -> Optional[int]:
 
 
 MAX_CLOCK_SKEW = 24 * 3600  # how far a manifest's signed `created` may be ahead of the clock
+BUNDLE_HINT = ("pass the bundle file itself (a folder is searched for "
+               "<name>-<version>-<arch>.tar files)")
 
 
 def check_created(created: int, *, clock: int, now: int, what: str) -> None:
@@ -181,7 +183,7 @@ def open_bundle(path: str, *, anchor: bytes, now: int, clock: Optional[int] = No
 
     Nothing is written. The caller must ``close()`` the result.
     """
-    f = open_regular(path, what="bundle")
+    f = open_regular(path, what="bundle", hint=BUNDLE_HINT)
     try:
         reader = BundleReader(f, what=f"bundle {os.path.basename(path)}")
         header = reader.header()
@@ -226,18 +228,19 @@ def stage_payload(opened: Opened, staging: str, *, on_bytes: OnBytes = None,
     for n, root in enumerate(h.roots, start=1):
         write_verified(os.path.join(staging, bundlefmt.ROOTS_DIR, f"{n}.root.json"), [root])
     made = set()
-    for member, f in opened.reader.payload():
-        folder = os.path.join(staging, os.path.dirname(member.path))
-        if folder not in made:
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        write_verified(os.path.join(staging, member.path), iter_file(f),  # type: ignore
-                       sha256=member.sha256, size=member.size, mode=member.mode,
-                       what=f"bundle member {member.path}", on_bytes=on_bytes)
-        if after_member is not None:
-            after_member(member.path)
-    for folder in made:
-        fsync_dir(folder)
+    with batched_fsync():  # thousands of small members: one sync, not two fsyncs each
+        for member, f in opened.reader.payload():
+            folder = os.path.join(staging, os.path.dirname(member.path))
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            write_verified(os.path.join(staging, member.path), iter_file(f),  # type: ignore
+                           sha256=member.sha256, size=member.size, mode=member.mode,
+                           what=f"bundle member {member.path}", on_bytes=on_bytes)
+            if after_member is not None:
+                after_member(member.path)
+        for folder in made:
+            fsync_dir(folder)
 
 
 def now_for(ratchet: int, clock: Optional[int] = None) -> int:
