@@ -10,7 +10,7 @@ import traceback
 from typing import Any, Dict, List, NoReturn, Optional
 
 from installer import __version__
-from installer.commands import install, progress, reconfigure, sync, synccli
+from installer.commands import install, progress, reconfigure, reportcli, sync, synccli
 from installer.errors import (
     EXIT_CODES,
     ConfigError,
@@ -105,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--arch", help="install this architecture (with --root other than / only)")
     i.add_argument("--switch-bundle", action="store_true",
                    help="replace an installed bundle of another name")
+    reportcli.add_reporting(i)
 
     st = sub.add_parser("status", parents=[common], help="show what is installed")
     st.add_argument("--verify", action="store_true",
@@ -125,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     _start_args(r)
     r.add_argument("--allow-k3s-downgrade", action="store_true",
                    help="roll back across a K3s minor (needs a datastore snapshot of it)")
+    reportcli.add_reporting(r)
+    reportcli.add_parser(sub, common)
 
     sub.add_parser("recover", parents=[common, locking],
                    help="finish or undo a change interrupted by a crash")
@@ -255,6 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result = _run(args, layout, report, meter=meter)
     except InstallerError as e:
+        reportcli.after(args, layout, None, e, say=report)
         return _fail(args, e)
     except OSError as e:
         where = " ".join(x for x in (e.filename, e.filename2) if x)
@@ -270,10 +274,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                                           hint="please report it with the output on stderr"),
                              indent=1, sort_keys=True))
         return 1
+    reportcli.after(args, layout, result, None, say=report)
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True))
     else:
-        for line in (synccli.text(result) if args.command in synccli.COMMANDS
+        for line in (reportcli.text(result) if "dry_run" in result or args.command == "report"
+                     else synccli.text(result) if args.command in synccli.COMMANDS
                      else _text(result)):
             print(line)
     damaged = (result.get("verify") or {}).get("damaged") or result.get("still_damaged")
@@ -288,11 +294,17 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
          *, meter: Optional[install.Progress]) -> Dict[str, Any]:
     if args.command == "trust":
         result = install.trust_root(layout, args.root_json, wait=args.wait).to_json()
+        reportcli.trusted(layout)
         if args.ring:
             result["ring"] = sync.set_ring(layout, args.ring)["ring"]
         return result
     if args.command in synccli.COMMANDS:
         return synccli.run(args, layout, report)
+    if args.command in reportcli.COMMANDS:
+        return reportcli.run(args, layout)
+    planned = reportcli.dry_run(args, layout, lambda: _request(args))
+    if planned is not None:
+        return planned
     if args.command == "verify":
         return install.verify_bundle(layout, args.bundle, arch=args.arch,
                                      progress=meter).to_json()
@@ -305,6 +317,7 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
     if args.command == "status":
         result = install.status(layout, check=args.verify).to_json()
         result["sync"] = sync.sync_status(layout)
+        result.update(reportcli.status_fields(layout))
         return result
     if args.command == "rollback":
         return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
