@@ -13,7 +13,19 @@ from typing import Any, NoReturn
 
 import click
 
-from bundler.cli import build, diff, discover, fleet, inspect, keys, lock, repo, split, verify
+from bundler.cli import (
+    build,
+    diff,
+    discover,
+    fleet,
+    fleetcmd,
+    inspect,
+    keys,
+    lock,
+    repo,
+    split,
+    verify,
+)
 from bundler.cli.context import CONTEXT, Ctx
 from bundler.errors import EXIT_CODES, exit_code_for
 from installer.errors import ToolError
@@ -47,7 +59,7 @@ def cli(ctx: click.Context, *, spec: Path, lock_path: Path | None, quiet: bool) 
 
 for _cmd in [*lock.commands, *build.commands, *inspect.commands, keys.keys,
              *discover.commands, *verify.commands, *diff.commands, *split.commands,
-             *repo.commands, *fleet.commands]:
+             *repo.commands, *fleet.commands, *fleetcmd.commands]:
     cli.add_command(_cmd)
 
 

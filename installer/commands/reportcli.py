@@ -61,7 +61,9 @@ def run(args: argparse.Namespace, layout: Layout) -> Dict[str, Any]:
     out: Dict[str, Any] = {"report": made["signed"], "file": made["name"]}
     if args.out:
         from installer.fsio import write_verified
-        write_verified(os.path.abspath(args.out), [made["data"]], mode=0o644)
+        dest = os.path.abspath(args.out)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        write_verified(dest, [made["data"]], mode=0o644)
         out["written"] = os.path.abspath(args.out)
     elif not args.report_to:
         out["document"] = made["data"].decode()
