@@ -101,7 +101,7 @@ def text(report: dict[str, Any]) -> list[str]:
         flags = (" STALE" if r["stale"] else "") + (
             f" FAILED {','.join(r['failed'])}" if r["failed"] else "")
         lines.append(f"{r['device_id'][:16]}  {str(r['hostname']):<14} {str(r['ring']):<8} "
-                     f"{str(r['arch']):<6} {str(r['version']):<10} {str(r['previous']):<10} "
+                     f"{r['arch'] or '-':<6} {r['version'] or '-':<10} {r['previous'] or '-':<10} "
                      f"{r['gate']:<8} {r['last_seen'] or 'never'}{flags}")
     for u in report["unknown"]:
         lines.append(f"unknown device {u['device_id'][:16]} ({u['hostname']}, ring "
