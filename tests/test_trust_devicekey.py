@@ -23,6 +23,7 @@ def test_pure_signer_gives_the_rfc8032_vectors() -> None:
         assert devicekey.public_key_python(seed).hex() == v.public, v.name
         assert devicekey.sign_python(seed, msg).hex() == v.signature, v.name
         assert devicekey.sign(seed, msg, use="cryptography").hex() == v.signature, v.name
+        assert devicekey.public_key(seed, use="cryptography").hex() == v.public, v.name
 
 
 def test_pure_signer_matches_cryptography_on_random_keys() -> None:

@@ -9,7 +9,7 @@ policies. A refusal is the real command's error, with its exit code; a plan is e
 """
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from installer import policy
 from installer.commands import install, sync
@@ -126,7 +126,7 @@ def sync_plan(layout: Layout, req: sync.SyncRequest, *, now: Optional[int] = Non
                 removed=removed, would=would)
 
 
-def _rollout(entries: List[tufclient.Entry], device_id: str, *, arch: str
+def _rollout(entries: Sequence[tufclient.Entry], device_id: str, *, arch: str
              ) -> List[Dict[str, Any]]:
     """Each listed version for this arch, its percent and whether this device is inside."""
     return [{"version": e.custom.get("version"), "percent": e.custom.get("percent", 100),

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, layout: Layout) -> Dict[str, Any]:
         write_verified(dest, [made["data"]], mode=0o644)
         out["written"] = os.path.abspath(args.out)
     elif not args.report_to:
-        out["document"] = made["data"].decode()
+        out["document"] = str(made["data"], "utf-8")
     if args.report_to:
         out["sent"] = report.deliver(made, args.report_to, ca_file=_ca(args),
                                      credentials=_credentials(args))

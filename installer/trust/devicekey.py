@@ -82,9 +82,13 @@ def backend() -> str:
     return "cryptography" if _private_class() is not None else "python"
 
 
-def public_key(seed: bytes) -> bytes:
-    """The 32-byte public key of ``seed`` (computed once per report; pure Python is enough)."""
-    return public_key_python(seed)
+def public_key(seed: bytes, *, use: Optional[str] = None) -> bytes:
+    """The 32-byte public key of ``seed``."""
+    cls = _private_class() if (use or backend()) == "cryptography" else None
+    public = cls.from_private_bytes(_check_seed(seed)).public_key() if cls else None
+    if public is None or not hasattr(public, "public_bytes_raw"):  # cryptography < 40
+        return public_key_python(seed)
+    return bytes(public.public_bytes_raw())
 
 
 def sign(seed: bytes, message: bytes, *, use: Optional[str] = None) -> bytes:
