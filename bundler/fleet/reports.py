@@ -97,20 +97,26 @@ def read_source(src: str, *, ca_file: str | None = None,
         raise SpecError(f"--reports {src} is not a folder or oci://HOST/REPO",
                         hint="pass the folder devices wrote with --report-to")
     count = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.endswith(".json") or name.startswith("."):
+    stack = [str(folder)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+                continue
+            if not e.name.endswith(".json"):
                 continue
             count += 1
             if count > MAX_FILES:
                 raise SpecError(f"{src} holds over {MAX_FILES} report files")
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
-                yield str(path), b"not a regular file"
+            if not e.is_file(follow_symlinks=False):
+                yield e.path, b"not a regular file"
                 continue
-            with open(path, "rb") as f:
-                yield str(path), f.read(devicereport.MAX_BYTES + 1)
+            with open(e.path, "rb") as f:
+                yield e.path, f.read(devicereport.MAX_BYTES + 1)
 
 
 # --- classification -------------------------------------------------------------------------

@@ -56,8 +56,8 @@ def install_plan(layout: Layout, req: install.InstallRequest) -> Dict[str, Any]:
     if decision.action == "same":
         same = cur is not None and cur.digest == opened.digest
         return dict(out, action="repair" if same else "none", would=[
-            f"{decision.reason}: " + ("check the placed files and repair any that differ"
-                                      if same else "nothing to do")])
+            f"would check the placed files and repair any that differ ({decision.reason})"
+            if same else f"nothing to do: {decision.reason}"])
     if cur is not None:
         policy.check_k3s_change(cur.k3s_version, m.k3s_version,
                                 allow_minor_skip=m.allow_k3s_minor_skip,
@@ -70,8 +70,8 @@ def install_plan(layout: Layout, req: install.InstallRequest) -> Dict[str, Any]:
     removed = summary_of(state.previous) if state.previous is not None and \
         state.previous.digest != opened.digest else None
     return dict(out, action="install", target=summary_of(new), changes=plan, removed=removed,
-                would=[f"install {m.name} {m.version} ({decision.reason})",
-                       *summary.lines(plan)])
+                would=[f"would install {m.name} {m.version} ({decision.reason})",
+                       *("  " + line for line in summary.lines(plan))])
 
 
 def sync_plan(layout: Layout, req: sync.SyncRequest, *, now: Optional[int] = None
@@ -98,7 +98,7 @@ def sync_plan(layout: Layout, req: sync.SyncRequest, *, now: Optional[int] = Non
                            "metadata": refreshed.versions, "rollout": _rollout(
                                refreshed.entries, cfg["device_id"], arch=arch)}
     if choice.entry is None:
-        return dict(out, action="up-to-date", would=[choice.reason])
+        return dict(out, action="up-to-date", would=[choice.reason])  # "up to date: ..."
     entry = choice.entry
     label = f"{entry.custom.get('name')} {entry.custom.get('version')}"
     role = req.role or (cur.role if cur else None)
@@ -112,13 +112,13 @@ def sync_plan(layout: Layout, req: sync.SyncRequest, *, now: Optional[int] = Non
     fetch = None if choice.action == "downgrade" else {
         "path": sync.target_path(entry), "length": entry.length, "sha256": entry.sha256}
     verb = "roll back to" if fetch is None else "install"
-    would = [f"{choice.reason}: {verb} {label}"]
+    would = [f"would {verb} {label} ({choice.reason})"]
     if fetch is not None:
-        would.insert(0, f"fetch {fetch['path']} ({policy.human_bytes(entry.length)})")
+        would.insert(0, f"would fetch {fetch['path']} ({policy.human_bytes(entry.length)})")
     removed = summary_of(state.previous) if fetch is not None else None
     if removed:
-        would.append(f"drop the kept copy of {removed['name']} {removed['version']}")
-    would.append(f"then run the health command: {health}")
+        would.append(f"would drop the kept copy of {removed['name']} {removed['version']}")
+    would.append(f"would then run the health command: {health}")
     return dict(out, action="rollback" if fetch is None else "install", fetch=fetch,
                 target={"name": entry.custom.get("name"), "version": entry.custom.get("version"),
                         "digest": entry.custom.get("manifest_sha256")},
@@ -149,14 +149,13 @@ def rollback_plan(layout: Layout, *, skip_start: Optional[bool],
     return {"dry_run": True, "command": "rollback", "action": "rollback",
             "current": summary_of(cur), "target": summary_of(prev), "changes": plan,
             "install_sh": _install_sh(node), "removed": None,
-            "would": [f"roll back {cur.name} {cur.version} -> {prev.version}",
-                      *summary.lines(plan)]}
+            "would": [f"would roll back {cur.name} {cur.version} -> {prev.version}",
+                      *("  " + line for line in summary.lines(plan))]}
 
 
 def text(result: Dict[str, Any]) -> List[str]:
     lines = [f"dry run of {result['command']}: nothing changed"]
-    lines += ["  would " + w if not w.startswith(" ") else "  " + w
-              for w in result.get("would", [])]
+    lines += ["  " + w for w in result.get("would", [])]
     sh = result.get("install_sh")
     if sh and result.get("action") in ("install", "rollback"):
         lines.append("  install.sh: INSTALL_K3S_EXEC={!r}{}".format(
