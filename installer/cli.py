@@ -258,7 +258,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result = _run(args, layout, report, meter=meter)
     except InstallerError as e:
-        reportcli.after(args, layout, None, e, say=report)
+        reportcli.after(args, layout, None, error=e, say=report)
         return _fail(args, e)
     except OSError as e:
         where = " ".join(x for x in (e.filename, e.filename2) if x)
@@ -274,7 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                           hint="please report it with the output on stderr"),
                              indent=1, sort_keys=True))
         return 1
-    reportcli.after(args, layout, result, None, say=report)
+    reportcli.after(args, layout, result, error=None, say=report)
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True))
     else:

@@ -3,6 +3,7 @@ each install, sync, rollback and failed gate, to a folder and to a registry; `--
 changes nothing under the root."""
 
 import json
+import subprocess
 from pathlib import Path
 from typing import List
 
@@ -37,7 +38,7 @@ def _ring(tmp_path: Path) -> "tuple[KeyDir, Path, Path]":
     return kd, repo, root
 
 
-def _sync(root: Path, repo: Path, *extra: object) -> "object":
+def _sync(root: Path, repo: Path, *extra: object) -> "subprocess.CompletedProcess[str]":
     return cli("sync", "--source", repo, "--root", root, "--arch", "amd64", "--json",
                "--skip-start", *extra)
 

@@ -101,22 +101,22 @@ def read_source(src: str, *, ca_file: str | None = None,
     while stack:
         with os.scandir(stack.pop()) as it:
             entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            if e.name.startswith("."):
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            if e.is_dir(follow_symlinks=False):
-                stack.append(e.path)
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
                 continue
-            if not e.name.endswith(".json"):
+            if not entry.name.endswith(".json"):
                 continue
             count += 1
             if count > MAX_FILES:
                 raise SpecError(f"{src} holds over {MAX_FILES} report files")
-            if not e.is_file(follow_symlinks=False):
-                yield e.path, b"not a regular file"
+            if not entry.is_file(follow_symlinks=False):
+                yield entry.path, b"not a regular file"
                 continue
-            with open(e.path, "rb") as f:
-                yield e.path, f.read(devicereport.MAX_BYTES + 1)
+            with open(entry.path, "rb") as f:
+                yield entry.path, f.read(devicereport.MAX_BYTES + 1)
 
 
 # --- classification -------------------------------------------------------------------------

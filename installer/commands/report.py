@@ -137,8 +137,8 @@ def deliver(made: Dict[str, Any], sink: str, *, ca_file: Optional[str] = None,
     return dest
 
 
-def after_command(layout: Layout, command: str, result: Optional[Dict[str, Any]],
-                  error: Optional[InstallerError], *, sink: Optional[str],
+def after_command(layout: Layout, command: str, result: Optional[Dict[str, Any]], *,
+                  error: Optional[InstallerError], sink: Optional[str],
                   ca_file: Optional[str] = None,
                   credentials: Optional[ocidist.Credentials] = None) -> Optional[str]:
     """The hook ``cli`` calls after install, sync and rollback: record the gate, make the

@@ -97,14 +97,14 @@ def dry_run(args: argparse.Namespace, layout: Layout,
     return plan.sync_plan(layout, request())
 
 
-def after(args: argparse.Namespace, layout: Layout, result: Optional[Dict[str, Any]],
-          error: Optional[InstallerError], *, say: install.Report) -> None:
+def after(args: argparse.Namespace, layout: Layout, result: Optional[Dict[str, Any]], *,
+          error: Optional[InstallerError], say: install.Report) -> None:
     """After install, sync and rollback: the signed report (a failed delivery is a warning:
     the command's own outcome stands; ``airgap-install report --report-to`` sends again)."""
     if args.command not in REPORTING or getattr(args, "dry_run", False):
         return
     try:
-        where = report.after_command(layout, args.command, result, error,
+        where = report.after_command(layout, args.command, result, error=error,
                                      sink=args.report_to, ca_file=_ca(args),
                                      credentials=_credentials(args))
     except (InstallerError, OSError) as e:
