@@ -114,6 +114,11 @@ def test_install_dry_run_shows_the_plan_and_leaves_the_tree(tmp_path: Path) -> N
     assert p.returncode == 0, p.stderr
     [r] = _reports(tmp_path / "stick")
     assert r["event"] == "install" and r["gate"]["state"] == "none"
+    (root / "usr" / "local" / "bin" / "k3s").write_bytes(b"damaged")
+    p = cli("install", v1, "--root", root, "--arch", "amd64", "--report-to", tmp_path / "stick",
+            "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["action"] == "repaired", p.stderr
+    assert [x["event"] for x in _reports(tmp_path / "stick")] == ["install", "repair"]
 
 
 @pytest.mark.world
