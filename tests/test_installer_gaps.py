@@ -42,7 +42,7 @@ from installer.errors import (  # noqa: E402
     SignatureError,
     UnsafeMember,
 )
-from installer.format import bundlefmt, canonjson  # noqa: E402
+from installer.format import bundlefmt, canonjson, envelope  # noqa: E402
 from installer.format.bundlefmt import BundleReader, Manifest, Member  # noqa: E402
 from installer.trust import rootmeta, verify  # noqa: E402
 
@@ -260,7 +260,7 @@ def test_nonzero_padding_after_a_member(tmp_path: Path, good: Path, keydir: KeyD
 
 
 def test_header_variants_accept_both_dev_forms() -> None:
-    expected = verify._expected_header("k3s/k3s", 10, 0o755, mtime=1_790_000_000)
+    expected = envelope.header_bytes("k3s/k3s", 10, 0o755, mtime=1_790_000_000)
     variants = verify.header_variants(expected)
     assert expected in variants and len(set(variants)) == 2
     for v in variants:

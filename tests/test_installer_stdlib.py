@@ -16,7 +16,9 @@ from bundles import REPO, KeyDir, cli, default_spec, live, write_spec  # noqa: E
 
 from installer import zipapp  # noqa: E402
 
-MODULES = sorted(p.stem for p in (REPO / "installer").glob("*.py") if p.stem != "__main__")
+# every installer module, subpackages included, as dotted names below ``installer.``
+MODULES = sorted(".".join(p.relative_to(REPO / "installer").with_suffix("").parts)
+                 for p in (REPO / "installer").rglob("*.py") if p.stem != "__main__")
 
 _PROBE = """
 import sys
@@ -24,7 +26,7 @@ sys.path.insert(0, %r)
 before = set(sys.modules)
 import importlib
 for name in %r:
-    importlib.import_module("installer." + name)
+    importlib.import_module(("installer." + name).replace(".__init__", ""))
 loaded = sorted(m.split(".")[0] for m in set(sys.modules) - before)
 stdlib = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
 print("\\n".join(sorted(set(m for m in loaded if m not in stdlib and m != "installer"))))
@@ -105,14 +107,21 @@ def test_install_txt_names_bundles() -> None:
     assert "airgap-install.pyz trust" in text and "install /media/usb" in text
 
 
+# Modules allowed past the size limit, each with its reason.
+LONG_MODULES = {
+    "format/bundlefmt.py",  # the whole bundle format in one place (manifest, members, writer)
+}
+
+
 def test_module_sizes_stay_readable() -> None:
-    mine = ["cli", "verify", "install", "state", "place", "preflight", "policy", "txn",
-            "layout", "failpoint", "zipapp", "rootfs", "repair", "options", "reconfigure",
-            "summary", "progress", "imagecache", "parts", "partsource", "ocidist", "remote",
-            "delta", "receipt", "results"]
-    for name in mine:
-        lines = (REPO / "installer" / (name + ".py")).read_text().count("\n")
-        assert lines < 420, f"{name}.py has {lines} lines"
+    too_long = []
+    for path in sorted((REPO / "installer").rglob("*.py")):
+        rel = path.relative_to(REPO / "installer").as_posix()
+        lines = path.read_text().count("\n")
+        if rel not in LONG_MODULES and lines >= 420:
+            too_long.append(f"{rel} has {lines} lines")
+    assert too_long == []
+    assert len(MODULES) > 30 and "trust.verify" in MODULES  # the walk sees subpackages
 
 
 def test_cli_help_runs() -> None:

@@ -20,6 +20,7 @@ resolved here.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +32,7 @@ from bundler.assemble import bundlewrite, helmchart, sbom
 from bundler.assemble.buildinputs import image_manifests, pin_local_files
 from bundler.assemble.bundlewrite import Chunks, SpaceNeed, bytes_chunks, file_chunks
 from bundler.assemble.imagearchive import ArchiveImage, ArchivePlan, image_names, plan_archives
-from bundler.errors import SpecError
+from bundler.errors import LocalError, SpecError
 from bundler.fetch.sources import Sources
 from bundler.lock.gate import check_lock
 from bundler.spec import k3sconfig
@@ -419,9 +420,7 @@ def build_all(spec: Spec, lock: Lock, targets: list[tuple[str, str]], *, src: So
 
 def _check_writable(out_dir: Path) -> None:
     """Fail before any download when the output folder cannot take a file."""
-    import os
 
-    from bundler.errors import LocalError
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".probe-{os.getpid()}"

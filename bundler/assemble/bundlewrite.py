@@ -15,27 +15,16 @@ import hashlib
 import io
 import os
 import shutil
-import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bundler.errors import LocalError
 from installer.errors import FormatError, InstallerError
-from installer.format.bundlefmt import (
-    MANIFEST_NAME,
-    ROOTS_DIR,
-    SIGNATURES_NAME,
-    BundleReader,
-    Manifest,
-    Member,
-    iter_bundle,
-    member_header,
-)
+from installer.format.bundlefmt import BundleReader, Manifest, Member, iter_bundle
+from installer.format.envelope import check_envelope, envelope
 from installer.fsio import atomic_output, checked_chunks, iter_file
 from installer.policy import human_bytes
-from installer.trust.verify import check_envelope
 
 FREE_SPACE_MARGIN = 4 * 1024 * 1024   # plus 1% of the bytes: filesystem overhead
 HEADER_ALLOWANCE = 8 * 1024           # per member: pax + ustar headers and padding
@@ -99,9 +88,9 @@ def is_current(dest: Path, *, manifest_bytes: bytes, signatures: bytes,
     """True when ``dest`` holds exactly this envelope and every member verifies (one pass).
     A damaged or different file is False: it gets rebuilt.
 
-    The envelope check (``installer.trust.verify.check_envelope``) proves every header, padding and
-    the trailer canonical, so each member's data sits at an offset known from the manifest:
-    hashed there with large reads, not through ``tarfile``'s 10 KiB stream blocks.
+    The envelope check (``installer.format.envelope.check_envelope``) proves every header,
+    padding and the trailer canonical, so each member's data sits at the offset the envelope
+    gives: hashed there with large reads, not through a tar reader's small blocks.
     """
     try:
         with open(dest, "rb", buffering=0) as f:
@@ -113,31 +102,13 @@ def is_current(dest: Path, *, manifest_bytes: bytes, signatures: bytes,
             check_envelope(f.fileno(), header, what=str(dest))
             buf = bytearray(READ_CHUNK)
             view = memoryview(buf)
-            for _name, offset, size, sha in member_offsets(header):
-                if sha is not None and _hash_at(f, offset, size, view=view) != sha:
+            for slot in envelope(header).slots:
+                if slot.sha256 is not None and \
+                        _hash_at(f, slot.data_offset, slot.size, view=view) != slot.sha256:
                     return False
         return True
-    except (OSError, InstallerError, tarfile.TarError, EOFError):
+    except (OSError, InstallerError, EOFError):
         return False
-
-
-def member_offsets(header: Any) -> Iterator[tuple[str, int, int, str | None]]:
-    """``(name, data offset, size, sha256 or None)`` of every member, in file order, from the
-    manifest alone: valid only once ``check_envelope`` proved every header canonical (header
-    members have no sha256 of their own). Pure."""
-    m = header.manifest
-    entries: list[tuple[str, int, int, str | None]] = [
-        (MANIFEST_NAME, len(header.manifest_bytes), 0o644, None),
-        (SIGNATURES_NAME, len(header.signatures), 0o644, None)]
-    entries += [(f"{ROOTS_DIR}/{n}.root.json", len(r), 0o644, None)
-                for n, r in enumerate(header.roots, start=1)]
-    entries += [(mem.path, mem.size, mem.mode, mem.sha256) for mem in m.members]
-    offset = 0
-    for name, size, mode, sha in entries:
-        offset += len(member_header(name, size, mode, mtime=m.created).tobuf(
-            tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        yield name, offset, size, sha
-        offset += size + (-size % tarfile.BLOCKSIZE)
 
 
 def _hash_at(f: io.FileIO, offset: int, size: int, *, view: memoryview) -> str:

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bundler.assemble.bundlewrite import hashed, member_offsets
+from bundler.assemble.bundlewrite import hashed
 from bundler.errors import SpecError
 from installer.errors import InstallerError
 from installer.format import bundlefmt
 from installer.format.bundlefmt import BundleReader, Delta
+from installer.format.envelope import check_envelope, envelope
 from installer.fsio import atomic_output, iter_file
 from installer.host import receipt
 from installer.host.delta import MIN_REF, archive_blobs
-from installer.trust.verify import check_envelope
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def load_base(path: Path) -> Base:
             header = BundleReader(f, what=f"base bundle {path}").header()
             check_envelope(f.fileno(), header, what=str(path))
             blobs = {}
-            offsets = {name: off for name, off, _, _ in member_offsets(header)}
+            offsets = {s.name: s.data_offset for s in envelope(header).slots}
             for mem in header.manifest.members:
                 if mem.kind == "images" and mem.path.endswith(".tar"):
                     try:
@@ -95,7 +95,7 @@ def write_delta(full: Path, base: Base) -> tuple[Path, Delta]:
             raise SpecError(f"--delta-from {base.source} is this very bundle "
                             f"({m.name} {m.version}): nothing to send")
         carried = tuple(x.path for x in m.members if x.sha256 not in base.shas)
-        offsets = {name: off for name, off, _, _ in member_offsets(header)}
+        offsets = {s.name: s.data_offset for s in envelope(header).slots}
         patches = []
         for x in m.members:
             if x.path in carried and x.kind == "images" and x.path.endswith(".tar"):

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler.assemble.bundlewrite import member_offsets
 from bundler.errors import SpecError
 from bundler.spec.lockfile import Lock, read_lock
 from installer.errors import InstallerError
 from installer.format.bundlefmt import BundleReader, Header, Manifest
+from installer.format.envelope import check_envelope, envelope
 from installer.policy import human_bytes
-from installer.trust.verify import check_envelope
 
 MAX_TEXT = 1 << 20  # a manifest larger than this is compared by hash only
 _SHA_RE = re.compile(r"sha256:([0-9a-f]{64})")
@@ -228,13 +227,13 @@ def _manifest_texts(f: BinaryIO, header: Header) -> dict[str, str]:
     manifest's sha256 (a member that does not match is compared by hash only)."""
     kinds = {mem.path: mem.kind for mem in header.manifest.members}
     texts: dict[str, str] = {}
-    for name, offset, size, sha in member_offsets(header):
-        if kinds.get(name) != "manifest" or size > MAX_TEXT:
+    for slot in envelope(header).slots:
+        if kinds.get(slot.name) != "manifest" or slot.size > MAX_TEXT:
             continue
-        f.seek(offset)
-        data = f.read(size)
-        if hashlib.sha256(data).hexdigest() == sha:
-            texts[name] = data.decode("utf-8", errors="replace")
+        f.seek(slot.data_offset)
+        data = f.read(slot.size)
+        if hashlib.sha256(data).hexdigest() == slot.sha256:
+            texts[slot.name] = data.decode("utf-8", errors="replace")
     return texts
 
 

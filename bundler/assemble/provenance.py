@@ -23,19 +23,25 @@ from typing import Any
 from bundler.errors import SpecError, TransferError, UpstreamError
 
 
+def sigstore_path(file: Path) -> Path:
+    """Where a Sigstore bundle for FILE lives: ``FILE.sigstore.json`` (sigstore's own
+    convention). For a K3s bundle it signs the bundle manifest, which pins every member."""
+    return file.with_name(file.name + ".sigstore.json")
+
+
 def _sigstore() -> Any:
     try:
-        import sigstore  # noqa: F401
+        import sigstore  # noqa: F401  # late: heavy, and needed only with --sigstore
     except ImportError:
         raise SpecError("Sigstore provenance needs the sigstore package",
                         hint="pip install 'sigstore>=4'") from None
-    import sigstore.errors
+    import sigstore.errors  # late: see above
 
     return sigstore.errors
 
 
 def _trust_config(path: Path | None, *, offline: bool) -> Any:
-    from sigstore.models import ClientTrustConfig
+    from sigstore.models import ClientTrustConfig  # late: sigstore only with --sigstore
 
     if path is None:
         try:
@@ -62,7 +68,7 @@ def sigstore_preflight() -> None:
 
 def _ambient_token() -> str:
     errors = _sigstore()
-    from sigstore.oidc import detect_credential
+    from sigstore.oidc import detect_credential  # late: sigstore only with --sigstore
 
     try:
         token = detect_credential()
@@ -81,8 +87,8 @@ def sigstore_sign(payload: bytes, *, trust_config: Path | None = None) -> bytes:
     """Keyless-sign ``payload`` with the CI job's ambient OIDC identity; return the Sigstore
     bundle JSON. ``trust_config`` selects another Sigstore instance (default: production)."""
     errors = _sigstore()
-    from sigstore.oidc import ExpiredIdentity, IdentityToken
-    from sigstore.sign import SigningContext
+    from sigstore.oidc import ExpiredIdentity, IdentityToken  # late: sigstore only when used
+    from sigstore.sign import SigningContext  # late: sigstore only when used
 
     token = _ambient_token()
     try:
@@ -103,8 +109,8 @@ def sigstore_verify(payload: bytes, bundle_json: bytes, *, identity: str, issuer
     certificate names ``identity`` issued by ``issuer``, chained to ``trust_config``'s trusted
     root (default: sigstore-python's bundled production root). Raises ``UpstreamError``."""
     errors = _sigstore()
-    from sigstore.models import Bundle
-    from sigstore.verify import Verifier, policy
+    from sigstore.models import Bundle  # late: sigstore only when used
+    from sigstore.verify import Verifier, policy  # late: sigstore only when used
 
     try:
         bundle = Bundle.from_json(bundle_json)

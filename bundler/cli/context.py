@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
+from tqdm import tqdm
+
+from installer.arch import normalize
+from installer.format.bundlefmt import ARCHES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -24,7 +29,6 @@ class Ctx:
         self.quiet = quiet or not sys.stderr.isatty()
 
     def progress(self, total: int, desc: str, unit: str = "it", **kw: Any) -> Any:
-        from tqdm import tqdm
         return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr,
                     leave=False, dynamic_ncols=True, **kw)
 
@@ -43,14 +47,11 @@ class ArchType(click.ParamType):  # type: ignore[type-arg]  # generic in newer c
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter,
                        incomplete: str) -> list[Any]:
-        from click.shell_completion import CompletionItem
 
-        from installer.format.bundlefmt import ARCHES
         return [CompletionItem(a) for a in ARCHES if a.startswith(incomplete)]
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> str:
-        from installer.arch import normalize
         try:
             return normalize(str(value))
         except ValueError as e:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from bundler.assemble.diff import diff_files, render_text
 from bundler.cli.context import CONTEXT
 
 
@@ -24,7 +25,6 @@ def diff_cmd(old: Path, new: Path, as_json: bool) -> None:
     size change. Reads only headers and manifest texts; verifies no signature.
     Exit 0: no change; 1: changes (like diff(1)); 2: bad input.
     """
-    from bundler.assemble.diff import diff_files, render_text
 
     result = diff_files(old, new)
     if as_json:

@@ -17,6 +17,7 @@ from bundler.discover import LOCAL_ONLY, REQUIRED_KINDS, Finding, compare
 from bundler.discover.lint import lint_error, lint_json, lint_text
 from bundler.discover.report import images_report
 from bundler.errors import MissingImagesError
+from bundler.fetch.cache import default_cache_dir
 from bundler.fetch.sources import Sources
 from bundler.lock.gate import (
     bundle_findings,
@@ -29,14 +30,12 @@ from bundler.lock.gate import (
     missing_error,
     pullable_missing,
 )
-from bundler.spec.lockfile import Lock
-from bundler.spec.spec import Spec
+from bundler.lock.resolve import resolve_chart
+from bundler.spec.lockfile import Lock, read_lock
+from bundler.spec.spec import Spec, load_spec
 
 
 def _load(c: Ctx, cache: Path | None) -> tuple[Spec, Lock, Sources]:
-    from bundler.fetch.cache import default_cache_dir
-    from bundler.spec.lockfile import read_lock
-    from bundler.spec.spec import load_spec
     spec = load_spec(c.spec)
     check_spec_files(spec)
     lock = read_lock(c.lock)
@@ -62,7 +61,6 @@ def _unlocked(spec: Spec, src: Sources, names: list[str]
               ) -> dict[str, tuple[list[Finding], list[str]]]:
     """Without a lock: each chart fetched as `bundle lock` would (into the cache only), and
     compared with the images the spec lists."""
-    from bundler.lock.resolve import resolve_chart
     out = {}
     for name in names:
         b = spec.bundle(name)
@@ -86,8 +84,6 @@ def images_cmd(c: Ctx, *, only: str | None, cache: Path | None, as_json: bool) -
     is written) and the bundle is what the spec lists. Exits 9 when an image is missing or a
     chart/HelmChart could not be looked into.
     """
-    from bundler.fetch.cache import default_cache_dir
-    from bundler.spec.spec import load_spec
     if c.lock.exists():
         spec, lock, src = _load(c, cache)
     else:

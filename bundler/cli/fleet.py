@@ -10,6 +10,13 @@ from typing import Any
 import click
 
 from bundler.cli.context import CONTEXT, Ctx, out, pass_ctx
+from bundler.fetch.cache import default_cache_dir
+from bundler.fetch.sources import Sources
+from bundler.lock.gate import check_fresh
+from bundler.registry.mirror import mirror, parse_target
+from bundler.registry.ocipush import access_from, pull, push_bundles, push_repo
+from bundler.spec.lockfile import read_lock
+from bundler.spec.spec import load_spec
 
 _json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 
@@ -36,7 +43,6 @@ def _access_opts(f: Any) -> Any:
 
 
 def _access(plain_http: bool, ca_file: Path | None, credentials_file: Path | None) -> Any:
-    from bundler.registry.ocipush import access_from
     return access_from(plain_http=plain_http, ca_file=ca_file,
                        credentials_file=credentials_file)
 
@@ -57,7 +63,6 @@ def push_cmd(*, items: tuple[str, ...], plain_http: bool, ca_file: Path | None,
     unless a tag is given (one bundle only)."""
     if len(items) < 2 or not items[-1].startswith("oci://"):
         raise click.UsageError("expected BUNDLE... oci://HOST/REPO[:TAG]")
-    from bundler.registry.ocipush import push_bundles
     reports = push_bundles([Path(p) for p in items[:-1]], items[-1],
                            access=_access(plain_http, ca_file, credentials_file))
     out(as_json, {"pushed": [r.as_json() for r in reports]},
@@ -73,7 +78,6 @@ def repo_push_cmd(*, directory: Path, target: str, plain_http: bool, ca_file: Pa
                   credentials_file: Path | None, as_json: bool) -> None:
     """Push a ring repository folder (every regular file) as one artifact, tag `repo` by
     default; devices then sync with `airgap-install sync --source oci://HOST/REPO:repo`."""
-    from bundler.registry.ocipush import push_repo
     report = push_repo(directory, target, access=_access(plain_http, ca_file, credentials_file))
     out(as_json, report.as_json(), _human(report))
 
@@ -89,7 +93,6 @@ def pull_cmd(*, source: str, out_dir: Path, plain_http: bool, ca_file: Path | No
              credentials_file: Path | None, as_json: bool) -> None:
     """Pull a pushed ring repository or bundle onto a folder, each file verified against
     its digest and written atomically."""
-    from bundler.registry.ocipush import pull
     report = pull(source, out_dir, access=_access(plain_http, ca_file, credentials_file))
     out(as_json, report.as_json(),
         f"pulled {len(report.files)} files ({report.bytes} bytes) from {report.source} "
@@ -117,12 +120,6 @@ def mirror_cmd(c: Ctx, *, target: str, bundles: tuple[str, ...], cache: Path | N
     already holds (HEAD first). Bytes come from the content cache, fetched by digest when
     absent. A restricted index is a new index (its digest is printed); per-arch digests are
     the lock's, so K3s nodes pulling by those digests through the mirror get the same bytes."""
-    from bundler.fetch.cache import default_cache_dir
-    from bundler.fetch.sources import Sources
-    from bundler.lock.gate import check_fresh
-    from bundler.registry.mirror import mirror, parse_target
-    from bundler.spec.lockfile import read_lock
-    from bundler.spec.spec import load_spec
     parse_target(target)  # a bad target fails before the spec is read
     access = _access(plain_http, ca_file, credentials_file)
     spec = load_spec(c.spec)

@@ -8,6 +8,13 @@ from typing import Any
 import click
 
 from bundler.cli.context import CONTEXT, Ctx, out, pass_ctx
+from bundler.discover.lint import lint_error, lint_json, lint_text
+from bundler.fetch.cache import default_cache_dir
+from bundler.fetch.sources import Sources
+from bundler.fetch.transport import RetryPolicy
+from bundler.lock.locking import lock_spec, save
+from bundler.spec.lockfile import Lock, read_lock
+from bundler.spec.spec import load_spec
 
 
 @click.command("lock", context_settings=CONTEXT)
@@ -43,13 +50,6 @@ def lock_cmd(c: Ctx, *, check: bool, update: tuple[str, ...], cache: Path | None
     The airgap lint (imagePullPolicy: Always, :latest or untagged images, custom resources
     nothing in the bundle defines) warns on stderr, or fails with --strict.
     """
-    from bundler.discover.lint import lint_error, lint_json, lint_text
-    from bundler.fetch.cache import default_cache_dir
-    from bundler.fetch.sources import Sources
-    from bundler.fetch.transport import RetryPolicy
-    from bundler.lock.locking import lock_spec, save
-    from bundler.spec.lockfile import Lock, read_lock
-    from bundler.spec.spec import load_spec
 
     spec = load_spec(c.spec)
     previous: Lock | None = read_lock(c.lock) if c.lock.exists() else None

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from bundler.assemble.release import split_bundle
 from bundler.cli.context import CONTEXT
+from installer.policy import human_bytes
 
 
 @click.command("split", context_settings=CONTEXT)
@@ -34,35 +36,18 @@ def split_cmd(*, bundle_file: Path, max_part_size: str, parity: bool, keys_dir: 
     `bundle build --max-part-size` splits as it builds. A bundle that already fits is left
     as it is.
     """
-    from bundler import keys
-    from bundler.assemble.parts import parse_size, split
-    from bundler.errors import SpecError
-    from installer.policy import human_bytes
 
-    if keys_dir is None and not unsigned:
-        raise SpecError("the parts index must be signed",
-                        hint="give --keys DIR (the folder `bundle build --keys` used), or "
-                             "--unsigned for a test")
-    limit = parse_size(max_part_size)
-    import stat
-    if not stat.S_ISREG(bundle_file.stat().st_mode):
-        raise SpecError(f"{bundle_file} is not a regular file",
-                        hint="give the bundle file that `bundle build` wrote")
-    size = bundle_file.stat().st_size
-    if size < limit:
+    res = split_bundle(bundle_file, max_part_size=max_part_size, parity=parity,
+                       keys_dir=keys_dir, unsigned=unsigned)
+    if res is None:
+        size = bundle_file.stat().st_size
         msg = f"{bundle_file} ({human_bytes(size)}) fits in one file below {max_part_size}"
         click.echo(json.dumps({"split": False, "bundle": str(bundle_file)}) if as_json else msg)
-        return
-    sign = (lambda b: keys.sign_manifest(keys_dir, b)) if keys_dir else None
-    roots = keys.root_chain(keys_dir) if keys_dir else []
-    res = split(bundle_file, max_part_size=limit, parity=parity, sign=sign, roots=roots)
-    if as_json:
-        click.echo(json.dumps({"split": True, "index": str(res.index),
-                               "parts": [str(p) for p in res.parts],
-                               "parity": str(res.parity) if res.parity else None}, indent=2))
-        return
-    click.echo(f"split {bundle_file} into {len(res.parts)} parts"
-               f"{' + parity' if res.parity else ''}; index {res.index}")
+    elif as_json:
+        click.echo(json.dumps({"split": True, **res}, indent=2))
+    else:
+        click.echo(f"split {bundle_file} into {len(res['parts'])} parts"
+                   f"{' + parity' if res['parity'] else ''}; index {res['index']}")
 
 
 commands = [split_cmd]

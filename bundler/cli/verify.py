@@ -1,32 +1,17 @@
-"""`bundle verify`: check a bundle with the very code devices run (``installer.trust.verify``), and
-optionally its Sigstore provenance, fully offline."""
+"""`bundle verify`: flags into a ``VerifyRequest``, one ``verify_artifact`` call
+(``bundler.assemble.verifying``), its report."""
 
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
+from bundler.assemble.verifying import VerifyRequest, verify_artifact
 from bundler.cli.context import CONTEXT, Ctx, pass_ctx
-
-
-def sigstore_path(file: Path) -> Path:
-    """Where a Sigstore bundle for FILE lives: ``FILE.sigstore.json`` (sigstore's own
-    convention). For a K3s bundle it signs the bundle manifest, which pins every member."""
-    return file.with_name(file.name + ".sigstore.json")
-
-
-def _is_bundle(file: Path) -> bool:
-    import tarfile
-    try:
-        with tarfile.open(file, "r|") as tar:
-            first = tar.next()
-            return first is not None and first.name == "manifest.json"
-    except (tarfile.TarError, OSError):
-        return False
 
 
 @click.command("verify", context_settings=CONTEXT)
@@ -51,72 +36,21 @@ def verify_cmd(c: Ctx, *, file: Path, trust_root: Path | None, sigstore_identity
     parts (or its .parts.json index): the index is verified with --trust, the parts
     reassembled in $TMPDIR (one lost or damaged part rebuilt from parity), then checked.
     """
-    from bundler.errors import SpecError
-    if not trust_root and not sigstore_identity:
-        raise SpecError("nothing to verify against", hint="pass --trust root.json and/or "
-                        "--sigstore-identity ID --sigstore-issuer URL")
-    if bool(sigstore_identity) != bool(sigstore_issuer):
-        raise SpecError("--sigstore-identity and --sigstore-issuer go together")
-    report: dict[str, Any] = {"file": str(file)}
-    from bundler.assemble.parts import is_parts, reassembled
-    if is_parts(file):
-        folder = file if file.is_dir() else file.parent
-        file, rebuilt = click.get_current_context().with_resource(reassembled(
-            file, anchor=trust_root.read_bytes() if trust_root else None))
-        report["rebuilt_part"] = rebuilt
-        sig_file = folder / file.name  # provenance sits beside the parts, named for the bundle
-    else:
-        sig_file = file
-    bundle = _is_bundle(file)
-    payload = file.read_bytes() if not bundle else b""
-    if trust_root:
-        if not bundle:
-            raise SpecError(f"{file} is not a bundle; --trust applies to bundles only")
-        from installer.trust import verify
-        anchor = trust_root.read_bytes()
-        # a signature error names both roots (installer.trust.verify.root_ids), in this wording
-        opened = verify.open_bundle(str(file), anchor=anchor, now=int(time.time()),
-                                    trusted_label="this trusted root is")
-        try:
-            with c.progress(opened.header.manifest.payload_size, "verifying", unit="B",
-                            unit_scale=True) as bar:
-                checked = verify.hash_payload(opened, on_bytes=bar.update)
-        finally:
-            opened.close()
-        m = opened.header.manifest
-        from bundler.spec.specfiles import secret_warnings
-        for warning in secret_warnings(mem.path for mem in m.members):
-            click.echo(warning, err=True)
-        report.update({"bundle": m.name, "version": m.version, "arch": m.arch,
-                       "signatures": "ok", "root_version": opened.root.version,
-                       "bytes_checked": checked})
-        payload = opened.header.manifest_bytes
-    elif bundle:
-        from installer.format.bundlefmt import BundleReader
-        with open(file, "rb") as f:
-            payload = BundleReader(f).header().manifest_bytes
-    if sigstore_identity:
-        from bundler.assemble.provenance import sigstore_verify
-        sig = sigstore_path(sig_file)
-        if not sig.is_file():
-            raise SpecError(f"no Sigstore bundle at {sig}",
-                            hint="build with --sigstore in CI, or copy the .sigstore.json")
-        assert sigstore_issuer is not None
-        sigstore_verify(payload, sig.read_bytes(), identity=sigstore_identity,
-                        issuer=sigstore_issuer, trust_config=trust_config)
-        report["sigstore"] = {"identity": sigstore_identity, "issuer": sigstore_issuer}
+    req = VerifyRequest(file=file, trust_root=trust_root, sigstore_identity=sigstore_identity,
+                        sigstore_issuer=sigstore_issuer, trust_config=trust_config)
+    done = verify_artifact(
+        req, warn=lambda w: click.echo(w, err=True),
+        progress=lambda total: _bar(c, total))
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(json.dumps(done.report, indent=2, sort_keys=True))
     else:
-        parts = []
-        if trust_root:
-            parts.append(f"signatures valid (root v{report['root_version']}), "
-                         f"{report['bytes_checked']} bytes checked")
-        if sigstore_identity:
-            parts.append(f"Sigstore provenance valid for {sigstore_identity}")
-        if report.get("rebuilt_part"):
-            parts.append(f"part {report['rebuilt_part']} rebuilt from parity")
-        click.echo(f"{report['file']}: OK: " + "; ".join(parts))
+        click.echo(done.text())
+
+
+@contextmanager
+def _bar(c: Ctx, total: int) -> Iterator[Callable[[int], None]]:
+    with c.progress(total, "verifying", unit="B", unit_scale=True) as bar:
+        yield bar.update
 
 
 commands = [verify_cmd]

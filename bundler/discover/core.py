@@ -141,57 +141,70 @@ def _resolve_helmcharts(result: ScanResult, sources: Mapping[str, Path], *,
             findings.append(_no_source(hc, "values come from Secrets (valuesSecrets) that "
                                        "discovery cannot read"))
             continue
-        chart: Path | bytes | None = None
-        if hc.chart_content:
-            try:
-                chart = base64.b64decode(hc.chart_content, validate=False)
-            except (binascii.Error, ValueError):
-                findings.append(_no_source(hc, "spec.chartContent is not base64"))
-                continue
-        else:
-            chart = next((sources[k] for k in _source_keys(hc) if k in sources), None)
-        if chart is not None and renders.left <= 0:
-            cap = Limits.from_env().helmchart_renders
-            findings.append(_no_source(hc, f"not rendered: over the helmchart_renders cap of "
-                                       f"{cap} HelmChart renders in one bundle (HelmCharts "
-                                       "whose charts render more HelmCharts?); if that is "
-                                       "real, raise it: BUNDLE_LIMITS=\"helmchart_renders=N\""))
-            continue
-        if chart is None:
-            findings.append(_no_source(hc, "the chart"
-                                       f"{' from ' + hc.repo if hc.repo else ''}"
-                                       f"{' version ' + hc.version if hc.version else ''} is "
-                                       "not available locally, so its images are unknown; "
-                                       "pass it in helmchart_sources (keys tried: "
-                                       f"{', '.join(_source_keys(hc))})"))
+        chart = _chart_of(hc, sources, renders)
+        if isinstance(chart, str):
+            findings.append(_no_source(hc, chart))
             continue
         renders.left -= 1
-        try:
-            loaded = open_chart(chart)
-        except SpecError as exc:
-            findings.append(_no_source(hc, exc.message))
+        rendered = _render_helmchart(hc, config, chart, policy=policy)
+        if isinstance(rendered, str):
+            findings.append(_no_source(hc, rendered))
             continue
-        try:
-            if hc.version and loaded.version != hc.version.lstrip("v") and \
-                    loaded.version != hc.version:
-                findings.append(_no_source(hc, f"the chart supplied is version {loaded.version}"
-                                           f" but the HelmChart asks for {hc.version}"))
-                continue
-            contents = [hc.values_content] if hc.values_content else []
-            if config and config.values_content:
-                contents.append(config.values_content)  # helm-controller: values-10_HelmChartConfig
-            values = compose_values([], contents, hc.set_values)
-            rendered = scan_loaded(loaded, values, release=hc.name,
-                                   namespace=hc.target_namespace or hc.namespace,
-                                   policy=policy, via=f"{hc.label} ({hc.source}) -> ")
-        except SpecError as exc:
-            findings.append(_no_source(hc, exc.message))
-            continue
-        finally:
-            loaded.close()
         findings += rendered.findings + _resolve_helmcharts(rendered, sources, policy=policy,
                                                             renders=renders)
     return findings
+
+
+def _chart_of(hc: HelmChartSpec, sources: Mapping[str, Path],
+              renders: _Renders) -> Path | bytes | str:
+    """The HelmChart's chart (its inline content or a local source), or why there is none."""
+    chart: Path | bytes | None = None
+    if hc.chart_content:
+        try:
+            chart = base64.b64decode(hc.chart_content, validate=False)
+        except (binascii.Error, ValueError):
+            return "spec.chartContent is not base64"
+    else:
+        chart = next((sources[k] for k in _source_keys(hc) if k in sources), None)
+    if chart is not None and renders.left <= 0:
+        cap = Limits.from_env().helmchart_renders
+        return (f"not rendered: over the helmchart_renders cap of {cap} HelmChart renders in "
+                "one bundle (HelmCharts whose charts render more HelmCharts?); if that is "
+                "real, raise it: BUNDLE_LIMITS=\"helmchart_renders=N\"")
+    if chart is None:
+        return ("the chart"
+                f"{' from ' + hc.repo if hc.repo else ''}"
+                f"{' version ' + hc.version if hc.version else ''} is "
+                "not available locally, so its images are unknown; "
+                "pass it in helmchart_sources (keys tried: "
+                f"{', '.join(_source_keys(hc))})")
+    return chart
+
+
+def _render_helmchart(hc: HelmChartSpec, config: HelmChartConfigSpec | None,
+                      chart: Path | bytes, *, policy: LocalImagePolicy) -> ScanResult | str:
+    """What the HelmChart's chart renders to with its values (and its HelmChartConfig's),
+    or why it could not be rendered."""
+    try:
+        loaded = open_chart(chart)
+    except SpecError as exc:
+        return exc.message
+    try:
+        if hc.version and loaded.version != hc.version.lstrip("v") and \
+                loaded.version != hc.version:
+            return (f"the chart supplied is version {loaded.version}"
+                    f" but the HelmChart asks for {hc.version}")
+        contents = [hc.values_content] if hc.values_content else []
+        if config and config.values_content:
+            contents.append(config.values_content)  # helm-controller: values-10_HelmChartConfig
+        values = compose_values([], contents, hc.set_values)
+        return scan_loaded(loaded, values, release=hc.name,
+                           namespace=hc.target_namespace or hc.namespace,
+                           policy=policy, via=f"{hc.label} ({hc.source}) -> ")
+    except SpecError as exc:
+        return exc.message
+    finally:
+        loaded.close()
 
 
 def discover(manifests: list[Path], charts: list[ChartInput], *,

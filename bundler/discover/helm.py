@@ -54,7 +54,7 @@ def helm_sdk() -> ModuleType:
                          ("HELM_DATA_HOME", "data")):
             os.environ[var] = os.path.join(home, sub)
         try:
-            import helm_python
+            import helm_python  # late: starts Go's runtime (~1.7 GB of address space)
         except ImportError as exc:
             raise LocalError("rendering charts needs helm-python-sdk, which is not installed",
                              hint="pip install 'k3s-airgap-bundler[discovery]' "
@@ -186,9 +186,11 @@ def helm_call(call: Callable[[], Any], what: str) -> Any:
         raise SpecError(f"{what}: {exc}") from exc
 
 
+_HINT = "if the chart really is that large, raise it: BUNDLE_LIMITS=\"{}=<{}>\" " \
+        "(docs/builder-trust.md)"
+
+
 def _render_in_child(request: str, *, ident: str, limits: Limits) -> dict[str, str]:
-    hint = "if the chart really is that large, raise it: BUNDLE_LIMITS=\"{}=<{}>\" " \
-           "(docs/builder-trust.md)"
     child = subprocess.Popen([sys.executable, str(_CHILD), str(limits.render_memory)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
@@ -196,53 +198,21 @@ def _render_in_child(request: str, *, ident: str, limits: Limits) -> dict[str, s
     out = bytearray()
     err = bytearray()
     over: str | None = None
-    deadline = time.monotonic() + limits.render_seconds
     try:
         try:
             child.stdin.write(request.encode())
             child.stdin.close()
         except BrokenPipeError:
             pass
-        streams = {child.stdout.fileno(): out, child.stderr.fileno(): err}
-        while streams and over is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                over = "time"
-                break
-            ready, _, _ = select.select(list(streams), [], [], left)
-            for fd in ready:
-                chunk = os.read(fd, 1024 * 1024)
-                if not chunk:
-                    del streams[fd]
-                    continue
-                buf = streams[fd]
-                buf += chunk
-                if buf is err and len(err) > _STDERR_TAIL:
-                    del err[:-_STDERR_TAIL]
-                if buf is out and len(out) > limits.render_output:
-                    over = "output"
+        over = _collect(child, out, err, limits=limits)
     finally:
         if over is not None:
             child.kill()
         code = child.wait()
         child.stdout.close()
         child.stderr.close()
-    if over == "output":
-        raise SpecError(f"{ident}: its rendered output passed the render_output cap of "
-                        f"{human(limits.render_output)}; rendering was stopped",
-                        hint=hint.format("render_output", "size"))
-    if over == "time":
-        raise SpecError(f"{ident}: rendering did not finish within render_seconds "
-                        f"({limits.render_seconds:g} s); it was stopped",
-                        hint=hint.format("render_seconds", "seconds"))
-    tail = err.decode("utf-8", "replace")
-    if code != 0:
-        if "out of memory" in tail or code in (3, -6, 134):
-            raise SpecError(f"{ident}: rendering needed more than the render_memory cap of "
-                            f"{human(limits.render_memory)}; it was stopped",
-                            hint=hint.format("render_memory", "size"))
-        first = next((line for line in tail.splitlines() if line.strip()), "no message")
-        raise SpecError(f"{ident}: the chart renderer failed (exit {code}): {first[:300]}")
+    _check_child(ident, over=over, code=code, tail=err.decode("utf-8", "replace"),
+                 limits=limits)
     try:
         reply = json.loads(out)
     except ValueError:
@@ -251,6 +221,52 @@ def _render_in_child(request: str, *, ident: str, limits: Limits) -> dict[str, s
         raise SpecError(f"{ident} does not render with these values: {reply['error']}")
     rendered: dict[str, str] = reply["ok"]
     return rendered
+
+
+def _collect(child: subprocess.Popen[bytes], out: bytearray, err: bytearray, *,
+             limits: Limits) -> str | None:
+    """Read the child's stdout and stderr (only its tail) until both end; ``"time"`` or
+    ``"output"`` when a cap stopped it first."""
+    assert child.stdout and child.stderr
+    deadline = time.monotonic() + limits.render_seconds
+    streams = {child.stdout.fileno(): out, child.stderr.fileno(): err}
+    while streams:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "time"
+        ready, _, _ = select.select(list(streams), [], [], left)
+        for fd in ready:
+            chunk = os.read(fd, 1024 * 1024)
+            if not chunk:
+                del streams[fd]
+                continue
+            buf = streams[fd]
+            buf += chunk
+            if buf is err and len(err) > _STDERR_TAIL:
+                del err[:-_STDERR_TAIL]
+            if buf is out and len(out) > limits.render_output:
+                return "output"
+    return None
+
+
+def _check_child(ident: str, *, over: str | None, code: int, tail: str,
+                 limits: Limits) -> None:
+    """An error naming the cap the render passed, or the renderer's own failure."""
+    if over == "output":
+        raise SpecError(f"{ident}: its rendered output passed the render_output cap of "
+                        f"{human(limits.render_output)}; rendering was stopped",
+                        hint=_HINT.format("render_output", "size"))
+    if over == "time":
+        raise SpecError(f"{ident}: rendering did not finish within render_seconds "
+                        f"({limits.render_seconds:g} s); it was stopped",
+                        hint=_HINT.format("render_seconds", "seconds"))
+    if code != 0:
+        if "out of memory" in tail or code in (3, -6, 134):
+            raise SpecError(f"{ident}: rendering needed more than the render_memory cap of "
+                            f"{human(limits.render_memory)}; it was stopped",
+                            hint=_HINT.format("render_memory", "size"))
+        first = next((line for line in tail.splitlines() if line.strip()), "no message")
+        raise SpecError(f"{ident}: the chart renderer failed (exit {code}): {first[:300]}")
 
 
 def render_chart(chart: Path, values: list[Path] | dict[str, Any], *, release: str,

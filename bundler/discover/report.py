@@ -38,6 +38,12 @@ def images_report(findings: list[Finding], bundle_images: Iterable[str], as_json
             "declared": _grouped(declared),
             "unused": unused,
         }).decode("utf-8")
+    return "\n".join(_text(required, absent=absent, blind=blind, declared=declared,
+                           unused=unused, ok=not missing))
+
+
+def _text(required: list[Finding], *, absent: list[Finding], blind: list[Finding],
+          declared: list[Finding], unused: list[str], ok: bool) -> list[str]:
     lines: list[str] = []
     images = sorted({f.image for f in required})
     local = sorted({f.image for f in required if f.kind == LOCAL_ONLY})
@@ -65,6 +71,6 @@ def images_report(findings: list[Finding], bundle_images: Iterable[str], as_json
     if unused:
         lines.append(f"in the bundle but referenced nowhere: {len(unused)}")
         lines += [f"  {image}" for image in unused]
-    if not missing:
+    if ok:
         lines.append("ok: the bundle carries every image its manifests and charts reference")
-    return "\n".join(lines)
+    return lines

@@ -177,35 +177,41 @@ class Scanner:
     def _document(self, doc: Any, index: int, *, prefix: str, depth: int) -> None:
         label = prefix + object_label(doc, index)
         if isinstance(doc, dict) and isinstance(doc.get("kind"), str):
-            kind, api = doc["kind"], str(doc.get("apiVersion", ""))
-            group = api.split("/", 1)[0] if "/" in api else ""
-            spec = _mapping(doc.get("spec"))
-            if kind == "CustomResourceDefinition":
+            if self._kind(doc, label):
                 return
-            if group == "helm.cattle.io" and kind == "HelmChart":
-                self._helmchart(doc, spec, label)
-                return
-            if group == "helm.cattle.io" and kind == "HelmChartConfig":
-                meta = _mapping(doc.get("metadata"))
-                self.result.configs.append(HelmChartConfigSpec(
-                    str(meta.get("name", "")), str(meta.get("namespace") or "kube-system"),
-                    str(spec.get("valuesContent") or ""), bool(spec.get("valuesSecrets"))))
-                return
-            if group == "upgrade.cattle.io" and kind == "Plan":
-                self._plan(spec, label)
-                return
-            if (group == "helm.toolkit.fluxcd.io" and kind == "HelmRelease") or (
-                    group == "argoproj.io" and kind in ("Application", "ApplicationSet")):
-                self._add("", label, UNRENDERED,
-                          detail=f"{kind} ({api}): its chart or manifests live elsewhere; "
-                          "discovery renders K3s HelmCharts and charts given to it")
-                return
-            if kind == "ConfigMap" and isinstance(doc.get("data"), dict):
+            if doc["kind"] == "ConfigMap" and isinstance(doc.get("data"), dict):
                 for key, value in doc["data"].items():
                     if isinstance(key, str) and ENV_IMAGE_RE.search(key):
                         self._candidate(value, f"{label}: {path_str(['data', key])}",
                                         why=f"ConfigMap key {key}")
         self._walk(doc, [], label, depth=depth)
+
+    def _kind(self, doc: dict[str, Any], label: str) -> bool:
+        """Handle an object whose kind says where its images are; True when done with it."""
+        kind, api = doc["kind"], str(doc.get("apiVersion", ""))
+        group = api.split("/", 1)[0] if "/" in api else ""
+        spec = _mapping(doc.get("spec"))
+        if kind == "CustomResourceDefinition":
+            return True
+        if group == "helm.cattle.io" and kind == "HelmChart":
+            self._helmchart(doc, spec, label)
+            return True
+        if group == "helm.cattle.io" and kind == "HelmChartConfig":
+            meta = _mapping(doc.get("metadata"))
+            self.result.configs.append(HelmChartConfigSpec(
+                str(meta.get("name", "")), str(meta.get("namespace") or "kube-system"),
+                str(spec.get("valuesContent") or ""), bool(spec.get("valuesSecrets"))))
+            return True
+        if group == "upgrade.cattle.io" and kind == "Plan":
+            self._plan(spec, label)
+            return True
+        if (group == "helm.toolkit.fluxcd.io" and kind == "HelmRelease") or (
+                group == "argoproj.io" and kind in ("Application", "ApplicationSet")):
+            self._add("", label, UNRENDERED,
+                      detail=f"{kind} ({api}): its chart or manifests live elsewhere; "
+                      "discovery renders K3s HelmCharts and charts given to it")
+            return True
+        return False
 
     # -- generic walk ------------------------------------------------------------------
     def _walk(self, node: Any, path: list[str | int], label: str, *, depth: int) -> None:
@@ -214,30 +220,34 @@ class Scanner:
                 return
             self._seen[id(node)] = node
         if isinstance(node, dict):
-            if isinstance(node.get("image"), str) and any(h in node for h in CONTAINER_HINTS):
-                self._container(node, path, label)
-                return
-            for key, value in node.items():
-                if not isinstance(key, str):
-                    continue
-                if path == ["metadata"] and key == "managedFields":
-                    continue
-                if key in CONTAINER_LISTS and isinstance(value, list):
-                    for i, item in enumerate(value):
-                        if isinstance(item, dict):
-                            self._container(item, [*path, key, i], label)
-                    continue
-                if key == "volumes" and isinstance(value, list):
-                    self._image_volumes(value, [*path, key], label)
-                if key == _LAST_APPLIED and path and path[-1] == "annotations":
-                    continue
-                self._walk(value, [*path, key], label, depth=depth)
+            self._walk_mapping(node, path, label, depth=depth)
         elif isinstance(node, list):
             for i, item in enumerate(node):
                 self._walk(item, [*path, i], label, depth=depth)
         elif isinstance(node, str) and depth < MAX_EMBED_DEPTH and _looks_like_manifest(node):
             self.text(yamldocs.split_manifest(node), prefix=f"{label}: {path_str(path)} -> ",
                       depth=depth + 1, strict=False)
+
+    def _walk_mapping(self, node: dict[Any, Any], path: list[str | int], label: str, *,
+                      depth: int) -> None:
+        if isinstance(node.get("image"), str) and any(h in node for h in CONTAINER_HINTS):
+            self._container(node, path, label)
+            return
+        for key, value in node.items():
+            if not isinstance(key, str):
+                continue
+            if path == ["metadata"] and key == "managedFields":
+                continue
+            if key in CONTAINER_LISTS and isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, dict):
+                        self._container(item, [*path, key, i], label)
+                continue
+            if key == "volumes" and isinstance(value, list):
+                self._image_volumes(value, [*path, key], label)
+            if key == _LAST_APPLIED and path and path[-1] == "annotations":
+                continue
+            self._walk(value, [*path, key], label, depth=depth)
 
     def _container(self, c: dict[str, Any], path: list[str | int], label: str,
                    *, image: Any = None) -> None:

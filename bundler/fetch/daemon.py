@@ -39,9 +39,11 @@ from typing import Any, BinaryIO, cast
 
 from bundler.errors import DriftError, LocalError, NotFoundError, TransferError, UpstreamError
 from bundler.fetch.cache import ContentStore
+from bundler.fetch.imagesource import ImageSource, frozen_refusal
 from bundler.fetch.oci import OCI_MANIFEST, Fetched
 from bundler.limits import Limits
 from bundler.spec import platforms
+from bundler.spec.lockfile import ImageLock, PlatformLock
 from bundler.spec.refs import ImageRef
 from installer.format import canonjson
 from installer.fsio import adopt_verified, iter_file, write_verified
@@ -113,12 +115,13 @@ def check_arches(found: platforms.Platform, arches: Iterable[str], *, what: str)
                  f"{', '.join(wrong)} from the bundle's arch list")
 
 
-class DaemonSource:
+class EngineSource(ImageSource):
     """The Docker engine as an image source. Thread-safe: one export per image per run."""
 
-    def __init__(self, store: ContentStore, limits: Limits) -> None:
+    def __init__(self, store: ContentStore, limits: Limits, *, frozen: bool = False) -> None:
         self.store = store
         self.limits = limits
+        self.frozen = frozen
         self._client: Any = None
         self._lock = threading.Lock()
         self._image_locks: dict[str, threading.Lock] = {}
@@ -142,7 +145,7 @@ class DaemonSource:
             return self._client
 
     def _inspect(self, ref: ImageRef, *, what: str) -> Any:
-        import docker
+        import docker  # late: only docker-daemon: images need the SDK
         try:
             return self.client().images.get(ref.runtime_name)
         except docker.errors.ImageNotFound:
@@ -157,8 +160,19 @@ class DaemonSource:
 
     # ---------------------------------------------------------------- lock and build
 
+    def lock(self, ref: ImageRef, arches: tuple[str, ...], *, what: str) -> ImageLock:
+        """Lock time: one platform, which must be every arch's; its synthesized OCI manifest
+        is what the lock pins, for each arch (a lookup by tag: refused with ``--frozen``)."""
+        if self.frozen:
+            raise frozen_refusal(what)
+        found = self.resolve(ref, arches, what=what)
+        plat = PlatformLock(digest=found.digest, size=len(found.manifest),
+                            media_type=OCI_MANIFEST, config=found.config)
+        return ImageLock(ref=str(ref), digest=found.digest, media_type=OCI_MANIFEST,
+                         platforms={a: plat for a in arches})
+
     def resolve(self, ref: ImageRef, arches: Iterable[str], *, what: str) -> Exported:
-        """Lock time: the engine's image for every arch of the bundle, exported now."""
+        """The engine's image for every arch of the bundle, exported now."""
         arches = tuple(arches)
         image = self._inspect(ref, what=what)
         check_arches(_platform_of(image.attrs), arches, what=what)
@@ -166,18 +180,20 @@ class DaemonSource:
         check_arches(exported.platform, arches, what=f"{what} (its config)")
         return exported
 
-    def manifest(self, ref: ImageRef, digest: str, size: int, *, what: str) -> Fetched:
+    def manifest(self, ref: ImageRef, digest: str, *, size: int, what: str) -> Fetched:
         """Build time: the locked synthesized manifest, from the store or a new export that
         must give the same digest."""
+        self.limits.check_size("manifest", size, what=what, source="the lock")
         cached = self.store.lookup(digest, size)
         if cached is None:
             self._locked_export(ref, digest, what=what)
             cached = self.store.path(digest)
         return Fetched(cached.read_bytes(), digest)
 
-    def blob(self, ref: ImageRef, *, manifest: str, digest: str, size: int,
-             what: str) -> Path:
+    def blob(self, ref: ImageRef, *, manifest: str, digest: str, declared: object,
+             what: str, kind: str) -> Path:
         """Build time: a blob of the locked image, from the store or a new export."""
+        size = self.limits.check_size(kind, declared, what=what, source="the lock")
         hit = self.store.lookup(digest, size)
         if hit is None:
             self._locked_export(ref, manifest, what=what)
@@ -216,9 +232,9 @@ class DaemonSource:
     # ---------------------------------------------------------------- the export stream
 
     def _export_now(self, ref: ImageRef, image: Any, *, what: str) -> Exported:
-        import docker
-        import requests
-        import urllib3
+        import docker  # late: only docker-daemon: images need the SDK
+        import requests  # late, with the SDK whose errors it names
+        import urllib3  # late, with the SDK whose errors it names
         image_id = str(image.id)
         try:
             files, links, index = self._stream_into_store(image.save(named=False), what=what)
@@ -344,5 +360,5 @@ def _json_object(data: bytes, *, what: str) -> dict[str, Any]:
     return doc
 
 
-__all__ = ["DaemonSource", "Exported", "OCI_CONFIG", "OCI_LAYER_TAR", "check_arches",
+__all__ = ["EngineSource", "Exported", "OCI_CONFIG", "OCI_LAYER_TAR", "check_arches",
            "engine_host"]

@@ -17,15 +17,17 @@ import requests
 import urllib3
 
 from bundler import safeyaml
-from bundler.errors import BundleError, NotFoundError, SpecError, TransferError, UpstreamError
+from bundler.errors import BundleError, NotFoundError, TransferError, UpstreamError
 from bundler.fetch.cache import Check, ContentStore, Downloader
 from bundler.fetch.chartcheck import chart_checker
-from bundler.fetch.daemon import DaemonSource, Exported
+from bundler.fetch.daemon import EngineSource
+from bundler.fetch.imagesource import ImageSource, frozen_refusal
 from bundler.fetch.oci import Fetched, RegistryClient
+from bundler.fetch.registrysource import RegistrySource
 from bundler.fetch.transport import RetryPolicy, Transport, hops, iter_raw, read_capped
 from bundler.limits import Limits, human
 from bundler.spec.lockfile import ChartLock
-from bundler.spec.refs import ImageRef
+from bundler.spec.refs import DAEMON_TRANSPORT, ImageRef
 from bundler.spec.spec import Spec
 from installer.fsio import adopt_verified, write_verified
 
@@ -51,7 +53,10 @@ class Sources:
         self.downloader = Downloader(self.store, attempts=pol.attempts, backoff=pol.backoff,
                                      on_bytes=on_bytes, on_total=on_total)
         self._clients: dict[str, RegistryClient] = {}
-        self.daemon = DaemonSource(self.store, self.limits)   # docker-daemon: images
+        # image sources by transport prefix (ImageRef.transport): a new kind is one entry
+        self.image_sources: dict[str, ImageSource] = {
+            "": RegistrySource(self),
+            DAEMON_TRANSPORT: EngineSource(self.store, self.limits, frozen=frozen)}
         self._lock = threading.Lock()
         # chart repository index.yaml: fetched once per URL, parsed once per content digest
         self._index_locks: dict[str, threading.Lock] = {}
@@ -77,8 +82,7 @@ class Sources:
 
     def _not_frozen(self, what: str) -> None:
         if self.frozen:
-            raise SpecError(f"--frozen: {what} would need a network lookup",
-                            hint="drop --frozen, or run `bundle lock` first")
+            raise frozen_refusal(what)
 
     def get_bytes(self, url: str, *, what: str, kind: str) -> bytes:
         """A small document (checksum file, chart index), fetched whole, capped by kind."""
@@ -222,28 +226,20 @@ class Sources:
 
     # ------------------------------------------------------------ images, any source
 
-    def engine_image(self, ref: ImageRef, arches: Iterable[str], *, what: str) -> Exported:
-        """Lock time: a ``docker-daemon:`` image exported from the Docker engine (a lookup
-        by tag, so refused with ``--frozen``)."""
-        self._not_frozen(what)
-        return self.daemon.resolve(ref, arches, what=what)
+    def image_source(self, ref: ImageRef) -> ImageSource:
+        """The source serving ``ref``: its registry, or the Docker engine for a
+        ``docker-daemon:`` image (which must still hold the locked content at build time)."""
+        return self.image_sources[ref.transport]
 
     def image_manifest(self, ref: ImageRef, digest: str, *, what: str, size: int) -> Fetched:
-        """A locked platform manifest of ``ref``: from its registry, or from the Docker
-        engine for a ``docker-daemon:`` image (which must still hold that content)."""
-        if ref.daemon:
-            self.limits.check_size("manifest", size, what=what, source="the lock")
-            return self.daemon.manifest(ref, digest, size, what=what)
-        return self.manifest(ref.registry, ref.repository, digest, what=what, size=size)
+        """A locked platform manifest of ``ref``, from its source."""
+        return self.image_source(ref).manifest(ref, digest, size=size, what=what)
 
     def image_blob(self, ref: ImageRef, manifest: str, digest: str, *, declared: object,
                    what: str, kind: str = "layer") -> Path:
         """A blob of ``ref``'s locked platform manifest ``manifest``, from its source."""
-        if ref.daemon:
-            size = self.limits.check_size(kind, declared, what=what, source="the lock")
-            return self.daemon.blob(ref, manifest=manifest, digest=digest, size=size, what=what)
-        return self.fetch_blob(ref.registry, ref.repository, digest, declared=declared, what=what,
-                               kind=kind)
+        return self.image_source(ref).blob(ref, manifest=manifest, digest=digest,
+                                           declared=declared, what=what, kind=kind)
 
     def read_cached(self, digest: str, size: int) -> bytes | None:
         p = self.store.lookup(digest, size)

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from bundler.errors import TransferError, UpstreamError
 from bundler.fetch.deadline import Deadline, DeadlineAdapter, Watchdog, set_current
@@ -247,7 +248,7 @@ def read_capped(resp: requests.Response, *, limit: int, what: str, kind: str) ->
             if len(data) > limit:
                 raise UpstreamError(f"{what}: more than the {kind} cap of {human(limit)}"
                                     f"{_via(resp)}", hint=_raise_hint(kind))
-    except (requests.RequestException, OSError, _urllib3_errors()) as e:
+    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as e:
         raise TransferError(f"{what}: the transfer broke: {_short(e)}",
                             hint="retry; the link dropped") from None
     return bytes(data)
@@ -256,11 +257,6 @@ def read_capped(resp: requests.Response, *, limit: int, what: str, kind: str) ->
 def _raise_hint(kind: str) -> str:
     return (f"if that size is real, raise the cap: BUNDLE_LIMITS=\"{kind}=<size>\" "
             "(docs/builder-trust.md)")
-
-
-def _urllib3_errors() -> type[Exception]:
-    import urllib3
-    return urllib3.exceptions.HTTPError
 
 
 def _short(e: BaseException) -> str:

@@ -16,6 +16,7 @@ from bundler.discover.model import BLIND_KINDS, INVALID, LOCAL_ONLY, REQUIRED_KI
 from bundler.discover.report import images_report
 from bundler.errors import MissingImagesError, SpecError
 from bundler.fetch.sources import Sources
+from bundler.lock.resolve import chart_values, local_files
 from bundler.spec.lockfile import BundleLock, Lock
 from bundler.spec.spec import BundleSpec, Spec
 
@@ -23,7 +24,6 @@ from bundler.spec.spec import BundleSpec, Spec
 def check_spec_files(spec: Spec) -> None:
     """Every rule for the spec's local files (roots, key material, member names), with no
     lock needed: what `bundle lock` applies before resolving anything."""
-    from bundler.lock.resolve import chart_values, local_files
     for b in spec.bundles.values():
         local_files(spec, b)
         for c in b.charts:
@@ -38,7 +38,6 @@ def check_fresh(spec: Spec, lock: Lock, *, only: str | None = None) -> None:
         raise SpecError(f"the lock was made from another spec ({lock.spec_digest[:19]}... vs "
                         f"{spec.digest[:19]}... for {spec.path})",
                         hint="run `bundle lock` to update bundles.lock")
-    from bundler.lock.resolve import chart_values, local_files
     for name, b in spec.bundles.items():
         if only is not None and name != only:
             continue

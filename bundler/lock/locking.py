@@ -19,6 +19,7 @@ from bundler.lock.resolve import resolve
 from bundler.spec.lockfile import Lock, drift
 from bundler.spec.refs import parse_image_ref
 from bundler.spec.spec import Spec
+from installer.fsio import write_verified
 
 
 @dataclass(frozen=True)
@@ -82,17 +83,7 @@ def drift_hint(changes: Iterable[str], previous: Lock | None, new: Lock | None) 
     changes = list(changes)
     if previous is None or new is None:
         return "run `bundle lock` to write it, and commit it"
-    refs: list[str] = []
-    for name, b in new.bundles.items():
-        old = previous.bundles.get(name)
-        if old is None:
-            continue
-        before = {i.ref: i.digest for i in old.images}
-        refs += [i.ref for i in b.images if i.ref in before and before[i.ref] != i.digest]
-        charts = {c.name: c.sha256 for c in old.charts}
-        refs += [c.name for c in b.charts if c.name in charts and charts[c.name] != c.sha256]
-        if old.k3s.version == b.k3s.version and old.k3s.to_json() != b.k3s.to_json():
-            refs.append("k3s")
+    refs = _moved_refs(previous, new)
     spec_side = any(c.startswith("spec changed") or "no longer in the spec" in c
                     or "not in the lock" in c for c in changes)
     parts = []
@@ -104,6 +95,22 @@ def drift_hint(changes: Iterable[str], previous: Lock | None, new: Lock | None) 
     if not parts:
         parts.append("run `bundle lock --update '*'` to re-resolve everything")
     return "; ".join(parts) + ", and commit the lock"
+
+
+def _moved_refs(previous: Lock, new: Lock) -> list[str]:
+    """Images, charts and K3s whose locked digest changed under the same name/version."""
+    refs: list[str] = []
+    for name, b in new.bundles.items():
+        old = previous.bundles.get(name)
+        if old is None:
+            continue
+        before = {i.ref: i.digest for i in old.images}
+        refs += [i.ref for i in b.images if i.ref in before and before[i.ref] != i.digest]
+        charts = {c.name: c.sha256 for c in old.charts}
+        refs += [c.name for c in b.charts if c.name in charts and charts[c.name] != c.sha256]
+        if old.k3s.version == b.k3s.version and old.k3s.to_json() != b.k3s.to_json():
+            refs.append("k3s")
+    return refs
 
 
 def lock_spec(spec: Spec, src: Sources, *, previous: Lock | None, update: Iterable[str] = (),
@@ -154,6 +161,5 @@ def save(path: Path, result: LockResult) -> bool:
     """Write the lock when it changed (durably, all or nothing); True if written."""
     if not result.changed:
         return False
-    from installer.fsio import write_verified
     write_verified(path, [result.lock.dumps().encode()], what=str(path))
     return True

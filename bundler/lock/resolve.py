@@ -8,7 +8,6 @@ transport. Items whose spec did not change keep their previous pin unless named 
 from __future__ import annotations
 
 import difflib
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +15,9 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 from bundler.errors import BundleError, NotFoundError, UpstreamError
-from bundler.fetch.cache import hex_of
-from bundler.fetch.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_MANIFEST
 from bundler.fetch.sources import Sources
 from bundler.fetch.transport import check_url
-from bundler.spec import k3sfacts, platforms, specfiles
+from bundler.spec import k3sfacts, specfiles
 from bundler.spec.lockfile import (
     BundleLock,
     ChartLock,
@@ -28,7 +25,6 @@ from bundler.spec.lockfile import (
     ImageLock,
     K3sLock,
     Lock,
-    PlatformLock,
 )
 from bundler.spec.refs import ImageRef, parse_image_ref
 from bundler.spec.spec import BundleSpec, ChartSpec, Spec
@@ -39,93 +35,8 @@ T = TypeVar("T")
 
 
 def resolve_image(src: Sources, ref: ImageRef, arches: Iterable[str]) -> ImageLock:
-    what = f"image {ref}"
-    if ref.daemon:
-        return _resolve_daemon_image(src, ref, tuple(arches), what=what)
-    top = src.manifest(ref.registry, ref.repository, ref.reference, what=what)
-    doc = top.json()
-    media_type = top.media_type   # from the verified bytes, never from a header
-    result: dict[str, PlatformLock] = {}
-    if media_type in INDEX_TYPES:
-        if not isinstance(doc.get("manifests"), list):
-            raise UpstreamError(f"{what}: index {top.digest} has no manifests list")
-        for arch in arches:
-            desc = platforms.select(doc, arch, what=what)
-            result[arch] = _platform_lock(src, ref, digest=desc["digest"], size=desc["size"],
-                                          arch=arch, what=what)
-    else:
-        for arch in arches:
-            result[arch] = _platform_lock(src, ref, digest=top.digest, size=len(top.data),
-                                          arch=arch, what=what, single=True)
-    return ImageLock(ref=str(ref), digest=top.digest, media_type=media_type, platforms=result)
-
-
-def _resolve_daemon_image(src: Sources, ref: ImageRef, arches: tuple[str, ...], *,
-                          what: str) -> ImageLock:
-    """An image of the local Docker engine: one platform, which must be every arch's; its
-    synthesized OCI manifest (``bundler.fetch.daemon``) is what the lock pins, for each arch."""
-    found = src.engine_image(ref, arches, what=what)
-    plat = PlatformLock(digest=found.digest, size=len(found.manifest), media_type=OCI_MANIFEST,
-                        config=found.config)
-    return ImageLock(ref=str(ref), digest=found.digest, media_type=OCI_MANIFEST,
-                     platforms={a: plat for a in arches})
-
-
-def _platform_lock(src: Sources, ref: ImageRef, *, digest: str, size: int, arch: str,
-                   what: str, single: bool = False) -> PlatformLock:
-    m = src.manifest(ref.registry, ref.repository, digest, what=f"{what} ({arch})", size=size)
-    if len(m.data) != size:
-        raise UpstreamError(f"{what}: {arch} manifest is {len(m.data)} bytes, index says {size}")
-    doc = m.json()
-    media_type = m.media_type
-    if media_type not in MANIFEST_TYPES:
-        raise UpstreamError(f"{what}: the {arch} entry {digest} is a {media_type}, not an "
-                            "image manifest")
-    config = doc.get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
-        raise UpstreamError(f"{what}: {arch} manifest {digest} has no config descriptor")
-    _check_layers(src, doc.get("layers"), what=f"{what} ({arch})", source=f"manifest {digest}")
-    path = src.fetch_blob(ref.registry, ref.repository, config["digest"],
-                          declared=config.get("size"), what=f"{what} config ({arch})",
-                          kind="config", source=f"manifest {digest}")
-    cfg = _json(path.read_bytes(), what=f"{what} config")
-    try:
-        platforms.check_config(cfg, arch, what=what)
-    except UpstreamError as e:
-        if single:
-            found = platforms.Platform(str(cfg.get("os", "")), str(cfg.get("architecture", "")),
-                                       str(cfg.get("variant", "") or ""))
-            raise UpstreamError(
-                f"{what}: no {platforms.ARCH_PLATFORMS[arch]} image (architecture {arch}); "
-                f"it is a single-platform image for {found}",
-                hint=f"remove {arch} from the bundle's arch list, or use a multi-arch image"
-            ) from None
-        raise e
-    return PlatformLock(digest=digest, size=size, media_type=media_type,
-                        config=config["digest"])
-
-
-def _check_layers(src: Sources, layers: object, *, what: str, source: str) -> None:
-    """Layer descriptors are checked when locking, so the build meets no surprise in the
-    same (digest-pinned) bytes: a list of objects, each a sha256 digest and a size within
-    the layer cap."""
-    if not isinstance(layers, list) or not all(
-            isinstance(ly, dict) and isinstance(ly.get("digest"), str) for ly in layers):
-        raise UpstreamError(f"{what}: {source} has malformed layer descriptors",
-                            hint="the registry serves a broken manifest; nothing was locked")
-    for ly in layers:
-        hex_of(ly["digest"])
-        src.limits.check_size("layer", ly.get("size"), what=what, source=source)
-
-
-def _json(data: bytes, *, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise UpstreamError(f"{what} is not valid JSON: {str(e)[:200]}") from None
-    if not isinstance(doc, dict):
-        raise UpstreamError(f"{what} is not a JSON object")
-    return doc
+    """Pin ``ref`` for every arch, by whichever source serves it (``Sources.image_source``)."""
+    return src.image_source(ref).lock(ref, tuple(arches), what=f"image {ref}")
 
 
 def resolve_k3s(src: Sources, spec: Spec, version: str, *, arches: Iterable[str],
@@ -213,6 +124,22 @@ def _index_entry(src: Sources, chart: ChartSpec, what: str) -> tuple[str, str | 
     entries = index.get("entries") if isinstance(index, dict) else None
     if not isinstance(entries, dict):
         raise UpstreamError(f"{index_url} is not a Helm repository index (no entries mapping)")
+    entry = _version_entry(entries, chart, what=what, index_url=index_url)
+    urls = entry.get("urls")
+    if not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
+        raise UpstreamError(f"{what}: index entry has no download URL")
+    url = urljoin(chart.repo + "/", urls[0])
+    check_url(url, what=f"{what} (from {index_url})")
+    declared = entry.get("digest")
+    if declared is not None and not isinstance(declared, str):
+        raise UpstreamError(f"{what}: index entry digest is not a string")
+    return url, declared
+
+
+def _version_entry(entries: dict[str, Any], chart: ChartSpec, *, what: str,
+                   index_url: str) -> dict[str, Any]:
+    """The index entry of the chart's locked name and version, or an error naming what the
+    index has instead."""
     versions = entries.get(chart.name) or []
     if not versions:
         names = sorted(str(n)[:100] for n in entries)
@@ -231,15 +158,8 @@ def _index_entry(src: Sources, chart: ChartSpec, what: str) -> tuple[str, str | 
         raise NotFoundError(f"{what}: not in {index_url} (versions: "
                             f"{', '.join(have[-10:]) or 'none'})",
                             hint="fix the version in bundles.toml")
-    urls = match[0].get("urls")
-    if not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
-        raise UpstreamError(f"{what}: index entry has no download URL")
-    url = urljoin(chart.repo + "/", urls[0])
-    check_url(url, what=f"{what} (from {index_url})")
-    declared = match[0].get("digest")
-    if declared is not None and not isinstance(declared, str):
-        raise UpstreamError(f"{what}: index entry digest is not a string")
-    return url, declared
+    found: dict[str, Any] = match[0]
+    return found
 
 
 def _local_file(lf: LocalFile) -> FileLock:

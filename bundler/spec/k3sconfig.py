@@ -110,52 +110,12 @@ def check_mirrors(table: Any, *, where: str, fail: Fail) -> dict[str, dict[str, 
             raise fail(rw, f"{registry!r} is not a registry host (docker.io, host:port) or '*'")
         if not isinstance(entry, dict):
             raise fail(rw, "must be a table with endpoint = [...]")
-        for key in sorted(entry):
-            if key == "auth_file":
-                raise fail(f"{rw}.auth_file", "K3s's registries.yaml has no credentials-file "
-                           "setting, and credentials must not travel in a bundle",
-                           hint="give the mirror anonymous pull access for the site, or "
-                                "use image-credential-provider-config in k3s_config")
-            if key not in _MIRROR_KEYS:
-                raise fail(f"{rw}.{key}", f"unknown key {key!r}: {_nearest(key, _MIRROR_KEYS)}",
-                           hint=f"allowed: {', '.join(_MIRROR_KEYS)}")
-        endpoints = entry.get("endpoint")
-        if not isinstance(endpoints, list) or not endpoints:
-            raise fail(f"{rw}.endpoint", "must be a non-empty list of registry URLs",
-                       hint='e.g. endpoint = ["https://registry.site.local:5000"]')
-        hosts = []
-        for i, url in enumerate(endpoints):
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
-                    or parts.query or parts.fragment or parts.username or parts.password \
-                    or any(c.isspace() for c in url) or len(url) > _MAX_TEXT:
-                raise fail(f"{rw}.endpoint[{i}]", f"{url!r} is not an http(s):// registry URL",
-                           hint="scheme, host, optional port and path; no credentials")
-            hosts.append(parts.netloc)
-        mirror: dict[str, Any] = {"endpoint": list(endpoints)}
+        _check_mirror_keys(entry, rw, fail)
+        hosts = _endpoint_hosts(entry.get("endpoint"), rw, fail)
+        mirror: dict[str, Any] = {"endpoint": list(entry["endpoint"])}
         if "rewrite" in entry:
-            rewrite = entry["rewrite"]
-            if not isinstance(rewrite, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in rewrite.items()):
-                raise fail(f"{rw}.rewrite", "must be a table of regular expression = "
-                           "replacement strings", hint='e.g. "^rancher/(.*)" = "mirror/$1"')
-            for pattern in rewrite:
-                try:
-                    re.compile(pattern)
-                except re.error as e:
-                    raise fail(f"{rw}.rewrite", f"{pattern!r} is not a regular expression: "
-                               f"{e}") from None
-            mirror["rewrite"] = dict(rewrite)
-        tls: dict[str, Any] = {}
-        for key in _TLS_KEYS:
-            if key not in entry:
-                continue
-            if key == "insecure_skip_verify":
-                if not isinstance(entry[key], bool):
-                    raise fail(f"{rw}.{key}", "must be true or false")
-                tls[key] = entry[key]
-            else:
-                tls[key] = _abs_path(entry[key], f"{rw}.{key}", fail)
+            mirror["rewrite"] = _rewrite(entry["rewrite"], rw, fail)
+        tls = _mirror_tls(entry, rw, fail)
         if tls:
             for host in hosts:
                 other = tls_of.get(host)
@@ -167,6 +127,63 @@ def check_mirrors(table: Any, *, where: str, fail: Fail) -> dict[str, dict[str, 
             mirror["tls"] = tls
         out[registry] = mirror
     return out
+
+
+def _check_mirror_keys(entry: dict[str, Any], rw: str, fail: Fail) -> None:
+    for key in sorted(entry):
+        if key == "auth_file":
+            raise fail(f"{rw}.auth_file", "K3s's registries.yaml has no credentials-file "
+                       "setting, and credentials must not travel in a bundle",
+                       hint="give the mirror anonymous pull access for the site, or "
+                            "use image-credential-provider-config in k3s_config")
+        if key not in _MIRROR_KEYS:
+            raise fail(f"{rw}.{key}", f"unknown key {key!r}: {_nearest(key, _MIRROR_KEYS)}",
+                       hint=f"allowed: {', '.join(_MIRROR_KEYS)}")
+
+
+def _endpoint_hosts(endpoints: Any, rw: str, fail: Fail) -> list[str]:
+    """The host:port of each endpoint URL, each checked (http(s), no credentials)."""
+    if not isinstance(endpoints, list) or not endpoints:
+        raise fail(f"{rw}.endpoint", "must be a non-empty list of registry URLs",
+                   hint='e.g. endpoint = ["https://registry.site.local:5000"]')
+    hosts = []
+    for i, url in enumerate(endpoints):
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+                or parts.query or parts.fragment or parts.username or parts.password \
+                or any(c.isspace() for c in url) or len(url) > _MAX_TEXT:
+            raise fail(f"{rw}.endpoint[{i}]", f"{url!r} is not an http(s):// registry URL",
+                       hint="scheme, host, optional port and path; no credentials")
+        hosts.append(parts.netloc)
+    return hosts
+
+
+def _rewrite(rewrite: Any, rw: str, fail: Fail) -> dict[str, str]:
+    if not isinstance(rewrite, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in rewrite.items()):
+        raise fail(f"{rw}.rewrite", "must be a table of regular expression = "
+                   "replacement strings", hint='e.g. "^rancher/(.*)" = "mirror/$1"')
+    for pattern in rewrite:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise fail(f"{rw}.rewrite", f"{pattern!r} is not a regular expression: "
+                       f"{e}") from None
+    return dict(rewrite)
+
+
+def _mirror_tls(entry: dict[str, Any], rw: str, fail: Fail) -> dict[str, Any]:
+    tls: dict[str, Any] = {}
+    for key in _TLS_KEYS:
+        if key not in entry:
+            continue
+        if key == "insecure_skip_verify":
+            if not isinstance(entry[key], bool):
+                raise fail(f"{rw}.{key}", "must be true or false")
+            tls[key] = entry[key]
+        else:
+            tls[key] = _abs_path(entry[key], f"{rw}.{key}", fail)
+    return tls
 
 
 # ---------------------------------------------------------------------------- YAML

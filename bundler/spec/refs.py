@@ -66,8 +66,14 @@ class ImageRef:
             s += f"@{self.digest}"
         return s
 
+    @property
+    def transport(self) -> str:
+        """The transport prefix naming the image's source: ``docker-daemon:`` or none (a
+        registry); the key of ``Sources.image_sources``."""
+        return DAEMON_TRANSPORT if self.daemon else ""
+
     def __str__(self) -> str:
-        return (DAEMON_TRANSPORT if self.daemon else "") + self.runtime_name
+        return self.transport + self.runtime_name
 
     def with_digest(self, digest: str) -> ImageRef:
         return ImageRef(self.registry, self.repository, self.tag, digest, self.daemon)
@@ -98,6 +104,15 @@ def parse_image_ref(text: str) -> ImageRef:
         text, tag = text.rsplit(":", 1)
         if not _TAG_RE.match(tag):
             raise SpecError(f"invalid image reference {original!r}: bad tag {tag!r}")
+    registry, path = _registry_and_path(text, original)
+    if tag is None and digest is None:
+        tag = "latest"
+    return ImageRef(registry, path, tag, digest, daemon)
+
+
+def _registry_and_path(text: str, original: str) -> tuple[str, str]:
+    """``docker.io``, ``library/alpine`` for ``alpine``: the registry (Docker Hub unless the
+    first component looks like a host) and the checked repository path."""
     parts = text.split("/")
     first = parts[0]
     if len(parts) > 1 and ("." in first or ":" in first or first == "localhost"):
@@ -114,9 +129,7 @@ def parse_image_ref(text: str) -> ImageRef:
         if not _PATH_COMPONENT_RE.match(comp):
             raise SpecError(f"invalid image reference {original!r}: bad path component "
                             f"{comp!r} (lowercase letters, digits and . _ - only)")
-    if tag is None and digest is None:
-        tag = "latest"
-    return ImageRef(registry, "/".join(path), tag, digest, daemon)
+    return registry, "/".join(path)
 
 
 def normalize(text: str) -> str:

@@ -286,59 +286,12 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
     if not version or not all(part.isdigit() for part in version.split("-")[0].split(".")):
         raise c.fail(f"{where}.version", f"{version!r} is not a version like 1.2.3",
                      hint="devices compare versions numerically to refuse downgrades")
-    arches = []
-    for a in c.str_list(table, "arch", where):
-        try:
-            arches.append(arch_name(a))   # x86_64 -> amd64, aarch64 -> arm64, armhf -> arm
-        except ValueError:
-            raise c.fail(f"{where}.arch", f"unknown architecture {a!r}",
-                         hint=f"use one of {', '.join(ARCHES)} (arm means linux/arm/v7; "
-                              "x86_64, aarch64, armhf and armv7l are accepted too)") from None
-    if not arches or len(set(arches)) != len(arches):
-        raise c.fail(f"{where}.arch", "must list at least one architecture, each once")
+    arches = _bundle_arches(c, table, where)
     k3s = c.get(table, "k3s", where, typ=str)
     if not k3s.startswith("v") or "+k3s" not in k3s:
         raise c.fail(f"{where}.k3s", f"{k3s!r} is not a K3s release like v1.34.3+k3s1")
-    images = []
-    for i, text in enumerate(c.str_list(table, "images", where, default=[])):
-        try:
-            images.append(parse_image_ref(text))
-        except SpecError as e:
-            raise c.fail(f"{where}.images[{i}]", e.message) from None
-    if len({str(i) for i in images}) != len(images):
-        raise c.fail(f"{where}.images", "lists an image twice")
-    if len({i.runtime_name for i in images}) != len(images):  # docker-daemon: and registry
-        twice = next(i for i in images if i.daemon and any(
-            j.runtime_name == i.runtime_name and not j.daemon for j in images))
-        raise c.fail(f"{where}.images", f"lists {twice.runtime_name} twice: from a registry "
-                     "and from the Docker engine (docker-daemon:)",
-                     hint="keep one of the two")
-    charts = []
-    for i, ct in enumerate(c.get(table, "charts", where, typ=list, default=[])):
-        cw = f"{where}.charts[{i}]"
-        if not isinstance(ct, dict):
-            raise c.fail(cw, "must be a table")
-        c.check_keys(ct, _CHART_KEYS, cw)
-        repo = c.get(ct, "repo", cw, typ=str)
-        if not repo.startswith(("http://", "https://", "oci://")):
-            raise c.fail(f"{cw}.repo", f"{repo!r} must be an http(s):// or oci:// URL")
-        values = tuple(c.local(v, f"{cw}.values[{j}] (values file)")
-                       for j, v in enumerate(c.str_list(ct, "values", cw, default=[])))
-        chart = ChartSpec(name=c.get(ct, "name", cw, typ=str), repo=repo.rstrip("/"),
-                          version=c.get(ct, "version", cw, typ=str),
-                          namespace=c.get(ct, "namespace", cw, typ=str, default="default"),
-                          value_files=values, release=c.get(ct, "release", cw, typ=str, default=""))
-        chart = replace(chart, release=chart.release or chart.name)
-        charts.append(_check_chart(c, cw, chart))
-    for key, label in (("name", "chart name"), ("release", "release")):
-        seen: dict[str, int] = {}
-        for i, ch in enumerate(charts):
-            value = getattr(ch, key)
-            if value in seen:
-                raise c.fail(f"{where}.charts[{i}].{key}", f"{label} {value!r} is used by "
-                             f"charts[{seen[value]}] too", hint="each chart of a bundle needs "
-                             "its own name and release (they name its files on the device)")
-            seen[value] = i
+    images = _bundle_images(c, table, where)
+    charts = _bundle_charts(c, table, where)
     roles = tuple(c.str_list(table, "roles", where, default=list(ROLES)))
     for r in roles:
         if r not in ROLES:
@@ -357,6 +310,70 @@ def _parse_bundle(c: _Ctx, name: str, table: Any) -> BundleSpec:
         roles=roles,
         allow_k3s_minor_skip=c.get(table, "allow_k3s_minor_skip", where, typ=bool, default=False),
         allow_k3s_downgrade=c.get(table, "allow_k3s_downgrade", where, typ=bool, default=False))
+
+
+def _bundle_arches(c: _Ctx, table: dict[str, Any], where: str) -> list[str]:
+    arches = []
+    for a in c.str_list(table, "arch", where):
+        try:
+            arches.append(arch_name(a))   # x86_64 -> amd64, aarch64 -> arm64, armhf -> arm
+        except ValueError:
+            raise c.fail(f"{where}.arch", f"unknown architecture {a!r}",
+                         hint=f"use one of {', '.join(ARCHES)} (arm means linux/arm/v7; "
+                              "x86_64, aarch64, armhf and armv7l are accepted too)") from None
+    if not arches or len(set(arches)) != len(arches):
+        raise c.fail(f"{where}.arch", "must list at least one architecture, each once")
+    return arches
+
+
+def _bundle_images(c: _Ctx, table: dict[str, Any], where: str) -> list[ImageRef]:
+    images = []
+    for i, text in enumerate(c.str_list(table, "images", where, default=[])):
+        try:
+            images.append(parse_image_ref(text))
+        except SpecError as e:
+            raise c.fail(f"{where}.images[{i}]", e.message) from None
+    if len({str(i) for i in images}) != len(images):
+        raise c.fail(f"{where}.images", "lists an image twice")
+    if len({i.runtime_name for i in images}) != len(images):  # docker-daemon: and registry
+        twice = next(i for i in images if i.daemon and any(
+            j.runtime_name == i.runtime_name and not j.daemon for j in images))
+        raise c.fail(f"{where}.images", f"lists {twice.runtime_name} twice: from a registry "
+                     "and from the Docker engine (docker-daemon:)",
+                     hint="keep one of the two")
+    return images
+
+
+def _bundle_charts(c: _Ctx, table: dict[str, Any], where: str) -> list[ChartSpec]:
+    charts = [_parse_chart(c, f"{where}.charts[{i}]", ct)
+              for i, ct in enumerate(c.get(table, "charts", where, typ=list, default=[]))]
+    for key, label in (("name", "chart name"), ("release", "release")):
+        seen: dict[str, int] = {}
+        for i, ch in enumerate(charts):
+            value = getattr(ch, key)
+            if value in seen:
+                raise c.fail(f"{where}.charts[{i}].{key}", f"{label} {value!r} is used by "
+                             f"charts[{seen[value]}] too", hint="each chart of a bundle needs "
+                             "its own name and release (they name its files on the device)")
+            seen[value] = i
+    return charts
+
+
+def _parse_chart(c: _Ctx, cw: str, ct: Any) -> ChartSpec:
+    if not isinstance(ct, dict):
+        raise c.fail(cw, "must be a table")
+    c.check_keys(ct, _CHART_KEYS, cw)
+    repo = c.get(ct, "repo", cw, typ=str)
+    if not repo.startswith(("http://", "https://", "oci://")):
+        raise c.fail(f"{cw}.repo", f"{repo!r} must be an http(s):// or oci:// URL")
+    values = tuple(c.local(v, f"{cw}.values[{j}] (values file)")
+                   for j, v in enumerate(c.str_list(ct, "values", cw, default=[])))
+    chart = ChartSpec(name=c.get(ct, "name", cw, typ=str), repo=repo.rstrip("/"),
+                      version=c.get(ct, "version", cw, typ=str),
+                      namespace=c.get(ct, "namespace", cw, typ=str, default="default"),
+                      value_files=values, release=c.get(ct, "release", cw, typ=str, default=""))
+    chart = replace(chart, release=chart.release or chart.name)
+    return _check_chart(c, cw, chart)
 
 
 # Helm: chart names are lowercase letters, digits and dashes (dots and underscores exist in the

@@ -18,7 +18,6 @@ checking: see ``trust`` and ``verify``.
 """
 
 import re
-import tarfile
 from dataclasses import dataclass
 from typing import (
     IO,
@@ -37,12 +36,17 @@ from typing import (
 from installer import policy
 from installer.errors import DigestMismatch, FormatError, UnsafeMember
 from installer.format import canonjson
+
+# the format's names and the tar header are defined with the envelope; bundlefmt.X re-exports
+from installer.format.envelope import DELTA_NAME as DELTA_NAME
+from installer.format.envelope import MANIFEST_NAME as MANIFEST_NAME
+from installer.format.envelope import ROOTS_DIR as ROOTS_DIR
+from installer.format.envelope import SIGNATURES_NAME as SIGNATURES_NAME
+from installer.format.envelope import layout, small_documents
+from installer.format.envelope import member_header as member_header
 from installer.format.tarstream import Entry, TarStream
 
 FORMAT = "k3s-airgap-bundle/v1"
-MANIFEST_NAME = "manifest.json"
-SIGNATURES_NAME = "signatures.json"
-ROOTS_DIR = "roots"
 MAX_HEADER_MEMBER = 4 * 1024 * 1024  # manifest, signatures and each root: small documents
 MAX_HEADER_TOTAL = 8 * 1024 * 1024   # all of them together (ours: well under 1 MiB)
 MAX_ROOTS = 256                      # root chain length (python-tuf: max_root_rotations 256)
@@ -286,7 +290,6 @@ def parse_manifest(data: bytes) -> Manifest:
 # ---------------------------------------------------------------------------- deltas
 
 DELTA_FORMAT = "k3s-airgap-delta/v1"
-DELTA_NAME = "delta.json"
 DELTA_SUFFIX = ".delta.tar"
 
 
@@ -415,18 +418,6 @@ def parse_delta(data: bytes, manifest: Manifest, manifest_bytes: bytes) -> Delta
 # ---------------------------------------------------------------------------- writing
 
 
-def member_header(name: str, size: int, mode: int, *, mtime: int) -> tarfile.TarInfo:
-    """The exact tar header the writer uses for a member (the verifier rebuilds it too)."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = mode
-    info.mtime = mtime
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
-
-
 def check_for_write(manifest: Manifest) -> bytes:
     """The manifest's bytes, after applying every rule the reader applies to them.
 
@@ -471,11 +462,6 @@ def write_bundle(
 _COPY_CHUNK = 1024 * 1024
 
 
-def _entry_header(name: str, size: int, mode: int, *, mtime: int) -> bytes:
-    return member_header(name, size, mode, mtime=mtime).tobuf(tarfile.PAX_FORMAT, "utf-8",
-                                                         "surrogateescape")
-
-
 def iter_bundle(
     *,
     manifest: Manifest,
@@ -492,25 +478,22 @@ def iter_bundle(
 
     With ``delta``, the same writer writes a delta bundle: ``delta.json`` first, then the
     same envelope, then only the members ``delta.carried`` lists (docs/bundle-format.md)."""
-    mtime = manifest.created
     manifest_bytes = check_for_write(manifest)
-    offset = 0
-    small = [(MANIFEST_NAME, manifest_bytes), (SIGNATURES_NAME, signatures)]
-    small += [(f"{ROOTS_DIR}/{n}.root.json", root) for n, root in enumerate(roots, start=1)]
+    small = small_documents(manifest_bytes=manifest_bytes, signatures=signatures, roots=roots)
     members: Sequence[Member] = manifest.members
     if delta is not None:
         validate_delta(delta, manifest, manifest_bytes)
         small.insert(0, (DELTA_NAME, delta.to_bytes()))
         members = delta_payload(manifest, delta)
-    for name, data in small:
-        block = (_entry_header(name, len(data), 0o644, mtime=mtime) + data +
-                 bytes(-len(data) % tarfile.BLOCKSIZE))
-        offset += len(block)
-        yield block
-    for m in members:
-        header = _entry_header(m.path, m.size, m.mode, mtime=mtime)
-        offset += len(header)
-        yield header
+    env = layout(small=[(name, len(data)) for name, data in small],
+                 members=[(m.path, m.size, m.mode, m.sha256) for m in members],
+                 mtime=manifest.created)
+    for n, (_name, data) in enumerate(small):
+        slot = env.slots[n]
+        yield slot.header + data + bytes(slot.pad)
+    for n, m in enumerate(members, start=len(small)):
+        slot = env.slots[n]
+        yield slot.header
         written = 0
         for data in member_chunks(m):
             written += len(data)
@@ -520,12 +503,9 @@ def iter_bundle(
         if written != m.size:
             raise FormatError(f"bundle member {m.path!r}: {written} bytes, the manifest says "
                               f"{m.size}")
-        pad = -m.size % tarfile.BLOCKSIZE
-        offset += m.size + pad
-        if pad:
-            yield bytes(pad)
-    end = offset + 2 * tarfile.BLOCKSIZE
-    yield bytes(end - offset + (-end % tarfile.RECORDSIZE))
+        if slot.pad:
+            yield bytes(slot.pad)
+    yield bytes(env.size - env.end)
 
 
 def unsigned_signatures() -> bytes:

@@ -26,9 +26,8 @@ import time
 from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Tuple
 
 from installer.errors import DigestMismatch, FormatError, PolicyRefusal
-from installer.format import bundlefmt, tarstream
+from installer.format import bundlefmt, envelope, tarstream
 from installer.format.bundlefmt import Member
-from installer.format.tarstream import TarStream
 from installer.fsio import checked_chunks, iter_file, write_verified
 from installer.host import failpoint, txn
 from installer.host.layout import Layout
@@ -78,14 +77,7 @@ def archive_blobs(f: BinaryIO, *, start: int, size: int,
 
 def is_delta(path: str) -> bool:
     """Whether ``path`` is a regular file whose first tar member is ``delta.json``."""
-    if not os.path.isfile(path):
-        return False
-    try:
-        with verify.open_regular(path, what="bundle") as f:
-            entry = TarStream(f, what=path).next()
-    except (OSError, FormatError):
-        return False  # not a tar: the normal reader names the problem
-    return entry is not None and entry.name == bundlefmt.DELTA_NAME
+    return envelope.kind_of(path) == envelope.DELTA
 
 
 @contextlib.contextmanager

@@ -38,12 +38,12 @@ from installer.errors import (
     SignatureError,
     UntrustedContent,
 )
-from installer.format import bundlefmt, canonjson
+from installer.format import bundlefmt, canonjson, envelope
 from installer.fsio import CHUNK, fsync_dir
 from installer.trust import rootmeta, verify
 
 FORMAT = "k3s-airgap-parts/v1"
-INDEX_SUFFIX = ".parts.json"
+INDEX_SUFFIX = envelope.PARTS_INDEX_SUFFIX
 PART_RE = re.compile(r"\.part-([0-9]{3})$")
 PARITY_SUFFIX = ".part-parity"
 MAX_PARTS = 999

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 
 from installer import policy
 from installer.errors import EnvironmentProblem, FormatError
+from installer.format import envelope
 from installer.sources.parts import INDEX_SUFFIX, PartsIndex, index_name, read_index, reassemble
 
 Progress = Optional[Callable[[int, str], Callable[[int], None]]]
@@ -36,9 +37,7 @@ class FromParts:
 
 def holds_parts(source: str) -> bool:
     """True for a parts index file, or a folder holding at least one."""
-    if source.endswith(INDEX_SUFFIX):
-        return True
-    return os.path.isdir(source) and any(n.endswith(INDEX_SUFFIX) for n in os.listdir(source))
+    return envelope.kind_of(source) == envelope.PARTS
 
 
 def pick_index(folder: str, arch: str) -> Optional[str]:

@@ -10,26 +10,23 @@ staging (``stage_payload``: ``fsio.write_verified`` with the manifest's sha256/s
 import hashlib
 import json
 import os
-import stat
-import tarfile
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Callable, Optional, Sequence
 
 from installer.errors import (
-    ConfigError,
     DigestMismatch,
     FormatError,
     InstallerError,
     SignatureError,
 )
-from installer.format import bundlefmt, canonjson, tarstream
+from installer.format import bundlefmt, canonjson
 from installer.format.bundlefmt import BundleReader, Header
+from installer.format.envelope import check_envelope as check_envelope  # verify's API
+from installer.format.envelope import header_variants as header_variants
 from installer.fsio import fsync_dir, hash_chunks, iter_file, write_verified
+from installer.fsio import open_regular as open_regular  # verify.open_regular: callers
 from installer.trust import rootmeta
-
-READ_BUFFER = 1024 * 1024
-_MAX_TRAILER = tarfile.RECORDSIZE + 2 * tarfile.BLOCKSIZE
 
 OnBytes = Optional[Callable[[int], None]]
 
@@ -150,40 +147,6 @@ def anchor_version(anchor: bytes) -> Optional[int]:
 MAX_CLOCK_SKEW = 24 * 3600  # how far a manifest's signed `created` may be ahead of the clock
 
 
-def open_regular(path: str, *, what: str) -> BinaryIO:
-    """Open ``path`` for reading only if it is a regular file (THREATS 36).
-
-    A FIFO would block ``open`` and then ``read`` forever, a device could be endless; both,
-    and folders, are refused before any byte is read. ``O_NONBLOCK`` makes a FIFO swapped in
-    after the ``stat`` fail the ``fstat`` check instead of hanging the open.
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{what} {path} is {_file_kind(st.st_mode)}, not a regular file",
-                          hint="pass the bundle file itself (a folder is searched for "
-                               "<name>-<version>-<arch>.tar files)")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{what} {path} changed into {_file_kind(st.st_mode)} while "
-                              "being opened")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=READ_BUFFER)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-             (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a file")
-
-
 def check_created(created: int, *, clock: int, now: int, what: str) -> None:
     """Refuse a manifest signed in the future (THREATS 33): its ``created`` may be ahead of
     this host's clock by at most ``MAX_CLOCK_SKEW``. When the clock is behind the ratchet
@@ -232,82 +195,6 @@ def open_bundle(path: str, *, anchor: bytes, now: int, clock: Optional[int] = No
     except BaseException:
         f.close()
         raise
-
-
-def _expected_header(name: str, size: int, mode: int, *, mtime: int) -> bytes:
-    info = bundlefmt.member_header(name, size, mode, mtime=mtime)
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-_DEV_FIELDS = slice(329, 345)  # ustar devmajor + devminor
-
-
-def _with_dev_fields(block: bytes, value: bytes) -> bytes:
-    b = bytearray(block)
-    b[_DEV_FIELDS] = value
-    b[148:156] = b"        "
-    b[148:155] = b"%06o\0" % sum(b)
-    return bytes(b)
-
-
-def header_variants(expected: bytes) -> Tuple[bytes, ...]:
-    """The header bytes as any Python's tarfile writes them: 3.8 fills devmajor/devminor of
-    regular files with "0000000", 3.9+ leaves them NUL. Both are canonical; nothing else is."""
-    out = []
-    for dev in (bytes(16), b"0000000\0" * 2):
-        blocks = [expected[i:i + tarfile.BLOCKSIZE]
-                  for i in range(0, len(expected), tarfile.BLOCKSIZE)]
-        blocks[0] = _with_dev_fields(blocks[0], dev)    # the pax header's own ustar block
-        blocks[-1] = _with_dev_fields(blocks[-1], dev)  # the member's ustar block
-        out.append(b"".join(blocks))
-    return tuple(out)
-
-
-def check_envelope(fd: int, header: Header, *, what: str) -> None:
-    """Every byte of the bundle outside member data must be exactly what ``write_bundle``
-    writes for this signed manifest: tar headers, zero padding, zero trailer, total size.
-
-    A flipped byte in a tar header, in padding or after the archive's end is thus caught too
-    (tarfile itself skips padding and stops at the first bad header). Reads only headers and
-    padding (pread; the stream position is untouched).
-    """
-    m = header.manifest
-    entries: List[Tuple[str, int, int]] = [
-        (bundlefmt.MANIFEST_NAME, len(header.manifest_bytes), 0o644),
-        (bundlefmt.SIGNATURES_NAME, len(header.signatures), 0o644)]
-    entries += [(f"{bundlefmt.ROOTS_DIR}/{n}.root.json", len(r), 0o644)
-                for n, r in enumerate(header.roots, start=1)]
-    entries += [(mem.path, mem.size, mem.mode) for mem in m.members]
-    layout = []
-    offset = 0
-    for name, size, mode in entries:
-        expected = _expected_header(name, size, mode, mtime=m.created)
-        layout.append((offset, expected, name, size))
-        pad = -size % tarfile.BLOCKSIZE
-        offset += len(expected) + size + pad
-    end = offset + 2 * tarfile.BLOCKSIZE
-    end += -end % tarfile.RECORDSIZE
-    actual = os.fstat(fd).st_size
-    if actual != end:
-        raise FormatError(
-            f"{what} is {actual} bytes; its signed manifest implies exactly {end}",
-            hint="the file is truncated or has data appended; copy it again from its source")
-    for start, expected, name, size in layout:
-        block = os.pread(fd, len(expected), start)
-        if block not in header_variants(expected):
-            found = tarstream.describe(block[-tarfile.BLOCKSIZE:])
-            raise FormatError(f"{what}: the tar header of {name!r} is not the canonical one: "
-                              f"found {found}",
-                              hint="the bundle was altered or damaged; do not use it")
-        data_end = start + len(expected) + size
-        pad = -size % tarfile.BLOCKSIZE
-        if pad and os.pread(fd, pad, data_end) != bytes(pad):
-            raise FormatError(f"{what}: the padding after {name!r} is not zero",
-                              hint="the bundle was altered or damaged; do not use it")
-    tail = end - offset
-    if tail > _MAX_TRAILER or os.pread(fd, tail, offset) != bytes(tail):
-        raise FormatError(f"{what}: data after the end of the archive",
-                          hint="the bundle was altered or damaged; do not use it")
 
 
 def hash_payload(opened: Opened, on_bytes: OnBytes = None) -> int:
