@@ -226,6 +226,12 @@ def _text(result: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _lines(args: argparse.Namespace, result: Dict[str, Any]) -> List[str]:
+    if "dry_run" in result or args.command in reportcli.COMMANDS:
+        return reportcli.text(result)
+    return synccli.text(result) if args.command in synccli.COMMANDS else _text(result)
+
+
 def _options(o: Dict[str, Any]) -> str:
     parts = [f"INSTALL_K3S_EXEC={o['install_k3s_exec']!r}"]
     if o.get("url"):
@@ -278,9 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True))
     else:
-        for line in (reportcli.text(result) if "dry_run" in result or args.command == "report"
-                     else synccli.text(result) if args.command in synccli.COMMANDS
-                     else _text(result)):
+        for line in _lines(args, result):
             print(line)
     damaged = (result.get("verify") or {}).get("damaged") or result.get("still_damaged")
     if damaged:  # status --verify found differences (or a repair left some): exit 3

@@ -9,6 +9,8 @@ from typing import Any, Callable
 import click
 
 from bundler.cli.context import CONTEXT, out
+from bundler.cli.fleetcmd import evidence_gate, evidence_options
+from bundler.fleet.reports import remember
 
 _keys_opt = click.option("--keys", "keys_dir", required=True,
                          type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -124,54 +126,6 @@ def publish_cmd(*, bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_di
         f"{a['length']} bytes)" for a in added))
 
 
-def _evidence_opts(f: Callable[..., Any]) -> Callable[..., Any]:
-    from bundler.cli.fleetcmd import reports_access
-    f = reports_access(f)
-    for opt in reversed((
-            click.option("--reports", "sources", multiple=True, metavar="SRC",
-                         help="Device reports (folder or oci://HOST/REPO, repeatable): "
-                              "promote only on the fleet's evidence (docs/fleet.md)."),
-            click.option("--require-healthy", type=click.IntRange(min=0), default=None,
-                         metavar="N", help="With --reports: at least N enrolled devices of "
-                                           "--from healthy on VERSION (default 1)."),
-            click.option("--require-fraction", type=click.FloatRange(0, 1), default=None,
-                         metavar="F", help="With --reports: at least F of those that reported "
-                                           "healthy (default 1.0)."),
-            click.option("--dry-run", is_flag=True,
-                         help="Judge the evidence and list which enrolled devices of --to "
-                              "would move; write nothing."))):
-        f = opt(f)
-    return f
-
-
-def _evidence(kw: dict[str, Any], *, name: str, version: str, repo_dir: Path, source: str,
-              dest: str, percent: int, min_soak: int) -> dict[str, Any] | None:
-    """The fleet gate (bundler/fleet/gate.py), or None when no report option is given."""
-    sources, dry_run = list(kw.pop("sources")), kw.pop("dry_run")
-    healthy, fraction = kw.pop("require_healthy"), kw.pop("require_fraction")
-    from bundler.cli.fleetcmd import access
-    reach = access(kw)
-    if not sources and not dry_run:
-        if healthy is not None or fraction is not None:
-            raise click.UsageError("--require-healthy/--require-fraction need --reports SRC")
-        return None
-    import time
-
-    from bundler.fleet import gate
-    rule = gate.Rule(name, version, source, require_healthy=1 if healthy is None else healthy,
-                     require_fraction=1.0 if fraction is None else fraction,
-                     min_soak=min_soak)
-    result = gate.check(repo_dir=repo_dir, sources=sources, rule=rule, dest=dest,
-                        percent=percent, now=int(time.time()), **reach)
-    if dry_run:
-        plan = {k: result[k] for k in ("allowed", "reason", "verdicts", "movers")}
-        return {"dry_run": True, "plan": dict(plan, dry_run=True),
-                "text": gate.plan_text(result, dest=dest, percent=percent)}
-    if not result["allowed"]:
-        raise gate.refusal(result, rule)
-    return result
-
-
 @click.command("promote", context_settings=CONTEXT)
 @click.argument("name")
 @click.argument("version")
@@ -183,7 +137,7 @@ def _evidence(kw: dict[str, Any], *, name: str, version: str, repo_dir: Path, so
               help="Time it must have spent in --from first: 30m, 24h, 7d.")
 @click.option("--percent", type=click.IntRange(1, 100), default=100, show_default=True,
               help="Fraction of --to's devices that take it (raise by promoting again).")
-@_evidence_opts
+@evidence_options
 @_lifetimes
 @_pass_opt
 @_json_opt
@@ -193,7 +147,7 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
     """List in --to the very entries (same hashes) --from lists for NAME VERSION."""
     from bundler.repo.ringops import parse_duration, promote
     soak = parse_duration(min_soak)
-    gate = _evidence(kw, name=name, version=version, repo_dir=repo_dir, source=source,
+    gate = evidence_gate(kw, name=name, version=version, repo_dir=repo_dir, source=source,
                      dest=dest, percent=percent, min_soak=soak)
     if gate is not None and gate.get("dry_run"):
         out(as_json, gate["plan"], "\n".join(gate["text"]))
@@ -203,7 +157,6 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
                    lifetimes=_lt(kw), passphrase_env=passphrase_env,
                    evidence=gate["record"] if gate else None)
     if gate is not None:
-        from bundler.fleet.reports import remember
         remember(repo_dir, gate["collected"])
     out(as_json, {"promoted": done, "evidence": gate["record"] if gate else None}, "\n".join(
         f"promoted {d['target']} to {d['ring']} at {d['percent']}% (sha256 "

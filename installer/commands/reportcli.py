@@ -8,7 +8,8 @@ import sys
 from typing import Any, Callable, Dict, List, Optional
 
 from installer.commands import install, plan, report
-from installer.errors import InstallerError
+from installer.errors import ConfigError, InstallerError
+from installer.fsio import write_verified
 from installer.host import identity
 from installer.host.layout import Layout
 from installer.sources import ocidist
@@ -54,13 +55,11 @@ def _ca(args: argparse.Namespace) -> Optional[str]:
 def run(args: argparse.Namespace, layout: Layout) -> Dict[str, Any]:
     """``airgap-install report``."""
     if not os.path.exists(layout.trust_anchor):
-        from installer.errors import ConfigError
         raise ConfigError("this device trusts no root yet",
                           hint="run `airgap-install trust ROOT_JSON --ring NAME` first")
     made = report.make(layout, "report")
     out: Dict[str, Any] = {"report": made["signed"], "file": made["name"]}
     if args.out:
-        from installer.fsio import write_verified
         dest = os.path.abspath(args.out)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         write_verified(dest, [made["data"]], mode=0o644)
