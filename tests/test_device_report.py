@@ -3,6 +3,7 @@ each install, sync, rollback and failed gate, to a folder and to a registry; `--
 changes nothing under the root."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import List
@@ -144,3 +145,20 @@ def test_report_pushed_to_a_registry_and_read_back(tmp_path: Path) -> None:
     from installer.sources.ocidist import parse_oci_url
     far = ocireports.ReportClient(parse_oci_url("oci://192.0.2.1:5000/fleet/reports"))
     assert far.scheme == "https"
+
+
+def test_a_device_trusted_before_gets_its_identity_at_its_first_sync(tmp_path: Path) -> None:
+    kd = KeyDir(tmp_path / "keys")
+    repo = tmp_path / "repo"
+    ringops.init_repo(repo, kd.path)
+    root = tmp_path / "dev"
+    assert cli("trust", repo / "metadata" / "1.root.json", "--root", root, "--ring",
+               "canary").returncode == 0
+    shutil.rmtree(root / "var" / "lib" / "rancher" / "airgap" / "device")  # as before #26
+    assert json.loads(cli("status", "--root", root, "--json").stdout)["device_id"] is None
+    p = cli("sync", "--source", repo, "--root", root, "--arch", "amd64", "--json",
+            "--report-to", tmp_path / "stick")
+    assert p.returncode == 0 and json.loads(p.stdout)["action"] == "up-to-date", p.stderr
+    [r] = _reports(tmp_path / "stick")
+    st = json.loads(cli("status", "--root", root, "--json").stdout)
+    assert st["device_id"] == r["device_id"] and r["installed"] is None
