@@ -60,8 +60,21 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _save(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_verified(path, [json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()],
-                   mode=0o644)
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+    write_verified(path, (chunk.encode() for chunk in encoder.iterencode(doc)), mode=0o644)
+
+
+_DROPPED = ("public_key", "metadata", "type", "format")
+
+
+def compact(signed: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger keeps of an accepted report: the row's fields (the key is enrolled,
+    the metadata reduced to its earliest expiry)."""
+    expiries = [v["expires"] for v in (signed.get("metadata") or {}).values()
+                if isinstance(v, dict) and isinstance(v.get("expires"), int)]
+    out = {k: v for k, v in signed.items() if k not in _DROPPED}
+    out["metadata_expires"] = min(expiries) if expiries else None
+    return out
 
 
 def load_enrolled(repo: Path) -> dict[str, Any]:
@@ -163,7 +176,8 @@ def _first_pass(items: Iterator[tuple[str, bytes]], enrolled: dict[str, Any],
                                  "detail": f"device {dev[:16]} ({signed['hostname']}) is not "
                                            "enrolled: `bundle fleet enroll`"})
             continue
-        out.candidates.setdefault(dev, []).append((signed["sequence"], digest, name, signed))
+        out.candidates.setdefault(dev, []).append((signed["sequence"], digest, name,
+                                                   compact(signed)))
 
 
 def collect(items: Iterator[tuple[str, bytes]], *, enrolled: dict[str, Any],
@@ -174,7 +188,8 @@ def collect(items: Iterator[tuple[str, bytes]], *, enrolled: dict[str, Any],
     for dev in ledger:
         if dev in enrolled:
             out.latest[dev] = dict(ledger[dev])
-    for dev, found in out.candidates.items():
+    while out.candidates:
+        dev, found = out.candidates.popitem()
         entry = out.latest.get(dev)
         known = set(entry.get("seen", [])) if entry else set()
         top = int(entry["sequence"]) if entry else 0
@@ -193,7 +208,7 @@ def collect(items: Iterator[tuple[str, bytes]], *, enrolled: dict[str, Any],
         if entry is not None:
             entry["seen"] = sorted(known)
             out.latest[dev] = entry
-    out.candidates = {}
+    out.rejected.sort(key=lambda r: (REASONS.index(r["reason"]), r["file"]))
     return out
 
 

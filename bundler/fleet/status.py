@@ -34,8 +34,7 @@ def row(dev: str, enrolled: dict[str, Any], entry: dict[str, Any] | None, *, now
     gate_state = str(gate.get("state", "unknown"))
     if gate_state == "passed" and gate.get("digest") != installed.get("digest"):
         gate_state = "unknown"
-    expiries = [int(v["expires"]) for v in (r.get("metadata") or {}).values()
-                if isinstance(v, dict) and isinstance(v.get("expires"), int)]
+    expires = r.get("metadata_expires")    # the ledger's compact form (reports.compact)
     return {"device_id": dev, "hostname": r.get("hostname"), "ring": r.get("ring"),
             "arch": r.get("arch"), "name": installed.get("name"),
             "version": installed.get("version"), "manifest": installed.get("digest"),
@@ -45,7 +44,7 @@ def row(dev: str, enrolled: dict[str, Any], entry: dict[str, Any] | None, *, now
             "failed": sorted({str(f.get("version")) for f in r.get("failed") or []}),
             "last_seen": _iso(r["time"]), "last_seen_time": r["time"],
             "sequence": r["sequence"], "event": r.get("event"),
-            "metadata_expires": _iso(min(expiries)) if expiries else None,
+            "metadata_expires": _iso(expires) if isinstance(expires, int) else None,
             "stale": now - int(r["time"]) > stale_days * DAY, "reported": True,
             "rollout_id": r.get("rollout_id"), "digest": entry["digest"]}
 
