@@ -72,6 +72,10 @@ def record_gate(layout: Layout, event: str, *, now: int) -> None:
 
 
 def _gate(layout: Layout, cur: Any) -> Dict[str, Any]:
+    pending = sync._record(layout).get("pending")  # a gate a killed sync left (sync.py)
+    if isinstance(pending, dict) and cur is not None and pending.get("digest") == cur.digest:
+        return {"state": "pending", "name": cur.name, "version": cur.version,
+                "digest": cur.digest, "at": pending.get("at"), "output": ""}
     gate = identity.read_json(layout, "gate.json")
     if gate is None:
         return {"state": "none"}
