@@ -18,7 +18,7 @@ from installer.errors import ConfigError
 from installer.host import options, preflight, summary
 from installer.host.layout import Layout, targets_for
 from installer.host.options import Given, NodeOptions
-from installer.host.state import load_state, read_anchor
+from installer.host.state import load_journal, load_state, read_anchor
 from installer.sources import remote
 from installer.trust import rings, tufclient, verify
 
@@ -70,7 +70,8 @@ def install_plan(layout: Layout, req: install.InstallRequest) -> Dict[str, Any]:
     removed = summary_of(state.previous) if state.previous is not None and \
         state.previous.digest != opened.digest else None
     return dict(out, action="install", target=summary_of(new), changes=plan, removed=removed,
-                would=[f"would install {m.name} {m.version} ({decision.reason})",
+                would=[*_interrupted(layout),
+                       f"would install {m.name} {m.version} ({decision.reason})",
                        *("  " + line for line in summary.lines(plan))])
 
 
@@ -149,8 +150,18 @@ def rollback_plan(layout: Layout, *, skip_start: Optional[bool],
     return {"dry_run": True, "command": "rollback", "action": "rollback",
             "current": summary_of(cur), "target": summary_of(prev), "changes": plan,
             "install_sh": _install_sh(node), "removed": None,
-            "would": [f"would roll back {cur.name} {cur.version} -> {prev.version}",
+            "would": [*_interrupted(layout),
+                      f"would roll back {cur.name} {cur.version} -> {prev.version}",
                       *("  " + line for line in summary.lines(plan))]}
+
+
+def _interrupted(layout: Layout) -> List[str]:
+    """A change a crash interrupted is finished or undone first by the real command."""
+    journal = load_journal(layout)
+    if journal is None:
+        return []
+    return [f"would first finish or undo the interrupted {journal.get('op')} "
+            f"({journal.get('phase')}), as `airgap-install recover` does"]
 
 
 def text(result: Dict[str, Any]) -> List[str]:
