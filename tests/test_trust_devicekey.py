@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from installer.host import identity
@@ -61,3 +62,17 @@ def test_trust_makes_one_private_identity_and_status_shows_it(tmp_path: Path) ->
     os.chmod(key, 0o644)  # a key readable by others is refused, not used
     p = cli("report", "--root", root, "--out", tmp_path / "r.json")
     assert p.returncode == 2 and "readable by others" in p.stderr
+
+
+def test_reports_are_signed_in_pure_python_without_cryptography(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from installer.trust import devicereport
+    seed = os.urandom(32)
+    monkeypatch.setitem(devicekey._cryptography, "loaded", None)  # as on a device without it
+    assert devicekey.backend() == "python"
+    public = devicekey.public_key(seed)
+    signed = {"device_id": devicekey.fingerprint(public), "public_key": public.hex(),
+              "sequence": 1, "time": 1, "event": "report", "hostname": "h"}
+    data = devicereport.seal(signed, seed)
+    monkeypatch.undo()
+    assert devicereport.open_report(data, backend="cryptography")["hostname"] == "h"
