@@ -5,7 +5,11 @@ Families split by fault:
 - ``SpecError``: the user's spec, lock or flags are wrong (file and key named).
 - ``UpstreamError``: upstream content is not what it claims (digest mismatch, missing arch,
   checksum missing or wrong, manifest too large, wrong architecture in a config).
-- ``TransferError``: the network failed (5xx, resets, timeouts, auth, TLS) after retries.
+- ``UntrustedInput``: content given to the builder is not what it claims (``UpstreamError``
+  for downloads, ``UntrustedBundle`` for a bundle given to ``bundle publish``).
+- ``RefusedError``: the data is fine but the operation is not allowed (ring soak, not listed).
+- ``FetchError``: the network failed (5xx, resets, timeouts, auth, TLS) after retries (named
+  apart from the installer's ``TransferError``, a different family of another tree).
 - ``DriftError``: the lock no longer matches the spec or upstream (``lock --check``).
 - ``LocalError``: this host cannot do it (disk full, folder not writable).
 - ``MissingImagesError``: discovery found images the bundle does not carry.
@@ -15,8 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from installer.errors import EXIT_CODES as INSTALLER_EXIT_CODES
-from installer.errors import InstallerError, ToolError
+from installer.errors import ToolError
 
 
 class BundleError(ToolError):
@@ -32,19 +35,31 @@ class SpecError(BundleError):
     exit_code = 2
 
 
-class UpstreamError(BundleError):
+class UntrustedInput(BundleError):
+    """Content is not what it claims (code 3, like the installer's ``UntrustedContent``)."""
+
     exit_code = 3
+
+
+class UpstreamError(UntrustedInput):
+    """Upstream content is wrong: digest or checksum mismatch, missing architecture."""
 
 
 class NotFoundError(UpstreamError):
     """A tag, repository, asset or chart version that does not exist upstream."""
 
 
-class TransferError(BundleError):
+class RefusedError(BundleError):
+    """The data is fine but the operation is not allowed (code 4, like ``PolicyRefusal``)."""
+
+    exit_code = 4
+
+
+class FetchError(BundleError):
     exit_code = 5
 
 
-class AuthError(TransferError):
+class AuthError(FetchError):
     pass
 
 
@@ -74,14 +89,8 @@ EXIT_CODES = {
 }
 
 
-# Installer errors raised from shared code (verify, fsio, bundlefmt) keep their family's code:
-# both tables use the same number for the same fault, so the mapping is the identity. It is
-# spelled out so that a test can check it covers every installer code.
-FROM_INSTALLER = {code: code for code in INSTALLER_EXIT_CODES if code != 0}
-
-
 def exit_code_for(error: ToolError) -> int:
-    """The exit code of `bundle` for an error of either package."""
-    if isinstance(error, InstallerError):
-        return FROM_INSTALLER.get(error.exit_code, 1)
+    """The exit code of `bundle` for an error of either package: an installer error raised
+    from shared code (verify, fsio, bundlefmt) keeps its family's code, which means the same
+    fault in both tables (tests/test_errors.py checks every installer code is in ours)."""
     return error.exit_code

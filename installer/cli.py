@@ -7,10 +7,12 @@ import json
 import os
 import sys
 import traceback
+from dataclasses import replace
 from typing import Any, Dict, List, NoReturn, Optional
 
 from installer import __version__
 from installer.commands import install, progress, reconfigure, reportcli, sync, synccli
+from installer.commands.results import ReceiptWritten, Result
 from installer.errors import (
     EXIT_CODES,
     ConfigError,
@@ -150,104 +152,6 @@ def _request(args: argparse.Namespace) -> install.InstallRequest:
                                   switch_bundle=args.switch_bundle, wait=args.wait)
 
 
-def _text(result: Dict[str, Any]) -> List[str]:
-    lines = []
-    if "receipt" in result:
-        if result["receipt"] == "-":
-            return [receipt.Receipt.text(result["document"])]
-        return ["wrote receipt {receipt} ({bytes} bytes): {name} {version} ({arch}), "
-                "{members} members, manifest {digest}".format(**result)]
-    if "installed" in result:  # status
-        cur, prev = result["installed"], result["previous"]
-        lines.append("installed: " + (_release(cur) if cur else "nothing"))
-        if cur:
-            lines.append("  options: " + _options(cur["options"]))
-            if cur.get("options_changed"):
-                lines.append("  last change of options: " + "; ".join(cur["options_changed"]))
-        lines.append("previous:  " + (_release(prev) if prev else "none"))
-        if prev:
-            lines.append("  options: " + _options(prev["options"]))
-        lines.append("trust root: v{} fingerprint {}".format(
-            result["trust_root_version"], result.get("trust_root_fingerprint"))
-            if result["trust_root_version"] else "trust root: not pinned")
-        if result["pending"]:
-            lines.append("PENDING {op} ({phase}): {hint}".format(**result["pending"]))
-        if result["state_copies_damaged"]:
-            lines.append("damaged state copies: " + ", ".join(result["state_copies_damaged"]))
-        if result["foreign_images"]:
-            lines.append("image archives not placed by airgap-install (left alone): "
-                         + ", ".join(result["foreign_images"]))
-        if result["registries_backup"]:
-            lines.append("hand-written registries.yaml kept (a bundle owns registries.yaml): "
-                         + result["registries_backup"])
-        checked = result.get("verify")
-        if checked is not None:
-            lines.append("verified {} placed files and kept copies: {}".format(
-                checked["checked"], "all match" if checked["ok"] else
-                "{} DIFFER".format(len(checked["damaged"]))))
-            lines += ["DAMAGED {what} ({release}): {path}: {problem}".format(**d)
-                      for d in checked["damaged"]]
-            if not checked["ok"]:
-                lines.append("repair: install the same bundle again from its medium "
-                             "(docs/installer.md, Damage and repair)")
-        lines += synccli.status_lines(result.get("sync") or {})
-        return lines
-    action = result.get("action")
-    if action == "installed":
-        lines.append("installed " + _release(result["current"]))
-    elif action == "reconfigured":
-        lines.append("reconfigured " + _release(result["current"]))
-    elif action == "rolled-back":
-        lines.append("rolled back to " + _release(result["current"]))
-    elif action == "repaired":
-        lines.append("repaired {} file(s) of {}".format(len(result["repaired"]),
-                                                          _release(result["current"])))
-        lines += ["STILL DAMAGED {what}: {path}: {problem}".format(**d)
-                  for d in result["still_damaged"]]
-    elif action == "none":
-        lines.append("nothing to do: " + result.get("reason", result.get("detail", "")))
-    elif action == "recovered":
-        lines.append(result["detail"])
-    elif "ok" in result:
-        lines.append("OK {name} {version} ({arch}, K3s {k3s_version}): {members} members, "
-                     "{bytes} bytes verified, manifest sha256 {digest}, signed under root "
-                     "v{root_version} fingerprint {root_fingerprint}".format(**result))
-    elif "pinned" in result:
-        verb = "pinned" if result["changed"] else "already pinned:"
-        lines.append(f"{verb} root v{result['root_version']} fingerprint "
-                     f"{result['fingerprint']} at {result['pinned']}")
-    if result.get("rebuilt_part"):  # a parts folder (installer/sources/parts.py)
-        lines.append("  rebuilt part {} from parity".format(result["rebuilt_part"]))
-    if action in ("installed", "reconfigured", "rolled-back"):
-        lines.append("  options: " + _options(result["current"]["options"]))
-        changed = result["current"].get("options_changed") or []
-        if changed and (result.get("previous") or action == "reconfigured"):
-            lines.append("  options changed: " + "; ".join(changed))
-    return lines
-
-
-def _lines(args: argparse.Namespace, result: Dict[str, Any]) -> List[str]:
-    if "dry_run" in result or args.command in reportcli.COMMANDS:
-        return reportcli.text(result)
-    return synccli.text(result) if args.command in synccli.COMMANDS else _text(result)
-
-
-def _options(o: Dict[str, Any]) -> str:
-    parts = [f"INSTALL_K3S_EXEC={o['install_k3s_exec']!r}"]
-    if o.get("url"):
-        parts.append(f"url {o['url']}")
-    if o.get("token_file"):
-        parts.append(f"token file {o['token_file']}")
-    if o.get("skip_start"):
-        parts.append("skip start")
-    return ", ".join(parts)
-
-
-def _release(r: Dict[str, Any]) -> str:
-    return "{} {} (K3s {}, {}, {}) manifest sha256 {}".format(
-        r["name"], r["version"], r["k3s_version"], r["arch"], r["role"], r["digest"])
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -282,26 +186,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     reportcli.after(args, layout, result, error=None, say=report)
     if args.json:
-        print(json.dumps(result, indent=1, sort_keys=True))
+        print(json.dumps(result.to_json(), indent=1, sort_keys=True))
     else:
-        for line in _lines(args, result):
+        for line in result.to_text():
             print(line)
-    damaged = (result.get("verify") or {}).get("damaged") or result.get("still_damaged")
+    damaged = result.damaged()
     if damaged:  # status --verify found differences (or a repair left some): exit 3
-        print(f"airgap-install: error: {len(damaged)} placed file(s) differ from the "
+        print(f"airgap-install: error: {damaged} placed file(s) differ from the "
               "installed manifest", file=sys.stderr)
         return DigestMismatch.exit_code
     return 0
 
 
 def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
-         *, meter: Optional[install.Progress]) -> Dict[str, Any]:
+         *, meter: Optional[install.Progress]) -> Result:
     if args.command == "trust":
-        result = install.trust_root(layout, args.root_json, wait=args.wait).to_json()
+        pinned = install.trust_root(layout, args.root_json, wait=args.wait)
         reportcli.trusted(layout)
         if args.ring:
-            result["ring"] = sync.set_ring(layout, args.ring)["ring"]
-        return result
+            pinned = replace(pinned, ring=sync.set_ring(layout, args.ring).ring)
+        return pinned
     if args.command in synccli.COMMANDS:
         return synccli.run(args, layout, report)
     if args.command in reportcli.COMMANDS:
@@ -310,24 +214,22 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
     if planned is not None:
         return planned
     if args.command == "verify":
-        return install.verify_bundle(layout, args.bundle, arch=args.arch,
-                                     progress=meter).to_json()
+        return install.verify_bundle(layout, args.bundle, arch=args.arch, progress=meter)
     if args.command == "install":
         return install.install(layout, _request(args), report=report, progress=meter)
     if args.command == "reconfigure":
         return reconfigure.reconfigure(layout, _given(args), wait=args.wait, report=report)
     if args.command == "receipt":
-        return receipt.write(layout, args.out)
+        written = receipt.write(layout, args.out)
+        return ReceiptWritten(receipt=written["receipt"], fields=written)
     if args.command == "status":
-        result = install.status(layout, check=args.verify).to_json()
-        result["sync"] = sync.sync_status(layout)
-        result.update(reportcli.status_fields(layout))
-        return result
+        return reportcli.with_device(layout, replace(install.status(layout, check=args.verify),
+                                                     sync=sync.sync_status(layout)))
     if args.command == "rollback":
         return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
                                 allow_k3s_downgrade=args.allow_k3s_downgrade,
-                                report=report).to_json()
-    return install.recover(layout, wait=args.wait, report=report).to_json()
+                                report=report)
+    return install.recover(layout, wait=args.wait, report=report)
 
 
 def error_object(code: int, kind: str, message: str, *, hint: Optional[str]) -> Dict[str, Any]:

@@ -23,7 +23,7 @@ import pytest
 import requests
 import zstandard
 
-from bundler.errors import SpecError, TransferError, UpstreamError
+from bundler.errors import FetchError, SpecError, UpstreamError
 from bundler.fetch.cache import ContentStore, Downloader
 from bundler.fetch.oci import credentials_allowed
 from bundler.fetch.transport import RetryPolicy, Transport
@@ -550,7 +550,7 @@ def test_failure_kind_is_by_exception_type_not_message(upstream: HostileUpstream
         return lambda start: transport.request("GET", url, stream=True, what="blob",
                                                ok=(200, 206))
     d = Downloader(ContentStore(tmp_path), attempts=2, sleep=lambda s: None)
-    with pytest.raises(TransferError) as broken:
+    with pytest.raises(FetchError) as broken:
         d.fetch(digest, 10, opener(cut), what=f"blob {digest}")
     assert broken.value.exit_code == 5
     with pytest.raises(UpstreamError) as mismatch:

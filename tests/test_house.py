@@ -43,10 +43,6 @@ MAX_COMPLEXITY = 20
 ALLOWED_OFFENDERS = {
     "installer/trust/tufclient.py:refresh": "h1 (new TUF client)",
     "installer/trust/rings.py:choose": "h1 (new TUF client)",
-    "installer/cli.py:_text": "h5 (typed results)",
-    "installer/commands/sync.py:sync": "h5 (typed results)",
-    "installer/host/delta.py:rebuild": "h5 (installer function sizes)",
-    "installer/host/receipt.py:parse": "h5 (installer function sizes)",
 }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bundler.errors import SpecError, TransferError, UpstreamError
+from bundler.errors import FetchError, SpecError, UpstreamError
 
 
 def sigstore_path(file: Path) -> Path:
@@ -97,7 +97,7 @@ def sigstore_sign(payload: bytes, *, trust_config: Path | None = None) -> bytes:
         with context.signer(identity, cache=False) as signer:
             bundle = signer.sign_artifact(payload)
     except errors.NetworkError as e:
-        raise TransferError(f"Sigstore signing failed to reach its services: {e}") from None
+        raise FetchError(f"Sigstore signing failed to reach its services: {e}") from None
     except (errors.Error, ExpiredIdentity) as e:
         raise SpecError(f"Sigstore signing failed: {e}") from None
     return str(bundle.to_json()).encode("utf-8")

@@ -23,7 +23,7 @@ from typing import Any
 import requests
 import urllib3
 
-from bundler.errors import BundleError, LocalError, TransferError, UpstreamError
+from bundler.errors import BundleError, FetchError, LocalError, UpstreamError
 from bundler.fetch.transport import iter_raw
 from installer.errors import DigestMismatch
 from installer.fsio import adopt_verified, iter_file, verify_file, write_verified
@@ -184,7 +184,7 @@ class Downloader:
             raise UpstreamError(f"{what}: content never matched its digest {digest} after "
                                 f"{self.attempts} attempts: {last}",
                                 hint="the source or a proxy corrupts data; nothing was cached")
-        raise TransferError(f"{what}: download failed after {self.attempts} attempts: {last}",
+        raise FetchError(f"{what}: download failed after {self.attempts} attempts: {last}",
                             hint="the link is failing; re-run to resume where it stopped")
 
     def _stream_into(self, partial: Path, have: int, size: int, *, opener: Opener,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from bundler.errors import DriftError, LocalError, NotFoundError, TransferError, UpstreamError
+from bundler.errors import DriftError, FetchError, LocalError, NotFoundError, UpstreamError
 from bundler.fetch.cache import ContentStore
 from bundler.fetch.imagesource import ImageSource, frozen_refusal
 from bundler.fetch.oci import OCI_MANIFEST, Fetched
@@ -155,7 +155,7 @@ class EngineSource(ImageSource):
                      f"`docker pull {ref.runtime_name}`), or fix the name in bundles.toml"
             ) from None
         except docker.errors.DockerException as e:
-            raise TransferError(f"{what}: the Docker engine at {engine_host()} failed: "
+            raise FetchError(f"{what}: the Docker engine at {engine_host()} failed: "
                                 f"{str(e)[:300]}", hint="retry; check the engine's log") from None
 
     # ---------------------------------------------------------------- lock and build
@@ -240,7 +240,7 @@ class EngineSource(ImageSource):
             files, links, index = self._stream_into_store(image.save(named=False), what=what)
         except (docker.errors.DockerException, requests.RequestException,
                 urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
-            raise TransferError(f"{what}: exporting {image_id} from the Docker engine at "
+            raise FetchError(f"{what}: exporting {image_id} from the Docker engine at "
                                 f"{engine_host()} failed: {str(e)[:300]}",
                                 hint="retry; check the engine's log") from None
         except tarfile.TarError as e:

@@ -17,7 +17,7 @@ import requests
 import urllib3
 
 from bundler import safeyaml
-from bundler.errors import BundleError, NotFoundError, TransferError, UpstreamError
+from bundler.errors import BundleError, FetchError, NotFoundError, UpstreamError
 from bundler.fetch.cache import Check, ContentStore, Downloader
 from bundler.fetch.chartcheck import chart_checker
 from bundler.fetch.daemon import EngineSource
@@ -148,7 +148,7 @@ class Sources:
                     tmp, _capped(iter_raw(resp, what=what), cap, what=f"{what}: {url}",
                                  kind=kind), what=what, durable=False)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-                raise TransferError(f"{what}: download of {url} failed: {str(e)[:300]}",
+                raise FetchError(f"{what}: download of {url} failed: {str(e)[:300]}",
                                     hint="retry; the link dropped") from None
             chain = hops(resp)
         if check is not None:

@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from bundler.errors import TransferError, UpstreamError
+from bundler.errors import FetchError, UpstreamError
 from bundler.fetch.deadline import Deadline, DeadlineAdapter, Watchdog, set_current
 from bundler.limits import Limits, human
 
@@ -82,7 +82,7 @@ class Transport:
                 allow_status: tuple[int, ...] = (), expect: int | None = None,
                 body: Callable[[], Any] | None = None) -> requests.Response:
         """Send with retries. Returns a response whose status is in ``ok`` or
-        ``allow_status`` (the caller handles those); raises ``TransferError`` otherwise.
+        ``allow_status`` (the caller handles those); raises ``FetchError`` otherwise.
         ``expect`` (bytes the body should bring) sets the overall deadline; a streamed
         response's deadline runs until it is closed. ``body`` makes the request body (bytes or
         an open file), called again for each attempt and hop so a retry re-sends it whole."""
@@ -99,7 +99,7 @@ class Transport:
                                     body=body)
             except requests.exceptions.SSLError as e:
                 deadline.finish()
-                raise TransferError(
+                raise FetchError(
                     f"TLS verification failed for {label}: {_short(e)}",
                     hint="set ca_file for this registry in bundles.toml to the CA that "
                          "signed its certificate") from None
@@ -130,9 +130,9 @@ class Transport:
                 continue
             status = resp.status_code
             resp.close()
-            raise TransferError(f"{method} {label}: HTTP {status}{_via(resp)}",
+            raise FetchError(f"{method} {label}: HTTP {status}{_via(resp)}",
                                 hint=_hint_for(status))
-        raise TransferError(
+        raise FetchError(
             f"{method} {label} failed after {self.policy.attempts} attempts: {last}",
             hint="the server or the link is failing; retry later (downloads resume)")
 
@@ -190,8 +190,8 @@ def _finish_on_close(resp: requests.Response, deadline: Deadline) -> None:
     resp.close = closing  # type: ignore[method-assign]
 
 
-def deadline_error(label: str, deadline: Deadline) -> TransferError:
-    return TransferError(f"{label}: no answer within the request deadline of "
+def deadline_error(label: str, deadline: Deadline) -> FetchError:
+    return FetchError(f"{label}: no answer within the request deadline of "
                          f"{deadline.seconds:.0f} s (the server is too slow or stalls)",
                          hint="a slow but honest link: lower BUNDLE_LIMITS min_rate or raise "
                               "deadline_floor (docs/builder-trust.md); then re-run, downloads "
@@ -216,7 +216,7 @@ def iter_raw(resp: requests.Response, *, what: str,
              size: int = 1024 * 1024) -> Iterator[bytes]:
     """The body as sent (no Content-Encoding decoding), in chunks of whatever has arrived
     (``read1``), so a connection that drops mid-body still leaves every received byte with
-    the caller. A stream broken by the request deadline raises ``TransferError``; other
+    the caller. A stream broken by the request deadline raises ``FetchError``; other
     stream errors propagate (the caller may retry)."""
     raw = resp.raw
     while True:
@@ -249,7 +249,7 @@ def read_capped(resp: requests.Response, *, limit: int, what: str, kind: str) ->
                 raise UpstreamError(f"{what}: more than the {kind} cap of {human(limit)}"
                                     f"{_via(resp)}", hint=_raise_hint(kind))
     except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as e:
-        raise TransferError(f"{what}: the transfer broke: {_short(e)}",
+        raise FetchError(f"{what}: the transfer broke: {_short(e)}",
                             hint="retry; the link dropped") from None
     return bytes(data)
 

@@ -39,7 +39,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from bundler import keys
-from bundler.errors import BundleError, LocalError, SpecError
+from bundler.errors import LocalError, RefusedError, SpecError, UntrustedInput
 from installer.errors import InstallerError
 from installer.fsio import write_verified
 from installer.trust import tufclient
@@ -50,16 +50,12 @@ YANKED = "x-airgap-yanked"
 DAY = 86400
 
 
-class RepoRefusal(BundleError):
+class RepoRefusal(RefusedError):
     """The repository holds the data, but the operation is not allowed (soak, not listed)."""
 
-    exit_code = 4
 
-
-class UntrustedBundle(BundleError):
+class UntrustedBundle(UntrustedInput):
     """A bundle whose own signature or contents do not verify against the repository root."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)

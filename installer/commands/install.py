@@ -1,6 +1,6 @@
 """The installer's commands as functions over a ``Layout``: trust, verify, install, rollback,
-recover, status. Each returns a frozen record (installer/commands/results.py; install: a dict still)
-whose ``to_json`` the CLI prints; errors are ``InstallerError``s.
+recover, status. Each returns a frozen record (installer/commands/results.py) whose ``to_json``
+or ``to_text`` the CLI prints; errors are ``InstallerError``s.
 
 Install order (ARCHITECTURE.md data flow): lock -> recover -> read envelope -> verify
 signatures and tar envelope -> policy (arch, role, version, K3s minor) -> free space -> copy
@@ -19,7 +19,18 @@ from typing import IO, Any, Callable, ContextManager, Dict, Optional
 
 from installer import policy
 from installer.commands.reconfigure import apply_options, checked, report_options, summary_of
-from installer.commands.results import Pinned, Recovered, RolledBack, Status, Verified
+from installer.commands.results import (
+    Installed,
+    Outcome,
+    Pinned,
+    Recovered,
+    Repaired,
+    RolledBack,
+    Status,
+    Unchanged,
+    Verified,
+    adding,
+)
 from installer.errors import ConfigError, InstallerError
 from installer.format import bundlefmt
 from installer.fsio import fsync_dir, write_verified
@@ -124,7 +135,7 @@ def _verify_bundle(layout: Layout, source: str, arch: Optional[str],
 
 def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
             output: Optional[IO[str]] = None,
-            progress: Optional[Progress] = None) -> Dict[str, Any]:
+            progress: Optional[Progress] = None) -> Outcome:
     with RunLock(layout, wait=req.wait):
         recovered = txn.recover(layout, report, output)
         if recovered:
@@ -136,14 +147,14 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
                 result = _install_locked(layout, replace(req, source=source), report, output=output,
                                          progress=progress)
             if got:
-                result.update(got.fields())
+                result = adding(result, got.fields())
         if info:  # a delta: installed as the full bundle it rebuilt (installer/host/delta.py)
-            result.update(bundle=req.source, delta=info)
+            result = adding(result, {"bundle": req.source, "delta": info})
         return result
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,
-                    *, output: Optional[IO[str]], progress: Optional[Progress]) -> Dict[str, Any]:
+                    *, output: Optional[IO[str]], progress: Optional[Progress]) -> Outcome:
     arch = preflight.host_arch(layout, req.arch)
     path, chosen = preflight.resolve_source(req.source, arch)
     state, _ = load_state(layout)
@@ -216,7 +227,7 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
 
 def _same_version(layout: Layout, *, opened: verify.Opened, state: State, node: NodeOptions,
                   changes: Any, reason: str, path: str, report: Report,
-                  output: Optional[IO[str]]) -> Dict[str, Any]:
+                  output: Optional[IO[str]]) -> Outcome:
     """The installed version again: new options are applied to it, the same manifest is
     repaired where the live tree differs (THREATS 35), another manifest changes nothing."""
     m = opened.header.manifest
@@ -229,14 +240,17 @@ def _same_version(layout: Layout, *, opened: verify.Opened, state: State, node: 
         return apply_options(layout, state, node, report=report, output=output)
     same = cur is not None and cur.digest == opened.digest
     if same:
-        result = repair.reinstall(layout, opened=opened, state=state, report=report,
+        mended = repair.reinstall(layout, opened=opened, state=state, report=report,
                                   output=output)
-        result["bundle"] = path
-        return result
+        if not mended.repaired:
+            return Unchanged(mended.reason, {"digest": opened.digest, "same_digest": True,
+                                             "repaired": [], "bundle": path})
+        return Repaired(reason=mended.reason, bundle=path, digest=opened.digest,
+                        repaired=mended.repaired, still_damaged=mended.still_damaged,
+                        current=mended.current)
     report("warning: {} {} is installed from a different manifest ({}); versions must change "
            "when content does".format(m.name, m.version, cur.digest[:16] if cur else "?"))
-    return {"action": "none", "reason": reason, "bundle": path, "digest": opened.digest,
-            "same_digest": same}
+    return Unchanged(reason, {"bundle": path, "digest": opened.digest, "same_digest": same})
 
 
 def _release(opened: verify.Opened, *, role: str, node: NodeOptions, targets: Any,
@@ -254,7 +268,7 @@ def _release(opened: verify.Opened, *, role: str, node: NodeOptions, targets: An
 def _place_new(layout: Layout, *, report: Report, output: Optional[IO[str]], staging: str,
                opened: verify.Opened, state: State, new: Release, label: str, reason: str,
                path: str, anchor: Optional[Dict[str, Any]], plan: Any,
-               changes: Any, clock: int) -> Dict[str, Any]:
+               changes: Any, clock: int) -> Installed:
     """Promote the verified staging copy and place it under the journal; the new root is
     pinned by the transaction only once the state is committed."""
     m = opened.header.manifest
@@ -268,10 +282,10 @@ def _place_new(layout: Layout, *, report: Report, output: Optional[IO[str]], sta
     report(f"placing {label} ({reason})")
     written = txn.run(layout, op="install", old=cur, new=new, state_after=after, report=report,
                       output=output, anchor=anchor)
-    return {"action": "installed", "reason": reason, "bundle": path,
-            "current": summary_of(new), "previous": summary_of(cur),
-            "changes": plan, "options_changed": [c.to_json() for c in changes],
-            "generation": written.generation}
+    return Installed(reason=reason, bundle=path, current=summary_of(new) or {},
+                     previous=summary_of(cur), changes=plan,
+                     options_changed=[c.to_json() for c in changes],
+                     generation=written.generation)
 
 
 def _new_staging(layout: Layout) -> str:

@@ -9,11 +9,13 @@ policies. A refusal is the real command's error, with its exit code; a plan is e
 """
 
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from installer import policy
 from installer.commands import install, sync
 from installer.commands.reconfigure import checked, summary_of
+from installer.commands.results import Json, Result
 from installer.errors import ConfigError
 from installer.host import options, preflight, summary
 from installer.host.layout import Layout, targets_for
@@ -23,12 +25,29 @@ from installer.sources import remote
 from installer.trust import rings, tufclient, verify
 
 
+@dataclass(frozen=True)
+class Planned(Result):
+    """A dry run's plan: ``plan`` is the ``--json`` object (``dry_run: true``)."""
+
+    plan: Json
+
+    def to_json(self) -> Json:
+        return dict(self.plan)
+
+    def to_text(self) -> List[str]:
+        return text(self.plan)
+
+
 def _install_sh(node: NodeOptions) -> Dict[str, Any]:
     return {"INSTALL_K3S_EXEC": node.install_exec, "INSTALL_K3S_SKIP_START": node.skip_start,
             "K3S_URL": node.url, "token_file": node.token_file}
 
 
-def install_plan(layout: Layout, req: install.InstallRequest) -> Dict[str, Any]:
+def install_plan(layout: Layout, req: install.InstallRequest) -> Planned:
+    return Planned(_install_plan(layout, req))
+
+
+def _install_plan(layout: Layout, req: install.InstallRequest) -> Dict[str, Any]:
     arch = preflight.host_arch(layout, req.arch)
     path, chosen = preflight.resolve_source(req.source, arch)
     state, _ = load_state(layout)
@@ -75,8 +94,11 @@ def install_plan(layout: Layout, req: install.InstallRequest) -> Dict[str, Any]:
                        *("  " + line for line in summary.lines(plan))])
 
 
-def sync_plan(layout: Layout, req: sync.SyncRequest, *, now: Optional[int] = None
-              ) -> Dict[str, Any]:
+def sync_plan(layout: Layout, req: sync.SyncRequest, *, now: Optional[int] = None) -> Planned:
+    return Planned(_sync_plan(layout, req, now=now))
+
+
+def _sync_plan(layout: Layout, req: sync.SyncRequest, *, now: Optional[int]) -> Dict[str, Any]:
     clock = int(time.time()) if now is None else now
     src = remote.open_source(req.source, plain_http=req.plain_http, ca_file=req.ca_file,
                              credentials=req.credentials)
@@ -136,7 +158,13 @@ def _rollout(entries: Sequence[tufclient.Entry], device_id: str, *, arch: str
 
 
 def rollback_plan(layout: Layout, *, skip_start: Optional[bool],
-                  allow_k3s_downgrade: bool) -> Dict[str, Any]:
+                  allow_k3s_downgrade: bool) -> Planned:
+    return Planned(_rollback_plan(layout, skip_start=skip_start,
+                                  allow_k3s_downgrade=allow_k3s_downgrade))
+
+
+def _rollback_plan(layout: Layout, *, skip_start: Optional[bool],
+                   allow_k3s_downgrade: bool) -> Dict[str, Any]:
     state, _ = load_state(layout)
     cur, prev = state.current, state.previous
     if cur is None or prev is None:

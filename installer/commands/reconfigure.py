@@ -11,9 +11,10 @@ import hashlib
 import os
 import time
 from dataclasses import replace
-from typing import IO, Any, Callable, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional, Union
 
 from installer import policy
+from installer.commands.results import Reconfigured, Unchanged
 from installer.errors import ConfigError, DigestMismatch
 from installer.format import bundlefmt
 from installer.fsio import verify_file
@@ -75,7 +76,7 @@ def kept_targets(layout: Layout, release: Release, role: str) -> List[Target]:
 
 
 def apply_options(layout: Layout, state: State, node: NodeOptions, *, report: Report,
-                  output: Optional[IO[str]]) -> Dict[str, Any]:
+                  output: Optional[IO[str]]) -> Reconfigured:
     """Re-run the installed release's install.sh with ``node``, journaled like an install
     (a role change also changes which files are placed: agents get no charts/manifests)."""
     cur = state.current
@@ -103,14 +104,13 @@ def apply_options(layout: Layout, state: State, node: NodeOptions, *, report: Re
            f"INSTALL_K3S_EXEC={node.install_exec!r}")
     written = txn.run(layout, op="reconfigure", old=cur, new=target, state_after=after,
                       report=report, output=output)
-    return {"action": "reconfigured", "current": summary_of(target),
-            "previous": summary_of(state.previous),
-            "options_changed": [c.to_json() for c in changes],
-            "generation": written.generation}
+    return Reconfigured(current=summary_of(target) or {}, previous=summary_of(state.previous),
+                        options_changed=[c.to_json() for c in changes],
+                        generation=written.generation)
 
 
 def reconfigure(layout: Layout, given: Given, *, wait: bool = False, report: Report = _silent,
-                output: Optional[IO[str]] = None) -> Dict[str, Any]:
+                output: Optional[IO[str]] = None) -> Union[Reconfigured, Unchanged]:
     """Re-run install.sh of the installed release with new options (recorded ones for the
     rest); nothing to do when nothing changes."""
     with RunLock(layout, wait=wait):
@@ -124,7 +124,6 @@ def reconfigure(layout: Layout, given: Given, *, wait: bool = False, report: Rep
                               hint="install a bundle first: airgap-install install BUNDLE")
         node = checked(options.merge(NodeOptions.of(cur), given, role=given.role or cur.role))
         if node == NodeOptions.of(cur):
-            return {"action": "none", "reason": "the options are already "
-                    + ", ".join(f"{k}={v!r}" for k, v in node.to_json().items()),
-                    "current": summary_of(cur)}
+            return Unchanged("the options are already " + ", ".join(
+                f"{k}={v!r}" for k, v in node.to_json().items()), {"current": summary_of(cur)})
         return apply_options(layout, state, node, report=report, output=output)

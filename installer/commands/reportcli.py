@@ -5,9 +5,11 @@ rollback, and the hook ``cli`` calls after each of them."""
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from installer.commands import install, plan, report
+from installer.commands.results import Json, Result
 from installer.errors import ConfigError, InstallerError
 from installer.fsio import write_verified
 from installer.host import identity
@@ -52,7 +54,43 @@ def _ca(args: argparse.Namespace) -> Optional[str]:
     return os.path.abspath(ca) if ca else None
 
 
-def run(args: argparse.Namespace, layout: Layout) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class ReportMade(Result):
+    """``report``: the signed part, where it went, or the whole file when printed."""
+
+    fields: Json
+
+    def to_json(self) -> Json:
+        return dict(self.fields)
+
+    def to_text(self) -> List[str]:
+        if "document" in self.fields:
+            return [self.fields["document"]]
+        s = self.fields["report"]
+        where = ", ".join(x for x in (self.fields.get("written"), self.fields.get("sent")) if x)
+        return [f"report {s['sequence']} of device {s['device_id'][:16]} ({s['hostname']}): "
+                f"{where}"]
+
+
+@dataclass(frozen=True)
+class WithDevice(Result):
+    """``status`` plus this device's identity (``device_id``, ``hostname``)."""
+
+    inner: Result
+    device: Json
+
+    def to_json(self) -> Json:
+        return dict(self.inner.to_json(), **self.device)
+
+    def to_text(self) -> List[str]:
+        who = self.device["device_id"] or "none yet (made by trust or the first report)"
+        return self.inner.to_text() + [f"device: {who} ({self.device['hostname']})"]
+
+    def damaged(self) -> int:
+        return self.inner.damaged()
+
+
+def run(args: argparse.Namespace, layout: Layout) -> ReportMade:
     """``airgap-install report``."""
     if not os.path.exists(layout.trust_anchor):
         raise ConfigError("this device trusts no root yet",
@@ -63,28 +101,17 @@ def run(args: argparse.Namespace, layout: Layout) -> Dict[str, Any]:
         dest = os.path.abspath(args.out)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         write_verified(dest, [made["data"]], mode=0o644)
-        out["written"] = os.path.abspath(args.out)
+        out["written"] = dest
     elif not args.report_to:
         out["document"] = str(made["data"], "utf-8")
     if args.report_to:
         out["sent"] = report.deliver(made, args.report_to, ca_file=_ca(args),
                                      credentials=_credentials(args))
-    return out
-
-
-def text(result: Dict[str, Any]) -> List[str]:
-    if "dry_run" in result:
-        return plan.text(result)
-    if "document" in result:
-        return [result["document"]]
-    s = result["report"]
-    where = ", ".join(x for x in (result.get("written"), result.get("sent")) if x)
-    return [f"report {s['sequence']} of device {s['device_id'][:16]} ({s['hostname']}): "
-            f"{where}"]
+    return ReportMade(out)
 
 
 def dry_run(args: argparse.Namespace, layout: Layout,
-            request: Callable[[], Any]) -> Optional[Dict[str, Any]]:
+            request: Callable[[], Any]) -> Optional[Result]:
     """The plan instead of the command when ``--dry-run`` is given (else None)."""
     if not getattr(args, "dry_run", False):
         return None
@@ -96,14 +123,15 @@ def dry_run(args: argparse.Namespace, layout: Layout,
     return plan.sync_plan(layout, request())
 
 
-def after(args: argparse.Namespace, layout: Layout, result: Optional[Dict[str, Any]], *,
+def after(args: argparse.Namespace, layout: Layout, result: Optional[Result], *,
           error: Optional[InstallerError], say: install.Report) -> None:
     """After install, sync and rollback: the signed report (a failed delivery is a warning:
     the command's own outcome stands; ``airgap-install report --report-to`` sends again)."""
     if args.command not in REPORTING or getattr(args, "dry_run", False):
         return
     try:
-        where = report.after_command(layout, args.command, result, error=error,
+        where = report.after_command(layout, args.command,
+                                     None if result is None else result.to_json(), error=error,
                                      sink=args.report_to, ca_file=_ca(args),
                                      credentials=_credentials(args))
     except (InstallerError, OSError) as e:
@@ -111,8 +139,6 @@ def after(args: argparse.Namespace, layout: Layout, result: Optional[Dict[str, A
         return
     if where and args.report_to:
         say(f"report written to {where}")
-        if result is not None:
-            result["report_sent"] = where
 
 
 def trusted(layout: Layout) -> None:
@@ -120,11 +146,12 @@ def trusted(layout: Layout) -> None:
     identity.ensure(layout)
 
 
-def status_fields(layout: Layout) -> Dict[str, Any]:
+def with_device(layout: Layout, status: Result) -> WithDevice:
+    """``status`` shows the device's identity (read-only: none is made here)."""
     try:
         ident = identity.load(layout)
     except InstallerError as e:
         print(f"airgap-install: warning: {e}", file=sys.stderr)
         ident = None
-    return {"device_id": ident["device_id"] if ident else None,
-            "hostname": identity.hostname(layout)}
+    return WithDevice(status, {"device_id": ident["device_id"] if ident else None,
+                               "hostname": identity.hostname(layout)})

@@ -26,9 +26,10 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from installer.commands import install
+from installer.commands.results import RingSet, Synced
 from installer.errors import (
     ConfigError,
     HealthGateFailed,
@@ -80,7 +81,7 @@ def _write_json(path: str, doc: Dict[str, Any]) -> None:
     write_verified(path, [canonjson.encode(doc)], mode=0o644)
 
 
-def set_ring(layout: Layout, ring: str) -> Dict[str, Any]:
+def set_ring(layout: Layout, ring: str) -> RingSet:
     """``config ring NAME``: local configuration, never taken from a medium."""
     if not ring or not ring.replace("-", "").isalnum():
         raise ConfigError(f"ring name {ring!r} must be letters, digits and '-'")
@@ -89,7 +90,7 @@ def set_ring(layout: Layout, ring: str) -> Dict[str, Any]:
     if not isinstance(device_id, str) or not device_id:
         device_id = _machine_id(layout) or uuid.uuid4().hex
     _write_json(_config_path(layout), {"ring": ring, "device_id": device_id})
-    return {"ring": ring, "device_id": device_id, "config": _config_path(layout)}
+    return RingSet(ring=ring, device_id=device_id, config=_config_path(layout))
 
 
 def _machine_id(layout: Layout) -> Optional[str]:
@@ -209,7 +210,7 @@ class SyncRequest:
     options: Optional[Options] = None   # first install only; later the installed ones
     arch: Optional[str] = None
     wait: bool = False
-    plain_http: bool = False            # network sources: see installer/sources/remote.py
+    plain_http: bool = False            # network sources: see installer/sources/mirror.py
     ca_file: Optional[str] = None
     credentials: Optional[ocidist.Credentials] = None
 
@@ -238,90 +239,133 @@ def _health(layout: Layout, cmd: str, timeout: float, *, interval: float,
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a refresh chose, decided under the run lock (``copy`` None: a rollback)."""
+
+    ring: str
+    entry: tufclient.Entry
+    reason: str
+    digest: str
+    copy: Optional[str]
+    cur: Any
+    incoming: str
+    metadata: Dict[str, Any]
+    override: Optional[Mapping[str, Any]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.entry.custom.get('name')} {self.entry.custom.get('version')}"
+
+    def result(self, action: str, current: Optional[Dict[str, Any]],
+               previous: Optional[Dict[str, Any]] = None) -> Synced:
+        return Synced(action=action, ring=self.ring, reason=self.reason,
+                      metadata=self.metadata, override=self.override, current=current,
+                      previous=previous)
+
+
 def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
-         now: Optional[int] = None) -> Dict[str, Any]:
+         now: Optional[int] = None) -> Synced:
     clock = int(time.time()) if now is None else now
     src = remote.open_source(req.source, plain_http=req.plain_http, ca_file=req.ca_file,
                              credentials=req.credentials)
     arch = preflight.host_arch(layout, req.arch)
     with RunLock(layout, wait=req.wait):
-        cfg = _config(layout)
-        record = _record(layout)
-        state, _ = load_state(layout)
-        trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
-        refreshed = tufclient.refresh(trusted, source_fetcher(src), ring=cfg["ring"],
-                                      now=clock)
-        _persist(layout, refreshed)
-        record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
-                      metadata=refreshed.versions, override=refreshed.override)
-        if refreshed.override is not None:
-            o = refreshed.override
-            report(f"warning: expired {', '.join(o['roles'])} accepted under root-signed "
-                   f"override v{o['version']} until {o['expires']}: {o['reason']}")
-        cur = state.current
-        choice = rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
-                              installed_name=cur.name if cur else None,
-                              installed_version=cur.version if cur else None,
-                              yanked=refreshed.yanked,
-                              failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
-        base = {"ring": cfg["ring"], "reason": choice.reason, "metadata": refreshed.versions,
-                "override": refreshed.override}
-        if choice.entry is None:
-            record["result"] = "up to date"
-            _save_record(layout, record)
-            return dict(base, action="up-to-date",
-                        current=cur.summary() if cur else None)
-        entry = choice.entry
-        digest = str(entry.custom.get("manifest_sha256"))
-        if choice.action == "downgrade" and (state.previous is None
-                                             or state.previous.digest != digest):
-            raise PolicyRefusal(
-                f"{choice.reason}; the ring's newest is {entry.custom.get('version')}, which is "
-                "not the previous release kept here",
-                hint="install that version by hand with `airgap-install install`")
-        incoming = os.path.join(_tuf_dir(layout), "incoming")
-        _prune_incoming(incoming, keep=f".{entry.sha256}.{os.path.basename(entry.path)}"
-                                       ".partial")
-        copy = None if choice.action == "downgrade" else copy_target(src, entry,
-                                                                     incoming)
-        _save_record(layout, dict(record, result="installing " + entry.path))
-    label = f"{entry.custom.get('name')} {entry.custom.get('version')}"
+        plan = _refresh_and_choose(layout, src, arch=arch, clock=clock, report=report)
+    if isinstance(plan, Synced):
+        return plan
     try:
-        if copy is None:
-            report(f"{choice.reason}: rolling back to {label}")
+        if plan.copy is None:
+            report(f"{plan.reason}: rolling back to {plan.label}")
             result = install.rollback(layout, wait=req.wait, report=report).to_json()
         else:
-            report(f"{choice.reason}: installing {label}")
-            result = install.install(layout, _request(req, copy, cur, arch=arch), report=report)
+            report(f"{plan.reason}: installing {plan.label}")
+            result = install.install(layout, _request(req, plan.copy, plan.cur, arch=arch),
+                                     report=report).to_json()
     except InstallerError as e:
-        _note(layout, f"{label} not installed: {e.message}")
+        _note(layout, f"{plan.label} not installed: {e.message}")
         raise
     finally:
-        shutil.rmtree(incoming, ignore_errors=True)
+        shutil.rmtree(plan.incoming, ignore_errors=True)
     installed = result.get("current") or {}
-    if result.get("action") != "none" and installed.get("digest") != digest:
+    if result.get("action") != "none" and installed.get("digest") != plan.digest:
         install.rollback(layout, wait=req.wait, report=report)
-        raise PolicyRefusal(f"ring entry {entry.path} names manifest {digest}, the bundle "
-                            f"holds {installed.get('digest')}: rolled back",
+        raise PolicyRefusal(f"ring entry {plan.entry.path} names manifest {plan.digest}, the "
+                            f"bundle holds {installed.get('digest')}: rolled back",
                             hint="the repository is inconsistent; re-publish the bundle")
+    return _gate(layout, req, plan, installed=installed, previous=result.get("previous"),
+                 report=report, clock=clock)
+
+
+def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock: int,
+                        report: Report) -> "Union[_Plan, Synced]":
+    """Under the run lock: refresh the ring's metadata, persist it, choose; fetch the chosen
+    target into local staging (a plan) or record that the device is up to date."""
+    cfg = _config(layout)
+    record = _record(layout)
+    state, _ = load_state(layout)
+    trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
+    refreshed = tufclient.refresh(trusted, source_fetcher(src), ring=cfg["ring"], now=clock)
+    _persist(layout, refreshed)
+    record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
+                  metadata=refreshed.versions, override=refreshed.override)
+    if refreshed.override is not None:
+        o = refreshed.override
+        report(f"warning: expired {', '.join(o['roles'])} accepted under root-signed "
+               f"override v{o['version']} until {o['expires']}: {o['reason']}")
+    cur = state.current
+    choice = rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
+                          installed_name=cur.name if cur else None,
+                          installed_version=cur.version if cur else None,
+                          yanked=refreshed.yanked,
+                          failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
+    if choice.entry is None:
+        record["result"] = "up to date"
+        _save_record(layout, record)
+        return Synced(action="up-to-date", ring=cfg["ring"], reason=choice.reason,
+                      metadata=refreshed.versions, override=refreshed.override,
+                      current=cur.summary() if cur else None)
+    entry = choice.entry
+    digest = str(entry.custom.get("manifest_sha256"))
+    if choice.action == "downgrade" and (state.previous is None
+                                         or state.previous.digest != digest):
+        raise PolicyRefusal(
+            f"{choice.reason}; the ring's newest is {entry.custom.get('version')}, which is "
+            "not the previous release kept here",
+            hint="install that version by hand with `airgap-install install`")
+    incoming = os.path.join(_tuf_dir(layout), "incoming")
+    _prune_incoming(incoming, keep=f".{entry.sha256}.{os.path.basename(entry.path)}.partial")
+    copy = None if choice.action == "downgrade" else copy_target(src, entry, incoming)
+    _save_record(layout, dict(record, result="installing " + entry.path))
+    return _Plan(ring=cfg["ring"], entry=entry, reason=choice.reason, digest=digest,
+                 copy=copy, cur=cur, incoming=incoming, metadata=refreshed.versions,
+                 override=refreshed.override)
+
+
+def _gate(layout: Layout, req: SyncRequest, plan: _Plan, *, installed: Dict[str, Any],
+          previous: Optional[Dict[str, Any]], report: Report, clock: int) -> Synced:
+    """The health command after the change: passed, the result; failed, roll back, record
+    the version as failed (not retried) and raise ``HealthGateFailed`` (exit 7)."""
+    label = plan.label
     failure = _health(layout, req.health_cmd or DEFAULT_HEALTH, req.health_timeout,
-                      interval=req.health_interval, env_extra={"AIRGAP_RING": cfg["ring"],
-                                            "AIRGAP_VERSION": str(entry.custom.get("version")),
-                                            "AIRGAP_ROOT": layout.root})
+                      interval=req.health_interval, env_extra={
+                          "AIRGAP_RING": plan.ring,
+                          "AIRGAP_VERSION": str(plan.entry.custom.get("version")),
+                          "AIRGAP_ROOT": layout.root})
     with RunLock(layout, wait=True):
         record = _record(layout)
         if failure is None:
-            record["result"] = f"{'installed' if copy else 'rolled back to'} {label}"
+            record["result"] = f"{'installed' if plan.copy else 'rolled back to'} {label}"
             _save_record(layout, record)
-            return dict(base, action="installed" if copy else "rolled-back",
-                        current=installed, previous=result.get("previous"))
+            return plan.result("installed" if plan.copy else "rolled-back", installed,
+                               previous)
     report(f"health check of {label} failed ({failure}): rolling back")
     back = install.rollback(layout, wait=req.wait, report=report)
     with RunLock(layout, wait=True):
         record = _record(layout)
-        record["failed"] = [f for f in record["failed"] if f.get("digest") != digest] + [
-            {"digest": digest, "name": entry.custom.get("name"),
-             "version": entry.custom.get("version"), "at": clock, "why": failure}]
+        record["failed"] = [f for f in record["failed"] if f.get("digest") != plan.digest] + [
+            {"digest": plan.digest, "name": plan.entry.custom.get("name"),
+             "version": plan.entry.custom.get("version"), "at": clock, "why": failure}]
         record["result"] = f"health check of {label} failed; rolled back"
         _save_record(layout, record)
     raise HealthGateFailed(
@@ -375,17 +419,3 @@ def sync_status(layout: Layout) -> Dict[str, Any]:
     return {"ring": cfg.get("ring"), "device_id": cfg.get("device_id"),
             "last_sync": record.get("last_sync"), "result": record.get("result"),
             "metadata": record.get("metadata"), "failed": record["failed"]}
-
-
-def text(result: Dict[str, Any]) -> List[str]:
-    if "device_id" in result and "config" in result:
-        return [f"ring {result['ring']} (device id {result['device_id']}) in {result['config']}"]
-    action = result.get("action")
-    if action == "up-to-date":
-        reason = str(result.get("reason"))
-        return [reason if reason.startswith("up to date") else "nothing to install: " + reason]
-    cur = result.get("current") or {}
-    head = {"up-to-date": "up to date", "installed": "installed",
-            "rolled-back": "rolled back to"}.get(str(action), str(action))
-    what = f" {cur.get('name')} {cur.get('version')}" if cur else ""
-    return [f"{head}{what} (ring {result.get('ring')}: {result.get('reason')})"]

@@ -2,10 +2,10 @@
 
 import argparse
 import os
-import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable
 
 from installer.commands import plan, reportcli, sync
+from installer.commands.results import Result
 from installer.errors import ConfigError
 from installer.host.layout import Layout
 from installer.host.state import Options
@@ -67,7 +67,7 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace, layout: Layout,
-        report: Callable[[str], None]) -> Dict[str, Any]:
+        report: Callable[[str], None]) -> Result:
     if args.command == "config":
         return sync.set_ring(layout, args.value)
     credentials = None
@@ -86,22 +86,3 @@ def run(args: argparse.Namespace, layout: Layout,
     if args.dry_run:
         return plan.sync_plan(layout, req)
     return sync.sync(layout, req, report=report)
-
-
-def text(result: Dict[str, Any]) -> List[str]:
-    return sync.text(result)
-
-
-def status_lines(info: Dict[str, Any]) -> List[str]:
-    if not info.get("ring"):
-        return ["ring: none (airgap-install config ring NAME)"]
-    lines = [f"ring: {info['ring']}"]
-    if info.get("last_sync"):
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info["last_sync"]))
-        lines.append(f"last sync: {when}: {info.get('result')}")
-    for role, v in sorted((info.get("metadata") or {}).items()):
-        exp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(v["expires"]))
-        lines.append(f"  {role:<10} v{v['version']} expires {exp}")
-    for f in info.get("failed", []):
-        lines.append(f"failed (not retried): {f.get('name')} {f.get('version')}: {f.get('why')}")
-    return lines

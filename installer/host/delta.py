@@ -23,15 +23,15 @@ import hashlib
 import os
 import shutil
 import time
-from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from installer.errors import DigestMismatch, FormatError, PolicyRefusal
 from installer.format import bundlefmt, envelope, tarstream
-from installer.format.bundlefmt import Member
+from installer.format.bundlefmt import Manifest, Member
 from installer.fsio import checked_chunks, iter_file, write_verified
 from installer.host import failpoint, txn
 from installer.host.layout import Layout
-from installer.host.state import load_state, read_anchor
+from installer.host.state import Release, load_state, read_anchor
 from installer.trust import verify
 
 Report = Callable[[str], None]
@@ -110,6 +110,47 @@ def _base_files(layout: Layout, digest: str) -> Dict[str, str]:
     return {m.sha256: layout.release_file(digest, m.path) for m in base.members}
 
 
+def _base_for(layout: Layout, cur: Optional[Release], delta: bundlefmt.Delta, *, m: Manifest,
+              name: str) -> Dict[str, str]:
+    """The kept files of the base release this delta applies over (sha256 -> path), after
+    checking this host runs that base and holds every file the delta does not carry."""
+    if cur is None or cur.digest != delta.base_digest:
+        here = (f"{cur.name} {cur.version} (manifest {cur.digest})" if cur
+                else "nothing installed")
+        raise PolicyRefusal(
+            f"delta bundle {name} ({m.name} {m.version}) applies only over "
+            f"{delta.base_name} {delta.base_version} (manifest {delta.base_digest}); "
+            f"this host runs {here}",
+            hint="install the full bundle, or build a delta from this host's receipt "
+                 "(`airgap-install receipt`, then `bundle build --delta-from RECEIPT`)")
+    have = _base_files(layout, delta.base_digest)
+    carried = set(delta.carried)
+    for member in m.members:
+        if member.path in carried:
+            continue
+        src = have.get(member.sha256)
+        if src is None:
+            raise FormatError(f"delta bundle {name} lacks {member.path} and the base "
+                              "release does not hold it",
+                              hint="the delta was built for another base; install the "
+                                   "full bundle")
+        try:
+            size = os.stat(src).st_size
+        except OSError:
+            size = -1
+        if size != member.size:
+            raise DigestMismatch(
+                f"the base file {src} that {member.path} needs is missing or damaged "
+                f"({'absent' if size < 0 else f'{size} bytes'}, expected {member.size})",
+                hint="run `airgap-install install` of the installed bundle again to "
+                     "repair the kept release, or install the full bundle")
+    for member_path, segs in delta.patches:
+        for seg in segs:
+            if seg[0] == "ref":
+                _check_ref(layout, delta.base_digest, seg, member_path=member_path)
+    return have
+
+
 def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dict[str, Any]]:
     """Check the delta against this host and rebuild the full bundle; returns (staging
     folder, rebuilt bundle path, summary). Nothing outside the new staging folder changes."""
@@ -127,41 +168,8 @@ def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dic
         verify.check_created(header.manifest.created, clock=clock, now=now,
                              what=f"delta bundle {name}")
         m = header.manifest
-        cur = state.current
-        if cur is None or cur.digest != delta.base_digest:
-            here = (f"{cur.name} {cur.version} (manifest {cur.digest})" if cur
-                    else "nothing installed")
-            raise PolicyRefusal(
-                f"delta bundle {name} ({m.name} {m.version}) applies only over "
-                f"{delta.base_name} {delta.base_version} (manifest {delta.base_digest}); "
-                f"this host runs {here}",
-                hint="install the full bundle, or build a delta from this host's receipt "
-                     "(`airgap-install receipt`, then `bundle build --delta-from RECEIPT`)")
-        have = _base_files(layout, delta.base_digest)
+        have = _base_for(layout, state.current, delta, m=m, name=name)
         carried = set(delta.carried)
-        for member in m.members:
-            if member.path in carried:
-                continue
-            src = have.get(member.sha256)
-            if src is None:
-                raise FormatError(f"delta bundle {name} lacks {member.path} and the base "
-                                  "release does not hold it",
-                                  hint="the delta was built for another base; install the "
-                                       "full bundle")
-            try:
-                size = os.stat(src).st_size
-            except OSError:
-                size = -1
-            if size != member.size:
-                raise DigestMismatch(
-                    f"the base file {src} that {member.path} needs is missing or damaged "
-                    f"({'absent' if size < 0 else f'{size} bytes'}, expected {member.size})",
-                    hint="run `airgap-install install` of the installed bundle again to "
-                         "repair the kept release, or install the full bundle")
-        for member_path, segs in delta.patches:
-            for seg in segs:
-                if seg[0] == "ref":
-                    _check_ref(layout, delta.base_digest, seg, member_path=member_path)
         report(f"delta {name}: over {delta.base_name} {delta.base_version}, "
                f"{len(carried)} of {len(m.members)} members carried; rebuilding the full "
                "bundle in staging")

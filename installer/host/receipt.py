@@ -15,7 +15,7 @@ in ``releases/<digest>/`` holds it. One function parses it for both sides (``par
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 from installer.errors import ConfigError, FormatError
 from installer.format import bundlefmt, canonjson
@@ -67,6 +67,39 @@ def _get(d: Any, key: str, typ: Any) -> Any:
     return value
 
 
+def _members(listed: List[Any]) -> List[bundlefmt.Member]:
+    members = []
+    for m in listed:
+        member = bundlefmt.Member(path=_get(m, "path", str), size=_get(m, "size", int),
+                                  sha256=_get(m, "sha256", str), mode=0o644,
+                                  kind=_get(m, "kind", str))
+        bundlefmt.check_member_path(member.path, member.kind)
+        if not bundlefmt.SHA256_HEX.match(member.sha256) or member.size < 0:
+            raise FormatError(f"receipt: member {member.path!r} has a bad sha256 or size")
+        members.append(member)
+    return members
+
+
+def _blob_ok(blob: Any) -> bool:
+    return (isinstance(blob, list) and len(blob) == 3 and isinstance(blob[0], str)
+            and bundlefmt.SHA256_HEX.match(blob[0]) is not None
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                    for x in blob[1:]))
+
+
+def _blobs(doc: Dict[str, Any], paths: Set[str]
+           ) -> List[Tuple[str, Tuple[Tuple[str, int, int], ...]]]:
+    blobs = []
+    for path, listed in sorted(doc.items()):
+        if path not in paths or not isinstance(listed, list):
+            raise FormatError(f"receipt: blobs of {path!r}, which it does not list")
+        for blob in listed:
+            if not _blob_ok(blob):
+                raise FormatError(f"receipt: a blob entry of {path!r} is malformed")
+        blobs.append((path, tuple((x[0], x[1], x[2]) for x in listed)))
+    return blobs
+
+
 def parse(data: bytes) -> Receipt:
     """Parse and validate receipt bytes (canonical JSON); raises FormatError."""
     if data.endswith(b"\n"):  # as `airgap-install receipt > FILE` writes it
@@ -75,27 +108,8 @@ def parse(data: bytes) -> Receipt:
     if _get(doc, "format", str) != FORMAT:
         raise FormatError(f"receipt format {doc.get('format')!r} is not {FORMAT}")
     b = _get(doc, "bundle", dict)
-    members = []
-    for m in _get(doc, "members", list):
-        member = bundlefmt.Member(path=_get(m, "path", str), size=_get(m, "size", int),
-                                  sha256=_get(m, "sha256", str), mode=0o644,
-                                  kind=_get(m, "kind", str))
-        bundlefmt.check_member_path(member.path, member.kind)
-        if not bundlefmt.SHA256_HEX.match(member.sha256) or member.size < 0:
-            raise FormatError(f"receipt: member {member.path!r} has a bad sha256 or size")
-        members.append(member)
-    blobs = []
-    paths = {m.path for m in members}
-    for path, listed in sorted(_get(doc, "blobs", dict).items()):
-        if path not in paths or not isinstance(listed, list):
-            raise FormatError(f"receipt: blobs of {path!r}, which it does not list")
-        for blob in listed:
-            if not (isinstance(blob, list) and len(blob) == 3 and isinstance(blob[0], str)
-                    and bundlefmt.SHA256_HEX.match(blob[0]) and all(isinstance(x, int) and
-                                                       not isinstance(x, bool) and x >= 0
-                                                       for x in blob[1:])):
-                raise FormatError(f"receipt: a blob entry of {path!r} is malformed")
-        blobs.append((path, tuple((x[0], x[1], x[2]) for x in listed)))
+    members = _members(_get(doc, "members", list))
+    blobs = _blobs(_get(doc, "blobs", dict), {m.path for m in members})
     receipt = Receipt(name=_get(b, "name", str), version=_get(b, "version", str),
                       arch=_get(b, "arch", str), digest=_get(b, "digest", str),
                       k3s_version=_get(doc, "k3s_version", str), role=_get(doc, "role", str),

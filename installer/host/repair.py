@@ -19,6 +19,7 @@
 import os
 import shutil
 import stat
+from dataclasses import dataclass
 from typing import IO, Any, Callable, Dict, List, Optional
 
 from installer import policy
@@ -129,8 +130,19 @@ def mend_kept(layout: Layout, release: Release, donor: Optional[Release],
                  "damaged file")
 
 
+@dataclass(frozen=True)
+class Mended:
+    """What ``reinstall`` did: ``repaired`` the paths put back (none: nothing differed),
+    ``still_damaged`` what a second check still finds."""
+
+    reason: str
+    repaired: List[str]
+    still_damaged: List[Dict[str, Any]]
+    current: Dict[str, Any]
+
+
 def reinstall(layout: Layout, *, opened: verify.Opened, state: State, report: Report,
-              output: Optional[IO[str]]) -> Dict[str, Any]:
+              output: Optional[IO[str]]) -> Mended:
     """``install`` of the installed bundle (same manifest digest): repair what differs."""
     cur = state.current
     assert cur is not None and cur.digest == opened.digest
@@ -148,8 +160,7 @@ def reinstall(layout: Layout, *, opened: verify.Opened, state: State, report: Re
                    "from this bundle ({}); rollback to it will be refused".format(
                        d["path"], d["problem"]))
     if not live and not kept and not prev_kept:
-        return {"action": "none", "reason": f"{label} is installed and every placed file "
-                "verifies", "digest": opened.digest, "same_digest": True, "repaired": []}
+        return Mended(f"{label} is installed and every placed file verifies", [], [], {})
     for d in live + kept + prev_kept:
         report("damaged {} file {}: {}".format(d["what"], d["path"], d["problem"]))
     policy.check_space(preflight.space_needs(layout, m, cur.targets), bundle=label)
@@ -183,9 +194,8 @@ def reinstall(layout: Layout, *, opened: verify.Opened, state: State, report: Re
                 output=output)
     after_state = load_state(layout)[0]
     left = live_problems(layout, cur) + _kept(layout, after_state.current or cur)
-    return {"action": "repaired", "reason": f"{label} was installed; repaired what differed "
-            "from the verified bundle", "digest": opened.digest, "same_digest": True,
-            "repaired": repaired, "still_damaged": left, "current": cur.summary()}
+    return Mended(f"{label} was installed; repaired what differed from the verified bundle",
+                  repaired, left, cur.summary())
 
 
 def _by_member(release: Release, member: str) -> Target:
