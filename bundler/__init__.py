@@ -1,3 +1,5 @@
 """Bundle builder for K3s airgap bundles (runs on a connected host)."""
 
-__version__ = "0.1.0"
+from installer import __version__  # one version for both packages (pyproject reads it there)
+
+__all__ = ["__version__"]

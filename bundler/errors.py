@@ -86,6 +86,7 @@ EXIT_CODES = {
     7: "health gate failed (reported by installer code run from `bundle`)",
     8: "drift: the lock no longer matches the spec or upstream (lock --check)",
     9: "images referenced by manifests or charts are missing from the bundle",
+    10: "check failed: trust metadata expired or expires within --warn-days (status --check)",
 }
 
 

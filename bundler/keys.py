@@ -39,6 +39,8 @@ from installer.trust import rootmeta
 
 ROLES = rootmeta.TOP_LEVEL_ROLES  # the TUF top-level roles, signing order
 KEYRING = "keyring.json"
+RINGS = "rings.json"  # non-secret: each ring's current public keys, threshold and key serial
+MAX_KEYS = 20         # per role: more is a typo, and each key is a file to guard
 _KEY_NAME = re.compile(r"^([a-z]+)-([0-9]+)\.pem$")
 
 
@@ -53,12 +55,13 @@ class KeyDirReport:
     roles: dict[str, dict[str, object]] = field(default_factory=dict)
     fingerprint: str = ""       # rootmeta.root_fingerprint of root.json: what devices show
     encrypted: bool = True      # False: the private keys written are plain PEM
+    staged: dict[str, object] | None = None  # a new root still short of root signatures
 
     def to_json(self) -> dict[str, object]:
         return {"directory": str(self.directory), "root_version": self.root_version,
                 "expires": self.expires, "written": [str(p) for p in self.written],
                 "roles": self.roles, "fingerprint": self.fingerprint,
-                "encrypted": self.encrypted}
+                "encrypted": self.encrypted, "staged": self.staged}
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -227,6 +230,10 @@ def _check_counts(counts: dict[str, tuple[int, int]]) -> None:
     for role, (keys, threshold) in counts.items():
         if keys < 1:
             raise SpecError(f"{role}: at least one key is needed, got {keys}")
+        if keys > MAX_KEYS:
+            raise SpecError(f"{role}: at most {MAX_KEYS} keys, got {str(keys)[:20]}",
+                            hint="a threshold of a few keys held by different people is the "
+                                 "usual choice, e.g. 2 of 3")
         if not 1 <= threshold <= keys:
             raise SpecError(f"{role}: threshold must be between 1 and the {keys} key(s), "
                             f"got {threshold}",
@@ -277,17 +284,20 @@ def init_keys(directory: Path | str, *, root_keys: int = 1, root_threshold: int 
                         encrypted=passphrase is not None)
 
 
-def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: int | None = None,
+def rotate(directory: Path | str, *, role: str, new_keys: int | None = None,
+           threshold: int | None = None,
            expires_days: int = 365, passphrase_env: str | None = None,
            now: int | None = None) -> KeyDirReport:
     """Write root version N+1 in which ``role`` has ``new_keys`` fresh keys (the old ones are
     revoked), signed by a threshold of root v N's root keys and of v N+1's root keys."""
     directory = Path(directory)
     if role not in ROLES:
-        raise SpecError(f"unknown role {role!r}", hint="one of: " + ", ".join(ROLES))
+        return rotate_ring(directory, ring=role, new_keys=new_keys, threshold=threshold,
+                           passphrase_env=passphrase_env)
     old_bytes, old_md = _load_root(directory / "root.json")
     old = old_md.signed
     threshold = old.roles[role].threshold if threshold is None else threshold
+    new_keys = len(old.roles[role].keyids) if new_keys is None else new_keys
     _check_counts({role: (new_keys, threshold)})
     env = _passphrase_env(directory, passphrase_env)
     passphrase = _passphrase(env, "keys rotate") if env else None
@@ -305,7 +315,8 @@ def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: in
     new_root.roles[role].threshold = threshold
 
     old_signers = _signers_for(old, "root", available)
-    _require(len(old_signers), old, "root", directory=directory)
+    if not old_signers:
+        _require(0, old, "root", directory=directory)
     signers = {s.public_key.keyid: s for s in old_signers}
     if role == "root":
         signers.update({k.signer.public_key.keyid: k.signer for k in new})
@@ -313,17 +324,80 @@ def rotate(directory: Path | str, *, role: str, new_keys: int = 1, threshold: in
     for signer in signers.values():
         md.sign(signer, append=True)
     data = _serialize(md)
-    result = new_root.get_root_verification_result(old, md.signed_bytes, md.signatures)
-    if not result.verified:
-        raise SpecError(f"root v{new_root.version} would not verify: {result}")
-    rootmeta.update_root(rootmeta.parse_root(old_bytes), data)  # and the device verifier agrees
-
+    written = []
+    if len(old_signers) < old.roles["root"].threshold:  # one person's share: stage it
+        if (directory / STAGED_ROOT).exists():
+            raise SpecError(f"{directory / STAGED_ROOT} is already waiting for root "
+                            "signatures", hint=f"`bundle keys sign {directory} --keys FOLDER` "
+                                               "first, or delete that file to start over")
+        written = _write_keys(directory, new, passphrase)
+        written.append(_write(directory / STAGED_ROOT, data, 0o644))
+        return KeyDirReport(directory, old.version, old.expires.strftime(
+            "%Y-%m-%dT%H:%M:%SZ"), tuple(written), _role_summary(new_root),
+            fingerprint(old_bytes), encrypted=passphrase is not None,
+            staged=_root_signatures(old, md))
+    _check_new_root(old_bytes, old, md)
     written = _write_keys(directory, new, passphrase)
     written += _write_root(directory, data, new_root.version)
     return KeyDirReport(directory, new_root.version,
                         new_root.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(written),
                         _role_summary(new_root), fingerprint(data),
                         encrypted=passphrase is not None)
+
+
+STAGED_ROOT = "staged-root.json"  # a new root short of root signatures (`keys sign` adds)
+
+
+def _root_signatures(old: Root, md: Metadata[Root]) -> dict[str, object]:
+    new = md.signed
+    a = old.get_verification_result("root", md.signed_bytes, md.signatures)
+    b = new.get_verification_result("root", md.signed_bytes, md.signatures)
+    return {"version": new.version, "old_root": {"present": len(a.signed), "needed": a.threshold},
+            "new_root": {"present": len(b.signed), "needed": b.threshold}}
+
+
+def _check_new_root(old_bytes: bytes, old: Root, md: Metadata[Root]) -> None:
+    result = md.signed.get_root_verification_result(old, md.signed_bytes, md.signatures)
+    if not result.verified:
+        raise SpecError(f"root v{md.signed.version} would not verify: {result}")
+    rootmeta.update_root(rootmeta.parse_root(old_bytes), _serialize(md))  # device agrees
+
+
+def sign_root(directory: Path | str, *, keys_from: Path | str,
+              passphrase_env: str | None = None) -> KeyDirReport:
+    """Add the root signatures ``keys_from`` holds (old and new root keys) to the staged root
+    of ``directory``; once both thresholds are met it becomes ``root.json``."""
+    directory, keys_from = Path(directory), Path(keys_from)
+    old_bytes, old_md = _load_root(directory / "root.json")
+    old = old_md.signed
+    if not (directory / STAGED_ROOT).is_file():
+        raise SpecError(f"{directory} has no staged root to sign",
+                        hint="`bundle keys rotate` with fewer root keys than the threshold "
+                             "stages one")
+    _, md = _load_root(directory / STAGED_ROOT)
+    available = _load_private_keys(keys_from, _passphrase_env(keys_from, passphrase_env))
+    before = set(md.signatures)
+    for signer in _signers_for(old, "root", available) + _signers_for(md.signed, "root",
+                                                                      available):
+        md.sign(signer, append=True)
+    if set(md.signatures) == before:
+        raise SpecError(f"the keys in {keys_from / 'keys'} add no root signature to "
+                        f"{directory / STAGED_ROOT}",
+                        hint="bring a root key of this or the new root")
+    data = _serialize(md)
+    status = _root_signatures(old, md)
+    if not md.signed.get_root_verification_result(old, md.signed_bytes,
+                                                  md.signatures).verified:
+        written = [_write(directory / STAGED_ROOT, data, 0o644)]
+        return KeyDirReport(directory, old.version, old.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            tuple(written), _role_summary(md.signed), fingerprint(old_bytes),
+                            staged=status)
+    _check_new_root(old_bytes, old, md)
+    written = _write_root(directory, data, md.signed.version)
+    (directory / STAGED_ROOT).unlink()
+    return KeyDirReport(directory, md.signed.version,
+                        md.signed.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(written),
+                        _role_summary(md.signed), fingerprint(data))
 
 
 def fingerprint(root_bytes: bytes) -> str:
@@ -341,9 +415,13 @@ def describe(directory: Path | str) -> KeyDirReport:
     data, md = _load_root(directory / "root.json")
     present = tuple(sorted((directory / "keys").glob("*.pem")))
     encrypted = all(b"ENCRYPTED PRIVATE KEY" in _read(p) for p in present)
+    staged = None
+    if (directory / STAGED_ROOT).is_file():
+        staged = _root_signatures(md.signed, _load_root(directory / STAGED_ROOT)[1])
     return KeyDirReport(directory, md.signed.version,
                         md.signed.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), present,
-                        _role_summary(md.signed), fingerprint(data), encrypted=encrypted)
+                        _role_summary(md.signed), fingerprint(data), encrypted=encrypted,
+                        staged=staged)
 
 
 def check_signing(directory: Path | str, *, passphrase_env: str | None = None) -> str:
@@ -423,3 +501,65 @@ def signers_for_keys(directory: Path | str, wanted: list[SSlibKey], *,
     available = _load_private_keys(directory, _passphrase_env(directory, passphrase_env))
     return [CryptoSigner(available[str(k.keyval.get("public"))], k) for k in wanted
             if k.keytype == "ed25519" and str(k.keyval.get("public")) in available]
+
+
+# --- ring keys: which public keys each ring's delegation should name -----------------------
+
+@dataclass(frozen=True)
+class RingRecord:
+    serial: int           # 1 at `repo init`, +1 at each `keys rotate --role RING`
+    threshold: int
+    keys: tuple[SSlibKey, ...]
+
+
+def ring_records(directory: Path | str) -> dict[str, RingRecord]:
+    """``rings.json`` of a key directory (empty when absent: a folder that holds one person's
+    key has no say about ring keys)."""
+    path = Path(directory) / RINGS
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(_read(path))
+        return {ring: RingRecord(int(r["serial"]), int(r["threshold"]), tuple(
+            SSlibKey.from_dict(k["keyid"], dict(k["key"])) for k in r["keys"]))
+            for ring, r in doc["rings"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise SpecError(f"{path} is not a valid ring key record: {e}",
+                        hint="restore it from the key directory's backup") from None
+
+
+def write_ring_record(directory: Path | str, ring: str, record: RingRecord) -> Path:
+    directory = Path(directory)
+    doc = {r: {"serial": x.serial, "threshold": x.threshold,
+               "keys": [{"keyid": k.keyid, "key": k.to_dict()} for k in x.keys]}
+           for r, x in {**ring_records(directory), ring: record}.items()}
+    return _write(directory / RINGS, json.dumps({"rings": doc}, indent=1, sort_keys=True
+                                                ).encode() + b"\n", 0o644)
+
+
+def rotate_ring(directory: Path, *, ring: str, new_keys: int | None, threshold: int | None,
+                passphrase_env: str | None) -> KeyDirReport:
+    """Fresh keys for a ring: written to ``keys/`` and recorded in ``rings.json`` with the
+    next serial. The next repository command (``repo refresh``, publish ...) re-signs the
+    ring's delegation in targets (targets keys needed) and the ring with the new keys."""
+    if not re.fullmatch(r"[a-z]+", ring):
+        raise SpecError(f"unknown role {ring!r}",
+                        hint="one of: " + ", ".join(ROLES) + ", or a ring name")
+    old = ring_records(directory).get(ring)
+    if old is None:
+        raise SpecError(f"{directory / RINGS} has no ring {ring!r}",
+                        hint="ring keys are recorded by `bundle repo init` with this key "
+                             "directory; rotate a ring with the folder that created it")
+    threshold = old.threshold if threshold is None else threshold
+    new_keys = len(old.keys) if new_keys is None else new_keys
+    _check_counts({ring: (new_keys, threshold)})
+    public, files = create_role_keys(directory, ring, new_keys, passphrase_env=passphrase_env)
+    record = RingRecord(old.serial + 1, threshold, tuple(public))
+    written = [*files, write_ring_record(directory, ring, record)]
+    data, md = _load_root(directory / "root.json")
+    roles = {ring: {"keyids": [k.keyid for k in public], "threshold": threshold,
+                    "serial": record.serial}}
+    return KeyDirReport(directory, md.signed.version,
+                        md.signed.expires.strftime("%Y-%m-%dT%H:%M:%SZ"), tuple(written),
+                        roles, fingerprint(data),
+                        encrypted=_passphrase_env(directory, passphrase_env) is not None)

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from dataclasses import replace
 from typing import Any, Dict, List, NoReturn, Optional
@@ -113,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--verify", action="store_true",
                     help="also hash every placed file and kept copy against the installed "
                          "manifest; exit 3 listing each difference")
+    st.add_argument("--check", action="store_true",
+                    help="exit 10 when trust metadata from the last sync has expired or "
+                         "expires within --warn-days, naming each role")
+    st.add_argument("--warn-days", type=_warn_days, default=7, metavar="N",
+                    help="with --check: how close to expiry counts (default 7)")
 
     rc = sub.add_parser("receipt", parents=[common],
                         help="what this host holds, for `bundle build --delta-from`")
@@ -152,7 +158,7 @@ def _request(args: argparse.Namespace) -> install.InstallRequest:
                                   switch_bundle=args.switch_bundle, wait=args.wait)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
@@ -223,13 +229,22 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
         written = receipt.write(layout, args.out)
         return ReceiptWritten(receipt=written["receipt"], fields=written)
     if args.command == "status":
-        return reportcli.with_device(layout, replace(install.status(layout, check=args.verify),
-                                                     sync=sync.sync_status(layout)))
+        result = replace(install.status(layout, check=args.verify), sync=sync.sync_status(layout))
+        if args.check:
+            synccli.check_expiry(result.sync or {}, now=int(time.time()),
+                                 warn_days=args.warn_days)
+        return reportcli.with_device(layout, result)
     if args.command == "rollback":
         return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
                                 allow_k3s_downgrade=args.allow_k3s_downgrade,
                                 report=report)
     return install.recover(layout, wait=args.wait, report=report)
+
+
+def _warn_days(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text[:20]!r}")
+    return int(text)
 
 
 def error_object(code: int, kind: str, message: str, *, hint: Optional[str]) -> Dict[str, Any]:
@@ -243,6 +258,30 @@ def _fail(args: argparse.Namespace, e: InstallerError) -> int:
         print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, hint=e.hint),
                          indent=1, sort_keys=True))
     return e.exit_code
+
+
+
+# Exit codes of the two signals a terminal user sends, as shells report them (128 + signal):
+INTERRUPTED = 130  # Ctrl-C (SIGINT)
+PIPE_CLOSED = 141  # the reader went away (`airgap-install status | head -1`), like SIGPIPE
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``airgap-install``: :func:`_main`, quiet on Ctrl-C and on a closed stdout (no traceback).
+    Every file the installer writes goes through a temp file and a rename (``fsio``), and an
+    interrupted install or sync is finished or undone by the next command (the journal)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except KeyboardInterrupt:
+        print(f"airgap-install: interrupted (exit {INTERRUPTED}); run the command again",
+              file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        # nobody reads stdout any more: send what is still buffered nowhere, exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return PIPE_CLOSED
 
 
 if __name__ == "__main__":  # pragma: no cover

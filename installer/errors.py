@@ -82,6 +82,12 @@ class HealthGateFailed(InstallerError):
     exit_code = 7
 
 
+class ExpiryCheckFailed(InstallerError):
+    """``status --check``: trust metadata expired or expires within ``--warn-days``."""
+
+    exit_code = 10
+
+
 EXIT_CODES = {
     0: "success (also: nothing to do, the same bundle is already installed)",
     1: "internal error (a bug: please report it with the output)",
@@ -91,4 +97,5 @@ EXIT_CODES = {
     5: "transfer error: the medium or mirror could not deliver the bytes",
     6: "environment problem: free space, lock held by another run, permissions",
     7: "health gate failed after an update: rolled back to the previous release",
+    10: "check failed: trust metadata expired or expires within --warn-days (status --check)",
 }

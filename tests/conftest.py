@@ -9,6 +9,11 @@
 - ``scratch_registry``, ``scratch_release`` (function): a fresh empty registry / release server
   for tests that mutate content (moving tags, broken releases) without touching the world.
 
+Markers (registered in pyproject.toml), set here at collection: ``world`` on every test that
+uses one of the fixtures above (directly or through another fixture); ``slow`` on every other
+test outside ``FAST_MODULES`` (those run real CLI processes) and wherever a test says
+``@pytest.mark.slow``. The fast inner loop is ``python3 -m pytest -m "not world and not slow"``.
+
 Add your own fixtures in your test modules or in a ``conftest.py`` of a sub-folder; nothing
 here needs editing for that.
 """
@@ -31,6 +36,19 @@ _USER_DIRS = {
     "HELM_CACHE_HOME": "helm/cache", "HELM_CONFIG_HOME": "helm/config",
     "HELM_DATA_HOME": "helm/data",
 }
+WORLD_FIXTURES = frozenset({"world", "fault_proxy", "token_front", "scratch_registry",
+                            "scratch_release", "containerd"})
+# The inner loop (`-m "not world and not slow"`): modules whose tests run in-process, in
+# milliseconds. A new module is `slow` until it is listed here; test_markers.py keeps the
+# loop at 40 % or more of the suite.
+FAST_MODULES = frozenset({
+    "test_ed25519.py", "test_trust.py", "test_discover.py", "test_format_bundlefmt.py",
+    "test_installer_policy.py", "test_core_pure.py", "test_trust_verify.py",
+    "test_discover_charts.py", "test_trust_rootmeta.py", "test_spec_paths.py",
+    "test_imports.py", "test_bundle_names.py", "test_host_place.py", "test_discover_compare.py",
+    "test_keys.py", "test_errors.py", "test_markers.py",
+})
+SLOW_FIXTURES = frozenset({"host"})  # test_installer_policy's installed host: CLI runs
 _saved_env: dict[str, str | None] = {}
 _user_root: list[Path] = []
 
@@ -48,6 +66,19 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[var] = value
         if var in _USER_DIRS:
             Path(value).mkdir(parents=True, exist_ok=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``world`` every test that needs a real server, registry, daemon or containerd
+    through the fixtures of this file (``fixturenames`` is the transitive closure), and
+    ``slow`` every other test outside :data:`FAST_MODULES` or using a :data:`SLOW_FIXTURES`
+    fixture (they run real CLI processes: seconds each)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if WORLD_FIXTURES & names:
+            item.add_marker(pytest.mark.world)
+        elif item.path.name not in FAST_MODULES or SLOW_FIXTURES & names:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

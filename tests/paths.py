@@ -1,5 +1,6 @@
-"""Where the shared, read-only fixtures live: ``shared/`` beside the checkout (here and in CI);
-``BUNDLER_SHARED`` overrides. The one definition every test uses."""
+"""Where the read-only fixtures live: ``tests/fixtures/`` in this repository (real upstream files,
+unchanged; ``tests/fixtures/PROVENANCE.tsv`` names source, version and licence of each).
+``BUNDLER_FIXTURES`` points elsewhere if set. The one definition every test uses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,6 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BUNDLER_SHARED", REPO.parent / "shared"))
-REAL = SHARED / "fixtures" / "real"
-SIGSTORE = SHARED / "fixtures" / "sigstore"
+FIXTURES = Path(os.environ.get("BUNDLER_FIXTURES", REPO / "tests" / "fixtures"))
+REAL = FIXTURES / "real"
+SIGSTORE = FIXTURES / "sigstore"

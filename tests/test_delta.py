@@ -8,20 +8,16 @@ import json
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 from typing import Dict, Tuple
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import KeyDir, cli, default_spec, live, tree, write_spec  # noqa: E402
-
-from bundler.assemble.delta import delta_path, load_base, write_delta  # noqa: E402
-from installer.errors import FormatError  # noqa: E402
-from installer.format import bundlefmt  # noqa: E402
-from installer.host import receipt  # noqa: E402
+from bundler.assemble.delta import delta_path, load_base, write_delta
+from installer.errors import FormatError
+from installer.format import bundlefmt
+from installer.host import receipt
+from tests.bundles import KeyDir, cli, default_spec, live, tree, write_spec
 
 MiB = 1 << 20
 AIRGAP = "var/lib/rancher/airgap"
@@ -296,7 +292,7 @@ def test_blob_delta_rebuilds_the_images_archive_byte_for_byte(tmp_path: Path) ->
 
 def test_inspect_shows_a_deltas_base_and_savings(world: Dict[str, object],
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from cli_helpers import bundle
+    from tests.cli_helpers import bundle
     b = world["b"]
     base_digest = hashlib.sha256(_header(b["1.0.0"]).manifest_bytes).hexdigest()  # type: ignore
     r = bundle(capsys, "inspect", str(world["delta"]), "--json")

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bundles import KeyDir, cli
 from tests.cli_helpers import bundle
+from tests.test_delta import _comparable
 from tests.world import World
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundles import KeyDir, cli  # noqa: E402
-from test_delta import _comparable  # noqa: E402
 
 IMAGES = ("docker.io/library/nginx:1.27", "quay.io/metallb/controller:v0.16.1",
           "docker.io/library/alpine:3.20", "docker.io/library/busybox:1.37")

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bundles import KeyDir, default_spec, write_spec
 from tests.cli_helpers import bundle, bundle_proc
 from tests.world import World
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundles import KeyDir, default_spec, write_spec  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import REPO, KeyDir, default_spec, tree, write_spec  # noqa: E402
-
-from bundler import keys  # noqa: E402
+from bundler import keys
+from tests.bundles import REPO, KeyDir, default_spec, tree, write_spec
 
 DAY = 86400
 T0 = 1_780_000_000           # 2026-05-28: when the key directory is made

@@ -12,16 +12,13 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, Tuple
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import (  # noqa: E402
+from tests.bundles import (
     KeyDir,
     cli,
     default_spec,
@@ -29,7 +26,7 @@ from bundles import (  # noqa: E402
     popen,
     tree,
     wait_stopped,
-    write_spec,  # noqa: E402
+    write_spec,
 )
 
 MiB = 1 << 20

@@ -18,13 +18,15 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import (  # noqa: E402
+from installer.format import bundlefmt, canonjson
+from installer.format.bundlefmt import ImageEntry
+from installer.host import state
+from installer.host.layout import Layout
+from tests.bundles import (
     REPO,
     KeyDir,
     _members,
@@ -35,11 +37,6 @@ from bundles import (  # noqa: E402
     unsigned_manifest_bytes,
     write_spec,
 )
-
-from installer.format import bundlefmt, canonjson  # noqa: E402
-from installer.format.bundlefmt import ImageEntry  # noqa: E402
-from installer.host import state  # noqa: E402
-from installer.host.layout import Layout  # noqa: E402
 
 RSS_LIMIT_KIB = 64 * 1024
 AS_LIMIT = 1 << 30
@@ -323,7 +320,7 @@ def host(tmp_path: Path, host_template: Path) -> Path:
     return dest
 
 
-def _refused(host: Path, run: Run, code: int, needle: str, before: Dict[str, object]) -> None:
+def _refused(host: Path, run: Run, code: int, needle: str, before: Mapping[str, object]) -> None:
     assert run.code == code, (run.code, run.err)
     assert needle in run.err, run.err
     assert "Traceback" not in run.err, run.err

@@ -10,18 +10,16 @@ import os
 import random
 import shutil
 import signal
-import sys
 import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import (  # noqa: E402
+from installer.format.bundlefmt import Member
+from tests.bundles import (
     KeyDir,
     cli,
     craft,
@@ -34,8 +32,6 @@ from bundles import (  # noqa: E402
     write_sparse_bundle,
     write_spec,
 )
-
-from installer.format.bundlefmt import Member  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -216,17 +212,22 @@ def test_threat05_size_disagrees_and_endless_data(tmp_path: Path, keydir: KeyDir
                                                   installed: Path) -> None:
     """THREATS 5: the tar says more (endless) or fewer bytes than the signed manifest."""
     longer = craft(default_spec("2.0.0"), keydir, tmp_path / "long.tar", payload=lambda es: [
-        (i, d + b"x" * (10 << 20)) if i.name == "images/app-2.0.0.tar" else (i, d)
-        for i, d in [(_resize(i, d, 10 << 20), d) for i, d in es]])
+        (i, _b(d) + b"x" * (10 << 20)) if i.name == "images/app-2.0.0.tar" else (i, d)
+        for i, d in [(_resize(i, _b(d), 10 << 20), d) for i, d in es]])
     _rejected(installed, longer, 3)
     shorter = craft(default_spec("2.0.0"), keydir, tmp_path / "short.tar", payload=lambda es: [
-        (_resize(i, d, -100), d[:-100]) if i.name == "images/app-2.0.0.tar" else (i, d)
+        (_resize(i, _b(d), -100), _b(d)[:-100]) if i.name == "images/app-2.0.0.tar" else (i, d)
         for i, d in es])
     _rejected(installed, shorter, 3)
     spec = default_spec("2.0.0")
     same_size_other_bytes = craft(spec, keydir, tmp_path / "other.tar", payload=lambda es: [
-        (i, bytes(len(d))) if i.name == "images/app-2.0.0.tar" else (i, d) for i, d in es])
+        (i, bytes(len(_b(d)))) if i.name == "images/app-2.0.0.tar" else (i, d) for i, d in es])
     _rejected(installed, same_size_other_bytes, 3, "images/app-2.0.0.tar", "sha256")
+
+
+def _b(data: Optional[bytes]) -> bytes:
+    assert data is not None
+    return data
 
 
 def _resize(info: tarfile.TarInfo, data: bytes, delta: int) -> tarfile.TarInfo:

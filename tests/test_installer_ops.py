@@ -8,15 +8,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import List
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import (  # noqa: E402
+from installer import errors, zipapp
+from installer.trust import rootmeta
+from tests.bundles import (
     REPO,
     KeyDir,
     cli,
@@ -28,9 +27,6 @@ from bundles import (  # noqa: E402
     write_sparse_bundle,
     write_spec,
 )
-
-from installer import errors, zipapp  # noqa: E402
-from installer.trust import rootmeta  # noqa: E402
 
 IMAGES = "var/lib/rancher/k3s/agent/images"
 

@@ -7,15 +7,12 @@ the environment it was run with to ``AIRGAP_TEST_RECORD`` (see tests/bundles.py)
 """
 
 import json
-import sys
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import KeyDir, cli, default_spec, live, write_spec  # noqa: E402
+from tests.bundles import KeyDir, cli, default_spec, live, write_spec
 
 TLS = "--cluster-init --tls-san 10.20.0.10"
 
@@ -261,7 +258,7 @@ def test_docs_option_tables_match_help() -> None:
     options and commands `--help` has (the docs cannot drift from the CLI)."""
     import re
 
-    from bundles import REPO
+    from tests.bundles import REPO
     doc = (REPO / "docs" / "installer.md").read_text()
     table = doc.split("`install` options:", 1)[1].split("\n\n", 2)[1]
     first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]

@@ -6,16 +6,26 @@ rules, trust pinning and root advance, and exit codes matching ``installer/error
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
-
-from installer import errors, policy  # noqa: E402
+from installer import errors, policy
+from installer.errors import (
+    ConfigError,
+    EnvironmentProblem,
+    FormatError,
+    PolicyRefusal,
+)
+from tests.bundles import (
+    KeyDir,
+    cli,
+    default_spec,
+    live,
+    live_image,
+    tree,
+    write_spec,
+)
 
 # ---------------------------------------------------------------------------- pure tables
 
@@ -316,3 +326,140 @@ def test_exit_codes_match_errors_module() -> None:
     bundler_errors = pytest.importorskip("bundler.errors")
     for code, meaning in bundler_errors.EXIT_CODES.items():
         assert f"| {code} | {meaning} |" in bundler_part
+
+
+def test_k3s_major_change_refused() -> None:
+    with pytest.raises(PolicyRefusal, match="major version change from v1.33.5"):
+        policy.check_k3s_change("v1.33.5+k3s1", "v2.33.5+k3s1", allow_minor_skip=True,
+                                allow_downgrade=True)
+    policy.check_k3s_change("v1.33.5+k3s1", "v1.34.0+k3s1", allow_minor_skip=False,
+                            allow_downgrade=False)
+    policy.check_k3s_change("v1.33.5+k3s1", "v1.33.1+k3s9", allow_minor_skip=False,
+                            allow_downgrade=False)
+
+
+def test_switch_bundle() -> None:
+    kw = dict(installed_name="edge", installed_version="3.0.0", name="core", version="1.0.0")
+    with pytest.raises(PolicyRefusal, match="--switch-bundle"):
+        policy.decide_bundle_version(**kw)  # type: ignore[arg-type]
+    d = policy.decide_bundle_version(**kw, switch_name=True)  # type: ignore[arg-type]
+    assert d.action == "install" and "switching bundle edge -> core" in d.reason
+
+
+def test_switch_bundle_cli(tmp_path: Path, keydir: KeyDir) -> None:
+    root = tmp_path / "root"
+    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
+    first = write_spec(default_spec("1.0.0"), keydir, tmp_path)
+    assert cli("install", first, "--root", root, "--server", "--skip-start").returncode == 0
+    other = write_spec(default_spec("0.5.0", name="core"), keydir, tmp_path)
+    r = cli("install", other, "--root", root, "--skip-start")
+    assert r.returncode == 4 and "--switch-bundle" in r.stderr, r.stderr
+    r = cli("install", other, "--root", root, "--skip-start", "--switch-bundle")
+    assert r.returncode == 0, r.stderr
+    status = json.loads(cli("status", "--root", root, "--json").stdout)
+    assert status["installed"]["name"] == "core" and status["previous"]["name"] == "edge"
+
+
+@pytest.mark.parametrize("machine", ["riscv64", "s390x", "", "i686"])
+def test_unknown_machine_type(machine: str) -> None:
+    with pytest.raises(EnvironmentProblem, match=f"machine type {machine!r}"):
+        policy.machine_to_arch(machine)
+
+
+def test_machine_type_is_case_insensitive() -> None:
+    assert policy.machine_to_arch("X86_64") == "amd64"
+    assert policy.machine_to_arch("AArch64") == "arm64"
+
+
+@pytest.mark.parametrize("text", ["1." + "9" * 19, "1.0.0-" + "7" * 19])
+def test_version_numbers_are_bounded(text: str) -> None:
+    with pytest.raises(FormatError, match="19 digits"):
+        policy.parse_version(text)
+    assert policy.parse_version("1." + "9" * 18)[0] == (1, int("9" * 18))
+
+
+def test_k3s_version_numbers_are_bounded() -> None:
+    with pytest.raises(FormatError, match="19 digits"):
+        policy.parse_k3s_version("v1." + "3" * 19 + ".0+k3s1")
+    assert policy.parse_k3s_version("v1." + "3" * 18 + ".0+k3s1").minor == int("3" * 18)
+
+
+def test_pre_release_ordering() -> None:
+    assert policy.compare_versions("1.0.0-rc.1", "1.0.0") == -1
+    assert policy.compare_versions("1.0.0", "1.0.0-rc.1") == 1
+    assert policy.compare_versions("1.0.0-rc.2", "1.0.0-rc.10") == -1
+    assert policy.compare_versions("1.0.0-rc.a", "1.0.0-rc.1") == 1
+    assert policy.compare_versions("1.2", "1.2.0") == 0
+
+
+def test_policy_pure_edges() -> None:
+    assert policy.parse_version("0")[0] == (0,)
+    assert policy.compare_versions("1.0", "1") == 0
+    assert policy.parse_k3s_version("v1.33.5+k3s2").revision == 2
+    assert policy.parse_k3s_version("v1.33.5").revision == 0
+    with pytest.raises(PolicyRefusal, match="lower than the installed version 2.0.0"):
+        policy.decide_bundle_version(installed_name="edge", installed_version="2.0.0",
+                                     name="edge", version="1.9.9")
+    assert policy.decide_bundle_version(installed_name="edge", installed_version="2.0.0",
+                                        name="edge", version="2.0").action == "same"
+    assert policy.decide_bundle_version(installed_name=None, installed_version=None,
+                                        name="edge", version="1").action == "install"
+    with pytest.raises(PolicyRefusal, match="built for architecture arm64, this host is amd64"):
+        policy.check_arch("arm64", "amd64", bundle="b")
+    policy.check_arch("amd64", "amd64", bundle="b")
+
+
+def test_choose_role_rules() -> None:
+    assert policy.choose_role(asked=None, installed=None, bundle_roles=("agent",),
+                              bundle="b") == "agent"
+    with pytest.raises(ConfigError, match="server or agent: say which"):
+        policy.choose_role(asked=None, installed=None, bundle_roles=("server", "agent"),
+                           bundle="b")
+    with pytest.raises(PolicyRefusal, match="built for role agent, asked to install role server"):
+        policy.choose_role(asked="server", installed=None, bundle_roles=("agent",), bundle="b")
+    assert policy.choose_role(asked=None, installed="server", bundle_roles=("server", "agent"),
+                              bundle="b") == "server"
+
+
+def test_space_and_human_bytes() -> None:
+    assert policy.space_shortfalls({"a": 0}, {"a": 0}, {}) == []
+    need = 10 << 30
+    total = need + int(need * policy.SPACE_MARGIN_FRACTION)
+    assert policy.space_shortfalls({"a": need}, {"a": total}, {}) == []
+    assert policy.space_shortfalls({"a": need}, {"a": total - 1}, {"a": "/x"}) == [
+        policy.Shortfall("/x", total, total - 1)]
+    assert policy.SPACE_MARGIN_BYTES == 64 * 1024 * 1024
+    with pytest.raises(EnvironmentProblem, match="/x needs 10 B, has 1 B free"):
+        policy.check_space([policy.Shortfall("/x", 10, 1)], bundle="b")
+    policy.check_space([], bundle="b")
+    assert policy.human_bytes(1023) == "1023 B"
+    assert policy.human_bytes(1024) == "1.0 KiB"
+    assert policy.human_bytes(3 * 1024 ** 3) == "3.0 GiB"
+    assert policy.human_bytes(5 * 1024 ** 5) == "5120.0 TiB"
+
+
+def test_pick_bundle_order() -> None:
+    files = ["edge-1.0.0-amd64.tar", "edge-3.0.0-amd64.tar", "edge-2.0.0-amd64.tar"]
+    assert policy.pick_bundle(files, "amd64", folder="f").version == "3.0.0"
+    assert policy.pick_bundle(["edge-1.0-amd64.tar", "edge-1.0.0-amd64.tar"], "amd64",
+                              folder="f").file == "edge-1.0-amd64.tar"
+
+
+def test_policy_bad_versions_are_format_errors() -> None:
+    """policy.py lines 44 and 101 (``raise`` -> ``pass``): text that is not a version is a
+    FormatError naming it, not an AttributeError."""
+    from installer import errors, policy
+    with pytest.raises(errors.FormatError, match="'one.two' is not a dotted version"):
+        policy.parse_version("one.two")
+    with pytest.raises(errors.FormatError, match="'1.34' is not like v1.34.3"):
+        policy.parse_k3s_version("1.34")
+
+
+def test_policy_space_and_pick_edges() -> None:
+    """policy.py line 221 (``need <= 0`` -> ``<= 1``), 225 (``free.get(fs, 0)`` -> ``1``) and
+    293 (``mine[1:]`` -> ``mine[2:]``)."""
+    from installer import policy
+    short = policy.space_shortfalls({"fs": 1}, {}, {})
+    assert short == [policy.Shortfall("fs", 1 + policy.SPACE_MARGIN_BYTES, 0)]
+    files = ["edge-1.0.0-amd64.tar", "edge-1.1.0-amd64.tar"]
+    assert policy.pick_bundle(files, "amd64", folder="/usb").version == "1.1.0"

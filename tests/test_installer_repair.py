@@ -11,18 +11,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import KeyDir, cli, default_spec, live, live_image, write_spec  # noqa: E402
-
-from installer import fsio  # noqa: E402
-from installer.host import place  # noqa: E402
+from installer import fsio
+from installer.host import place
+from tests.bundles import KeyDir, cli, default_spec, live, live_image, write_spec
 
 AIRGAP = "var/lib/rancher/airgap"
 K3S = "usr/local/bin/k3s"

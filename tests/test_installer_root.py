@@ -11,18 +11,14 @@ anchor and no promoted release behind).
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec  # noqa: E402
-
-from installer import errors, fsio  # noqa: E402
-from installer.host import place, rootfs, state  # noqa: E402
+from installer import errors, fsio
+from installer.host import place, rootfs, state
+from tests.bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec
 
 AIRGAP = "var/lib/rancher/airgap"
 

@@ -10,11 +10,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bundles import REPO, KeyDir, cli, default_spec, live, write_spec  # noqa: E402
-
-from installer import zipapp  # noqa: E402
+from installer import zipapp
+from tests.bundles import REPO, KeyDir, cli, default_spec, live, write_spec
 
 # every installer module, subpackages included, as dotted names below ``installer.``
 MODULES = sorted(".".join(p.relative_to(REPO / "installer").with_suffix("").parts)
@@ -110,6 +107,7 @@ def test_install_txt_names_bundles() -> None:
 # Modules allowed past the size limit, each with its reason.
 LONG_MODULES = {
     "format/bundlefmt.py",  # the whole bundle format in one place (manifest, members, writer)
+    "commands/sync.py",  # TEMPORARY while the TUF, gate and report branches merge; split after
 }
 
 

@@ -115,11 +115,15 @@ def test_rotate_needs_the_old_root_keys(tmp_path: Path) -> None:
     d = tmp_path / "k"
     keys.init_keys(d, root_keys=2, root_threshold=2, now=NOW)
     (d / "keys" / "root-2.pem").rename(tmp_path / "offline-root-2.pem")
-    with pytest.raises(SpecError, match=r"root role of root v1 needs 2 key\(s\), found 1"):
+    (d / "keys" / "root-1.pem").rename(tmp_path / "offline-root-1.pem")
+    with pytest.raises(SpecError, match=r"root role of root v1 needs 2 key\(s\), found 0"):
         keys.rotate(d, role="targets", now=NOW)
+    (tmp_path / "offline-root-1.pem").rename(d / "keys" / "root-1.pem")
+    staged = keys.rotate(d, role="targets", now=NOW)  # 1 of 2: staged, not root.json
+    assert staged.root_version == 1 and staged.staged is not None
     assert not (d / "roots" / "2.root.json").exists()
     (tmp_path / "offline-root-2.pem").rename(d / "keys" / "root-2.pem")
-    assert keys.rotate(d, role="targets", now=NOW).root_version == 2
+    assert keys.sign_root(d, keys_from=d).root_version == 2
 
 
 def test_rotate_threshold_above_key_count(tmp_path: Path) -> None:

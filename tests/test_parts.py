@@ -8,17 +8,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from installer.errors import ConfigError, FormatError, SignatureError, UntrustedContent
 from installer.sources import parts
+from tests.bundles import KeyDir, cli, default_spec, write_spec
 from tests.cli_helpers import bundle_proc
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundles import KeyDir, cli, default_spec, write_spec  # noqa: E402
 
 MiB = 1 << 20
 NOW = 1_800_000_000

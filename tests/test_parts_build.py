@@ -10,18 +10,15 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from installer.sources import parts
+from tests.bundles import KeyDir
 from tests.cli_helpers import bundle
 from tests.world import World
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundles import KeyDir  # noqa: E402
 
 IMAGES = ("docker.io/library/nginx:1.27", "quay.io/metallb/controller:v0.16.1",
           "docker.io/library/alpine:3.20", "docker.io/library/busybox:1.37")

@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.bundles import KeyDir, cli, default_spec, tree, write_spec
 from tests.cli_helpers import bundle, bundle_proc
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bundles import KeyDir, cli, default_spec, tree, write_spec  # noqa: E402
 
 MiB = 1 << 20
 NPARTS = 3
@@ -184,9 +181,9 @@ def test_a_part_of_another_bundle_is_refused_without_parity(
         sets.append(folder)
     shutil.copy(_part(sets[1], original, 2), _part(sets[0], original, 2))
     root = _root(tmp_path, keys)
-    r = cli("install", sets[0], "--root", root, "--skip-start", "--server")
-    assert r.returncode == 3, r.stderr
-    assert f"parts missing or damaged: {original.name}.part-002;" in r.stderr
+    p = cli("install", sets[0], "--root", root, "--skip-start", "--server")
+    assert p.returncode == 3, p.stderr
+    assert f"parts missing or damaged: {original.name}.part-002;" in p.stderr
     assert not (root / "usr").exists()
 
 
@@ -201,9 +198,9 @@ def test_an_index_signed_by_another_root_is_refused(
     assert r.code == 0, r.err
     root = _root(tmp_path, keys)
     for cmd in ("install", "verify"):
-        r = cli(cmd, folder, "--root", root, "--json")
-        assert r.returncode == 3, r.stderr
-        err = json.loads(r.stdout)["error"]
+        p = cli(cmd, folder, "--root", root, "--json")
+        assert p.returncode == 3, p.stderr
+        err = json.loads(p.stdout)["error"]
         assert err["kind"] == "SignatureError" and "this host trusts" in err["message"]
     assert not (root / "usr").exists()
 

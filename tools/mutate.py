@@ -16,7 +16,7 @@ once by tracing the given test subset), or the whole subset when no in-process t
 it (the line may only run in a CLI child). A mutant is killed when the tests fail or time out.
 
     python3 tools/mutate.py installer/trust/rootmeta.py --tests tests/test_trust.py
-    python3 tools/mutate.py installer/trust/verify.py --tests tests/test_installer_gaps.py \\
+    python3 tools/mutate.py installer/trust/verify.py --tests tests/test_trust_verify.py \\
         --json /tmp/verify-mutants.json
 
 Prints the kill score per module and every survivor (line, mutation, source line); judging

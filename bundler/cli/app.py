@@ -7,12 +7,17 @@ and docs/exit-codes.md). Progress bars are created here and passed down as callb
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.utils import PacifyFlushWrapper
 
+from bundler import __version__
 from bundler.cli import (
     build,
     diff,
@@ -42,7 +47,7 @@ def _short(text: str) -> str:
 @click.option("--lock", "lock_path", type=click.Path(path_type=Path), default=None,
               help="The lock file (default: bundles.lock beside the spec).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars (also when not a terminal).")
-@click.version_option(package_name="k3s-airgap-bundler")
+@click.version_option(__version__, prog_name="bundle", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, *, spec: Path, lock_path: Path | None, quiet: bool) -> None:
     """Build signed, reproducible K3s airgap bundles.
@@ -72,16 +77,47 @@ def _json_error(error: dict[str, Any]) -> None:
     click.echo(json.dumps({"error": error}, indent=2, sort_keys=True))
 
 
+PIPE_CLOSED = 141  # exit code when the reader of stdout went away, as shells show SIGPIPE
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+GRACE = 3.0  # seconds Ctrl-C waits for worker threads stuck in a transfer before exiting anyway
+_exiting = threading.Lock()
+
+
+def _exit_interrupted() -> NoReturn:
+    """One line, exit 130, without waiting for worker threads (a download pool would wait for
+    transfers that may hang). Called once the main thread unwound (its ``finally`` blocks
+    removed their temp files), or by the :data:`GRACE` timer if unwinding is stuck."""
+    _exiting.acquire()  # whoever comes second waits here for the first one's exit
+    click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """SIGINT: unwind the main thread as Python does, with a deadline; a second Ctrl-C ends
+    the process at once."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    timer = threading.Timer(GRACE, _exit_interrupted)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run `bundle`. With --json, any error also prints the one documented error object
     ``{"error": {"code", "kind", "message", "hint"}}`` on stdout (docs/exit-codes.md); the
     human line goes to stderr either way and the exit code is the same."""
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         # without standalone mode, click returns the code of a `click.exceptions.Exit`
         # (`bundle diff` exits 1 for "changes") instead of raising it
         code = cli.main(args=args, prog_name="bundle", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except ToolError as e:  # the builder's errors and installer errors from shared code
         click.echo(f"error: {e}", err=True)
         code = exit_code_for(e)
@@ -98,12 +134,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
             _json_error({"code": 2, "kind": type(e).__name__, "message": e.format_message(),
                          "hint": "see `bundle COMMAND --help`"})
         sys.exit(2)
-    except click.Abort:
+    except click.Abort as e:  # click turns Ctrl-C into Abort; a refused prompt is one too
+        if isinstance(e.__context__, KeyboardInterrupt):
+            _exit_interrupted()
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except KeyboardInterrupt:
-        click.echo("interrupted; re-run to resume (verified downloads are kept)", err=True)
-        sys.exit(130)
+        _exit_interrupted()
+    except BrokenPipeError:  # `bundle inspect X | head -1`: nobody reads stdout any more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # drop what is buffered
+        sys.exit(PIPE_CLOSED)
+    except SystemExit:  # click's own answer to a closed pipe is a quiet exit 1: say 141
+        if isinstance(sys.stdout, PacifyFlushWrapper):
+            sys.exit(PIPE_CLOSED)
+        raise
     except Exception as e:  # a bug: the traceback follows on stderr (exit 1)
         if as_json:
             _json_error({"code": 1, "kind": type(e).__name__, "message": str(e),

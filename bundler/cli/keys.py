@@ -43,6 +43,14 @@ def _report(report: KeyDirReport, as_json: bool) -> None:
     for path in report.written:
         note = " (private key, mode 0600)" if path.suffix == ".pem" else ""
         click.echo(f"wrote {path}{note}")
+    if report.staged:
+        s = report.staged
+        old, new = s["old_root"], s["new_root"]
+        assert isinstance(old, dict) and isinstance(new, dict)
+        click.echo(f"root v{s['version']} is staged, not yet root.json: root signatures "
+                   f"{old['present']} of {old['needed']} (current root), {new['present']} of "
+                   f"{new['needed']} (new root); add them with `bundle keys sign "
+                   f"{report.directory} --keys FOLDER`")
     click.echo(f"root.json is version {report.root_version}, fingerprint "
                f"{report.fingerprint}, expires {report.expires}")
     for name, role in report.roles.items():
@@ -81,6 +89,12 @@ def show_cmd(directory: Path, as_json: bool) -> None:
     click.echo(f"  private key files here: {state}")
     for path in report.written:
         click.echo(f"    {path.name}")
+    if report.staged:
+        old, new = report.staged["old_root"], report.staged["new_root"]
+        assert isinstance(old, dict) and isinstance(new, dict)
+        click.echo(f"  staged root v{report.staged['version']}: root signatures "
+                   f"{old['present']} of {old['needed']} (current), {new['present']} of "
+                   f"{new['needed']} (new): `bundle keys sign {directory} --keys FOLDER`")
 
 
 @keys.command("init")
@@ -107,22 +121,40 @@ def init_cmd(*, directory: Path, root_keys: int, root_threshold: int, targets_ke
 
 @keys.command("rotate")
 @_dir_arg
-@click.option("--role", type=click.Choice(sorted(ROLES)), required=True,
-              help="Role whose keys change.")
-@click.option("--keys", "new_keys", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of new keys for the role.")
+@click.option("--role", required=True, metavar="ROLE",
+              help=f"Role whose keys change: {', '.join(sorted(ROLES))}, or a ring of a "
+                   "repository made with this key directory.")
+@click.option("--keys", "new_keys", type=click.IntRange(min=1), default=None,
+              help="Number of new keys for the role (default: as many as it has now).")
 @click.option("--threshold", type=click.IntRange(min=1), default=None,
               help="New threshold for the role (default: unchanged).")
 @_expires_opt
 @_passphrase_opt
 @_json_opt
-def rotate_cmd(*, directory: Path, role: str, new_keys: int, threshold: int | None,
+def rotate_cmd(*, directory: Path, role: str, new_keys: int | None, threshold: int | None,
                expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
     """Write the next root.json version with new keys for ROLE.
 
     The old root keys (and, for --role root, the new ones) sign it; devices accept it
-    when a bundle carries the whole chain roots/1..N.
+    when a bundle carries the whole chain roots/1..N. For a ring, new ring keys are
+    recorded in rings.json. Then run `bundle repo refresh REPO --keys DIRECTORY`: it
+    re-signs what the new keys change (targets, the rotated ring) and publishes.
     """
     from bundler.keys import rotate
     _report(rotate(directory, role=role, new_keys=new_keys, threshold=threshold,
                    expires_days=expires_days, passphrase_env=passphrase_env), as_json)
+
+
+@keys.command("sign")
+@_dir_arg
+@click.option("--keys", "keys_from", required=True,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A folder holding one person's root key(s) (keys/*.pem).")
+@_passphrase_opt
+@_json_opt
+def sign_cmd(*, directory: Path, keys_from: Path, passphrase_env: str | None,
+             as_json: bool) -> None:
+    """Add the root signatures of --keys to DIRECTORY's staged root (a rotation started with
+    fewer root keys than the threshold); with enough signatures it becomes root.json."""
+    from bundler.keys import sign_root
+    _report(sign_root(directory, keys_from=keys_from, passphrase_env=passphrase_env), as_json)

@@ -12,6 +12,8 @@ from bundler.cli.context import CONTEXT, out
 from bundler.cli.fleetcmd import evidence_gate, evidence_options
 from bundler.fleet.reports import remember
 
+MAX_DAYS = 3660  # bundler.repo.repostore.MAX_DAYS (not imported: python-tuf loads on use)
+
 _keys_opt = click.option("--keys", "keys_dir", required=True,
                          type=click.Path(file_okay=False, exists=True, path_type=Path),
                          help="The key directory (`bundle keys init`).")
@@ -27,7 +29,8 @@ def _lifetimes(f: Callable[..., Any]) -> Callable[..., Any]:
     for flag, default, what in (("--timestamp-days", 30, "timestamp"),
                                 ("--snapshot-days", 90, "snapshot"),
                                 ("--ring-days", 90, "ring and targets")):
-        f = click.option(flag, type=click.IntRange(min=1), default=default, show_default=True,
+        f = click.option(flag, type=click.IntRange(1, MAX_DAYS), default=default,
+                         show_default=True,
                          help=f"Days until new {what} metadata expires.")(f)
     return f
 
@@ -42,6 +45,13 @@ def _written(paths: list[Path]) -> str:
     return "\n".join(f"wrote {p}" for p in paths)
 
 
+def _staged(items: list[dict[str, Any]], repo_dir: Path) -> str:
+    if not any(i.get("staged") for i in items):
+        return ""
+    return (f"\nstaged, not live: signatures are missing. `bundle repo status {repo_dir}` "
+            f"lists them; `bundle repo sign {repo_dir} --keys FOLDER` adds them")
+
+
 @click.group("repo", context_settings=CONTEXT)
 def repo() -> None:
     """The OTA ring repository (TUF metadata + bundles, one folder)."""
@@ -52,9 +62,10 @@ def _ring_keys(values: tuple[str, ...]) -> dict[str, tuple[int, int]]:
     for v in values:
         ring, _, spec = v.partition("=")
         threshold, _, count = spec.partition("/")
-        if not (ring and threshold.isdigit() and count.isdigit()):
-            raise click.BadParameter(f"{v!r}: expected RING=THRESHOLD/KEYS, e.g. stable=2/3",
-                                     param_hint="--ring-keys")
+        if not (ring and threshold.isascii() and threshold.isdigit() and count.isascii()
+                and count.isdigit() and len(threshold) <= 6 and len(count) <= 6):
+            raise click.BadParameter(f"{v[:40]!r}: expected RING=THRESHOLD/KEYS, e.g. "
+                                     "stable=2/3", param_hint="--ring-keys")
         out_[ring] = (int(count), int(threshold))
     return out_
 
@@ -83,12 +94,47 @@ def init_cmd(*, directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[st
 
 @repo.command("status")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--check", is_flag=True,
+              help="Exit 10 when a role has expired or expires within --warn-days.")
+@click.option("--warn-days", type=click.IntRange(0, MAX_DAYS), default=7, show_default=True,
+              help="How close to its expiry a role counts as expiring.")
 @_json_opt
-def status_cmd(directory: Path, as_json: bool) -> None:
-    """Per ring and arch: version, since when, percent, yanks; every role's expiry."""
-    from bundler.repo.repostatus import status, status_text
-    report = status(directory)
+def status_cmd(*, directory: Path, check: bool, warn_days: int, as_json: bool) -> None:
+    """Per ring and arch: version, since when, percent, yanks; every role's expiry; staged
+    changes and their signatures."""
+    from bundler.repo.repostatus import expiry_check, status, status_text
+    report = status(directory, warn_days=warn_days)
+    if check and as_json:
+        expiry_check(report)  # --json: exactly one document, the error object
     out(as_json, report, "\n".join(status_text(report)))
+    if check:
+        expiry_check(report)
+
+
+@repo.command("sign")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_keys_opt
+@click.option("--drop", is_flag=True, help="Discard the staged change instead.")
+@_lifetimes
+@_pass_opt
+@_json_opt
+def sign_cmd(*, directory: Path, keys_dir: Path, drop: bool, passphrase_env: str | None,
+             as_json: bool, **kw: Any) -> None:
+    """Add the signatures KEYS holds to the staged change; it goes live once every threshold
+    is met and KEYS also holds the snapshot and timestamp keys (else at the next
+    `bundle repo refresh` with them)."""
+    from bundler.repo.ringops import sign
+    done = sign(directory=directory, keys_dir=keys_dir, lifetimes=_lt(kw), drop=drop,
+                passphrase_env=passphrase_env)
+    if drop:
+        text = f"dropped the staged change: {done['dropped']}"
+    elif done["live"]:
+        text = _written([Path(p) for p in done["written"]]) + f"\nlive: {done['what']}"
+    else:
+        text = f"signed, still staged: {done['what']}" + "".join(
+            f"\n  {s['role']} v{s['version']}: {s['present']} of {s['needed']} signature(s)"
+            for s in done["pending"]["signatures"])
+    out(as_json, done, text)
 
 
 @repo.command("refresh")
@@ -123,7 +169,7 @@ def publish_cmd(*, bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_di
                     lifetimes=_lt(kw), passphrase_env=passphrase_env)
     out(as_json, {"published": added}, "\n".join(
         f"published {a['target']} to {a['ring']} (sha256 {a['sha256'][:12]}, "
-        f"{a['length']} bytes)" for a in added))
+        f"{a['length']} bytes)" for a in added) + _staged(added, repo_dir))
 
 
 @click.command("promote", context_settings=CONTEXT)
@@ -148,7 +194,7 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
     from bundler.repo.ringops import parse_duration, promote
     soak = parse_duration(min_soak)
     gate = evidence_gate(kw, name=name, version=version, repo_dir=repo_dir, source=source,
-                     dest=dest, percent=percent, min_soak=soak)
+                         dest=dest, percent=percent, min_soak=soak)
     if gate is not None and gate.get("dry_run"):
         out(as_json, gate["plan"], "\n".join(gate["text"]))
         return
@@ -160,8 +206,8 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
         remember(repo_dir, gate["collected"])
     out(as_json, {"promoted": done, "evidence": gate["record"] if gate else None}, "\n".join(
         f"promoted {d['target']} to {d['ring']} at {d['percent']}% (sha256 "
-        f"{d['sha256'][:12]})" for d in done) + (f"\nevidence: {gate['reason']}" if gate
-                                                  else ""))
+        f"{d['sha256'][:12]})" for d in done) + _staged(done, repo_dir)
+        + (f"\nevidence: {gate['reason']}" if gate else ""))
 
 
 @click.command("yank", context_settings=CONTEXT)
@@ -180,7 +226,8 @@ def yank_cmd(*, name: str, version: str, repo_dir: Path, ring: str, keys_dir: Pa
     from bundler.repo.ringops import yank
     done = yank(name, version, directory=repo_dir, keys_dir=keys_dir, ring=ring, reason=reason,
                 lifetimes=_lt(kw), passphrase_env=passphrase_env)
-    out(as_json, done, f"yanked {name} {version} from ring {ring}: {reason}")
+    out(as_json, done, f"yanked {name} {version} from ring {ring}: {reason}"
+        + _staged([done], repo_dir))
 
 
 @repo.command("extend")

@@ -15,7 +15,7 @@ from securesystemslib.signer import SSlibKey
 
 from bundler import keys
 from bundler.errors import SpecError
-from bundler.repo.repostore import DAY, Repo, _iso, _write
+from bundler.repo.repostore import DAY, Repo, _iso
 from installer.errors import InstallerError
 from installer.format import canonjson
 from installer.trust import rootmeta, tufoverride
@@ -60,8 +60,8 @@ def extend(*, directory: Path | str, keys_dir: Path | str, days: int, reason: st
                         hint="refresh or re-sign the metadata for anything longer")
     if not reason.strip() or len(reason) > tufoverride.MAX_REASON:
         raise SpecError(f"--reason must say why, in 1-{tufoverride.MAX_REASON} characters")
-    repo = Repo(directory, keys_dir, passphrase_env=passphrase_env)
-    repo.sync_roots()
+    repo = Repo(directory, keys_dir, passphrase_env=passphrase_env).begin()
+    # no roots are copied in here: a rotated root needs the re-signing `repo refresh` does
     docs = _documents(repo)
     until = now + days * DAY
     if roles:
@@ -99,7 +99,8 @@ def extend(*, directory: Path | str, keys_dir: Path | str, days: int, reason: st
         tufoverride.parse(data, rootmeta.load_trusted_root(anchor))
     except InstallerError as e:
         raise SpecError(f"the override would be refused by devices: {e.message}") from None
-    _write(path, data)
+    repo.change.files[f"metadata/{tufoverride.FILE}"] = data
+    repo.txn.commit(repo.change)
     return {"written": str(path), "version": signed["version"], "expires": signed["expires"],
             "reason": reason, "extend": signed["extend"],
             "expired_now": [r for r in chosen if docs[r][1] <= now]}

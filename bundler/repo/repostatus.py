@@ -8,13 +8,14 @@ from typing import Any
 
 from bundler.repo.ringops import YANKED, Repo, _iso
 from installer import policy
-from installer.errors import InstallerError
+from installer.errors import ExpiryCheckFailed, InstallerError
 from installer.trust import rootmeta, tufoverride
 
 WARN_DAYS = 7
 
 
-def status(directory: Path | str, *, now: int | None = None) -> dict[str, Any]:
+def status(directory: Path | str, *, now: int | None = None,
+           warn_days: int = WARN_DAYS) -> dict[str, Any]:
     repo = Repo(directory, keys_dir=".")
     now = int(time.time()) if now is None else int(now)
     root = repo.root()
@@ -27,8 +28,9 @@ def status(directory: Path | str, *, now: int | None = None) -> dict[str, Any]:
     def role(name: str, version: int, expires: int) -> None:
         days = (expires - now) / 86400
         roles[name] = {"version": version, "expires": _iso(expires),
-                       "expires_in_days": round(days, 1)}
-        if days < WARN_DAYS:
+                       "expires_in_days": round(days, 1), "expired": days <= 0,
+                       "expiring": days < warn_days}
+        if days < warn_days:
             what = "EXPIRED" if days <= 0 else f"expires in {days:.1f} days"
             fix = {"timestamp": "repo refresh", "snapshot": "repo refresh",
                    "root": "keys rotate"}.get(name, "publish, promote or yank")
@@ -53,8 +55,33 @@ def status(directory: Path | str, *, now: int | None = None) -> dict[str, Any]:
         rings[ring] = {"arches": arches, "listed": sorted(md.signed.targets),
                        "yanked": list(md.signed.unrecognized_fields.get(YANKED, []))}
     override = _override(repo, now, warnings)
+    if repo.txn.interrupted():
+        warnings.append(f"a command was interrupted mid-switch ({repo.txn.stage}): any "
+                        "writing command finishes it, e.g. `bundle repo refresh`")
+    pending = _pending(repo)
     return {"repository": str(repo.dir), "roles": roles, "rings": rings, "override": override,
-            "warnings": warnings}
+            "pending": pending, "warn_days": warn_days, "warnings": warnings}
+
+
+def _pending(repo: Repo) -> list[dict[str, Any]]:
+    """The staged change, if any: what it is, and per document the signatures present and
+    needed (``bundle repo sign`` adds them)."""
+    found = repo.pending_status()
+    if not found:
+        return []
+    return [{"what": found["what"], "created": _iso(int(found["created"])),
+             "signatures": found["signatures"], "targets": found.get("targets", [])}]
+
+
+def expiry_check(report: dict[str, Any]) -> None:
+    """``repo status --check``: exit 10 naming every role expired or expiring."""
+    bad = [f"{name} v{r['version']} {'EXPIRED' if r['expired'] else 'expires'} "
+           f"{r['expires']}" for name, r in report["roles"].items() if r["expiring"]]
+    if bad:
+        raise ExpiryCheckFailed(f"{len(bad)} role(s) expired or expiring within "
+                                f"{report['warn_days']} days: {'; '.join(bad)}",
+                                hint="`bundle repo refresh` (timestamp, snapshot), publish/"
+                                     "promote/yank (rings), `bundle keys rotate` (root)")
 
 
 def _override(repo: Repo, now: int, warnings: list[str]) -> dict[str, Any] | None:
@@ -100,5 +127,10 @@ def status_text(report: dict[str, Any]) -> list[str]:
         lines.append(f"override v{o['version']} until {o['expires']}: "
                      + ", ".join(f"{e['role']} v{e['version']}" for e in o["extend"])
                      + f" ({o['reason']})")
+    for p in report.get("pending", []):
+        lines.append(f"pending (staged, not live): {p['what']} since {p['created']}")
+        for sig in p["signatures"]:
+            lines.append(f"  {sig['role']} v{sig['version']}: {sig['present']} of "
+                         f"{sig['needed']} signature(s)")
     lines += ["warning: " + w for w in report["warnings"]]
     return lines

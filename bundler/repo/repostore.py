@@ -16,8 +16,19 @@ version, arch, K3s version, manifest sha256, when it entered the ring and the ro
 A ring's signed ``x-airgap-yanked`` list names versions that must not run in it. Every
 document carries ``x-airgap-issued`` (its signing time) for the devices' time ratchet.
 
-Writes never replace a versioned file; ``timestamp.json`` is written last, so an interrupted
-command leaves the previous publication intact.
+    staged/pending.json             a change still short of signatures (never served)
+    staged/metadata/..., staged/targets/...   its documents and bundles, as they will go live
+
+Every command computes and checks the whole change first, then writes it all-or-nothing
+through ``repotxn`` (staging folder, journal, ``timestamp.json`` switched last). Key
+rotations are followed here: roots from the key directory are copied in, the top-level targets
+is re-signed when its keys changed, and a ring whose keys were rotated (``bundle keys rotate
+--role RING``, recorded in the key directory's ``rings.json``) gets its new delegation in
+targets and a new version signed by its new keys.
+
+A change whose targets or ring signatures are short of the threshold (some, not all, keys
+present: threshold signing by separate people), or whose folder lacks the snapshot and
+timestamp keys, is staged under ``staged/`` and goes live once signed (``bundle repo sign``).
 """
 
 from __future__ import annotations
@@ -39,13 +50,16 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from bundler import keys
-from bundler.errors import LocalError, RefusedError, SpecError, UntrustedInput
+from bundler.errors import RefusedError, SpecError, UntrustedInput
+from bundler.repo.repotxn import Change, Txn
 from installer.errors import InstallerError
-from installer.fsio import write_verified
+from installer.format import canonjson
 from installer.trust import tufclient
 
 DEFAULT_RINGS = ("canary", "beta", "stable")
 ISSUED = "x-airgap-issued"
+RING_SERIALS = "x-airgap-ring-keys"  # in top-level targets: ring -> serial of its key set
+PENDING = "staged/pending.json"
 YANKED = "x-airgap-yanked"
 DAY = 86400
 
@@ -58,11 +72,28 @@ class UntrustedBundle(UntrustedInput):
     """A bundle whose own signature or contents do not verify against the repository root."""
 
 
+MAX_DAYS = 3660  # ten years: the longest lifetime a repository command signs
+
+
+def check_days(days: int, flag: str) -> int:
+    if not 1 <= days <= MAX_DAYS:
+        raise SpecError(f"{flag} {str(days)[:20]}: must be 1 to {MAX_DAYS} days",
+                        hint="metadata is re-signed by every publish/promote/refresh; a long "
+                             "lifetime only delays when a leaked key stops working")
+    return days
+
+
 @dataclass(frozen=True)
 class Lifetimes:
     timestamp_days: int = 30
     snapshot_days: int = 90
     ring_days: int = 90
+
+    def __post_init__(self) -> None:
+        for flag, days in (("--timestamp-days", self.timestamp_days),
+                           ("--snapshot-days", self.snapshot_days),
+                           ("--ring-days", self.ring_days)):
+            check_days(days, flag)
 
 
 DEFAULT_LIFETIMES = Lifetimes()
@@ -73,8 +104,7 @@ def _iso(epoch: int) -> str:
 
 
 def _expiry(now: int, days: int) -> datetime:
-    if days < 1:
-        raise SpecError(f"expiry must be at least 1 day, got {days}")
+    check_days(days, "expiry")
     return datetime.fromtimestamp(now + days * DAY, UTC).replace(microsecond=0)
 
 
@@ -82,12 +112,30 @@ def _bytes(md: Metadata[Any]) -> bytes:
     return md.to_bytes(JSONSerializer(compact=False)) + b"\n"
 
 
-def _write(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_verified(path, [data], mode=0o644)
-    except (OSError, InstallerError) as e:
-        raise LocalError(f"cannot write {path}: {e}", hint="check space and permissions") from None
+
+
+
+@dataclass
+class Doc:
+    """One targets or ring document of a change: where it goes and who must sign it."""
+
+    role: str            # "targets" or a ring name
+    md: Metadata[Targets]
+
+    @property
+    def rel(self) -> str:
+        return f"metadata/{self.md.signed.version}.{self.role}.json"
+
+
+@dataclass
+class Outcome:
+    """What a writing command did: the files it wrote, and the change it staged (if any)."""
+
+    written: list[Path]
+    pending: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"written": [str(p) for p in self.written], "pending": self.pending}
 
 
 class Repo:
@@ -100,27 +148,44 @@ class Repo:
         self.passphrase_env = passphrase_env
         self.meta = self.dir / "metadata"
         self.targets_dir = self.dir / "targets"
+        self.change = Change()
+        self.txn = Txn(self.dir)
 
-    # --- reading ------------------------------------------------------------------------
+    def begin(self) -> Repo:
+        """Lock the folder for a writing command and finish an interrupted one."""
+        self.txn.open()
+        return self
+
+    # --- reading (the change being prepared included) -------------------------------------
+
+    def _bytes(self, rel: str) -> bytes | None:
+        if rel in self.change.files:
+            return self.change.files[rel]
+        path = self.dir / rel
+        return path.read_bytes() if path.is_file() else None
 
     def _load(self, name: str) -> Metadata[Any]:
         path = self.meta / name
-        try:
-            return Metadata.from_bytes(path.read_bytes())
-        except FileNotFoundError:
+        data = self._bytes(f"metadata/{name}")
+        if data is None:
             raise SpecError(f"{path} does not exist",
-                            hint=f"create the repository with `bundle repo init {self.dir}`"
-                            ) from None
+                            hint=f"create the repository with `bundle repo init {self.dir}`")
+        try:
+            return Metadata.from_bytes(data)
         except Exception as e:  # python-tuf raises several kinds for bad metadata
             raise SpecError(f"{path} is not valid TUF metadata: {e}") from None
 
-    def root(self) -> Metadata[Root]:
-        versions = sorted(int(p.name.split(".")[0]) for p in self.meta.glob("*.root.json")
-                          if p.name.split(".")[0].isdigit())
+    def root_version(self) -> int:
+        names = [p.name for p in self.meta.glob("*.root.json")] + [
+            r.split("/")[-1] for r in self.change.files if r.endswith(".root.json")]
+        versions = [int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()]
         if not versions:
             raise SpecError(f"{self.meta} holds no root metadata",
                             hint=f"create the repository with `bundle repo init {self.dir}`")
-        return self._load(f"{versions[-1]}.root.json")
+        return max(versions)
+
+    def root(self) -> Metadata[Root]:
+        return self._load(f"{self.root_version()}.root.json")
 
     def timestamp(self) -> Metadata[Timestamp]:
         return self._load("timestamp.json")
@@ -146,27 +211,51 @@ class Repo:
 
     # --- roots --------------------------------------------------------------------------
 
-    def sync_roots(self) -> list[Path]:
-        """Copy roots the key directory has and the repository lacks; refuse any that differ."""
-        written = []
+    def sync_roots(self) -> list[str]:
+        """Add to the change the roots the key directory has and the repository lacks;
+        refuse any that differ."""
+        added: list[str] = []
+        if not (self.keys_dir / "roots").is_dir():  # one person's folder: root.json alone
+            return self._check_lone_root()
         for version, data in enumerate(keys.root_chain(self.keys_dir), start=1):
-            path = self.meta / f"{version}.root.json"
+            rel = f"metadata/{version}.root.json"
+            path = self.dir / rel
             if path.exists():
                 if path.read_bytes() != data:
                     raise SpecError(f"{path} differs from {self.keys_dir}/roots/"
                                     f"{version}.root.json",
                                     hint="this repository belongs to another key directory")
                 continue
-            _write(path, data)
-            written.append(path)
-        return written
+            self.change.files[rel] = data
+            added.append(rel)
+        return added
+
+    def _check_lone_root(self) -> list[str]:
+        """A folder without ``roots/`` brings no new root: its ``root.json`` must be one the
+        repository already has."""
+        path = self.keys_dir / "root.json"
+        try:
+            data = path.read_bytes()
+            version = Metadata[Root].from_bytes(data).signed.version
+        except Exception as e:  # OSError, or python-tuf's several kinds for bad metadata
+            raise SpecError(f"{path}: {e}", hint="copy root.json from the key directory"
+                            ) from None
+        if self._bytes(f"metadata/{version}.root.json") != data:
+            raise SpecError(f"{path} (root v{version}) is not a root of {self.dir}",
+                            hint="copy the current root.json and roots/ of the key directory "
+                                 "into this folder")
+        return []
 
     # --- signing ------------------------------------------------------------------------
 
-    def _sign(self, md: Metadata[Any], public: list[SSlibKey], threshold: int,
+    def _signers(self, public: list[Any]) -> list[Any]:
+        return keys.signers_for_keys(self.keys_dir, [k for k in public if isinstance(k, SSlibKey)],
+                                     passphrase_env=self.passphrase_env)
+
+    def _sign(self, md: Metadata[Any], public: list[Any], threshold: int,
               *, role: str) -> None:
-        signers = keys.signers_for_keys(self.keys_dir, public,
-                                        passphrase_env=self.passphrase_env)
+        """Sign with every key of ``public`` this folder holds; refuse below ``threshold``."""
+        signers = self._signers(public)
         if len(signers) < threshold:
             raise SpecError(f"{role} needs {threshold} signing key(s), found {len(signers)} "
                             f"in {self.keys_dir / 'keys'}",
@@ -177,87 +266,157 @@ class Repo:
 
     def _sign_top(self, md: Metadata[Any], role: str, root: Root) -> None:
         r = root.roles[role]
-        public = [root.keys[k] for k in r.keyids]
-        self._sign(md, [k for k in public if isinstance(k, SSlibKey)], r.threshold, role=role)
+        self._sign(md, [root.keys[k] for k in r.keyids], r.threshold, role=role)
 
-    def _sign_ring(self, md: Metadata[Targets], ring: str, targets: Targets) -> None:
-        assert targets.delegations is not None and targets.delegations.roles is not None
-        role = targets.delegations.roles[ring]
-        public = [targets.delegations.keys[k] for k in role.keyids]
-        self._sign(md, [k for k in public if isinstance(k, SSlibKey)], role.threshold,
-                   role=f"ring {ring}")
-        targets.verify_delegate(ring, md.signed_bytes, md.signatures)
+    def _has_top(self, role: str, root: Root) -> bool:
+        r = root.roles[role]
+        return len(self._signers([root.keys[k] for k in r.keyids])) >= r.threshold
+
+    def _add_signatures(self, doc: Doc, root: Root, top: Targets) -> int:
+        """Sign ``doc`` with this folder's keys for its role (keeping others' signatures);
+        returns how many signatures this folder added."""
+        public = _role_keys(doc.role, root, top)
+        before = set(doc.md.signatures)
+        for signer in self._signers(public):
+            doc.md.sign(signer, append=True)
+        return len(set(doc.md.signatures) - before)
+
+    # --- rotations ----------------------------------------------------------------------
+
+    def _follow_rotations(self, current: Metadata[Targets], root: Root, *,
+                          rings: dict[str, Metadata[Targets]],
+                          snap: Metadata[Snapshot]) -> Metadata[Targets] | None:
+        """The top-level targets re-signed for key changes, or None when none are needed:
+        its own keys rotated in root (it no longer verifies), or a ring's keys rotated in the
+        key directory (``rings.json``): its delegation changes, and the ring is re-signed."""
+        md = Metadata[Targets].from_bytes(_bytes(current))
+        changed = not root.get_verification_result(
+            "targets", current.signed_bytes, current.signatures).verified
+        delegations = md.signed.delegations
+        serials = dict(md.signed.unrecognized_fields.get(RING_SERIALS, {}))
+        for ring, record in keys.ring_records(self.keys_dir).items():
+            if delegations is None or delegations.roles is None or ring not in delegations.roles:
+                continue
+            if record.serial <= int(serials.get(ring, 1)):
+                continue
+            role = delegations.roles[ring]
+            for keyid in role.keyids:
+                if not any(keyid in r.keyids for n, r in delegations.roles.items() if n != ring):
+                    delegations.keys.pop(keyid, None)
+            for key in record.keys:
+                delegations.keys[key.keyid] = key
+            role.keyids = [k.keyid for k in record.keys]
+            role.threshold = record.threshold
+            serials[ring] = record.serial
+            rings.setdefault(ring, self.ring(ring, snap))
+            changed = True
+        if not changed:
+            return None
+        md.signed.unrecognized_fields[RING_SERIALS] = serials
+        return md
 
     # --- one publication ----------------------------------------------------------------
 
     def publish_set(self, *, rings: dict[str, Metadata[Targets]], lifetimes: Lifetimes,
-                    now: int, new_targets: Metadata[Targets] | None = None) -> list[Path]:
-        """Sign and write the changed rings (each at version+1), then a new snapshot and
-        timestamp (written last). ``new_targets`` is the top-level role, when it changed."""
+                    now: int, new_targets: Metadata[Targets] | None = None, what: str = "",
+                    copies: dict[str, tuple[Path, str, int]] | None = None) -> Outcome:
+        """Sign the changed rings (each at version+1) and targets, with the keys this folder
+        holds; with every threshold met, a new snapshot and timestamp go live with them,
+        else the change is staged (``staged/``) for more signatures."""
+        self.sync_roots()
         root = self.root().signed
-        first = not (self.meta / "timestamp.json").exists()
+        first = self._bytes("metadata/timestamp.json") is None
         if first and new_targets is None:
             self.timestamp()  # raises: not a repository (yet)
         snap: Metadata[Snapshot] = (Metadata(Snapshot(meta={})) if first
                                     else self.snapshot())
-        top = new_targets or self.targets(snap)
-        written: list[Path] = []
-        pending: list[tuple[Path, bytes]] = []
+        if not first and (rings or new_targets is not None or copies):
+            self._refuse_if_pending()
+        if new_targets is None and not first:
+            new_targets = self._follow_rotations(self.targets(snap), root, rings=rings,
+                                                 snap=snap)
+        docs = []
         if new_targets is not None:
             t = new_targets.signed
             t.version = 1 if first else snap.signed.meta["targets.json"].version + 1
-            t.expires = _expiry(now, lifetimes.ring_days)
-            t.unrecognized_fields[ISSUED] = now
-            self._sign_top(new_targets, "targets", root)
-            pending.append((self.meta / f"{t.version}.targets.json", _bytes(new_targets)))
-            snap.signed.meta["targets.json"] = MetaFile(version=t.version)
+            docs.append(Doc("targets", new_targets))
         for name, md in sorted(rings.items()):
             old = snap.signed.meta.get(f"{name}.json")
             md.signed.version = 1 if old is None else old.version + 1
-            md.signed.expires = _expiry(now, lifetimes.ring_days)
-            md.signed.unrecognized_fields[ISSUED] = now
-            self._sign_ring(md, name, top.signed)
-            pending.append((self.meta / f"{md.signed.version}.{name}.json", _bytes(md)))
-            snap.signed.meta[f"{name}.json"] = MetaFile(version=md.signed.version)
+            docs.append(Doc(name, md))
+        top = (new_targets or self.targets(snap)).signed
+        for doc in docs:
+            doc.md.signed.expires = _expiry(now, lifetimes.ring_days)
+            doc.md.signed.unrecognized_fields[ISSUED] = now
+            doc.md.signatures.clear()
+            if not self._add_signatures(doc, root, top):
+                need = _role_need(doc.role, root, top)
+                raise SpecError(f"{_what(doc.role)} needs {need} signing key(s), found 0 in "
+                                f"{self.keys_dir / 'keys'}",
+                                hint=f"copy a {_what(doc.role)} key into "
+                                     f"{self.keys_dir / 'keys'} and retry")
+        return self._finish(docs, snap, lifetimes=lifetimes, now=now, what=what,
+                            copies=copies or {})
+
+    def _finish(self, docs: list[Doc], snap: Metadata[Snapshot], *, lifetimes: Lifetimes,
+                now: int, what: str, copies: dict[str, tuple[Path, str, int]],
+                deletes: list[str] | None = None) -> Outcome:
+        """Live when every threshold is met and this folder holds the snapshot and timestamp
+        keys; else staged."""
+        root = self.root().signed
+        top = next((d.md for d in docs if d.role == "targets"), None)
+        top_signed = (top or self.targets(snap)).signed
+        short = _shortfalls(docs, root, top_signed)
+        can_publish = self._has_top("snapshot", root) and self._has_top("timestamp", root)
+        if short or not can_publish:
+            if not docs:
+                self._sign_top(Metadata(Snapshot()), "snapshot", root)  # raises: which key
+                self._sign_top(Metadata(Snapshot()), "timestamp", root)
+            return self._stage(docs, copies, what=what, now=now, short=short)
+        for doc in docs:
+            self.change.files[doc.rel] = _bytes(doc.md)
+            snap.signed.meta[f"{doc.role}.json"] = MetaFile(version=doc.md.signed.version)
+        for rel, origin in copies.items():
+            self.change.copies[rel] = origin
+        self.change.deletes += deletes or []
+        return Outcome(self._publish_snapshot(snap, lifetimes=lifetimes, now=now))
+
+    def _publish_snapshot(self, snap: Metadata[Snapshot], *, lifetimes: Lifetimes,
+                          now: int) -> list[Path]:
+        root = self.root().signed
+        first = self._bytes("metadata/timestamp.json") is None
         snap.signed.version = 1 if first else snap.signed.version + 1
         snap.signed.expires = _expiry(now, lifetimes.snapshot_days)
         snap.signed.unrecognized_fields[ISSUED] = now
         self._sign_top(snap, "snapshot", root)
         snap_bytes = _bytes(snap)
-        pending.append((self.meta / f"{snap.signed.version}.snapshot.json", snap_bytes))
+        self.change.files[f"metadata/{snap.signed.version}.snapshot.json"] = snap_bytes
         ts = Metadata(Timestamp(version=1 if first else self.timestamp().signed.version + 1,
                                 expires=_expiry(now, lifetimes.timestamp_days),
                                 snapshot_meta=MetaFile.from_data(snap.signed.version,
                                                                  snap_bytes, ["sha256"])))
         ts.signed.unrecognized_fields[ISSUED] = now
         self._sign_top(ts, "timestamp", root)
-        for path, _ in pending:
-            if path.exists():
-                raise SpecError(f"{path} already exists: the repository was changed by "
-                                "another run or by hand",
+        for rel in list(self.change.files) + list(self.change.copies):
+            if rel.startswith("metadata/") and rel != "metadata/timestamp.json" and \
+                    (self.dir / rel).exists() and not rel.endswith(".root.json"):
+                raise SpecError(f"{self.dir / rel} already exists: the repository was changed "
+                                "by another run or by hand",
                                 hint="run `bundle repo status` and retry")
-        ts_bytes = _bytes(ts)
-        self._device_check(dict(pending + [(self.meta / "timestamp.json", ts_bytes)]), now)
-        for path, data in pending:
-            _write(path, data)
-            written.append(path)
-        _write(self.meta / "timestamp.json", ts_bytes)
-        written.append(self.meta / "timestamp.json")
-        return written
+        self.change.files["metadata/timestamp.json"] = _bytes(ts)
+        self._device_check(now)
+        return self.txn.commit(self.change)
 
-    def _device_check(self, pending: dict[Path, bytes], now: int) -> None:
+    def _device_check(self, now: int) -> None:
         """Before anything is written: a device pinned at root v1 must accept the new
         publication for every ring, with the very client devices run
         (``installer.trust.tufclient``)."""
         def fetch(name: str) -> bytes | None:
-            path = self.meta / name
-            if path in pending:
-                return pending[path]
-            return path.read_bytes() if path.is_file() else None
+            return self._bytes(f"metadata/{name}")
 
         first = fetch("1.root.json")
         assert first is not None
-        for ring in self._ring_names(pending, fetch):
+        for ring in self._ring_names(fetch):
             try:
                 tufclient.refresh(tufclient.Trusted(root=first), fetch, ring=ring, now=now)
             except tufclient.ExpiredError:
@@ -267,8 +426,99 @@ class Repo:
                                 f"{e.message}", hint=e.hint) from None
 
     @staticmethod
-    def _ring_names(pending: dict[Path, bytes], fetch: Any) -> list[str]:
+    def _ring_names(fetch: Any) -> list[str]:
         ts = Metadata[Timestamp].from_bytes(fetch("timestamp.json"))
         snap = Metadata[Snapshot].from_bytes(
             fetch(f"{ts.signed.snapshot_meta.version}.snapshot.json"))
         return sorted(n[:-5] for n in snap.signed.meta if n != "targets.json")
+
+    # --- staged changes (threshold signing by separate people) ----------------------------
+
+    def pending(self) -> dict[str, Any] | None:
+        data = self._bytes(PENDING)
+        if data is None:
+            return None
+        try:
+            found: dict[str, Any] = canonjson.loads_strict(data, what=str(self.dir / PENDING))
+            return found
+        except InstallerError as e:
+            raise SpecError(f"{self.dir / PENDING} is unreadable: {e.message}",
+                            hint="remove the staged/ folder and make the change again") from None
+
+    def _refuse_if_pending(self) -> None:
+        found = self.pending()
+        if found is not None:
+            raise RepoRefusal(f"{self.dir} has a staged change waiting for signatures: "
+                              f"{found.get('what', '?')}",
+                              hint=f"sign it (`bundle repo sign {self.dir} --keys FOLDER`) or "
+                                   f"drop it (`bundle repo sign {self.dir} --drop`) first")
+
+    def pending_docs(self) -> list[Doc]:
+        found = self.pending() or {}
+        docs = []
+        for role, rel in found.get("documents", {}).items():
+            data = self._bytes(f"staged/{rel}")
+            if data is None:
+                raise SpecError(f"{self.dir / 'staged' / rel} is missing",
+                                hint="remove the staged/ folder and make the change again")
+            docs.append(Doc(role, Metadata[Targets].from_bytes(data)))
+        return docs
+
+    def _stage(self, docs: list[Doc], copies: dict[str, tuple[Path, str, int]], *, what: str,
+               now: int, short: list[dict[str, Any]]) -> Outcome:
+        old = self.pending()
+        record = {"what": what or (old or {}).get("what", "change"),
+                  "created": (old or {}).get("created", now),
+                  "documents": {d.role: d.rel for d in docs},
+                  "targets": sorted(set(copies) | set((old or {}).get("targets", [])))}
+        for doc in docs:
+            self.change.files[f"staged/{doc.rel}"] = _bytes(doc.md)
+        for rel, origin in copies.items():
+            self.change.copies[f"staged/{rel}"] = origin
+        self.change.files[PENDING] = canonjson.encode(record) + b"\n"
+        for rel in list(self.change.files):
+            if rel.endswith(".root.json"):  # roots go live with the change, not before
+                del self.change.files[rel]
+        self.txn.commit(self.change)
+        return Outcome([], dict(record, signatures=short or self.pending_status()["signatures"]))
+
+    def pending_status(self) -> dict[str, Any]:
+        found = self.pending()
+        if found is None:
+            return {}
+        docs = self.pending_docs()
+        root = self.root().signed
+        top = next((d.md for d in docs if d.role == "targets"), None)
+        top_signed = (top or self.targets()).signed
+        return dict(found, signatures=[_signature_count(d, root, top_signed) for d in docs])
+
+
+def _what(role: str) -> str:
+    return role if role == "targets" else f"ring {role}"
+
+
+def _role_keys(role: str, root: Root, top: Targets) -> list[Any]:
+    if role == "targets":
+        return [root.keys[k] for k in root.roles["targets"].keyids]
+    assert top.delegations is not None and top.delegations.roles is not None
+    return [top.delegations.keys[k] for k in top.delegations.roles[role].keyids]
+
+
+def _role_need(role: str, root: Root, top: Targets) -> int:
+    if role == "targets":
+        return root.roles["targets"].threshold
+    assert top.delegations is not None and top.delegations.roles is not None
+    return top.delegations.roles[role].threshold
+
+
+def _signature_count(doc: Doc, root: Root, top: Targets) -> dict[str, Any]:
+    holder: Any = root if doc.role == "targets" else top
+    result = holder.get_verification_result(doc.role, doc.md.signed_bytes, doc.md.signatures)
+    return {"role": doc.role, "version": doc.md.signed.version, "present": len(result.signed),
+            "needed": result.threshold, "signed_by": sorted(result.signed),
+            "missing": sorted(result.unsigned)}
+
+
+def _shortfalls(docs: list[Doc], root: Root, top: Targets) -> list[dict[str, Any]]:
+    counts = [_signature_count(d, root, top) for d in docs]
+    return [c for c in counts if c["present"] < c["needed"]]

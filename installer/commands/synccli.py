@@ -2,11 +2,12 @@
 
 import argparse
 import os
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Dict
 
 from installer.commands import plan, reportcli, sync
 from installer.commands.results import Result
-from installer.errors import ConfigError
+from installer.errors import ConfigError, ExpiryCheckFailed
 from installer.host.layout import Layout
 from installer.host.state import Options
 from installer.sources import ocidist
@@ -86,3 +87,21 @@ def run(args: argparse.Namespace, layout: Layout,
     if args.dry_run:
         return plan.sync_plan(layout, req)
     return sync.sync(layout, req, report=report)
+
+
+def check_expiry(info: Dict[str, Any], *, now: int, warn_days: int) -> None:
+    """``status --check``: raise naming every role of the last sync's metadata that has
+    expired or expires within ``warn_days`` days (exit 10)."""
+    bad = []
+    for role, v in sorted((info.get("metadata") or {}).items()):
+        left = (v["expires"] - now) / 86400
+        if left < warn_days:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(v["expires"]))
+            bad.append("{} v{} {} {}".format(role, v["version"],
+                                             "EXPIRED" if left <= 0 else "expires", when))
+    if bad:
+        raise ExpiryCheckFailed(
+            "{} role(s) expired or expiring within {} days: {}".format(
+                len(bad), warn_days, "; ".join(bad)),
+            hint="bring freshly refreshed metadata (`bundle repo refresh`) and run "
+                 "`airgap-install sync`")
