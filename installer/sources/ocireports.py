@@ -16,7 +16,7 @@ import urllib.request
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from installer.errors import ConfigError, FormatError, TransferError
-from installer.sources import ocidist, remote
+from installer.sources import ocidist, regauth, remote
 
 TAG_RE = re.compile(r"^([0-9a-f]{64})-([0-9]{1,12})$")
 MAX_REPORT = 64 * 1024
@@ -48,9 +48,10 @@ class ReportClient(ocidist.Client):
         for attempt in range(2):
             req = urllib.request.Request(url, data=data, method=method, headers=dict(headers))
             auth = self._authorization(scope)
-            if auth:
-                if not self._may_send_credentials(url):
-                    raise ConfigError(f"not sending credentials to {url} over plain http",
+            if auth:  # the shared rule (regauth): credentials never in clear off loopback
+                why = self._credentials_refusal(url) if auth.startswith("Basic ") else None
+                if why is not None:
+                    raise ConfigError(f"registry credentials not sent: {why}",
                                       hint="use https, or a registry on loopback")
                 req.add_unredirected_header("Authorization", auth)
             try:
@@ -62,7 +63,7 @@ class ReportClient(ocidist.Client):
                 e.close()
                 if e.code != 401 or attempt == 1 or not challenge:
                     raise self._http_error(e, url, what) from None
-                kind, params = ocidist._challenge(challenge)
+                kind, params = regauth.parse_challenge(challenge)
                 if kind == "bearer":
                     self._fetch_token(params, scope)
                 elif kind == "basic" and self.credentials:
