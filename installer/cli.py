@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Dict, List, NoReturn, Optional
 
 from installer import __version__
-from installer.commands import install, progress, reconfigure, sync, synccli
+from installer.commands import install, progress, reconfigure, reportcli, sync, synccli
 from installer.commands.results import ReceiptWritten, Result
 from installer.errors import (
     EXIT_CODES,
@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--arch", help="install this architecture (with --root other than / only)")
     i.add_argument("--switch-bundle", action="store_true",
                    help="replace an installed bundle of another name")
+    reportcli.add_reporting(i)
 
     st = sub.add_parser("status", parents=[common], help="show what is installed")
     st.add_argument("--verify", action="store_true",
@@ -134,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     _start_args(r)
     r.add_argument("--allow-k3s-downgrade", action="store_true",
                    help="roll back across a K3s minor (needs a datastore snapshot of it)")
+    reportcli.add_reporting(r)
+    reportcli.add_parser(sub, common)
 
     sub.add_parser("recover", parents=[common, locking],
                    help="finish or undo a change interrupted by a crash")
@@ -176,6 +179,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     try:
         result = _run(args, layout, report, meter=meter)
     except InstallerError as e:
+        reportcli.after(args, layout, None, error=e, say=report)
         return _fail(args, e)
     except OSError as e:
         where = " ".join(x for x in (e.filename, e.filename2) if x)
@@ -191,6 +195,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
                                           hint="please report it with the output on stderr"),
                              indent=1, sort_keys=True))
         return 1
+    reportcli.after(args, layout, result, error=None, say=report)
     if args.json:
         print(json.dumps(result.to_json(), indent=1, sort_keys=True))
     else:
@@ -208,11 +213,17 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
          *, meter: Optional[install.Progress]) -> Result:
     if args.command == "trust":
         pinned = install.trust_root(layout, args.root_json, wait=args.wait)
+        reportcli.trusted(layout)
         if args.ring:
             pinned = replace(pinned, ring=sync.set_ring(layout, args.ring).ring)
         return pinned
     if args.command in synccli.COMMANDS:
         return synccli.run(args, layout, report)
+    if args.command in reportcli.COMMANDS:
+        return reportcli.run(args, layout)
+    planned = reportcli.dry_run(args, layout, lambda: _request(args))
+    if planned is not None:
+        return planned
     if args.command == "verify":
         return install.verify_bundle(layout, args.bundle, arch=args.arch, progress=meter)
     if args.command == "install":
@@ -227,7 +238,7 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
         if args.check:
             synccli.check_expiry(result.sync or {}, now=int(time.time()),
                                  warn_days=args.warn_days)
-        return result
+        return reportcli.with_device(layout, result)
     if args.command == "rollback":
         return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
                                 allow_k3s_downgrade=args.allow_k3s_downgrade,

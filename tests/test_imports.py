@@ -117,7 +117,7 @@ LAYERS = {
     "bundler.discover": 4, "bundler.fetch": 4,
     "bundler.lock": 5,
     "bundler.assemble": 6, "bundler.repo": 6,
-    "bundler.registry": 7,
+    "bundler.registry": 7, "bundler.fleet": 7,
     "bundler.cli": 8,
     "bundler.__main__": 9,
 }

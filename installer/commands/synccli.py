@@ -5,7 +5,7 @@ import os
 import time
 from typing import Any, Callable, Dict
 
-from installer.commands import sync
+from installer.commands import plan, reportcli, sync
 from installer.commands.results import Result
 from installer.errors import ConfigError, ExpiryCheckFailed
 from installer.host.layout import Layout
@@ -57,6 +57,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser,
     s.add_argument("--exec", dest="exec_args", default=None, metavar='"ARGS"')
     s.add_argument("--skip-start", action="store_true", default=None)
     s.add_argument("--arch", help="architecture (with --root other than / only)")
+    reportcli.add_reporting(s)
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -90,6 +91,8 @@ def run(args: argparse.Namespace, layout: Layout,
                            plain_http=args.plain_http,
                            ca_file=os.path.abspath(args.ca_file) if args.ca_file else None,
                            credentials=credentials, transfer_timeout=args.transfer_timeout)
+    if args.dry_run:
+        return plan.sync_plan(layout, req)
     return sync.sync(layout, req, report=report)
 
 
