@@ -41,7 +41,6 @@ MAX_COMPLEXITY = 20
 # Offenders in files other helpers of issue 21 are rewriting; delete each entry once that
 # branch is merged (the test then keeps the limit for them too). "path:function" -> owner.
 ALLOWED_OFFENDERS = {
-    "installer/trust/rings.py:choose": "h1 (new TUF client)",
 }
 
 
@@ -138,20 +137,14 @@ def test_complexity_counts_as_radon_does() -> None:
 
 
 # Imports inside functions (issue 21 item 3): only for optional heavy dependencies, each with
-# a comment on the line saying why. Files other helpers are rewriting are listed by owner.
+# a comment on the line saying why.
 HEAVY_OPTIONAL = {"sigstore", "docker", "requests", "urllib3", "helm_python"}
-LATE_IMPORT_FILES = {
-    "bundler/cli/keys.py": "h2 (desk key lifecycle)",
-    "bundler/cli/repo.py": "h2 (desk key lifecycle)",
-}
 
 
 def _late_imports() -> list[str]:
     found = []
     for path in sorted((REPO / "bundler").rglob("*.py")):
         where = str(path.relative_to(REPO))
-        if where in LATE_IMPORT_FILES:
-            continue
         text = path.read_text()
         lines = text.splitlines()
         for fn in ast.walk(ast.parse(text, where)):

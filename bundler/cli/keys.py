@@ -17,6 +17,7 @@ from bundler.cli.context import CONTEXT
 if TYPE_CHECKING:  # bundler.keys pulls in python-tuf and securesystemslib: import on use
     from bundler.keys import KeyDirReport
 
+from bundler.keys import describe, init_keys, rotate, sign_root
 from installer.trust.rootmeta import TOP_LEVEL_ROLES as ROLES
 
 _dir_arg = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
@@ -73,7 +74,6 @@ def show_cmd(directory: Path, as_json: bool) -> None:
     The fingerprint is what `airgap-install trust` and `status` show on a device: equal
     fingerprints mean the same root.
     """
-    from bundler.keys import describe
     report = describe(directory)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
@@ -112,7 +112,6 @@ def init_cmd(*, directory: Path, root_keys: int, root_threshold: int, targets_ke
              targets_threshold: int, snapshot_keys: int, timestamp_keys: int,
              expires_days: int, passphrase_env: str | None, as_json: bool) -> None:
     """Create DIRECTORY with fresh keys and root.json version 1."""
-    from bundler.keys import init_keys
     _report(init_keys(directory, root_keys=root_keys, root_threshold=root_threshold,
                       targets_keys=targets_keys, targets_threshold=targets_threshold,
                       snapshot_keys=snapshot_keys, timestamp_keys=timestamp_keys,
@@ -140,7 +139,6 @@ def rotate_cmd(*, directory: Path, role: str, new_keys: int | None, threshold: i
     recorded in rings.json. Then run `bundle repo refresh REPO --keys DIRECTORY`: it
     re-signs what the new keys change (targets, the rotated ring) and publishes.
     """
-    from bundler.keys import rotate
     _report(rotate(directory, role=role, new_keys=new_keys, threshold=threshold,
                    expires_days=expires_days, passphrase_env=passphrase_env), as_json)
 
@@ -156,5 +154,4 @@ def sign_cmd(*, directory: Path, keys_from: Path, passphrase_env: str | None,
              as_json: bool) -> None:
     """Add the root signatures of --keys to DIRECTORY's staged root (a rotation started with
     fewer root keys than the threshold); with enough signatures it becomes root.json."""
-    from bundler.keys import sign_root
     _report(sign_root(directory, keys_from=keys_from, passphrase_env=passphrase_env), as_json)

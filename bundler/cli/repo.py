@@ -11,6 +11,18 @@ import click
 from bundler.cli.context import CONTEXT, out
 from bundler.cli.fleetcmd import evidence_gate, evidence_options
 from bundler.fleet.reports import remember
+from bundler.repo.repoextend import extend
+from bundler.repo.repostatus import expiry_check, status, status_text
+from bundler.repo.ringops import (
+    Lifetimes,
+    init_repo,
+    parse_duration,
+    promote,
+    publish,
+    refresh,
+    sign,
+    yank,
+)
 
 MAX_DAYS = 3660  # bundler.repo.repostore.MAX_DAYS (not imported: python-tuf loads on use)
 
@@ -36,7 +48,6 @@ def _lifetimes(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _lt(kw: dict[str, Any]) -> Any:
-    from bundler.repo.ringops import Lifetimes
     return Lifetimes(timestamp_days=kw.pop("timestamp_days"),
                      snapshot_days=kw.pop("snapshot_days"), ring_days=kw.pop("ring_days"))
 
@@ -83,7 +94,6 @@ def _ring_keys(values: tuple[str, ...]) -> dict[str, tuple[int, int]]:
 def init_cmd(*, directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[str, ...],
              passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Create a ring repository in DIRECTORY signed by the keys in KEYS."""
-    from bundler.repo.ringops import init_repo
     names = tuple(r.strip() for r in rings.split(",") if r.strip())
     written = init_repo(directory, keys_dir, rings=names, ring_keys=_ring_keys(ring_keys),
                         lifetimes=_lt(kw), passphrase_env=passphrase_env)
@@ -102,7 +112,6 @@ def init_cmd(*, directory: Path, keys_dir: Path, rings: str, ring_keys: tuple[st
 def status_cmd(*, directory: Path, check: bool, warn_days: int, as_json: bool) -> None:
     """Per ring and arch: version, since when, percent, yanks; every role's expiry; staged
     changes and their signatures."""
-    from bundler.repo.repostatus import expiry_check, status, status_text
     report = status(directory, warn_days=warn_days)
     if check and as_json:
         expiry_check(report)  # --json: exactly one document, the error object
@@ -123,7 +132,6 @@ def sign_cmd(*, directory: Path, keys_dir: Path, drop: bool, passphrase_env: str
     """Add the signatures KEYS holds to the staged change; it goes live once every threshold
     is met and KEYS also holds the snapshot and timestamp keys (else at the next
     `bundle repo refresh` with them)."""
-    from bundler.repo.ringops import sign
     done = sign(directory=directory, keys_dir=keys_dir, lifetimes=_lt(kw), drop=drop,
                 passphrase_env=passphrase_env)
     if drop:
@@ -146,7 +154,6 @@ def sign_cmd(*, directory: Path, keys_dir: Path, drop: bool, passphrase_env: str
 def refresh_cmd(*, directory: Path, keys_dir: Path, passphrase_env: str | None, as_json: bool,
                 **kw: Any) -> None:
     """New timestamp and snapshot (and new roots from KEYS) just before a stick is written."""
-    from bundler.repo.ringops import refresh
     written = refresh(directory=directory, keys_dir=keys_dir, lifetimes=_lt(kw),
                       passphrase_env=passphrase_env)
     out(as_json, {"written": [str(p) for p in written]}, _written(written))
@@ -164,7 +171,6 @@ def refresh_cmd(*, directory: Path, keys_dir: Path, passphrase_env: str | None, 
 def publish_cmd(*, bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_dir: Path,
                 passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Verify BUNDLES against the repository's root, store them by content, list them in RING."""
-    from bundler.repo.ringops import publish
     added = publish(list(bundles), directory=repo_dir, keys_dir=keys_dir, ring=ring,
                     lifetimes=_lt(kw), passphrase_env=passphrase_env)
     out(as_json, {"published": added}, "\n".join(
@@ -191,7 +197,6 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
                 keys_dir: Path, min_soak: str, percent: int, passphrase_env: str | None,
                 as_json: bool, **kw: Any) -> None:
     """List in --to the very entries (same hashes) --from lists for NAME VERSION."""
-    from bundler.repo.ringops import parse_duration, promote
     soak = parse_duration(min_soak)
     gate = evidence_gate(kw, name=name, version=version, repo_dir=repo_dir, source=source,
                          dest=dest, percent=percent, min_soak=soak)
@@ -223,7 +228,6 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
 def yank_cmd(*, name: str, version: str, repo_dir: Path, ring: str, keys_dir: Path, reason: str,
              passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Sign the decision that NAME VERSION must not run in RING."""
-    from bundler.repo.ringops import yank
     done = yank(name, version, directory=repo_dir, keys_dir=keys_dir, ring=ring, reason=reason,
                 lifetimes=_lt(kw), passphrase_env=passphrase_env)
     out(as_json, done, f"yanked {name} {version} from ring {ring}: {reason}"
@@ -250,7 +254,6 @@ def extend_cmd(*, directory: Path, keys_dir: Path, days: int, reason: str,
     otherwise `bundle repo refresh` (and publish/promote) are the normal way to stay fresh.
     Copy the repository folder to the stick (or push it) afterwards as usual.
     """
-    from bundler.repo.repoextend import extend
     done = extend(directory=directory, keys_dir=keys_dir, days=days, reason=reason,
                   roles=list(roles) or None, passphrase_env=passphrase_env)
     names = ", ".join(f"{e['role']} v{e['version']}" for e in done["extend"])

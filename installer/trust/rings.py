@@ -10,7 +10,7 @@
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, List, Mapping, Optional, Sequence, Set
 
 from installer import policy
 from installer.errors import ConfigError, InstallerError
@@ -57,7 +57,33 @@ def choose(entries: Sequence[Entry], *, arch: str, device_id: str,
            installed_name: Optional[str], installed_version: Optional[str],
            yanked: Sequence[Mapping[str, object]], failed: Iterable[str],
            ring: str) -> Choice:
-    failed_set = set(failed)
+    usable = _candidates(entries, arch=arch, installed_name=installed_name, yanked=yanked,
+                         failed=set(failed), ring=ring)
+    waiting = _newest([e for e in usable if not in_rollout(device_id, e)])
+    newest = _newest([e for e in usable if in_rollout(device_id, e)])
+    note = _rollout_note(waiting, newest)
+    if installed_name is None or installed_version is None:
+        if newest is None:
+            return Choice("none", None, f"ring {ring} lists nothing for {arch} yet{note}")
+        return Choice("install", newest, f"first install from ring {ring}")
+    if is_yanked(yanked, installed_name, installed_version):
+        return _away_from_yanked(newest, installed_name, installed_version, ring=ring)
+    if newest is None:
+        return Choice("none", None,
+                      f"up to date: ring {ring} lists nothing newer for {arch}{note}")
+    cmp = policy.compare_versions(_version(newest), installed_version)
+    if cmp > 0:
+        return Choice("install", newest, f"ring {ring} lists {installed_name} "
+                                         f"{_version(newest)}")
+    return Choice("none", None, f"up to date: {installed_name} {installed_version} "
+                                f"(ring {ring} lists {_version(newest)}{note})")
+
+
+def _candidates(entries: Sequence[Entry], *, arch: str, installed_name: Optional[str],
+                yanked: Sequence[Mapping[str, object]], failed: Set[str],
+                ring: str) -> List[Entry]:
+    """The entries this device may run: its arch, well-formed, its bundle name (a first
+    install needs the ring to list only one), neither yanked nor failed here."""
     usable = [e for e in entries if e.custom.get("arch") == arch
               and isinstance(e.custom.get("name"), str) and isinstance(e.custom.get("version"),
                                                                           str)]
@@ -70,38 +96,28 @@ def choose(entries: Sequence[Entry], *, arch: str, device_id: str,
             raise ConfigError(f"ring {ring} lists several bundles for {arch}: "
                               f"{', '.join(names)}; this device runs none yet",
                               hint="install the one this device should run once by hand")
-    usable = [e for e in usable
-              if not is_yanked(yanked, str(e.custom["name"]), _version(e))
-              and str(e.custom.get("manifest_sha256")) not in failed_set]
-    waiting = _newest([e for e in usable if not in_rollout(device_id, e)])
-    usable = [e for e in usable if in_rollout(device_id, e)]
-    newest = _newest(usable)
+    return [e for e in usable
+            if not is_yanked(yanked, str(e.custom["name"]), _version(e))
+            and str(e.custom.get("manifest_sha256")) not in failed]
+
+
+def _rollout_note(waiting: Optional[Entry], newest: Optional[Entry]) -> str:
+    """Said when a newer release is rolling out to a part of the ring this device is not in."""
     if waiting is not None and (newest is None or policy.compare_versions(
             _version(waiting), _version(newest)) > 0):
-        note = (f"; {waiting.custom['name']} {_version(waiting)} is rolling out to "
+        return (f"; {waiting.custom['name']} {_version(waiting)} is rolling out to "
                 f"{waiting.custom.get('percent')}% of the ring, not to this device yet")
-    else:
-        note = ""
-    if installed_name is None or installed_version is None:
-        if newest is None:
-            return Choice("none", None, f"ring {ring} lists nothing for {arch} yet{note}")
-        return Choice("install", newest, f"first install from ring {ring}")
-    if is_yanked(yanked, installed_name, installed_version):
-        if newest is None:
-            return Choice("none", None, f"{installed_name} {installed_version} is yanked from "
-                                        f"ring {ring}, which lists nothing to go back to")
-        cmp = policy.compare_versions(_version(newest), installed_version)
-        return Choice("downgrade" if cmp < 0 else "install", newest,
-                      f"{installed_name} {installed_version} was yanked from ring {ring}")
+    return ""
+
+
+def _away_from_yanked(newest: Optional[Entry], name: str, version: str, *,
+                      ring: str) -> Choice:
     if newest is None:
-        return Choice("none", None,
-                      f"up to date: ring {ring} lists nothing newer for {arch}{note}")
-    cmp = policy.compare_versions(_version(newest), installed_version)
-    if cmp > 0:
-        return Choice("install", newest, f"ring {ring} lists {installed_name} "
-                                         f"{_version(newest)}")
-    return Choice("none", None, f"up to date: {installed_name} {installed_version} "
-                                f"(ring {ring} lists {_version(newest)}{note})")
+        return Choice("none", None, f"{name} {version} is yanked from "
+                                    f"ring {ring}, which lists nothing to go back to")
+    cmp = policy.compare_versions(_version(newest), version)
+    return Choice("downgrade" if cmp < 0 else "install", newest,
+                  f"{name} {version} was yanked from ring {ring}")
 
 
 def _parses(version: str) -> bool:
