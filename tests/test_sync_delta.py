@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, Sequence
 
 import pytest
 
@@ -93,8 +93,9 @@ def _sync(root: Path, source: str) -> "tuple[dict, str]":  # type: ignore[type-a
     return json.loads(ok(p)), p.stderr
 
 
-def _served(log: List[object], since: int) -> int:
-    return sum(int(getattr(e, "body_bytes")) for e in log[since:])
+def _served(log: Sequence[Any], since: int) -> int:
+    """Body bytes the server sent from request ``since`` on (its own log)."""
+    return sum(int(e.body_bytes) for e in log[since:])
 
 
 @pytest.mark.slow
