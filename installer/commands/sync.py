@@ -137,16 +137,23 @@ def _load_trusted(layout: Layout, ring: str, ratchet: int) -> tufclient.Trusted:
                              ring=read(f"ring-{ring}.json"), ratchet=ratchet)
 
 
-def _persist(layout: Layout, refreshed: tufclient.Refreshed) -> None:
-    t = refreshed.trusted
+def _persister(layout: Layout, ring: str) -> tufclient.Persist:
+    """Each document the TUF client verified, written as soon as it is verified (spec 5.3.8,
+    5.4.5, 5.5.7): a sync that fails part-way keeps what it verified; None deletes (5.3.11)."""
     folder = _tuf_dir(layout)
-    os.makedirs(folder, exist_ok=True)
-    for name, data in (("timestamp.json", t.timestamp), ("snapshot.json", t.snapshot),
-                       ("targets.json", t.targets), (f"ring-{refreshed.ring}.json", t.ring)):
-        if data is not None:
-            write_verified(os.path.join(folder, name), [data], mode=0o644)
-    if refreshed.root_bytes is not None:
-        write_verified(layout.trust_anchor, [refreshed.root_bytes], mode=0o644)
+
+    def persist(role: str, data: Optional[bytes]) -> None:
+        if role == "root":
+            path = layout.trust_anchor
+        else:
+            path = os.path.join(folder, f"ring-{ring}.json" if role == ring else f"{role}.json")
+        if data is None:
+            if os.path.exists(path) and role != "root":
+                os.unlink(path)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_verified(path, [data], mode=0o644)
+    return persist
 
 
 def source_fetcher(src: remote.Source) -> tufclient.Fetch:
@@ -307,8 +314,8 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
     record = _record(layout)
     state, _ = load_state(layout)
     trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
-    refreshed = tufclient.refresh(trusted, source_fetcher(src), ring=cfg["ring"], now=clock)
-    _persist(layout, refreshed)
+    refreshed = tufclient.refresh(trusted, source_fetcher(src), ring=cfg["ring"], now=clock,
+                                  persist=_persister(layout, cfg["ring"]))
     record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
                   metadata=refreshed.versions, override=refreshed.override)
     if refreshed.override is not None:

@@ -13,8 +13,8 @@ What is accepted (python-tuf's client is the reference; tests compare decisions)
   mirror python-tuf: ``_type`` root, spec version 1.x, version >= 1, ``expires`` exactly
   ``YYYY-MM-DDTHH:MM:SSZ``, exactly the four top-level roles, threshold >= 1, no keyid listed
   twice in a role, no two signatures with the same keyid in one root document.
-- Only ``ed25519``/``ed25519`` keys are counted. Other key types are parsed and ignored (a
-  root may carry them; they never count toward a threshold).
+- Keys of the types ``sigkeys`` knows (Ed25519, ECDSA P-256, RSA-PSS) are counted; other
+  key types are parsed and ignored (a root may carry them; they never count).
 - Thresholds count DISTINCT keys, by key material: two keyids for the same public key count
   once, as does a signature repeated in a list. (python-tuf counts keyids; here we are
   stricter.)
@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from installer.errors import FormatError, SignatureError
 from installer.format import canonjson
-from installer.trust import ed25519
+from installer.trust import sigkeys
 
 TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")  # TUF top-level, signing order
 ED25519 = "ed25519"
@@ -54,8 +54,8 @@ _HEX_RE = re.compile(r"(?:[0-9a-f]{2})*")
 
 @dataclass(frozen=True)
 class Key:
-    """A key from ``root.json``. ``public`` is the raw 32-byte Ed25519 key, or None for a
-    key type this verifier does not use (such keys never count toward a threshold)."""
+    """A key from ``root.json``. ``public`` is its canonical material (``sigkeys``), or None
+    for a key type this verifier does not use (such keys never count toward a threshold)."""
 
     keyid: str
     keytype: str
@@ -140,11 +140,10 @@ def _parse_key(keyid: str, obj: Any, what: str) -> Key:
     scheme = _get(obj, "scheme", str, what=what)
     keyval = _get(obj, "keyval", dict, what=what)
     public = None
-    if keytype == ED25519 and scheme == ED25519:
-        public_hex = _get(keyval, "public", str, what=what + ".keyval")
-        public = _hex(public_hex, what + ".keyval.public")
-        if len(public) != ed25519.PUBLIC_KEY_LEN:
-            raise FormatError(f"{what}: an Ed25519 public key is 32 bytes, found {len(public)}")
+    if (keytype, scheme) in sigkeys.SUPPORTED:
+        public = sigkeys.parse_public(keytype, scheme,
+                                      _get(keyval, "public", str, what=what + ".keyval"),
+                                      what=what)
     return Key(keyid, keytype, scheme, public)
 
 
@@ -219,25 +218,32 @@ def parse_root(data: bytes, *, what: str = "root.json") -> Root:
 
 def count_valid(root: Root, role: str, payload: bytes,
                 *, signatures: Sequence[Signature]) -> int:
-    """How many distinct Ed25519 keys of ``role`` in ``root`` validly signed ``payload``."""
+    """How many distinct keys of ``role`` in ``root`` validly signed ``payload``."""
     wanted = root.roles.get(role)
     if wanted is None:
         return 0
-    role_keyids = set(wanted.keyids)
-    valid: Set[bytes] = set()
+    return count_valid_keys(root.keys, wanted.keyids, payload, signatures=signatures)
+
+
+def count_valid_keys(keys: Mapping[str, Key], keyids: Sequence[str], payload: bytes,
+                     *, signatures: Sequence[Signature]) -> int:
+    """How many distinct keys (by material) among ``keyids`` validly signed ``payload``: the
+    threshold count for a top-level role and for a delegated one alike."""
+    role_keyids = set(keyids)
+    valid: Set[Tuple[str, bytes]] = set()
     for sig in signatures:
-        key = root.keys.get(sig.keyid) if sig.keyid in role_keyids else None
-        if key is None or key.public is None or key.public in valid:
+        key = keys.get(sig.keyid) if sig.keyid in role_keyids else None
+        if key is None or key.public is None or (key.scheme, key.public) in valid:
             continue
-        if ed25519.verify(key.public, sig.sig, payload):
-            valid.add(key.public)
+        if sigkeys.verify(key.scheme, key.public, sig.sig, message=payload):
+            valid.add((key.scheme, key.public))
     return len(valid)
 
 
 def verify_threshold(root: Root, role: str, payload: bytes, *,
                      signatures: Sequence[Signature], what: Optional[str] = None) -> None:
     """Raise ``SignatureError`` unless a threshold of distinct keys of ``role`` (as defined by
-    ``root``) signed ``payload``. Keys outside the role and non-Ed25519 keys are ignored."""
+    ``root``) signed ``payload``. Keys outside the role and unsupported key types are ignored."""
     wanted = root.roles.get(role)
     label = what or f"{role} metadata"
     if wanted is None:

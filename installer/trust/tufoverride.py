@@ -43,6 +43,7 @@ ISSUED = "x-airgap-issued"
 MAX_DAYS = 90
 MAX_REASON = 1000
 MAX_ENTRIES = 64
+FUTURE_SLACK = 86400
 _SHA = re.compile(r"[0-9a-f]{64}")
 
 
@@ -94,15 +95,20 @@ def parse(data: bytes, root: rootmeta.Root, *, what: str = FILE) -> Override:
     return Override(version, expires, issued, reason, tuple(extends))
 
 
-def usable(data: Optional[bytes], root: rootmeta.Root, now: int) -> Tuple[Optional[Override], str]:
+def usable(data: Optional[bytes], root: rootmeta.Root, now: int,
+           *, clock: Optional[int] = None) -> Tuple[Optional[Override], str]:
     """The override in ``data`` if it is valid and unexpired at ``now``, else None and why not
-    (for the expiry error the device shows)."""
+    (for the expiry error the device shows). One dated more than ``FUTURE_SLACK`` after the
+    device ``clock`` is refused (THREATS 48)."""
     if data is None:
         return None, ""
     try:
         found = parse(data, root)
     except (FormatError, SignatureError) as e:
         return None, f"; {FILE} is present but refused: {e.message}"
+    if clock is not None and found.issued > clock + FUTURE_SLACK:
+        return None, (f"; override v{found.version} is dated {rootmeta._iso(found.issued)}, "
+                      f"more than 24 h after this device's clock ({rootmeta._iso(clock)})")
     if now >= found.expires:
         return None, (f"; override v{found.version} expired at {rootmeta._iso(found.expires)}")
     return found, ""
