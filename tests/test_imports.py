@@ -116,8 +116,8 @@ LAYERS = {
     "bundler.spec": 3, "bundler.keys": 3,
     "bundler.discover": 4, "bundler.fetch": 4,
     "bundler.lock": 5,
-    "bundler.assemble": 6, "bundler.repo": 6,
-    "bundler.registry": 7,
+    "bundler.assemble": 6,
+    "bundler.repo": 7, "bundler.registry": 7,  # repo publishes deltas (assemble's writer)
     "bundler.cli": 8,
     "bundler.__main__": 9,
 }

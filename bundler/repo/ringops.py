@@ -194,7 +194,8 @@ def publish(bundles: list[Path], *, directory: Path | str, keys_dir: Path | str,
                       "name": m.name, "arch": m.arch})
     with tempfile.TemporaryDirectory(prefix="bundle-deltas-") as work:
         if deltas > 0:
-            _add_deltas(repo, md, ring, added, copies, n=deltas, work=Path(work), now=now)
+            _add_deltas(repo, md, ring, added=added, copies=copies, n=deltas, work=Path(work),
+                        now=now)
         done = repo.publish_set(rings={ring: md}, lifetimes=lifetimes, now=now, copies=copies,
                                 what=f"publish {', '.join(a['target'] for a in added)} to "
                                      f"{ring}")
@@ -203,8 +204,8 @@ def publish(bundles: list[Path], *, directory: Path | str, keys_dir: Path | str,
             for a in added]
 
 
-def _add_deltas(repo: Repo, md: Metadata[Targets], ring: str, added: list[dict[str, Any]],
-                copies: dict[str, tuple[Path, str, int]], *, n: int, work: Path,
+def _add_deltas(repo: Repo, md: Metadata[Targets], ring: str, *, added: list[dict[str, Any]],
+                copies: dict[str, tuple[Path, str, int]], n: int, work: Path,
                 now: int) -> None:
     """The delta targets of each bundle just added, listed in ``md`` and stored by content."""
     names = repo.rings()

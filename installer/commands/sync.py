@@ -290,7 +290,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
             result = install.rollback(layout, wait=req.wait, report=report).to_json()
         else:
             report(f"{plan.reason}: installing {plan.label}")
-            result = _install_step(layout, req, plan, src, arch=arch, report=report)
+            result = _install_step(layout, req, plan, src=src, arch=arch, report=report)
     except InstallerError as e:
         _note(layout, f"{plan.label} not installed: {e.message}")
         raise
@@ -348,7 +348,7 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
     if choice.action != "downgrade":
         delta = _fetch_delta(src, rings.delta_for(refreshed.entries, entry,
                                                       cur.digest if cur else None),
-                             entry, incoming, report=report)
+                             entry, incoming=incoming, report=report)
         copy = delta or copy_target(src, entry, incoming)
     _save_record(layout, dict(record, result="installing " + entry.path))
     return _Plan(ring=cfg["ring"], entry=entry, reason=choice.reason, digest=digest,
@@ -357,7 +357,7 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
 
 
 def _fetch_delta(src: remote.Source, found: Optional[tufclient.Entry], entry: tufclient.Entry,
-                 incoming: str, *, report: Report) -> Optional[str]:
+                 *, incoming: str, report: Report) -> Optional[str]:
     """The ring's delta from the installed release to ``entry``, fetched and checked against
     its signed entry; None when there is none or it cannot be had (then: the full bundle)."""
     if found is None:
@@ -373,7 +373,7 @@ def _fetch_delta(src: remote.Source, found: Optional[tufclient.Entry], entry: tu
     return path
 
 
-def _install_step(layout: Layout, req: SyncRequest, plan: _Plan, src: remote.Source, *,
+def _install_step(layout: Layout, req: SyncRequest, plan: _Plan, *, src: remote.Source,
                   arch: str, report: Report) -> Dict[str, Any]:
     """Install the fetched copy; a delta that does not apply (damaged, or the base changed on
     disk) is followed in the same run by the full bundle, fetched now."""
