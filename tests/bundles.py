@@ -21,6 +21,7 @@ from bundler import keys
 from installer.format import bundlefmt
 from installer.format.bundlefmt import Manifest, Member
 from installer.host.layout import IMAGES_DIR, image_archive_name
+from installer.trust import verify
 
 STANDIN_INSTALL_SH = """#!/bin/sh
 # stand-in install.sh for %(name)s %(version)s: records how it was run
@@ -307,3 +308,46 @@ def wait_stopped(proc: "subprocess.Popen[str]", timeout: float = 30) -> None:
             return
         time.sleep(0.01)
     raise AssertionError("installer never reached its fail point")
+
+
+# In-process helpers of the installer unit tests (tests/test_trust_*.py, test_format_*.py).
+NOW = 1_800_000_000  # after every spec's `created` (1_790_000_000), before the roots expire
+
+
+def open_signed(path: Path, keydir: KeyDir, *, now: int = NOW,
+          anchor: Optional[bytes] = None) -> verify.Opened:
+    return verify.open_bundle(str(path), anchor=anchor or keydir.root_json.read_bytes(),
+                              now=now)
+
+
+def verify_signed(path: Path, keydir: KeyDir, **kw: object) -> int:
+    opened = open_signed(path, keydir, **kw)  # type: ignore[arg-type]
+    try:
+        return verify.hash_payload(opened)
+    finally:
+        opened.close()
+
+
+def write_signed(out: Path, keydir: KeyDir, *, manifest: Manifest, data: dict,
+           roots: Optional[Sequence[bytes]] = None) -> Path:
+    with open(out, "wb") as f:
+        bundlefmt.write_bundle(f, manifest=manifest, signatures=keydir.sign(manifest.to_bytes()),
+                               roots=keydir.chain() if roots is None else roots,
+                               open_member=lambda m: io.BytesIO(data[m.path]))
+    return out
+
+
+def spec_parts(version: str = "2.0.0") -> tuple:
+    spec = default_spec(version)
+    pairs = _members(spec)
+    return spec, manifest_for(spec, [m for m, _ in pairs]), {m.path: d for m, d in pairs}
+
+
+def installed_host(tmp_path: Path, keydir: KeyDir) -> Dict[str, object]:
+    """A root that trusts ``keydir`` and has 1.0.0 installed by the real CLI (a child)."""
+    root = tmp_path / "root"
+    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
+    b1 = write_spec(default_spec("1.0.0"), keydir, tmp_path)
+    r = cli("install", b1, "--root", root, "--skip-start", "--server")
+    assert r.returncode == 0, r.stderr
+    return {"root": root, "b1": b1, "tmp": tmp_path}

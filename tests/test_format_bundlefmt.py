@@ -10,7 +10,7 @@ import re
 import tarfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Tuple, Type
 
 import pytest
 
@@ -20,13 +20,25 @@ from installer.errors import (
     UnsafeMember,
 )
 from installer.format import bundlefmt, canonjson
-from installer.format.bundlefmt import BundleReader, Manifest, Member
+from installer.format.bundlefmt import BundleReader, Member
 from installer.trust import verify
 from tests.bundles import (
     KeyDir,
     _members,
     default_spec,
     manifest_for,
+)
+from tests.bundles import (
+    open_signed as _open,
+)
+from tests.bundles import (
+    spec_parts as _spec_parts,
+)
+from tests.bundles import (
+    verify_signed as _verify,
+)
+from tests.bundles import (
+    write_signed as _write,
 )
 
 NOW = 1_800_000_000  # after every spec's `created` (1_790_000_000), before the roots expire
@@ -35,35 +47,6 @@ NOW = 1_800_000_000  # after every spec's `created` (1_790_000_000), before the 
 @pytest.fixture(scope="module")
 def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
     return KeyDir(tmp_path_factory.mktemp("keys") / "k")
-
-
-def _open(path: Path, keydir: KeyDir, *, now: int = NOW,
-          anchor: Optional[bytes] = None) -> verify.Opened:
-    return verify.open_bundle(str(path), anchor=anchor or keydir.root_json.read_bytes(),
-                              now=now)
-
-
-def _verify(path: Path, keydir: KeyDir, **kw: object) -> int:
-    opened = _open(path, keydir, **kw)  # type: ignore[arg-type]
-    try:
-        return verify.hash_payload(opened)
-    finally:
-        opened.close()
-
-
-def _write(out: Path, keydir: KeyDir, *, manifest: Manifest, data: dict,
-           roots: Optional[Sequence[bytes]] = None) -> Path:
-    with open(out, "wb") as f:
-        bundlefmt.write_bundle(f, manifest=manifest, signatures=keydir.sign(manifest.to_bytes()),
-                               roots=keydir.chain() if roots is None else roots,
-                               open_member=lambda m: io.BytesIO(data[m.path]))
-    return out
-
-
-def _spec_parts(version: str = "2.0.0") -> tuple:
-    spec = default_spec(version)
-    pairs = _members(spec)
-    return spec, manifest_for(spec, [m for m, _ in pairs]), {m.path: d for m, d in pairs}
 
 
 def _members_of() -> List[Member]:
@@ -292,7 +275,7 @@ def _delta_world() -> Any:
     import hashlib
 
     from installer.format import bundlefmt
-    from tests.bundles import _members, manifest_for
+    from tests.bundles import manifest_for
     spec = default_spec("2.0.0")
     manifest = manifest_for(spec, [m for m, _ in _members(spec)])
     mbytes = manifest.to_bytes()
@@ -395,7 +378,7 @@ def test_bundlefmt_writer_refuses_a_manifest_that_does_not_round_trip() -> None:
 
     from installer.errors import FormatError
     from installer.format import bundlefmt
-    from tests.bundles import _members, manifest_for
+    from tests.bundles import manifest_for
     spec = default_spec("2.0.0")
     manifest = manifest_for(spec, [m for m, _ in _members(spec)])
     assert bundlefmt.check_for_write(manifest) == manifest.to_bytes()
@@ -408,7 +391,7 @@ def _envelope_tar(smalls: Any) -> Any:
     import io
     import tarfile
 
-    from tests.bundles import _members, manifest_for
+    from tests.bundles import manifest_for
     spec = default_spec("2.0.0")
     manifest = manifest_for(spec, [m for m, _ in _members(spec)])
     buf = io.BytesIO()
@@ -454,7 +437,7 @@ def test_bundlefmt_envelope_limits() -> None:
 
 def _unsigned_manifest_and_members() -> "tuple[Any, Dict[str, bytes]]":
     """The manifest of a default 2.0.0 bundle and each member's bytes by path."""
-    from tests.bundles import _members, manifest_for
+    from tests.bundles import manifest_for
     spec = default_spec("2.0.0")
     pairs = _members(spec)
     return manifest_for(spec, [m for m, _ in pairs]), {m.path: d for m, d in pairs}
@@ -503,7 +486,6 @@ def test_bundlefmt_delta_bundle_round_trip_in_process() -> None:
 
     from installer.errors import FormatError
     from installer.format import bundlefmt
-    from tests.bundles import _members
     manifest, mbytes, good = _delta_world()
     data = {m.path: d for m, d in _members(default_spec("2.0.0"))}
     blob = b"".join(bundlefmt.iter_bundle(

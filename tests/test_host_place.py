@@ -23,7 +23,16 @@ from installer.host.layout import (
     Target,
 )
 from installer.host.state import Options, Release
-from tests.bundles import KeyDir, cli, default_spec, live, live_image, tree, write_spec
+from tests.bundles import (
+    KeyDir,
+    cli,
+    default_spec,
+    installed_host,
+    live,
+    live_image,
+    tree,
+    write_spec,
+)
 
 _SPEC11 = default_spec("1.1.0")
 
@@ -38,12 +47,7 @@ def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
 
 @pytest.fixture
 def host(tmp_path: Path, keydir: KeyDir) -> Dict[str, Any]:
-    root = tmp_path / "root"
-    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
-    b1 = write_spec(default_spec("1.0.0"), keydir, tmp_path)
-    r = cli("install", b1, "--root", root, "--skip-start", "--server")
-    assert r.returncode == 0, r.stderr
-    return {"root": root, "b1": b1, "tmp": tmp_path}
+    return installed_host(tmp_path, keydir)
 
 
 def test_folder_at_a_target_path_is_refused_before_placing(host: Dict[str, Any],

@@ -13,7 +13,7 @@ import pytest
 from installer.host.layout import (
     Layout,
 )
-from tests.bundles import KeyDir, cli, default_spec, write_spec
+from tests.bundles import KeyDir, cli, default_spec, installed_host, write_spec
 
 _SPEC11 = default_spec("1.1.0")
 
@@ -25,12 +25,7 @@ def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
 
 @pytest.fixture
 def host(tmp_path: Path, keydir: KeyDir) -> Dict[str, Any]:
-    root = tmp_path / "root"
-    assert cli("trust", keydir.root_json, "--root", root).returncode == 0
-    b1 = write_spec(default_spec("1.0.0"), keydir, tmp_path)
-    r = cli("install", b1, "--root", root, "--skip-start", "--server")
-    assert r.returncode == 0, r.stderr
-    return {"root": root, "b1": b1, "tmp": tmp_path}
+    return installed_host(tmp_path, keydir)
 
 
 def test_install_sh_output_goes_to_stderr_so_json_stays_clean(host: Dict[str, Any],

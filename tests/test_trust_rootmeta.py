@@ -4,11 +4,10 @@ thresholds.
 Moved unchanged from test_installer_gaps.py / test_installer_mutants.py."""
 
 import hashlib
-import io
 import json
 import re
 from pathlib import Path
-from typing import Callable, Optional, Sequence, cast
+from typing import Callable, cast
 
 import pytest
 
@@ -16,15 +15,24 @@ from installer.errors import (
     FormatError,
     SignatureError,
 )
-from installer.format import bundlefmt, canonjson
-from installer.format.bundlefmt import Manifest
+from installer.format import canonjson
 from installer.trust import rootmeta, verify
 from tests.bundles import (
     KeyDir,
-    _members,
     default_spec,
-    manifest_for,
     write_spec,
+)
+from tests.bundles import (
+    open_signed as _open,
+)
+from tests.bundles import (
+    spec_parts as _spec_parts,
+)
+from tests.bundles import (
+    verify_signed as _verify,
+)
+from tests.bundles import (
+    write_signed as _write,
 )
 
 NOW = 1_800_000_000  # after every spec's `created` (1_790_000_000), before the roots expire
@@ -38,35 +46,6 @@ def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyDir:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory, keydir: KeyDir) -> Path:
     return write_spec(default_spec("2.0.0"), keydir, tmp_path_factory.mktemp("good"))
-
-
-def _open(path: Path, keydir: KeyDir, *, now: int = NOW,
-          anchor: Optional[bytes] = None) -> verify.Opened:
-    return verify.open_bundle(str(path), anchor=anchor or keydir.root_json.read_bytes(),
-                              now=now)
-
-
-def _verify(path: Path, keydir: KeyDir, **kw: object) -> int:
-    opened = _open(path, keydir, **kw)  # type: ignore[arg-type]
-    try:
-        return verify.hash_payload(opened)
-    finally:
-        opened.close()
-
-
-def _write(out: Path, keydir: KeyDir, *, manifest: Manifest, data: dict,
-           roots: Optional[Sequence[bytes]] = None) -> Path:
-    with open(out, "wb") as f:
-        bundlefmt.write_bundle(f, manifest=manifest, signatures=keydir.sign(manifest.to_bytes()),
-                               roots=keydir.chain() if roots is None else roots,
-                               open_member=lambda m: io.BytesIO(data[m.path]))
-    return out
-
-
-def _spec_parts(version: str = "2.0.0") -> tuple:
-    spec = default_spec(version)
-    pairs = _members(spec)
-    return spec, manifest_for(spec, [m for m, _ in pairs]), {m.path: d for m, d in pairs}
 
 
 def _pretty(data: bytes, indent: int) -> bytes:

@@ -4,13 +4,12 @@ ratchet, the pinned anchor.
 Moved unchanged from test_installer_gaps.py / test_installer_mutants.py."""
 
 import hashlib
-import io
 import json
 import os
 import tarfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable
 
 import pytest
 
@@ -21,7 +20,7 @@ from installer.errors import (
     SignatureError,
 )
 from installer.format import bundlefmt, envelope
-from installer.format.bundlefmt import Manifest, Member
+from installer.format.bundlefmt import Member
 from installer.host.layout import (
     Layout,
 )
@@ -32,9 +31,20 @@ from tests.bundles import (
     _members,
     cli,
     default_spec,
-    manifest_for,
     tree,
     write_spec,
+)
+from tests.bundles import (
+    open_signed as _open,
+)
+from tests.bundles import (
+    spec_parts as _spec_parts,
+)
+from tests.bundles import (
+    verify_signed as _verify,
+)
+from tests.bundles import (
+    write_signed as _write,
 )
 from tests.cli_helpers import bundle_proc
 
@@ -44,35 +54,6 @@ NOW = 1_800_000_000  # after every spec's `created` (1_790_000_000), before the 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory, keydir: KeyDir) -> Path:
     return write_spec(default_spec("2.0.0"), keydir, tmp_path_factory.mktemp("good"))
-
-
-def _open(path: Path, keydir: KeyDir, *, now: int = NOW,
-          anchor: Optional[bytes] = None) -> verify.Opened:
-    return verify.open_bundle(str(path), anchor=anchor or keydir.root_json.read_bytes(),
-                              now=now)
-
-
-def _verify(path: Path, keydir: KeyDir, **kw: object) -> int:
-    opened = _open(path, keydir, **kw)  # type: ignore[arg-type]
-    try:
-        return verify.hash_payload(opened)
-    finally:
-        opened.close()
-
-
-def _write(out: Path, keydir: KeyDir, *, manifest: Manifest, data: dict,
-           roots: Optional[Sequence[bytes]] = None) -> Path:
-    with open(out, "wb") as f:
-        bundlefmt.write_bundle(f, manifest=manifest, signatures=keydir.sign(manifest.to_bytes()),
-                               roots=keydir.chain() if roots is None else roots,
-                               open_member=lambda m: io.BytesIO(data[m.path]))
-    return out
-
-
-def _spec_parts(version: str = "2.0.0") -> tuple:
-    spec = default_spec(version)
-    pairs = _members(spec)
-    return spec, manifest_for(spec, [m for m, _ in pairs]), {m.path: d for m, d in pairs}
 
 
 def test_good_bundle_verifies_in_process(good: Path, keydir: KeyDir) -> None:
@@ -321,7 +302,6 @@ def test_verify_missing_anchor_names_the_root_flag(tmp_path: Path) -> None:
 def test_verify_reads_an_anchor_of_the_maximum_size_whole(tmp_path: Path) -> None:
     """verify.py line 50 (``MAX_HEADER_MEMBER + 1`` -> ``- 1``): a pinned anchor as large as
     the bundle's metadata limit is read whole, not cut."""
-    from installer.format import bundlefmt
     layout = Layout(root=str(tmp_path))
     Path(layout.trust_anchor).parent.mkdir(parents=True)
     data = b"{" + b" " * (bundlefmt.MAX_HEADER_MEMBER - 2) + b"}"
