@@ -34,3 +34,18 @@ def test_delta_stages_the_payload_once(world: Dict[str, object],  # noqa: F811
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["delta"]["reused_bytes"] > 0
     assert _comparable(root) == _comparable(world["ref"])  # type: ignore[arg-type]
+
+
+def test_a_damaged_delta_member_is_refused_naming_the_delta(world: Dict[str, object],  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    root = _fresh(world, tmp_path)
+    data = bytearray(Path(str(world["delta"])).read_bytes())
+    data[-4096 - 10240] ^= 1  # inside the last carried member's data
+    bad = tmp_path / "bad.delta.tar"
+    bad.write_bytes(bytes(data))
+    before = _comparable(root)
+    r = cli("install", bad, "--root", root, "--skip-start")
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "delta member" in r.stderr and "the delta is damaged" in r.stderr, r.stderr
+    assert _comparable(root) == before
+    assert os.listdir(root / AIRGAP / "staging") == []

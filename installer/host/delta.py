@@ -186,7 +186,7 @@ class Apply:
 
     def stage_payload(self, opened: verify.Opened, staging: str, *,
                       on_bytes: verify.OnBytes = None,
-              after_member: Optional[Callable[[str], None]] = None) -> None:
+                      after_member: Optional[Callable[[str], None]] = None) -> None:
         """Every member of the full result written once into ``staging`` (manifest order):
         carried ones from the delta, patched archives from their segments, the rest from the
         kept base release. On any error the caller removes ``staging``."""
@@ -203,18 +203,21 @@ class Apply:
                 segs = delta.segments(member.path)
                 chunks = (_patched(self.layout, delta.base_digest, segs, data=data)
                           if segs is not None else iter_file(data))  # type: ignore[arg-type]
-                what = f"{member.path} rebuilt from the delta and the base"
+                what = (f"{member.path} rebuilt from the delta and the base" if segs
+                        else f"delta member {member.path}")
+                hint = REPAIR_HINT if segs else DAMAGED_DELTA
             else:
                 segs = None
                 chunks = _from_file(self._have[member.sha256], member)
                 what = f"the base file {self._have[member.sha256]} (for {member.path})"
+                hint = REPAIR_HINT
             try:
                 verify.stage_member(staging, member, _written(chunks), what=what,
                                     on_bytes=on_bytes, made=made)
             except DigestMismatch as e:
                 if segs is not None:
                     _diagnose(self.layout, delta.base_digest, segs)
-                raise DigestMismatch(e.message, hint=REPAIR_HINT) from None
+                raise DigestMismatch(e.message, hint=hint) from None
             if after_member is not None:
                 after_member(member.path)
         for _ in payload:  # the reader refuses anything after the carried members
@@ -226,6 +229,7 @@ class Apply:
 
 REPAIR_HINT = ("run `airgap-install install` of the installed bundle again to repair the kept "
                "release, or install the full bundle")
+DAMAGED_DELTA = "the delta is damaged or altered; copy it again, or install the full bundle"
 
 
 def _written(chunks: Iterable[bytes]) -> Iterator[bytes]:
