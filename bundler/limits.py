@@ -39,6 +39,9 @@ class Limits:
     k3s_binary: int = 512 * MiB      # the K3s binary (~70 MiB)
     airgap_images: int = 4 * GiB     # k3s-airgap-images-<arch>.tar.zst (~200 MiB)
     token: int = 1 * MiB             # a registry token response
+    response: int = 1 * MiB          # any other answer read whole (upload, PUT, HEAD)
+    pull_total: int = 64 * GiB       # all files of one `bundle pull`
+    engine_export: int = 64 * GiB    # one image export from the Docker engine, all members
     # untrusted YAML (index.yaml, Chart.yaml)
     yaml_depth: int = 64             # nesting of mappings/sequences
     yaml_nodes: int = 20_000_000     # scalars + collections in one document
@@ -49,10 +52,14 @@ class Limits:
     render_memory: int = 512 * MiB   # data segment of the process that renders one chart
     render_seconds: float = 300.0    # wall time of one chart render
     helmchart_renders: int = 64      # HelmChart charts rendered per bundle (nested ones too)
+    discovery_nodes: int = 20_000_000  # YAML nodes parsed by discovery in all texts of a lock
+    discovery_seconds: float = 1800.0  # wall time of discovery for a lock, renders included
     # requests
     redirects: int = 5               # hops followed per request
     deadline_floor: float = 60.0     # seconds every request gets, whatever its size
     min_rate: int = 64 * KiB         # bytes/s: the deadline grows by expected size / min_rate
+    speed_limit: int = 1 * KiB       # bytes/s a download must bring over every window ...
+    speed_time: float = 30.0         # ... of this many seconds (or --timeout, if shorter)
 
     def cap(self, kind: str) -> int:
         value = getattr(self, kind)

@@ -19,7 +19,11 @@ manifest repeated, a template rendered twice) is parsed once.
 from __future__ import annotations
 
 import hashlib
+import sys
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
@@ -30,6 +34,7 @@ from bundler.limits import DEFAULT, Limits, human
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _HINT = "aliases can expand a few KB into gigabytes"
+_INTERN = 48   # scalars up to this long are interned by load()
 
 
 class YamlRefused(UpstreamError):
@@ -47,8 +52,11 @@ class _Map:
         self.has_key = False
 
 
-def load(text: str, *, what: str, limits: Limits = DEFAULT) -> Any:
-    """The single document of ``text`` as dicts, lists, strings and None."""
+def load(text: str | bytes, *, what: str, limits: Limits = DEFAULT) -> Any:
+    """The single document of ``text`` as dicts, lists, strings and None. Give UTF-8 bytes
+    when you have them: libyaml reads them in place (a ``str`` is encoded to a copy first).
+    Mapping keys and short scalars are interned: an ``index.yaml`` repeats the same few keys
+    and values hundreds of thousands of times."""
     stack: list[list[Any] | _Map] = []   # the open collections, innermost last
     root: list[Any] = []
     nodes = 0
@@ -62,6 +70,8 @@ def load(text: str, *, what: str, limits: Limits = DEFAULT) -> Any:
                 value: Any = ev.value
                 if ev.implicit[0] and not ev.style and value in _NULLS:
                     value = None
+                elif len(value) <= _INTERN:
+                    value = sys.intern(value)
                 _add(stack, root, value, what=what)
             elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 nodes += 1
@@ -125,12 +135,66 @@ class _Typed(yaml.constructor.SafeConstructor, yaml.resolver.Resolver):  # type:
 
 
 _typed = _Typed()
-_CACHE_BYTES = 32 * 1024 * 1024
+# the parse cache holds at most this many nodes (a node of an empty list costs ~60 bytes;
+# counting text bytes instead let 3 MB texts of a million nodes each pile up to a gigabyte)
+_CACHE_NODES = 3_000_000
 # content digest and limits -> (documents, or the refusal: its class, message after "what: "
-# and hint); sizes kept to bound the cache's text at _CACHE_BYTES
+# and hint); node counts kept to bound the cache at _CACHE_NODES
 _Entry = tuple[list[Any], "tuple[type[UpstreamError], str, str] | None", int]
 _cache: OrderedDict[tuple[str, Limits], _Entry] = OrderedDict()
 _cached = [0]
+
+
+class BudgetSpent(YamlRefused):
+    """The lock's discovery budget is spent (never cached: the text itself is fine)."""
+
+
+class Budget:
+    """What discovery may spend across all texts of one lock: parsed YAML nodes
+    (``discovery_nodes``) and wall time (``discovery_seconds``, which also shortens each chart
+    render). One is active at a time (:func:`discovery_budget`)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.nodes_left = limits.discovery_nodes
+        self.deadline = time.monotonic() + limits.discovery_seconds
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def spend(self, nodes: int) -> None:
+        self.nodes_left -= nodes
+        if self.nodes_left < 0:
+            raise BudgetSpent(f"more than {self.limits.discovery_nodes} YAML nodes parsed in "
+                              "all texts of this lock (the discovery_nodes budget)",
+                              hint='if that is real, raise it: BUNDLE_LIMITS='
+                                   '"discovery_nodes=<count>"')
+        if self.seconds_left() < 0:
+            raise BudgetSpent(f"discovery took over its budget of "
+                              f"{self.limits.discovery_seconds:g} s for this lock",
+                              hint='if that is real, raise it: BUNDLE_LIMITS='
+                                   '"discovery_seconds=<seconds>"')
+
+
+_budget: list[Budget] = []
+
+
+def active_budget() -> Budget | None:
+    return _budget[-1] if _budget else None
+
+
+@contextmanager
+def discovery_budget(limits: Limits) -> Iterator[Budget]:
+    """A fresh :class:`Budget` for everything parsed inside (a lock, or one `bundle images`);
+    nested calls share the outer one."""
+    if _budget:
+        yield _budget[-1]
+        return
+    _budget.append(Budget(limits))
+    try:
+        yield _budget[-1]
+    finally:
+        _budget.pop()
 
 
 def load_all(text: str, *, what: str, limits: Limits = DEFAULT) -> list[Any]:
@@ -148,13 +212,16 @@ def load_all(text: str, *, what: str, limits: Limits = DEFAULT) -> list[Any]:
     key = (hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), limits)
     entry = _cache.get(key)
     if entry is None:
+        counted = [0]
         try:
-            entry = (_load_all(text, limits), None, len(text))
+            entry = (_load_all(text, limits, counted), None, counted[0])
+        except BudgetSpent as exc:
+            raise BudgetSpent(f"{what}: {exc.message}", hint=exc.hint) from None
         except UpstreamError as exc:
-            entry = ([], (type(exc), exc.message, exc.hint or ""), len(text))
+            entry = ([], (type(exc), exc.message, exc.hint or ""), counted[0])
         _cache[key] = entry
         _cached[0] += entry[2]
-        while _cached[0] > _CACHE_BYTES and len(_cache) > 1:
+        while _cached[0] > _CACHE_NODES and len(_cache) > 1:
             _cached[0] -= _cache.popitem(last=False)[1][2]
     docs, refused, _ = entry
     if refused is not None:
@@ -163,13 +230,19 @@ def load_all(text: str, *, what: str, limits: Limits = DEFAULT) -> list[Any]:
     return list(docs)
 
 
-def _load_all(text: str, limits: Limits) -> list[Any]:
+def _load_all(text: str, limits: Limits, counted: list[int]) -> list[Any]:
+    """The documents of ``text``; ``counted[0]`` ends as the nodes parsed, each also spent
+    from the active :class:`Budget` (every 65536 nodes and at the end)."""
     docs: list[Any] = []
     stack: list[list[Any] | _Map] = []
     root: list[Any] = []
     nodes = 0
+    budget = active_budget()
     try:
         for ev in yaml.parse(text, Loader=_Loader):
+            if budget is not None and nodes and not nodes & 0xFFFF:
+                budget.spend(nodes - counted[0])
+                counted[0] = nodes
             if isinstance(ev, yaml.ScalarEvent):
                 nodes += 1
                 _add(stack, root, _typed.scalar(ev), what="", any_key=True)
@@ -199,4 +272,10 @@ def _load_all(text: str, limits: Limits) -> list[Any]:
     # not YAML, or a scalar PyYAML cannot construct (2024-02-30 as a date)
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
         raise UpstreamError(f"not valid YAML: {' '.join(str(e).split())[:300]}") from None
+    finally:
+        if budget is not None and nodes > counted[0]:
+            left, counted[0] = nodes - counted[0], nodes
+            budget.nodes_left -= left
+    if budget is not None:
+        budget.spend(0)
     return docs

@@ -25,10 +25,10 @@ import zstandard
 
 from bundler.errors import FetchError, SpecError, UpstreamError
 from bundler.fetch.cache import ContentStore, Downloader
-from bundler.fetch.oci import credentials_allowed
 from bundler.fetch.transport import RetryPolicy, Transport
 from bundler.limits import Limits
 from bundler.spec.spec import load_spec
+from installer.sources.regauth import credentials_refusal
 from tests.cli_helpers import Outcome, bundle_child
 from tests.world.hostile import (
     CHART_NAME,
@@ -573,7 +573,7 @@ def test_failure_kind_is_by_exception_type_not_message(upstream: HostileUpstream
 ])
 def test_where_credentials_may_go(endpoint: str, target: str, allowed: tuple[str, ...],
                                   refused: str | None) -> None:
-    why = credentials_allowed(endpoint, target, allowed_hosts=allowed)
+    why = credentials_refusal(endpoint, target, allowed_hosts=allowed)
     assert (why is None) if refused is None else (why is not None and refused in why)
 
 

@@ -1,7 +1,7 @@
 """The threat tables in docs/ name tests that exist: every `tests/test_x.py::test_name` (and
 every `::test_name` after it in the same row) is a test function in that file, and every
 THREATS.md line the issues require has its row (installer: 1-7, 13, 18, 21-24, 31-36;
-builder: 26-30, 37-43)."""
+builder: 26-30, 37-43, 54-58)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {"docs/installer.md": [*range(1, 8), 13, 18, *range(21, 25), *range(31, 37)],
-          "docs/builder-trust.md": [*range(26, 31), *range(37, 44)]}
+          "docs/builder-trust.md": [*range(26, 31), *range(37, 44), *range(54, 59)]}
 _REF = re.compile(r"`((?:tests/)?test_[\w]+\.py)?::(\w+)(?:\[[^\]`]*\])?`"
                   r"|`((?:tests/)?test_[\w]+\.py)`|`\[[^\]`]*\]`")
 

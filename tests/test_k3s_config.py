@@ -26,30 +26,30 @@ disable-default-registry-endpoint = true
 endpoint = ["https://registry.site.local:5000"]
 ca_file = "/etc/ssl/site-ca.pem"
 """
-# exactly what the device gets (the emitter is deterministic: sorted keys, quoted strings)
+# exactly what the device gets (yaml.dump, deterministic: sorted keys, strings double-quoted)
 DROPIN = b"""\
 # K3s configuration of bundle demo ([bundles.demo.k3s_config]), placed by airgap-install.
 # Replaced or removed with the bundle: put your own settings in config.yaml or another drop-in.
-disable:
-  - "traefik"
-disable-default-registry-endpoint: true
-node-label+:
-  - "site=north"
-tls-san:
-  - "10.20.0.10"
-write-kubeconfig-mode: "0644"
+"disable":
+- "traefik"
+"disable-default-registry-endpoint": true
+"node-label+":
+- "site=north"
+"tls-san":
+- "10.20.0.10"
+"write-kubeconfig-mode": "0644"
 """
 REGISTRIES = b"""\
 # K3s registries of bundle demo ([bundles.demo.mirrors]), placed by airgap-install.
 # The bundle owns this file; a hand-written one found here is kept as registries.yaml.airgap-backup.
-configs:
+"configs":
   "registry.site.local:5000":
-    tls:
-      ca_file: "/etc/ssl/site-ca.pem"
-mirrors:
-  docker.io:
-    endpoint:
-      - "https://registry.site.local:5000"
+    "tls":
+      "ca_file": "/etc/ssl/site-ca.pem"
+"mirrors":
+  "docker.io":
+    "endpoint":
+    - "https://registry.site.local:5000"
 """
 DROPIN_PATH = "etc/rancher/k3s/config.yaml.d/50-airgap-bundle.yaml"
 REGISTRIES_PATH = "etc/rancher/k3s/registries.yaml"
@@ -137,7 +137,7 @@ def test_build_install_places_config_and_rollback_restores(
     r = bundle(capsys, "inspect", str(built["1.1.0"]))
     assert r.code == 0, r.err
     assert "k3s config drop-in -> /" + DROPIN_PATH in r.out
-    assert '    "registry.site.local:5000":' in r.out and "      - \"traefik\"" in r.out
+    assert '    "registry.site.local:5000":' in r.out and '    - "traefik"' in r.out
     doc = json.loads(bundle(capsys, "inspect", str(built["1.1.0"]), "--json").out)
     assert {c["target"]: c["text"].encode() for c in doc["k3s_config"]} == {
         "/" + DROPIN_PATH: DROPIN, "/" + REGISTRIES_PATH: REGISTRIES}

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from bundler import safeyaml
 from bundler.discover import k3s, yamldocs
 from bundler.discover.helm import compose_values, open_chart, scan_loaded
 from bundler.discover.localonly import DEFAULT_POLICY, LocalImagePolicy
@@ -211,6 +212,17 @@ def discover(manifests: list[Path], charts: list[ChartInput], *,
              helmchart_sources: Mapping[str, Path] | None = None,
              policy: LocalImagePolicy = DEFAULT_POLICY,
              k3s_vars: Mapping[str, str] | None = None) -> list[Finding]:
+    """:func:`_discover` within the active discovery budget (the lock's, see
+    ``safeyaml.discovery_budget``), or a fresh one: nodes parsed and time, across texts."""
+    with safeyaml.discovery_budget(Limits.from_env()):
+        return _discover(manifests, charts, helmchart_sources=helmchart_sources,
+                         policy=policy, k3s_vars=k3s_vars)
+
+
+def _discover(manifests: list[Path], charts: list[ChartInput], *,
+              helmchart_sources: Mapping[str, Path] | None = None,
+              policy: LocalImagePolicy = DEFAULT_POLICY,
+              k3s_vars: Mapping[str, str] | None = None) -> list[Finding]:
     """Every image the bundle's manifests and charts ask for, and every blind spot.
 
     ``helmchart_sources`` maps what a K3s ``HelmChart`` names in ``spec.chart`` to a local

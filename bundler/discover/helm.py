@@ -229,6 +229,9 @@ def _collect(child: subprocess.Popen[bytes], out: bytearray, err: bytearray, *,
     ``"output"`` when a cap stopped it first."""
     assert child.stdout and child.stderr
     deadline = time.monotonic() + limits.render_seconds
+    budget = safeyaml.active_budget()   # the lock's discovery_seconds bound every render too
+    if budget is not None:
+        deadline = min(deadline, budget.deadline)
     streams = {child.stdout.fileno(): out, child.stderr.fileno(): err}
     while streams:
         left = deadline - time.monotonic()
@@ -256,6 +259,11 @@ def _check_child(ident: str, *, over: str | None, code: int, tail: str,
         raise SpecError(f"{ident}: its rendered output passed the render_output cap of "
                         f"{human(limits.render_output)}; rendering was stopped",
                         hint=_HINT.format("render_output", "size"))
+    budget = safeyaml.active_budget()
+    if over == "time" and budget is not None and budget.seconds_left() <= 0:
+        raise SpecError(f"{ident}: not rendered: discovery used up its discovery_seconds "
+                        f"budget ({limits.discovery_seconds:g} s for the lock)",
+                        hint=_HINT.format("discovery_seconds", "seconds"))
     if over == "time":
         raise SpecError(f"{ident}: rendering did not finish within render_seconds "
                         f"({limits.render_seconds:g} s); it was stopped",

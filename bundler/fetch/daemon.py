@@ -29,9 +29,11 @@ import io
 import json
 import os
 import posixpath
+import re
 import secrets
 import tarfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ from bundler.errors import DriftError, FetchError, LocalError, NotFoundError, Up
 from bundler.fetch.cache import ContentStore
 from bundler.fetch.imagesource import ImageSource, frozen_refusal
 from bundler.fetch.oci import OCI_MANIFEST, Fetched
-from bundler.limits import Limits
+from bundler.limits import Limits, human
 from bundler.spec import platforms
 from bundler.spec.lockfile import ImageLock, PlatformLock
 from bundler.spec.refs import ImageRef
@@ -126,6 +128,7 @@ class EngineSource(ImageSource):
         self._lock = threading.Lock()
         self._image_locks: dict[str, threading.Lock] = {}
         self._exports: dict[str, Exported] = {}
+        self._added: set[str] = set()   # digests an export put into the store in this run
 
     # ---------------------------------------------------------------- engine
 
@@ -147,7 +150,7 @@ class EngineSource(ImageSource):
     def _inspect(self, ref: ImageRef, *, what: str) -> Any:
         import docker  # late: only docker-daemon: images need the SDK
         try:
-            return self.client().images.get(ref.runtime_name)
+            return _EngineImage(self.client().api, self._inspect_attrs(ref, what=what))
         except docker.errors.ImageNotFound:
             raise NotFoundError(
                 f"{what}: no image {ref.runtime_name} in the Docker engine at {engine_host()}",
@@ -157,6 +160,22 @@ class EngineSource(ImageSource):
         except docker.errors.DockerException as e:
             raise FetchError(f"{what}: the Docker engine at {engine_host()} failed: "
                                 f"{str(e)[:300]}", hint="retry; check the engine's log") from None
+
+    def _inspect_attrs(self, ref: ImageRef, *, what: str) -> dict[str, Any]:
+        """``GET /images/NAME/json`` read through a bounded reader (the SDK's
+        ``images.get`` buffers any answer whole): over the ``config`` cap is exit 3."""
+        import docker  # late: only docker-daemon: images need the SDK
+        api = self.client().api
+        # the SDK's own URL builder (private, stable since docker-py 1.x): version prefix
+        url = api._url("/images/{0}/json", ref.runtime_name)
+        with api.get(url, stream=True) as res:
+            if res.status_code == 404:
+                raise docker.errors.ImageNotFound(ref.runtime_name)
+            if res.status_code != 200:
+                raise docker.errors.APIError(f"HTTP {res.status_code} for {url}")
+            data = _read_bounded(res, self.limits.config,
+                                 what=f"{what}: the engine's inspect answer")
+        return _json_object(data, what=f"{what}: the engine's inspect answer")
 
     # ---------------------------------------------------------------- lock and build
 
@@ -237,7 +256,9 @@ class EngineSource(ImageSource):
         import urllib3  # late, with the SDK whose errors it names
         image_id = str(image.id)
         try:
-            files, links, index = self._stream_into_store(image.save(named=False), what=what)
+            guard = _ExportGuard(self.limits, what=what, expected=image.attrs.get("Size"))
+            files, links, index = self._stream_into_store(guard.chunks(image.save()),
+                                                          what=what)
         except (docker.errors.DockerException, requests.RequestException,
                 urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
             raise FetchError(f"{what}: exporting {image_id} from the Docker engine at "
@@ -259,6 +280,8 @@ class EngineSource(ImageSource):
             return files[path]
 
         config_digest, config_size = member(index["Config"])
+        layer_files = [member(name) for name in index["Layers"]]
+        self._forget_unreferenced(files, keep={config_digest, *(d for d, _ in layer_files)})
         if config_digest != image_id:
             raise UpstreamError(f"{what}: the engine exported config {config_digest} for image "
                                 f"{image_id}", hint="the image changed during the export; "
@@ -266,7 +289,7 @@ class EngineSource(ImageSource):
         self.limits.check_size("config", config_size, what=what, source="the engine's export")
         config = _json_object(self.store.path(config_digest).read_bytes(),
                               what=f"{what}: image config {config_digest}")
-        layers = [member(name) for name in index["Layers"]]
+        layers = layer_files
         rootfs = config.get("rootfs")
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         if diff_ids != [d for d, _ in layers]:
@@ -326,6 +349,13 @@ class EngineSource(ImageSource):
                                 "with Config and Layers")
         return files, links, entries[0]
 
+    def _forget_unreferenced(self, files: dict[str, tuple[str, int]], *,
+                             keep: set[str]) -> None:
+        """Drop from the store what this export added but its manifest.json does not name."""
+        for digest, _ in files.values():
+            if digest not in keep and digest in self._added:
+                self.store.path(digest).unlink(missing_ok=True)
+
     def _put(self, chunks: Iterable[bytes], *, what: str) -> tuple[str, int]:
         """Hash ``chunks`` into a temp file, then into the store by their digest."""
         tmp = self.store.partial / f"daemon-{os.getpid()}-{secrets.token_hex(8)}"
@@ -335,6 +365,7 @@ class EngineSource(ImageSource):
             if self.store.lookup(digest, size) is not None:
                 tmp.unlink()
             else:
+                self._added.add(digest)
                 adopt_verified(tmp, self.store.path(digest), sha256=sha, size=size, what=what,
                                hashed=sha, durable=False)
             return digest, size
@@ -344,6 +375,151 @@ class EngineSource(ImageSource):
             raise
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class _EngineImage:
+    """What the builder uses of an engine image: its inspect data and its export stream
+    (``GET /images/ID/get``, what ``docker save`` does, as raw chunks)."""
+
+    def __init__(self, api: Any, attrs: dict[str, Any]) -> None:
+        self.api = api
+        self.attrs = attrs
+        self.id = str(attrs.get("Id", ""))
+
+    def save(self) -> Iterator[bytes]:
+        res = self.api.get(self.api._url("/images/{0}/get", self.id), stream=True)
+        with res:
+            self.api._raise_for_status(res)
+            while chunk := res.raw.read1(1 << 20, decode_content=False):  # what has arrived
+                yield chunk
+
+
+def _read_bounded(res: Any, cap: int, *, what: str) -> bytes:
+    """A whole answer of the engine, refused past ``cap`` (declared or read)."""
+    declared = res.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise UpstreamError(f"{what}: {declared} bytes, over the cap of {cap}")
+    data = res.raw.read(cap + 1, decode_content=False)
+    if len(data) > cap:
+        raise UpstreamError(f"{what}: more than the cap of {cap} bytes")
+    return bytes(data)
+
+
+TAR_BLOCK = 512
+MAX_TAR_HEADER = 64 * 1024    # a GNU long name/link or pax header: Docker's are a few bytes
+MAX_EXPORT_MEMBERS = 100_000
+_PAX_SIZE = re.compile(rb"(?:^|\n)\d+ size=(\d{1,20})\n")
+
+
+class _ExportGuard:
+    """The export stream, checked as it passes, before ``tarfile`` sees a byte: every header
+    block is parsed here so a GNU long name/link or pax header over ``MAX_TAR_HEADER`` is
+    refused before it is buffered (exit 3), members beyond ``MAX_EXPORT_MEMBERS``, a total over
+    ``limits.engine_export``, and time over the request deadline for the image's size or under
+    the minimum rate (exit 5)."""
+
+    def __init__(self, limits: Limits, *, what: str, expected: object) -> None:
+        self.limits, self.what = limits, what
+        size = expected if isinstance(expected, int) and expected > 0 else 0
+        self.start = time.monotonic()
+        self.seconds = limits.deadline(min(size, limits.engine_export))
+        self.window = limits.speed_time
+        self.window_start, self.window_bytes = self.start, 0
+        self.total = 0
+        self.members = 0
+        self.next_header = 0          # offset of the next header block
+        self.header = b""             # bytes of the header block being read
+        self.pax: bytes | None = None  # data of a pax header being read
+        self.pax_left = 0
+        self.pending_size: int | None = None
+
+    def chunks(self, source: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in source:
+            self._timing(len(chunk))
+            self._scan(chunk)
+            yield chunk
+
+    def _timing(self, n: int) -> None:
+        now = time.monotonic()
+        self.total += n
+        self.window_bytes += n
+        if self.total > self.limits.engine_export:
+            raise UpstreamError(f"{self.what}: the engine's export is over the engine_export "
+                                f"cap of {human(self.limits.engine_export)}")
+        if now - self.start > self.seconds:
+            raise FetchError(f"{self.what}: the engine's export took over "
+                                f"{self.seconds:.0f} s", hint="check the engine; retry")
+        if now - self.window_start >= self.window:
+            if now - self.start > self.window and \
+                    self.window_bytes < self.limits.speed_limit * self.window:
+                raise FetchError(f"{self.what}: the engine's export brought fewer than "
+                                    f"{self.limits.speed_limit * self.window:.0f} bytes in "
+                                    f"{self.window:g} s", hint="check the engine; retry")
+            self.window_start, self.window_bytes = now, 0
+
+    def _scan(self, chunk: bytes) -> None:
+        pos = self.total - len(chunk)     # offset of chunk[0] in the stream
+        i = 0
+        while i < len(chunk):
+            at = pos + i
+            if self.pax is not None and self.pax_left:
+                take = chunk[i:i + self.pax_left]
+                self.pax += take
+                self.pax_left -= len(take)
+                i += len(take)
+                if not self.pax_left:
+                    m = _PAX_SIZE.search(self.pax)
+                    self.pending_size = int(m.group(1)) if m else None
+                    self.pax = None
+                continue
+            if at < self.next_header:
+                i += min(len(chunk) - i, self.next_header - at)
+                continue
+            take = chunk[i:i + TAR_BLOCK - len(self.header)]
+            self.header += take
+            i += len(take)
+            if len(self.header) == TAR_BLOCK:
+                self._header_done(self.next_header)
+                self.header = b""
+
+    def _header_done(self, offset: int) -> None:
+        block = self.header
+        if block == bytes(TAR_BLOCK):
+            self.next_header = offset + TAR_BLOCK
+            return
+        kind = block[156:157]
+        size = _tar_number(block[124:136])
+        if kind in (b"x", b"g", b"L", b"K"):
+            if size > MAX_TAR_HEADER:
+                name = {b"x": "pax", b"g": "global pax", b"L": "GNU long name",
+                        b"K": "GNU long link"}[kind]
+                raise UpstreamError(f"{self.what}: the engine's export holds a {name} header "
+                                    f"of {size} bytes (at most {MAX_TAR_HEADER})",
+                                    hint="the engine or its storage is broken")
+            if kind == b"x":
+                self.pax, self.pax_left = b"", size
+        else:
+            self.members += 1
+            if self.members > MAX_EXPORT_MEMBERS:
+                raise UpstreamError(f"{self.what}: the engine's export holds over "
+                                    f"{MAX_EXPORT_MEMBERS} members")
+            if self.pending_size is not None:
+                size, self.pending_size = self.pending_size, None
+        if kind in (b"1", b"2", b"3", b"4", b"5", b"6"):
+            size = 0
+        self.next_header = offset + TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
+
+
+def _tar_number(field: bytes) -> int:
+    """A tar header number: octal, or GNU base-256 (first byte 0x80)."""
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    digits = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(digits or b"0", 8)
+    except ValueError:
+        raise UpstreamError(f"the engine's export has a bad tar header number "
+                            f"{digits[:20]!r}") from None
 
 
 def _json_any(data: bytes, *, what: str) -> Any:

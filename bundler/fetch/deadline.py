@@ -1,4 +1,5 @@
-"""Overall per-request deadlines for `requests`, on top of its between-bytes timeout.
+"""Overall per-request deadlines and a minimum rate for `requests`, on top of its
+between-bytes timeout.
 
 ``requests``' read timeout is per ``recv``: a server sending one byte every two seconds never
 trips it. Here every request gets a :class:`Deadline`; the connection it is sent on (urllib3
@@ -24,13 +25,36 @@ _current = threading.local()   # the Deadline of the request this thread is send
 
 
 class Deadline:
-    def __init__(self, seconds: float) -> None:
+    """One request's overall deadline, and its minimum-rate rule: with ``window`` set, after a
+    grace of one window, every ``window`` seconds the body must have brought at least
+    ``min_bytes`` more bytes (counted by :meth:`progress`), else the request is cut (``slow``
+    says so), as curl's ``--speed-limit``/``--speed-time``."""
+
+    def __init__(self, seconds: float, *, window: float | None = None,
+                 min_bytes: int = 0) -> None:
         self.seconds = seconds
         self.at = time.monotonic() + seconds
+        self.window = window
+        self.min_bytes = min_bytes
+        self.received = 0
+        self._mark = 0
         self.expired = False
+        self.slow = False
         self.done = False
         self._conns: list[Any] = []
         self._lock = threading.Lock()
+
+    def progress(self, n: int) -> None:
+        self.received += n
+
+    def check_rate(self) -> bool:
+        """At the end of a window: True (and the request is cut) when it brought too little."""
+        got, self._mark = self.received - self._mark, self.received
+        if self.done or got >= self.min_bytes:
+            return False
+        self.slow = True
+        self.fire()
+        return True
 
     def attach(self, conn: Any) -> None:
         with self._lock:
@@ -62,15 +86,20 @@ class Watchdog:
     """One thread firing deadlines in time order."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Deadline]] = []
+        # (when, seq, deadline, is a rate check)
+        self._heap: list[tuple[float, int, Deadline, bool]] = []
         self._seq = itertools.count()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def watch(self, seconds: float) -> Deadline:
-        d = Deadline(seconds)
+    def watch(self, seconds: float, *, window: float | None = None,
+              min_bytes: int = 0) -> Deadline:
+        d = Deadline(seconds, window=window, min_bytes=min_bytes)
         with self._cv:
-            heapq.heappush(self._heap, (d.at, next(self._seq), d))
+            heapq.heappush(self._heap, (d.at, next(self._seq), d, False))
+            if window is not None:   # the first check after a grace of one window
+                heapq.heappush(self._heap, (time.monotonic() + 2 * window, next(self._seq), d,
+                                            True))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="bundler-deadlines",
                                                 daemon=True)
@@ -87,8 +116,14 @@ class Watchdog:
                         continue
                     wait = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cv.wait(timeout=wait)
-                _, _, d = heapq.heappop(self._heap)
-            d.fire()
+                _, _, d, rate = heapq.heappop(self._heap)
+                if rate and d.window is not None and not d.done:
+                    heapq.heappush(self._heap, (time.monotonic() + d.window, next(self._seq), d,
+                                                True))
+            if rate:
+                d.check_rate()
+            else:
+                d.fire()
 
 
 def set_current(deadline: Deadline | None) -> None:

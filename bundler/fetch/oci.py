@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -48,16 +47,11 @@ from bundler.spec.refs import (
     OCI_MANIFEST as OCI_MANIFEST,
 )
 from bundler.spec.spec import RegistryConfig
-from installer.sources.ocidist import is_loopback
+from installer.sources import regauth
 
 MAX_MANIFEST_BYTES = DEFAULT_LIMITS.manifest
 
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
-# Token services on another host than the registry, known for the registries that use one.
-# Any other host must be named in the registry's spec table (``auth_hosts``).
-DEFAULT_AUTH_HOSTS = {"docker.io": ("auth.docker.io",)}
-
-_CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -101,25 +95,6 @@ def manifest_media_type(doc: dict[str, Any], *, what: str) -> str:
     return declared
 
 
-def credentials_allowed(endpoint: str, target: str, *, allowed_hosts: tuple[str, ...] = ()
-                        ) -> str | None:
-    """Why credentials for the registry at ``endpoint`` may NOT be sent to ``target``
-    (a token realm or the endpoint itself), or None when they may: over https (or to
-    loopback), never from an https registry down to http, and only to the registry's own
-    host or one of ``allowed_hosts`` (``host`` or ``host:port``)."""
-    end, tgt = urlsplit(endpoint), urlsplit(target)
-    if tgt.scheme not in ("http", "https"):
-        return f"{target[:200]} is not an http(s) URL"
-    if end.scheme == "https" and tgt.scheme == "http":
-        return f"{target[:200]} is plain http while the registry is https (a downgrade)"
-    if tgt.scheme == "http" and not is_loopback(tgt.hostname):
-        return f"{target[:200]} is plain http"
-    if tgt.netloc.lower() != end.netloc.lower() and not {
-            tgt.netloc.lower(), (tgt.hostname or "").lower()} & {h.lower() for h in allowed_hosts}:
-        return f"{target[:200]} is on another host than the registry {end.netloc}"
-    return None
-
-
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -143,7 +118,7 @@ class RegistryClient:
         self.limits = transport.limits
         # hosts (besides the endpoint's) that may receive this registry's credentials
         self.auth_hosts: tuple[str, ...] = (
-            config.host, *DEFAULT_AUTH_HOSTS.get(config.host, ()),
+            config.host, *regauth.KNOWN_TOKEN_HOSTS.get(config.host, ()),
             *config.auth_hosts)
 
     # -------------------------------------------------------------- auth
@@ -166,7 +141,9 @@ class RegistryClient:
         creds = self._credentials()
         if creds is None:
             return None
-        why = credentials_allowed(self.config.endpoint, target, allowed_hosts=self.auth_hosts)
+        # the transport ignores proxy variables (trust_env off): every request goes direct
+        why = regauth.credentials_refusal(self.config.endpoint, target,
+                                          allowed_hosts=self.auth_hosts)
         if why is not None:
             raise AuthError(f"registry {self.config.host}: credentials not sent: {why}",
                             hint="credentials go only over https (or loopback) to the "
@@ -175,7 +152,7 @@ class RegistryClient:
         return creds
 
     def _token(self, challenge: str, repo: str) -> str:
-        params = dict(_CHALLENGE_RE.findall(challenge))
+        _, params = regauth.parse_challenge(challenge)
         realm = params.pop("realm", None)
         what = f"token for {self.config.host}/{repo}"
         if not realm:
@@ -234,7 +211,7 @@ class RegistryClient:
             resp.close()
             if attempt:
                 break
-            if challenge.lower().startswith("bearer"):
+            if regauth.parse_challenge(challenge)[0] == "bearer":
                 token = self._token(challenge, repo)
                 with self._lock:
                     self._tokens[repo] = token

@@ -109,8 +109,9 @@ class Sources:
                 data = self.get_bytes(url, what=f"chart repository {repo}", kind="index_yaml")
                 digest = hashlib.sha256(data).hexdigest()
                 if digest not in self._index_by_digest:
-                    self._index_by_digest[digest] = safeyaml.load(
-                        data.decode("utf-8", errors="replace"), what=url, limits=self.limits)
+                    self._index_by_digest[digest] = safeyaml.load(  # bytes: no text copies
+                        data, what=url, limits=self.limits)
+                del data
                 self._index_by_url[url] = self._index_by_digest[digest]
             return self._index_by_url[url]
 

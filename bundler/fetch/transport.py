@@ -26,6 +26,7 @@ import urllib3
 from bundler.errors import FetchError, UpstreamError
 from bundler.fetch.deadline import Deadline, DeadlineAdapter, Watchdog, set_current
 from bundler.limits import Limits, human
+from installer.sources import regauth
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
@@ -92,7 +93,7 @@ class Transport:
         for attempt in range(self.policy.attempts):
             if attempt:
                 self._sleep(self.delay(attempt - 1))
-            deadline = self._watchdog.watch(self.limits.deadline(expect))
+            deadline = self._watch(expect, uploads=body is not None)
             try:
                 resp = self._follow(method, url, headers=dict(headers or {}), stream=stream,
                                     verify=verify, auth=auth, label=label, deadline=deadline,
@@ -118,10 +119,9 @@ class Transport:
                 deadline.finish()
                 raise
             if resp.status_code in ok or resp.status_code in allow_status:
-                if stream:
-                    _finish_on_close(resp, deadline)
-                else:
-                    deadline.finish()
+                _finish_on_close(resp, deadline)
+                if not stream:   # a body nobody streams is still read with a cap
+                    self._read_small(resp, what=label)
                 return resp
             deadline.finish()
             if resp.status_code in RETRY_STATUS:
@@ -136,6 +136,29 @@ class Transport:
             f"{method} {label} failed after {self.policy.attempts} attempts: {last}",
             hint="the server or the link is failing; retry later (downloads resume)")
 
+    def _watch(self, expect: int | None, *, uploads: bool) -> Deadline:
+        """The overall deadline, and (unless the request sends a body, whose progress is not
+        counted) the minimum rate: at least ``speed_limit`` bytes/s over every window of
+        ``min(speed_time, --timeout)`` seconds, after a grace of one window."""
+        window = None if uploads else min(self.limits.speed_time, self.policy.read_timeout)
+        return self._watchdog.watch(self.limits.deadline(expect), window=window,
+                                    min_bytes=int(self.limits.speed_limit * (window or 0)))
+
+    def _read_small(self, resp: requests.Response, *, what: str) -> None:
+        """Read a non-streamed answer (an upload's, a PUT's, a HEAD's) whole, refused past
+        ``limits.response``; the response is closed, its ``content`` kept."""
+        if resp.request is not None and resp.request.method == "HEAD":
+            resp.close()   # no body; its Content-Length describes the GET's
+            resp._content, resp._content_consumed = b"", True
+            return
+        try:
+            data = read_capped(resp, limit=self.limits.response, what=f"{what}: the answer",
+                               kind="response")
+        finally:
+            resp.close()
+        resp._content = data
+        resp._content_consumed = True
+
     def _follow(self, method: str, url: str, *, headers: dict[str, str], stream: bool,
                 verify: Any, auth: Any, label: str, deadline: Deadline,
                 body: Callable[[], Any] | None = None) -> requests.Response:
@@ -147,8 +170,8 @@ class Transport:
             set_current(deadline)
             data = body() if body is not None and method not in ("GET", "HEAD") else None
             try:
-                resp = self._session.request(
-                    method, url, headers=headers, stream=stream, verify=verify, auth=auth,
+                resp = self._session.request(  # always streamed: no body is read uncapped
+                    method, url, headers=headers, stream=True, verify=verify, auth=auth,
                     timeout=(self.policy.connect_timeout, self.policy.read_timeout),
                     allow_redirects=False, data=data)
             finally:
@@ -166,12 +189,11 @@ class Transport:
                 raise UpstreamError(f"{label}: more than {self.limits.redirects} redirects: "
                                     f"{chain[:600]}", hint="the server redirects in a loop")
             check_url(nxt, what=f"{label} (redirected: {chain[:400]})")
-            old, new = urlsplit(url), urlsplit(nxt)
-            if old.scheme == "https" and new.scheme == "http":
+            if regauth.redirect_refusal(url, nxt) is not None:
                 raise UpstreamError(f"{label}: refusing a redirect from https down to http: "
                                     f"{chain[:600]}", hint="the server or a proxy downgrades "
                                     "the connection; do not use it")
-            if (old.scheme, old.netloc) != (new.scheme, new.netloc):
+            if not regauth.keeps_credentials(url, nxt):
                 auth = None  # credentials never follow a redirect to another host or scheme
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             if resp.status_code == 303:
@@ -191,6 +213,12 @@ def _finish_on_close(resp: requests.Response, deadline: Deadline) -> None:
 
 
 def deadline_error(label: str, deadline: Deadline) -> FetchError:
+    if deadline.slow:
+        return FetchError(
+            f"{label}: fewer than {deadline.min_bytes} bytes arrived in {deadline.window:g} s "
+            f"(the server is too slow or drips; {deadline.received} bytes in all)",
+            hint="a slow but honest link: lower BUNDLE_LIMITS speed_limit or raise "
+                 "speed_time (docs/builder-trust.md); then re-run, downloads resume")
     return FetchError(f"{label}: no answer within the request deadline of "
                          f"{deadline.seconds:.0f} s (the server is too slow or stalls)",
                          hint="a slow but honest link: lower BUNDLE_LIMITS min_rate or raise "
@@ -232,6 +260,9 @@ def iter_raw(resp: requests.Response, *, what: str,
             if d is not None:
                 raise deadline_error(what, d)
             return
+        counted = getattr(resp, "bundler_deadline", None)
+        if isinstance(counted, Deadline):
+            counted.progress(len(chunk))
         yield chunk
 
 

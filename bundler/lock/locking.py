@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bundler import safeyaml
 from bundler.discover.lint import LintWarning
 from bundler.errors import DriftError, SpecError
 from bundler.fetch.sources import Sources
@@ -139,6 +140,15 @@ def lock_spec(spec: Spec, src: Sources, *, previous: Lock | None, update: Iterab
         changes = tuple(drift(previous, new)) if previous is not None else ()
         return LockResult(lock=new, previous=previous, drift=changes,
                           drift_hint=drift_hint(changes, previous, new) if changes else "")
+    with safeyaml.discovery_budget(src.limits):   # one budget for all texts of this lock
+        return _gate(spec, src, new, previous=previous, extra=extra, workers=workers,
+                     add_discovered=add_discovered, allow_unrendered=allow_unrendered)
+
+
+def _gate(spec: Spec, src: Sources, new: Lock, *, previous: Lock | None,
+          extra: dict[str, list[str]], workers: int, add_discovered: bool,
+          allow_unrendered: bool) -> LockResult:
+    """The discovery gate and lint of a freshly resolved lock (see :func:`lock_spec`)."""
     results = gate(spec, new, src, allow_blind=allow_unrendered)
     added: dict[str, tuple[str, ...]] = {}
     if add_discovered:

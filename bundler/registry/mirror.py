@@ -8,7 +8,11 @@ What goes up, per image and per target repository ``PREFIX/<upstream repository>
 - the index, restricted to those per-arch manifests: when the upstream index lists other
   platforms (or attestations) it is a NEW index with its own digest (reported as
   ``index_digest``; canonical JSON of the upstream document minus the other entries), PUT by
-  that digest and under the image's tag. A single-manifest image is PUT as is.
+  that digest and under the image's tag. A single-manifest image is PUT as is;
+- except for an image pinned by its index digest (``image@sha256:<index>``, as many charts
+  pin): then the exact upstream index bytes go up, under that digest, with every platform
+  manifest it lists and their blobs (fetched by digest and verified), so a node pulling by
+  that digest through the mirror gets it.
 
 Every blob and manifest is asked for first (HEAD) and skipped when the registry holds it, so a
 second mirror moves only what changed. Source bytes are verified by digest on the way into the
@@ -21,6 +25,7 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bundler.assemble.buildinputs import image_manifests
 from bundler.assemble.imagearchive import Blob
@@ -165,6 +170,39 @@ def _upstream_manifest(src: Sources, img: ImageLock, *, what: str) -> bytes:
     return src.manifest(r.registry, r.repository, img.digest, what=what).data
 
 
+def _exact_index(pusher: _Pusher, src: Sources, img: ImageLock, *, r: ImageRef, repo: str,
+                 have: dict[str, str], what: str) -> str:
+    """Push the upstream index bytes unchanged (its digest is what workloads pin), after every
+    platform manifest it lists (besides those in ``have``, already up) with their config and
+    layers, fetched by digest and verified; returns the index digest."""
+    data = _upstream_manifest(src, img, what=what)
+    doc = json.loads(data)
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise UpstreamError(f"{what}: the index has no manifests list")
+    for entry in entries:
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or digest in have.values():
+            continue
+        m = src.manifest(r.registry, r.repository, digest, what=f"{what} ({digest[:19]})",
+                         size=entry.get("size"))
+        if m.media_type in INDEX_TYPES:
+            raise UpstreamError(f"{what}: the index nests another index ({digest})",
+                                hint="mirror it by a platform manifest digest instead")
+        body = m.json()
+        descs = [body.get("config"), *(body.get("layers") or [])]
+        for i, d in enumerate(descs):
+            if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
+                raise UpstreamError(f"{what}: manifest {digest} has a bad descriptor")
+            kind = "config" if i == 0 else "layer"
+            pusher.blob(src, upstream=(r, digest), repo=repo, kind=kind, what=what,
+                        blob=Blob(d["digest"], src.limits.check_size(
+                            kind, d.get("size"), what=what, source=f"manifest {digest}"),
+                            Path()))
+        pusher.manifest(repo, m.data, media_type=m.media_type)
+    return pusher.manifest(repo, data, media_type=img.media_type, tag=r.tag)
+
+
 def mirror(lock: Lock, src: Sources, *, to: str, bundles: list[str], access: Access,
            workers: int = 4) -> MirrorReport:
     host, prefix = parse_target(to)
@@ -199,7 +237,12 @@ def mirror(lock: Lock, src: Sources, *, to: str, bundles: list[str], access: Acc
             single = img.media_type not in INDEX_TYPES
             platforms[a] = pusher.manifest(repo, data, media_type=media_type,
                                            tag=r.tag if single else None)
-        if img.media_type in INDEX_TYPES:
+        if img.media_type in INDEX_TYPES and r.digest is not None:
+            # pinned by its index digest (image@sha256:<index>): the exact upstream index
+            index_digest = _exact_index(pusher, src, img, r=r, repo=repo, have=platforms,
+                                        what=what)
+            changed = False
+        elif img.media_type in INDEX_TYPES:
             index, changed = restricted_index(
                 _upstream_manifest(src, img, what=what), set(platforms.values()), what=what)
             index_digest = pusher.manifest(repo, index, media_type=img.media_type, tag=r.tag)

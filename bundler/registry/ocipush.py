@@ -11,18 +11,24 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bundler.errors import LocalError, NotFoundError, SpecError, UpstreamError
-from bundler.fetch.oci import RegistryClient, credentials_allowed
-from bundler.fetch.transport import Transport
+import requests
+import urllib3
+
+from bundler.errors import FetchError, LocalError, NotFoundError, SpecError, UpstreamError
+from bundler.fetch.oci import RegistryClient
+from bundler.fetch.transport import Transport, iter_raw
+from bundler.limits import Limits, human
 from bundler.spec.spec import RegistryConfig
 from installer.errors import FormatError
 from installer.fsio import write_verified
-from installer.sources import ocidist, remote
-from installer.sources.ocidist import OciRef, is_loopback, parse_oci_url
+from installer.sources import ocidist, regauth, remote
+from installer.sources.ocidist import OciRef, parse_oci_url
 
 REPO_TAG = remote.DEFAULT_TAG  # what `sync --source oci://HOST/REPO` reads
 EMPTY = b"{}"  # the empty config blob (remote.EMPTY_CONFIG)
@@ -91,7 +97,7 @@ def access_from(*, plain_http: bool = False, ca_file: Path | None = None,
 def endpoint_for(host: str, access: Access) -> str:
     """Plain HTTP on loopback unless a CA file is given (as Docker does, and as the device's
     ``installer.sources.ocidist.Client``), https elsewhere unless ``plain_http`` (pure)."""
-    if access.plain_http or (is_loopback(host) and access.ca_file is None):
+    if access.plain_http or (regauth.is_loopback(host) and access.ca_file is None):
         return f"http://{host}"
     return f"https://{host}"
 
@@ -109,12 +115,12 @@ def client_for(ref: OciRef, endpoint: str, *, transport: Transport | None = None
     that is not loopback are refused here, before the first connection."""
     access = access or Access()
     if access.credentials is not None:
-        why = credentials_allowed(endpoint, endpoint)
+        why = regauth.credentials_refusal(endpoint, endpoint)
         if why is not None:
             raise SpecError(f"oci://{ref.host}: credentials not sent: {why}",
                             hint="serve the registry over https (--ca-file for a private CA) "
                                  "instead of --plain-http, or unset the credentials")
-    return RegistryClient(transport or Transport(),
+    return RegistryClient(transport or Transport(limits=Limits.from_env()),
                           RegistryConfig(host=ref.host, endpoint=endpoint,
                                          ca_file=access.ca_file),
                           credentials=access.credentials, auth_hint=AUTH_HINT)
@@ -237,20 +243,75 @@ def pull(url: str, out: Path, *, access: Access | None = None,
         entries = remote.parse_folder_manifest(fetched.data, what=url)
     except FormatError as e:
         raise UpstreamError(e.message, hint=e.hint) from None
+    _check_pull(entries, client.limits, what=url)
     report = PullReport(source=ref.url, out=str(out))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise LocalError(f"cannot create {out}: {e.strerror}") from None
-    for path, entry in sorted(entries.items()):
-        dest = out.joinpath(*path.split("/"))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        digest = "sha256:" + entry.sha256
-        with client.open_blob(ref.repository, digest, what=f"{url}: {path}",
-                              expect=entry.size) as resp:
-            write_verified(dest, resp.iter_content(1 << 20), sha256=entry.sha256,
-                           size=entry.size, what=f"{url}: {path}")
-        report.files.append(path)
-        report.bytes += entry.size
+    stage = _staging(out)
+    try:
+        staged = [(path, entry, _pull_one(client, ref.repository, entry, stage=stage, what=url))
+                  for path, entry in sorted(entries.items())]
+        for path, entry, file in staged:   # every file verified: now they go into --out
+            dest = out.joinpath(*path.split("/"))
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, dest)
+            except OSError as e:
+                raise LocalError(f"cannot write {dest}: {e.strerror}",
+                                 hint="pull into an empty folder") from None
+            report.files.append(path)
+            report.bytes += entry.size
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return report
 
+
+def _check_pull(entries: dict[str, remote.Entry], limits: Limits, *, what: str) -> None:
+    """Before any byte: each file within the ``layer`` cap, all within ``pull_total``, and no
+    path that is also a folder of another (``a`` and ``a/b``)."""
+    total = 0
+    for path, entry in entries.items():
+        total += limits.check_size("layer", entry.size, what=f"{what}: {path}",
+                                   source="the artifact manifest")
+    if total > limits.pull_total:
+        raise UpstreamError(f"{what}: the artifact declares {total} bytes in all, over the "
+                            f"pull_total cap of {human(limits.pull_total)}",
+                            hint="if that is real, raise it: BUNDLE_LIMITS=\"pull_total=<size>\"")
+    for path in entries:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in entries:
+                raise UpstreamError(f"{what}: {'/'.join(parts[:i])!r} is both a file and the "
+                                    f"folder of {path!r}",
+                                    hint="the artifact is malformed; nothing was written")
+
+
+def _staging(out: Path) -> Path:
+    """A fresh folder beside ``out`` for unverified bytes (``.<out>.pull-*``; ones left by a
+    killed run are removed first), so ``out`` only ever receives verified files."""
+    for stale in out.parent.glob(f".{out.name}.pull-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.pull-", dir=out.parent))
+    except OSError as e:
+        raise LocalError(f"cannot write beside {out}: {e.strerror}") from None
+
+
+def _pull_one(client: RegistryClient, repository: str, entry: remote.Entry, *, stage: Path,
+              what: str) -> Path:
+    """One file into ``stage`` (named by its digest), read stopping at its declared size and
+    verified; a broken or dripping transfer is a FetchError (exit 5)."""
+    dest = stage / entry.sha256
+    label = f"{what}: {entry.path}"
+    with client.open_blob(repository, "sha256:" + entry.sha256, what=label,
+                          expect=entry.size) as resp:
+        try:
+            write_verified(dest, iter_raw(resp, what=label), sha256=entry.sha256,
+                           size=entry.size, what=label, durable=False)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError,
+                TimeoutError) as e:
+            raise FetchError(f"{label}: the transfer broke: {str(e)[:300]}",
+                                hint="retry; the registry or the link dropped") from None
+    return dest

@@ -4,9 +4,11 @@ config.yaml, placed as the drop-in ``config.yaml.d/50-airgap-bundle.yaml``) and
 
 Checked when the spec is read (so at `bundle lock`, `check` and `build`): every config key
 against the flags of the bundle's K3s minor (``k3sfacts.CONFIG_KEYS``; a typo names the
-nearest key), every mirror entry's shape. Rendered as deterministic YAML by a small emitter
-(sorted keys, every string double-quoted in JSON form, which YAML reads as the same string):
-the same spec gives the same bytes. The installer only places those bytes.
+nearest key), no control character and no password in a URL in any value, every mirror
+entry's shape (endpoint URLs parsed strictly: host, port in range). Rendered as deterministic
+YAML by ``yaml.safe_dump`` (sorted keys, characters written as themselves) and read back by
+libyaml before it is shipped: the same spec gives the same bytes, and K3s reads what was
+checked. The installer only places those bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+import yaml
 
 from bundler.errors import SpecError
 from bundler.spec import k3sfacts
@@ -33,10 +37,11 @@ _TLS_KEYS = ("ca_file", "cert_file", "key_file", "insecure_skip_verify")
 _REGISTRY_RE = re.compile(r"^(\*|[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]"
                           r"{0,61}[a-z0-9])?)*(?::[0-9]{1,5})?)$")
 _MAX_TEXT = 4096
-# a mapping key written plain (unquoted): a name that no YAML 1.1/1.2 reader takes for a
-# number, boolean or null; everything else is double-quoted
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.+-]*$")
-_YAML_WORDS = frozenset("y n yes no on off true false null".split())
+# control characters (C0, DEL, C1) and lone surrogates: no K3s value holds them, and YAML
+# readers disagree on them
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# a URL carrying a password (scheme://user:password@host): a credential, like a secret key
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*:[^/?#\s@]*@")
 
 
 def _nearest(key: str, known: Any) -> str:
@@ -47,6 +52,19 @@ def _nearest(key: str, known: Any) -> str:
 def _scalar_ok(value: Any) -> bool:
     return isinstance(value, (str, bool, int)) and not (isinstance(value, str)
                                                         and len(value) > _MAX_TEXT)
+
+
+def _check_text(value: Any, key: str, fail: Fail) -> None:
+    """A k3s_config string: no control characters, no password in a URL."""
+    if not isinstance(value, str):
+        return
+    if _CONTROL.search(value):
+        raise fail(key, f"{value[:80]!r} holds a control character",
+                   hint="K3s values are plain text on one line")
+    if _URL_PASSWORD.search(value):
+        raise fail(key, "holds a URL with a password: a bundle is copied to every host and "
+                   "medium", hint="leave the password out of the URL and give it on the "
+                   "device (a file the K3s service reads, e.g. an environment file)")
 
 
 def check_k3s_config(table: Any, *, k3s: str, where: str, fail: Fail) -> dict[str, Any]:
@@ -81,15 +99,37 @@ def check_k3s_config(table: Any, *, k3s: str, where: str, fail: Fail) -> dict[st
             for i, item in enumerate(value):
                 if not _scalar_ok(item):
                     raise fail(f"{kw}[{i}]", "must be a string, number or boolean")
+                _check_text(item, f"{kw}[{i}]", fail)
         elif not _scalar_ok(value):
             raise fail(kw, f"must be a string, number, boolean or list of them, not "
                        f"{type(value).__name__}")
+        _check_text(value, kw, fail)
         out[key] = list(value) if isinstance(value, list) else value
     return out
 
 
+def _endpoint_host(url: Any, key: str, fail: Fail) -> str:
+    """A mirror endpoint's ``host[:port]``: an http(s) URL that parses (a bracketed IPv6
+    address that closes, a port in 1-65535), without credentials, query, fragment, spaces or
+    control characters."""
+    bad = fail(key, f"{str(url)[:200]!r} is not an http(s):// registry URL",
+               hint="scheme, host, optional port (1-65535) and path; no credentials")
+    if not isinstance(url, str) or len(url) > _MAX_TEXT or _CONTROL.search(url) \
+            or any(c.isspace() for c in url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or parts.username or parts.password or port == 0:
+        raise bad
+    return parts.netloc
+
+
 def _abs_path(value: Any, key: str, fail: Fail) -> str:
-    if not isinstance(value, str) or not value.startswith("/") or "\n" in value \
+    if not isinstance(value, str) or not value.startswith("/") or _CONTROL.search(value) \
             or len(value) > _MAX_TEXT or "/../" in value + "/":
         raise fail(key, f"{value!r} must be an absolute path on the device",
                    hint="the file is not shipped: the device must have it at that path")
@@ -146,21 +186,13 @@ def _endpoint_hosts(endpoints: Any, rw: str, fail: Fail) -> list[str]:
     if not isinstance(endpoints, list) or not endpoints:
         raise fail(f"{rw}.endpoint", "must be a non-empty list of registry URLs",
                    hint='e.g. endpoint = ["https://registry.site.local:5000"]')
-    hosts = []
-    for i, url in enumerate(endpoints):
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
-                or parts.query or parts.fragment or parts.username or parts.password \
-                or any(c.isspace() for c in url) or len(url) > _MAX_TEXT:
-            raise fail(f"{rw}.endpoint[{i}]", f"{url!r} is not an http(s):// registry URL",
-                       hint="scheme, host, optional port and path; no credentials")
-        hosts.append(parts.netloc)
-    return hosts
+    return [_endpoint_host(url, f"{rw}.endpoint[{i}]", fail) for i, url in enumerate(endpoints)]
 
 
 def _rewrite(rewrite: Any, rw: str, fail: Fail) -> dict[str, str]:
     if not isinstance(rewrite, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in rewrite.items()):
+            isinstance(k, str) and isinstance(v, str) and not _CONTROL.search(k + v)
+            for k, v in rewrite.items()):
         raise fail(f"{rw}.rewrite", "must be a table of regular expression = "
                    "replacement strings", hint='e.g. "^rancher/(.*)" = "mirror/$1"')
     for pattern in rewrite:
@@ -189,36 +221,33 @@ def _mirror_tls(entry: dict[str, Any], rw: str, fail: Fail) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- YAML
 
 
-def _yaml(value: Any, indent: int) -> list[str]:
-    pad = "  " * indent
-    if isinstance(value, dict):
-        if not value:
-            return [pad + "{}"]
-        lines = []
-        for key in sorted(value):
-            item = value[key]
-            plain = _PLAIN_KEY.match(key) and key.lower() not in _YAML_WORDS
-            head = f"{pad}{key if plain else json.dumps(key)}:"
-            if isinstance(item, (dict, list)) and item:
-                lines.append(head)
-                lines += _yaml(item, indent + 1)
-            else:
-                lines.append(head + " " + _yaml(item, 0)[0])
-        return lines
-    if isinstance(value, list):
-        if not value:
-            return [pad + "[]"]
-        return [f"{pad}- {_yaml(item, 0)[0]}" for item in value]
-    if isinstance(value, bool):
-        return [pad + ("true" if value else "false")]
-    if isinstance(value, int):
-        return [pad + str(value)]
-    return [pad + json.dumps(value)]   # a JSON string is a YAML double-quoted scalar
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no types here
+    """Every string double-quoted: K3s reads config.yaml with Go YAML 1.1 rules, where a plain
+    ``y``, ``n`` or ``off`` is a boolean (PyYAML only quotes the words its own resolver knows,
+    and ``y``/``n`` are not among them); numbers and booleans stay plain."""
+
+
+_Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v,
+                                                             style='"'))
 
 
 def _document(comment: str, doc: dict[str, Any]) -> bytes:
-    return ("".join(f"# {line}\n" for line in comment.splitlines())
-            + "\n".join(_yaml(doc, 0)) + "\n").encode()
+    """``doc`` as YAML by PyYAML's emitter (sorted keys, block style, strings double-quoted
+    with characters written as themselves, never a surrogate-pair escape, no line folding),
+    read back by libyaml and refused unless it gives ``doc`` again: what is shipped is exactly
+    what was checked."""
+    body: str = yaml.dump(doc, Dumper=_Dumper, sort_keys=True, allow_unicode=True,
+                          default_flow_style=False, width=1 << 20)
+    data = ("".join(f"# {line}\n" for line in comment.splitlines()) + body).encode()
+    try:
+        back = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        back = e
+    if back != doc:
+        raise SpecError("the K3s configuration does not read back as written "
+                        f"({str(back)[:200]})", hint="remove unusual characters from the "
+                        "k3s_config or mirrors values")
+    return data
 
 
 def config_yaml(bundle: str, config: dict[str, Any]) -> bytes:

@@ -2,16 +2,15 @@
 ``PATH/metadata/...`` and ``PATH/targets/...`` as on the stick). Large files are resumed with
 ``Range`` from a partial file beside the destination (kept across runs) and retried on resets,
 timeouts and 5xx (``ocidist.Client.download``); at most 5 redirects, http(s) only, never from
-https to http; plain http only to loopback (``ocidist.is_loopback``) unless ``plain_http``;
-https checks the server against the system CAs or ``ca_file``."""
+https to http (not even to loopback); plain http only when the mirror and any proxy on the way
+are loopback (``regauth.clear_route_refusal``) unless ``plain_http``; https checks the server
+against the system CAs or ``ca_file``."""
 
 import http.client
 import os
-import ssl
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Optional
 
 from installer.errors import ConfigError, FormatError, TransferError
@@ -19,36 +18,14 @@ from installer.sources import ocidist
 from installer.sources.base import Missing, Options, Source, check_path
 
 
-class _MirrorRedirects(ocidist._Redirects):
-    """The registry client's redirect rules, and plain http only to loopback (unless the
-    user allowed it): a mirror on https or on loopback cannot send the device elsewhere over
-    plain http."""
-
-    def __init__(self, plain_http: bool) -> None:
-        super().__init__()
-        self.plain_http = plain_http
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        new = urllib.parse.urlsplit(newurl)
-        if new.scheme == "http" and not self.plain_http and not ocidist.is_loopback(new.netloc):
-            raise TransferError(f"{req.full_url} redirected to plain http ({newurl})",
-                                hint="plain http goes only to loopback; pass --plain-http "
-                                     "to allow it")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)  # type: ignore[no-untyped-call]
-
-
 class _MirrorClient(ocidist.Client):
-    """``ocidist.Client``'s transport (retries, resumable verified downloads, redirect rules,
-    TLS with a CA file) for a plain static server: its errors name the mirror, and a 404 is
-    :class:`Missing`."""
+    """``ocidist.Client``'s transport (retries, resumable verified downloads, the route and
+    redirect rules of ``regauth``, checked before any connection; TLS with a CA file) for a
+    plain static server: its errors name the mirror, and a 404 is :class:`Missing`."""
 
     def __init__(self, scheme: str, host: str, *, plain_http: bool,
                  ca_file: Optional[str]) -> None:
-        super().__init__(host, plain_http=plain_http, ca_file=ca_file)
-        self.scheme = scheme
-        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
-        self._opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=context), _MirrorRedirects(plain_http))
+        super().__init__(host, plain_http=plain_http, ca_file=ca_file, scheme=scheme)
 
     def _http_error(self, e: "urllib.error.HTTPError", url: str, what: str) -> TransferError:
         if e.code in (404, 410):
@@ -77,13 +54,6 @@ class HttpSource:
             raise ConfigError(f"source {url!r} is not an http(s)://HOST[:PORT]/PATH URL",
                               hint="give the URL of the repository folder, without query, "
                                    "fragment or credentials")
-        if parts.scheme == "http" and not plain_http and not ocidist.is_loopback(parts.netloc):
-            raise ConfigError(f"source {url}: plain http to {parts.hostname}, which is not "
-                              "loopback",
-                              hint="serve the mirror over https (--ca-file for a private "
-                                   "CA), or pass --plain-http: what is fetched is verified "
-                                   "either way, but http lets anyone on the path see and "
-                                   "stall it")
         if ca_file is not None and not os.path.isfile(ca_file):
             raise ConfigError(f"--ca-file {ca_file} does not exist")
         self.label = url.rstrip("/")

@@ -8,10 +8,13 @@ and Bearer-token auth (the distribution token flow); a custom CA file; redirects
 (at most 5, http(s) only, never https -> http, the Authorization header never follows a
 redirect); bounded retries with backoff on resets, timeouts and 5xx.
 
-Where credentials may go: only to the registry's own host, or to a token realm on that host
-(any port), and only over https or to loopback. Anonymous token requests follow the same scheme
-rule. Registries on loopback (127.0.0.0/8, ``localhost``, ``::1``) are reached over plain HTTP,
-as Docker does, unless a CA file is given; any other host needs ``plain_http=True`` for that.
+Where credentials may go, and over which hops, is ``regauth``'s one policy (shared with the
+builder): only to the registry's own host (any port), over https, or over plain http when the
+registry and the proxy the environment names for it (``http_proxy``, ``no_proxy``) are both
+loopback; checked when the client is made, before any connection. Registries on loopback
+(127.0.0.0/8, ``localhost``, ``::1``) are reached over plain HTTP, as Docker does, unless a CA
+file is given; any other host, or a loopback one behind a non-loopback proxy, needs
+``plain_http=True`` for that (and then gets no credentials).
 
 What it does not do: push, list tags, or trust anything it fetched: callers verify what they
 got exactly as if it came from a USB stick.
@@ -20,7 +23,6 @@ got exactly as if it came from a USB stick.
 import base64
 import hashlib
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -34,6 +36,8 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
 from installer.fsio import CHUNK, adopt_verified
+from installer.sources import regauth, routing
+from installer.sources.regauth import is_loopback as is_loopback  # one rule, re-exported
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -43,7 +47,7 @@ MANIFEST_TYPES = (
 )
 MAX_MANIFEST = 4 * 1024 * 1024
 MAX_TOKEN_BODY = 64 * 1024
-MAX_REDIRECTS = 5
+MAX_REDIRECTS = routing.MAX_REDIRECTS
 ATTEMPTS = 5
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REPO_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
@@ -98,28 +102,6 @@ def parse_oci_url(text: str) -> OciRef:
     return OciRef(host, path, reference)
 
 
-def is_loopback(host: Optional[str]) -> bool:
-    """Whether ``host`` (a name, ``host:port``, ``[v6]:port`` or a bare IP) is loopback:
-    127.0.0.0/8, ``::1`` or ``localhost``. The one rule of both packages (the builder's
-    credential and plain-http checks call it too)."""
-    if not host:
-        return False
-    try:
-        ipaddress.ip_address(host)
-        name = host  # a bare address (``::1`` has colons but no port)
-    except ValueError:
-        try:
-            name = urllib.parse.urlsplit("//" + host).hostname or ""
-        except ValueError:
-            return False
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def credentials_from(file: Optional[str], env: Mapping[str, str]) -> Optional[Credentials]:
     """Credentials from a file (``{"username": .., "password": ..}`` or one ``user:password``
     line) or from ``AIRGAP_REGISTRY_USERNAME``/``AIRGAP_REGISTRY_PASSWORD``; never from the
@@ -146,47 +128,58 @@ def credentials_from(file: Optional[str], env: Mapping[str, str]) -> Optional[Cr
     return None
 
 
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    max_redirections = MAX_REDIRECTS
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
-        if new.scheme not in ("http", "https"):
-            raise TransferError(f"{req.full_url} redirected to {newurl}: only http(s) is "
-                                "followed")
-        if old.scheme == "https" and new.scheme == "http" and not is_loopback(new.netloc):
-            raise TransferError(f"{req.full_url} redirected to plain http ({newurl})",
-                                hint="the registry must not downgrade to http")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _challenge(header: str) -> Tuple[str, Dict[str, str]]:
-    scheme, _, rest = header.strip().partition(" ")
-    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
-    return scheme.lower(), params
-
-
 class Client:
     """One registry host. Not thread-safe (a device fetches one thing at a time)."""
 
     def __init__(self, host: str, *, plain_http: bool = False, ca_file: Optional[str] = None,
-                 credentials: Optional[Credentials] = None, timeout: float = 60.0) -> None:
+                 credentials: Optional[Credentials] = None, timeout: float = 60.0,
+                 scheme: Optional[str] = None,
+                 proxies: Optional[Mapping[str, str]] = None) -> None:
+        """``proxies`` as ``urllib.request.getproxies()`` reads them from the environment
+        (the default); the route to the registry is checked against ``regauth`` here, before
+        any connection: plain http only over loopback hops unless ``plain_http``, and
+        credentials never in clear over a non-loopback hop."""
         self.host = host
         # loopback without a CA is plain http, as Docker treats it; with a CA, https
-        self.scheme = "http" if plain_http or (is_loopback(host) and not ca_file) else "https"
+        self.scheme = scheme or (
+            "http" if plain_http or (is_loopback(host) and not ca_file) else "https")
         self.credentials = credentials
         self.timeout = timeout
-        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
-        self._opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=context), _Redirects())
+        self.proxies: Mapping[str, str] = dict(
+            urllib.request.getproxies() if proxies is None else proxies)
+        self._opener = routing.opener(self.proxies, plain_http=plain_http, ca_file=ca_file)
         self._tokens: Dict[str, str] = {}
         self._basic = False
+        self._check_route(plain_http)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    def _check_route(self, plain_http: bool) -> None:
+        """Refuse, before any connection, a route ``regauth`` forbids."""
+        proxy = regauth.proxy_for(self.base_url, self.proxies)
+        why = None if plain_http else regauth.clear_route_refusal(self.base_url, proxy=proxy)
+        if why is not None:
+            raise ConfigError(f"{self.base_url}: {why}",
+                              hint="serve it over https (--ca-file for a private CA), bypass "
+                                   "the proxy with no_proxy, or pass --plain-http: what is "
+                                   "fetched is verified either way, but http lets anyone on "
+                                   "the path see and stall it")
+        if self.credentials is not None:
+            why = self._credentials_refusal(self.base_url)
+            if why is not None:
+                raise ConfigError(f"registry credentials not sent: {why}",
+                                  hint="credentials go only over https, or over plain http "
+                                       "when the registry and any proxy are on loopback; "
+                                       "set no_proxy for the registry or use https")
 
     # ---- auth ------------------------------------------------------------------------
-    def _may_send_credentials(self, url: str) -> bool:
-        parts = urllib.parse.urlsplit(url)
-        same_host = parts.hostname == urllib.parse.urlsplit("//" + self.host).hostname
-        return same_host and (parts.scheme == "https" or is_loopback(parts.netloc))
+    def _credentials_refusal(self, url: str) -> Optional[str]:
+        """``regauth.credentials_refusal`` for this registry: its own host, any port."""
+        hostname = urllib.parse.urlsplit("//" + self.host).hostname or self.host
+        return regauth.credentials_refusal(self.base_url, url, allowed_hosts=(hostname,),
+                                           proxy=regauth.proxy_for(url, self.proxies))
 
     def _authorization(self, scope: str) -> Optional[str]:
         if scope in self._tokens:
@@ -199,17 +192,20 @@ class Client:
     def _fetch_token(self, params: Dict[str, str], scope: str) -> None:
         realm = params.get("realm", "")
         parts = urllib.parse.urlsplit(realm)
-        if parts.scheme not in ("http", "https") or (
-                parts.scheme == "http" and not is_loopback(parts.netloc)):
-            raise TransferError(f"registry {self.host} sends clients to token realm {realm!r}",
+        why = regauth.redirect_refusal(self.base_url, realm) or regauth.clear_route_refusal(
+            realm, proxy=regauth.proxy_for(realm, self.proxies))
+        if why is not None:
+            raise TransferError(f"registry {self.host} sends clients to token realm "
+                                f"{realm[:200]!r}: {why}",
                                 hint="a token realm must be https (or on loopback)")
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         req = urllib.request.Request(realm + ("&" if parts.query else "?")
                                      + urllib.parse.urlencode(query))
         if self.credentials:
-            if not self._may_send_credentials(realm):
-                raise ConfigError(f"registry {self.host} asks for credentials at {realm}, "
-                                  "another host or plain http: not sent",
+            why = self._credentials_refusal(realm)
+            if why is not None:
+                raise ConfigError(f"registry {self.host} asks for credentials at "
+                                  f"{realm[:200]}: not sent: {why}",
                                   hint="use a registry whose token service is on its own host "
                                        "over https")
             pair = f"{self.credentials.username}:{self.credentials.password}".encode()
@@ -254,13 +250,14 @@ class Client:
     def request(self, path: str, *, what: str, headers: Optional[Dict[str, str]] = None,
                 scope: str) -> http.client.HTTPResponse:
         """GET ``path`` with auth (answering one challenge); the caller closes the answer."""
-        url = f"{self.scheme}://{self.host}{path}"
+        url = f"{self.base_url}{path}"
         for attempt in range(2):
             req = urllib.request.Request(url, headers=dict(headers or {}))
             auth = self._authorization(scope)
             if auth:
-                if auth.startswith("Basic ") and not self._may_send_credentials(url):
-                    raise ConfigError(f"not sending credentials to {url} over plain http",
+                why = self._credentials_refusal(url) if auth.startswith("Basic ") else None
+                if why is not None:
+                    raise ConfigError(f"registry credentials not sent: {why}",
                                       hint="use https, or a registry on loopback")
                 req.add_unredirected_header("Authorization", auth)
             try:
@@ -270,7 +267,7 @@ class Client:
                 e.close()
                 if e.code != 401 or attempt == 1 or not challenge:
                     raise self._http_error(e, url, what) from None
-                scheme, params = _challenge(challenge)
+                scheme, params = regauth.parse_challenge(challenge)
                 if scheme == "bearer":
                     self._fetch_token(params, scope)
                 elif scheme == "basic" and self.credentials:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Union
 
 import yaml
 
-from .httpbase import LoopbackServer, QuietHandler, ServerLifecycle, _Server
+from .httpbase import LoopbackServer, QuietHandler, ServerLifecycle, _Server, drain_request_body
 from .oci import LayerFile, targz_bytes
 from .procs import LOOPBACK
 from .tls import TlsFiles, make_server_cert
@@ -255,6 +255,11 @@ class _Handler(QuietHandler):
         self.do_GET()
 
     def do_POST(self) -> None:
+        drain_request_body(self)
+        self.do_GET()
+
+    def do_PUT(self) -> None:
+        drain_request_body(self)
         self.do_GET()
 
     def do_GET(self) -> None:
