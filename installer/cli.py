@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Dict, List, NoReturn, Optional
 
 from installer import __version__
-from installer.commands import install, progress, reconfigure, sync, synccli
+from installer.commands import install, progress, reconfigure, reportcli, sync, synccli
 from installer.commands.results import ReceiptWritten, Result
 from installer.errors import (
     EXIT_CODES,
@@ -21,6 +21,7 @@ from installer.errors import (
     EnvironmentProblem,
     InstallerError,
 )
+from installer.format import safetext
 from installer.host import receipt
 from installer.host.layout import Layout
 from installer.host.options import Given
@@ -108,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--arch", help="install this architecture (with --root other than / only)")
     i.add_argument("--switch-bundle", action="store_true",
                    help="replace an installed bundle of another name")
+    reportcli.add_reporting(i)
 
     st = sub.add_parser("status", parents=[common], help="show what is installed")
     st.add_argument("--verify", action="store_true",
@@ -133,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     _start_args(r)
     r.add_argument("--allow-k3s-downgrade", action="store_true",
                    help="roll back across a K3s minor (needs a datastore snapshot of it)")
+    reportcli.add_reporting(r)
+    reportcli.add_parser(sub, common)
 
     sub.add_parser("recover", parents=[common, locking],
                    help="finish or undo a change interrupted by a crash")
@@ -161,16 +165,21 @@ def _main(argv: Optional[List[str]] = None) -> int:
         args = _parser().parse_args(argv)
     except UsageError as e:
         return _fail(argparse.Namespace(json="--json" in argv), e)
+    try:
+        check_args(args)
+    except InstallerError as e:
+        return _fail(args, e)
     layout = Layout(os.path.abspath(args.root))
 
     def report(message: str) -> None:
         if not args.quiet or message.startswith("warning"):
-            print("airgap-install: " + message, file=sys.stderr)
+            print("airgap-install: " + safetext.escape(message), file=sys.stderr)
 
     meter = None if args.json or args.quiet else progress.factory(report)
     try:
         result = _run(args, layout, report, meter=meter)
     except InstallerError as e:
+        reportcli.after(args, layout, None, error=e, say=report)
         return _fail(args, e)
     except OSError as e:
         where = " ".join(x for x in (e.filename, e.filename2) if x)
@@ -186,11 +195,12 @@ def _main(argv: Optional[List[str]] = None) -> int:
                                           hint="please report it with the output on stderr"),
                              indent=1, sort_keys=True))
         return 1
+    reportcli.after(args, layout, result, error=None, say=report)
     if args.json:
         print(json.dumps(result.to_json(), indent=1, sort_keys=True))
     else:
         for line in result.to_text():
-            print(line)
+            print(safetext.escape(line))
     damaged = result.damaged()
     if damaged:  # status --verify found differences (or a repair left some): exit 3
         print(f"airgap-install: error: {damaged} placed file(s) differ from the "
@@ -203,11 +213,17 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
          *, meter: Optional[install.Progress]) -> Result:
     if args.command == "trust":
         pinned = install.trust_root(layout, args.root_json, wait=args.wait)
+        reportcli.trusted(layout)
         if args.ring:
             pinned = replace(pinned, ring=sync.set_ring(layout, args.ring).ring)
         return pinned
     if args.command in synccli.COMMANDS:
         return synccli.run(args, layout, report)
+    if args.command in reportcli.COMMANDS:
+        return reportcli.run(args, layout)
+    planned = reportcli.dry_run(args, layout, lambda: _request(args))
+    if planned is not None:
+        return planned
     if args.command == "verify":
         return install.verify_bundle(layout, args.bundle, arch=args.arch, progress=meter)
     if args.command == "install":
@@ -222,7 +238,7 @@ def _run(args: argparse.Namespace, layout: Layout, report: install.Report,
         if args.check:
             synccli.check_expiry(result.sync or {}, now=int(time.time()),
                                  warn_days=args.warn_days)
-        return result
+        return reportcli.with_device(layout, result)
     if args.command == "rollback":
         return install.rollback(layout, wait=args.wait, skip_start=args.skip_start,
                                 allow_k3s_downgrade=args.allow_k3s_downgrade,
@@ -241,8 +257,20 @@ def error_object(code: int, kind: str, message: str, *, hint: Optional[str]) -> 
     return {"error": {"code": code, "kind": kind, "message": message, "hint": hint}}
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every option value is one line of printable text (THREATS 52); a health command is a
+    shell script and may span lines."""
+    for key, value in sorted(vars(args).items()):
+        if isinstance(value, str):
+            safetext.check_value(value, what="--" + key.replace("_args", "").replace("_", "-"),
+                                 allow="\n\t" if key == "health_cmd" else "")
+
+
 def _fail(args: argparse.Namespace, e: InstallerError) -> int:
-    print(f"airgap-install: error: {e}", file=sys.stderr)
+    """The one error printer: what, where and the hint, control characters escaped."""
+    text = safetext.escape(e.message) + (f"\n  hint: {safetext.escape(e.hint)}" if e.hint
+                                           else "")
+    print(f"airgap-install: error: {text}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps(error_object(e.exit_code, type(e).__name__, e.message, hint=e.hint),
                          indent=1, sort_keys=True))

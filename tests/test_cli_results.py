@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any, List, Tuple
 
@@ -27,6 +28,8 @@ TIME_KEYS = "installed_at|last_sync|at|expires"
 
 def _mask(text: str, tmp: Path) -> str:
     text = text.replace(str(tmp), "TMP")
+    text = re.sub(r'("hostname": )"[^"]*"', r'\1"HOST"', text)  # the machine's own name
+    text = re.sub(r"\(" + re.escape(socket.gethostname()) + r"\)", "(HOST)", text)
     text = re.sub(rf'("({TIME_KEYS})": )\d+', r"\1N", text)
     text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "TIME", text)
     return re.sub(r"\b[0-9a-f]{12,64}\b", "HEX", text)

@@ -118,8 +118,9 @@ LAYERS = {
     "bundler.lock": 5,
     "bundler.assemble": 6,
     "bundler.repo": 7, "bundler.registry": 7,  # repo publishes deltas (assemble's writer)
-    "bundler.cli": 8,
-    "bundler.__main__": 9,
+    "bundler.fleet": 8,  # reads the ring repository (repo)
+    "bundler.cli": 9,
+    "bundler.__main__": 10,
 }
 LOOSE_LIMIT = 8
 

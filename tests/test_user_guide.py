@@ -41,6 +41,8 @@ SECTIONS = {
     ('repo', 'push'): '### `bundle repo push DIRECTORY oci://HOST/REPO[:TAG]`',
     ('push',): '## `bundle push BUNDLE... oci://HOST/REPO[:TAG]`',
     ('pull',): '## `bundle pull oci://HOST/REPO:TAG`',
+    ("fleet", "enroll"): "## `bundle fleet enroll`",
+    ("fleet", "status"): "## `bundle fleet status`",
     ('mirror',): '## `bundle mirror --to oci://HOST[/PREFIX]`',
     (): "## Global options and machine-readable output",
 }

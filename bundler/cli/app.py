@@ -18,7 +18,19 @@ import click
 from click.utils import PacifyFlushWrapper
 
 from bundler import __version__
-from bundler.cli import build, diff, discover, fleet, inspect, keys, lock, repo, split, verify
+from bundler.cli import (
+    build,
+    diff,
+    discover,
+    fleet,
+    fleetcmd,
+    inspect,
+    keys,
+    lock,
+    repo,
+    split,
+    verify,
+)
 from bundler.cli.context import CONTEXT, Ctx
 from bundler.errors import EXIT_CODES, exit_code_for
 from installer.errors import ToolError
@@ -52,7 +64,7 @@ def cli(ctx: click.Context, *, spec: Path, lock_path: Path | None, quiet: bool) 
 
 for _cmd in [*lock.commands, *build.commands, *inspect.commands, keys.keys,
              *discover.commands, *verify.commands, *diff.commands, *split.commands,
-             *repo.commands, *fleet.commands]:
+             *repo.commands, *fleet.commands, *fleetcmd.commands]:
     cli.add_command(_cmd)
 
 

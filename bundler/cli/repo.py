@@ -9,6 +9,8 @@ from typing import Any, Callable
 import click
 
 from bundler.cli.context import CONTEXT, out
+from bundler.cli.fleetcmd import evidence_gate, evidence_options
+from bundler.fleet.reports import remember
 
 MAX_DAYS = 3660  # bundler.repo.repostore.MAX_DAYS (not imported: python-tuf loads on use)
 
@@ -186,6 +188,7 @@ def publish_cmd(*, bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_di
               help="Time it must have spent in --from first: 30m, 24h, 7d.")
 @click.option("--percent", type=click.IntRange(1, 100), default=100, show_default=True,
               help="Fraction of --to's devices that take it (raise by promoting again).")
+@evidence_options
 @_lifetimes
 @_pass_opt
 @_json_opt
@@ -194,12 +197,22 @@ def promote_cmd(*, name: str, version: str, repo_dir: Path, source: str, dest: s
                 as_json: bool, **kw: Any) -> None:
     """List in --to the very entries (same hashes) --from lists for NAME VERSION."""
     from bundler.repo.ringops import parse_duration, promote
+    soak = parse_duration(min_soak)
+    gate = evidence_gate(kw, name=name, version=version, repo_dir=repo_dir, source=source,
+                         dest=dest, percent=percent, min_soak=soak)
+    if gate is not None and gate.get("dry_run"):
+        out(as_json, gate["plan"], "\n".join(gate["text"]))
+        return
     done = promote(name, version, directory=repo_dir, keys_dir=keys_dir, source=source,
-                   dest=dest, min_soak=parse_duration(min_soak), percent=percent,
-                   lifetimes=_lt(kw), passphrase_env=passphrase_env)
-    out(as_json, {"promoted": done}, "\n".join(
+                   dest=dest, min_soak=soak, percent=percent,
+                   lifetimes=_lt(kw), passphrase_env=passphrase_env,
+                   evidence=gate["record"] if gate else None)
+    if gate is not None:
+        remember(repo_dir, gate["collected"])
+    out(as_json, {"promoted": done, "evidence": gate["record"] if gate else None}, "\n".join(
         f"promoted {d['target']} to {d['ring']} at {d['percent']}% (sha256 "
-        f"{d['sha256'][:12]})" for d in done) + _staged(done, repo_dir))
+        f"{d['sha256'][:12]})" for d in done) + _staged(done, repo_dir)
+        + (f"\nevidence: {gate['reason']}" if gate else ""))
 
 
 @click.command("yank", context_settings=CONTEXT)

@@ -58,7 +58,8 @@ def status(directory: Path | str, *, now: int | None = None,
                 arches[c["arch"]] = {"name": c["name"], "version": c["version"],
                                      "since": _iso(int(c["entered"])),
                                      "percent": c["percent"], "target": path,
-                                     "sha256": t.hashes["sha256"]}
+                                     "sha256": t.hashes["sha256"],
+                                     "promotion": c.get("promotion")}
         rings[ring] = {"arches": arches, "deltas": deltas,
                        "listed": sorted(md.signed.targets),
                        "yanked": list(md.signed.unrecognized_fields.get(YANKED, []))}
@@ -119,6 +120,10 @@ def status_text(report: dict[str, Any]) -> list[str]:
         for arch, a in sorted(info["arches"].items()):
             lines.append(f"  {arch}: {a['name']} {a['version']} since {a['since']}, "
                          f"{a['percent']}% ({a['sha256'][:12]})")
+            why = a.get("promotion")
+            if why:  # bundle promote --reports: the fleet's evidence (bundler/fleet/gate.py)
+                lines.append(f"    promoted from {why['from']} at {_iso(why['at'])} on the "
+                             f"evidence of {len(why['reports'])} report(s): {why['reason']}")
         for d in info.get("deltas", []):
             full = d.get("full_length")
             share = f", {100 * d['length'] / full:.1f}% of the full bundle" if full else ""

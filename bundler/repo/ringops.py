@@ -241,9 +241,11 @@ def parse_duration(text: str) -> int:
 def promote(name: str, version: str, *, directory: Path | str, keys_dir: Path | str,
             source: str, dest: str, min_soak: int = 0, percent: int = 100,
             lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
-            now: int | None = None) -> list[dict[str, Any]]:
+            now: int | None = None, evidence: dict[str, Any] | None = None
+            ) -> list[dict[str, Any]]:
     """List in ``dest`` exactly the entries (same hashes) that ``source`` lists for NAME
-    VERSION, once they have soaked ``min_soak`` seconds in ``source``."""
+    VERSION, once they have soaked ``min_soak`` seconds in ``source``. ``evidence`` (the
+    fleet's verdict, ``bundler.fleet.gate``) is signed into each entry as ``promotion``."""
     repo = Repo(directory, keys_dir, passphrase_env=passphrase_env).begin()
     now = _now(now)
     if not 1 <= percent <= 100:
@@ -274,6 +276,9 @@ def promote(name: str, version: str, *, directory: Path | str, keys_dir: Path | 
         custom["entered"] = old.custom.get("entered", now) if old is not None else now
         if not ringdeltas.is_delta(t):
             custom["percent"] = percent
+        custom.pop("promotion", None)  # the source ring's own reason is not this one
+        if evidence is not None:
+            custom["promotion"] = dict(evidence, at=now)
         dst.signed.targets[path] = TargetFile(t.length, dict(t.hashes), path,
                                               {"custom": custom})
         out.append({"target": path, "sha256": t.hashes["sha256"], "ring": dest,

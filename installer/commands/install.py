@@ -33,12 +33,13 @@ from installer.commands.results import (
 )
 from installer.errors import ConfigError, InstallerError
 from installer.format import bundlefmt
-from installer.fsio import fsync_dir, write_verified
+from installer.fsio import fsync_dir, open_regular, read_regular, write_verified
 from installer.host import delta, failpoint, imagecache, options, preflight, repair, summary, txn
 from installer.host.layout import REGISTRIES_KEPT, Layout, Target, targets_for
 from installer.host.options import Given, NodeOptions
 from installer.host.place import foreign_files
 from installer.host.state import Release, RunLock, State, load_journal, load_state, read_anchor
+from installer.host.state import anchor_if_readable as anchor_if_readable
 from installer.sources import partsource
 from installer.trust import rootmeta, verify
 
@@ -63,15 +64,16 @@ class InstallRequest:
 def trust_root(layout: Layout, root_json: str, *, wait: bool = False) -> Pinned:
     """Pin the trust anchor (first use only); later roots arrive signed inside bundles."""
     try:
-        with verify.open_regular(root_json, what="root") as f:
+        with open_regular(root_json, what="root") as f:
             data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise ConfigError(f"cannot read {root_json}: {e.strerror}") from None
     root = rootmeta.load_trusted_root(data)  # structure and self-signature
     with RunLock(layout, wait=wait):
-        if os.path.exists(layout.trust_anchor):
-            with open(layout.trust_anchor, "rb") as f:
-                pinned = rootmeta.parse_root(f.read(), what=layout.trust_anchor)
+        anchor = read_regular(layout.trust_anchor, what="trust anchor",
+                              limit=bundlefmt.MAX_HEADER_MEMBER + 1)
+        if anchor is not None:
+            pinned = rootmeta.parse_root(anchor, what=layout.trust_anchor)
             if pinned.signed_bytes == root.signed_bytes:
                 return Pinned(layout.trust_anchor, pinned.version,
                               rootmeta.root_fingerprint(pinned), changed=False)
@@ -148,9 +150,7 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
                                      progress=progress, applied=applied)
             if got:
                 result = adding(result, got.fields())
-        if applied is not None:  # a delta, staged straight from it and the kept base release
-            result = adding(result, {"bundle": req.source, "delta": applied.info})
-        return result
+        return adding(result, {"bundle": req.source, "delta": applied.info}) if applied else result
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,
@@ -201,9 +201,9 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         size = policy.human_bytes(m.payload_size)
         report(f"verified signatures of {label}; copying {size} into staging")
         staging = _new_staging(layout)
-        (applied or verify).stage_payload(opened, staging,
-                             on_bytes=progress(m.payload_size, "copied") if progress else None,
-                             after_member=lambda p: failpoint.hit("after-stage-member"))
+        stage = applied.stage_payload if applied else verify.stage_payload  # a delta: its own
+        stage(opened, staging, on_bytes=progress(m.payload_size, "copied") if progress else None,
+              after_member=lambda p: failpoint.hit("after-stage-member"))
     except BaseException:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -395,9 +395,8 @@ def status(layout: Layout, *, check: bool = False) -> Status:
     except InstallerError as e:
         journal = {"op": "unknown", "error": e.message}
     anchor = fingerprint = None
-    if os.path.exists(layout.trust_anchor):
-        with open(layout.trust_anchor, "rb") as f:
-            data = f.read()
+    data = anchor_if_readable(layout)  # `status` keeps working; install and sync name it
+    if data is not None:
         anchor = verify.anchor_version(data)
         fingerprint = _fingerprint(data)
     return Status(

@@ -17,7 +17,7 @@ from installer import policy
 from installer.commands.results import Reconfigured, Unchanged
 from installer.errors import ConfigError, DigestMismatch
 from installer.format import bundlefmt
-from installer.fsio import verify_file
+from installer.fsio import open_regular, verify_file
 from installer.host import options, summary, txn
 from installer.host.layout import Layout, Target, targets_for
 from installer.host.options import Given, NodeOptions
@@ -63,7 +63,7 @@ def report_options(report: Report, given: Given, node: NodeOptions, *,
 def kept_targets(layout: Layout, release: Release, role: str) -> List[Target]:
     """The targets of a kept release for another role, from its verified manifest copy."""
     path = os.path.join(layout.release_dir(release.digest), bundlefmt.MANIFEST_NAME)
-    with open(path, "rb") as f:
+    with open_regular(path, what="kept manifest") as f:
         data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     if hashlib.sha256(data).hexdigest() != release.digest:
         raise DigestMismatch(f"kept manifest {path} no longer matches its sha256 "

@@ -274,6 +274,7 @@ class Synced(Result):
     override: Optional[Mapping[str, Any]]
     current: Optional[Json]
     previous: Optional[Json] = None
+    gate: Optional[str] = None   # "passed": an interrupted health gate was run again
 
     def to_json(self) -> Json:
         out: Json = {"action": self.action, "ring": self.ring, "reason": self.reason,
@@ -281,6 +282,8 @@ class Synced(Result):
                      "current": self.current}
         if self.action != "up-to-date":
             out["previous"] = self.previous
+        if self.gate is not None:
+            out["gate"] = self.gate
         return out
 
     def to_text(self) -> List[str]:
@@ -382,6 +385,9 @@ class Status(Result):
 
 def ring_lines(info: Json) -> List[str]:
     """The ring part of ``status`` (sync.sync_status)."""
+    if info.get("error"):  # a refused sync record: status still works and says so
+        return [f"sync record: {info['error']}"] + (
+            [f"  hint: {info['hint']}"] if info.get("hint") else [])
     if not info.get("ring"):
         return ["ring: none (airgap-install config ring NAME)"]
     lines = [f"ring: {info['ring']}"]

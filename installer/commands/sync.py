@@ -21,139 +21,44 @@ Files::
                                                   download is resumed by the next sync)
 """
 
+import hashlib
 import os
 import posixpath
 import shutil
-import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
-from installer.commands import install
-from installer.commands.results import RingSet, Synced
+from installer.commands import install, syncgate, syncstate
+from installer.commands.results import Synced
+from installer.commands.syncgate import DEFAULT_HEALTH as DEFAULT_HEALTH  # sync's API
+from installer.commands.syncstate import set_ring as set_ring
+from installer.commands.syncstate import sync_status as sync_status
 from installer.errors import (
     ConfigError,
-    HealthGateFailed,
+    DigestMismatch,
     InstallerError,
     PolicyRefusal,
     TransferError,
+    UntrustedContent,
 )
 from installer.format import canonjson
-from installer.fsio import write_verified
+from installer.fsio import iter_file, open_regular
 from installer.host import preflight
-from installer.host.layout import TRUST_DIR, Layout
+from installer.host.layout import Layout
 from installer.host.options import Given
-from installer.host.state import Options, RunLock, load_state, read_anchor
-from installer.sources import ocidist, remote
+from installer.host.state import Options, RunLock, load_state
+from installer.sources import ocidist, remote, transfer
 from installer.trust import rings, tufclient
 
 Report = Callable[[str], None]
-DEFAULT_HEALTH = ("k3s kubectl get --raw=/readyz && k3s kubectl -n kube-system wait "
-                  "--for=condition=Available deployment --all --timeout=30s")
+
+
 _DOCS = ("timestamp", "snapshot", "targets")
 
 
 def _quiet(_: str) -> None:
     pass
-
-
-def _config_path(layout: Layout) -> str:
-    return layout.path(TRUST_DIR + "/ring.json")
-
-
-def _tuf_dir(layout: Layout) -> str:
-    return os.path.join(layout.airgap, "tuf")
-
-
-def _read_json(path: str, what: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    doc = canonjson.loads_strict(data, what=what)
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path} is not a JSON object", hint="remove it and configure again")
-    return doc
-
-
-def _write_json(path: str, doc: Dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_verified(path, [canonjson.encode(doc)], mode=0o644)
-
-
-def set_ring(layout: Layout, ring: str) -> RingSet:
-    """``config ring NAME``: local configuration, never taken from a medium."""
-    if not ring or not ring.replace("-", "").isalnum():
-        raise ConfigError(f"ring name {ring!r} must be letters, digits and '-'")
-    doc = _read_json(_config_path(layout), "ring.json") or {}
-    device_id = doc.get("device_id")
-    if not isinstance(device_id, str) or not device_id:
-        device_id = _machine_id(layout) or uuid.uuid4().hex
-    _write_json(_config_path(layout), {"ring": ring, "device_id": device_id})
-    return RingSet(ring=ring, device_id=device_id, config=_config_path(layout))
-
-
-def _machine_id(layout: Layout) -> Optional[str]:
-    try:
-        with open(layout.path("etc/machine-id")) as f:
-            value = f.read(64).strip()
-    except OSError:
-        return None
-    return value or None
-
-
-def _config(layout: Layout) -> Dict[str, str]:
-    doc = _read_json(_config_path(layout), "ring.json")
-    if doc is None or not isinstance(doc.get("ring"), str) or not isinstance(
-            doc.get("device_id"), str):
-        raise ConfigError("this device follows no ring yet",
-                          hint="run `airgap-install config ring NAME` (or `trust ROOT_JSON "
-                               "--ring NAME`)")
-    return {"ring": doc["ring"], "device_id": doc["device_id"]}
-
-
-def _record(layout: Layout) -> Dict[str, Any]:
-    doc = _read_json(os.path.join(_tuf_dir(layout), "sync.json"), "sync.json") or {}
-    doc.setdefault("failed", [])
-    doc.setdefault("ratchet", 0)
-    return doc
-
-
-def _save_record(layout: Layout, doc: Dict[str, Any]) -> None:
-    _write_json(os.path.join(_tuf_dir(layout), "sync.json"), doc)
-
-
-def _load_trusted(layout: Layout, ring: str, ratchet: int) -> tufclient.Trusted:
-    def read(name: str) -> Optional[bytes]:
-        try:
-            with open(os.path.join(_tuf_dir(layout), name), "rb") as f:
-                return f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
-        except FileNotFoundError:
-            return None
-    return tufclient.Trusted(root=read_anchor(layout), timestamp=read("timestamp.json"),
-                             snapshot=read("snapshot.json"), targets=read("targets.json"),
-                             ring=read(f"ring-{ring}.json"), ratchet=ratchet)
-
-
-def _persister(layout: Layout, ring: str) -> tufclient.Persist:
-    """Each document the TUF client verified, written as soon as it is verified (spec 5.3.8,
-    5.4.5, 5.5.7): a sync that fails part-way keeps what it verified; None deletes (5.3.11)."""
-    folder = _tuf_dir(layout)
-
-    def persist(role: str, data: Optional[bytes]) -> None:
-        if role == "root":
-            path = layout.trust_anchor
-        else:
-            path = os.path.join(folder, f"ring-{ring}.json" if role == ring else f"{role}.json")
-        if data is None:
-            if os.path.exists(path) and role != "root":
-                os.unlink(path)
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_verified(path, [data], mode=0o644)
-    return persist
 
 
 def source_fetcher(src: remote.Source) -> tufclient.Fetch:
@@ -206,10 +111,34 @@ def copy_target(source: "remote.Source | str", entry: tufclient.Entry, dest_dir:
         raise TransferError(f"{e.message}: the ring lists {entry.path}, the source lacks it",
                             hint="serve (or push) the whole repository folder, targets/ "
                                  "included, then sync again") from None
+    _check_other_hashes(dest, entry)
     return dest
 
 
+_OTHER_HASHES = {"sha512": hashlib.sha512}
+
+
+def _check_other_hashes(path: str, entry: tufclient.Entry) -> None:
+    """Every supported hash the ring lists must match, not only the sha256 the download was
+    checked against (THREATS 53); a mismatch removes the copy."""
+    for algo, value in sorted(entry.hashes.items()):
+        make = _OTHER_HASHES.get(algo)
+        if make is None:
+            continue
+        h = make()
+        with open_regular(path, what="fetched target") as f:
+            for chunk in iter_file(f):
+                h.update(chunk)
+        if h.hexdigest() != value:
+            os.unlink(path)
+            raise DigestMismatch(f"{entry.path} matches the ring's sha256 but not its {algo}",
+                                 hint="the source holds damaged or altered bytes; it was not "
+                                      "kept")
+
+
 @dataclass(frozen=True)
+
+
 class SyncRequest:
     source: str
     health_cmd: Optional[str] = None
@@ -222,33 +151,12 @@ class SyncRequest:
     plain_http: bool = False            # network sources: see installer/sources/mirror.py
     ca_file: Optional[str] = None
     credentials: Optional[ocidist.Credentials] = None
-
-
-def _health(layout: Layout, cmd: str, timeout: float, *, interval: float,
-            env_extra: Dict[str, str]) -> Optional[str]:
-    """Run ``cmd`` until it exits 0 (None) or ``timeout`` passes (the last failure)."""
-    env = dict(os.environ)
-    env["PATH"] = layout.path("usr/local/bin") + os.pathsep + env.get("PATH", "")
-    env.update(env_extra)
-    deadline = time.monotonic() + timeout
-    last = "never ran"
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return last
-        try:
-            done = subprocess.run(["/bin/sh", "-c", cmd], env=env, capture_output=True,
-                                  text=True, timeout=left)
-            if done.returncode == 0:
-                return None
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            last = f"exit {done.returncode}" + (f": {tail[0]}" if tail else "")
-        except subprocess.TimeoutExpired:
-            return f"still running after {timeout:g}s"
-        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+    transfer_timeout: float = transfer.TRANSFER_TIMEOUT  # per transfer, + size / MIN_RATE
 
 
 @dataclass(frozen=True)
+
+
 class _Plan:
     """What a refresh chose, decided under the run lock (``copy`` None: a rollback)."""
 
@@ -279,7 +187,11 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
     clock = int(time.time()) if now is None else now
     src = remote.open_source(req.source, plain_http=req.plain_http, ca_file=req.ca_file,
                              credentials=req.credentials)
+    _set_deadline(src, req.transfer_timeout)
     arch = preflight.host_arch(layout, req.arch)
+    resumed = syncgate.resume_gate(layout, _spec(req), report=report, clock=clock)
+    if resumed is not None:
+        return resumed
     with RunLock(layout, wait=req.wait):
         plan = _refresh_and_choose(layout, src, arch=arch, clock=clock, report=report)
     if isinstance(plan, Synced):
@@ -292,7 +204,8 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
             report(f"{plan.reason}: installing {plan.label}")
             result = _install_step(layout, req, plan, src=src, arch=arch, report=report)
     except InstallerError as e:
-        _note(layout, f"{plan.label} not installed: {e.message}")
+        syncstate.note_result(layout, f"{plan.label} not installed: {e.message}",
+                              clear_pending=True)
         raise
     finally:
         shutil.rmtree(plan.incoming, ignore_errors=True)
@@ -310,12 +223,12 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
                         report: Report) -> "Union[_Plan, Synced]":
     """Under the run lock: refresh the ring's metadata, persist it, choose; fetch the chosen
     target into local staging (a plan) or record that the device is up to date."""
-    cfg = _config(layout)
-    record = _record(layout)
+    cfg = syncstate.read_config(layout)
+    record = syncstate.read_record(layout)
     state, _ = load_state(layout)
-    trusted = _load_trusted(layout, cfg["ring"], max(record["ratchet"], state.time_ratchet))
-    refreshed = tufclient.refresh(trusted, source_fetcher(src), ring=cfg["ring"], now=clock,
-                                  persist=_persister(layout, cfg["ring"]))
+    trusted = syncstate.load_trusted(layout, cfg["ring"],
+                                     max(record["ratchet"], state.time_ratchet))
+    refreshed = _refresh(layout, trusted, source_fetcher(src), ring=cfg["ring"], clock=clock)
     record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
                   metadata=refreshed.versions, override=refreshed.override)
     if refreshed.override is not None:
@@ -330,7 +243,8 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
                           failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
     if choice.entry is None:
         record["result"] = "up to date"
-        _save_record(layout, record)
+        syncgate.refuse_degraded(layout, record, cur, yanked=refreshed.yanked)
+        syncstate.save_record(layout, record)
         return Synced(action="up-to-date", ring=cfg["ring"], reason=choice.reason,
                       metadata=refreshed.versions, override=refreshed.override,
                       current=cur.summary() if cur else None)
@@ -342,7 +256,7 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
             f"{choice.reason}; the ring's newest is {entry.custom.get('version')}, which is "
             "not the previous release kept here",
             hint="install that version by hand with `airgap-install install`")
-    incoming = os.path.join(_tuf_dir(layout), "incoming")
+    incoming = os.path.join(syncstate.tuf_dir(layout), "incoming")
     _prune_incoming(incoming, keep=f".{entry.sha256}.{os.path.basename(entry.path)}.partial")
     copy = delta = None
     if choice.action != "downgrade":
@@ -350,7 +264,8 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
                                                       cur.digest if cur else None),
                              entry, incoming=incoming, report=report)
         copy = delta or copy_target(src, entry, incoming)
-    _save_record(layout, dict(record, result="installing " + entry.path))
+    gate = syncgate.pending_gate(entry, digest, yanked=refreshed.yanked, clock=clock)
+    syncstate.save_record(layout, dict(record, result="installing " + entry.path, pending=gate))
     return _Plan(ring=cfg["ring"], entry=entry, reason=choice.reason, digest=digest,
                  copy=copy, cur=cur, incoming=incoming, metadata=refreshed.versions,
                  override=refreshed.override, delta=delta is not None)
@@ -395,35 +310,25 @@ def _install_step(layout: Layout, req: SyncRequest, plan: _Plan, *, src: remote.
 
 def _gate(layout: Layout, req: SyncRequest, plan: _Plan, *, installed: Dict[str, Any],
           previous: Optional[Dict[str, Any]], report: Report, clock: int) -> Synced:
-    """The health command after the change: passed, the result; failed, roll back, record
-    the version as failed (not retried) and raise ``HealthGateFailed`` (exit 7)."""
-    label = plan.label
-    failure = _health(layout, req.health_cmd or DEFAULT_HEALTH, req.health_timeout,
-                      interval=req.health_interval, env_extra={
-                          "AIRGAP_RING": plan.ring,
-                          "AIRGAP_VERSION": str(plan.entry.custom.get("version")),
-                          "AIRGAP_ROOT": layout.root})
-    with RunLock(layout, wait=True):
-        record = _record(layout)
-        if failure is None:
-            record["result"] = f"{'installed' if plan.copy else 'rolled back to'} {label}"
-            _save_record(layout, record)
-            return plan.result("installed" if plan.copy else "rolled-back", installed,
-                               previous)
-    report(f"health check of {label} failed ({failure}): rolling back")
-    back = install.rollback(layout, wait=req.wait, report=report)
-    with RunLock(layout, wait=True):
-        record = _record(layout)
-        record["failed"] = [f for f in record["failed"] if f.get("digest") != plan.digest] + [
-            {"digest": plan.digest, "name": plan.entry.custom.get("name"),
-             "version": plan.entry.custom.get("version"), "at": clock, "why": failure}]
-        record["result"] = f"health check of {label} failed; rolled back"
-        _save_record(layout, record)
-    raise HealthGateFailed(
-        f"health check of {label} failed after {req.health_timeout:g}s ({failure}); rolled "
-        f"back to {back.current['name']} {back.current['version']}; {label} will not be "
-        "retried until the ring lists something newer",
-        hint="fix the release and publish a newer version")
+    """The health command after the change (recorded as pending before it: THREATS 46):
+    passed, the result; failed, ``syncgate.gate_failed`` (exit 7)."""
+    syncstate.note_result(layout, f"{plan.label} {'installed' if plan.copy else 'back'}; "
+                                  "health gate pending")
+    failure = syncgate.run_gate(layout, _spec(req), ring=plan.ring,
+                                version=str(plan.entry.custom.get("version")))
+    if failure is None:
+        done = "installed" if plan.copy else "rolled back to"
+        syncstate.note_result(layout, f"{done} {plan.label}", clear_pending=True)
+        return plan.result("installed" if plan.copy else "rolled-back", installed, previous)
+    gate = syncstate.read_record(layout).get("pending") or syncgate.pending_gate(
+        plan.entry, plan.digest, yanked=[], clock=clock)
+    syncgate.gate_failed(layout, _spec(req), gate, failure=failure, report=report,
+                         clock=clock)
+
+
+def _spec(req: "SyncRequest") -> syncgate.GateSpec:
+    return syncgate.GateSpec(cmd=req.health_cmd or DEFAULT_HEALTH, timeout=req.health_timeout,
+                             interval=req.health_interval, wait=req.wait)
 
 
 def _prune_incoming(folder: str, *, keep: str) -> None:
@@ -442,13 +347,6 @@ def _prune_incoming(folder: str, *, keep: str) -> None:
                 os.unlink(path)
 
 
-def _note(layout: Layout, result: str) -> None:
-    with RunLock(layout, wait=True):
-        record = _record(layout)
-        record["result"] = result
-        _save_record(layout, record)
-
-
 def _request(req: SyncRequest, path: str, cur: Any, *, arch: str) -> install.InstallRequest:
     # options given to sync replace the recorded ones; otherwise install keeps what the
     # device last ran with (installer/host/options.py merges the two)
@@ -460,13 +358,41 @@ def _request(req: SyncRequest, path: str, cur: Any, *, arch: str) -> install.Ins
                                   wait=req.wait)
 
 
-def sync_status(layout: Layout) -> Dict[str, Any]:
-    """For ``status``: ring, metadata versions and expiry, last sync and its result."""
+# ---------------------------------------------------------------------------- the health gate
+# A gate is recorded as pending in sync.json before the install starts (THREATS 46): if the
+# installer dies before the gate passed, the next sync finds the pending release still
+# installed and re-runs its gate first. The rollback target must not be yanked (THREATS 47);
+# a release whose gate failed and that cannot go back stays, and every later sync says the
+# device is degraded (exit 7) until the ring lists something newer.
+
+
+# ---------------------------------------------------------------------------- the sync record
+
+
+def _refresh(layout: Layout, trusted: tufclient.Trusted, fetch: tufclient.Fetch, *,
+             ring: str, clock: int) -> tufclient.Refreshed:
+    """``tufclient.refresh``; when it fails while the time ratchet is ahead of this host's
+    clock, say so and how to recover (an edited or poisoned ratchet would otherwise refuse
+    every sync with only "now is <far future>")."""
     try:
-        cfg = _read_json(_config_path(layout), "ring.json") or {}
-        record = _record(layout)
-    except InstallerError as e:
-        return {"error": e.message}
-    return {"ring": cfg.get("ring"), "device_id": cfg.get("device_id"),
-            "last_sync": record.get("last_sync"), "result": record.get("result"),
-            "metadata": record.get("metadata"), "failed": record["failed"]}
+        return tufclient.refresh(trusted, fetch, ring=ring, now=clock,
+                                 persist=syncstate.persister(layout, ring))
+    except UntrustedContent as e:
+        if trusted.ratchet <= clock + tufclient.FUTURE_SLACK:
+            raise
+        path = os.path.join(syncstate.tuf_dir(layout), "sync.json")
+        raise type(e)(
+            f"{e.message} (this device's time ratchet, {syncstate.iso_time(trusted.ratchet)}, "
+            f"is ahead of its clock, {syncstate.iso_time(clock)})",
+            hint=f"if this host's clock is right, the ratchet is not: move {path} aside (and "
+                 f"check time_ratchet in {layout.state}) and sync again; if the clock is "
+                 "wrong, set it") from None
+
+
+def _set_deadline(src: remote.Source, seconds: float) -> None:
+    """The overall deadline of each transfer from a network source (THREATS 45)."""
+    client = getattr(src, "client", None)
+    if isinstance(client, ocidist.Client):
+        client.deadline.base = seconds
+
+

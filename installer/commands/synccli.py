@@ -5,12 +5,12 @@ import os
 import time
 from typing import Any, Callable, Dict
 
-from installer.commands import sync
+from installer.commands import plan, reportcli, sync
 from installer.commands.results import Result
 from installer.errors import ConfigError, ExpiryCheckFailed
 from installer.host.layout import Layout
 from installer.host.state import Options
-from installer.sources import ocidist
+from installer.sources import ocidist, transfer
 
 COMMANDS = ("config", "sync")
 
@@ -38,6 +38,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser,
                    help="registry credentials for oci:// ({\"username\": .., \"password\": "
                         "..} or user:password; default: $AIRGAP_REGISTRY_USERNAME and "
                         "$AIRGAP_REGISTRY_PASSWORD)")
+    s.add_argument("--transfer-timeout", type=float, default=transfer.TRANSFER_TIMEOUT,
+                   metavar="SECONDS",
+                   help="give up a download from a mirror or registry that has not finished "
+                        "by then, plus 1 s per 64 KiB of its size (300); it resumes next time")
     s.add_argument("--health-cmd", metavar="CMD", default=None,
                    help="shell command that exits 0 when the update is healthy (default: "
                         "K3s /readyz and every kube-system Deployment available)")
@@ -53,6 +57,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser,
     s.add_argument("--exec", dest="exec_args", default=None, metavar='"ARGS"')
     s.add_argument("--skip-start", action="store_true", default=None)
     s.add_argument("--arch", help="architecture (with --root other than / only)")
+    reportcli.add_reporting(s)
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -70,6 +75,9 @@ def run(args: argparse.Namespace, layout: Layout,
         report: Callable[[str], None]) -> Result:
     if args.command == "config":
         return sync.set_ring(layout, args.value)
+    if not 0 < args.transfer_timeout <= 7 * 86400:
+        raise ConfigError(f"--transfer-timeout {args.transfer_timeout:g}: give 1 to 604800 "
+                          "seconds")
     credentials = None
     if args.source.startswith("oci://"):
         credentials = ocidist.credentials_from(args.credentials_file, os.environ)
@@ -82,7 +90,9 @@ def run(args: argparse.Namespace, layout: Layout,
                            options=_options(args), arch=args.arch, wait=args.wait,
                            plain_http=args.plain_http,
                            ca_file=os.path.abspath(args.ca_file) if args.ca_file else None,
-                           credentials=credentials)
+                           credentials=credentials, transfer_timeout=args.transfer_timeout)
+    if args.dry_run:
+        return plan.sync_plan(layout, req)
     return sync.sync(layout, req, report=report)
 
 

@@ -42,7 +42,7 @@ from installer.format.envelope import DELTA_NAME as DELTA_NAME
 from installer.format.envelope import MANIFEST_NAME as MANIFEST_NAME
 from installer.format.envelope import ROOTS_DIR as ROOTS_DIR
 from installer.format.envelope import SIGNATURES_NAME as SIGNATURES_NAME
-from installer.format.envelope import layout, small_documents
+from installer.format.envelope import Envelope, layout, small_documents
 from installer.format.envelope import member_header as member_header
 from installer.format.tarstream import Entry, TarStream
 
@@ -460,6 +460,18 @@ def write_bundle(
 
 
 _COPY_CHUNK = 1024 * 1024
+
+
+def delta_envelope(header: "Header", delta: Delta) -> Envelope:
+    """The envelope of the delta bundle ``iter_bundle`` writes for ``header`` and ``delta``:
+    ``delta.json`` first, the same documents, then only the members it carries."""
+    small = small_documents(manifest_bytes=header.manifest_bytes,
+                            signatures=header.signatures, roots=header.roots)
+    small.insert(0, (DELTA_NAME, delta.to_bytes()))
+    return layout(small=[(name, len(data)) for name, data in small],
+                  members=[(m.path, m.size, m.mode, m.sha256)
+                           for m in delta_payload(header.manifest, delta)],
+                  mtime=header.manifest.created)
 
 
 def iter_bundle(

@@ -34,7 +34,18 @@ def _encode_string(s: str) -> str:
 
 
 def _encode(obj: Any, out: List[str]) -> None:
-    if obj is True:
+    # dispatch on the exact type first (the common case, thousands of targets in a state
+    # file), then the general isinstance checks for subclasses
+    t = type(obj)
+    if t is str:
+        out.append(_encode_string(obj))
+    elif t is int:
+        out.append(str(obj))
+    elif t is dict:
+        _encode_dict(obj, out)
+    elif t is list or t is tuple:
+        _encode_list(obj, out)
+    elif obj is True:
         out.append("true")
     elif obj is False:
         out.append("false")
@@ -45,25 +56,35 @@ def _encode(obj: Any, out: List[str]) -> None:
     elif isinstance(obj, str):
         out.append(_encode_string(obj))
     elif isinstance(obj, (list, tuple)):
-        out.append("[")
-        for i, item in enumerate(obj):
-            if i:
-                out.append(",")
-            _encode(item, out)
-        out.append("]")
+        _encode_list(obj, out)
     elif isinstance(obj, dict):
-        out.append("{")
-        for i, key in enumerate(sorted(obj)):
-            if not isinstance(key, str):
-                raise TypeError(f"canonical JSON keys must be strings, got {key!r}")
-            if i:
-                out.append(",")
-            out.append(_encode_string(key))
-            out.append(":")
-            _encode(obj[key], out)
-        out.append("}")
+        _encode_dict(obj, out)
     else:
         raise TypeError(f"canonical JSON cannot encode {type(obj).__name__}")
+
+
+def _encode_list(obj: Any, out: List[str]) -> None:
+    out.append("[")
+    for i, item in enumerate(obj):
+        if i:
+            out.append(",")
+        _encode(item, out)
+    out.append("]")
+
+
+def _encode_dict(obj: Any, out: List[str]) -> None:
+    out.append("{")
+    first = True
+    for key in sorted(obj):
+        if type(key) is not str and not isinstance(key, str):
+            raise TypeError(f"canonical JSON keys must be strings, got {key!r}")
+        if not first:
+            out.append(",")
+        first = False
+        out.append(_encode_string(key))
+        out.append(":")
+        _encode(obj[key], out)
+    out.append("}")
 
 
 def encode(obj: Any) -> bytes:

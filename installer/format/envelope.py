@@ -155,15 +155,17 @@ def header_variants(expected: bytes) -> Tuple[bytes, ...]:
     return tuple(out)
 
 
-def check_envelope(fd: int, header: "Header", *, what: str) -> None:
+def check_envelope(fd: int, header: "Header", *, what: str,
+                   env: Optional[Envelope] = None) -> None:
     """Every byte of the bundle outside member data must be exactly what the writer writes
     for this signed manifest: tar headers, zero padding, zero trailer, total size.
 
     A flipped byte in a tar header, in padding or after the archive's end is thus caught too
     (a tar reader skips padding and stops at the first bad header). Reads only headers and
-    padding (pread; the stream position is untouched).
+    padding (pread; the stream position is untouched). ``env``: another layout of the same
+    header (a delta's: ``bundlefmt.delta_envelope``; THREATS 49), default the full bundle's.
     """
-    env = envelope(header)
+    env = envelope(header) if env is None else env
     actual = os.fstat(fd).st_size
     if actual != env.size:
         raise FormatError(

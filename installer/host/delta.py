@@ -4,8 +4,10 @@ A delta carries the FULL result's signed envelope (``manifest.json``, ``signatur
 root chain: the very bytes of the full bundle) plus only the members its base lacks. Here,
 before anything is placed:
 
-1. the envelope's signatures are checked (as for any bundle) and ``delta.json`` must name
-   this host's current release as its base (else: refused, naming both manifests);
+1. the envelope's signatures are checked (as for any bundle), every byte outside member data
+   (tar headers, padding, trailer, total size) must be what the writer writes for this
+   delta (``verify.check_envelope``, THREATS 49), and ``delta.json`` must name this host's
+   current release as its base (else: refused, naming both manifests);
 2. every member the delta leaves out must be in the kept base release
    (``releases/<base>/``, found by sha256), present with its size;
 3. every member of the full result is written ONCE, straight into the install's own
@@ -26,7 +28,14 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Opti
 from installer.errors import DigestMismatch, FormatError, PolicyRefusal
 from installer.format import bundlefmt, envelope, tarstream
 from installer.format.bundlefmt import Manifest, Member
-from installer.fsio import checked_chunks, fsync_dir, iter_file
+from installer.fsio import (
+    batched_fsync,
+    checked_chunks,
+    fsync_dir,
+    iter_file,
+    open_regular,
+    read_regular,
+)
 from installer.host import failpoint
 from installer.host.layout import Layout
 from installer.host.state import Release, load_state
@@ -82,11 +91,14 @@ def _base_files(layout: Layout, digest: str) -> Dict[str, str]:
     """sha256 -> kept file of the base release, from its kept manifest (checked by digest)."""
     path = layout.release_file(digest, bundlefmt.MANIFEST_NAME)
     try:
-        with open(path, "rb") as f:
-            data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
+        data = read_regular(path, what="the kept base manifest",
+                            limit=bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise FormatError(f"the kept base release {path} cannot be read: {e.strerror}",
                           hint="install the full bundle instead") from None
+    if data is None:
+        raise FormatError(f"the kept base release {path} cannot be read: it does not exist",
+                          hint="install the full bundle instead")
     if hashlib.sha256(data).hexdigest() != digest:
         raise DigestMismatch(f"the kept base manifest {path} is not manifest {digest[:16]}",
                              hint="install the full bundle instead")
@@ -155,7 +167,7 @@ class Apply:
         """The delta's envelope read and verified (the caller closes the result)."""
         state, _ = load_state(self.layout)
         name = os.path.basename(path)
-        f = verify.open_regular(path, what="delta bundle")
+        f = open_regular(path, what="delta bundle")
         try:
             reader = bundlefmt.BundleReader(f, what=f"delta bundle {name}", delta_ok=True)
             header = reader.header()
@@ -165,6 +177,8 @@ class Apply:
             verify.check_created(header.manifest.created, now=now,
                                  clock=now if clock is None else clock,
                                  what=f"delta bundle {name}")
+            verify.check_envelope(f.fileno(), header, what=path,  # THREATS 49
+                                  env=bundlefmt.delta_envelope(header, delta))
             m = header.manifest
             self._have = _base_for(self.layout, state.current, delta, m=m, name=name)
             self._delta = delta
@@ -190,19 +204,31 @@ class Apply:
         """Every member of the full result written once into ``staging`` (manifest order):
         carried ones from the delta, patched archives from their segments, the rest from the
         kept base release. On any error the caller removes ``staging``."""
-        delta = self._delta
-        assert delta is not None
         verify.stage_envelope(opened.header, staging)
-        carried = set(delta.carried)
         payload = opened.reader.payload()
         made: Set[str] = set()
+        with batched_fsync():  # thousands of small members: one sync, not two fsyncs each
+            self._stage_members(opened, staging, payload, on_bytes=on_bytes,
+                                after_member=after_member, made=made)
+            for _ in payload:  # the reader refuses anything after the carried members
+                pass
+            for folder in made:
+                fsync_dir(folder)
+        failpoint.hit("after-delta-rebuild")
+
+    def _stage_members(self, opened: verify.Opened, staging: str, payload: Iterator[Any], *,
+                       on_bytes: verify.OnBytes, after_member: Optional[Callable[[str], None]],
+                       made: Set[str]) -> None:
+        delta = self._delta
+        assert delta is not None
+        carried = set(delta.carried)
         for member in opened.header.manifest.members:
             if member.path in carried:
                 got, data = next(payload)
                 assert got.path == member.path
                 segs = delta.segments(member.path)
                 chunks = (_patched(self.layout, delta.base_digest, segs, data=data)
-                          if segs is not None else iter_file(data))  # type: ignore[arg-type]
+                          if segs is not None else iter_file(data))
                 what = (f"{member.path} rebuilt from the delta and the base" if segs
                         else f"delta member {member.path}")
                 hint = REPAIR_HINT if segs else DAMAGED_DELTA
@@ -220,11 +246,6 @@ class Apply:
                 raise DigestMismatch(e.message, hint=hint) from None
             if after_member is not None:
                 after_member(member.path)
-        for _ in payload:  # the reader refuses anything after the carried members
-            pass
-        for folder in made:
-            fsync_dir(folder)
-        failpoint.hit("after-delta-rebuild")
 
 
 REPAIR_HINT = ("run `airgap-install install` of the installed bundle again to repair the kept "
@@ -262,7 +283,7 @@ def _patched(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]],
             yield from iter_file(data, limit=seg[1])
             continue
         src = layout.release_file(base, seg[1])
-        with open(src, "rb") as f:
+        with open_regular(src, what="base file") as f:
             f.seek(seg[2])
             yield from iter_file(f, limit=seg[3])
 
@@ -274,7 +295,7 @@ def _diagnose(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]]) -> Non
             continue
         src = layout.release_file(base, seg[1])
         blob = Member(seg[1], seg[3], seg[4], 0o644, "images")
-        with open(src, "rb") as f:
+        with open_regular(src, what="base file") as f:
             f.seek(seg[2])
             for _ in _checked(iter_file(f, limit=seg[3]), blob,
                               what=f"blob sha256:{seg[4]} of the base file {src}"):
@@ -283,7 +304,7 @@ def _diagnose(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]]) -> Non
 
 def _from_file(path: str, member: Member) -> Iterator[bytes]:
     try:
-        f = open(path, "rb")
+        f = open_regular(path, what="base file", must_exist=False)
     except OSError as e:
         raise DigestMismatch(f"the base file {path} that {member.path} needs cannot be read: "
                              f"{e.strerror}", hint="install the full bundle instead") from None

@@ -43,6 +43,12 @@ K3S_DROPIN_DIR = K3S_ETC_DIR + "/config.yaml.d"
 K3S_DROPIN_TARGET = K3S_DROPIN_DIR + "/" + bundlefmt.K3S_CONFIG_PATH.split("/", 1)[1]
 REGISTRIES_TARGET = K3S_ETC_DIR + "/registries.yaml"
 REGISTRIES_KEPT = REGISTRIES_TARGET + ".airgap-backup"
+# An operator's own file at a path a bundle places (THREATS 51) is kept aside under this name
+# while a release owns the path and put back when one that does not replaces it. The drop-in's
+# kept name does not end in .yaml, so K3s does not read it meanwhile.
+K3S_DROPIN_KEPT = K3S_DROPIN_TARGET + ".airgap-backup"
+KEPT_ASIDE = {REGISTRIES_TARGET: (REGISTRIES_KEPT, "registry mirrors"),
+              K3S_DROPIN_TARGET: (K3S_DROPIN_KEPT, "a K3s config drop-in")}
 AIRGAP_DIR = "var/lib/rancher/airgap"
 TRUST_DIR = "etc/rancher/airgap"
 
@@ -134,11 +140,11 @@ def targets_for(members: Sequence[Member], role: str) -> List[Target]:
 
 def touched_paths(new: Sequence[Target], old: Sequence[Target]) -> List[str]:
     """Every live path a change from ``old`` to ``new`` touches: the new release's, the old
-    one's leftovers, and the kept hand-written registries.yaml when either owns that file."""
+    one's leftovers, and the kept-aside name of an operator's file (``KEPT_ASIDE``) when either
+    owns that path."""
     seen = [t.target for t in new]
     seen += [t.target for t in old if t.target not in set(seen)]
-    if REGISTRIES_TARGET in seen:
-        seen.append(REGISTRIES_KEPT)
+    seen += [kept for target, (kept, _) in KEPT_ASIDE.items() if target in seen]
     return seen
 
 

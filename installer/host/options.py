@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from installer.errors import ConfigError
+from installer.format import safetext
 from installer.format.bundlefmt import ROLES
 from installer.host.state import Options, Release
 
@@ -68,6 +69,10 @@ class Given:
     skip_start: Optional[bool] = None
 
     def __post_init__(self) -> None:
+        for name, value in (("--exec", self.exec_args), ("--url", self.url),
+                            ("--token-file", self.token_file)):
+            if value:
+                safetext.check_value(value, what=name)  # THREATS 52
         if self.role is not None and self.role not in ROLES:
             raise ConfigError(f"unknown role {self.role!r} (server or agent)")
         if self.exec_args:

@@ -18,12 +18,19 @@ import stat
 from typing import Any, Callable, Dict, List, Optional
 
 from installer.errors import EnvironmentProblem
-from installer.fsio import fsync_dir, hash_file, iter_file, reflink, write_verified
+from installer.fsio import (
+    batched_fsync,
+    fsync_dir,
+    hash_file,
+    iter_file,
+    open_regular,
+    reflink,
+    write_verified,
+)
 from installer.host.layout import (
+    KEPT_ASIDE,
     LIVE_TMP_PREFIX,
     MANAGED_DIRS,
-    REGISTRIES_KEPT,
-    REGISTRIES_TARGET,
     Layout,
     Target,
     touched_paths,
@@ -71,7 +78,7 @@ def put(src: str, dest: str, *, sha256: Optional[str], size: Optional[int], mode
         except OSError as e:
             if e.errno not in _NO_LINK:
                 raise
-            with open(src, "rb") as f:
+            with open_regular(src, what="staged file") as f:
                 write_verified(dest, iter_file(f), sha256=sha256, size=size, mode=mode,
                                what=dest, tmp_prefix=LIVE_TMP_PREFIX)
             return
@@ -149,8 +156,16 @@ def apply(layout: Layout, old: Optional[Release], new: Release,
           *, hit: Callable[[str], None]) -> List[str]:
     """Place ``new`` and remove what only ``old`` had. Idempotent. Returns sentences for the
     operator (a hand-written registries.yaml kept aside or put back)."""
+    with batched_fsync():  # one sync for thousands of small files (fsio.batched_fsync)
+        return _apply(layout, old, new, hit=hit)
+
+
+def _apply(layout: Layout, old: Optional[Release], new: Release,
+           *, hit: Callable[[str], None]) -> List[str]:
     old_map = {t.target: t for t in old.targets} if old else {}
-    notes = _keep_registries(layout, old_map, new)
+    notes: List[str] = []
+    for target in KEPT_ASIDE:
+        notes += _keep_aside(layout, old_map, new, target=target)
     for group, prefix in _GROUPS:
         for t in new.targets:
             if not t.target.startswith(prefix):
@@ -165,38 +180,41 @@ def apply(layout: Layout, old: Optional[Release], new: Release,
     for t in old.targets if old else ():
         if t.target not in keep and not t.target.startswith(IMAGES_PREFIX):
             _remove(layout.path(t.target))
-            if t.target == REGISTRIES_TARGET:
-                notes += _restore_registries(layout)
+            if t.target in KEPT_ASIDE:
+                notes += _put_back(layout, t.target)
     hit("after-remove-old")
     return notes
 
 
-def _keep_registries(layout: Layout, old_map: Dict[str, Target], new: Release) -> List[str]:
-    """A registries.yaml we did not place, about to be replaced by the bundle's: keep it as
-    ``registries.yaml.airgap-backup`` (the undo records cover that path too)."""
-    if REGISTRIES_TARGET in old_map or all(t.target != REGISTRIES_TARGET for t in new.targets):
+def _keep_aside(layout: Layout, old_map: Dict[str, Target], new: Release, *,
+                target: str) -> List[str]:
+    """An operator's file at ``target`` (registries.yaml, the K3s config drop-in) that we did
+    not place, about to be replaced by the bundle's: keep it under its ``KEPT_ASIDE`` name
+    (the undo records cover that path too; THREATS 51)."""
+    if target in old_map or all(t.target != target for t in new.targets):
         return []
-    live = layout.path(REGISTRIES_TARGET)
+    live = layout.path(target)
     st = _lstat(live)
     if st is None or stat.S_ISDIR(st.st_mode):
         return []
-    kept = layout.path(REGISTRIES_KEPT)
-    put(live, kept, sha256=None, size=None, mode=stat.S_IMODE(st.st_mode))
-    return [f"kept the hand-written /{REGISTRIES_TARGET} as /{REGISTRIES_KEPT}: bundle "
+    kept_rel, without = KEPT_ASIDE[target]
+    put(live, layout.path(kept_rel), sha256=None, size=None, mode=stat.S_IMODE(st.st_mode))
+    return [f"kept the hand-written /{target} as /{kept_rel}: bundle "
             f"{new.name} {new.version} brings its own (it is put back when a release "
-            "without registry mirrors replaces this one)"]
+            f"without {without} replaces this one)"]
 
 
-def _restore_registries(layout: Layout) -> List[str]:
-    """The bundle's registries.yaml is gone: put a kept hand-written one back."""
-    kept = layout.path(REGISTRIES_KEPT)
+def _put_back(layout: Layout, target: str) -> List[str]:
+    """The bundle's file at ``target`` is gone: put a kept hand-written one back."""
+    kept_rel = KEPT_ASIDE[target][0]
+    kept = layout.path(kept_rel)
     st = _lstat(kept)
     if st is None or stat.S_ISDIR(st.st_mode):
         return []
-    live = layout.path(REGISTRIES_TARGET)
+    live = layout.path(target)
     os.replace(kept, live)
     fsync_dir(os.path.dirname(live))
-    return [f"put the hand-written /{REGISTRIES_TARGET} back from /{REGISTRIES_KEPT}"]
+    return [f"put the hand-written /{target} back from /{kept_rel}"]
 
 
 def remove_replaced_images(layout: Layout, old: Optional[Release], new: Release) -> List[str]:

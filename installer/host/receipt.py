@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Set, Tuple
 
 from installer.errors import ConfigError, FormatError
 from installer.format import bundlefmt, canonjson
+from installer.fsio import open_regular
 from installer.host.layout import Layout
 from installer.host.state import load_state
 
@@ -133,7 +134,7 @@ def of_host(layout: Layout) -> Receipt:
                                "what is installed")
     path = layout.release_file(cur.digest, bundlefmt.MANIFEST_NAME)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, what="kept manifest", must_exist=False) as f:
             data = f.read(bundlefmt.MAX_HEADER_MEMBER + 1)
     except OSError as e:
         raise ConfigError(f"cannot read the kept manifest {path}: {e.strerror}",
@@ -151,9 +152,9 @@ def of_host(layout: Layout) -> Receipt:
         if member.kind == "images" and member.path.endswith(".tar"):
             kept = layout.release_file(cur.digest, member.path)
             try:
-                with open(kept, "rb") as f:
+                with open_regular(kept, what="kept file", must_exist=False) as f:
                     found = archive_blobs(f, start=0, size=member.size, what=kept)
-            except (OSError, FormatError):
+            except (OSError, FormatError, ConfigError):
                 continue  # not an OCI layout we can index: it travels whole if it changes
             blobs.append((member.path, tuple(found)))
     return Receipt(name=m.name, version=m.version, arch=m.arch, digest=cur.digest,

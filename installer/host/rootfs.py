@@ -33,24 +33,27 @@ def resolve(root: str, rel: str, *, follow: bool = False) -> str:
     (creating them creates real folders inside the root)."""
     pending: List[str] = [p for p in rel.split("/") if p not in ("", ".")]
     pending.reverse()  # a stack: pending[-1] is the next component
-    done: List[str] = []
+    done: List[str] = []  # host paths: done[i] is the path of the first i + 1 components
+    base = root.rstrip("/")  # "" for the root "/"
     links = 0
-    missing = False
+    missing = -1  # index in ``done`` of the first component that does not exist, or -1
     while pending:
         name = pending.pop()
         if name == "..":
             if done:
                 done.pop()
+            if len(done) <= missing:
+                missing = -1  # the missing component is gone: check what follows again
             continue
-        if missing:
-            done.append(name)
+        here = (done[-1] if done else base) + "/" + name
+        if missing >= 0:
+            done.append(here)
             continue
-        here = os.path.join(root, *done, name)
         try:
             st = os.lstat(here)
         except (FileNotFoundError, NotADirectoryError):
-            missing = True
-            done.append(name)
+            missing = len(done)
+            done.append(here)
             continue
         if stat.S_ISLNK(st.st_mode) and (pending or follow):
             links += 1
@@ -64,8 +67,8 @@ def resolve(root: str, rel: str, *, follow: bool = False) -> str:
             parts = [p for p in target.split("/") if p not in ("", ".")]
             pending.extend(reversed(parts))
             continue
-        done.append(name)
-    return os.path.join(root, *done) if done else root
+        done.append(here)
+    return done[-1] if done else root
 
 
 def open_nofollow(path: str, flags: int, mode: int = 0o600) -> int:

@@ -25,9 +25,9 @@ from installer.errors import (
     InstallerError,
     UnsafeMember,
 )
-from installer.format import canonjson
+from installer.format import canonjson, safetext
 from installer.format.bundlefmt import MAX_HEADER_MEMBER
-from installer.fsio import fsync_dir, write_verified
+from installer.fsio import fsync_dir, read_regular, write_verified
 from installer.host import failpoint, rootfs
 from installer.host.layout import (
     Layout,
@@ -58,6 +58,13 @@ class Options:
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "Options":
+        for key in ("exec", "url", "token_file"):  # they reach install.sh's env file
+            value = d[key]
+            if value is not None and not isinstance(value, str):
+                raise FormatError(f"options {key} must be text, found {str(value)[:40]!r}")
+            if value and safetext.control_char(value):
+                raise FormatError(f"options {key} holds a control character: "
+                                  f"{safetext.escape(value)[:120]}")
         return cls(exec_args=d["exec"], url=d["url"], token_file=d["token_file"],
                    skip_start=bool(d["skip_start"]))
 
@@ -185,8 +192,10 @@ def _bounded(value: Any, key: str, limit: int) -> int:
 
 
 def _envelope(doc: Dict[str, Any]) -> bytes:
+    """``canonjson.encode({"doc": doc, "sha256": ...})``, encoding ``doc`` once ("doc" sorts
+    before "sha256"; a state of thousands of targets is large)."""
     body = canonjson.encode(doc)
-    return canonjson.encode({"doc": doc, "sha256": hashlib.sha256(body).hexdigest()})
+    return b'{"doc":' + body + b',"sha256":"' + hashlib.sha256(body).hexdigest().encode() + b'"}'
 
 
 def _open_envelope(data: bytes, what: str) -> Dict[str, Any]:
@@ -214,9 +223,11 @@ def read_dual(path: str) -> DualRead:
     result = DualRead(None)
     for p in (path, path + ".bak"):
         try:
-            with open(p, "rb") as f:
-                data = f.read(canonjson.MAX_DOCUMENT_BYTES + 1)
-        except FileNotFoundError:
+            data = read_regular(p, what="state file", limit=canonjson.MAX_DOCUMENT_BYTES + 1)
+        except ConfigError:  # a FIFO, device or folder: never read, never waited on
+            result.bad.append(p)
+            continue
+        if data is None:
             continue
         try:
             doc = _open_envelope(data, p)
@@ -383,13 +394,19 @@ class RunLock:
             self._fd = None
 
 
-def read_anchor(layout: Layout) -> bytes:
+def anchor_if_readable(layout: Layout) -> Optional[bytes]:
+    """The pinned root's bytes, or None when there is none or it is not a regular file."""
     try:
-        with open(layout.trust_anchor, "rb") as f:
-            return f.read(MAX_HEADER_MEMBER + 1)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"no trust anchor is pinned at {layout.trust_anchor}",
-            hint="run `airgap-install trust ROOT_JSON%s` once with the root.json your bundle "
-                 "publisher gave you" % ("" if layout.root == "/" else " --root " + layout.root)
-        ) from None
+        return read_regular(layout.trust_anchor, what="trust anchor", limit=MAX_HEADER_MEMBER + 1)
+    except InstallerError:
+        return None
+
+
+def read_anchor(layout: Layout) -> bytes:
+    data = read_regular(layout.trust_anchor, what="trust anchor", limit=MAX_HEADER_MEMBER + 1)
+    if data is not None:
+        return data
+    raise ConfigError(
+        f"no trust anchor is pinned at {layout.trust_anchor}",
+        hint="run `airgap-install trust ROOT_JSON%s` once with the root.json your bundle "
+             "publisher gave you" % ("" if layout.root == "/" else " --root " + layout.root))

@@ -33,7 +33,7 @@ from typing import IO, Any, Callable, Dict, List, Optional
 
 from installer.errors import EnvironmentProblem, InstallerError
 from installer.format import bundlefmt
-from installer.fsio import write_verified
+from installer.fsio import open_regular, write_verified
 from installer.host import failpoint, imagecache, place
 from installer.host.layout import Layout
 from installer.host.state import (
@@ -196,7 +196,7 @@ def _chain_to(layout: Layout, release: Release, version: int) -> Optional[bytes]
     data = b""
     for v in range(current.version + 1, version + 1):
         path = layout.release_file(release.digest, f"{bundlefmt.ROOTS_DIR}/{v}.root.json")
-        with open(path, "rb") as f:
+        with open_regular(path, what="kept root") as f:
             data = f.read(_ROOT_READ_CAP + 1)
         current = rootmeta.update_root(current, data)
     return data

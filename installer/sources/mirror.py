@@ -6,7 +6,6 @@ https to http (not even to loopback); plain http only when the mirror and any pr
 are loopback (``regauth.clear_route_refusal``) unless ``plain_http``; https checks the server
 against the system CAs or ``ca_file``."""
 
-import http.client
 import os
 import time
 import urllib.error
@@ -67,13 +66,14 @@ class HttpSource:
 
     def read(self, path: str, *, max_size: int) -> bytes:
         what = f"{self.label}/{path}"
-        for attempt in range(ocidist.ATTEMPTS):
-            try:
-                return self._read_once(path, max_size=max_size, what=what)
-            except ocidist.Unavailable:
-                if attempt == ocidist.ATTEMPTS - 1:
-                    raise
-                time.sleep(min(5.0, 0.25 * 2 ** attempt))
+        with self.client.deadline.transfer(max_size):  # one deadline, retries included (THREATS 45)
+            for attempt in range(ocidist.ATTEMPTS):
+                try:
+                    return self._read_once(path, max_size=max_size, what=what)
+                except ocidist.Unavailable:
+                    if attempt == ocidist.ATTEMPTS - 1:
+                        raise
+                    time.sleep(min(5.0, 0.25 * 2 ** attempt))
         raise AssertionError("unreachable")
 
     def _read_once(self, path: str, *, max_size: int, what: str) -> bytes:
@@ -82,10 +82,8 @@ class HttpSource:
             length = resp.headers.get("Content-Length") or ""
             if length.isdigit() and int(length) > max_size:
                 raise FormatError(f"{what} is {length} bytes, over {max_size}")
-            try:
-                data = resp.read(max_size + 1)
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                raise ocidist.Unavailable(f"{what}: transfer broke: {e!r}") from None
+            self.client.deadline.narrow(resp)
+            data = self.client.deadline.read_body(resp, max_size + 1, what=what)
         if len(data) > max_size:
             raise FormatError(f"{what} is over {max_size} bytes")
         return data

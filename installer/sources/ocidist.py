@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from installer.errors import ConfigError, DigestMismatch, FormatError, TransferError
-from installer.fsio import CHUNK, adopt_verified
+from installer.fsio import CHUNK, adopt_verified, open_regular
 from installer.sources import regauth, routing
 from installer.sources.regauth import is_loopback as is_loopback  # one rule, re-exported
+from installer.sources.transfer import Deadline, clear_odd_partial, resume_state
+from installer.sources.transfer import Unavailable as Unavailable  # ocidist.Unavailable
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -55,10 +57,6 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 USER_ENV, PASSWORD_ENV = "AIRGAP_REGISTRY_USERNAME", "AIRGAP_REGISTRY_PASSWORD"
 
 OnBytes = Optional[Callable[[int], None]]
-
-
-class Unavailable(TransferError):
-    """A transient failure (reset, timeout, HTTP 5xx): worth another attempt."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +106,7 @@ def credentials_from(file: Optional[str], env: Mapping[str, str]) -> Optional[Cr
     command line, where every user of the host could read them."""
     if file:
         try:
-            with open(file, "rb") as f:
+            with open_regular(file, what="registry credentials") as f:  # never a FIFO
                 data = f.read(MAX_TOKEN_BODY).decode("utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read registry credentials {file}: {e}") from None
@@ -150,6 +148,7 @@ class Client:
         self._opener = routing.opener(self.proxies, plain_http=plain_http, ca_file=ca_file)
         self._tokens: Dict[str, str] = {}
         self._basic = False
+        self.deadline = Deadline(lambda: self.timeout)  # per transfer (THREATS 45)
         self._check_route(plain_http)
 
     @property
@@ -222,7 +221,7 @@ class Client:
                                          f"{PASSWORD_ENV}") from None
             raise self._http_error(e, realm, f"token for {scope}") from None
         with resp:
-            body = resp.read(MAX_TOKEN_BODY + 1)
+            body = self.deadline.read_body(resp, MAX_TOKEN_BODY + 1, what=f"token for {scope}")
         if len(body) > MAX_TOKEN_BODY:
             raise TransferError(f"token response from {realm} is over {MAX_TOKEN_BODY} bytes")
         try:
@@ -236,7 +235,8 @@ class Client:
 
     def _open(self, req: urllib.request.Request, *, what: str) -> http.client.HTTPResponse:
         try:
-            resp: http.client.HTTPResponse = self._opener.open(req, timeout=self.timeout)
+            resp: http.client.HTTPResponse = self._opener.open(
+                req, timeout=self.deadline.time_left(what))
             return resp
         except urllib.error.HTTPError:
             raise
@@ -296,12 +296,14 @@ class Client:
         """``(bytes, media type, digest)`` of a manifest; a digest reference is checked."""
         what = f"manifest {repository}:{reference}"
         scope = f"repository:{repository}:pull"
-        resp = self._retrying(lambda: self.request(
-            f"/v2/{repository}/manifests/{reference}", what=what, scope=scope,
-            headers={"Accept": ", ".join(MANIFEST_TYPES)}))
-        with resp:
-            data = resp.read(MAX_MANIFEST + 1)
-            media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+        with self.deadline.transfer(MAX_MANIFEST):
+            resp = self._retrying(lambda: self.request(
+                f"/v2/{repository}/manifests/{reference}", what=what, scope=scope,
+                headers={"Accept": ", ".join(MANIFEST_TYPES)}))
+            with resp:
+                self.deadline.narrow(resp)
+                data = self.deadline.read_body(resp, MAX_MANIFEST + 1, what=what)
+                media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
         if len(data) > MAX_MANIFEST:
             raise FormatError(f"{what} is over {MAX_MANIFEST} bytes")
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -327,8 +329,17 @@ class Client:
         (``fsio.adopt_verified``; a mismatch removes the partial file)."""
         partial = os.path.join(os.path.dirname(dest) or ".",
                                f".{os.path.basename(dest)}.partial")
+        clear_odd_partial(partial)
+        with self.deadline.transfer(size):
+            hashed = self._download(path, partial, size=size, what=what, scope=scope,
+                                    on_bytes=on_bytes)
+        adopt_verified(partial, dest, sha256=sha256, size=size, hashed=hashed, what=what)
+
+    def _download(self, path: str, partial: str, *, size: int, what: str, scope: str,
+                  on_bytes: OnBytes) -> str:
+        """Fill ``partial`` up to ``size`` bytes (resumed, retried); its sha256."""
         h = hashlib.sha256()
-        have = _resume_state(partial, size, h)
+        have = resume_state(partial, size, h)
         last: Optional[Exception] = None
         for attempt in range(ATTEMPTS):
             if have >= size:
@@ -341,13 +352,12 @@ class Client:
                 time.sleep(min(5.0, 0.25 * 2 ** attempt))
                 # what reached the disk before the break is kept: hash it again, go on
                 h = hashlib.sha256()
-                have = _resume_state(partial, size, h)
+                have = resume_state(partial, size, h)
         if have < size:
             raise TransferError(f"{what}: {have} of {size} bytes after {ATTEMPTS} attempts "
                                 f"({last})",
                                 hint="run the command again: it resumes where it stopped")
-        adopt_verified(partial, dest, sha256=sha256, size=size, hashed=h.hexdigest(),
-                       what=what)
+        return h.hexdigest()
 
     def _range_to(self, path: str, partial: str, *, have: int, size: int,
                   h: "hashlib._Hash", what: str, scope: str,
@@ -364,11 +374,15 @@ class Client:
             with os.fdopen(fd, "wb") as out:
                 try:
                     while have < size:
+                        self.deadline.time_left(what, have)
                         # read1: what has arrived, so a broken transfer keeps its progress
                         data = resp.read1(min(CHUNK, size - have))
                         if not data:
                             break
                         out.write(data)
+                        # on disk at once: a kill -9 during a slow download leaves what
+                        # arrived for the next run to resume from (never a 0-byte partial)
+                        out.flush()
                         h.update(data)
                         have += len(data)
                         if on_bytes is not None:
@@ -390,22 +404,3 @@ class Client:
                     raise
                 time.sleep(min(5.0, 0.25 * 2 ** attempt))
         raise AssertionError("unreachable")
-
-
-def _resume_state(partial: str, size: int, h: "hashlib._Hash") -> int:
-    """Bytes already downloaded (hashed into ``h``), or 0 when there is nothing usable."""
-    try:
-        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW)
-    except (FileNotFoundError, OSError):
-        return 0
-    have = 0
-    with os.fdopen(fd, "rb") as f:
-        if os.fstat(f.fileno()).st_size > size:
-            return 0
-        while True:
-            data = f.read(CHUNK)
-            if not data:
-                break
-            h.update(data)
-            have += len(data)
-    return have

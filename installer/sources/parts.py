@@ -39,7 +39,7 @@ from installer.errors import (
     UntrustedContent,
 )
 from installer.format import bundlefmt, canonjson, envelope
-from installer.fsio import CHUNK, fsync_dir
+from installer.fsio import CHUNK, fsync_dir, open_regular
 from installer.trust import rootmeta, verify
 
 FORMAT = "k3s-airgap-parts/v1"
@@ -192,7 +192,7 @@ def read_index_unverified(path: str) -> PartsIndex:
 
 
 def _load_index(path: str) -> Tuple[Dict[str, Any], PartsIndex]:
-    with verify.open_regular(path, what="parts index") as f:  # a FIFO must not hang us
+    with open_regular(path, what="parts index") as f:  # a FIFO must not hang us
         data = f.read(MAX_INDEX + 1)
     if len(data) > MAX_INDEX:
         raise FormatError(f"parts index {path} is larger than {MAX_INDEX} bytes")
@@ -223,7 +223,7 @@ def _copy_part(src: str, out: Any, part: PartFile, *, on_bytes: OnBytes) -> bool
     """Copy one part into ``out`` at its offset while hashing; True when it matched."""
     h = hashlib.sha256()
     size = 0
-    with verify.open_regular(src, what="bundle part") as f:  # never a FIFO swapped in
+    with open_regular(src, what="bundle part") as f:  # never a FIFO swapped in
         while size <= part.size:
             data = f.read(min(CHUNK, part.size + 1 - size))
             if not data:
@@ -312,7 +312,7 @@ def _rebuild(folder: str, index: PartsIndex, out: Any, *, name: str) -> None:
     part = index.parts[target]
     h_parity = hashlib.sha256()
     h_part = hashlib.sha256()
-    with verify.open_regular(os.path.join(folder, index.parity.name),
+    with open_regular(os.path.join(folder, index.parity.name),
                              what="parity part") as parity:
         offset = 0
         while offset < index.parity.size:
