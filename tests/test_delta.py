@@ -73,6 +73,8 @@ def _comparable(root: Path) -> Dict[str, Tuple[str, str, int]]:
             digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
             out[rel] = (out[rel][0], digest, out[rel][2])
     out.pop(f"{AIRGAP}/lock", None)
+    for rel in [k for k in out if k.startswith(f"{AIRGAP}/device/")]:
+        del out[rel]  # the device's own report and gate files (timestamped per run)
     return out
 
 

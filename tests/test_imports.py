@@ -116,10 +116,11 @@ LAYERS = {
     "bundler.spec": 3, "bundler.keys": 3,
     "bundler.discover": 4, "bundler.fetch": 4,
     "bundler.lock": 5,
-    "bundler.assemble": 6, "bundler.repo": 6,
-    "bundler.registry": 7, "bundler.fleet": 7,
-    "bundler.cli": 8,
-    "bundler.__main__": 9,
+    "bundler.assemble": 6,
+    "bundler.repo": 7, "bundler.registry": 7,  # repo publishes deltas (assemble's writer)
+    "bundler.fleet": 8,  # reads the ring repository (repo)
+    "bundler.cli": 9,
+    "bundler.__main__": 10,
 }
 LOOSE_LIMIT = 8
 

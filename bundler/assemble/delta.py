@@ -80,8 +80,9 @@ def delta_path(full: Path) -> Path:
     return full.with_name(full.name[:-len(".tar")] + bundlefmt.DELTA_SUFFIX)
 
 
-def write_delta(full: Path, base: Base) -> tuple[Path, Delta]:
-    """Write ``<full minus .tar>.delta.tar`` beside the full bundle ``full``."""
+def write_delta(full: Path, base: Base, *, dest: Path | None = None) -> tuple[Path, Delta]:
+    """Write ``dest`` (default ``<full minus .tar>.delta.tar`` beside the full bundle
+    ``full``)."""
     with open(full, "rb") as f:
         header = BundleReader(f, what=str(full)).header()
         check_envelope(f.fileno(), header, what=str(full))
@@ -105,7 +106,7 @@ def write_delta(full: Path, base: Base) -> tuple[Path, Delta]:
         delta = Delta(base_digest=base.digest, base_name=base.name,
                       base_version=base.version, target_digest=digest, carried=carried,
                       patches=tuple(patches))
-        dest = delta_path(full)
+        dest = dest or delta_path(full)
 
         def chunks(member: bundlefmt.Member) -> Iterator[bytes]:
             segs = delta.segments(member.path)

@@ -165,17 +165,22 @@ def refresh_cmd(*, directory: Path, keys_dir: Path, passphrase_env: str | None, 
 @_repo_opt
 @click.option("--ring", required=True, help="Ring to list the bundles in (usually the first).")
 @_keys_opt
+@click.option("--deltas", type=click.IntRange(0, 16), default=2, show_default=True,
+              help="Also publish deltas from this many of the newest releases the ring (and "
+                   "the rings before it) list for the arch; 0: none.")
 @_lifetimes
 @_pass_opt
 @_json_opt
 def publish_cmd(*, bundles: tuple[Path, ...], repo_dir: Path, ring: str, keys_dir: Path,
-                passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
+                deltas: int, passphrase_env: str | None, as_json: bool, **kw: Any) -> None:
     """Verify BUNDLES against the repository's root, store them by content, list them in RING."""
     added = publish(list(bundles), directory=repo_dir, keys_dir=keys_dir, ring=ring,
-                    lifetimes=_lt(kw), passphrase_env=passphrase_env)
+                    lifetimes=_lt(kw), passphrase_env=passphrase_env, deltas=deltas)
     out(as_json, {"published": added}, "\n".join(
         f"published {a['target']} to {a['ring']} (sha256 {a['sha256'][:12]}, "
-        f"{a['length']} bytes)" for a in added) + _staged(added, repo_dir))
+        f"{a['length']} bytes)" + "".join(
+            f"\n  delta over {d['base_version']}: {d['target']} ({d['length']} bytes)"
+            for d in a.get("deltas", [])) for a in added) + _staged(added, repo_dir))
 
 
 @click.command("promote", context_settings=CONTEXT)

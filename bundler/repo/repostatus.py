@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bundler.repo import ringdeltas
 from bundler.repo.ringops import YANKED, Repo, _iso
 from installer import policy
 from installer.errors import ExpiryCheckFailed, InstallerError
@@ -43,8 +44,15 @@ def status(directory: Path | str, *, now: int | None = None,
         md = repo.ring(ring, snap)
         role(ring, md.signed.version, int(md.signed.expires.timestamp()))
         arches: dict[str, Any] = {}
+        deltas: list[dict[str, Any]] = []
         for path, t in sorted(md.signed.targets.items()):
             c = t.custom
+            if ringdeltas.is_delta(t):
+                deltas.append({"target": path, "for": c[ringdeltas.DELTA_FOR],
+                               "base": c.get(ringdeltas.DELTA_BASE),
+                               "base_version": c.get("base_version"), "length": t.length,
+                               "full_length": c.get("full_length")})
+                continue
             best = arches.get(c.get("arch"))
             if best is None or policy.compare_versions(c["version"], best["version"]) > 0:
                 arches[c["arch"]] = {"name": c["name"], "version": c["version"],
@@ -52,7 +60,8 @@ def status(directory: Path | str, *, now: int | None = None,
                                      "percent": c["percent"], "target": path,
                                      "sha256": t.hashes["sha256"],
                                      "promotion": c.get("promotion")}
-        rings[ring] = {"arches": arches, "listed": sorted(md.signed.targets),
+        rings[ring] = {"arches": arches, "deltas": deltas,
+                       "listed": sorted(md.signed.targets),
                        "yanked": list(md.signed.unrecognized_fields.get(YANKED, []))}
     override = _override(repo, now, warnings)
     if repo.txn.interrupted():
@@ -115,6 +124,11 @@ def status_text(report: dict[str, Any]) -> list[str]:
             if why:  # bundle promote --reports: the fleet's evidence (bundler/fleet/gate.py)
                 lines.append(f"    promoted from {why['from']} at {_iso(why['at'])} on the "
                              f"evidence of {len(why['reports'])} report(s): {why['reason']}")
+        for d in info.get("deltas", []):
+            full = d.get("full_length")
+            share = f", {100 * d['length'] / full:.1f}% of the full bundle" if full else ""
+            lines.append(f"  delta: {d['target']} over {d['base_version']}: "
+                         f"{d['length']} bytes{share}")
         for y in info["yanked"]:
             lines.append(f"  yanked: {y['name']} {y['version']} at {_iso(y['at'])}: "
                          f"{y['reason']}")

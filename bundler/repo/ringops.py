@@ -5,6 +5,7 @@ The folder layout, the metadata and how a publication is written are in ``repost
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tuf.api.metadata import (
 
 from bundler import keys
 from bundler.errors import LocalError, SpecError
+from bundler.repo import ringdeltas
 from bundler.repo.repostore import (
     DAY,
     DEFAULT_LIFETIMES,
@@ -128,7 +130,7 @@ def _entries(md: Metadata[Targets], name: str, version: str) -> dict[str, Target
 
 def _listed(md: Metadata[Targets]) -> str:
     found = sorted({f"{t.custom.get('name')} {t.custom.get('version')}"
-                    for t in md.signed.targets.values()})
+                    for t in md.signed.targets.values() if not ringdeltas.is_delta(t)})
     return ", ".join(found) or "nothing"
 
 
@@ -141,9 +143,12 @@ def _yanked(md: Metadata[Targets], name: str, version: str) -> dict[str, Any] | 
 
 def publish(bundles: list[Path], *, directory: Path | str, keys_dir: Path | str, ring: str,
             lifetimes: Lifetimes = DEFAULT_LIFETIMES, passphrase_env: str | None = None,
-            now: int | None = None) -> list[dict[str, Any]]:
+            now: int | None = None, deltas: int = ringdeltas.DEFAULT_DELTAS
+            ) -> list[dict[str, Any]]:
     """Add bundles to ``ring``: each fully verified against the repository's newest root
-    (signature, envelope, every member), stored once by content, listed in the ring."""
+    (signature, envelope, every member), stored once by content, listed in the ring; with
+    it, up to ``deltas`` delta targets from the newest releases of the same name and arch
+    that the ring and the rings before it list (``ringdeltas``)."""
     repo = Repo(directory, keys_dir, passphrase_env=passphrase_env).begin()
     now = _now(now)
     repo.sync_roots()
@@ -185,10 +190,39 @@ def publish(bundles: list[Path], *, directory: Path | str, keys_dir: Path | str,
             "name": m.name, "version": m.version, "arch": m.arch, "k3s_version": m.k3s_version,
             "manifest_sha256": opened.digest, "entered": entered, "percent": 100}})
         added.append({"target": filename, "sha256": sha, "length": size, "ring": ring,
-                      "stored": str(dest)})
-    done = repo.publish_set(rings={ring: md}, lifetimes=lifetimes, now=now, copies=copies,
-                            what=f"publish {', '.join(a['target'] for a in added)} to {ring}")
-    return [dict(a, staged=done.pending is not None) for a in added]
+                      "stored": str(dest), "source": Path(path), "digest": opened.digest,
+                      "name": m.name, "arch": m.arch})
+    with tempfile.TemporaryDirectory(prefix="bundle-deltas-") as work:
+        if deltas > 0:
+            _add_deltas(repo, md, ring, added=added, copies=copies, n=deltas, work=Path(work),
+                        now=now)
+        done = repo.publish_set(rings={ring: md}, lifetimes=lifetimes, now=now, copies=copies,
+                                what=f"publish {', '.join(a['target'] for a in added)} to "
+                                     f"{ring}")
+    keep = ("target", "sha256", "length", "ring", "stored", "deltas")
+    return [dict({k: a[k] for k in keep if k in a}, staged=done.pending is not None)
+            for a in added]
+
+
+def _add_deltas(repo: Repo, md: Metadata[Targets], ring: str, *, added: list[dict[str, Any]],
+                copies: dict[str, tuple[Path, str, int]], n: int, work: Path,
+                now: int) -> None:
+    """The delta targets of each bundle just added, listed in ``md`` and stored by content."""
+    names = repo.rings()
+    before = names[:names.index(ring)] if ring in names else []
+    lists = [md] + [repo.ring(r) for r in before]
+    for a in added:
+        bases = ringdeltas.bases(lists, name=a["name"], arch=a["arch"], digest=a["digest"], n=n)
+        made = ringdeltas.make(a["source"], filename=a["target"], digest=a["digest"],
+                               stored=repo.targets_dir, bases_=bases, work=work, now=now)
+        a["deltas"] = []
+        for path, target, file, sha, size in made:
+            md.signed.targets[path] = target
+            if not (repo.targets_dir / f"{sha}.{path}").exists():
+                copies[f"targets/{sha}.{path}"] = (file, sha, size)
+            a["deltas"].append({"target": path, "sha256": sha, "length": size,
+                                "base": target.custom[ringdeltas.DELTA_BASE],
+                                "base_version": target.custom["base_version"]})
 
 
 def parse_duration(text: str) -> int:
@@ -234,12 +268,14 @@ def promote(name: str, version: str, *, directory: Path | str, keys_dir: Path | 
             f"{name} {version} entered ring {source} at {_iso(entered)}; it must soak until "
             f"{_iso(entered + min_soak)} (--min-soak {min_soak}s)",
             hint="wait, or pass a shorter --min-soak")
+    found.update(ringdeltas.deltas_for(src, set(found)))  # the deltas travel with them
     out = []
     for path, t in sorted(found.items()):
         old = dst.signed.targets.get(path)
         custom = dict(t.custom)
         custom["entered"] = old.custom.get("entered", now) if old is not None else now
-        custom["percent"] = percent
+        if not ringdeltas.is_delta(t):
+            custom["percent"] = percent
         custom.pop("promotion", None)  # the source ring's own reason is not this one
         if evidence is not None:
             custom["promotion"] = dict(evidence, at=now)
@@ -267,6 +303,7 @@ def yank(name: str, version: str, *, directory: Path | str, keys_dir: Path | str
     if not found and not _yanked(md, name, version):
         raise RepoRefusal(f"ring {ring} does not list {name} {version}",
                           hint=f"ring {ring} lists: {_listed(md)}")
+    found.update(ringdeltas.deltas_for(md, set(found)))  # deltas to it go too
     for path in found:
         del md.signed.targets[path]
     record = {"name": name, "version": version, "reason": reason, "at": now}

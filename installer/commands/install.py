@@ -145,26 +145,25 @@ def install(layout: Layout, req: InstallRequest, *, report: Report = _quiet,
         with _from_parts(layout, req.source, req.arch, report=report,
                          progress=progress) as got:  # a folder of split parts
             whole = got.source if got else req.source
-            with delta.expanded(layout, whole, report=report) as (source, info):
-                result = _install_locked(layout, replace(req, source=source), report, output=output,
-                                         progress=progress)
+            applied = delta.Apply(layout, report=report) if delta.is_delta(whole) else None
+            result = _install_locked(layout, replace(req, source=whole), report, output=output,
+                                     progress=progress, applied=applied)
             if got:
                 result = adding(result, got.fields())
-        if info:  # a delta: installed as the full bundle it rebuilt (installer/host/delta.py)
-            result = adding(result, {"bundle": req.source, "delta": info})
-        return result
+        return adding(result, {"bundle": req.source, "delta": applied.info}) if applied else result
 
 
 def _install_locked(layout: Layout, req: InstallRequest, report: Report,
-                    *, output: Optional[IO[str]], progress: Optional[Progress]) -> Outcome:
+                    *, output: Optional[IO[str]], progress: Optional[Progress],
+                    applied: Optional[delta.Apply] = None) -> Outcome:
     arch = preflight.host_arch(layout, req.arch)
     path, chosen = preflight.resolve_source(req.source, arch)
     state, _ = load_state(layout)
     anchor = read_anchor(layout)
     failpoint.hit("after-lock")
     clock = int(time.time())
-    opened = verify.open_bundle(path, anchor=anchor, now=verify.now_for(state.time_ratchet, clock),
-                                clock=clock)
+    opened = (applied or verify).open_bundle(path, anchor=anchor, clock=clock,
+                                             now=verify.now_for(state.time_ratchet, clock))
     staging = None
     try:
         m = opened.header.manifest
@@ -202,9 +201,9 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
         size = policy.human_bytes(m.payload_size)
         report(f"verified signatures of {label}; copying {size} into staging")
         staging = _new_staging(layout)
-        verify.stage_payload(opened, staging,
-                             on_bytes=progress(m.payload_size, "copied") if progress else None,
-                             after_member=lambda p: failpoint.hit("after-stage-member"))
+        stage = applied.stage_payload if applied else verify.stage_payload  # a delta: its own
+        stage(opened, staging, on_bytes=progress(m.payload_size, "copied") if progress else None,
+              after_member=lambda p: failpoint.hit("after-stage-member"))
     except BaseException:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

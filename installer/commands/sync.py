@@ -5,7 +5,9 @@ The thin I/O shell around ``tufclient`` (metadata) and ``rings`` (which bundle):
     lock -> read the ring (local config) -> TUF refresh over the source (a folder, an
     http(s) mirror or an oci:// registry, all through ``remote.open_source``) -> persist the
     verified metadata and the time ratchet -> choose -> fetch the target into local staging,
-    verified against the ring's entry before it appears there -> unlock -> the existing
+    verified against the ring's entry before it appears there (the ring's delta from the
+    installed release when it lists one; a delta that cannot be fetched or does not apply
+    is followed in the same run by the full bundle) -> unlock -> the existing
     install path (all its checks) or, for a yanked version, rollback to the kept previous
     release -> health command until it passes or times out -> on failure: rollback, record
     the version as failed, exit 7.
@@ -167,6 +169,7 @@ class _Plan:
     incoming: str
     metadata: Dict[str, Any]
     override: Optional[Mapping[str, Any]]
+    delta: bool = False   # ``copy`` is the ring's delta from the installed release
 
     @property
     def label(self) -> str:
@@ -199,8 +202,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
             result = install.rollback(layout, wait=req.wait, report=report).to_json()
         else:
             report(f"{plan.reason}: installing {plan.label}")
-            result = install.install(layout, _request(req, plan.copy, plan.cur, arch=arch),
-                                     report=report).to_json()
+            result = _install_step(layout, req, plan, src=src, arch=arch, report=report)
     except InstallerError as e:
         syncstate.note_result(layout, f"{plan.label} not installed: {e.message}",
                               clear_pending=True)
@@ -256,12 +258,54 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
             hint="install that version by hand with `airgap-install install`")
     incoming = os.path.join(syncstate.tuf_dir(layout), "incoming")
     _prune_incoming(incoming, keep=f".{entry.sha256}.{os.path.basename(entry.path)}.partial")
-    copy = None if choice.action == "downgrade" else copy_target(src, entry, incoming)
+    copy = delta = None
+    if choice.action != "downgrade":
+        delta = _fetch_delta(src, rings.delta_for(refreshed.entries, entry,
+                                                      cur.digest if cur else None),
+                             entry, incoming=incoming, report=report)
+        copy = delta or copy_target(src, entry, incoming)
     gate = syncgate.pending_gate(entry, digest, yanked=refreshed.yanked, clock=clock)
     syncstate.save_record(layout, dict(record, result="installing " + entry.path, pending=gate))
     return _Plan(ring=cfg["ring"], entry=entry, reason=choice.reason, digest=digest,
                  copy=copy, cur=cur, incoming=incoming, metadata=refreshed.versions,
-                 override=refreshed.override)
+                 override=refreshed.override, delta=delta is not None)
+
+
+def _fetch_delta(src: remote.Source, found: Optional[tufclient.Entry], entry: tufclient.Entry,
+                 *, incoming: str, report: Report) -> Optional[str]:
+    """The ring's delta from the installed release to ``entry``, fetched and checked against
+    its signed entry; None when there is none or it cannot be had (then: the full bundle)."""
+    if found is None:
+        return None
+    try:
+        path = copy_target(src, found, incoming)
+    except InstallerError as e:
+        report(f"the delta {found.path} cannot be used ({e.message}); fetching the full "
+               f"bundle {entry.path} instead")
+        return None
+    report(f"fetched the delta {found.path} ({found.length} bytes) instead of the full "
+           f"bundle ({entry.length} bytes)")
+    return path
+
+
+def _install_step(layout: Layout, req: SyncRequest, plan: _Plan, *, src: remote.Source,
+                  arch: str, report: Report) -> Dict[str, Any]:
+    """Install the fetched copy; a delta that does not apply (damaged, or the base changed on
+    disk) is followed in the same run by the full bundle, fetched now."""
+    assert plan.copy is not None
+    try:
+        return install.install(layout, _request(req, plan.copy, plan.cur, arch=arch),
+                               report=report).to_json()
+    except InstallerError as e:
+        if not plan.delta:
+            raise
+        report(f"the delta did not apply ({e.message}); installing the full bundle "
+               f"{plan.entry.path} instead")
+    with RunLock(layout, wait=req.wait):
+        full = copy_target(src, plan.entry, plan.incoming)
+    result = install.install(layout, _request(req, full, plan.cur, arch=arch),
+                             report=report).to_json()
+    return dict(result, delta_fell_back=True)
 
 
 def _gate(layout: Layout, req: SyncRequest, plan: _Plan, *, installed: Dict[str, Any],

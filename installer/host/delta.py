@@ -10,30 +10,35 @@ before anything is placed:
    current release as its base (else: refused, naming both manifests);
 2. every member the delta leaves out must be in the kept base release
    (``releases/<base>/``, found by sha256), present with its size;
-3. the full bundle is rebuilt into a fresh ``staging/<tx>/`` by the one bundle writer
-   (``bundlefmt.iter_bundle``) from the delta's members and the kept base files, each hashed
-   against the signed manifest as it is copied (a missing or damaged base file is refused,
-   naming it, and the staging folder is removed);
+3. every member of the full result is written ONCE, straight into the install's own
+   ``staging/<tx>/`` (``Apply.stage_payload``): carried members from the delta, patched images
+   archives from their segments, the rest copied from the kept base files; each is hashed
+   as it is written against the signed manifest (one pass; a mismatch names the base file,
+   or for a patched archive the damaged base blob, and the staging folder is removed);
 
-then the rebuilt file, byte-identical to the full bundle, is installed exactly like one
-(``install._install_locked``: envelope, signatures, policy, journal, rollback, crash safety).
-A crash leaves only ``staging/<tx>/``, which recovery removes.
+then the install goes on exactly as for a full bundle (``install._install_locked``: policy,
+free space (the payload once, as for a full bundle), journal, rollback, crash safety). A
+crash leaves only ``staging/<tx>/``, which recovery removes.
 """
 
-import contextlib
 import hashlib
 import os
-import shutil
-import time
-from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from installer.errors import DigestMismatch, FormatError, PolicyRefusal
 from installer.format import bundlefmt, envelope, tarstream
 from installer.format.bundlefmt import Manifest, Member
-from installer.fsio import checked_chunks, iter_file, open_regular, read_regular, write_verified
-from installer.host import failpoint, txn
+from installer.fsio import (
+    batched_fsync,
+    checked_chunks,
+    fsync_dir,
+    iter_file,
+    open_regular,
+    read_regular,
+)
+from installer.host import failpoint
 from installer.host.layout import Layout
-from installer.host.state import Release, load_state, read_anchor
+from installer.host.state import Release, load_state
 from installer.trust import verify
 
 Report = Callable[[str], None]
@@ -80,20 +85,6 @@ def archive_blobs(f: BinaryIO, *, start: int, size: int,
 def is_delta(path: str) -> bool:
     """Whether ``path`` is a regular file whose first tar member is ``delta.json``."""
     return envelope.kind_of(path) == envelope.DELTA
-
-
-@contextlib.contextmanager
-def expanded(layout: Layout, source: str, *,
-             report: Report) -> Iterator[Tuple[str, Dict[str, Any]]]:
-    """``source`` itself, or for a delta the full bundle rebuilt in staging (removed after)."""
-    if not is_delta(source):
-        yield source, {}
-        return
-    folder, rebuilt, info = rebuild(layout, source, report=report)
-    try:
-        yield rebuilt, info
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _base_files(layout: Layout, digest: str) -> Dict[str, str]:
@@ -156,68 +147,116 @@ def _base_for(layout: Layout, cur: Optional[Release], delta: bundlefmt.Delta, *,
     return have
 
 
-def rebuild(layout: Layout, path: str, *, report: Report) -> Tuple[str, str, Dict[str, Any]]:
-    """Check the delta against this host and rebuild the full bundle; returns (staging
-    folder, rebuilt bundle path, summary). Nothing outside the new staging folder changes."""
-    state, _ = load_state(layout)
-    anchor = read_anchor(layout)
-    clock = int(time.time())
-    now = verify.now_for(state.time_ratchet, clock)
-    name = os.path.basename(path)
-    with open_regular(path, what="delta bundle") as f:
-        reader = bundlefmt.BundleReader(f, what=f"delta bundle {name}", delta_ok=True)
-        header = reader.header()
-        delta = reader.delta
-        assert delta is not None
-        verify.check_signatures(anchor, header, now)
-        verify.check_created(header.manifest.created, clock=clock, now=now,
-                             what=f"delta bundle {name}")
-        verify.check_envelope(f.fileno(), header, what=path,  # THREATS 49
-                              env=bundlefmt.delta_envelope(header, delta))
-        m = header.manifest
-        have = _base_for(layout, state.current, delta, m=m, name=name)
-        carried = set(delta.carried)
-        report(f"delta {name}: over {delta.base_name} {delta.base_version}, "
-               f"{len(carried)} of {len(m.members)} members carried; rebuilding the full "
-               "bundle in staging")
-        payload = reader.payload()
+class Apply:
+    """A delta installed straight into staging (one copy). ``open_bundle`` checks it like
+    a bundle (signatures, signing time) and against this host (its base, the kept base
+    files); ``stage_payload`` writes every member of the full result into the install's
+    staging folder, each hashed once as it is written against the signed manifest; ``info``
+    then says what the delta carried and reused. The install step
+    (``install._install_locked``) does the rest exactly as for a full bundle."""
 
-        def member_chunks(member: Member) -> Iterable[bytes]:
+    def __init__(self, layout: Layout, *, report: Report) -> None:
+        self.layout = layout
+        self.report = report
+        self.info: Dict[str, Any] = {}
+        self._delta: Optional[bundlefmt.Delta] = None
+        self._have: Dict[str, str] = {}
+
+    def open_bundle(self, path: str, *, anchor: bytes, now: int,
+                    clock: Optional[int] = None) -> verify.Opened:
+        """The delta's envelope read and verified (the caller closes the result)."""
+        state, _ = load_state(self.layout)
+        name = os.path.basename(path)
+        f = open_regular(path, what="delta bundle")
+        try:
+            reader = bundlefmt.BundleReader(f, what=f"delta bundle {name}", delta_ok=True)
+            header = reader.header()
+            delta = reader.delta
+            assert delta is not None
+            root = verify.check_signatures(anchor, header, now)
+            verify.check_created(header.manifest.created, now=now,
+                                 clock=now if clock is None else clock,
+                                 what=f"delta bundle {name}")
+            verify.check_envelope(f.fileno(), header, what=path,  # THREATS 49
+                                  env=bundlefmt.delta_envelope(header, delta))
+            m = header.manifest
+            self._have = _base_for(self.layout, state.current, delta, m=m, name=name)
+            self._delta = delta
+            carried_bytes = sum(x.size for x in bundlefmt.delta_payload(m, delta))
+            self.info = {"base": delta.base_digest, "carried": len(delta.carried),
+                         "carried_bytes": carried_bytes,
+                         "reused_bytes": m.payload_size - carried_bytes,
+                         "delta_size": os.fstat(f.fileno()).st_size}
+            self.report(f"delta {name}: over {delta.base_name} {delta.base_version}, "
+                        f"{len(delta.carried)} of {len(m.members)} members carried; the rest "
+                        "is copied from the kept base release")
+            return verify.Opened(path, f, reader, header,
+                                 hashlib.sha256(header.manifest_bytes).hexdigest(), root,
+                                 verify.newer_root(verify.anchor_version(anchor), root,
+                                                   header.roots))
+        except BaseException:
+            f.close()
+            raise
+
+    def stage_payload(self, opened: verify.Opened, staging: str, *,
+                      on_bytes: verify.OnBytes = None,
+                      after_member: Optional[Callable[[str], None]] = None) -> None:
+        """Every member of the full result written once into ``staging`` (manifest order):
+        carried ones from the delta, patched archives from their segments, the rest from the
+        kept base release. On any error the caller removes ``staging``."""
+        verify.stage_envelope(opened.header, staging)
+        payload = opened.reader.payload()
+        made: Set[str] = set()
+        with batched_fsync():  # thousands of small members: one sync, not two fsyncs each
+            self._stage_members(opened, staging, payload, on_bytes=on_bytes,
+                                after_member=after_member, made=made)
+            for _ in payload:  # the reader refuses anything after the carried members
+                pass
+            for folder in made:
+                fsync_dir(folder)
+        failpoint.hit("after-delta-rebuild")
+
+    def _stage_members(self, opened: verify.Opened, staging: str, payload: Iterator[Any], *,
+                       on_bytes: verify.OnBytes, after_member: Optional[Callable[[str], None]],
+                       made: Set[str]) -> None:
+        delta = self._delta
+        assert delta is not None
+        carried = set(delta.carried)
+        for member in opened.header.manifest.members:
             if member.path in carried:
                 got, data = next(payload)
                 assert got.path == member.path
                 segs = delta.segments(member.path)
+                chunks = (_patched(self.layout, delta.base_digest, segs, data=data)
+                          if segs is not None else iter_file(data))
+                what = (f"{member.path} rebuilt from the delta and the base" if segs
+                        else f"delta member {member.path}")
+                hint = REPAIR_HINT if segs else DAMAGED_DELTA
+            else:
+                segs = None
+                chunks = _from_file(self._have[member.sha256], member)
+                what = f"the base file {self._have[member.sha256]} (for {member.path})"
+                hint = REPAIR_HINT
+            try:
+                verify.stage_member(staging, member, _written(chunks), what=what,
+                                    on_bytes=on_bytes, made=made)
+            except DigestMismatch as e:
                 if segs is not None:
-                    return _checked(_patched(layout, delta.base_digest, segs, data=data), member,
-                                    what=f"{member.path} rebuilt from the delta and the base")
-                return _checked(iter_file(data, limit=member.size),  # type: ignore[arg-type]
-                                member, what=f"delta member {member.path}")
-            return _from_file(have[member.sha256], member)
+                    _diagnose(self.layout, delta.base_digest, segs)
+                raise DigestMismatch(e.message, hint=hint) from None
+            if after_member is not None:
+                after_member(member.path)
 
-        def written(chunks: Iterable[bytes]) -> Iterator[bytes]:
-            for data in chunks:
-                yield data
-                failpoint.hit("in-delta-rebuild")
 
-        os.makedirs(layout.staging, exist_ok=True)
-        folder = os.path.join(layout.staging, txn.new_tx())
-        os.mkdir(folder, 0o700)
-        rebuilt = os.path.join(folder, f"{m.name}-{m.version}-{m.arch}.tar")
-        try:
-            write_verified(rebuilt, written(bundlefmt.iter_bundle(
-                manifest=m, signatures=header.signatures, roots=header.roots,
-                member_chunks=member_chunks)))
-            for _ in payload:  # the reader refuses anything after the carried members
-                pass
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-    failpoint.hit("after-delta-rebuild")
-    carried_bytes = sum(x.size for x in bundlefmt.delta_payload(m, delta))
-    return folder, rebuilt, {"base": delta.base_digest, "carried": len(carried),
-                             "carried_bytes": carried_bytes,
-                             "reused_bytes": m.payload_size - carried_bytes,
-                             "delta_size": os.stat(path).st_size}
+REPAIR_HINT = ("run `airgap-install install` of the installed bundle again to repair the kept "
+               "release, or install the full bundle")
+DAMAGED_DELTA = "the delta is damaged or altered; copy it again, or install the full bundle"
+
+
+def _written(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    for data in chunks:
+        yield data
+        failpoint.hit("in-delta-rebuild")
 
 
 def _check_ref(layout: Layout, base: str, seg: Tuple[Any, ...], *, member_path: str) -> None:
@@ -237,17 +276,30 @@ def _check_ref(layout: Layout, base: str, seg: Tuple[Any, ...], *, member_path: 
 def _patched(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]],
              *, data: Any) -> Iterator[bytes]:
     """An images archive from its segments: literal bytes from the delta, blobs from the
-    base's kept archives (each checked against its sha256 name)."""
+    base's kept archives (the whole archive is hashed once as it is written; on a mismatch
+    ``_diagnose`` names the damaged blob)."""
     for seg in segs:
         if seg[0] == "lit":
             yield from iter_file(data, limit=seg[1])
             continue
         src = layout.release_file(base, seg[1])
+        with open_regular(src, what="base file") as f:
+            f.seek(seg[2])
+            yield from iter_file(f, limit=seg[3])
+
+
+def _diagnose(layout: Layout, base: str, segs: Iterable[Tuple[Any, ...]]) -> None:
+    """After a rebuilt archive failed its hash: the kept base blob at fault, if any, named."""
+    for seg in segs:
+        if seg[0] != "ref":
+            continue
+        src = layout.release_file(base, seg[1])
         blob = Member(seg[1], seg[3], seg[4], 0o644, "images")
         with open_regular(src, what="base file") as f:
             f.seek(seg[2])
-            yield from _checked(iter_file(f, limit=seg[3]), blob,
-                                what=f"blob sha256:{seg[4]} of the base file {src}")
+            for _ in _checked(iter_file(f, limit=seg[3]), blob,
+                              what=f"blob sha256:{seg[4]} of the base file {src}"):
+                pass
 
 
 def _from_file(path: str, member: Member) -> Iterator[bytes]:
@@ -257,16 +309,13 @@ def _from_file(path: str, member: Member) -> Iterator[bytes]:
         raise DigestMismatch(f"the base file {path} that {member.path} needs cannot be read: "
                              f"{e.strerror}", hint="install the full bundle instead") from None
     with f:
-        yield from _checked(iter_file(f, limit=member.size), member,
-                            what=f"the base file {path} (for {member.path})")
+        yield from iter_file(f, limit=member.size + 1)
 
 
 def _checked(chunks: Iterable[bytes], member: Member, *, what: str) -> Iterator[bytes]:
     def mismatch(sha: str, size: int) -> Exception:
         return DigestMismatch(f"{what}: expected sha256 {member.sha256} ({member.size} bytes), "
                               f"got {sha} ({size} bytes)",
-                              hint="run `airgap-install install` of the installed bundle "
-                                   "again to repair the kept release, or install the full "
-                                   "bundle")
+                              hint=REPAIR_HINT)
     return checked_chunks(chunks, sha256=member.sha256, size=member.size, mismatch=mismatch)
 

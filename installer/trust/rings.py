@@ -126,3 +126,20 @@ def _parses(version: str) -> bool:
     except InstallerError:
         return False
     return True
+
+
+DELTA_BASE = "x-airgap-delta-base"   # delta targets (bundler/repo/ringdeltas.py): base manifest
+DELTA_FOR = "x-airgap-delta-for"     # ... and the full target it rebuilds
+
+
+def delta_for(entries: Sequence[Entry], entry: Entry,
+              base_digest: Optional[str]) -> Optional[Entry]:
+    """The delta target the ring lists from the release ``base_digest`` to ``entry``."""
+    if not base_digest:
+        return None
+    for e in entries:
+        c = e.custom
+        if c.get(DELTA_FOR) == entry.path and c.get(DELTA_BASE) == base_digest \
+                and c.get("manifest_sha256") == entry.custom.get("manifest_sha256"):
+            return e
+    return None

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Optional, Sequence, Set
 
 from installer.errors import (
     DigestMismatch,
@@ -21,7 +21,7 @@ from installer.errors import (
     SignatureError,
 )
 from installer.format import bundlefmt, canonjson
-from installer.format.bundlefmt import BundleReader, Header
+from installer.format.bundlefmt import BundleReader, Header, Member
 from installer.format.envelope import check_envelope as check_envelope  # verify's API
 from installer.format.envelope import header_variants as header_variants
 from installer.fsio import batched_fsync, fsync_dir, hash_chunks, iter_file, write_verified
@@ -221,26 +221,37 @@ def stage_payload(opened: Opened, staging: str, *, on_bytes: OnBytes = None,
     Also keeps the envelope (manifest, signatures, root chain) next to the payload so the
     release can be re-checked later. On any error the caller removes ``staging``.
     """
-    h = opened.header
+    stage_envelope(opened.header, staging)
+    made: Set[str] = set()
+    with batched_fsync():  # thousands of small members: one sync, not two fsyncs each
+        for member, f in opened.reader.payload():
+            stage_member(staging, member, iter_file(f),  # type: ignore[arg-type]
+                         what=f"bundle member {member.path}", on_bytes=on_bytes, made=made)
+            if after_member is not None:
+                after_member(member.path)
+        for folder in made:
+            fsync_dir(folder)
+
+
+def stage_envelope(h: Header, staging: str) -> None:
+    """The signed envelope (manifest, signatures, root chain) kept in ``staging``."""
     os.makedirs(os.path.join(staging, bundlefmt.ROOTS_DIR), exist_ok=True)
     write_verified(os.path.join(staging, bundlefmt.MANIFEST_NAME), [h.manifest_bytes])
     write_verified(os.path.join(staging, bundlefmt.SIGNATURES_NAME), [h.signatures])
     for n, root in enumerate(h.roots, start=1):
         write_verified(os.path.join(staging, bundlefmt.ROOTS_DIR, f"{n}.root.json"), [root])
-    made = set()
-    with batched_fsync():  # thousands of small members: one sync, not two fsyncs each
-        for member, f in opened.reader.payload():
-            folder = os.path.join(staging, os.path.dirname(member.path))
-            if folder not in made:
-                os.makedirs(folder, exist_ok=True)
-                made.add(folder)
-            write_verified(os.path.join(staging, member.path), iter_file(f),  # type: ignore
-                           sha256=member.sha256, size=member.size, mode=member.mode,
-                           what=f"bundle member {member.path}", on_bytes=on_bytes)
-            if after_member is not None:
-                after_member(member.path)
-        for folder in made:
-            fsync_dir(folder)
+
+
+def stage_member(staging: str, member: Member, chunks: Iterable[bytes], *, what: str,
+                 on_bytes: OnBytes, made: Set[str]) -> None:
+    """One member written to ``staging`` from ``chunks``, hashed as it is written and checked
+    against the signed manifest; ``made`` collects the folders to fsync once at the end."""
+    folder = os.path.join(staging, os.path.dirname(member.path))
+    if folder not in made:
+        os.makedirs(folder, exist_ok=True)
+        made.add(folder)
+    write_verified(os.path.join(staging, member.path), chunks, sha256=member.sha256,
+                   size=member.size, mode=member.mode, what=what, on_bytes=on_bytes)
 
 
 def now_for(ratchet: int, clock: Optional[int] = None) -> int:
