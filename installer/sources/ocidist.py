@@ -129,6 +129,8 @@ def credentials_from(file: Optional[str], env: Mapping[str, str]) -> Optional[Cr
 class Client:
     """One registry host. Not thread-safe (a device fetches one thing at a time)."""
 
+    credentials_hint = f"give a credentials file or set {USER_ENV} and {PASSWORD_ENV}"
+
     def __init__(self, host: str, *, plain_http: bool = False, ca_file: Optional[str] = None,
                  credentials: Optional[Credentials] = None, timeout: float = 60.0,
                  scheme: Optional[str] = None,
@@ -250,9 +252,15 @@ class Client:
     def request(self, path: str, *, what: str, headers: Optional[Dict[str, str]] = None,
                 scope: str) -> http.client.HTTPResponse:
         """GET ``path`` with auth (answering one challenge); the caller closes the answer."""
-        url = f"{self.base_url}{path}"
+        return self.send(f"{self.base_url}{path}", what=what, headers=headers, scope=scope)
+
+    def send(self, url: str, *, what: str, scope: str, headers: Optional[Dict[str, str]] = None,
+             method: str = "GET", data: Optional[bytes] = None) -> http.client.HTTPResponse:
+        """``method`` ``url`` with auth, answering one challenge (Bearer or Basic); Basic
+        credentials only where ``regauth`` allows them. The caller closes the answer."""
         for attempt in range(2):
-            req = urllib.request.Request(url, headers=dict(headers or {}))
+            req = urllib.request.Request(url, data=data, method=method,
+                                         headers=dict(headers or {}))
             auth = self._authorization(scope)
             if auth:
                 why = self._credentials_refusal(url) if auth.startswith("Basic ") else None
@@ -274,8 +282,7 @@ class Client:
                     self._basic = True
                 else:
                     raise TransferError(f"{what}: {self.host} needs credentials",
-                                        hint=f"give a credentials file or set {USER_ENV} and "
-                                             f"{PASSWORD_ENV}") from None
+                                        hint=self.credentials_hint) from None
         raise AssertionError("unreachable")
 
     def _http_error(self, e: "urllib.error.HTTPError", url: str, what: str) -> TransferError:

@@ -16,7 +16,7 @@ import urllib.request
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from installer.errors import ConfigError, FormatError, TransferError
-from installer.sources import ocidist, regauth, remote
+from installer.sources import ocidist, remote
 
 TAG_RE = re.compile(r"^([0-9a-f]{64})-([0-9]{1,12})$")
 MAX_REPORT = 64 * 1024
@@ -30,6 +30,9 @@ def report_tag(device_id: str, sequence: int) -> str:
 
 class ReportClient(ocidist.Client):
     """``ocidist.Client`` plus the three calls a push needs and tag listing."""
+
+    credentials_hint = ("give the device's registry credentials "
+                        f"({ocidist.USER_ENV}/{ocidist.PASSWORD_ENV} or --report-credentials-file)")
 
     def __init__(self, ref: ocidist.OciRef, *, ca_file: Optional[str] = None,
                  credentials: Optional[ocidist.Credentials] = None) -> None:
@@ -45,35 +48,10 @@ class ReportClient(ocidist.Client):
         if parts.netloc != self.host or parts.scheme != self.scheme:
             raise TransferError(f"{what}: the registry sent the upload to {url}, another host "
                                 "or scheme: not followed")
-        for attempt in range(2):
-            req = urllib.request.Request(url, data=data, method=method, headers=dict(headers))
-            auth = self._authorization(scope)
-            if auth:  # the shared rule (regauth): credentials never in clear off loopback
-                why = self._credentials_refusal(url) if auth.startswith("Basic ") else None
-                if why is not None:
-                    raise ConfigError(f"registry credentials not sent: {why}",
-                                      hint="use https, or a registry on loopback")
-                req.add_unredirected_header("Authorization", auth)
-            try:
-                with self._open(req, what=what) as resp:
-                    resp.read(MAX_REPORT)
-                    return resp.status, {k.lower(): v for k, v in resp.headers.items()}
-            except urllib.error.HTTPError as e:
-                challenge = e.headers.get("WWW-Authenticate", "")
-                e.close()
-                if e.code != 401 or attempt == 1 or not challenge:
-                    raise self._http_error(e, url, what) from None
-                kind, params = regauth.parse_challenge(challenge)
-                if kind == "bearer":
-                    self._fetch_token(params, scope)
-                elif kind == "basic" and self.credentials:
-                    self._basic = True
-                else:
-                    raise TransferError(f"{what}: {self.host} needs credentials",
-                                        hint="give the device's registry credentials "
-                                             f"({ocidist.USER_ENV}/{ocidist.PASSWORD_ENV} or "
-                                             "--report-credentials-file)") from None
-        raise AssertionError("unreachable")
+        with self.send(url, what=what, scope=scope, headers=headers, method=method,
+                       data=data) as resp:
+            resp.read(MAX_REPORT)
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}
 
     def _base(self) -> str:
         return f"{self.scheme}://{self.host}/v2/{self.ref.repository}"

@@ -43,6 +43,7 @@ import tempfile
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from installer.errors import ConfigError, EnvironmentProblem
+from installer.trust.ecmath import straus
 
 ENV_BACKEND = "AIRGAP_ED25519_BACKEND"
 BACKENDS = ("cryptography", "openssl", "python")
@@ -155,22 +156,6 @@ _B = _decode_point(bytes.fromhex(
 _IDENTITY = (0, 1, 1, 0)
 
 
-def _double_scalar_mult(a: int, p1: _Point, b: int, *, p2: _Point) -> _Point:
-    """[a]P1 + [b]P2 by one shared double-and-add (Straus), variable time: inputs are public."""
-    both = _add(p1, p2)
-    acc = _IDENTITY
-    for i in range(max(a.bit_length(), b.bit_length()) - 1, -1, -1):
-        acc = _double(acc)
-        bits = ((a >> i) & 1, (b >> i) & 1)
-        if bits == (1, 1):
-            acc = _add(acc, both)
-        elif bits[0]:
-            acc = _add(acc, p1)
-        elif bits[1]:
-            acc = _add(acc, p2)
-    return acc
-
-
 def _verify_python(public_key: bytes, signature: bytes, message: bytes) -> bool:
     if len(public_key) != PUBLIC_KEY_LEN or len(signature) != SIGNATURE_LEN:
         return False
@@ -186,7 +171,8 @@ def _verify_python(public_key: bytes, signature: bytes, message: bytes) -> bool:
     neg_a = ((-ax) % _P, ay, az, (-at) % _P)
     assert _B is not None
     # [S]B - [k]A must encode to exactly the R bytes given.
-    return _encode_point(_double_scalar_mult(s, _B, k, p2=neg_a)) == r_enc
+    total = straus(s, _B, k, p2=neg_a, add=_add, double=_double, identity=_IDENTITY)
+    return _encode_point(total) == r_enc
 
 
 # --- cryptography -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ import hashlib
 from typing import Optional, Tuple
 
 from installer.trust import der
+from installer.trust.ecmath import straus
 
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 A = P - 3
@@ -119,22 +120,6 @@ def _affine_x(p1: _Jac) -> Optional[int]:
     return p1[0] * zinv * zinv % P
 
 
-def _mul2(a: int, p1: _Jac, b: int, *, p2: _Jac) -> _Jac:
-    """[a]P1 + [b]P2 (Straus-Shamir)."""
-    both = _add(p1, p2)
-    acc = _INF
-    for i in range(max(a.bit_length(), b.bit_length()) - 1, -1, -1):
-        acc = _double(acc)
-        bits = ((a >> i) & 1, (b >> i) & 1)
-        if bits == (1, 1):
-            acc = _add(acc, both)
-        elif bits[0]:
-            acc = _add(acc, p1)
-        elif bits[1]:
-            acc = _add(acc, p2)
-    return acc
-
-
 def verify_python(point: bytes, signature: bytes, message: bytes) -> bool:
     """SEC 1 4.1.4 over SHA-256; ``point`` as ``public_point`` returns it."""
     q = decode_point(point)
@@ -144,5 +129,6 @@ def verify_python(point: bytes, signature: bytes, message: bytes) -> bool:
     r, s = rs
     e = int.from_bytes(hashlib.sha256(message).digest(), "big")   # 256 bits: no truncation
     w = pow(s, N - 2, N)
-    x = _affine_x(_mul2(e * w % N, (GX, GY, 1), r * w % N, p2=(q[0], q[1], 1)))
+    x = _affine_x(straus(e * w % N, (GX, GY, 1), r * w % N, p2=(q[0], q[1], 1),
+                           add=_add, double=_double, identity=_INF))
     return x is not None and x % N == r
