@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_helpers import bundle, bundle_proc
+from tests.containerd import Containerd
 from tests.world import Registry, World
 
 ACCEPT = ("application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
@@ -28,7 +29,7 @@ def _get(registry: Registry, path: str) -> bytes:
 
 @pytest.mark.world
 def test_an_image_pinned_by_its_index_digest_is_mirrored_exactly(
-        world: World, scratch_registry: Registry, tmp_path: Path,
+        world: World, scratch_registry: Registry, containerd: Containerd, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     upstream = _get(world.registry, "library/nginx/manifests/1.28")
     digest = "sha256:" + hashlib.sha256(upstream).hexdigest()
@@ -49,3 +50,8 @@ def test_an_image_pinned_by_its_index_digest_is_mirrored_exactly(
     for d in listed:   # every platform manifest the index lists, byte for byte
         assert _get(scratch_registry, f"library/nginx/manifests/{d}") == \
             _get(world.registry, f"library/nginx/manifests/{d}")
+    # a node pulling by the pinned index digest through the site mirror: real containerd
+    ref = f"{scratch_registry.host}/library/nginx@{digest}"
+    pulled = containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/arm64", ref)
+    assert pulled.returncode == 0, pulled.stderr.decode()[-2000:]
+    assert containerd.images().get(ref) == digest
