@@ -54,9 +54,10 @@ def _root(base: Path, keys: KeyDir) -> Path:
 
 def _installed_tree(root: Path) -> dict[str, tuple[str, str, int]]:
     """The root after an install (live files, kept release copies, trust anchor), without the
-    state files, which record install times."""
+    state files, which record install times, and the device's own key and last signed report
+    (``device/``: a new key per root, a report with its time)."""
     skip = tuple(f"var/lib/rancher/airgap/{n}" for n in
-                 ("state.json", "journal.json", "install.lock"))
+                 ("state.json", "journal.json", "install.lock", "device"))
     out = {k: v for k, v in tree(root).items() if not k.startswith(skip)}
     assert any(k.startswith("var/lib/rancher/airgap/releases/") for k in out)
     return out
