@@ -57,15 +57,42 @@ class Outcome:
     rss_mb: float
 
 
+# Runs `bundle ARGS` and, at exit, writes the peak RSS of the bundle process and of the
+# children it waited for (the chart render child) to $AIRGAP_TEST_RSS_FILE, in KiB. Linux
+# starts a child's ``ru_maxrss`` at its parent's peak (exec keeps the forking process's high
+# water mark), so wait4's figure is at least the test runner's own size, which grows over a
+# long suite; ``VmHWM`` is the new program's own memory only.
+_RSS_WRAPPER = """
+import os, resource, runpy, sys
+def _peak():
+    own = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                own = int(line.split()[1])
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.environ["AIRGAP_TEST_RSS_FILE"], "w") as f:
+        f.write(str(max(own, kids)))
+sys.argv = ["bundle"] + sys.argv[1:]
+try:
+    runpy.run_module("bundler", run_name="__main__")
+finally:
+    _peak()
+"""
+
+
 def bundle_child(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300,
                  limits: Callable[[], None] | None = None) -> Outcome:
     """``python3 -m bundler ARGS`` as a child in its own session, ``limits`` (setrlimit calls)
     applied in it before exec; killed with its process group after ``timeout``. The peak RSS
-    is wait4's ``ru_maxrss``: the largest of the child and the children it waited for (such
-    as the chart render child)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    is the bundle program's own high-water mark and that of the children it waited for (such
+    as the chart render child), as the child reports it at exit (``_RSS_WRAPPER``); wait4's
+    ``ru_maxrss`` only when the child was killed before it could say."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(mode="r") as rss:
         start = time.monotonic()
-        p = subprocess.Popen([sys.executable, "-m", "bundler", *args], cwd=cwd, env=env,
+        p = subprocess.Popen([sys.executable, "-c", _RSS_WRAPPER, *args], cwd=cwd,
+                             env={**env, "AIRGAP_TEST_RSS_FILE": rss.name},
                              stdout=out, stderr=err, preexec_fn=limits,
                              start_new_session=True)
         killer = threading.Timer(timeout, lambda: os.killpg(p.pid, signal.SIGKILL))
@@ -77,8 +104,10 @@ def bundle_child(args: list[str], *, cwd: Path, env: dict[str, str], timeout: fl
         seconds = time.monotonic() - start
         out.seek(0)
         err.seek(0)
+        reported = rss.read().strip()
+        peak_kib = int(reported) if reported.isdigit() else usage.ru_maxrss
         return Outcome(os.waitstatus_to_exitcode(status), out.read().decode(errors="replace"),
-                       err.read().decode(errors="replace"), seconds, usage.ru_maxrss / 1024)
+                       err.read().decode(errors="replace"), seconds, peak_kib / 1024)
 
 
 def bundle_proc_rss(*args: str, cwd: Path, env: dict[str, str] | None = None,
