@@ -1,18 +1,22 @@
 """installer/host/delta.py's ``archive_blobs`` in-process: exact data offsets from a non-zero
 start, a pax header's path and size, the size bound, a header ending exactly at it, and an
-oversized pax header (mutation survivors of issue #24's run, tools/MUTATION.md)."""
+oversized pax header; the kept base manifest missing and a kept base archive
+one byte short of a reference (mutation survivors of issue #24's run, tools/MUTATION.md)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 
-from installer.errors import FormatError
+from installer.errors import DigestMismatch, FormatError
 from installer.format import tarstream
+from installer.host import delta
 from installer.host.delta import archive_blobs
+from installer.host.layout import Layout
 
 PREFIX = b"p" * 1024   # the archive starts inside a bigger file
 
@@ -81,3 +85,37 @@ def test_an_oversized_pax_header_is_refused() -> None:
                          {"comment": "y" * tarstream.MAX_PAX_HEADER})], fmt=tarfile.PAX_FORMAT)
     with pytest.raises(FormatError, match="pax header of"):
         _scan(archive)
+
+
+DIGEST = "ab" * 32
+
+
+def _release(tmp_path: Path) -> tuple[Layout, Path]:
+    layout = Layout(str(tmp_path))
+    folder = Path(layout.release_file(DIGEST, "x")).parent
+    folder.mkdir(parents=True)
+    return layout, folder
+
+
+def test_a_missing_kept_base_manifest_is_refused_cleanly(tmp_path: Path) -> None:
+    layout, _ = _release(tmp_path)
+    with pytest.raises(FormatError, match="cannot be read: it does not exist"):
+        delta._base_files(layout, DIGEST)
+
+
+def test_a_kept_base_archive_one_byte_short_of_a_reference_is_refused(tmp_path: Path) -> None:
+    layout, folder = _release(tmp_path)
+    (folder / "images").mkdir()
+    (folder / "images" / "a.tar").write_bytes(b"z" * 1000)
+    seg = ("ref", "images/a.tar", 400, 600, "cd" * 32)
+    delta._check_ref(layout, DIGEST, seg, member_path="images/a.tar")
+    short = ("ref", "images/a.tar", 400, 601, "cd" * 32)
+    with pytest.raises(DigestMismatch, match="needs .*blob sha256:cdcd.* \\(1000 bytes\\)"):
+        delta._check_ref(layout, DIGEST, short, member_path="images/a.tar")
+
+
+def test_a_kept_base_manifest_of_other_bytes_is_refused(tmp_path: Path) -> None:
+    layout, folder = _release(tmp_path)
+    (folder / "manifest.json").write_bytes(b"{}")
+    with pytest.raises(DigestMismatch, match="is not manifest abababab"):
+        delta._base_files(layout, DIGEST)
