@@ -5,6 +5,7 @@ one byte short of a reference (mutation survivors of issue #24's run, tools/MUTA
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import tarfile
@@ -118,4 +119,15 @@ def test_a_kept_base_manifest_of_other_bytes_is_refused(tmp_path: Path) -> None:
     layout, folder = _release(tmp_path)
     (folder / "manifest.json").write_bytes(b"{}")
     with pytest.raises(DigestMismatch, match="is not manifest abababab"):
+        delta._base_files(layout, DIGEST)
+
+
+def test_a_kept_base_manifest_that_fails_to_read_is_refused_naming_the_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout, _ = _release(tmp_path)
+
+    def broken(path: str, **_: object) -> bytes:
+        raise OSError(errno.EIO, "Input/output error", path)
+    monkeypatch.setattr(delta, "read_regular", broken)
+    with pytest.raises(FormatError, match="cannot be read: Input/output error"):
         delta._base_files(layout, DIGEST)
