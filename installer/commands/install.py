@@ -342,16 +342,9 @@ def rollback(layout: Layout, *, wait: bool = False, allow_k3s_downgrade: bool = 
         if recovered:
             report(recovered)
         state, _ = load_state(layout)
-        cur, prev = state.current, state.previous
-        if cur is None or prev is None:
-            raise ConfigError("there is no previous release to roll back to",
-                              hint="`airgap-install status` shows what is installed")
-        policy.check_k3s_change(cur.k3s_version, prev.k3s_version, allow_minor_skip=True,
-                                allow_downgrade=allow_k3s_downgrade)
+        cur, prev, recorded, node = summary.rollback_choice(state, skip_start=skip_start,
+                                                    allow_k3s_downgrade=allow_k3s_downgrade)
         repair.mend_kept(layout, prev, cur, report=report)  # never roll back onto a damaged copy
-        recorded = NodeOptions.of(prev)  # as that release last ran; the command line overrides
-        node = options.merge(recorded, Given(skip_start=skip_start), role=prev.role)
-        options.check(node)
         if node.token_file and not os.path.isfile(node.token_file):
             report(f"warning: the recorded token file {node.token_file} does not exist; "
                    "K3s will not join its server until it does")

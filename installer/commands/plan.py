@@ -16,7 +16,6 @@ from installer import policy
 from installer.commands import install, sync, syncstate
 from installer.commands.reconfigure import checked, summary_of
 from installer.commands.results import Json, Result
-from installer.errors import ConfigError
 from installer.host import options, preflight, summary
 from installer.host.layout import Layout, targets_for
 from installer.host.options import Given, NodeOptions
@@ -167,14 +166,8 @@ def rollback_plan(layout: Layout, *, skip_start: Optional[bool],
 def _rollback_plan(layout: Layout, *, skip_start: Optional[bool],
                    allow_k3s_downgrade: bool) -> Dict[str, Any]:
     state, _ = load_state(layout)
-    cur, prev = state.current, state.previous
-    if cur is None or prev is None:
-        raise ConfigError("there is no previous release to roll back to",
-                          hint="`airgap-install status` shows what is installed")
-    policy.check_k3s_change(cur.k3s_version, prev.k3s_version, allow_minor_skip=True,
-                            allow_downgrade=allow_k3s_downgrade)
-    node = options.merge(NodeOptions.of(prev), Given(skip_start=skip_start), role=prev.role)
-    options.check(node)
+    cur, prev, _, node = summary.rollback_choice(state, skip_start=skip_start,
+                                                 allow_k3s_downgrade=allow_k3s_downgrade)
     plan = summary.plan(cur, prev)
     return {"dry_run": True, "command": "rollback", "action": "rollback",
             "current": summary_of(cur), "target": summary_of(prev), "changes": plan,

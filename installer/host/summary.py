@@ -7,8 +7,11 @@ added, removed, replaced in place (same name, other content) or kept. The instal
 """
 
 import posixpath
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from installer import policy
+from installer.errors import ConfigError
+from installer.host import options
 from installer.host.layout import (
     CHARTS_DIR,
     IMAGES_DIR,
@@ -16,7 +19,8 @@ from installer.host.layout import (
     K3S_ETC_DIR,
     MANIFESTS_DIR,
 )
-from installer.host.state import Release
+from installer.host.options import Given, NodeOptions
+from installer.host.state import Release, State
 from installer.policy import human_bytes
 
 GROUPS = (("images", IMAGES_DIR), ("charts", CHARTS_DIR), ("manifests", MANIFESTS_DIR),
@@ -74,3 +78,20 @@ def lines(p: Dict[str, Any]) -> List[str]:
         size = f" ({human_bytes(g['added_bytes'])} new)" if g["added_bytes"] else ""
         out.append(f"  {group}{size}: " + "; ".join(parts))
     return out
+
+
+def rollback_choice(state: State, *, skip_start: Optional[bool], allow_k3s_downgrade: bool
+                    ) -> "Tuple[Release, Release, NodeOptions, NodeOptions]":
+    """What a rollback would do, checked (pure): the current and previous release, the
+    options that release last ran with, and those it will run with (the command line wins).
+    Used by ``rollback`` and by its ``--dry-run`` plan."""
+    cur, prev = state.current, state.previous
+    if cur is None or prev is None:
+        raise ConfigError("there is no previous release to roll back to",
+                          hint="`airgap-install status` shows what is installed")
+    policy.check_k3s_change(cur.k3s_version, prev.k3s_version, allow_minor_skip=True,
+                            allow_downgrade=allow_k3s_downgrade)
+    recorded = NodeOptions.of(prev)  # as that release last ran; the command line overrides
+    node = options.merge(recorded, Given(skip_start=skip_start), role=prev.role)
+    options.check(node)
+    return cur, prev, recorded, node
