@@ -76,10 +76,13 @@ def push_cmd(*, items: tuple[str, ...], plain_http: bool, ca_file: Path | None,
 @_json_opt
 def repo_push_cmd(*, directory: Path, target: str, plain_http: bool, ca_file: Path | None,
                   credentials_file: Path | None, as_json: bool) -> None:
-    """Push a ring repository folder (every regular file) as one artifact, tag `repo` by
-    default; devices then sync with `airgap-install sync --source oci://HOST/REPO:repo`."""
+    """Push a ring repository folder (every regular file but `staged/`, the changes still
+    waiting for signatures) as one artifact, tag `latest` by default; devices then sync with
+    `airgap-install sync --source oci://HOST/REPO`."""
     report = push_repo(directory, target, access=_access(plain_http, ca_file, credentials_file))
-    out(as_json, report.as_json(), _human(report))
+    left = (f"\nleft out {len(report.left_out)} staged files (waiting for signatures; "
+            "`bundle repo sign` publishes them)") if report.left_out else ""
+    out(as_json, report.as_json(), _human(report) + left)
 
 
 @click.command("pull", context_settings=CONTEXT)

@@ -44,6 +44,7 @@ class PushReport:
     skipped: int = 0           # blobs the registry already held
     bytes_pushed: int = 0
     bytes_skipped: int = 0
+    left_out: list[str] = field(default_factory=list)  # desk-only files never pushed
 
     def as_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -194,13 +195,25 @@ def push_files(client: RegistryClient, ref: OciRef, files: dict[str, tuple[Path,
     return report
 
 
+# A ring repository's changes waiting for threshold signatures (`bundle repo sign`): they stay
+# at the desk; a device never reads them and a registry is no place for unfinished decisions.
+DESK_ONLY = "staged/"
+
+
 def push_repo(directory: Path, url: str, *, access: Access | None = None,
               transport: Transport | None = None) -> PushReport:
     ref, endpoint = target_ref(url, access=access)
-    files = {p: (f, remote.FILE_MEDIA_TYPE) for p, f in folder_files(directory).items()}
+    every = folder_files(directory)
+    left_out = sorted(p for p in every if p.startswith(DESK_ONLY))
+    files = {p: (f, remote.FILE_MEDIA_TYPE) for p, f in every.items() if p not in left_out}
+    if not files:
+        raise SpecError(f"{directory} holds only {DESK_ONLY} (changes waiting for signatures)",
+                        hint="push the repository folder made by `bundle repo init`")
     client = client_for(ref, endpoint, transport=transport, access=access)
-    return push_files(client, ref, files,
-                      tag=ref.reference or REPO_TAG, artifact_type=remote.FOLDER_ARTIFACT)
+    report = push_files(client, ref, files,
+                        tag=ref.reference or REPO_TAG, artifact_type=remote.FOLDER_ARTIFACT)
+    report.left_out = left_out
+    return report
 
 
 def bundle_tag(path: Path) -> str:
