@@ -74,6 +74,7 @@ def test_both_state_copies_fifos_refused_at_once(installed: Path, tmp_path: Path
     r = cli(*command, "--root", root, timeout=20)
     assert r.returncode == 6, r.stdout + r.stderr
     assert "unreadable" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("is a FIFO, not a regular file") == 2, r.stderr  # says why, per copy
 
 
 def test_trust_anchor_fifo_refused_at_once(installed: Path, tmp_path: Path) -> None:

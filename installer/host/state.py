@@ -221,24 +221,22 @@ def read_dual(path: str) -> DualRead:
     """Read ``path`` and ``path.bak``; the valid copy with the highest generation wins."""
     found: List[Tuple[int, str, Dict[str, Any]]] = []
     result = DualRead(None)
+    why: List[str] = []
     for p in (path, path + ".bak"):
         try:
             data = read_regular(p, what="state file", limit=canonjson.MAX_DOCUMENT_BYTES + 1)
-        except ConfigError:  # a FIFO, device or folder: never read, never waited on
-            result.bad.append(p)
-            continue
-        if data is None:
-            continue
-        try:
+            if data is None:
+                continue
             doc = _open_envelope(data, p)
-        except InstallerError:
+        except InstallerError as e:  # a FIFO, device or folder is never read, never waited on
             result.bad.append(p)
+            why.append(e.message)
             continue
         found.append((doc["generation"], p, doc))
     if not found:
         if result.bad:
             raise EnvironmentProblem(
-                "both copies of {} are unreadable ({})".format(path, ", ".join(result.bad)),
+                "both copies of {} are unreadable: {}".format(path, "; ".join(why)),
                 hint="restore one from a backup; the installer will not guess the installed "
                      "state")
         return result
