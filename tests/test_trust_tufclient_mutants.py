@@ -74,8 +74,9 @@ def test_an_expired_timestamp_after_a_good_refresh_is_refused_not_kept() -> None
     repo.expire("timestamp", repo.now + DAY)
     repo.publish([])
     with pytest.raises(tufclient.ExpiredError, match="timestamp"):
-        tufclient.refresh(tufclient.Trusted(root=repo.root_bytes(1), **{
-            r: kept[r] for r in ("timestamp", "snapshot", "targets")}, ring=kept[RING]),
+        tufclient.refresh(tufclient.Trusted(
+            root=repo.root_bytes(1), timestamp=kept["timestamp"], snapshot=kept["snapshot"],
+            targets=kept["targets"], ring=kept[RING]),
             repo.fetch, ring=RING, now=repo.now + 2 * DAY, persist=disk.persist)
     assert disk.files["timestamp"] == kept["timestamp"]
 

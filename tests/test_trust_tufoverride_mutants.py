@@ -3,6 +3,7 @@ of its rules (issue #24 mutation run; THREATS 17, 48): root-signed, version and 
 bounds, at most 90 days of reprieve, reason and entry limits, exact documents only, dated
 at most 24 h past the device clock, valid strictly before its own expiry."""
 
+import dataclasses
 import json
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -124,3 +125,8 @@ def test_valid_strictly_before_its_own_expiry() -> None:
 def test_the_limits_are_the_documented_ones() -> None:
     limits: List[int] = [tufoverride.MAX_DAYS, tufoverride.MAX_REASON, tufoverride.MAX_ENTRIES]
     assert limits == [90, 1000, 64]
+
+
+def test_an_override_is_immutable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        _parse().expires = NOW + 365 * DAY          # type: ignore[misc]
