@@ -146,3 +146,10 @@ def test_a_role_name_matches_exactly() -> None:
     e = tufmeta.DelegatedRole("b", ("k",), 1, False, ("*",), None)
     ds = tufmeta.Delegations({}, (d, e))
     assert ds.role("b") is e and ds.role("a") is d and ds.role("c") is None
+
+
+def test_a_record_shows_its_kind_and_version_not_its_bytes() -> None:
+    shown = repr(_parse("targets", _nothing))
+    assert "kind='targets'" in shown and "version=2" in shown
+    for field in ("signed=", "signatures=", "signed_bytes=", "data="):
+        assert field not in shown
