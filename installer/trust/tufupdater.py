@@ -12,7 +12,8 @@ still valid as final, as python-tuf does, so an unchanged repository costs one r
 and the timestamp); ``find_target`` walks the delegation tree in pre-order depth-first
 order (spec 5.6.7), fetching each role lazily, at most ``MAX_DELEGATIONS`` roles, honouring
 ``terminating`` and each delegation's paths; ``delegated`` loads one role by name (the ring
-layer). Caps follow python-tuf: ``MAX_ROOT_ROTATIONS`` new roots per refresh.
+layer). ``MAX_DELEGATIONS`` is python-tuf's; ``MAX_ROOT_ROTATIONS`` new roots per refresh
+(python-tuf allows 256) is lower: a longer root chain goes on at the next refresh.
 """
 
 from typing import Callable, Dict, List, Optional, Protocol, Set, Tuple
