@@ -327,5 +327,7 @@ def test_plain_http_to_a_far_mirror_is_refused_unless_asked_for() -> None:
     contacted: nothing is read from it)."""
     with pytest.raises(ConfigError, match="--plain-http"):
         remote.open_source("http://10.255.255.1:9/ring")
+    with pytest.raises(ConfigError, match="--plain-http"):
+        mirror.HttpSource("http://10.255.255.1:9/ring")   # the default too
     src = remote.open_source("http://10.255.255.1:9/ring", plain_http=True)
     assert isinstance(src, mirror.HttpSource) and src.client.scheme == "http"
