@@ -251,7 +251,7 @@ def test_diagnose_passes_intact_blobs_and_names_the_damaged_one(tmp_path: Path) 
     one, two = kept[100:150], kept[300:700]
     segs = [("lit", 3), ("ref", rel, 100, 50, hashlib.sha256(one).hexdigest()),
             ("ref", rel, 300, 400, hashlib.sha256(two).hexdigest())]
-    assert delta._diagnose(layout, DIGEST, segs) is None
+    delta._diagnose(layout, DIGEST, segs)   # intact: no error
     Path(path).write_bytes(kept[:699] + b"\x00" + kept[700:])
     with pytest.raises(DigestMismatch, match=f"blob sha256:{segs[2][4]} of the base file {path}: "
                                              f"expected .*\\(400 bytes\\)"):
