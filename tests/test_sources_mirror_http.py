@@ -160,6 +160,24 @@ def test_a_401_challenge_is_not_answered_and_never_asks_for_registry_credentials
     assert srv.count("metadata/timestamp.json") == 1 and sleeps == []
 
 
+def test_a_bearer_challenge_whose_token_service_refuses_never_asks_for_credentials(
+        srv: Mirror, sleeps: list[float]) -> None:
+    """A mirror's Bearer challenge is followed anonymously (the realm is on the mirror's own
+    loopback host); when the token service refuses, the hint still says a mirror is read
+    anonymously."""
+    realm = f"http://127.0.0.1:{srv.server.server_port}/ring/token"
+    srv.answer("metadata/timestamp.json",
+               Answer(401, headers=(("WWW-Authenticate", f'Bearer realm="{realm}"'),)))
+    srv.script["/ring/token?service=&scope="] = [Answer(401)]
+    with pytest.raises(TransferError, match="token service .*/ring/token refused access") as e:
+        _src(srv).read("metadata/timestamp.json", max_size=1024)
+    assert e.value.exit_code == 5 and "credentials file" not in (e.value.hint or "")
+    assert "anonymous" in (e.value.hint or ""), e.value.hint
+    assert [p for p, _ in srv.hits] == ["/ring/metadata/timestamp.json",
+                                        "/ring/token?service=&scope="]
+    assert sleeps == []
+
+
 @pytest.mark.parametrize("code", [404, 410])
 def test_404_and_410_are_missing(srv: Mirror, sleeps: list[float], code: int) -> None:
     srv.answer("metadata/2.targets.json", Answer(code))
