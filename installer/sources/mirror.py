@@ -20,7 +20,10 @@ from installer.sources.base import Missing, Options, Source, check_path
 class _MirrorClient(ocidist.Client):
     """``ocidist.Client``'s transport (retries, resumable verified downloads, the route and
     redirect rules of ``regauth``, checked before any connection; TLS with a CA file) for a
-    plain static server: its errors name the mirror, and a 404 is :class:`Missing`."""
+    plain static server: its errors name the mirror, a 404 is :class:`Missing`, and a
+    refusal never asks for the registry credentials a mirror does not take."""
+
+    credentials_hint = "a ring mirror is a plain static server: allow anonymous reads"
 
     def __init__(self, scheme: str, host: str, *, plain_http: bool,
                  ca_file: Optional[str]) -> None:
@@ -33,8 +36,7 @@ class _MirrorClient(ocidist.Client):
                                 "as `bundle repo` wrote it")
         if e.code in (401, 403):
             return TransferError(f"{url} refused access (HTTP {e.code})",
-                                 hint="a ring mirror is a plain static server: allow "
-                                      "anonymous reads")
+                                 hint=self.credentials_hint)
         return super()._http_error(e, url, what)
 
 

@@ -218,9 +218,7 @@ class Client:
             e.close()
             if e.code in (401, 403):
                 raise TransferError(f"token service {realm} refused access to {scope} "
-                                    f"(HTTP {e.code})",
-                                    hint=f"give a credentials file or set {USER_ENV} and "
-                                         f"{PASSWORD_ENV}") from None
+                                    f"(HTTP {e.code})", hint=self.credentials_hint) from None
             raise self._http_error(e, realm, f"token for {scope}") from None
         with resp:
             body = self.deadline.read_body(resp, MAX_TOKEN_BODY + 1, what=f"token for {scope}")
