@@ -52,7 +52,7 @@ FAST_MODULES = frozenset({
     "test_format_envelope.py", "test_sources_registry.py", "test_trust_tufclient_mutants.py",
     "test_trust_tufcore_mutants.py", "test_trust_tufoverride_mutants.py",
     "test_trust_tufupdater_mutants.py", "test_trust_tufmeta_mutants.py",
-    "test_sources_transfer.py",
+    "test_sources_transfer.py", "test_trust_tuf_mixandmatch.py",
 })
 SLOW_FIXTURES = frozenset({"host"})  # test_installer_policy's installed host: CLI runs
 _saved_env: dict[str, str | None] = {}
