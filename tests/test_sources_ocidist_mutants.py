@@ -88,6 +88,9 @@ def test_records_are_frozen_and_references_print_back() -> None:
 def test_oci_urls_edge_cases() -> None:
     assert ocidist.parse_oci_url("oci://h/a/b:v1").reference == "v1"
     assert ocidist.parse_oci_url("oci://h:5000/x").host == "h:5000"
+    with pytest.raises(ConfigError, match="is not an oci:// reference") as e:
+        ocidist.parse_oci_url("abc://reg/edge")
+    assert e.value.hint and "oci://" in e.value.hint
     for bad in ("oci:///edge", "oci://h/", "oci://h/a:b/c", "oci://h/x@latest",
                 "oci://h/x:" + "t" * 129, "oci://h/x@sha256:" + "A" * 64):
         with pytest.raises(ConfigError):

@@ -308,13 +308,24 @@ def test_copy_part_keeps_to_the_size_and_hash(stick: Path, keys: KeyDir) -> None
     raw[0] ^= 1
     path.write_bytes(bytes(raw))
     assert not parts._copy_part(str(path), io.BytesIO(), p, on_bytes=None)
+    whole = index.parts[0]          # 2 MiB: read in whole chunks up to its very size
+    path = stick / whole.name
+    assert parts._copy_part(str(path), io.BytesIO(), whole, on_bytes=None)
+    with open(path, "ab") as f:
+        f.write(b"!")               # one byte more (grown after check_present looked)
+    out = io.BytesIO()
+    assert not parts._copy_part(str(path), out, whole, on_bytes=None)
+    assert len(out.getvalue()) == whole.size
 
 
-def _beyond(stick: Path, keys: KeyDir, tmp_path: Path) -> str:
+def _beyond(stick: Path, keys: KeyDir, tmp_path: Path, *, reads: bool = False) -> str:
     out = _out(tmp_path)
+    seen: List[int] = []
     with pytest.raises(UntrustedContent) as e:
-        parts.reassemble(str(stick), _index(stick, keys), str(out))
+        parts.reassemble(str(stick), _index(stick, keys), str(out), on_bytes=seen.append)
     assert os.listdir(out) == []
+    if not reads:
+        assert seen == []       # refused before any part was read
     assert e.value.hint and "copy" in e.value.hint
     return e.value.message
 
@@ -334,8 +345,8 @@ def test_one_missing_and_one_damaged_part_are_named(stick: Path, keys: KeyDir,
     raw = bytearray(victim.read_bytes())
     raw[0] ^= 1
     victim.write_bytes(bytes(raw))
-    assert f"{NAME}.part-001, {NAME}.part-003; parity rebuilds" in _beyond(stick, keys,
-                                                                         tmp_path)
+    assert f"{NAME}.part-001, {NAME}.part-003; parity rebuilds" in _beyond(
+        stick, keys, tmp_path, reads=True)
 
 
 @pytest.mark.parametrize("parity", ["missing", "short"])
@@ -358,7 +369,7 @@ def test_a_damaged_part_with_a_lost_parity_part_is_named(stick: Path, keys: KeyD
     raw = bytearray(victim.read_bytes())
     raw[0] ^= 1
     victim.write_bytes(bytes(raw))
-    assert "part-002; its parity part" in _beyond(stick, keys, tmp_path)
+    assert "part-002; its parity part" in _beyond(stick, keys, tmp_path, reads=True)
 
 
 def test_intact_parts_without_their_parity_part_reassemble(stick: Path, keys: KeyDir,
