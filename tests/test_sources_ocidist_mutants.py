@@ -289,6 +289,15 @@ def test_a_token_realm_with_a_query_and_credentials(up: HostileUpstream) -> None
     assert token.headers["Authorization"] == BASIC
 
 
+def test_a_token_realm_on_another_port_of_the_registry_host_gets_the_credentials(
+        up: HostileUpstream) -> None:
+    _token_registry(up, Reply(body=b'{"token": "T0k"}'), realm=f"{up.other_url}/token")
+    client = _client(up, credentials=ocidist.Credentials(USER, PASSWORD))
+    assert client.manifest(REPO, "v1")[0] == b"{}"
+    (token,) = [s for s in _requests(up, "/token") if s.port == up.other_port()]
+    assert token.headers["Authorization"] == BASIC
+
+
 def test_a_token_body_of_exactly_the_limit_is_read_one_byte_more_is_not(
         up: HostileUpstream) -> None:
     doc = b'{"token": "T0k", "pad": "'

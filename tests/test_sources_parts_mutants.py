@@ -135,6 +135,8 @@ def test_sizes_at_their_bounds() -> None:
 def test_every_part_rule_of_validate() -> None:
     assert parts.validate(_good(last=2 * MiB)).size == 4 * MiB     # a full last part
     assert parts.validate(_good(1, last=5)).size == 5              # one short part
+    tiny = _good(1, last=1)
+    assert parts.parse_index(tiny.to_json()) == tiny               # a 1-byte bundle
     with pytest.raises(FormatError, match="the last at most"):
         parts.validate(_good(last=2 * MiB + 1))
     short_first = _good(3)
@@ -225,7 +227,7 @@ def test_a_signature_error_names_the_index_and_both_roots(stick: Path, tmp_path:
     assert f"parts index {parts.index_name(NAME)}" in e.value.message
     assert "bundle manifest" not in e.value.message
     assert "this host trusts" in e.value.message
-    assert e.value.hint
+    assert e.value.hint and "sign with the targets keys" in e.value.hint   # rootmeta's own
 
 
 def test_a_signed_index_reads_back(stick: Path, keys: KeyDir, data: bytes) -> None:
@@ -375,8 +377,50 @@ def test_a_damaged_part_with_a_lost_parity_part_is_named(stick: Path, keys: KeyD
 def test_intact_parts_without_their_parity_part_reassemble(stick: Path, keys: KeyDir,
                                                            tmp_path: Path, data: bytes) -> None:
     (stick / (NAME + parts.PARITY_SUFFIX)).unlink()
-    res = parts.reassemble(str(stick), _index(stick, keys), str(_out(tmp_path)))
+    old = os.umask(0o022)
+    try:
+        res = parts.reassemble(str(stick), _index(stick, keys), str(_out(tmp_path)))
+    finally:
+        os.umask(old)
     assert res.rebuilt is None and Path(res.path).read_bytes() == data
+    assert stat.S_IMODE(os.stat(res.path).st_mode) == 0o600
+
+
+def test_parts_and_parity_are_read_a_chunk_at_a_time(stick: Path, keys: KeyDir,
+                                                     tmp_path: Path, data: bytes,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never a whole part in memory (parts are up to 4 GiB): every read asks for at most one
+    chunk, and a part that grew is read one byte past its size, no more."""
+    index = _index(stick, keys)
+    asked: List[int] = []
+    real = parts.open_regular
+
+    class Counting:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def __enter__(self) -> "Counting":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def read(self, n: int) -> bytes:
+            asked.append(n)
+            return bytes(self.f.read(n))
+
+    monkeypatch.setattr(parts, "open_regular", lambda *a, **kw: Counting(real(*a, **kw)))
+    (stick / parts.part_name(NAME, 2)).unlink()
+    res = parts.reassemble(str(stick), index, str(_out(tmp_path)))
+    assert Path(res.path).read_bytes() == data
+    assert asked and max(asked) <= parts.CHUNK
+    whole = index.parts[0]
+    path = stick / whole.name
+    with open(path, "ab") as f:
+        f.write(b"four")
+    seen: List[int] = []
+    assert not parts._copy_part(str(path), io.BytesIO(), whole, on_bytes=seen.append)
+    assert max(seen) <= parts.CHUNK and sum(seen) == whole.size + 1
 
 
 def test_a_damaged_parity_part_is_named_when_it_is_needed(stick: Path, keys: KeyDir,
