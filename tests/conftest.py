@@ -49,7 +49,7 @@ FAST_MODULES = frozenset({
     "test_keys.py", "test_errors.py", "test_markers.py",
     "test_trust_tuf_workflow.py", "test_trust_tuf_delegations.py", "test_trust_tuf_meta.py",
     "test_trust_tuf_rings.py", "test_trust_tuf_ratchet.py", "test_trust_keytypes.py",
-    "test_format_envelope.py", "test_sources_registry.py",
+    "test_format_envelope.py", "test_sources_registry.py", "test_sources_parts_mutants.py",
 })
 SLOW_FIXTURES = frozenset({"host"})  # test_installer_policy's installed host: CLI runs
 _saved_env: dict[str, str | None] = {}

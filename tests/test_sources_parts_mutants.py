@@ -399,7 +399,7 @@ def test_parts_and_parity_are_read_a_chunk_at_a_time(stick: Path, keys: KeyDir,
         def __init__(self, f: Any) -> None:
             self.f = f
 
-        def __enter__(self) -> "Counting":
+        def __enter__(self) -> Counting:
             return self
 
         def __exit__(self, *exc: object) -> None:
