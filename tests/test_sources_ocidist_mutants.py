@@ -359,8 +359,8 @@ def test_a_realm_through_a_far_proxy_is_refused(up: HostileUpstream) -> None:
 
 # ---------------------------------------------------------------- blobs
 
-def test_a_blob_lands_with_progress(up: HostileUpstream,
-                                                       tmp_path: Path) -> None:
+def test_a_blob_lands_with_progress(up: HostileUpstream, sleeps: List[float],
+                                    tmp_path: Path) -> None:
     data = os.urandom(MiB + 5000)
     up.routes[_blob_path(data)] = Reply(body=data)
     dest = tmp_path / "blob"
@@ -368,6 +368,7 @@ def test_a_blob_lands_with_progress(up: HostileUpstream,
     _client(up).blob_to(REPO, _sha(data), len(data), dest=str(dest), on_bytes=seen.append)
     assert dest.read_bytes() == data and sum(seen) == len(data)
     assert os.listdir(tmp_path) == ["blob"]
+    assert sleeps == [] and len(_requests(up, _blob_path(data))) == 1   # no retry at all
 
 
 def test_a_blob_beside_the_working_folder(up: HostileUpstream, tmp_path: Path,
