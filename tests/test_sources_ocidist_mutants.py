@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import hashlib
+import ipaddress
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Iterator, List
@@ -346,7 +349,24 @@ def test_an_https_registry_never_sends_clients_to_a_plain_http_realm(
     assert _requests(up, "/token") == []
 
 
-def test_a_realm_through_a_far_proxy_is_refused(up: HostileUpstream) -> None:
+@pytest.fixture
+def far_connects(monkeypatch: pytest.MonkeyPatch) -> List[object]:
+    """Connections to a non-loopback address, refused in this process (a mutant that lets one
+    through must never reach the network)."""
+    tried: List[object] = []
+    real = socket.socket.connect
+
+    def connect(sock: socket.socket, address: object) -> None:
+        if isinstance(address, tuple) and not ipaddress.ip_address(address[0]).is_loopback:
+            tried.append(address)
+            raise OSError(errno.ENETUNREACH, f"no connection to {address!r} in tests")
+        real(sock, address)  # type: ignore[arg-type]
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return tried
+
+
+def test_a_realm_through_a_far_proxy_is_refused(up: HostileUpstream,
+                                                far_connects: List[object]) -> None:
     """The registry is reached directly (``no_proxy``), its realm on another loopback address
     would go through a non-loopback proxy in clear: refused before any connection."""
     realm = f"http://127.0.0.2:{up.port}/token"
@@ -355,6 +375,7 @@ def test_a_realm_through_a_far_proxy_is_refused(up: HostileUpstream) -> None:
                                               "no": "127.0.0.1"})
     with pytest.raises(TransferError, match="token realm"):
         client.manifest(REPO, "v1")
+    assert far_connects == []
 
 
 # ---------------------------------------------------------------- blobs
