@@ -112,6 +112,11 @@ def test_credentials_from_bad_files_and_the_environment(tmp_path: Path) -> None:
         f.write_text(text)
         with pytest.raises(ConfigError, match="expected"):
             ocidist.credentials_from(str(f), {})
+    f.write_text("user:pa:ss\n")
+    assert ocidist.credentials_from(str(f), {}) == ocidist.Credentials("user", "pa:ss")
+    f.write_text("nocolon")
+    with pytest.raises(ConfigError, match="one line user:password"):
+        ocidist.credentials_from(str(f), {})
     f.write_text('{"username": 1, "password": 2}')
     assert ocidist.credentials_from(str(f), {}) == ocidist.Credentials("1", "2")
     assert ocidist.credentials_from(None, {ocidist.USER_ENV: ""}) is None
@@ -299,6 +304,17 @@ def test_a_token_realm_on_another_port_of_the_registry_host_gets_the_credentials
     assert client.manifest(REPO, "v1")[0] == b"{}"
     (token,) = [s for s in _requests(up, "/token") if s.port == up.other_port()]
     assert token.headers["Authorization"] == BASIC
+
+
+def test_credentials_never_go_to_a_realm_on_another_host(up: HostileUpstream,
+                                                        sleeps: List[float]) -> None:
+    _token_registry(up, Reply(body=b'{"token": "T0k"}'),
+                    realm=f"http://127.0.0.2:{up.port}/token")
+    client = _client(up, credentials=ocidist.Credentials(USER, PASSWORD))
+    with pytest.raises(ConfigError, match="asks for credentials at .*: not sent") as e:
+        client.manifest(REPO, "v1")
+    assert e.value.hint and "own host" in e.value.hint
+    assert _requests(up, "/token") == []
 
 
 def test_a_token_body_of_exactly_the_limit_is_read_one_byte_more_is_not(
