@@ -50,6 +50,7 @@ FAST_MODULES = frozenset({
     "test_trust_tuf_workflow.py", "test_trust_tuf_delegations.py", "test_trust_tuf_meta.py",
     "test_trust_tuf_rings.py", "test_trust_tuf_ratchet.py", "test_trust_keytypes.py",
     "test_format_envelope.py", "test_sources_registry.py",
+    "test_commands_syncstate_mutants.py", "test_commands_syncgate_mutants.py",
 })
 SLOW_FIXTURES = frozenset({"host"})  # test_installer_policy's installed host: CLI runs
 _saved_env: dict[str, str | None] = {}
