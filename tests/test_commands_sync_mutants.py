@@ -208,11 +208,13 @@ def test_the_delta_from_the_installed_release_is_used(dev: Device) -> None:
     assert dev.installed_names() == ["edge-2.0.0-amd64.from-" + digest_of(dev.w, "1.0.0")[:12]
                                      + ".delta.tar"]
     assert any(s.startswith("fetched the delta") for s in dev.said)
+    assert "delta_fell_back" not in got.to_json()
 
 
 def test_a_delta_that_does_not_apply_is_followed_by_the_full_bundle(dev: Device) -> None:
     dev.at("1.0.0").fail_installs = 1
-    assert dev.sync().action == "installed"
+    got = dev.sync()
+    assert got.action == "installed" and got.to_json()["delta_fell_back"] is True  # rings.md
     assert [n.endswith(".delta.tar") for n in dev.installed_names()] == [True, False]
     assert any("the delta did not apply" in s for s in dev.said)
 
@@ -324,8 +326,8 @@ def test_a_ratchet_within_the_slack_is_not_blamed(dev: Device, tmp_path: Path) -
     doc = json.loads(ts.read_bytes())
     doc["signed"]["version"] += 1   # the signature no longer matches
     ts.write_text(json.dumps(doc))
-    now = int(time.time())
-    syncstate.save_record(dev.layout, {"ratchet": now + 60, "failed": []})
+    now = int(time.time())   # the ratchet at the very end of the slack: not blamed
+    syncstate.save_record(dev.layout, {"ratchet": now + tufclient.FUTURE_SLACK, "failed": []})
     with pytest.raises(UntrustedContent) as e:
         dev.sync(source=stick, now=now)
     assert "ahead of its clock" not in e.value.message
@@ -411,3 +413,13 @@ def test_prune_incoming_keeps_only_the_partial_download(tmp_path: Path) -> None:
     (inc / "link").symlink_to(outside)
     sync._prune_incoming(str(inc), keep="k")
     assert sorted(os.listdir(inc)) == ["k"] and (outside / "f").read_text() == "kept"
+
+
+def test_a_staged_folder_that_cannot_be_removed_does_not_stop_the_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "in" / "d").mkdir(parents=True)
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "rmdir", refuse)
+    sync._prune_incoming(str(tmp_path / "in"), keep="k")   # left there, no error
