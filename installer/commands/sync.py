@@ -176,7 +176,7 @@ class _Plan:
         return f"{self.entry.custom.get('name')} {self.entry.custom.get('version')}"
 
     def result(self, action: str, current: Optional[Dict[str, Any]],
-               previous: Optional[Dict[str, Any]] = None, *, fell_back: bool = False) -> Synced:
+               previous: Optional[Dict[str, Any]] = None, *, fell_back: bool) -> Synced:
         return Synced(action=action, ring=self.ring, reason=self.reason,
                       metadata=self.metadata, override=self.override, current=current,
                       previous=previous, delta_fell_back=fell_back)
