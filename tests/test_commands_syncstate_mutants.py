@@ -267,10 +267,10 @@ def test_note_result_waits_for_the_lock_and_keeps_pending(layout: Layout, held: 
 def test_sync_status_without_a_ring_and_with_a_bad_record(layout: Layout) -> None:
     syncstate.save_record(layout, _doc(last_sync=3, result="ok", failed=[_failed()]))
     assert syncstate.sync_status(layout) == {
-        "ring": None, "device_id": None, "last_sync": 3, "result": "ok", "metadata": None,
+        "ring": None, "rollout_id": None, "last_sync": 3, "result": "ok", "metadata": None,
         "failed": [_failed()]}
     _put(layout, CONFIG, {"ring": "canary", "device_id": "d"})
-    assert syncstate.sync_status(layout)["device_id"] == "d"
+    assert syncstate.sync_status(layout)["rollout_id"] == "d"
     _put(layout, RECORD, b"[]")
     got = syncstate.sync_status(layout)
     assert "refused" in got["error"] and "aside" in got["hint"]
