@@ -135,7 +135,8 @@ class Device:
     def sync(self, health: Optional[str] = PASS, *, source: Optional[Path] = None,
              now: Optional[int] = None, **kw: Any) -> Any:
         req = sync.SyncRequest(source=str(source or self.w.repo), health_cmd=health,
-                               health_timeout=0.3, health_interval=0.05,
+                               health_timeout=0.3 if health in (FAIL, None) else 5,
+                               health_interval=0.05,
                                arch=kw.pop("arch", "amd64"), **kw)
         return sync.sync(self.layout, req, report=self.said.append, now=now)
 

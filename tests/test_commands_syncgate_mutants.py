@@ -101,17 +101,18 @@ def test_the_command_sees_the_roots_bin_and_the_gate_env(layout: Layout) -> None
     bin_dir.mkdir(parents=True)
     (bin_dir / "gate-check").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "gate-check").chmod(0o755)
-    assert _health(layout, "gate-check") is None
+    assert _health(layout, "gate-check", timeout=5) is None
     spec = syncgate.GateSpec(cmd='test "$AIRGAP_RING/$AIRGAP_VERSION/$AIRGAP_ROOT" = '
                                  f'"canary/1.0/{layout.root}"', timeout=2, interval=0.1,
                              wait=False)
     assert syncgate.run_gate(layout, spec, ring="canary", version="1.0") is None
-    assert syncgate.run_gate(layout, dataclasses.replace(spec, timeout=0.2), ring="stable",
-                             version="1.0") == "exit 1"
+    assert syncgate.run_gate(layout, dataclasses.replace(spec, timeout=1, interval=1),
+                             ring="stable", version="1.0") == "exit 1"
 
 
 def test_a_real_failing_command_is_named_by_its_last_line_of_text(layout: Layout) -> None:
-    assert _health(layout, "echo one >&2; echo bad >&2; exit 3", timeout=0.2) == "exit 3: bad"
+    assert _health(layout, "echo one >&2; echo bad >&2; exit 3", timeout=1,
+                   interval=1) == "exit 3: bad"
 
 
 def test_the_gate_spec_is_frozen() -> None:
@@ -156,8 +157,8 @@ def _gate(**changes: Any) -> Dict[str, Any]:
                 **changes)
 
 
-def _spec(cmd: str = "exit 1", wait: bool = False) -> syncgate.GateSpec:
-    return syncgate.GateSpec(cmd=cmd, timeout=0.2, interval=0.05, wait=wait)
+def _spec(cmd: str = "exit 1", wait: bool = False, timeout: float = 0.2) -> syncgate.GateSpec:
+    return syncgate.GateSpec(cmd=cmd, timeout=timeout, interval=timeout, wait=wait)
 
 
 @pytest.fixture
@@ -193,7 +194,7 @@ def test_an_interrupted_gate_that_passes_keeps_the_release(layout: Layout,
                                    "metadata": {"t": {"version": 1, "expires": 2}},
                                    "override": {"v": 1}})
     said: List[str] = []
-    got = syncgate.resume_gate(layout, _spec("true"), report=said.append, clock=5)
+    got = syncgate.resume_gate(layout, _spec("true", timeout=5), report=said.append, clock=5)
     assert got is not None and got.to_json() == {
         "action": "installed", "ring": "canary", "gate": "passed",
         "reason": "the interrupted health gate of edge 2.0 passed",
@@ -207,7 +208,7 @@ def test_an_interrupted_gate_that_passes_keeps_the_release(layout: Layout,
 def test_an_interrupted_gate_that_fails_rolls_back(layout: Layout, device: Any) -> None:
     syncstate.save_record(layout, {"ratchet": 0, "failed": [], "pending": _gate()})
     with pytest.raises(HealthGateFailed, match="rolled back to edge 1.0"):
-        syncgate.resume_gate(layout, _spec("exit 4"), report=print, clock=5)
+        syncgate.resume_gate(layout, _spec("exit 4", timeout=1), report=print, clock=5)
     assert device.rolled == [False]
     record = syncstate.read_record(layout)
     assert record["failed"] == [{"digest": D2, "name": "edge", "version": "2.0", "at": 5,
@@ -241,10 +242,15 @@ def test_gate_failed_waits_for_the_lock(layout: Layout, device: Any, held: None)
         syncgate.gate_failed(layout, _spec(), _gate(), failure="bad", report=print, clock=3)
 
 
-def test_resume_without_wait_refuses_a_held_lock(layout: Layout, device: Any,
-                                                  held: None) -> None:
-    with pytest.raises(EnvironmentProblem):
-        syncgate.resume_gate(layout, _spec(), report=print, clock=5)
+def test_resume_without_wait_refuses_a_held_lock(layout: Layout, device: Any) -> None:
+    os.makedirs(os.path.dirname(layout.lock), exist_ok=True)
+    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(EnvironmentProblem):
+            syncgate.resume_gate(layout, _spec(), report=print, clock=5)
+    finally:
+        os.close(fd)
 
 
 def test_a_first_install_whose_gate_fails_stays_degraded(layout: Layout,
