@@ -162,3 +162,5 @@ def test_a_device_trusted_before_gets_its_identity_at_its_first_sync(tmp_path: P
     [r] = _reports(tmp_path / "stick")
     st = json.loads(cli("status", "--root", root, "--json").stdout)
     assert st["device_id"] == r["device_id"] and r["installed"] is None
+    # two ids: the report key's (top level) and the ring's rollout id (sync.rollout_id)
+    assert r["rollout_id"] == st["sync"]["rollout_id"] != st["device_id"] and r["rollout_id"]

@@ -171,6 +171,7 @@ def test_a_changed_base_on_disk_falls_back_to_the_full_bundle_in_the_same_run(
         kept.write_bytes(bytes(data))
         res, err = _sync(root, url)
         assert res["action"] == "installed" and installed(root) == "2.0.0", err
+        assert res["delta_fell_back"] is True, res   # docs/rings.md
         assert "fetched the delta" in err and "did not apply" in err, err
         assert "shared.tar" in err
     assert live(root) == live(ref)

@@ -104,7 +104,7 @@ def build(layout: Layout, event: str, *, now: int) -> Dict[str, Any]:
     return {
         "device_id": ident["device_id"], "public_key": ident["public_key"],
         "hostname": identity.hostname(layout), "arch": arch, "ring": info.get("ring"),
-        "rollout_id": info.get("device_id"), "event": event,
+        "rollout_id": info.get("rollout_id"), "event": event,
         "installed": _release(cur), "previous": _release(state.previous),
         "gate": _gate(layout, cur),
         "failed": [{"name": f.get("name"), "version": f.get("version"),

@@ -275,6 +275,7 @@ class Synced(Result):
     current: Optional[Json]
     previous: Optional[Json] = None
     gate: Optional[str] = None   # "passed": an interrupted health gate was run again
+    delta_fell_back: bool = False   # the delta did not apply: the full bundle was installed
 
     def to_json(self) -> Json:
         out: Json = {"action": self.action, "ring": self.ring, "reason": self.reason,
@@ -284,6 +285,8 @@ class Synced(Result):
             out["previous"] = self.previous
         if self.gate is not None:
             out["gate"] = self.gate
+        if self.delta_fell_back:
+            out["delta_fell_back"] = True
         return out
 
     def to_text(self) -> List[str]:

@@ -176,10 +176,10 @@ class _Plan:
         return f"{self.entry.custom.get('name')} {self.entry.custom.get('version')}"
 
     def result(self, action: str, current: Optional[Dict[str, Any]],
-               previous: Optional[Dict[str, Any]] = None) -> Synced:
+               previous: Optional[Dict[str, Any]] = None, *, fell_back: bool) -> Synced:
         return Synced(action=action, ring=self.ring, reason=self.reason,
                       metadata=self.metadata, override=self.override, current=current,
-                      previous=previous)
+                      previous=previous, delta_fell_back=fell_back)
 
 
 def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
@@ -216,7 +216,7 @@ def sync(layout: Layout, req: SyncRequest, *, report: Report = _quiet,
                             f"bundle holds {installed.get('digest')}: rolled back",
                             hint="the repository is inconsistent; re-publish the bundle")
     return _gate(layout, req, plan, installed=installed, previous=result.get("previous"),
-                 report=report, clock=clock)
+                 fell_back=bool(result.get("delta_fell_back")), report=report, clock=clock)
 
 
 def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock: int,
@@ -309,7 +309,8 @@ def _install_step(layout: Layout, req: SyncRequest, plan: _Plan, *, src: remote.
 
 
 def _gate(layout: Layout, req: SyncRequest, plan: _Plan, *, installed: Dict[str, Any],
-          previous: Optional[Dict[str, Any]], report: Report, clock: int) -> Synced:
+          previous: Optional[Dict[str, Any]], fell_back: bool, report: Report,
+          clock: int) -> Synced:
     """The health command after the change (recorded as pending before it: THREATS 46):
     passed, the result; failed, ``syncgate.gate_failed`` (exit 7)."""
     syncstate.note_result(layout, f"{plan.label} {'installed' if plan.copy else 'back'}; "
@@ -319,7 +320,8 @@ def _gate(layout: Layout, req: SyncRequest, plan: _Plan, *, installed: Dict[str,
     if failure is None:
         done = "installed" if plan.copy else "rolled back to"
         syncstate.note_result(layout, f"{done} {plan.label}", clear_pending=True)
-        return plan.result("installed" if plan.copy else "rolled-back", installed, previous)
+        return plan.result("installed" if plan.copy else "rolled-back", installed, previous,
+                           fell_back=fell_back)
     gate = syncstate.read_record(layout).get("pending") or syncgate.pending_gate(
         plan.entry, plan.digest, yanked=[], clock=clock)
     syncgate.gate_failed(layout, _spec(req), gate, failure=failure, report=report,

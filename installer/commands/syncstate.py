@@ -149,13 +149,15 @@ def note_result(layout: Layout, result: str, *, clear_pending: bool = False) -> 
 
 
 def sync_status(layout: Layout) -> Dict[str, Any]:
-    """For ``status``: ring, metadata versions and expiry, last sync and its result."""
+    """For ``status``: ring, the id its percent rollout hashes (``rollout_id``: the device id
+    of ring.json, not the report key's ``device_id``), metadata versions and expiry, last sync
+    and its result."""
     try:
         cfg = read_json(config_path(layout), "ring.json") or {}
         record = read_record(layout)
     except InstallerError as e:
         return {"error": e.message, "hint": e.hint}
-    return {"ring": cfg.get("ring"), "device_id": cfg.get("device_id"),
+    return {"ring": cfg.get("ring"), "rollout_id": cfg.get("device_id"),
             "last_sync": record.get("last_sync"), "result": record.get("result"),
             "metadata": record.get("metadata"), "failed": record["failed"]}
 
