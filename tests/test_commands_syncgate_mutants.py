@@ -5,10 +5,8 @@ and the degraded refusal. The installed state and ``install.rollback`` are stand
 CLI tests (tests/test_commands_sync_gate.py) run the real ones."""
 
 import dataclasses
-import fcntl
 import os
 import subprocess
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, Iterator, List, Optional
@@ -19,6 +17,7 @@ from installer.commands import syncgate, syncstate
 from installer.errors import EnvironmentProblem, HealthGateFailed, PolicyRefusal
 from installer.host.layout import Layout
 from installer.trust import tufclient
+from tests.runlock import lock_held
 
 D1, D2 = "1" * 64, "2" * 64
 
@@ -164,13 +163,8 @@ def _spec(cmd: str = "exit 1", wait: bool = False, timeout: float = 0.2) -> sync
 @pytest.fixture
 def held(layout: Layout) -> Iterator[None]:
     """The run lock held by someone else for 0.3 s."""
-    os.makedirs(os.path.dirname(layout.lock), exist_ok=True)
-    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    timer = threading.Timer(0.3, lambda: os.close(fd))
-    timer.start()
-    yield
-    timer.join()
+    with lock_held(layout.lock, release_after=0.3):
+        yield
 
 
 def test_no_pending_gate_is_nothing_to_resume(layout: Layout, device: Any) -> None:
@@ -243,14 +237,8 @@ def test_gate_failed_waits_for_the_lock(layout: Layout, device: Any, held: None)
 
 
 def test_resume_without_wait_refuses_a_held_lock(layout: Layout, device: Any) -> None:
-    os.makedirs(os.path.dirname(layout.lock), exist_ok=True)
-    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with pytest.raises(EnvironmentProblem):
-            syncgate.resume_gate(layout, _spec(), report=print, clock=5)
-    finally:
-        os.close(fd)
+    with lock_held(layout.lock), pytest.raises(EnvironmentProblem):
+        syncgate.resume_gate(layout, _spec(), report=print, clock=5)
 
 
 def test_a_first_install_whose_gate_fails_stays_degraded(layout: Layout,

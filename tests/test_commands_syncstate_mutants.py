@@ -2,11 +2,9 @@
 configuration, the sync record's validation (THREATS 50) at each of its bounds, the persister
 of verified metadata, and the lock ``note_result`` waits for."""
 
-import fcntl
 import json
 import os
 import stat
-import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
@@ -17,6 +15,7 @@ from installer.errors import ConfigError, FormatError
 from installer.format import canonjson
 from installer.host.layout import Layout
 from installer.host.state import MAX_EPOCH
+from tests.runlock import lock_held
 
 ALL_HEX = "0123456789abcdef" * 4   # every hex digit: a proper subset test would refuse it
 RECORD = "var/lib/rancher/airgap/tuf/sync.json"
@@ -246,13 +245,8 @@ def test_persister_none_deletes_but_never_the_root(layout: Layout) -> None:
 @pytest.fixture
 def held(layout: Layout) -> Iterator[None]:
     """The run lock held by someone else for 0.3 s."""
-    os.makedirs(os.path.dirname(layout.lock), exist_ok=True)
-    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    timer = threading.Timer(0.3, lambda: os.close(fd))
-    timer.start()
-    yield
-    timer.join()
+    with lock_held(layout.lock, release_after=0.3):
+        yield
 
 
 def test_note_result_waits_for_the_lock_and_keeps_pending(layout: Layout, held: None) -> None:
