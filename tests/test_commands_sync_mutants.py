@@ -423,4 +423,5 @@ def test_a_staged_folder_that_cannot_be_removed_does_not_stop_the_sync(
     def refuse(*args: Any, **kw: Any) -> None:
         raise PermissionError(1, "Operation not permitted")
     monkeypatch.setattr(os, "rmdir", refuse)
-    sync._prune_incoming(str(tmp_path / "in"), keep="k")   # left there, no error
+    sync._prune_incoming(str(tmp_path / "in"), keep="k")   # no error raised
+    assert (tmp_path / "in" / "d").is_dir()                  # left for the next sync
