@@ -267,6 +267,32 @@ class Repo:
     def _sign_top(self, md: Metadata[Any], role: str, root: Root) -> None:
         r = root.roles[role]
         self._sign(md, [root.keys[k] for k in r.keyids], r.threshold, role=role)
+        self._cosign(md, role, root)
+
+    def _live_root(self) -> Root | None:
+        """The newest root already in the folder (what devices can read now), before this
+        command's change adds any."""
+        versions = [int(v) for v in (p.name.split(".")[0] for p in self.meta.glob("*.root.json"))
+                    if v.isdigit()]
+        if not versions:
+            return None
+        live: Root = Metadata[Root].from_bytes(
+            (self.meta / f"{max(versions)}.root.json").read_bytes()).signed
+        return live
+
+    def _cosign(self, md: Metadata[Any], role: str, root: Root) -> None:
+        """While a newer root goes live, also sign with ``role``'s keys of the root devices
+        hold now, those this folder still has (rotation leaves the old key files): a device
+        reading between the renames of the switch, which puts the new roots in after
+        ``timestamp.json`` (``repotxn._rank``), accepts the new documents under its root."""
+        live = self._live_root()
+        if live is None or live.version >= root.version:
+            return
+        r = live.roles[role]
+        have = set(md.signatures)
+        for signer in self._signers([live.keys[k] for k in r.keyids]):
+            if signer.public_key.keyid not in have:
+                md.sign(signer, append=True)
 
     def _has_top(self, role: str, root: Root) -> bool:
         r = root.roles[role]
@@ -374,6 +400,8 @@ class Repo:
                 self._sign_top(Metadata(Snapshot()), "timestamp", root)
             return self._stage(docs, copies, what=what, now=now, short=short)
         for doc in docs:
+            if doc.role == "targets":
+                self._cosign(doc.md, "targets", root)
             self.change.files[doc.rel] = _bytes(doc.md)
             snap.signed.meta[f"{doc.role}.json"] = MetaFile(version=doc.md.signed.version)
         for rel, origin in copies.items():

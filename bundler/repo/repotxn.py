@@ -9,8 +9,9 @@ would accept), then hands the files to write and delete to ``Txn.commit``:
    staging folder and leaves the repository untouched;
 2. ``journal.json`` is written and renamed into place: that rename is the commit point;
 3. each file is renamed into the repository: targets first, then the new versioned metadata
-   (which nothing references yet), then new ``N.root.json`` files, and ``timestamp.json`` last,
-   so a device reading during the switch sees the old publication until that last rename;
+   (which nothing references yet), then ``timestamp.json``, then new ``N.root.json`` files, so
+   a device reading during the switch sees the old publication until the timestamp's rename,
+   and the new one under its old root until the roots' (see ``_rank``);
 4. the staging folder is removed.
 
 A command killed before step 2 leaves a staging folder that the next command removes; killed
@@ -54,11 +55,14 @@ class Change:
 
 
 def _rank(rel: str) -> tuple[int, str]:
-    """The order files go live: bundles, versioned metadata and staged changes, new roots,
-    then ``metadata/timestamp.json`` (the one file devices start from)."""
-    if rel == "metadata/timestamp.json":
-        return 3, rel
+    """The order files go live: bundles, versioned metadata and staged changes, then
+    ``metadata/timestamp.json`` (the one file devices start from), then new roots. A device
+    reading in between finds its old root and the new timestamp, which the repository signs
+    during a rotation with the keys of both roots (``Repo._cosign``); the other way round it
+    would find a new root beside a timestamp that root no longer accepts."""
     if rel.startswith("metadata/") and rel.endswith(".root.json"):
+        return 3, rel
+    if rel == "metadata/timestamp.json":
         return 2, rel
     if rel.startswith("targets/"):
         return 0, rel
