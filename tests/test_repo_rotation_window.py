@@ -8,9 +8,10 @@ or the new one, each of which it accepts: never a new root beside a timestamp it
 accepts (what docs/trust.md used to call the one remaining window).
 
 A ring's keys live in the top-level targets (no new root), so its rotation is one publication
-like any other. For each rotated role, every prefix of the switch, in the order ``repotxn``
-renames, is served to two devices (one that synced the publication before, one that trusts
-only root v1), with the device's own client (``installer.trust.tufclient``)."""
+like any other. For each rotated role, the repository after every rename of the switch
+(recorded as ``repotxn`` makes it) is served to two devices (one that synced the publication
+before, one that trusts only root v1), with the device's own client
+(``installer.trust.tufclient``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bundler import keys
-from bundler.repo import repotxn, ringops
+from bundler.repo import ringops
 from installer.trust import tufclient
 
 from .bundles import KeyDir, default_spec, write_spec
@@ -44,13 +45,24 @@ def _device(files: dict[str, bytes], trusted: tufclient.Trusted,
     return tufclient.refresh(trusted, fetch, ring=RING, now=now)
 
 
-def _switch_order(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
-    changed = [rel for rel, data in after.items() if before.get(rel) != data]
-    return sorted(changed, key=repotxn._rank)
+def _moments(repo: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, bytes]]]:
+    """Record the repository after every rename into it (``repotxn`` switches with
+    ``os.replace``): what a device reading at that moment would find."""
+    seen: list[tuple[str, dict[str, bytes]]] = []
+    real = os.replace
+
+    def replace(src: object, dst: object) -> None:
+        real(src, dst)  # type: ignore[arg-type]
+        path = Path(str(dst))
+        if repo in path.parents:
+            seen.append((path.relative_to(repo).as_posix(), _files(repo)))
+    monkeypatch.setattr(os, "replace", replace)
+    return seen
 
 
 @pytest.mark.parametrize("role", ["timestamp", "snapshot", "targets", "root", RING])
-def test_every_moment_of_a_rotation_switch_is_accepted(tmp_path: Path, role: str) -> None:
+def test_every_moment_of_a_rotation_switch_is_accepted(tmp_path: Path, role: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     kd = KeyDir(tmp_path / "keys")
     repo = tmp_path / "repo"
     ringops.init_repo(repo, kd.path)
@@ -65,19 +77,20 @@ def test_every_moment_of_a_rotation_switch_is_accepted(tmp_path: Path, role: str
     assert len(listed) == 1 and "edge-1.0.0" in listed[0]
 
     keys.rotate(kd.path, role=role)
+    moments = _moments(repo, monkeypatch)
     ringops.refresh(directory=repo, keys_dir=kd.path)
-    after = _files(repo)
-    order = _switch_order(before, after)
+    monkeypatch.undo()
+    order = [rel for rel, _ in moments]
     assert order[-1] == ("metadata/timestamp.json" if role == RING else "metadata/2.root.json")
+    assert "metadata/timestamp.json" in order and moments[-1][1] == _files(repo)
 
     refused = []
-    for n in range(len(order) + 1):
-        moment = dict(before, **{rel: after[rel] for rel in order[:n]})
+    for rel, moment in [("nothing yet", before), *moments]:
         for who, trusted in (("synced", synced), ("new", tufclient.Trusted(root=first_root))):
             try:
                 got = _device(moment, trusted, now)
             except Exception as e:  # noqa: BLE001 - any refusal is the failure reported
-                refused.append(f"after {order[:n][-1:]} ({who} device): {e}")
+                refused.append(f"after {rel} ({who} device): {e}")
                 continue
             assert [e.path for e in got.entries] == listed   # the same bundle, either way
     assert not refused, "\n".join(refused)

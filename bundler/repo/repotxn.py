@@ -54,6 +54,9 @@ class Change:
         return bool(self.files or self.copies or self.deletes)
 
 
+TIMESTAMP_RANK = 2
+
+
 def _rank(rel: str) -> tuple[int, str]:
     """The order files go live: bundles, versioned metadata and staged changes, then
     ``metadata/timestamp.json`` (the one file devices start from), then new roots. A device
@@ -61,9 +64,9 @@ def _rank(rel: str) -> tuple[int, str]:
     during a rotation with the keys of both roots (``Repo._cosign``); the other way round it
     would find a new root beside a timestamp that root no longer accepts."""
     if rel.startswith("metadata/") and rel.endswith(".root.json"):
-        return 3, rel
+        return TIMESTAMP_RANK + 1, rel
     if rel == "metadata/timestamp.json":
-        return 2, rel
+        return TIMESTAMP_RANK, rel
     if rel.startswith("targets/"):
         return 0, rel
     return 1, rel
@@ -177,7 +180,7 @@ class Txn:
                              ) from None
         deletes = [{"op": "delete", "path": rel} for rel in change.deletes]
         # deletions (of staged, superseded pending changes) before the timestamp switch
-        last = [s for s in steps if s["path"] == "metadata/timestamp.json"]
+        last = [s for s in steps if _rank(s["path"])[0] >= TIMESTAMP_RANK]
         return [s for s in steps if s not in last] + deletes + last
 
     def _apply(self, steps: Iterable[dict[str, str]]) -> None:
