@@ -53,7 +53,7 @@ FAST_MODULES = frozenset({
     "test_trust_tufcore_mutants.py", "test_trust_tufoverride_mutants.py",
     "test_trust_tufupdater_mutants.py", "test_trust_tufmeta_mutants.py",
     "test_sources_transfer.py", "test_trust_tuf_mixandmatch.py",
-    "test_sources_parts_mutants.py", "test_repo_rotation_window.py",
+    "test_sources_parts_mutants.py", "test_repo_rotation_window.py", "test_repo_txn.py",
     "test_commands_syncstate_mutants.py", "test_commands_syncgate_mutants.py",
 })
 SLOW_FIXTURES = frozenset({"host"})  # test_installer_policy's installed host: CLI runs
