@@ -117,3 +117,43 @@ def test_files_go_live_bundles_then_metadata_then_deletions_then_timestamp_then_
         ("put", "metadata/3.snapshot.json"), ("delete", "staged/pending.json"),
         ("put", "metadata/timestamp.json"), ("put", "metadata/2.root.json")]
     assert json.loads(json.dumps(steps)) == steps          # what the journal holds
+
+
+def test_a_commit_writes_files_0644_into_new_folders_and_names_what_it_wrote(
+        repo: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "edge.tar"
+    bundle.write_bytes(b"bundle")
+    sha = repotxn.hash_file(bundle)[0]
+    txn = Txn(repo)
+    txn.open()
+    written = txn.commit(Change(files={"staged/metadata/2.canary.json": b"c"},
+                                copies={"targets/abc.edge.tar": (bundle, sha, 6)},
+                                deletes=["metadata/none.json"]))
+    assert sorted(written) == [repo / "staged/metadata/2.canary.json",
+                               repo / "targets/abc.edge.tar"]
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    assert not txn.stage.exists()
+
+
+def test_a_switch_killed_half_way_is_finished_by_the_next_command(repo: Path) -> None:
+    change = Change(files={"metadata/3.snapshot.json": b"s", "metadata/timestamp.json": b"t"})
+    txn = Txn(repo)
+    txn.open()
+    steps = txn._stage(change)
+    (txn.stage / repotxn.JOURNAL).write_text(json.dumps({"steps": steps}))
+    first = steps[0]                                   # renamed before the kill
+    os.replace(txn.stage / first["src"], repo / first["path"])
+    assert Txn(repo).interrupted()
+    done = Txn(repo).recover()
+    assert done == [s["path"] for s in steps]
+    assert _tree(repo)["metadata/timestamp.json"] == b"t" and not txn.stage.exists()
+
+
+def test_a_rename_that_fails_mid_switch_says_how_to_finish(repo: Path) -> None:
+    (repo / "staged").write_bytes(b"a file where a folder must go")
+    txn = Txn(repo)
+    txn.open()
+    with pytest.raises(LocalError, match="cannot finish the switch") as e:
+        txn.commit(Change(files={"staged/pending.json": b"{}"}))
+    assert "finishes the switch" in (e.value.hint or "") and txn.interrupted()
