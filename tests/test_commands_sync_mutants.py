@@ -103,7 +103,7 @@ class Device:
         self.install_digest: Optional[str] = None
         self.install_action = "installed"
         self.said: List[str] = []
-        monkeypatch.setattr(sync, "load_state", lambda layout: (self, None))
+        monkeypatch.setattr(syncstate, "load_state", lambda layout: (self, None))
         monkeypatch.setattr(syncgate, "load_state", lambda layout: (self, None))
         monkeypatch.setattr(install, "install", self._install)
         monkeypatch.setattr(install, "rollback", self._rollback)

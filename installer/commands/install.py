@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, ContextManager, Dict, Optional
 
 from installer import policy
-from installer.commands.reconfigure import apply_options, checked, report_options, summary_of
+from installer.commands import precheck
+from installer.commands.reconfigure import apply_options, report_options, summary_of
 from installer.commands.results import (
     Installed,
     Outcome,
@@ -35,7 +36,7 @@ from installer.errors import ConfigError, InstallerError
 from installer.format import bundlefmt
 from installer.fsio import fsync_dir, open_regular, read_regular, write_verified
 from installer.host import delta, failpoint, imagecache, options, preflight, repair, summary, txn
-from installer.host.layout import REGISTRIES_KEPT, Layout, Target, targets_for
+from installer.host.layout import REGISTRIES_KEPT, Layout, Target
 from installer.host.options import Given, NodeOptions
 from installer.host.place import foreign_files
 from installer.host.state import Release, RunLock, State, load_journal, load_state, read_anchor
@@ -167,31 +168,16 @@ def _install_locked(layout: Layout, req: InstallRequest, report: Report,
     staging = None
     try:
         m = opened.header.manifest
-        label = f"bundle {m.name} {m.version}"
-        if chosen is not None:
-            preflight.check_file_name(chosen, m)
+        d = precheck.decide(m, state, req.given, arch=arch, chosen=chosen,
+                            switch_bundle=req.switch_bundle)
+        label, role, node, changes, decision = d.label, d.role, d.node, d.changes, d.decision
         failpoint.hit("after-header")
         cur = state.current
-        policy.check_arch(m.arch, arch, bundle=label)
-        role = policy.choose_role(asked=req.given.role, installed=cur.role if cur else None,
-                                  bundle_roles=m.roles, bundle=label)
-        recorded = NodeOptions.of(cur) if cur else None
-        node = checked(options.merge(recorded, req.given, role=role))
-        changes = options.diff(recorded, node)
-        decision = policy.decide_bundle_version(
-            installed_name=cur.name if cur else None,
-            installed_version=cur.version if cur else None,
-            name=m.name, version=m.version, switch_name=req.switch_bundle)
         if decision.action == "same":
             return _same_version(layout, opened=opened, state=state, node=node,
                                  changes=changes, reason=decision.reason, path=path,
                                  report=report, output=output)
-        if cur is not None:
-            policy.check_k3s_change(cur.k3s_version, m.k3s_version,
-                                    allow_minor_skip=m.allow_k3s_minor_skip,
-                                    allow_downgrade=m.allow_k3s_downgrade)
-        targets = targets_for(m.members, role)
-        policy.check_space(preflight.space_needs(layout, m, targets), bundle=label)
+        targets = precheck.check_change(layout, state, m, d=d)
         failpoint.hit("after-preflight")
         new = _release(opened, role=role, node=node, targets=targets, changes=changes)
         plan = summary.plan(cur, new)  # said before the (long) copy, and before placing

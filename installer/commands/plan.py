@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from installer import policy
-from installer.commands import install, sync, syncstate
-from installer.commands.reconfigure import checked, summary_of
+from installer.commands import install, precheck, sync, syncstate
+from installer.commands.reconfigure import summary_of
 from installer.commands.results import Json, Result
 from installer.host import options, preflight, summary
-from installer.host.layout import Layout, targets_for
+from installer.host.layout import Layout
 from installer.host.options import Given, NodeOptions
 from installer.host.state import load_journal, load_state, read_anchor
 from installer.sources import remote
@@ -55,19 +55,9 @@ def _install_plan(layout: Layout, req: install.InstallRequest) -> Dict[str, Any]
                                 now=verify.now_for(state.time_ratchet, clock), clock=clock)
     opened.close()
     m = opened.header.manifest
-    label = f"bundle {m.name} {m.version}"
-    if chosen is not None:
-        preflight.check_file_name(chosen, m)
-    cur = state.current
-    policy.check_arch(m.arch, arch, bundle=label)
-    role = policy.choose_role(asked=req.given.role, installed=cur.role if cur else None,
-                              bundle_roles=m.roles, bundle=label)
-    recorded = NodeOptions.of(cur) if cur else None
-    node = checked(options.merge(recorded, req.given, role=role))
-    decision = policy.decide_bundle_version(
-        installed_name=cur.name if cur else None,
-        installed_version=cur.version if cur else None,
-        name=m.name, version=m.version, switch_name=req.switch_bundle)
+    d = precheck.decide(m, state, req.given, arch=arch, chosen=chosen,
+                        switch_bundle=req.switch_bundle)
+    cur, node, decision = state.current, d.node, d.decision
     out: Dict[str, Any] = {"dry_run": True, "command": "install", "bundle": path,
                            "reason": decision.reason, "current": summary_of(cur),
                            "install_sh": _install_sh(node), "removed": None}
@@ -76,14 +66,8 @@ def _install_plan(layout: Layout, req: install.InstallRequest) -> Dict[str, Any]
         return dict(out, action="repair" if same else "none", would=[
             f"would check the placed files and repair any that differ ({decision.reason})"
             if same else f"nothing to do: {decision.reason}"])
-    if cur is not None:
-        policy.check_k3s_change(cur.k3s_version, m.k3s_version,
-                                allow_minor_skip=m.allow_k3s_minor_skip,
-                                allow_downgrade=m.allow_k3s_downgrade)
-    targets = targets_for(m.members, role)
-    policy.check_space(preflight.space_needs(layout, m, targets), bundle=label)
-    changes = options.diff(recorded, node)
-    new = install._release(opened, role=role, node=node, targets=targets, changes=changes)
+    targets = precheck.check_change(layout, state, m, d=d)
+    new = install._release(opened, role=d.role, node=node, targets=targets, changes=d.changes)
     plan = summary.plan(cur, new)
     removed = summary_of(state.previous) if state.previous is not None and \
         state.previous.digest != opened.digest else None
@@ -102,19 +86,11 @@ def _sync_plan(layout: Layout, req: sync.SyncRequest, *, now: Optional[int]) -> 
     src = remote.open_source(req.source, plain_http=req.plain_http, ca_file=req.ca_file,
                              credentials=req.credentials)
     arch = preflight.host_arch(layout, req.arch)
-    cfg = syncstate.read_config(layout)
-    record = syncstate.read_record(layout)
-    state, _ = load_state(layout)
-    trusted = syncstate.load_trusted(layout, cfg["ring"],
-                                     max(record["ratchet"], state.time_ratchet))
+    cfg, record, state, trusted = syncstate.held(layout)
     refreshed = tufclient.refresh(trusted, sync.source_fetcher(src), ring=cfg["ring"],
                                   now=clock)
     cur = state.current
-    choice = rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
-                          installed_name=cur.name if cur else None,
-                          installed_version=cur.version if cur else None,
-                          yanked=refreshed.yanked,
-                          failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
+    choice = syncstate.choose(refreshed, cfg=cfg, record=record, state=state, arch=arch)
     health = req.health_cmd or sync.DEFAULT_HEALTH
     out: Dict[str, Any] = {"dry_run": True, "command": "sync", "ring": cfg["ring"],
                            "reason": choice.reason, "current": summary_of(cur),

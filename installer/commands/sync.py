@@ -47,7 +47,7 @@ from installer.fsio import iter_file, open_regular
 from installer.host import preflight
 from installer.host.layout import Layout
 from installer.host.options import Given
-from installer.host.state import Options, RunLock, load_state
+from installer.host.state import Options, RunLock
 from installer.sources import ocidist, remote, transfer
 from installer.trust import rings, tufclient
 
@@ -223,11 +223,7 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
                         report: Report) -> "Union[_Plan, Synced]":
     """Under the run lock: refresh the ring's metadata, persist it, choose; fetch the chosen
     target into local staging (a plan) or record that the device is up to date."""
-    cfg = syncstate.read_config(layout)
-    record = syncstate.read_record(layout)
-    state, _ = load_state(layout)
-    trusted = syncstate.load_trusted(layout, cfg["ring"],
-                                     max(record["ratchet"], state.time_ratchet))
+    cfg, record, state, trusted = syncstate.held(layout)
     refreshed = _refresh(layout, trusted, source_fetcher(src), ring=cfg["ring"], clock=clock)
     record.update(ring=cfg["ring"], ratchet=refreshed.trusted.ratchet, last_sync=clock,
                   metadata=refreshed.versions, override=refreshed.override)
@@ -236,11 +232,7 @@ def _refresh_and_choose(layout: Layout, src: remote.Source, *, arch: str, clock:
         report(f"warning: expired {', '.join(o['roles'])} accepted under root-signed "
                f"override v{o['version']} until {o['expires']}: {o['reason']}")
     cur = state.current
-    choice = rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
-                          installed_name=cur.name if cur else None,
-                          installed_version=cur.version if cur else None,
-                          yanked=refreshed.yanked,
-                          failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
+    choice = syncstate.choose(refreshed, cfg=cfg, record=record, state=state, arch=arch)
     if choice.entry is None:
         record["result"] = "up to date"
         syncgate.refuse_degraded(layout, record, cur, yanked=refreshed.yanked)

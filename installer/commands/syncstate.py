@@ -15,15 +15,15 @@ Files::
 import os
 import time
 import uuid
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from installer.commands.results import RingSet
 from installer.errors import ConfigError, FormatError, InstallerError
 from installer.format import canonjson, safetext
 from installer.fsio import read_regular, write_verified
 from installer.host.layout import TRUST_DIR, Layout
-from installer.host.state import MAX_EPOCH, RunLock, read_anchor
-from installer.trust import tufclient
+from installer.host.state import MAX_EPOCH, RunLock, State, load_state, read_anchor
+from installer.trust import rings, tufclient
 
 
 def config_path(layout: Layout) -> str:
@@ -241,3 +241,32 @@ def _pending_problem(gate: Any) -> str:
 
 def iso_time(epoch: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(epoch, MAX_EPOCH)))
+
+
+class Held(NamedTuple):
+    """What the device holds before a sync (read alike by sync and its dry run)."""
+
+    cfg: Dict[str, Any]          # ring.json: ring, device_id (the rollout id)
+    record: Dict[str, Any]       # tuf/sync.json: ratchet, failed versions, last result
+    state: State
+    trusted: tufclient.Trusted   # the ring's verified metadata, with the higher ratchet
+
+
+def held(layout: Layout) -> Held:
+    cfg = read_config(layout)
+    record = read_record(layout)
+    state, _ = load_state(layout)
+    return Held(cfg, record, state, load_trusted(
+        layout, cfg["ring"], max(record["ratchet"], state.time_ratchet)))
+
+
+def choose(refreshed: tufclient.Refreshed, *, cfg: Dict[str, Any], record: Dict[str, Any],
+           state: State, arch: str) -> rings.Choice:
+    """The ring's choice for this device: its arch, rollout id, installed release, the
+    yanked list and the versions recorded as failed here."""
+    cur = state.current
+    return rings.choose(refreshed.entries, arch=arch, device_id=cfg["device_id"],
+                        installed_name=cur.name if cur else None,
+                        installed_version=cur.version if cur else None,
+                        yanked=refreshed.yanked,
+                        failed=[f["digest"] for f in record["failed"]], ring=cfg["ring"])
